@@ -1,0 +1,110 @@
+//! One error type for the whole API, rendered as OpenAI-style `{"error": {...}}` bodies with a
+//! stable machine-readable `code`.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use moetune_types::LineError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// What went wrong and what to fix.
+    pub message: String,
+    /// `invalid_request_error`, `authentication_error`, `not_found_error` or `server_error`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The request parameter at fault, if any.
+    pub param: Option<String>,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// For dataset errors: the offending lines (the first 20).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lines: Option<Vec<LineError>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub detail: ErrorDetail,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
+        let detail = ErrorDetail { message: message.into(), kind, param: None, code, lines: None };
+        Self { status, detail }
+    }
+
+    pub fn invalid(code: &'static str, param: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", code, message).with_param(param)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key", message)
+    }
+
+    pub fn not_found(what: &str, id: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found_error", "not_found", format!("No {what} found with id '{id}'."))
+    }
+
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal_error", "The server had an error processing your request.")
+    }
+
+    pub fn with_param(mut self, param: &str) -> Self {
+        self.detail.param = Some(param.to_string());
+        self
+    }
+
+    pub fn with_lines(mut self, lines: Vec<LineError>) -> Self {
+        self.detail.lines = Some(lines);
+        self
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.detail.message, self.detail.code)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).json(ErrorBody { error: self.detail.clone() })
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::internal(e)
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::internal(e)
+    }
+}
+
+/// Malformed JSON bodies and query strings get the same error shape as everything else.
+pub fn json_config() -> actix_web::web::JsonConfig {
+    actix_web::web::JsonConfig::default().error_handler(|err, _| {
+        ApiError::invalid("invalid_request_body", "body", format!("Invalid request body: {err}")).into()
+    })
+}
+
+pub fn query_config() -> actix_web::web::QueryConfig {
+    actix_web::web::QueryConfig::default().error_handler(|err, _| {
+        ApiError::invalid("invalid_query", "query", format!("Invalid query string: {err}")).into()
+    })
+}

@@ -1,0 +1,199 @@
+//! Dataset files: streamed to S3 while every line is validated; an invalid file stores nothing.
+
+use actix_multipart::Field;
+use futures_util::TryStreamExt;
+use moetune_types::dataset::MAX_LINE_BYTES;
+use moetune_types::{DatasetSummary, DatasetValidator};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::storage::StagedObject;
+use crate::AppState;
+
+/// The OpenAI file object, plus what validation found.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct FileObject {
+    pub id: String,
+    /// Always `file`.
+    #[sqlx(skip)]
+    #[schema(example = "file")]
+    pub object: &'static str,
+    pub bytes: i64,
+    #[sqlx(try_from = "chrono::DateTime<chrono::Utc>")]
+    #[sqlx(rename = "created_at_ts")]
+    pub created_at: UnixTime,
+    pub filename: String,
+    pub purpose: String,
+    /// `processed` once validated (invalid uploads are refused and never stored).
+    pub status: String,
+    /// `chat`, `alpaca` or `prompt_completion`.
+    pub format: Option<String>,
+    pub example_count: Option<i64>,
+    pub estimated_tokens: Option<i64>,
+    pub sha256: String,
+}
+
+/// Seconds since the Unix epoch, as OpenAI's objects carry timestamps.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(transparent)]
+pub struct UnixTime(pub i64);
+
+impl From<chrono::DateTime<chrono::Utc>> for UnixTime {
+    fn from(t: chrono::DateTime<chrono::Utc>) -> Self {
+        Self(t.timestamp())
+    }
+}
+
+pub const FILE_COLUMNS: &str = "id, bytes, created_at AS created_at_ts, filename, purpose, status, format, \
+     example_count, estimated_tokens, sha256";
+
+/// Line-splits a byte stream for the validator without holding more than one line.
+struct LineSplitter {
+    carry: Vec<u8>,
+    oversized: bool,
+}
+
+impl LineSplitter {
+    fn feed(&mut self, mut chunk: &[u8], validator: &mut DatasetValidator) {
+        while let Some(newline) = chunk.iter().position(|&b| b == b'\n') {
+            self.take(&chunk[..newline], validator, true);
+            chunk = &chunk[newline + 1..];
+        }
+        self.take(chunk, validator, false);
+    }
+
+    fn take(&mut self, piece: &[u8], validator: &mut DatasetValidator, line_ends: bool) {
+        if !self.oversized && self.carry.len() + piece.len() > MAX_LINE_BYTES {
+            self.oversized = true;
+            self.carry.clear();
+        }
+        if !self.oversized {
+            self.carry.extend_from_slice(piece);
+        }
+        if line_ends {
+            if self.oversized {
+                validator.push_oversized_line();
+            } else {
+                validator.push_line(&self.carry);
+            }
+            self.carry.clear();
+            self.oversized = false;
+        }
+    }
+
+    /// The last line may lack a trailing newline.
+    fn finish(mut self, validator: &mut DatasetValidator) {
+        if self.oversized || !self.carry.is_empty() {
+            self.take(&[], validator, true);
+        }
+    }
+}
+
+/// A dataset written to S3 (not yet recorded in Postgres).
+pub struct StoredUpload {
+    pub id: String,
+    pub key: String,
+    pub filename: String,
+    pub bytes: i64,
+    pub sha256: String,
+    pub summary: DatasetSummary,
+}
+
+/// Streams the multipart `file` field to S3, validating each line on the way.
+pub async fn store_upload(state: &AppState, tenant: Uuid, mut field: Field) -> Result<StoredUpload, ApiError> {
+    let filename = field
+        .content_disposition()
+        .and_then(|d| d.get_filename())
+        .unwrap_or("upload.jsonl")
+        .to_string();
+    let id = format!("file-{}", Uuid::new_v4().simple());
+    let key = format!("files/{tenant}/{id}.jsonl");
+    let mut object = StagedObject::new(state.s3.clone(), &state.config.s3.bucket, &key);
+    let mut validator = DatasetValidator::new();
+    let mut splitter = LineSplitter { carry: Vec::new(), oversized: false };
+    let mut hasher = Sha256::new();
+    let mut bytes = 0i64;
+    loop {
+        let chunk = match field.try_next().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) => {
+                object.abort().await;
+                return Err(ApiError::invalid("upload_interrupted", "file", format!("Upload failed: {e}")));
+            }
+        };
+        bytes += chunk.len() as i64;
+        hasher.update(&chunk);
+        splitter.feed(&chunk, &mut validator);
+        if let Err(e) = object.write(&chunk).await {
+            object.abort().await;
+            return Err(ApiError::internal(e));
+        }
+    }
+    splitter.finish(&mut validator);
+    let summary = match validator.finish() {
+        Ok(summary) => summary,
+        Err((lines, total)) => {
+            object.abort().await;
+            return Err(dataset_error(lines, total));
+        }
+    };
+    object.commit().await.map_err(ApiError::internal)?;
+    Ok(StoredUpload { id, key, filename, bytes, sha256: hex::encode(hasher.finalize()), summary })
+}
+
+fn dataset_error(lines: Vec<moetune_types::LineError>, total: u64) -> ApiError {
+    let message = if lines.first().is_some_and(|l| l.line == 0) {
+        "Invalid file: the file is empty; upload JSONL with one training example per line.".to_string()
+    } else {
+        let shown: Vec<String> = lines.iter().take(5).map(|l| format!("line {}: {}", l.line, l.message)).collect();
+        let more = if total as usize > shown.len() { format!(" (and {} more)", total as usize - shown.len()) } else { String::new() };
+        format!("Invalid file: {total} line(s) have problems; nothing was stored. {}{more}", shown.join("; "))
+    };
+    ApiError::invalid("invalid_file_format", "file", message).with_lines(lines)
+}
+
+/// Records a stored upload; removes the S3 object if the database refuses it.
+pub async fn record_upload(state: &AppState, tenant: Uuid, upload: StoredUpload, purpose: &str) -> Result<FileObject, ApiError> {
+    let inserted = sqlx::query_as::<_, FileObject>(&format!(
+        "INSERT INTO files (id, tenant_id, filename, purpose, bytes, s3_bucket, s3_key, sha256, status, format,
+                            example_count, estimated_tokens)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'processed', $9, $10, $11) RETURNING {FILE_COLUMNS}"
+    ))
+    .bind(&upload.id)
+    .bind(tenant)
+    .bind(&upload.filename)
+    .bind(purpose)
+    .bind(upload.bytes)
+    .bind(&state.config.s3.bucket)
+    .bind(&upload.key)
+    .bind(&upload.sha256)
+    .bind(upload.summary.format.as_str())
+    .bind(upload.summary.examples as i64)
+    .bind(upload.summary.estimated_tokens as i64)
+    .fetch_one(&state.db)
+    .await;
+    match inserted {
+        Ok(file) => Ok(file.with_object()),
+        Err(e) => {
+            delete_object(state, &upload.key).await;
+            Err(e.into())
+        }
+    }
+}
+
+pub async fn delete_object(state: &AppState, key: &str) {
+    if let Err(e) = state.s3.delete_object().bucket(&state.config.s3.bucket).key(key).send().await {
+        tracing::error!(key, error = %e, "could not delete S3 object");
+    }
+}
+
+impl FileObject {
+    pub fn with_object(mut self) -> Self {
+        self.object = "file";
+        self
+    }
+}

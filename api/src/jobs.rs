@@ -1,0 +1,373 @@
+//! Fine-tuning jobs: request parsing and resolution, persistence, and the OpenAI job object.
+
+use std::collections::HashMap;
+
+use moetune_scheduler::store;
+use moetune_types::{JobStatus, MoeSftQatOptions, TrainingSpec, SUPPORTED_MODELS};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::files::UnixTime;
+use crate::AppState;
+
+/// Body of `POST /v1/fine_tuning/jobs` (the OpenAI shape; `method.moe_sft_qat` carries MoE options).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJobRequest {
+    /// Base model to fine-tune, e.g. `moetune/tiny-mixtral`.
+    pub model: String,
+    /// Id of an uploaded file with `purpose=fine-tune`.
+    pub training_file: String,
+    /// Not supported yet; sending one is an error rather than being ignored.
+    pub validation_file: Option<String>,
+    /// Up to 64 characters added to the fine-tuned model name.
+    pub suffix: Option<String>,
+    pub seed: Option<u64>,
+    /// Up to 16 string key-value pairs stored with the job.
+    pub metadata: Option<HashMap<String, String>>,
+    pub hyperparameters: Option<Hyperparameters>,
+    pub method: Option<Method>,
+}
+
+/// OpenAI hyperparameters; each accepts `"auto"` or a number.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Hyperparameters {
+    /// `"auto"` (1) or a positive integer.
+    #[schema(value_type = Object)]
+    pub n_epochs: Option<Value>,
+    /// `"auto"` (4) or a positive integer.
+    #[schema(value_type = Object)]
+    pub batch_size: Option<Value>,
+    /// `"auto"` (1.0) or a positive number multiplying the method's learning rate.
+    #[schema(value_type = Object)]
+    pub learning_rate_multiplier: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Method {
+    /// `supervised` (runs the MoE SFT→QAT workflow with defaults) or `moe_sft_qat`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub supervised: Option<Value>,
+    pub moe_sft_qat: Option<MoeSftQatOptions>,
+}
+
+/// Resolved hyperparameters, echoed on the job object.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResolvedHyperparameters {
+    pub n_epochs: u32,
+    pub batch_size: u32,
+    pub learning_rate_multiplier: f64,
+}
+
+fn positive_int(value: &Option<Value>, param: &str, auto: u32, max: u32) -> Result<u32, ApiError> {
+    match value {
+        None => Ok(auto),
+        Some(Value::String(s)) if s == "auto" => Ok(auto),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) if (1..=max as u64).contains(&v) => Ok(v as u32),
+            _ => Err(ApiError::invalid("invalid_hyperparameter", param, format!("`{param}` must be \"auto\" or an integer from 1 to {max}."))),
+        },
+        Some(_) => Err(ApiError::invalid("invalid_hyperparameter", param, format!("`{param}` must be \"auto\" or an integer."))),
+    }
+}
+
+fn positive_float(value: &Option<Value>, param: &str) -> Result<f64, ApiError> {
+    match value {
+        None => Ok(1.0),
+        Some(Value::String(s)) if s == "auto" => Ok(1.0),
+        Some(Value::Number(n)) if n.as_f64().is_some_and(|v| v > 0.0 && v <= 100.0) => Ok(n.as_f64().unwrap_or(1.0)),
+        Some(_) => Err(ApiError::invalid("invalid_hyperparameter", param, format!("`{param}` must be \"auto\" or a number in (0, 100]."))),
+    }
+}
+
+/// Checks the request and turns it into the runner's spec; every refusal names its parameter.
+pub fn resolve(request: &CreateJobRequest) -> Result<(TrainingSpec, ResolvedHyperparameters), ApiError> {
+    if !SUPPORTED_MODELS.contains(&request.model.as_str()) {
+        return Err(ApiError::invalid(
+            "model_not_found",
+            "model",
+            format!("Model '{}' is not available for fine-tuning. Available: {}.", request.model, SUPPORTED_MODELS.join(", ")),
+        ));
+    }
+    if request.validation_file.is_some() {
+        return Err(ApiError::invalid("unsupported_parameter", "validation_file", "Validation files are not supported yet; omit `validation_file`."));
+    }
+    if request.suffix.as_ref().is_some_and(|s| s.len() > 64 || s.is_empty()) {
+        return Err(ApiError::invalid("invalid_suffix", "suffix", "`suffix` must be 1 to 64 characters."));
+    }
+    if request.metadata.as_ref().is_some_and(|m| m.len() > 16) {
+        return Err(ApiError::invalid("invalid_metadata", "metadata", "`metadata` holds at most 16 pairs."));
+    }
+    let hp = request.hyperparameters.as_ref();
+    let none = Hyperparameters::default();
+    let hp = hp.unwrap_or(&none);
+    let resolved = ResolvedHyperparameters {
+        n_epochs: positive_int(&hp.n_epochs, "hyperparameters.n_epochs", 1, 50)?,
+        batch_size: positive_int(&hp.batch_size, "hyperparameters.batch_size", 4, 256)?,
+        learning_rate_multiplier: positive_float(&hp.learning_rate_multiplier, "hyperparameters.learning_rate_multiplier")?,
+    };
+    let mut moe = match &request.method {
+        None => MoeSftQatOptions::default(),
+        Some(Method { kind, moe_sft_qat, .. }) if kind == "moe_sft_qat" => moe_sft_qat.clone().unwrap_or_default(),
+        Some(Method { kind, .. }) if kind == "supervised" => MoeSftQatOptions::default(),
+        Some(Method { kind, .. }) => {
+            return Err(ApiError::invalid("invalid_method", "method.type", format!("Unknown method type '{kind}'; use \"supervised\" or \"moe_sft_qat\".")))
+        }
+    };
+    if moe.sft_steps == 0 || moe.sft_steps > 100_000 || moe.qat_steps > 100_000 {
+        return Err(ApiError::invalid("invalid_method", "method.moe_sft_qat.sft_steps", "`sft_steps` must be 1..=100000 and `qat_steps` at most 100000."));
+    }
+    if !(16..=8192).contains(&moe.seq_len) {
+        return Err(ApiError::invalid("invalid_method", "method.moe_sft_qat.seq_len", "`seq_len` must be from 16 to 8192."));
+    }
+    if !(moe.learning_rate > 0.0 && moe.learning_rate < 1.0) {
+        return Err(ApiError::invalid("invalid_method", "method.moe_sft_qat.learning_rate", "`learning_rate` must be in (0, 1)."));
+    }
+    moe.learning_rate *= resolved.learning_rate_multiplier;
+    moe.log_every_n_steps = moe.log_every_n_steps.max(1);
+    let seed = request.seed.unwrap_or_else(|| u64::from(rand::random::<u32>()));
+    let spec = TrainingSpec { model: request.model.clone(), n_epochs: resolved.n_epochs, batch_size: resolved.batch_size, seed, moe };
+    Ok((spec, resolved))
+}
+
+/// Creates the job: validating_files → queued in one transaction, then publishes it to Redis.
+pub async fn create(state: &AppState, tenant: Uuid, request: CreateJobRequest) -> Result<JobObject, ApiError> {
+    let (spec, hyperparameters) = resolve(&request)?;
+    let file: Option<(String, String)> = sqlx::query_as("SELECT purpose, status FROM files WHERE id = $1 AND tenant_id = $2")
+        .bind(&request.training_file)
+        .bind(tenant)
+        .fetch_optional(&state.db)
+        .await?;
+    match file {
+        None => return Err(ApiError::invalid("file_not_found", "training_file", format!("No file found with id '{}'; upload one with POST /v1/files.", request.training_file))),
+        Some((purpose, _)) if purpose != "fine-tune" => {
+            return Err(ApiError::invalid("invalid_file_purpose", "training_file", format!("File '{}' has purpose '{purpose}'; training files need purpose 'fine-tune'.", request.training_file)))
+        }
+        Some(_) => {}
+    }
+    let id = format!("ftjob-{}", Uuid::new_v4().simple());
+    let mut tx = state.db.begin().await?;
+    sqlx::query(
+        "INSERT INTO jobs (id, tenant_id, model, training_file, suffix, spec, hyperparameters, status, metadata)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'validating_files', $8)",
+    )
+    .bind(&id)
+    .bind(tenant)
+    .bind(&request.model)
+    .bind(&request.training_file)
+    .bind(&request.suffix)
+    .bind(serde_json::to_value(&spec).map_err(ApiError::internal)?)
+    .bind(serde_json::to_value(&hyperparameters).map_err(ApiError::internal)?)
+    .bind(serde_json::to_value(request.metadata.unwrap_or_default()).map_err(ApiError::internal)?)
+    .execute(&mut *tx)
+    .await?;
+    let message = format!("Validating training file: {}", request.training_file);
+    store::insert_event(&mut tx, store::NewEvent { job_id: &id, attempt: 1, level: "info", kind: "message", message, data: None, source_id: None }).await?;
+    // The file was validated line by line at upload; a file that exists here is a processed one.
+    store::transition(&mut tx, &id, 1, JobStatus::Queued, "Files validated, job queued".into()).await?;
+    let assignment = store::assignment(&mut tx, &id, &state.config.s3.bucket).await?;
+    tx.commit().await?;
+    // Postgres holds the truth; if Redis is down now, the scheduler's reconciler publishes the job.
+    if let Err(e) = state.queue.enqueue(&assignment).await {
+        tracing::warn!(job = %id, error = %e, "enqueue failed; the reconciler will publish the job");
+    }
+    get(state, tenant, &id).await
+}
+
+/// The OpenAI fine-tuning job object, with moetune's additions (`attempt`, `artifacts`, `result`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobObject {
+    pub id: String,
+    /// Always `fine_tuning.job`.
+    pub object: &'static str,
+    pub created_at: UnixTime,
+    pub finished_at: Option<UnixTime>,
+    pub model: String,
+    pub fine_tuned_model: Option<String>,
+    pub organization_id: String,
+    pub status: JobStatus,
+    pub training_file: String,
+    pub validation_file: Option<String>,
+    pub hyperparameters: ResolvedHyperparameters,
+    pub method: Value,
+    pub result_files: Vec<String>,
+    pub trained_tokens: Option<i64>,
+    pub error: Option<JobError>,
+    pub seed: u64,
+    pub estimated_finish: Option<UnixTime>,
+    pub integrations: Vec<Value>,
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    pub user_provided_suffix: Option<String>,
+    /// Fencing counter: 1 on the first run, +1 each time a lost runner's job is handed out again.
+    pub attempt: i32,
+    /// Files the job produced, downloadable at `/v1/fine_tuning/jobs/{id}/artifacts/{name}/content`.
+    pub artifacts: Vec<Artifact>,
+    /// Summary written by the runner at the end (initial/final loss, steps, timings).
+    #[schema(value_type = Object)]
+    pub result: Option<Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobError {
+    pub code: String,
+    pub message: String,
+    pub param: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Artifact {
+    pub name: String,
+    /// Where the artifact is stored, `s3://bucket/key`.
+    #[sqlx(skip)]
+    pub uri: String,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub s3_bucket: String,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub s3_key: String,
+    pub bytes: i64,
+    pub sha256: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: String,
+    tenant_id: Uuid,
+    model: String,
+    training_file: String,
+    suffix: Option<String>,
+    spec: Value,
+    hyperparameters: Value,
+    status: String,
+    attempt: i32,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    trained_tokens: Option<i64>,
+    result: Option<Value>,
+    metadata: Value,
+    created_at: chrono::DateTime<chrono::Utc>,
+    finished_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+pub async fn get(state: &AppState, tenant: Uuid, id: &str) -> Result<JobObject, ApiError> {
+    let row: JobRow = sqlx::query_as("SELECT * FROM jobs WHERE id = $1 AND tenant_id = $2")
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("fine-tuning job", id))?;
+    let artifacts = artifacts(state, &row.id).await?;
+    let spec: TrainingSpec = serde_json::from_value(row.spec).map_err(ApiError::internal)?;
+    let status = JobStatus::parse(&row.status).ok_or_else(|| ApiError::internal(format!("bad status {}", row.status)))?;
+    let fine_tuned_model = (status == JobStatus::Succeeded).then(|| {
+        let suffix = row.suffix.as_deref().map(|s| format!("{s}:")).unwrap_or_default();
+        format!("ft:{}:{suffix}{}", row.model, row.id)
+    });
+    Ok(JobObject {
+        object: "fine_tuning.job",
+        created_at: row.created_at.into(),
+        finished_at: row.finished_at.map(Into::into),
+        fine_tuned_model,
+        organization_id: format!("org-{}", row.tenant_id.simple()),
+        status,
+        validation_file: None,
+        hyperparameters: serde_json::from_value(row.hyperparameters).map_err(ApiError::internal)?,
+        method: serde_json::json!({ "type": "moe_sft_qat", "moe_sft_qat": spec.moe }),
+        result_files: Vec::new(),
+        trained_tokens: row.trained_tokens,
+        error: row.error_code.map(|code| JobError { code, message: row.error_message.unwrap_or_default(), param: None }),
+        seed: spec.seed,
+        estimated_finish: None,
+        integrations: Vec::new(),
+        metadata: row.metadata,
+        user_provided_suffix: row.suffix,
+        attempt: row.attempt,
+        artifacts,
+        result: row.result,
+        id: row.id,
+        model: row.model,
+        training_file: row.training_file,
+    })
+}
+
+pub async fn artifacts(state: &AppState, job_id: &str) -> Result<Vec<Artifact>, ApiError> {
+    let mut rows: Vec<Artifact> =
+        sqlx::query_as("SELECT name, s3_bucket, s3_key, bytes, sha256 FROM artifacts WHERE job_id = $1 ORDER BY name")
+            .bind(job_id)
+            .fetch_all(&state.db)
+            .await?;
+    for a in &mut rows {
+        a.uri = format!("s3://{}/{}", a.s3_bucket, a.s3_key);
+    }
+    Ok(rows)
+}
+
+/// One entry of the job's event log (OpenAI `fine_tuning.job.event`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobEvent {
+    pub id: String,
+    /// Always `fine_tuning.job.event`.
+    pub object: &'static str,
+    pub created_at: UnixTime,
+    pub level: String,
+    pub message: String,
+    /// `message` or `metrics`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[schema(value_type = Object)]
+    pub data: Option<Value>,
+}
+
+/// Newest first, like OpenAI; `after` is the id of the last event already seen (older ones follow).
+pub async fn events(state: &AppState, tenant: Uuid, job_id: &str, after: Option<&str>, limit: i64) -> Result<(Vec<JobEvent>, bool), ApiError> {
+    get_owned(state, tenant, job_id).await?;
+    let after_seq = match after {
+        None => i64::MAX,
+        Some(cursor) => cursor
+            .strip_prefix("ftevent-")
+            .and_then(|s| s.parse::<i64>().ok())
+            .ok_or_else(|| ApiError::invalid("invalid_cursor", "after", format!("`after` must be an event id like 'ftevent-12', got '{cursor}'.")))?,
+    };
+    let rows: Vec<(i64, chrono::DateTime<chrono::Utc>, String, String, String, Option<Value>)> = sqlx::query_as(
+        "SELECT seq, created_at, level, message, type, data FROM job_events
+         WHERE job_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+    )
+    .bind(job_id)
+    .bind(after_seq)
+    .bind(limit + 1)
+    .fetch_all(&state.db)
+    .await?;
+    let has_more = rows.len() as i64 > limit;
+    let events = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(|(seq, created_at, level, message, kind, data)| JobEvent {
+            id: format!("ftevent-{seq}"),
+            object: "fine_tuning.job.event",
+            created_at: created_at.into(),
+            level,
+            message,
+            kind,
+            data,
+        })
+        .collect();
+    Ok((events, has_more))
+}
+
+/// 404 unless the job exists and belongs to the tenant.
+pub async fn get_owned(state: &AppState, tenant: Uuid, job_id: &str) -> Result<(), ApiError> {
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND tenant_id = $2)")
+        .bind(job_id)
+        .bind(tenant)
+        .fetch_one(&state.db)
+        .await?;
+    if exists { Ok(()) } else { Err(ApiError::not_found("fine-tuning job", job_id)) }
+}

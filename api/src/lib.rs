@@ -1,0 +1,86 @@
+//! The moetune HTTP API: files, fine-tuning jobs, events and artifacts over actix-web.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod files;
+pub mod jobs;
+pub mod openapi;
+pub mod routes;
+pub mod storage;
+
+use std::net::TcpListener;
+
+use actix_web::dev::{Server, Service};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{web, App, HttpServer};
+use moetune_scheduler::JobQueue;
+use sqlx::PgPool;
+
+pub use config::ApiConfig;
+
+/// Shared by every handler.
+pub struct AppState {
+    pub config: ApiConfig,
+    pub db: PgPool,
+    pub s3: aws_sdk_s3::Client,
+    pub queue: JobQueue,
+}
+
+/// A bound, migrated, ready-to-run server. Owns its listener so tests can bind port 0.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+impl Application {
+    pub async fn build(config: ApiConfig) -> anyhow::Result<Self> {
+        let db = sqlx::postgres::PgPoolOptions::new().max_connections(16).connect(&config.database_url).await?;
+        Self::build_with_pool(config, db).await
+    }
+
+    pub async fn build_with_pool(config: ApiConfig, db: PgPool) -> anyhow::Result<Self> {
+        MIGRATOR.run(&db).await?;
+        let listener = TcpListener::bind(&config.bind_addr)?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(AppState {
+            s3: config.s3.client().await,
+            queue: JobQueue::connect(&config.redis_url, &config.redis_prefix).await?,
+            db,
+            config: config.clone(),
+        });
+        let keys = web::Data::new(auth::TokenKeys::new(&config.jwt_secret));
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(keys.clone())
+                .app_data(error::json_config())
+                .app_data(error::query_config())
+                .wrap_fn(|req, srv| {
+                    let request_id = uuid::Uuid::new_v4().simple().to_string();
+                    let fut = srv.call(req);
+                    async move {
+                        let mut res = fut.await?;
+                        let value = HeaderValue::from_str(&format!("req_{request_id}")).expect("ascii");
+                        res.headers_mut().insert(HeaderName::from_static("x-request-id"), value);
+                        Ok(res)
+                    }
+                })
+                .wrap(tracing_actix_web::TracingLogger::default())
+                .configure(routes::configure)
+        })
+        .listen(listener)?
+        .run();
+        Ok(Self { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

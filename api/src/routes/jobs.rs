@@ -1,0 +1,98 @@
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use tokio_util::io::ReaderStream;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::Tenant;
+use crate::error::{ApiError, ErrorBody};
+use crate::jobs::{self, Artifact, CreateJobRequest, JobEvent, JobObject};
+use crate::AppState;
+
+/// Create a fine-tuning job on an uploaded training file.
+#[utoipa::path(post, path = "/v1/fine_tuning/jobs", tag = "fine_tuning",
+    request_body = CreateJobRequest,
+    responses((status = 200, body = JobObject), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(tenant: Tenant, state: web::Data<AppState>, body: web::Json<CreateJobRequest>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(jobs::create(&state, tenant.id, body.into_inner()).await?))
+}
+
+/// Retrieve a fine-tuning job.
+#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}", tag = "fine_tuning",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, body = JobObject), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn retrieve(tenant: Tenant, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(jobs::get(&state, tenant.id, &id).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct EventsQuery {
+    /// Id of the last event from the previous page.
+    after: Option<String>,
+    /// Events per page, 1–1000 (default 20).
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventList {
+    /// Always `list`.
+    object: &'static str,
+    data: Vec<JobEvent>,
+    has_more: bool,
+}
+
+/// List a job's events, newest first: status changes, messages and per-step metrics.
+#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/events", tag = "fine_tuning",
+    params(("id" = String, Path, description = "Job id"), EventsQuery),
+    responses((status = 200, body = EventList), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn events(tenant: Tenant, state: web::Data<AppState>, id: web::Path<String>, query: web::Query<EventsQuery>) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("invalid_limit", "limit", "`limit` must be from 1 to 1000."));
+    }
+    let (data, has_more) = jobs::events(&state, tenant.id, &id, query.after.as_deref(), limit).await?;
+    Ok(HttpResponse::Ok().json(EventList { object: "list", data, has_more }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ArtifactList {
+    /// Always `list`.
+    object: &'static str,
+    data: Vec<Artifact>,
+    has_more: bool,
+}
+
+/// List the files a job produced (checkpoint, config, tokenizer) with size and sha256.
+#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/artifacts", tag = "fine_tuning",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, body = ArtifactList), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_artifacts(tenant: Tenant, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    jobs::get_owned(&state, tenant.id, &id).await?;
+    let data = jobs::artifacts(&state, &id).await?;
+    Ok(HttpResponse::Ok().json(ArtifactList { object: "list", data, has_more: false }))
+}
+
+/// Download one artifact; streamed from storage.
+#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/artifacts/{name}/content", tag = "fine_tuning",
+    params(("id" = String, Path, description = "Job id"), ("name" = String, Path, description = "Artifact name, e.g. model.safetensors")),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn download_artifact(tenant: Tenant, state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let (id, name) = path.into_inner();
+    jobs::get_owned(&state, tenant.id, &id).await?;
+    let artifact = jobs::artifacts(&state, &id)
+        .await?
+        .into_iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| ApiError::not_found("artifact", &name))?;
+    let object = state.s3.get_object().bucket(&artifact.s3_bucket).key(&artifact.s3_key).send().await.map_err(ApiError::internal)?;
+    let stream = ReaderStream::new(object.body.into_async_read());
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header(("content-disposition", format!("attachment; filename=\"{name}\"")))
+        .insert_header(("content-length", artifact.bytes.to_string()))
+        .streaming(stream))
+}

@@ -1,0 +1,311 @@
+//! Training data: one JSON object per line, in one of three formats, checked line by line.
+//!
+//! The API validates uploads with [`DatasetValidator`] and the runner parses the same lines with
+//! [`parse_line`], so what the API accepts is exactly what the runner can train on.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+/// Longest line accepted, in bytes. Bounds the memory one line can take while streaming an upload.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+/// Validation stops collecting after this many line errors (the first ones are the useful ones).
+pub const MAX_REPORTED_ERRORS: usize = 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DatasetFormat {
+    /// `{"messages": [{"role": "system|user|assistant", "content": "..."}]}` (OpenAI chat).
+    Chat,
+    /// `{"instruction": "...", "input": "...", "output": "..."}` (alpaca; `input` optional).
+    Alpaca,
+    /// `{"prompt": "...", "completion": "..."}`.
+    PromptCompletion,
+}
+
+impl DatasetFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Alpaca => "alpaca",
+            Self::PromptCompletion => "prompt_completion",
+        }
+    }
+}
+
+/// One training example, reduced to what the model sees before the response and the response itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub system: Option<String>,
+    pub instruction: String,
+    pub input: String,
+    pub response: String,
+}
+
+impl Example {
+    /// Renders the plain-text prompt of DESIGN.md §1; the loss is taken on `response` only.
+    pub fn render_prompt(&self, default_system: Option<&str>) -> String {
+        let mut out = String::new();
+        if let Some(system) = self.system.as_deref().or(default_system) {
+            out.push_str(&format!("### System:\n{system}\n\n"));
+        }
+        out.push_str(&format!("### Instruction:\n{}\n\n", self.instruction));
+        if !self.input.is_empty() {
+            out.push_str(&format!("### Input:\n{}\n\n", self.input));
+        }
+        out.push_str("### Response:\n");
+        out
+    }
+}
+
+/// A problem with one line of a dataset; `line` is 1-based.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LineError {
+    pub line: u64,
+    pub message: String,
+}
+
+/// Parses one non-empty line, returning its format and the example.
+pub fn parse_line(text: &str) -> Result<(DatasetFormat, Example), String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let Value::Object(obj) = value else {
+        return Err("expected a JSON object".into());
+    };
+    if obj.contains_key("messages") {
+        parse_chat(&obj).map(|e| (DatasetFormat::Chat, e))
+    } else if obj.contains_key("instruction") || obj.contains_key("output") {
+        parse_alpaca(&obj).map(|e| (DatasetFormat::Alpaca, e))
+    } else if obj.contains_key("prompt") || obj.contains_key("completion") {
+        parse_prompt_completion(&obj).map(|e| (DatasetFormat::PromptCompletion, e))
+    } else {
+        Err("unrecognised record: expected `messages` (chat), `instruction`/`output` (alpaca) \
+             or `prompt`/`completion`"
+            .into())
+    }
+}
+
+fn string_field(obj: &Map<String, Value>, field: &str, required: bool) -> Result<String, String> {
+    match obj.get(field) {
+        Some(Value::String(s)) if required && s.trim().is_empty() => Err(format!("`{field}` is empty")),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Null) | None if !required => Ok(String::new()),
+        Some(other) => Err(format!("`{field}` must be a string, found {}", json_type(other))),
+        None => Err(format!("missing required field `{field}`")),
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn parse_alpaca(obj: &Map<String, Value>) -> Result<Example, String> {
+    Ok(Example {
+        system: None,
+        instruction: string_field(obj, "instruction", true)?,
+        input: string_field(obj, "input", false)?,
+        response: string_field(obj, "output", true)?,
+    })
+}
+
+fn parse_prompt_completion(obj: &Map<String, Value>) -> Result<Example, String> {
+    Ok(Example {
+        system: None,
+        instruction: string_field(obj, "prompt", true)?,
+        input: String::new(),
+        response: string_field(obj, "completion", true)?,
+    })
+}
+
+/// Chat records train on the last assistant message; earlier turns become the instruction.
+fn parse_chat(obj: &Map<String, Value>) -> Result<Example, String> {
+    let Some(Value::Array(messages)) = obj.get("messages") else {
+        return Err("`messages` must be an array".into());
+    };
+    if messages.is_empty() {
+        return Err("`messages` is empty".into());
+    }
+    let mut turns = Vec::with_capacity(messages.len());
+    for (i, message) in messages.iter().enumerate() {
+        let Value::Object(m) = message else {
+            return Err(format!("messages[{i}] must be an object"));
+        };
+        let role = string_field(m, "role", true).map_err(|e| format!("messages[{i}]: {e}"))?;
+        if !matches!(role.as_str(), "system" | "user" | "assistant") {
+            return Err(format!(
+                "messages[{i}]: unknown role `{role}` (expected system, user or assistant)"
+            ));
+        }
+        let content = string_field(m, "content", role == "assistant")
+            .map_err(|e| format!("messages[{i}]: {e}"))?;
+        turns.push((role, content));
+    }
+    let last_assistant = turns
+        .iter()
+        .rposition(|(role, _)| role == "assistant")
+        .ok_or("`messages` has no assistant message to train on")?;
+    let system = turns.iter().find(|(role, _)| role == "system").map(|(_, c)| c.clone());
+    let context: Vec<&(String, String)> =
+        turns[..last_assistant].iter().filter(|(role, _)| role != "system").collect();
+    let instruction = match context.as_slice() {
+        [(_, only)] => only.clone(),
+        many => many.iter().map(|(r, c)| format!("{r}: {c}")).collect::<Vec<_>>().join("\n"),
+    };
+    if instruction.trim().is_empty() {
+        return Err("`messages` has no user message before the assistant's reply".into());
+    }
+    Ok(Example { system, instruction, input: String::new(), response: turns[last_assistant].1.clone() })
+}
+
+/// What validation found in a whole file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DatasetSummary {
+    pub format: DatasetFormat,
+    pub examples: u64,
+    /// Rough token count (characters / 4), for estimates before the real tokenizer runs.
+    pub estimated_tokens: u64,
+}
+
+/// Validates a dataset fed to it line by line, keeping only counters and the first errors.
+#[derive(Debug, Default)]
+pub struct DatasetValidator {
+    line: u64,
+    format: Option<DatasetFormat>,
+    examples: u64,
+    chars: u64,
+    errors: Vec<LineError>,
+    error_count: u64,
+}
+
+impl DatasetValidator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds the next line (without its trailing newline).
+    pub fn push_line(&mut self, raw: &[u8]) {
+        self.line += 1;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if let Err(message) = self.check_line(raw) {
+            self.error(message);
+        }
+    }
+
+    /// Reports a line longer than [`MAX_LINE_BYTES`] without buffering it.
+    pub fn push_oversized_line(&mut self) {
+        self.line += 1;
+        self.error(format!("line is longer than {MAX_LINE_BYTES} bytes"));
+    }
+
+    fn error(&mut self, message: String) {
+        self.error_count += 1;
+        if self.errors.len() < MAX_REPORTED_ERRORS {
+            self.errors.push(LineError { line: self.line, message });
+        }
+    }
+
+    fn check_line(&mut self, raw: &[u8]) -> Result<(), String> {
+        let text = std::str::from_utf8(raw).map_err(|_| "line is not valid UTF-8".to_string())?;
+        if text.trim().is_empty() {
+            return Err("line is empty (remove blank lines)".into());
+        }
+        let (format, example) = parse_line(text)?;
+        match self.format {
+            None => self.format = Some(format),
+            Some(first) if first != format => {
+                return Err(format!(
+                    "record is in {} format but the file's first record is in {} format",
+                    format.as_str(),
+                    first.as_str()
+                ))
+            }
+            Some(_) => {}
+        }
+        self.examples += 1;
+        self.chars += (example.instruction.len() + example.input.len() + example.response.len()) as u64;
+        Ok(())
+    }
+
+    /// Ends validation: a summary, or every reported problem (first [`MAX_REPORTED_ERRORS`]).
+    pub fn finish(self) -> Result<DatasetSummary, (Vec<LineError>, u64)> {
+        if !self.errors.is_empty() {
+            return Err((self.errors, self.error_count));
+        }
+        match self.format {
+            Some(format) => Ok(DatasetSummary {
+                format,
+                examples: self.examples,
+                estimated_tokens: self.chars / 4,
+            }),
+            None => Err((vec![LineError { line: 0, message: "file is empty".into() }], 1)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validate(text: &str) -> Result<DatasetSummary, (Vec<LineError>, u64)> {
+        let mut v = DatasetValidator::new();
+        let body = text.strip_suffix('\n').unwrap_or(text);
+        if !body.is_empty() {
+            body.split('\n').for_each(|l| v.push_line(l.as_bytes()));
+        }
+        v.finish()
+    }
+
+    #[test]
+    fn accepts_each_format() {
+        let chat = r#"{"messages":[{"role":"system","content":"s"},{"role":"user","content":"u"},{"role":"assistant","content":"a"}]}"#;
+        assert_eq!(validate(chat).unwrap().format, DatasetFormat::Chat);
+        let alpaca = "{\"instruction\":\"i\",\"input\":\"\",\"output\":\"o\"}\n{\"instruction\":\"i\",\"output\":\"o\"}\n";
+        let summary = validate(alpaca).unwrap();
+        assert_eq!((summary.format, summary.examples), (DatasetFormat::Alpaca, 2));
+        assert_eq!(validate(r#"{"prompt":"p","completion":"c"}"#).unwrap().format, DatasetFormat::PromptCompletion);
+    }
+
+    #[test]
+    fn names_the_bad_line() {
+        let text = "{\"prompt\":\"p\",\"completion\":\"c\"}\n{\"prompt\":\"p\"\n{\"prompt\":\"p\",\"completion\":3}\n";
+        let (errors, count) = validate(text).unwrap_err();
+        assert_eq!(count, 2);
+        assert_eq!(errors[0].line, 2);
+        assert!(errors[0].message.starts_with("invalid JSON"), "{}", errors[0].message);
+        assert_eq!(errors[1].line, 3);
+        assert_eq!(errors[1].message, "`completion` must be a string, found a number");
+    }
+
+    #[test]
+    fn rejects_empty_and_mixed_files() {
+        assert_eq!(validate("").unwrap_err().0[0].message, "file is empty");
+        let mixed = "{\"prompt\":\"p\",\"completion\":\"c\"}\n{\"instruction\":\"i\",\"output\":\"o\"}";
+        let (errors, _) = validate(mixed).unwrap_err();
+        assert_eq!(errors[0].line, 2);
+        assert!(errors[0].message.contains("first record is in prompt_completion format"));
+        let (errors, _) = validate("{\"prompt\":\"p\",\"completion\":\"c\"}\n\n{\"prompt\":\"p\",\"completion\":\"c\"}").unwrap_err();
+        assert_eq!(errors[0], LineError { line: 2, message: "line is empty (remove blank lines)".into() });
+    }
+
+    #[test]
+    fn chat_needs_an_assistant_reply() {
+        let (errors, _) = validate(r#"{"messages":[{"role":"user","content":"u"}]}"#).unwrap_err();
+        assert_eq!(errors[0].message, "`messages` has no assistant message to train on");
+        let (errors, _) = validate(r#"{"messages":[{"role":"tool","content":"u"}]}"#).unwrap_err();
+        assert!(errors[0].message.contains("unknown role `tool`"));
+    }
+
+    #[test]
+    fn renders_the_plain_template() {
+        let e = Example { system: Some("S".into()), instruction: "I".into(), input: "".into(), response: "R".into() };
+        assert_eq!(e.render_prompt(None), "### System:\nS\n\n### Instruction:\nI\n\n### Response:\n");
+        let e = Example { input: "X".into(), system: None, ..e };
+        assert_eq!(e.render_prompt(None), "### Instruction:\nI\n\n### Input:\nX\n\n### Response:\n");
+    }
+}

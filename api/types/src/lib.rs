@@ -1,0 +1,18 @@
+//! Wire types shared by the moetune api, scheduler and runner.
+//!
+//! Kept free of heavy dependencies (no tokio, sqlx or torch) so every component, and later the
+//! generated SDKs' tests, can depend on it.
+
+pub mod dataset;
+pub mod job;
+pub mod protocol;
+
+pub use dataset::{DatasetFormat, DatasetSummary, DatasetValidator, Example, LineError};
+pub use job::{JobStatus, MoeSftQatOptions, QatFormat, TrainingSpec};
+pub use protocol::{JobAssignment, RedisKeys, RunnerEvent, RunnerEventKind};
+
+/// Models this build of the runner can fine-tune. Issue #5 replaces this with a registry table.
+pub const SUPPORTED_MODELS: &[&str] = &["moetune/tiny-mixtral"];
+
+#[cfg(feature = "s3")]
+pub mod s3;

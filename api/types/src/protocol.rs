@@ -1,0 +1,99 @@
+//! The runner protocol: how jobs reach runners and how runners report back, all through Redis.
+//!
+//! Runners never touch Postgres. They claim work from a Redis list with `BLMOVE` into their own
+//! `claimed` list (so a crash cannot lose the job), hold a lease, and append [`RunnerEvent`]s to a
+//! Redis stream that the scheduler applies to Postgres, refusing any event whose `attempt` is stale.
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::TrainingSpec;
+
+/// Redis key layout. Every key starts with a prefix so tests and tenants of a shared Redis cannot collide.
+#[derive(Debug, Clone)]
+pub struct RedisKeys {
+    prefix: String,
+}
+
+impl RedisKeys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into() }
+    }
+
+    /// LIST of job ids waiting for a runner (LPUSH in, BLMOVE out from the right: FIFO).
+    pub fn pending(&self) -> String {
+        format!("{}:queue:pending", self.prefix)
+    }
+
+    /// LIST of job ids one runner has claimed and not yet finished.
+    pub fn claimed(&self, runner_id: &str) -> String {
+        format!("{}:runner:{runner_id}:claimed", self.prefix)
+    }
+
+    /// SET of runner ids that ever registered (the scheduler scans their claimed lists).
+    pub fn runners(&self) -> String {
+        format!("{}:runners", self.prefix)
+    }
+
+    /// STRING with TTL, refreshed by the runner's heartbeat while it is alive.
+    pub fn runner_alive(&self, runner_id: &str) -> String {
+        format!("{}:runner:{runner_id}:alive", self.prefix)
+    }
+
+    /// STRING (JSON [`JobAssignment`]) the runner reads after claiming a job id.
+    pub fn assignment(&self, job_id: &str) -> String {
+        format!("{}:job:{job_id}", self.prefix)
+    }
+
+    /// STREAM of [`RunnerEvent`]s, consumed by the scheduler's group.
+    pub fn events(&self) -> String {
+        format!("{}:events", self.prefix)
+    }
+}
+
+/// What a runner receives for a claimed job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobAssignment {
+    pub job_id: String,
+    /// Fencing token: incremented each time the job is handed out again.
+    pub attempt: i32,
+    pub spec: TrainingSpec,
+    /// S3 bucket and key of the training JSONL.
+    pub bucket: String,
+    pub training_file_key: String,
+    /// Where artifacts go: `s3://{bucket}/{artifact_prefix}/...`.
+    pub artifact_prefix: String,
+}
+
+/// One report from a runner about one attempt of one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunnerEvent {
+    pub job_id: String,
+    pub attempt: i32,
+    pub runner_id: String,
+    #[serde(flatten)]
+    pub kind: RunnerEventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunnerEventKind {
+    /// The runner started working on the job.
+    Started { device: String, dtype: String },
+    /// A human-readable progress message.
+    Message { level: String, message: String },
+    /// Training metrics for one optimiser step.
+    Metrics {
+        stage: String,
+        step: u32,
+        total_steps: u32,
+        train_loss: f64,
+        learning_rate: f64,
+        tokens_per_second: f64,
+    },
+    /// A file the runner stored in S3 for the job.
+    Artifact { name: String, uri: String, bytes: i64, sha256: String },
+    /// The job finished; `result` summarises it (losses, steps, timings).
+    Succeeded { trained_tokens: i64, result: serde_json::Value },
+    /// The job failed; `code` is machine readable, `message` tells the user what went wrong.
+    Failed { code: String, message: String },
+}

@@ -1,0 +1,180 @@
+# Shared provisioning for deploy/up, deploy/test and CI. Sourced, not run. Every step is idempotent:
+# it checks first and installs or starts only what is missing.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+MOETUNE_HOME="${MOETUNE_HOME:-$HOME/.cache/moetune}"   # outside the clone: survives fresh checkouts
+VENV="$MOETUNE_HOME/venv"
+STATE="${MOETUNE_STATE:-$MOETUNE_HOME/state}"
+TORCH_VERSION="2.11.0"
+GARAGE_VERSION="2.5.0"
+export PATH="$HOME/.cargo/bin:$PATH"
+mkdir -p "$STATE/logs" "$STATE/pids"
+
+log() { printf '\033[1m[moetune]\033[0m %s\n' "$*" >&2; }
+die() { printf '[moetune] error: %s\n' "$*" >&2; exit 1; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() { for _ in $(seq 1 "${2:-100}"); do port_open "$1" && return 0; sleep 0.2; done; return 1; }
+
+APT_UPDATED=""
+apt_install() {
+  [ -n "$APT_UPDATED" ] || { as_root apt-get update -qq; APT_UPDATED=1; }
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+# Python venv with torch (libtorch for the runner) and the reference stack used as test oracles.
+ensure_venv() {
+  if "$VENV/bin/python" -c "import torch, transformers, peft, safetensors, tokenizers, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+    return
+  fi
+  log "creating the torch venv in $VENV (one time, ~2 min)"
+  command -v python3 >/dev/null || apt_install python3 python3-venv
+  python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$VENV"; }
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q "torch==$TORCH_VERSION"
+  "$VENV/bin/pip" install -q "transformers>=5,<6" "peft>=0.21" safetensors tokenizers numpy
+}
+
+# Environment for building gpu-runner: torch-sys finds libtorch through the venv's python.
+cargo_env() {
+  export LIBTORCH_USE_PYTORCH=1
+  export PATH="$VENV/bin:$PATH"
+}
+
+ensure_rust() {
+  command -v cargo >/dev/null && return
+  die "cargo not found: install Rust with rustup (https://rustup.rs) and run again"
+}
+
+ensure_postgres() {
+  if ! port_open 5432; then
+    if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+      log "installing PostgreSQL (Debian package)"
+      apt_install postgresql
+    fi
+    log "starting PostgreSQL"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start
+    echo postgres >> "$STATE/started-services"
+    wait_port 5432 || die "PostgreSQL did not start"
+    # Debian's default is password auth on 127.0.0.1; give the postgres role the password our URL uses.
+    as_root su postgres -c "psql -qc \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
+  fi
+  command -v psql >/dev/null || apt_install postgresql-client
+  if ! PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='moetune'" | grep -q 1; then
+    PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE moetune"
+  fi
+}
+
+ensure_redis() {
+  port_open 6379 && return
+  command -v redis-server >/dev/null || { log "installing Redis (Debian package)"; apt_install redis-server; }
+  log "starting Redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --logfile "$STATE/logs/redis.log" --pidfile "$STATE/pids/redis.pid"
+  echo redis >> "$STATE/started-services"
+  wait_port 6379 || die "Redis did not start"
+}
+
+# Garage (S3) single node on loopback: S3 API on :3900, RPC :3901, admin :3903.
+ensure_garage() {
+  if ! command -v garage >/dev/null; then
+    log "building Garage $GARAGE_VERSION with cargo (one time, ~10-18 min on 2 cores)"
+    command -v cc >/dev/null || apt_install build-essential
+    cargo install garage --locked --version "$GARAGE_VERSION" >"$STATE/logs/garage-install.log" 2>&1 \
+      || die "cargo install garage failed; see $STATE/logs/garage-install.log"
+  fi
+  local dir="$STATE/garage" cfg="$STATE/garage/garage.toml"
+  mkdir -p "$dir/meta" "$dir/data"
+  if [ ! -f "$cfg" ]; then
+    cat >"$cfg" <<TOML
+metadata_dir = "$dir/meta"
+data_dir = "$dir/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:3901"
+rpc_public_addr = "127.0.0.1:3901"
+rpc_secret = "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:3900"
+root_domain = ".s3.garage.localhost"
+
+[admin]
+api_bind_addr = "127.0.0.1:3903"
+admin_token = "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+TOML
+  fi
+  if ! port_open 3900; then
+    log "starting Garage"
+    nohup garage -c "$cfg" server >"$STATE/logs/garage.log" 2>&1 &
+    echo $! >"$STATE/pids/garage.pid"
+    wait_port 3900 || die "Garage did not start; see $STATE/logs/garage.log"
+  fi
+  local g=(garage -c "$cfg")
+  for _ in $(seq 1 50); do "${g[@]}" status >/dev/null 2>&1 && break; sleep 0.2; done
+  if "${g[@]}" layout show 2>/dev/null | grep -q "No nodes currently have a role"; then
+    "${g[@]}" layout assign -z dc1 -c 10G "$("${g[@]}" node id -q | cut -d@ -f1)" >/dev/null
+    "${g[@]}" layout apply --version 1 >/dev/null
+  fi
+  if [ ! -f "$dir/s3.env" ]; then
+    # Garage key ids are "GK" + 24 hex digits; secrets are 64 hex digits.
+    local key_id="GK$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')" secret="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+    "${g[@]}" key import --yes -n moetune "$key_id" "$secret" >/dev/null
+    printf 'S3_KEY_ID=%s\nS3_SECRET=%s\n' "$key_id" "$secret" >"$dir/s3.env"
+  fi
+  # shellcheck disable=SC1091
+  . "$dir/s3.env"
+  "${g[@]}" key allow --create-bucket "$S3_KEY_ID" >/dev/null   # tests create a bucket each
+  "${g[@]}" bucket info moetune >/dev/null 2>&1 || "${g[@]}" bucket create moetune >/dev/null
+  "${g[@]}" bucket allow --read --write --owner moetune --key "$S3_KEY_ID" >/dev/null
+}
+
+# The env every moetune process reads (MOETUNE_* overrides of the config.default.toml files).
+write_env() {
+  local env="$STATE/moetune.env"
+  [ -f "$STATE/jwt_secret" ] || od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$STATE/jwt_secret"
+  cat >"$env" <<ENV
+export MOETUNE_DATABASE_URL=postgres://postgres:postgres@127.0.0.1:5432/moetune
+export MOETUNE_REDIS_URL=redis://127.0.0.1:6379
+export MOETUNE_JWT_SECRET=$(cat "$STATE/jwt_secret")
+export MOETUNE_S3__ENDPOINT=http://127.0.0.1:3900
+export MOETUNE_S3__REGION=garage
+export MOETUNE_S3__BUCKET=moetune
+export MOETUNE_S3__ACCESS_KEY_ID=$S3_KEY_ID
+export MOETUNE_S3__SECRET_ACCESS_KEY=$S3_SECRET
+export MOETUNE_S3_BUCKET=moetune
+export MOETUNE_WORK_DIR=$STATE/runner
+ENV
+  # shellcheck disable=SC1090
+  . "$env"
+}
+
+ensure_services() {
+  ensure_rust
+  ensure_venv
+  ensure_postgres
+  ensure_redis
+  ensure_garage
+  write_env
+}
+
+build_binaries() {
+  cargo_env
+  log "building moetune (cargo build)"
+  (cd "$REPO_ROOT" && cargo build --workspace --bins --quiet)
+}
+
+# start NAME CMD...: runs CMD in the background unless NAME's recorded pid is alive.
+start_daemon() {
+  local name="$1"; shift
+  local pidfile="$STATE/pids/$name.pid"
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    log "$name already running (pid $(cat "$pidfile"))"
+    return
+  fi
+  nohup "$@" >"$STATE/logs/$name.log" 2>&1 &
+  echo $! >"$pidfile"
+  log "started $name (pid $!, log $STATE/logs/$name.log)"
+}

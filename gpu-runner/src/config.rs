@@ -1,0 +1,41 @@
+use moetune_types::s3::S3Config;
+use serde::Deserialize;
+
+/// Defaults, with comments, live in `gpu-runner/config.default.toml`; `MOETUNE_*` env vars override.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RunnerConfig {
+    pub redis_url: String,
+    pub redis_prefix: String,
+    pub runner_id: String,
+    pub work_dir: String,
+    pub threads: i32,
+    pub heartbeat_ms: u64,
+    pub device: String,
+    pub s3: S3Config,
+}
+
+const DEFAULTS: &str = include_str!("../config.default.toml");
+
+impl RunnerConfig {
+    pub fn load() -> anyhow::Result<Self> {
+        let config = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .add_source(config::Environment::with_prefix("MOETUNE").prefix_separator("_").separator("__"))
+            .build()?;
+        let mut config: Self = config.try_deserialize()?;
+        if config.runner_id.is_empty() {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "runner".into());
+            config.runner_id = format!("{}-{}", host.trim(), std::process::id());
+        }
+        Ok(config)
+    }
+
+    pub fn device(&self) -> anyhow::Result<tch::Device> {
+        match self.device.as_str() {
+            "cpu" => Ok(tch::Device::Cpu),
+            "cuda" => Ok(tch::Device::Cuda(0)),
+            "auto" => Ok(tch::Device::cuda_if_available()),
+            other => anyhow::bail!("device must be cpu, cuda or auto, not {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The moetune GPU runner: claims jobs from Redis and runs the MoE SFT → QAT workflow with libtorch.
+
+pub mod config;
+pub mod export;
+pub mod model;
+pub mod quant;
+pub mod train;
+pub mod worker;

@@ -1,0 +1,3 @@
+//! Quantization formats used by QAT.
+
+pub mod mxfp4;

@@ -1,0 +1,79 @@
+//! MXFP4 (OCP microscaling): E2M1 elements sharing one power-of-two (E8M0) scale per 32 consecutive
+//! elements along the input dimension.
+
+use tch::{Kind, Tensor};
+
+pub const BLOCK: i64 = 32;
+/// Largest E2M1 magnitude, and the exponent of its leading power of two (6 = 1.5 · 2²).
+const E2M1_MAX: f64 = 6.0;
+const E2M1_EMAX: f64 = 2.0;
+
+/// Rounds magnitudes already divided by the block scale to the E2M1 grid {0, .5, 1, 1.5, 2, 3, 4, 6},
+/// to nearest, ties to even (torch.round), saturating at 6.
+fn round_to_e2m1(scaled: &Tensor) -> Tensor {
+    let magnitude = scaled.abs();
+    let fine = (&magnitude * 2.0).round() / 2.0; // [0, 2): steps of 0.5
+    let mid = magnitude.round(); // [2, 4): steps of 1
+    let coarse = ((&magnitude / 2.0).round() * 2.0).clamp_max(E2M1_MAX); // [4, 6]: steps of 2
+    let q = fine.where_self(&magnitude.lt(2.0), &mid.where_self(&magnitude.lt(4.0), &coarse));
+    q * scaled.sign()
+}
+
+/// Quantize-dequantize `w` (last dimension a multiple of 32). The scale of each block is
+/// 2^(floor(log2(amax)) − 2), so the block maximum lands in E2M1's top binade.
+pub fn quantize_dequantize(w: &Tensor) -> Tensor {
+    let shape = w.size();
+    let cols = *shape.last().expect("weight has a last dimension");
+    assert_eq!(cols % BLOCK, 0, "MXFP4 needs the input dimension to be a multiple of {BLOCK}, got {cols}");
+    let w32 = w.to_kind(Kind::Float);
+    let blocks = w32.reshape([-1, BLOCK]);
+    let amax = blocks.abs().amax([-1].as_slice(), true);
+    // An all-zero block gets the smallest scale; its elements quantize to zero either way.
+    let exponent = (amax.clamp_min(f32::MIN_POSITIVE as f64).log2().floor() - E2M1_EMAX).clamp(-127.0, 127.0);
+    let scale = Tensor::from(2.0f32).to_device(w.device()).pow(&exponent);
+    let dequantized = round_to_e2m1(&(&blocks / &scale)) * scale;
+    dequantized.reshape(shape.as_slice()).to_kind(w.kind())
+}
+
+/// Fake quantization for training: forward sees the MXFP4 value, backward passes the gradient
+/// straight through to the full-precision weight.
+pub fn fake_quantize_ste(w: &Tensor) -> Tensor {
+    w + (quantize_dequantize(w) - w).detach()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_values_survive_and_others_round() {
+        // One block whose amax is 6 → scale 1, so elements map onto the E2M1 grid directly.
+        let mut values = vec![0.0f32; 32];
+        let inputs = [6.0, 0.25, 0.75, 1.75, 2.5, 3.5, 5.0, -4.4, 0.5, -1.5];
+        values[..inputs.len()].copy_from_slice(&inputs);
+        let q = Vec::<f32>::try_from(quantize_dequantize(&Tensor::from_slice(&values))).unwrap();
+        // ties go to even: 0.25→0, 0.75→1, 1.75→2, 2.5→2, 3.5→4, 5→4
+        assert_eq!(&q[..10], &[6.0, 0.0, 1.0, 2.0, 2.0, 4.0, 4.0, -4.0, 0.5, -1.5]);
+    }
+
+    #[test]
+    fn scale_is_power_of_two_from_block_max() {
+        // amax 0.1 → floor(log2 0.1) = -4 → scale 2^-6; 0.1 / 2^-6 = 6.4 → saturates to 6.
+        let mut values = vec![0.0f32; 64];
+        values[0] = 0.1;
+        values[32] = 100.0; // second block independent: 2^(6-2)=16, 100/16=6.25 → 6 → 96
+        let q = Vec::<f32>::try_from(quantize_dequantize(&Tensor::from_slice(&values))).unwrap();
+        assert_eq!(q[0], 6.0 * 2f32.powi(-6));
+        assert_eq!(q[32], 96.0);
+        assert!(q[1..32].iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn straight_through_gradient_is_identity() {
+        let w = Tensor::randn([4, 32], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+        let y = fake_quantize_ste(&w).sum(Kind::Float);
+        y.backward();
+        let grad = Vec::<f32>::try_from(w.grad().flatten(0, -1)).unwrap();
+        assert!(grad.iter().all(|&g| g == 1.0));
+    }
+}

@@ -1,0 +1,173 @@
+//! The runner's service loop: heartbeat, claim a job from Redis (reliably), train, upload, report.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use aws_sdk_s3::primitives::ByteStream;
+use moetune_types::dataset::parse_line;
+use moetune_types::{Example, JobAssignment, RedisKeys, RunnerEvent, RunnerEventKind};
+use redis::aio::ConnectionManager;
+use redis::streams::StreamMaxlen;
+use redis::AsyncCommands;
+use sha2::{Digest, Sha256};
+
+use crate::config::RunnerConfig;
+use crate::{export, train};
+
+pub struct Worker {
+    config: RunnerConfig,
+    keys: RedisKeys,
+    redis: ConnectionManager,
+    s3: aws_sdk_s3::Client,
+    device: tch::Device,
+}
+
+/// Reports events for one attempt of one job to the scheduler's stream.
+#[derive(Clone)]
+struct EventSink {
+    redis: ConnectionManager,
+    stream: String,
+    job_id: String,
+    attempt: i32,
+    runner_id: String,
+}
+
+impl EventSink {
+    async fn emit(&self, kind: RunnerEventKind) -> anyhow::Result<()> {
+        let event = RunnerEvent { job_id: self.job_id.clone(), attempt: self.attempt, runner_id: self.runner_id.clone(), kind };
+        let mut redis = self.redis.clone();
+        let _: String = redis
+            .xadd_maxlen(&self.stream, StreamMaxlen::Approx(100_000), "*", &[("event", serde_json::to_string(&event)?)])
+            .await?;
+        Ok(())
+    }
+}
+
+impl Worker {
+    pub async fn connect(config: RunnerConfig) -> anyhow::Result<Self> {
+        let redis = ConnectionManager::new(redis::Client::open(config.redis_url.as_str())?).await?;
+        let s3 = config.s3.client().await;
+        let device = config.device()?;
+        Ok(Self { keys: RedisKeys::new(&config.redis_prefix), config, redis, s3, device })
+    }
+
+    /// Claims and runs jobs until `shutdown` resolves; a job in progress is finished first.
+    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        tokio::spawn(heartbeat(self.redis.clone(), self.keys.clone(), self.config.runner_id.clone(), self.config.heartbeat_ms));
+        tracing::info!(runner = %self.config.runner_id, device = ?self.device, "runner ready");
+        tokio::pin!(shutdown);
+        let claimed = self.keys.claimed(&self.config.runner_id);
+        loop {
+            // Jobs left in our claimed list by a previous life of this runner id come first.
+            let mut redis = self.redis.clone();
+            let leftover: Option<String> = redis.lindex(&claimed, -1).await?;
+            let job_id = match leftover {
+                Some(id) => Some(id),
+                None => tokio::select! {
+                    () = &mut shutdown => return Ok(()),
+                    // BLMOVE, not BRPOP: the job id sits in our claimed list until we finish, so a
+                    // crash leaves it where the scheduler finds and requeues it.
+                    id = redis.blmove(self.keys.pending(), &claimed, redis::Direction::Right, redis::Direction::Left, 1.0) => id?,
+                },
+            };
+            if let Some(job_id) = job_id {
+                if let Err(e) = self.handle(&job_id).await {
+                    tracing::error!(job = %job_id, error = %e, "job handling failed");
+                }
+                let _: () = redis.lrem(&claimed, 0, &job_id).await?;
+            }
+        }
+    }
+
+    async fn handle(&self, job_id: &str) -> anyhow::Result<()> {
+        let mut redis = self.redis.clone();
+        let raw: Option<String> = redis.get(self.keys.assignment(job_id)).await?;
+        let Some(raw) = raw else {
+            tracing::warn!(job = %job_id, "claimed job has no assignment (Redis lost it); the scheduler will republish it");
+            return Ok(());
+        };
+        let assignment: JobAssignment = serde_json::from_str(&raw)?;
+        let sink = EventSink {
+            redis: self.redis.clone(),
+            stream: self.keys.events(),
+            job_id: job_id.to_string(),
+            attempt: assignment.attempt,
+            runner_id: self.config.runner_id.clone(),
+        };
+        sink.emit(RunnerEventKind::Started { device: format!("{:?}", self.device).to_lowercase(), dtype: "float32".into() }).await?;
+        match self.train_and_upload(&assignment, &sink).await {
+            Ok((trained_tokens, result)) => sink.emit(RunnerEventKind::Succeeded { trained_tokens, result }).await,
+            Err(e) => {
+                tracing::error!(job = %job_id, error = format!("{e:#}"), "job failed");
+                let (code, message) = match e.downcast_ref::<UserError>() {
+                    Some(UserError(message)) => ("invalid_training_file", message.clone()),
+                    None => ("training_error", format!("{e:#}")),
+                };
+                sink.emit(RunnerEventKind::Failed { code: code.into(), message }).await
+            }
+        }
+    }
+
+    async fn train_and_upload(&self, assignment: &JobAssignment, sink: &EventSink) -> anyhow::Result<(i64, serde_json::Value)> {
+        let examples = self.download_examples(assignment).await?;
+        sink.emit(RunnerEventKind::Message { level: "info".into(), message: format!("Loaded {} training examples", examples.len()) }).await?;
+        let (spec, device, handle) = (assignment.spec.clone(), self.device, tokio::runtime::Handle::current());
+        let training_sink = sink.clone();
+        let output = tokio::task::spawn_blocking(move || {
+            train::run(&spec, &examples, device, |event| {
+                if let Err(e) = handle.block_on(training_sink.emit(event)) {
+                    tracing::warn!(error = %e, "could not report training event");
+                }
+            })
+        })
+        .await??;
+        let dir = Path::new(&self.config.work_dir).join(&assignment.job_id).join(format!("attempt-{}", assignment.attempt));
+        let files = export::write_hf_checkpoint(&output, &dir)?;
+        for path in files {
+            let name = path.file_name().and_then(|n| n.to_str()).context("artifact file name")?.to_string();
+            let bytes = tokio::fs::read(&path).await?;
+            let key = format!("{}/{name}", assignment.artifact_prefix);
+            let (size, sha256) = (bytes.len() as i64, hex::encode(Sha256::digest(&bytes)));
+            self.s3.put_object().bucket(&assignment.bucket).key(&key).body(ByteStream::from(bytes)).send().await
+                .with_context(|| format!("uploading {key}"))?;
+            let uri = format!("s3://{}/{key}", assignment.bucket);
+            sink.emit(RunnerEventKind::Artifact { name, uri, bytes: size, sha256 }).await?;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok((output.trained_tokens, output.summary))
+    }
+
+    async fn download_examples(&self, assignment: &JobAssignment) -> anyhow::Result<Vec<Example>> {
+        let object = self.s3.get_object().bucket(&assignment.bucket).key(&assignment.training_file_key).send().await
+            .with_context(|| format!("downloading s3://{}/{}", assignment.bucket, assignment.training_file_key))?;
+        let bytes = object.body.collect().await?.into_bytes();
+        let text = std::str::from_utf8(&bytes).map_err(|_| UserError("training file is not UTF-8".into()))?;
+        text.lines()
+            .enumerate()
+            .filter(|(_, line)| !line.trim().is_empty())
+            .map(|(i, line)| parse_line(line).map(|(_, e)| e).map_err(|m| UserError(format!("line {}: {m}", i + 1)).into()))
+            .collect()
+    }
+}
+
+/// A problem with the user's input rather than with the runner.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UserError(String);
+
+async fn heartbeat(redis: ConnectionManager, keys: RedisKeys, runner_id: String, period_ms: u64) {
+    let ttl_ms = period_ms * 5;
+    loop {
+        let mut conn = redis.clone();
+        let beat = redis::pipe()
+            .sadd(keys.runners(), &runner_id)
+            .pset_ex(keys.runner_alive(&runner_id), "1", ttl_ms)
+            .query_async::<()>(&mut conn)
+            .await;
+        if let Err(e) = beat {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+        tokio::time::sleep(Duration::from_millis(period_ms)).await;
+    }
+}

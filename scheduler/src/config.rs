@@ -1,0 +1,25 @@
+use serde::Deserialize;
+
+/// Defaults, with comments, live in `scheduler/config.default.toml`; `MOETUNE_*` env vars override.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SchedulerConfig {
+    pub database_url: String,
+    pub redis_url: String,
+    pub redis_prefix: String,
+    pub consumer_name: String,
+    pub reconcile_interval_ms: u64,
+    pub max_attempts: i32,
+    pub s3_bucket: String,
+}
+
+const DEFAULTS: &str = include_str!("../config.default.toml");
+
+impl SchedulerConfig {
+    pub fn load() -> anyhow::Result<Self> {
+        let config = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .add_source(config::Environment::with_prefix("MOETUNE"))
+            .build()?;
+        Ok(config.try_deserialize()?)
+    }
+}

@@ -1,0 +1,182 @@
+//! Applies runner events from the Redis stream to Postgres, refusing stale attempts.
+
+use moetune_types::{JobStatus, RunnerEvent, RunnerEventKind};
+use redis::streams::{StreamReadOptions, StreamReadReply};
+use redis::AsyncCommands;
+use sqlx::PgPool;
+
+use crate::store::{self, NewEvent};
+use crate::JobQueue;
+
+const GROUP: &str = "scheduler";
+
+pub struct Ingester {
+    queue: JobQueue,
+    pool: PgPool,
+    consumer: String,
+}
+
+/// What became of one event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    Recorded,
+    /// From an attempt that is no longer current, or for a finished job: refused.
+    Stale,
+    /// The same stream entry was applied before.
+    Duplicate,
+}
+
+impl Ingester {
+    pub fn new(queue: JobQueue, pool: PgPool, consumer: String) -> Self {
+        Self { queue, pool, consumer }
+    }
+
+    pub async fn run(&self) -> anyhow::Result<()> {
+        // First entries delivered to us but never acknowledged (a crash mid-apply), then new ones.
+        let mut cursor = "0".to_string();
+        loop {
+            match self.poll(&cursor).await {
+                Ok(0) if cursor == "0" => cursor = ">".into(),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "event ingest failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    async fn poll(&self, cursor: &str) -> anyhow::Result<usize> {
+        let mut redis = self.queue.connection();
+        let stream = self.queue.keys().events();
+        // Creating the group is idempotent in effect: BUSYGROUP just means it exists. After a Redis
+        // flush the stream and group are gone and are recreated here.
+        let _: redis::RedisResult<()> = redis.xgroup_create_mkstream(&stream, GROUP, "0").await;
+        let options = StreamReadOptions::default().group(GROUP, &self.consumer).count(100).block(1000);
+        let reply: StreamReadReply = redis.xread_options(&[&stream], &[cursor], &options).await?;
+        let mut handled = 0;
+        for key in reply.keys {
+            for entry in key.ids {
+                handled += 1;
+                let payload: Option<String> = entry.get("event");
+                match payload.map(|p| serde_json::from_str::<RunnerEvent>(&p)) {
+                    Some(Ok(event)) => {
+                        let applied = apply(&self.pool, &event, Some(&entry.id)).await?;
+                        if applied == Applied::Stale {
+                            tracing::warn!(job = %event.job_id, attempt = event.attempt, "refused stale runner event");
+                        }
+                        if let RunnerEventKind::Succeeded { .. } | RunnerEventKind::Failed { .. } = event.kind {
+                            if applied != Applied::Stale {
+                                self.queue.forget(Some(&event.runner_id), &event.job_id).await?;
+                            }
+                        }
+                    }
+                    _ => tracing::error!(id = %entry.id, "dropping malformed runner event"),
+                }
+                let _: () = redis.xack(&stream, GROUP, &[&entry.id]).await?;
+            }
+        }
+        Ok(handled)
+    }
+}
+
+/// Applies one runner event in one transaction. The job row is locked so that fencing holds even
+/// against a concurrent requeue by the reconciler.
+pub async fn apply(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str>) -> anyhow::Result<Applied> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(i32, String)> = sqlx::query_as("SELECT attempt, status FROM jobs WHERE id = $1 FOR UPDATE")
+        .bind(&event.job_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some((attempt, status)) = row else { return Ok(Applied::Stale) };
+    let finished = JobStatus::parse(&status).is_none_or(JobStatus::is_terminal);
+    if attempt != event.attempt || finished {
+        return Ok(Applied::Stale);
+    }
+    let (job_id, attempt) = (event.job_id.as_str(), event.attempt);
+    let log = |level: &'static str, kind: &'static str, message: String, data| NewEvent {
+        job_id,
+        attempt,
+        level,
+        kind,
+        message,
+        data,
+        source_id,
+    };
+    let fresh = match &event.kind {
+        RunnerEventKind::Started { device, dtype } => {
+            sqlx::query("UPDATE jobs SET runner_id = $2 WHERE id = $1")
+                .bind(job_id)
+                .bind(&event.runner_id)
+                .execute(&mut *tx)
+                .await?;
+            let message = format!("Job started on runner {} ({device}, {dtype}), attempt {attempt}", event.runner_id);
+            let fresh = store::insert_event(&mut tx, log("info", "message", message, None)).await?;
+            if fresh {
+                store::transition(&mut tx, job_id, attempt, JobStatus::Running, "Fine-tuning job started".into())
+                    .await?;
+            }
+            fresh
+        }
+        RunnerEventKind::Message { level, message } => {
+            let level = if level == "warn" || level == "error" { level_static(level) } else { "info" };
+            store::insert_event(&mut tx, log(level, "message", message.clone(), None)).await?
+        }
+        RunnerEventKind::Metrics { stage, step, total_steps, train_loss, .. } => {
+            let message = format!("{stage} step {step}/{total_steps}: training loss={train_loss:.4}");
+            let data = serde_json::to_value(&event.kind)?;
+            store::insert_event(&mut tx, log("info", "metrics", message, Some(data))).await?
+        }
+        RunnerEventKind::Artifact { name, uri, bytes, sha256 } => {
+            let (bucket, key) = parse_s3_uri(uri)?;
+            sqlx::query(
+                "INSERT INTO artifacts (job_id, name, s3_bucket, s3_key, bytes, sha256) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (job_id, name) DO UPDATE SET s3_bucket = $3, s3_key = $4, bytes = $5, sha256 = $6",
+            )
+            .bind(job_id)
+            .bind(name)
+            .bind(bucket)
+            .bind(key)
+            .bind(bytes)
+            .bind(sha256)
+            .execute(&mut *tx)
+            .await?;
+            let message = format!("Stored artifact {name} ({bytes} bytes) at {uri}");
+            store::insert_event(&mut tx, log("info", "message", message, None)).await?
+        }
+        RunnerEventKind::Succeeded { trained_tokens, result } => {
+            sqlx::query("UPDATE jobs SET trained_tokens = $2, result = $3 WHERE id = $1")
+                .bind(job_id)
+                .bind(trained_tokens)
+                .bind(result)
+                .execute(&mut *tx)
+                .await?;
+            store::transition(&mut tx, job_id, attempt, JobStatus::Succeeded, "The job has successfully completed".into())
+                .await?;
+            true
+        }
+        RunnerEventKind::Failed { code, message } => {
+            sqlx::query("UPDATE jobs SET error_code = $2, error_message = $3 WHERE id = $1")
+                .bind(job_id)
+                .bind(code)
+                .bind(message)
+                .execute(&mut *tx)
+                .await?;
+            store::transition(&mut tx, job_id, attempt, JobStatus::Failed, format!("The job failed: {message}"))
+                .await?;
+            true
+        }
+    };
+    tx.commit().await?;
+    Ok(if fresh { Applied::Recorded } else { Applied::Duplicate })
+}
+
+fn level_static(level: &str) -> &'static str {
+    if level == "error" { "error" } else { "warn" }
+}
+
+fn parse_s3_uri(uri: &str) -> anyhow::Result<(&str, &str)> {
+    uri.strip_prefix("s3://")
+        .and_then(|rest| rest.split_once('/'))
+        .ok_or_else(|| anyhow::anyhow!("artifact uri {uri:?} is not s3://bucket/key"))
+}

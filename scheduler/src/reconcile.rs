@@ -1,0 +1,100 @@
+//! Keeps Redis consistent with Postgres: republishes jobs Redis lost (a flush, or an api crash
+//! between commit and enqueue) and requeues jobs whose runner stopped heartbeating.
+
+use std::time::Duration;
+
+use moetune_types::JobStatus;
+use sqlx::PgPool;
+
+use crate::queue::QueueSnapshot;
+use crate::store::{self, ActiveJob};
+use crate::{JobQueue, SchedulerConfig};
+
+pub struct Reconciler {
+    queue: JobQueue,
+    pool: PgPool,
+    config: SchedulerConfig,
+}
+
+impl Reconciler {
+    pub fn new(queue: JobQueue, pool: PgPool, config: SchedulerConfig) -> Self {
+        Self { queue, pool, config }
+    }
+
+    pub async fn run(&self) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(Duration::from_millis(self.config.reconcile_interval_ms));
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.reconcile_once().await {
+                tracing::warn!(error = %e, "reconcile pass failed");
+            }
+        }
+    }
+
+    pub async fn reconcile_once(&self) -> anyhow::Result<()> {
+        let jobs = store::active_jobs(&self.pool).await?;
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let snapshot = self.queue.snapshot().await?;
+        for job in jobs {
+            self.reconcile_job(&job, &snapshot).await?;
+        }
+        Ok(())
+    }
+
+    async fn reconcile_job(&self, job: &ActiveJob, snapshot: &QueueSnapshot) -> anyhow::Result<()> {
+        if snapshot.pending.contains(&job.id) {
+            return Ok(());
+        }
+        let holder = snapshot.claimed.get(&job.id).or(job.runner_id.as_ref());
+        match holder {
+            Some(runner) if snapshot.alive_runners.contains(runner) => Ok(()),
+            // Claimed, or running, on a runner that stopped heartbeating: hand it out again.
+            Some(runner) => self.requeue_lost(job, runner).await,
+            // Queued in Postgres but unknown to Redis: publish it again, same attempt.
+            None if job.status == JobStatus::Queued.as_str() => {
+                let mut conn = self.pool.acquire().await?;
+                let assignment = store::assignment(&mut conn, &job.id, &self.config.s3_bucket).await?;
+                tracing::info!(job = %job.id, "republishing queued job missing from Redis");
+                self.queue.enqueue(&assignment).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Bumps the attempt (fencing off the lost runner) and requeues, or fails after max attempts.
+    async fn requeue_lost(&self, job: &ActiveJob, runner: &str) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let current: (i32, String) = sqlx::query_as("SELECT attempt, status FROM jobs WHERE id = $1 FOR UPDATE")
+            .bind(&job.id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if current != (job.attempt, job.status.clone()) {
+            return Ok(()); // changed since the snapshot; the next pass looks again
+        }
+        if job.attempt >= self.config.max_attempts {
+            sqlx::query("UPDATE jobs SET error_code = 'runner_lost', error_message = $2 WHERE id = $1")
+                .bind(&job.id)
+                .bind(format!("the job's runner was lost {} times", job.attempt))
+                .execute(&mut *tx)
+                .await?;
+            let message = format!("Runner {runner} was lost; giving up after {} attempts", job.attempt);
+            store::transition(&mut tx, &job.id, job.attempt, JobStatus::Failed, message).await?;
+            tx.commit().await?;
+            return self.queue.forget(Some(runner), &job.id).await;
+        }
+        let attempt = job.attempt + 1;
+        sqlx::query("UPDATE jobs SET attempt = $2, runner_id = NULL WHERE id = $1")
+            .bind(&job.id)
+            .bind(attempt)
+            .execute(&mut *tx)
+            .await?;
+        let message = format!("Runner {runner} was lost; job requeued as attempt {attempt}");
+        store::transition(&mut tx, &job.id, attempt, JobStatus::Queued, message).await?;
+        let assignment = store::assignment(&mut tx, &job.id, &self.config.s3_bucket).await?;
+        tx.commit().await?;
+        tracing::warn!(job = %job.id, runner, attempt, "requeued job from lost runner");
+        self.queue.requeue_from(runner, &assignment).await
+    }
+}

@@ -1,0 +1,101 @@
+//! Job state in Postgres: status transitions and the job's event log.
+
+use moetune_types::{JobAssignment, JobStatus, TrainingSpec};
+use sqlx::{PgConnection, PgPool};
+
+/// A row for the job event log.
+pub struct NewEvent<'a> {
+    pub job_id: &'a str,
+    pub attempt: i32,
+    pub level: &'a str,
+    pub kind: &'a str,
+    pub message: String,
+    pub data: Option<serde_json::Value>,
+    /// Redis stream entry id for runner events, so a replayed entry is recorded once.
+    pub source_id: Option<&'a str>,
+}
+
+/// Appends an event; returns false when its `source_id` was recorded before.
+pub async fn insert_event(conn: &mut PgConnection, event: NewEvent<'_>) -> sqlx::Result<bool> {
+    let result = sqlx::query(
+        "INSERT INTO job_events (job_id, attempt, level, type, message, data, source_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (source_id) DO NOTHING",
+    )
+    .bind(event.job_id)
+    .bind(event.attempt)
+    .bind(event.level)
+    .bind(event.kind)
+    .bind(event.message)
+    .bind(event.data)
+    .bind(event.source_id)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Sets the status and records the transition as an event, in the caller's transaction.
+pub async fn transition(
+    conn: &mut PgConnection,
+    job_id: &str,
+    attempt: i32,
+    to: JobStatus,
+    message: String,
+) -> sqlx::Result<()> {
+    let finished = to.is_terminal();
+    sqlx::query(
+        "UPDATE jobs SET status = $2,
+                finished_at = CASE WHEN $3 THEN now() ELSE finished_at END,
+                started_at = CASE WHEN $2 = 'running' AND started_at IS NULL THEN now() ELSE started_at END
+         WHERE id = $1",
+    )
+    .bind(job_id)
+    .bind(to.as_str())
+    .bind(finished)
+    .execute(&mut *conn)
+    .await?;
+    let level = if to == JobStatus::Failed { "error" } else { "info" };
+    let data = serde_json::json!({ "status": to.as_str() });
+    insert_event(
+        conn,
+        NewEvent { job_id, attempt, level, kind: "message", message, data: Some(data), source_id: None },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Jobs Redis should know about: everything queued or running.
+#[derive(Debug, sqlx::FromRow)]
+pub struct ActiveJob {
+    pub id: String,
+    pub status: String,
+    pub attempt: i32,
+    pub runner_id: Option<String>,
+}
+
+pub async fn active_jobs(pool: &PgPool) -> sqlx::Result<Vec<ActiveJob>> {
+    sqlx::query_as(
+        "SELECT id, status, attempt, runner_id FROM jobs
+         WHERE status IN ('queued', 'running') ORDER BY created_at",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Builds what a runner needs for a job from Postgres (the reconciler republishes it after data loss).
+pub async fn assignment(conn: &mut PgConnection, job_id: &str, bucket: &str) -> anyhow::Result<JobAssignment> {
+    let (attempt, spec, key): (i32, serde_json::Value, String) = sqlx::query_as(
+        "SELECT j.attempt, j.spec, f.s3_key FROM jobs j JOIN files f ON f.id = j.training_file WHERE j.id = $1",
+    )
+    .bind(job_id)
+    .fetch_one(conn)
+    .await?;
+    let spec: TrainingSpec = serde_json::from_value(spec)?;
+    Ok(JobAssignment {
+        job_id: job_id.to_string(),
+        attempt,
+        spec,
+        bucket: bucket.to_string(),
+        training_file_key: key,
+        artifact_prefix: format!("artifacts/{job_id}/attempt-{attempt}"),
+    })
+}
