@@ -28,8 +28,10 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", ApiDoc::json());
         return Ok(());
     }
+    // `token` prints for scripts: only warnings go to stderr there.
+    let default_level = if matches!(cli.command, Some(Command::Token { .. })) { "warn" } else { "info" };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()))
         .with_writer(std::io::stderr)
         .init();
     let config = ApiConfig::load()?;

@@ -1,1 +1,104 @@
+//! Test harness: real Postgres (one fresh database per test via `#[sqlx::test]`), real Redis (one
+//! key prefix per test), real Garage (one bucket per test), and the real API on port 0.
+//!
+//! Run through `deploy/test`, which provisions the services and exports their settings.
 
+use std::time::Duration;
+
+use moetune_api::auth::{ensure_tenant, TokenKeys};
+use moetune_api::{ApiConfig, Application};
+use moetune_scheduler::SchedulerConfig;
+use sqlx::PgPool;
+
+pub struct TestEnv {
+    pub base: String,
+    pub token: String,
+    pub pool: PgPool,
+    pub config: ApiConfig,
+    pub s3: aws_sdk_s3::Client,
+    pub http: reqwest::Client,
+}
+
+fn unique(name: &str) -> String {
+    format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+impl TestEnv {
+    /// Starts the API for one test: fresh bucket, fresh Redis prefix, tenant "acme".
+    pub async fn start(pool: PgPool) -> Self {
+        let mut config = ApiConfig::load().expect("MOETUNE_* settings (run the tests through deploy/test)");
+        config.bind_addr = "127.0.0.1:0".into();
+        config.redis_prefix = unique("moetune-test");
+        config.s3.bucket = unique("test");
+        let s3 = config.s3.client().await;
+        s3.create_bucket().bucket(&config.s3.bucket).send().await.expect("create test bucket in Garage");
+        let app = Application::build_with_pool(config.clone(), pool.clone()).await.expect("api builds");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.run_until_stopped());
+        let tenant = ensure_tenant(&pool, "acme").await.expect("tenant");
+        let token = TokenKeys::new(&config.jwt_secret).mint(tenant, "acme", 1).expect("token");
+        Self { base, token, pool, config, s3, http: reqwest::Client::new() }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn scheduler_config(&self) -> SchedulerConfig {
+        let mut config = SchedulerConfig::load().expect("scheduler settings");
+        config.redis_prefix = self.config.redis_prefix.clone();
+        config.s3_bucket = self.config.s3.bucket.clone();
+        config.reconcile_interval_ms = 300;
+        config
+    }
+
+    /// `POST /v1/files` with the given purpose and bytes.
+    pub async fn upload(&self, purpose: &str, name: &str, body: Vec<u8>) -> reqwest::Response {
+        let form = reqwest::multipart::Form::new()
+            .text("purpose", purpose.to_string())
+            .part("file", reqwest::multipart::Part::bytes(body).file_name(name.to_string()));
+        self.http.post(self.url("/v1/files")).bearer_auth(&self.token).multipart(form).send().await.expect("upload request")
+    }
+
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let response = self.http.get(self.url(path)).bearer_auth(&self.token).send().await.expect("GET");
+        assert!(response.status().is_success(), "GET {path}: {}", response.status());
+        response.json().await.expect("json")
+    }
+
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        self.http.post(self.url(path)).bearer_auth(&self.token).json(&body).send().await.expect("POST")
+    }
+
+    /// Keys in the test bucket (to prove nothing was stored) and unfinished multipart uploads.
+    pub async fn stored_objects(&self) -> (Vec<String>, usize) {
+        let listed = self.s3.list_objects_v2().bucket(&self.config.s3.bucket).send().await.expect("list");
+        let keys = listed.contents().iter().filter_map(|o| o.key().map(String::from)).collect();
+        let uploads = self.s3.list_multipart_uploads().bucket(&self.config.s3.bucket).send().await.expect("list uploads");
+        (keys, uploads.uploads().len())
+    }
+
+    pub async fn file_rows(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM files").fetch_one(&self.pool).await.expect("count")
+    }
+
+    /// Polls the job until it reaches a terminal status or `timeout` passes.
+    pub async fn wait_for_job(&self, id: &str, timeout: Duration) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let job = self.get_json(&format!("/v1/fine_tuning/jobs/{id}")).await;
+            if matches!(job["status"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
+                return job;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "job {id} still {} after {timeout:?}", job["status"]);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// Path of a workspace binary built by `cargo build` (deploy/test builds them before testing).
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug").join(name);
+    assert!(path.exists(), "{} is missing: run the tests through deploy/test (it builds the binaries)", path.display());
+    path
+}

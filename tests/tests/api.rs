@@ -1,0 +1,119 @@
+//! Bad input at the HTTP boundary: each gets a clear 4xx naming what to fix, and nothing is stored.
+
+use moetune_e2e::TestEnv;
+use serde_json::json;
+use sqlx::PgPool;
+
+const GOOD: &str = "{\"prompt\": \"2+2?\", \"completion\": \"4\"}\n{\"prompt\": \"3+3?\", \"completion\": \"6\"}\n";
+
+async fn error_of(response: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status);
+    assert!(response.headers().contains_key("x-request-id"));
+    let body: serde_json::Value = response.json().await.expect("json error body");
+    body["error"].clone()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn missing_or_bad_token_is_401(pool: PgPool) {
+    let env = TestEnv::start(pool).await;
+    let response = env.http.get(env.url("/v1/fine_tuning/jobs/ftjob-x")).send().await.unwrap();
+    let error = error_of(response, 401).await;
+    assert_eq!(error["code"], "invalid_api_key");
+    assert!(error["message"].as_str().unwrap().contains("Missing bearer token"));
+    let response = env.http.get(env.url("/v1/fine_tuning/jobs/ftjob-x")).bearer_auth("not-a-jwt").send().await.unwrap();
+    assert_eq!(error_of(response, 401).await["type"], "authentication_error");
+    let form = reqwest::multipart::Form::new().text("purpose", "fine-tune");
+    let response = env.http.post(env.url("/v1/files")).multipart(form).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn malformed_jsonl_names_the_lines_and_stores_nothing(pool: PgPool) {
+    let env = TestEnv::start(pool).await;
+    let body = "{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": \"a\", \n{\"prompt\": \"a\", \"completion\": 7}\n";
+    let error = error_of(env.upload("fine-tune", "bad.jsonl", body.into()).await, 400).await;
+    assert_eq!(error["code"], "invalid_file_format");
+    assert_eq!(error["param"], "file");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("line 2: invalid JSON"), "{message}");
+    assert!(message.contains("line 3: `completion` must be a string, found a number"), "{message}");
+    assert_eq!(error["lines"][0]["line"], 2);
+    assert_eq!(env.stored_objects().await, (vec![], 0));
+    assert_eq!(env.file_rows().await, 0);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn empty_file_is_refused(pool: PgPool) {
+    let env = TestEnv::start(pool).await;
+    let error = error_of(env.upload("fine-tune", "empty.jsonl", Vec::new()).await, 400).await;
+    assert!(error["message"].as_str().unwrap().contains("the file is empty"), "{error}");
+    assert_eq!(env.stored_objects().await, (vec![], 0));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn wrong_or_missing_purpose_is_refused(pool: PgPool) {
+    let env = TestEnv::start(pool).await;
+    let error = error_of(env.upload("assistants", "a.jsonl", GOOD.into()).await, 400).await;
+    assert_eq!((error["code"].as_str(), error["param"].as_str()), (Some("invalid_purpose"), Some("purpose")));
+    assert!(error["message"].as_str().unwrap().contains("use 'fine-tune'"));
+    let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(GOOD.as_bytes().to_vec()));
+    let response = env.http.post(env.url("/v1/files")).bearer_auth(&env.token).multipart(form).send().await.unwrap();
+    assert_eq!(error_of(response, 400).await["param"], "purpose");
+    assert_eq!(env.stored_objects().await, (vec![], 0));
+    assert_eq!(env.file_rows().await, 0);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn job_requests_are_checked(pool: PgPool) {
+    let env = TestEnv::start(pool).await;
+    let file: serde_json::Value = env.upload("fine-tune", "good.jsonl", GOOD.into()).await.json().await.unwrap();
+    assert_eq!((file["status"].as_str(), file["example_count"].as_i64()), (Some("processed"), Some(2)));
+    let file_id = file["id"].as_str().unwrap();
+
+    let error = error_of(env.post_json("/v1/fine_tuning/jobs", json!({"model": "gpt-4o", "training_file": file_id})).await, 400).await;
+    assert_eq!((error["code"].as_str(), error["param"].as_str()), (Some("model_not_found"), Some("model")));
+    assert!(error["message"].as_str().unwrap().contains("moetune/tiny-mixtral"));
+
+    let error = error_of(env.post_json("/v1/fine_tuning/jobs", json!({"model": "moetune/tiny-mixtral", "training_file": "file-nope"})).await, 400).await;
+    assert_eq!(error["param"], "training_file");
+
+    let body = json!({"model": "moetune/tiny-mixtral", "training_file": file_id, "learning_rate": 1});
+    let error = error_of(env.post_json("/v1/fine_tuning/jobs", body).await, 400).await;
+    assert!(error["message"].as_str().unwrap().contains("unknown field `learning_rate`"), "{error}");
+
+    let body = json!({"model": "moetune/tiny-mixtral", "training_file": file_id, "hyperparameters": {"n_epochs": 0}});
+    assert_eq!(error_of(env.post_json("/v1/fine_tuning/jobs", body).await, 400).await["param"], "hyperparameters.n_epochs");
+
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs").fetch_one(&env.pool).await.unwrap();
+    assert_eq!(count, 0, "refused requests create no job");
+    let missing = env.http.get(env.url("/v1/fine_tuning/jobs/ftjob-missing")).bearer_auth(&env.token).send().await.unwrap();
+    assert_eq!(error_of(missing, 404).await["code"], "not_found");
+}
+
+/// Larger than one S3 part, so the multipart path runs: a bad last line aborts every uploaded part;
+/// a good file is stored byte for byte.
+#[sqlx::test(migrations = "../migrations")]
+async fn large_uploads_stream_in_parts(pool: PgPool) {
+    let env = TestEnv::start(pool).await;
+    let line = format!("{{\"prompt\": \"{}\", \"completion\": \"ok\"}}\n", "x".repeat(200));
+    let lines = (moetune_api::storage::PART_SIZE * 2) / line.len() + 10;
+    let mut body = line.repeat(lines).into_bytes();
+    body.extend_from_slice(b"{\"prompt\": 1}\n");
+    let error = error_of(env.upload("fine-tune", "big.jsonl", body.clone()).await, 400).await;
+    assert_eq!(error["lines"][0]["line"], lines as u64 + 1);
+    assert_eq!(env.stored_objects().await, (vec![], 0));
+
+    body.truncate(body.len() - b"{\"prompt\": 1}\n".len());
+    let response = env.upload("fine-tune", "big.jsonl", body.clone()).await;
+    assert_eq!(response.status(), 200);
+    let file: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(file["bytes"].as_u64(), Some(body.len() as u64));
+    assert_eq!(file["example_count"].as_u64(), Some(lines as u64));
+    let (keys, open_uploads) = env.stored_objects().await;
+    assert_eq!((keys.len(), open_uploads), (1, 0));
+    let stored = env.s3.get_object().bucket(&env.config.s3.bucket).key(&keys[0]).send().await.unwrap();
+    let stored = stored.body.collect().await.unwrap().into_bytes();
+    assert!(stored == body, "stored object differs from the upload");
+    use sha2::Digest;
+    assert_eq!(file["sha256"].as_str(), Some(hex::encode(sha2::Sha256::digest(&body)).as_str()));
+}

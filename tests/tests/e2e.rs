@@ -1,0 +1,146 @@
+//! The main job end to end on real services: the API and scheduler in this process, the runner as
+//! its own process (as on a GPU node), Postgres, Redis and Garage for real.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use moetune_e2e::{workspace_binary, TestEnv};
+use serde_json::json;
+use sha2::Digest;
+use sqlx::PgPool;
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_runner(env: &TestEnv, id: &str) -> KillOnDrop {
+    let child = Command::new(workspace_binary("moetune-runner"))
+        .arg("serve")
+        .env("MOETUNE_REDIS_PREFIX", &env.config.redis_prefix)
+        .env("MOETUNE_S3__BUCKET", &env.config.s3.bucket)
+        .env("MOETUNE_RUNNER_ID", id)
+        .env("MOETUNE_DEVICE", "cpu")
+        .env("MOETUNE_THREADS", "2")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("runner starts");
+    KillOnDrop(child)
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn fine_tuning_job_runs_end_to_end(pool: PgPool) {
+    let env = TestEnv::start(pool.clone()).await;
+    let scheduler = tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool.clone(), std::future::pending()));
+    let _runner = spawn_runner(&env, "e2e-runner");
+
+    let dataset = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/demo/finance-alpaca-mini.jsonl")).unwrap();
+    let file: serde_json::Value = env.upload("fine-tune", "finance.jsonl", dataset).await.json().await.unwrap();
+    assert_eq!((file["format"].as_str(), file["example_count"].as_i64()), (Some("alpaca"), Some(240)));
+    let body = json!({
+        "model": "moetune/tiny-mixtral", "training_file": file["id"], "seed": 3,
+        "hyperparameters": {"batch_size": 4, "n_epochs": "auto"},
+        "method": {"type": "moe_sft_qat", "moe_sft_qat": {"sft_steps": 30, "qat_steps": 6}},
+    });
+    let created = env.post_json("/v1/fine_tuning/jobs", body).await;
+    assert_eq!(created.status(), 200);
+    let created: serde_json::Value = created.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(created["object"], "fine_tuning.job");
+
+    let job = env.wait_for_job(&id, Duration::from_secs(240)).await;
+    assert!(!scheduler.is_finished(), "scheduler stopped: {scheduler:?}");
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert!(job["fine_tuned_model"].as_str().unwrap().starts_with("ft:moetune/tiny-mixtral:"));
+    assert!(job["trained_tokens"].as_i64().unwrap() > 0);
+
+    // Every transition is an event; metrics show the SFT loss going down.
+    let events = env.get_json(&format!("/v1/fine_tuning/jobs/{id}/events?limit=1000")).await;
+    let events: Vec<serde_json::Value> = events["data"].as_array().unwrap().iter().rev().cloned().collect();
+    let messages: Vec<&str> = events.iter().map(|e| e["message"].as_str().unwrap()).collect();
+    for expected in ["Validating training file", "Files validated, job queued", "Fine-tuning job started", "The job has successfully completed"] {
+        assert!(messages.iter().any(|m| m.starts_with(expected)), "missing event {expected:?} in {messages:#?}");
+    }
+    let sft_losses: Vec<f64> = events
+        .iter()
+        .filter(|e| e["type"] == "metrics" && e["data"]["stage"] == "sft")
+        .map(|e| e["data"]["train_loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(sft_losses.len(), 30);
+    let (first, last) = (mean(&sft_losses[..5]), mean(&sft_losses[25..]));
+    assert!(last < first * 0.75, "SFT loss did not go down: first {first:.3}, last {last:.3}");
+    let qat_steps = events.iter().filter(|e| e["type"] == "metrics" && e["data"]["stage"] == "qat").count();
+    assert_eq!(qat_steps, 6);
+    let eval = &job["result"]["eval_loss"];
+    assert!(eval["sft"].as_f64().unwrap() < eval["base"].as_f64().unwrap(), "{eval}");
+
+    // Artifacts: in S3 with the recorded size and sha256, downloadable through the API, and a
+    // parseable safetensors checkpoint with transformers' parameter names.
+    let artifacts = job["artifacts"].as_array().unwrap();
+    let names: Vec<&str> = artifacts.iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["config.json", "model.safetensors", "tokenizer.json"]);
+    let model = artifacts.iter().find(|a| a["name"] == "model.safetensors").unwrap();
+    let uri = model["uri"].as_str().unwrap();
+    let key = uri.strip_prefix(&format!("s3://{}/", env.config.s3.bucket)).expect("artifact in the test bucket");
+    let stored = env.s3.get_object().bucket(&env.config.s3.bucket).key(key).send().await.unwrap();
+    let stored = stored.body.collect().await.unwrap().into_bytes();
+    assert_eq!(stored.len() as i64, model["bytes"].as_i64().unwrap());
+    assert_eq!(hex::encode(sha2::Sha256::digest(&stored)), model["sha256"].as_str().unwrap());
+    let downloaded = env.http.get(env.url(&format!("/v1/fine_tuning/jobs/{id}/artifacts/model.safetensors/content")))
+        .bearer_auth(&env.token).send().await.unwrap();
+    assert_eq!(downloaded.status(), 200);
+    assert!(downloaded.bytes().await.unwrap() == stored, "API download differs from S3");
+
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&stored).unwrap();
+    assert_eq!(metadata.metadata().as_ref().and_then(|m| m.get("format")).map(String::as_str), Some("pt"));
+    let tensors = safetensors::SafeTensors::deserialize(&stored).unwrap();
+    let mut names: Vec<String> = tensors.names().into_iter().map(String::from).collect();
+    names.sort();
+    for expected in [
+        "lm_head.weight",
+        "model.embed_tokens.weight",
+        "model.norm.weight",
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.block_sparse_moe.gate.weight",
+        "model.layers.1.block_sparse_moe.experts.3.w2.weight",
+    ] {
+        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    }
+    assert_eq!(names.len(), 2 + 1 + 2 * (4 + 2 + 1 + 4 * 3));
+    assert_eq!(tensors.tensor("model.layers.0.block_sparse_moe.experts.0.w1.weight").unwrap().shape(), [256, 128]);
+
+    // The reference implementation loads the checkpoint unmodified.
+    let dir = std::env::temp_dir().join(&id);
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["config.json", "model.safetensors", "tokenizer.json"] {
+        let url = env.url(&format!("/v1/fine_tuning/jobs/{id}/artifacts/{name}/content"));
+        let bytes = env.http.get(url).bearer_auth(&env.token).send().await.unwrap().bytes().await.unwrap();
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    let loaded = Command::new("python3")
+        .args(["-c", LOAD_IN_TRANSFORMERS, dir.to_str().unwrap()])
+        .output()
+        .expect("python3 from the test venv (deploy/test puts it on PATH)");
+    let stdout = String::from_utf8_lossy(&loaded.stdout);
+    assert!(loaded.status.success(), "transformers could not load the checkpoint: {}", String::from_utf8_lossy(&loaded.stderr));
+    assert_eq!(stdout.trim(), "loaded MixtralForCausalLM with no missing or unexpected keys");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+const LOAD_IN_TRANSFORMERS: &str = r#"
+import sys
+from transformers import MixtralForCausalLM
+model, info = MixtralForCausalLM.from_pretrained(sys.argv[1], output_loading_info=True)
+problems = {k: v for k, v in info.items() if v}
+assert not problems, problems
+print("loaded MixtralForCausalLM with no missing or unexpected keys")
+"#;

@@ -1,0 +1,94 @@
+//! Scheduler guarantees on real Redis and Postgres: lost runners' jobs are requeued with a new
+//! attempt, their late writes are refused, replays are recorded once, and Redis can be rebuilt.
+
+use moetune_e2e::TestEnv;
+use moetune_scheduler::ingest::{apply, Applied};
+use moetune_scheduler::reconcile::Reconciler;
+use moetune_scheduler::JobQueue;
+use moetune_types::{RedisKeys, RunnerEvent, RunnerEventKind};
+use redis::AsyncCommands;
+use serde_json::json;
+use sqlx::PgPool;
+
+async fn queued_job(env: &TestEnv) -> String {
+    let data = "{\"prompt\": \"a\", \"completion\": \"b\"}\n";
+    let file: serde_json::Value = env.upload("fine-tune", "d.jsonl", data.into()).await.json().await.unwrap();
+    let body = json!({"model": "moetune/tiny-mixtral", "training_file": file["id"]});
+    let job: serde_json::Value = env.post_json("/v1/fine_tuning/jobs", body).await.json().await.unwrap();
+    assert_eq!(job["status"], "queued");
+    job["id"].as_str().unwrap().to_string()
+}
+
+fn event(job_id: &str, attempt: i32, runner: &str, kind: RunnerEventKind) -> RunnerEvent {
+    RunnerEvent { job_id: job_id.into(), attempt, runner_id: runner.into(), kind }
+}
+
+async fn job_state(pool: &PgPool, id: &str) -> (String, i32) {
+    sqlx::query_as("SELECT status, attempt FROM jobs WHERE id = $1").bind(id).fetch_one(pool).await.unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn lost_runner_is_fenced_off_and_its_job_requeued(pool: PgPool) {
+    let env = TestEnv::start(pool.clone()).await;
+    let job = queued_job(&env).await;
+    let config = env.scheduler_config();
+    let queue = JobQueue::connect(&config.redis_url, &config.redis_prefix).await.unwrap();
+    let keys = RedisKeys::new(&config.redis_prefix);
+    let mut redis = queue.connection();
+
+    // A runner claims the job the reliable way, starts it, and then dies (its heartbeat key expires).
+    let _: () = redis.sadd(keys.runners(), "ghost").await.unwrap();
+    let claimed: Option<String> = redis.blmove(keys.pending(), keys.claimed("ghost"), redis::Direction::Right, redis::Direction::Left, 1.0).await.unwrap();
+    assert_eq!(claimed.as_deref(), Some(job.as_str()));
+    let started = event(&job, 1, "ghost", RunnerEventKind::Started { device: "cpu".into(), dtype: "float32".into() });
+    assert_eq!(apply(&pool, &started, Some("1-0")).await.unwrap(), Applied::Recorded);
+    assert_eq!(job_state(&pool, &job).await, ("running".into(), 1));
+    assert_eq!(apply(&pool, &started, Some("1-0")).await.unwrap(), Applied::Duplicate, "a replayed entry is recorded once");
+
+    Reconciler::new(queue.clone(), pool.clone(), config.clone()).reconcile_once().await.unwrap();
+    assert_eq!(job_state(&pool, &job).await, ("queued".into(), 2));
+    let pending: Vec<String> = redis.lrange(keys.pending(), 0, -1).await.unwrap();
+    let ghost_claims: Vec<String> = redis.lrange(keys.claimed("ghost"), 0, -1).await.unwrap();
+    assert_eq!((pending, ghost_claims), (vec![job.clone()], vec![]));
+    let assignment: String = redis.get(keys.assignment(&job)).await.unwrap();
+    assert!(assignment.contains("\"attempt\":2"), "{assignment}");
+
+    // The dead runner's late completion is refused: the job stays queued for attempt 2.
+    let late = event(&job, 1, "ghost", RunnerEventKind::Succeeded { trained_tokens: 1, result: json!({}) });
+    assert_eq!(apply(&pool, &late, Some("2-0")).await.unwrap(), Applied::Stale);
+    assert_eq!(job_state(&pool, &job).await, ("queued".into(), 2));
+    let artifacts: i64 = sqlx::query_scalar("SELECT count(*) FROM artifacts").fetch_one(&pool).await.unwrap();
+    assert_eq!(artifacts, 0);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn jobs_survive_losing_redis_and_fail_after_max_attempts(pool: PgPool) {
+    let env = TestEnv::start(pool.clone()).await;
+    let job = queued_job(&env).await;
+    let config = env.scheduler_config();
+    let queue = JobQueue::connect(&config.redis_url, &config.redis_prefix).await.unwrap();
+    let keys = RedisKeys::new(&config.redis_prefix);
+    let mut redis = queue.connection();
+    let reconciler = Reconciler::new(queue.clone(), pool.clone(), config.clone());
+
+    // Everything this test has in Redis disappears (a FLUSHALL, scoped to our prefix).
+    let _: () = redis.del(&[keys.pending(), keys.assignment(&job)]).await.unwrap();
+    reconciler.reconcile_once().await.unwrap();
+    let pending: Vec<String> = redis.lrange(keys.pending(), 0, -1).await.unwrap();
+    assert_eq!(pending, vec![job.clone()], "the reconciler republished the job from Postgres");
+    let assignment: Option<String> = redis.get(keys.assignment(&job)).await.unwrap();
+    assert!(assignment.is_some());
+
+    // Lost on every attempt: after max_attempts the job fails with a clear error.
+    for attempt in 1..=config.max_attempts {
+        let runner = format!("doomed-{attempt}");
+        let _: () = redis.sadd(keys.runners(), &runner).await.unwrap();
+        let _: Option<String> = redis.blmove(keys.pending(), keys.claimed(&runner), redis::Direction::Right, redis::Direction::Left, 1.0).await.unwrap();
+        reconciler.reconcile_once().await.unwrap();
+    }
+    let (status, error): (String, Option<String>) =
+        sqlx::query_as("SELECT status, error_code FROM jobs WHERE id = $1").bind(&job).fetch_one(&pool).await.unwrap();
+    assert_eq!((status.as_str(), error.as_deref()), ("failed", Some("runner_lost")));
+    let view = env.get_json(&format!("/v1/fine_tuning/jobs/{job}")).await;
+    assert!(view["error"]["message"].as_str().unwrap().contains("lost 3 times"), "{view}");
+}
