@@ -15,6 +15,8 @@ log() { printf '\033[1m[moetune]\033[0m %s\n' "$*" >&2; }
 die() { printf '[moetune] error: %s\n' "$*" >&2; exit 1; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# retry CMD...: for commands that fail until a service settles; the last try's error is shown.
+retry() { for _ in $(seq 1 50); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done; "$@" >/dev/null; }
 wait_port() { for _ in $(seq 1 "${2:-100}"); do port_open "$1" && return 0; sleep 0.2; done; return 1; }
 
 APT_UPDATED=""
@@ -57,10 +59,12 @@ ensure_postgres() {
     as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start
     echo postgres >> "$STATE/started-services"
     wait_port 5432 || die "PostgreSQL did not start"
+  fi
+  command -v psql >/dev/null || apt_install postgresql-client
+  if ! PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -tAc "SELECT 1" >/dev/null 2>&1; then
     # Debian's default is password auth on 127.0.0.1; give the postgres role the password our URL uses.
     as_root su postgres -c "psql -qc \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
   fi
-  command -v psql >/dev/null || apt_install postgresql-client
   if ! PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='moetune'" | grep -q 1; then
     PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE moetune"
   fi
@@ -118,17 +122,19 @@ TOML
     "${g[@]}" layout assign -z dc1 -c 10G "$("${g[@]}" node id -q | cut -d@ -f1)" >/dev/null
     "${g[@]}" layout apply --version 1 >/dev/null
   fi
+  # A new layout takes a moment to become active; key and bucket commands fail until it has.
+  for _ in $(seq 1 100); do "${g[@]}" bucket list >/dev/null 2>&1 && "${g[@]}" key list >/dev/null 2>&1 && break; sleep 0.2; done
   if [ ! -f "$dir/s3.env" ]; then
     # Garage key ids are "GK" + 24 hex digits; secrets are 64 hex digits.
     local key_id="GK$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')" secret="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
-    "${g[@]}" key import --yes -n moetune "$key_id" "$secret" >/dev/null
+    retry "${g[@]}" key import --yes -n moetune "$key_id" "$secret"
     printf 'S3_KEY_ID=%s\nS3_SECRET=%s\n' "$key_id" "$secret" >"$dir/s3.env"
   fi
   # shellcheck disable=SC1091
   . "$dir/s3.env"
-  "${g[@]}" key allow --create-bucket "$S3_KEY_ID" >/dev/null   # tests create a bucket each
-  "${g[@]}" bucket info moetune >/dev/null 2>&1 || "${g[@]}" bucket create moetune >/dev/null
-  "${g[@]}" bucket allow --read --write --owner moetune --key "$S3_KEY_ID" >/dev/null
+  retry "${g[@]}" key allow --create-bucket "$S3_KEY_ID"   # tests create a bucket each
+  "${g[@]}" bucket info moetune >/dev/null 2>&1 || retry "${g[@]}" bucket create moetune
+  retry "${g[@]}" bucket allow --read --write --owner moetune --key "$S3_KEY_ID"
 }
 
 # The env every moetune process reads (MOETUNE_* overrides of the config.default.toml files).
