@@ -46,7 +46,7 @@ impl Application {
         let listener = TcpListener::bind(&config.bind_addr)?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
-            s3: config.s3.client().await,
+            s3: config.s3.client(),
             queue: JobQueue::connect(&config.redis_url, &config.redis_prefix).await?,
             db,
             config: config.clone(),

@@ -18,11 +18,7 @@ const DEFAULTS: &str = include_str!("../config.default.toml");
 
 impl RunnerConfig {
     pub fn load() -> anyhow::Result<Self> {
-        let config = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
-            .add_source(config::Environment::with_prefix("MOETUNE").prefix_separator("_").separator("__"))
-            .build()?;
-        let mut config: Self = config.try_deserialize()?;
+        let mut config: Self = moetune_types::settings::load(DEFAULTS)?;
         if config.runner_id.is_empty() {
             let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "runner".into());
             config.runner_id = format!("{}-{}", host.trim(), std::process::id());

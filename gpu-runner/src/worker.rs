@@ -47,7 +47,7 @@ impl EventSink {
 impl Worker {
     pub async fn connect(config: RunnerConfig) -> anyhow::Result<Self> {
         let redis = ConnectionManager::new(redis::Client::open(config.redis_url.as_str())?).await?;
-        let s3 = config.s3.client().await;
+        let s3 = config.s3.client();
         let device = config.device()?;
         Ok(Self { keys: RedisKeys::new(&config.redis_prefix), config, redis, s3, device })
     }

@@ -16,10 +16,6 @@ const DEFAULTS: &str = include_str!("../config.default.toml");
 
 impl SchedulerConfig {
     pub fn load() -> anyhow::Result<Self> {
-        let config = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
-            .add_source(config::Environment::with_prefix("MOETUNE"))
-            .build()?;
-        Ok(config.try_deserialize()?)
+        moetune_types::settings::load(DEFAULTS)
     }
 }

@@ -30,7 +30,7 @@ impl TestEnv {
         config.bind_addr = "127.0.0.1:0".into();
         config.redis_prefix = unique("moetune-test");
         config.s3.bucket = unique("test");
-        let s3 = config.s3.client().await;
+        let s3 = config.s3.client();
         s3.create_bucket().bucket(&config.s3.bucket).send().await.expect("create test bucket in Garage");
         let app = Application::build_with_pool(config.clone(), pool.clone()).await.expect("api builds");
         let base = format!("http://127.0.0.1:{}", app.port());

@@ -16,3 +16,6 @@ pub const SUPPORTED_MODELS: &[&str] = &["moetune/tiny-mixtral"];
 
 #[cfg(feature = "s3")]
 pub mod s3;
+
+#[cfg(feature = "settings")]
+pub mod settings;

@@ -13,26 +13,20 @@ pub struct S3Config {
 }
 
 impl S3Config {
-    pub async fn client(&self) -> aws_sdk_s3::Client {
-        let credentials = aws_sdk_s3::config::Credentials::new(
-            &self.access_key_id,
-            &self.secret_access_key,
-            None,
-            None,
-            "moetune-config",
-        );
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new(self.region.clone()))
+    /// Builds the client from these settings alone (no AWS profile or environment lookup), so a
+    /// runner's credentials come only from moetune's own configuration.
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        use aws_sdk_s3::config::{BehaviorVersion, Builder, Credentials, Region};
+        let credentials =
+            Credentials::new(&self.access_key_id, &self.secret_access_key, None, None, "moetune-config");
+        let config = Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(self.region.clone()))
             .credentials_provider(credentials)
             .endpoint_url(&self.endpoint)
-            .load()
-            .await;
-        // Garage (like MinIO) serves buckets on the path, not on virtual-host subdomains.
-        let config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(true).build();
+            // Garage (like MinIO) serves buckets on the path, not on virtual-host subdomains.
+            .force_path_style(true)
+            .build();
         aws_sdk_s3::Client::from_conf(config)
-    }
-
-    pub fn uri(&self, key: &str) -> String {
-        format!("s3://{}/{key}", self.bucket)
     }
 }
