@@ -53,8 +53,15 @@ pub struct Method {
     /// `supervised` (runs the MoE SFT→QAT workflow with defaults) or `moe_sft_qat`.
     #[serde(rename = "type")]
     pub kind: String,
-    pub supervised: Option<Value>,
+    pub supervised: Option<SupervisedMethod>,
     pub moe_sft_qat: Option<MoeSftQatOptions>,
+}
+
+/// OpenAI's `method.supervised`: hyperparameters here replace the legacy top-level ones.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisedMethod {
+    pub hyperparameters: Option<Hyperparameters>,
 }
 
 /// Resolved hyperparameters, echoed on the job object.
@@ -104,9 +111,12 @@ pub fn resolve(request: &CreateJobRequest) -> Result<(TrainingSpec, ResolvedHype
     if request.metadata.as_ref().is_some_and(|m| m.len() > 16) {
         return Err(ApiError::invalid("invalid_metadata", "metadata", "`metadata` holds at most 16 pairs."));
     }
-    let hp = request.hyperparameters.as_ref();
+    let supervised = request.method.as_ref().and_then(|m| m.supervised.as_ref()).and_then(|s| s.hyperparameters.as_ref());
+    if supervised.is_some() && request.hyperparameters.is_some() {
+        return Err(ApiError::invalid("conflicting_parameters", "hyperparameters", "Give hyperparameters either at the top level or in `method.supervised`, not both."));
+    }
     let none = Hyperparameters::default();
-    let hp = hp.unwrap_or(&none);
+    let hp = supervised.or(request.hyperparameters.as_ref()).unwrap_or(&none);
     let resolved = ResolvedHyperparameters {
         n_epochs: positive_int(&hp.n_epochs, "hyperparameters.n_epochs", 1, 50)?,
         batch_size: positive_int(&hp.batch_size, "hyperparameters.batch_size", 4, 256)?,
@@ -120,8 +130,11 @@ pub fn resolve(request: &CreateJobRequest) -> Result<(TrainingSpec, ResolvedHype
             return Err(ApiError::invalid("invalid_method", "method.type", format!("Unknown method type '{kind}'; use \"supervised\" or \"moe_sft_qat\".")))
         }
     };
-    if moe.sft_steps == 0 || moe.sft_steps > 100_000 || moe.qat_steps > 100_000 {
-        return Err(ApiError::invalid("invalid_method", "method.moe_sft_qat.sft_steps", "`sft_steps` must be 1..=100000 and `qat_steps` at most 100000."));
+    if !(1..=100_000).contains(&moe.sft_steps) {
+        return Err(ApiError::invalid("invalid_method", "method.moe_sft_qat.sft_steps", "`sft_steps` must be from 1 to 100000."));
+    }
+    if moe.qat_steps > 100_000 {
+        return Err(ApiError::invalid("invalid_method", "method.moe_sft_qat.qat_steps", "`qat_steps` must be at most 100000."));
     }
     if !(16..=8192).contains(&moe.seq_len) {
         return Err(ApiError::invalid("invalid_method", "method.moe_sft_qat.seq_len", "`seq_len` must be from 16 to 8192."));

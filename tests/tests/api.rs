@@ -117,3 +117,22 @@ async fn large_uploads_stream_in_parts(pool: PgPool) {
     use sha2::Digest;
     assert_eq!(file["sha256"].as_str(), Some(hex::encode(sha2::Sha256::digest(&body)).as_str()));
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn openai_method_hyperparameters_are_honoured(pool: PgPool) {
+    let env = TestEnv::start(pool).await;
+    let file: serde_json::Value = env.upload("fine-tune", "good.jsonl", GOOD.into()).await.json().await.unwrap();
+    let method = json!({"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": "auto", "learning_rate_multiplier": 0.5}}});
+    let body = json!({"model": "moetune/tiny-mixtral", "training_file": file["id"], "method": method, "metadata": {"team": "risk"}});
+    let response = env.post_json("/v1/fine_tuning/jobs", body).await;
+    assert_eq!(response.status(), 200);
+    let job: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(job["hyperparameters"], json!({"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 0.5}));
+    assert_eq!(job["method"]["moe_sft_qat"]["learning_rate"], json!(0.0005));
+    assert_eq!((job["status"].as_str(), job["metadata"]["team"].as_str()), (Some("queued"), Some("risk")));
+
+    let body = json!({"model": "moetune/tiny-mixtral", "training_file": file["id"], "method": method, "hyperparameters": {"n_epochs": 1}});
+    assert_eq!(error_of(env.post_json("/v1/fine_tuning/jobs", body).await, 400).await["code"], "conflicting_parameters");
+    let body = json!({"model": "moetune/tiny-mixtral", "training_file": file["id"], "method": {"type": "dpo"}});
+    assert_eq!(error_of(env.post_json("/v1/fine_tuning/jobs", body).await, 400).await["param"], "method.type");
+}

@@ -4,8 +4,9 @@
 use moetune_e2e::TestEnv;
 use moetune_scheduler::ingest::{apply, Applied};
 use moetune_scheduler::reconcile::Reconciler;
-use moetune_scheduler::JobQueue;
+use moetune_scheduler::{JobQueue, SchedulerConfig};
 use moetune_types::{RedisKeys, RunnerEvent, RunnerEventKind};
+use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use serde_json::json;
 use sqlx::PgPool;
@@ -17,6 +18,13 @@ async fn queued_job(env: &TestEnv) -> String {
     let job: serde_json::Value = env.post_json("/v1/fine_tuning/jobs", body).await.json().await.unwrap();
     assert_eq!(job["status"], "queued");
     job["id"].as_str().unwrap().to_string()
+}
+
+async fn scheduler_parts(env: &TestEnv) -> (SchedulerConfig, JobQueue, RedisKeys, ConnectionManager) {
+    let config = env.scheduler_config();
+    let queue = JobQueue::connect(&config.redis_url, &config.redis_prefix).await.unwrap();
+    let (keys, redis) = (RedisKeys::new(&config.redis_prefix), queue.connection());
+    (config, queue, keys, redis)
 }
 
 fn event(job_id: &str, attempt: i32, runner: &str, kind: RunnerEventKind) -> RunnerEvent {
@@ -31,10 +39,7 @@ async fn job_state(pool: &PgPool, id: &str) -> (String, i32) {
 async fn lost_runner_is_fenced_off_and_its_job_requeued(pool: PgPool) {
     let env = TestEnv::start(pool.clone()).await;
     let job = queued_job(&env).await;
-    let config = env.scheduler_config();
-    let queue = JobQueue::connect(&config.redis_url, &config.redis_prefix).await.unwrap();
-    let keys = RedisKeys::new(&config.redis_prefix);
-    let mut redis = queue.connection();
+    let (config, queue, keys, mut redis) = scheduler_parts(&env).await;
 
     // A runner claims the job the reliable way, starts it, and then dies (its heartbeat key expires).
     let _: () = redis.sadd(keys.runners(), "ghost").await.unwrap();
@@ -65,10 +70,7 @@ async fn lost_runner_is_fenced_off_and_its_job_requeued(pool: PgPool) {
 async fn jobs_survive_losing_redis_and_fail_after_max_attempts(pool: PgPool) {
     let env = TestEnv::start(pool.clone()).await;
     let job = queued_job(&env).await;
-    let config = env.scheduler_config();
-    let queue = JobQueue::connect(&config.redis_url, &config.redis_prefix).await.unwrap();
-    let keys = RedisKeys::new(&config.redis_prefix);
-    let mut redis = queue.connection();
+    let (config, queue, keys, mut redis) = scheduler_parts(&env).await;
     let reconciler = Reconciler::new(queue.clone(), pool.clone(), config.clone());
 
     // Everything this test has in Redis disappears (a FLUSHALL, scoped to our prefix).
