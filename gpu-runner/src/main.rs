@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use moetune_runner::config::RunnerConfig;
+use moetune_runner::model::mixtral::Mixtral;
 use moetune_runner::{export, train, worker::Worker};
 use moetune_types::dataset::parse_line;
 use moetune_types::{MoeSftQatOptions, TrainingSpec};
@@ -32,6 +33,13 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         qat_steps: u32,
     },
+    /// Print the logits of a Mixtral checkpoint for comma-separated token ids, as JSON (numerics checks).
+    Logits {
+        #[arg(long)]
+        model_dir: PathBuf,
+        #[arg(long, value_delimiter = ',')]
+        ids: Vec<i64>,
+    },
 }
 
 #[tokio::main]
@@ -56,6 +64,13 @@ async fn main() -> anyhow::Result<()> {
                 println!("wrote {}", path.display());
             }
             println!("{}", serde_json::to_string_pretty(&output.summary)?);
+        }
+        Some(Command::Logits { model_dir, ids }) => {
+            let (_vars, model) = Mixtral::load_dir(&model_dir, tch::Device::Cpu)?;
+            let input = tch::Tensor::from_slice(&ids).unsqueeze(0);
+            let logits = tch::no_grad(|| model.forward(&input).logits).squeeze_dim(0);
+            let rows: Vec<Vec<f32>> = (0..ids.len() as i64).map(|i| Vec::<f32>::try_from(logits.get(i))).collect::<Result<_, _>>()?;
+            println!("{}", serde_json::to_string(&rows)?);
         }
         _ => {
             let worker = Worker::connect(config).await?;

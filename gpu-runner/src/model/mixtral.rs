@@ -216,6 +216,18 @@ impl Mixtral {
         }
     }
 
+    /// Loads `config.json` and `model.safetensors` from a Hugging Face model directory.
+    pub fn load_dir(dir: &std::path::Path, device: tch::Device) -> anyhow::Result<(nn::VarStore, Self)> {
+        use anyhow::Context;
+        let config_path = dir.join("config.json");
+        let config: MixtralConfig = serde_json::from_slice(&std::fs::read(&config_path).with_context(|| format!("reading {}", config_path.display()))?)
+            .with_context(|| format!("{} is not a Mixtral config", config_path.display()))?;
+        let mut vars = nn::VarStore::new(device);
+        let model = Self::new(&vars.root(), config);
+        vars.load(dir.join("model.safetensors")).with_context(|| format!("loading weights from {}", dir.display()))?;
+        Ok((vars, model))
+    }
+
     pub fn forward(&self, input_ids: &Tensor) -> ForwardOutput {
         let c = &self.config;
         let seq = input_ids.size()[1];
