@@ -34,11 +34,17 @@ impl Ingester {
     pub async fn run(&self) -> anyhow::Result<()> {
         // First entries delivered to us but never acknowledged (a crash mid-apply), then new ones.
         let mut cursor = "0".to_string();
+        self.ensure_group().await;
         loop {
             match self.poll(&cursor).await {
                 Ok(0) if cursor == "0" => cursor = ">".into(),
                 Ok(_) => {}
                 Err(e) => {
+                    // After a Redis flush the stream and its group are gone: recreate them.
+                    if e.downcast_ref::<redis::RedisError>().and_then(|r| r.code()) == Some("NOGROUP") {
+                        self.ensure_group().await;
+                        continue;
+                    }
                     tracing::warn!(error = %e, "event ingest failed; retrying");
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 }
@@ -46,12 +52,20 @@ impl Ingester {
         }
     }
 
+    /// Creates the stream and consumer group if missing (BUSYGROUP, "exists already", is fine).
+    async fn ensure_group(&self) {
+        let mut redis = self.queue.connection();
+        let created: redis::RedisResult<()> = redis.xgroup_create_mkstream(self.queue.keys().events(), GROUP, "0").await;
+        if let Err(e) = created {
+            if e.code() != Some("BUSYGROUP") {
+                tracing::warn!(error = %e, "could not create the event consumer group");
+            }
+        }
+    }
+
     async fn poll(&self, cursor: &str) -> anyhow::Result<usize> {
         let mut redis = self.queue.connection();
         let stream = self.queue.keys().events();
-        // Creating the group is idempotent in effect: BUSYGROUP just means it exists. After a Redis
-        // flush the stream and group are gone and are recreated here.
-        let _: redis::RedisResult<()> = redis.xgroup_create_mkstream(&stream, GROUP, "0").await;
         let options = StreamReadOptions::default().group(GROUP, &self.consumer).count(100).block(1000);
         let reply: StreamReadReply = redis.xread_options(&[&stream], &[cursor], &options).await?;
         let mut handled = 0;

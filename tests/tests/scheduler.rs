@@ -94,3 +94,33 @@ async fn jobs_survive_losing_redis_and_fail_after_max_attempts(pool: PgPool) {
     let view = env.get_json(&format!("/v1/fine_tuning/jobs/{job}")).await;
     assert!(view["error"]["message"].as_str().unwrap().contains("lost 3 times"), "{view}");
 }
+
+/// Runner events keep flowing after Redis loses the stream and its consumer group.
+#[sqlx::test(migrations = "../migrations")]
+async fn ingest_recovers_when_the_event_stream_is_lost(pool: PgPool) {
+    let env = TestEnv::start(pool.clone()).await;
+    let job = queued_job(&env).await;
+    let (config, _queue, keys, mut redis) = scheduler_parts(&env).await;
+    tokio::spawn(moetune_scheduler::run(config, pool.clone(), std::future::pending()));
+
+    let send = |kind: RunnerEventKind| serde_json::to_string(&event(&job, 1, "r1", kind)).unwrap();
+    let started = send(RunnerEventKind::Started { device: "cpu".into(), dtype: "float32".into() });
+    let _: String = redis.xadd(keys.events(), "*", &[("event", started)]).await.unwrap();
+    wait_until(&pool, &job, "SELECT count(*) FROM job_events WHERE job_id = $1 AND message = 'Fine-tuning job started'").await;
+
+    let _: () = redis.del(keys.events()).await.unwrap(); // the stream and its group are gone
+    let message = send(RunnerEventKind::Message { level: "info".into(), message: "after the flush".into() });
+    let _: String = redis.xadd(keys.events(), "*", &[("event", message)]).await.unwrap();
+    wait_until(&pool, &job, "SELECT count(*) FROM job_events WHERE job_id = $1 AND message = 'after the flush'").await;
+}
+
+async fn wait_until(pool: &PgPool, job: &str, count_query: &str) {
+    for _ in 0..100 {
+        let count: i64 = sqlx::query_scalar(count_query).bind(job).fetch_one(pool).await.unwrap();
+        if count == 1 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("not applied within 10 s: {count_query}");
+}
