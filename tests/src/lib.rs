@@ -102,3 +102,10 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
     assert!(path.exists(), "{} is missing: run the tests through deploy/test (it builds the binaries)", path.display());
     path
 }
+
+/// Runs a command to completion, failing the test with its stderr unless it succeeds; returns stdout.
+pub fn run_ok(command: &mut std::process::Command) -> String {
+    let output = command.output().unwrap_or_else(|e| panic!("{command:?} did not start: {e}"));
+    assert!(output.status.success(), "{command:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}

@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use moetune_e2e::{workspace_binary, TestEnv};
+use moetune_e2e::{run_ok, workspace_binary, TestEnv};
 use serde_json::json;
 use sha2::Digest;
 use sqlx::PgPool;
@@ -126,12 +126,8 @@ async fn fine_tuning_job_runs_end_to_end(pool: PgPool) {
         let bytes = env.http.get(url).bearer_auth(&env.token).send().await.unwrap().bytes().await.unwrap();
         std::fs::write(dir.join(name), bytes).unwrap();
     }
-    let loaded = Command::new("python3")
-        .args(["-c", LOAD_IN_TRANSFORMERS, dir.to_str().unwrap()])
-        .output()
-        .expect("python3 from the test venv (deploy/test puts it on PATH)");
-    let stdout = String::from_utf8_lossy(&loaded.stdout);
-    assert!(loaded.status.success(), "transformers could not load the checkpoint: {}", String::from_utf8_lossy(&loaded.stderr));
+    // python3 is the test venv's (deploy/test puts it first on PATH).
+    let stdout = run_ok(Command::new("python3").args(["-c", LOAD_IN_TRANSFORMERS]).arg(&dir));
     assert_eq!(stdout.trim(), "loaded MixtralForCausalLM with no missing or unexpected keys");
     std::fs::remove_dir_all(&dir).unwrap();
 }

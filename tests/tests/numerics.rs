@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use moetune_e2e::workspace_binary;
+use moetune_e2e::{run_ok, workspace_binary};
 
 const TRANSFORMERS_LOGITS: &str = r#"
 import json, sys, torch
@@ -14,23 +14,17 @@ with torch.no_grad():
     print(json.dumps(model(ids).logits[0].tolist()))
 "#;
 
-fn run(command: &mut Command) -> String {
-    let output = command.output().expect("command starts");
-    assert!(output.status.success(), "{command:?} failed: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
-}
-
 #[test]
 fn mixtral_logits_match_transformers() {
     let dir = std::env::temp_dir().join(format!("moetune-numerics-{}", std::process::id()));
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/demo/finance-alpaca-mini.jsonl");
     let runner = workspace_binary("moetune-runner");
     // A few real SFT steps so the router and experts are not at their initial values.
-    run(Command::new(&runner).args(["train", "--data", data, "--sft-steps", "8", "--qat-steps", "0", "--out"]).arg(&dir));
+    run_ok(Command::new(&runner).args(["train", "--data", data, "--sft-steps", "8", "--qat-steps", "0", "--out"]).arg(&dir));
     let ids = "1,40,311,7,620,93,250,5,18,777,64,2,300,301,302,9";
-    let ours: Vec<Vec<f32>> = serde_json::from_str(&run(Command::new(&runner).args(["logits", "--ids", ids, "--model-dir"]).arg(&dir))).unwrap();
+    let ours: Vec<Vec<f32>> = serde_json::from_str(&run_ok(Command::new(&runner).args(["logits", "--ids", ids, "--model-dir"]).arg(&dir))).unwrap();
     let reference: Vec<Vec<f32>> =
-        serde_json::from_str(&run(Command::new("python3").args(["-c", TRANSFORMERS_LOGITS]).arg(&dir).arg(ids))).unwrap();
+        serde_json::from_str(&run_ok(Command::new("python3").args(["-c", TRANSFORMERS_LOGITS]).arg(&dir).arg(ids))).unwrap();
     assert_eq!((ours.len(), ours[0].len()), (16, 1024));
     assert_eq!((reference.len(), reference[0].len()), (16, 1024));
     let max_diff = ours.iter().flatten().zip(reference.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
