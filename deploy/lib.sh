@@ -118,15 +118,19 @@ TOML
   fi
   local g=(garage -c "$cfg")
   for _ in $(seq 1 50); do "${g[@]}" status >/dev/null 2>&1 && break; sleep 0.2; done
-  if "${g[@]}" layout show 2>/dev/null | grep -q "No nodes currently have a role"; then
-    "${g[@]}" layout assign -z dc1 -c 10G "$("${g[@]}" node id -q | cut -d@ -f1)" >/dev/null
-    "${g[@]}" layout apply --version 1 >/dev/null
+  # `layout show` can fail (even abort) while the node is still starting: ask until it answers, or a
+  # new node would be taken for configured and every later command would fail "Layout not ready".
+  local layout=""
+  for _ in $(seq 1 50); do layout="$("${g[@]}" layout show 2>/dev/null)" && break; sleep 0.2; done
+  [ -n "$layout" ] || die "Garage does not answer 'layout show'; see $STATE/logs/garage.log"
+  if grep -q "No nodes currently have a role" <<<"$layout"; then
+    retry "${g[@]}" layout assign -z dc1 -c 10G "$("${g[@]}" node id -q | cut -d@ -f1)"
+    retry "${g[@]}" layout apply --version 1
   fi
-  # A new layout takes a moment to become active; key and bucket commands fail until it has.
-  for _ in $(seq 1 100); do "${g[@]}" bucket list >/dev/null 2>&1 && "${g[@]}" key list >/dev/null 2>&1 && break; sleep 0.2; done
   if [ ! -f "$dir/s3.env" ]; then
     # Garage key ids are "GK" + 24 hex digits; secrets are 64 hex digits.
     local key_id="GK$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')" secret="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+    # A new layout takes a moment to become active; key and bucket commands are retried until it has.
     retry "${g[@]}" key import --yes -n moetune "$key_id" "$secret"
     printf 'S3_KEY_ID=%s\nS3_SECRET=%s\n' "$key_id" "$secret" >"$dir/s3.env"
   fi
