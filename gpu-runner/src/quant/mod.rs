@@ -1,3 +1,4 @@
-//! Quantization formats used by QAT.
+//! Quantization formats: the pure-Rust codecs of checkpoints (`fp4`) and QAT's fake quantization (`mxfp4`).
 
+pub mod fp4;
 pub mod mxfp4;
