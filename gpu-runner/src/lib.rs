@@ -1,8 +1,10 @@
 //! The moetune GPU runner: claims jobs from Redis and runs the MoE SFT → QAT workflow with libtorch.
 
+pub mod commands;
 pub mod config;
 pub mod export;
 pub mod model;
 pub mod quant;
 pub mod train;
+pub mod text;
 pub mod worker;

@@ -3,8 +3,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use moetune_runner::config::RunnerConfig;
-use moetune_runner::model::mixtral::Mixtral;
-use moetune_runner::{export, train, worker::Worker};
+use moetune_runner::{commands, export, model, train, worker::Worker};
 use moetune_types::dataset::parse_line;
 use moetune_types::{MoeSftQatOptions, TrainingSpec};
 use tracing_subscriber::EnvFilter;
@@ -33,13 +32,88 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         qat_steps: u32,
     },
-    /// Print the logits of a Mixtral checkpoint for comma-separated token ids, as JSON (numerics checks).
-    Logits {
-        #[arg(long)]
+    /// Describe a Hugging Face model directory as JSON: architecture, parameter counts (total and
+    /// active per token), dtype on disk and estimated peak training memory for lora, full and qat.
+    Inspect {
         model_dir: PathBuf,
-        #[arg(long, value_delimiter = ',')]
-        ids: Vec<i64>,
+        #[arg(long, default_value_t = 8)]
+        batch: i64,
+        #[arg(long, default_value_t = 256)]
+        seq_len: i64,
+        /// Training dtype the estimate is for.
+        #[arg(long, default_value = "bfloat16")]
+        dtype: String,
+        #[arg(long, default_value_t = 16)]
+        lora_rank: i64,
     },
+    /// Forward pass on token ids: IDS.json is a list of equal-length lists of ids. Writes `logits`
+    /// [B,T,V] f32 and `router_topk.{layer}` [B·T,k] i64 per MoE layer to OUT (safetensors).
+    Logits {
+        model_dir: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        placement: Placement,
+    },
+    /// Greedy generation (no sampling, no KV cache): for sanity checks and evaluation prompts.
+    Generate {
+        model_dir: PathBuf,
+        /// Text to continue (tokenised without special tokens; BOS added when the tokenizer has one).
+        #[arg(long, conflicts_with = "ids")]
+        prompt: Option<String>,
+        /// Comma-separated token ids to continue.
+        #[arg(long, value_delimiter = ',')]
+        ids: Option<Vec<i64>>,
+        #[arg(long, default_value_t = 32)]
+        max_new_tokens: usize,
+        #[command(flatten)]
+        placement: Placement,
+    },
+    /// Show what the model trains on for each line of a JSONL dataset: the rendered prompt and
+    /// response (chat template or plain template), token ids and labels (-100 = no loss).
+    Tokenize {
+        model_dir: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Write every parameter under its in-memory name (fused experts) as f32 safetensors.
+    DumpWeights {
+        model_dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Where the model runs: CUDA bf16 when a GPU is visible, else CPU fp32, unless overridden.
+#[derive(clap::Args)]
+struct Placement {
+    /// auto, cpu or cuda
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// auto, float32, bfloat16 or float16
+    #[arg(long, default_value = "auto")]
+    dtype: String,
+}
+
+impl Placement {
+    fn resolve(&self) -> anyhow::Result<(tch::Device, tch::Kind)> {
+        let (auto_device, _) = model::default_placement();
+        let device = match self.device.as_str() {
+            "auto" => auto_device,
+            "cpu" => tch::Device::Cpu,
+            "cuda" if tch::Cuda::is_available() => tch::Device::Cuda(0),
+            "cuda" => anyhow::bail!("--device cuda: no CUDA device is visible"),
+            other => anyhow::bail!("--device must be auto, cpu or cuda, not {other:?}"),
+        };
+        let kind = match self.dtype.as_str() {
+            "auto" if device.is_cuda() => tch::Kind::BFloat16,
+            "auto" => tch::Kind::Float,
+            other => model::parse_kind(other)?,
+        };
+        Ok((device, kind))
+    }
 }
 
 #[tokio::main]
@@ -65,13 +139,17 @@ async fn main() -> anyhow::Result<()> {
             }
             println!("{}", serde_json::to_string_pretty(&output.summary)?);
         }
-        Some(Command::Logits { model_dir, ids }) => {
-            let (_vars, model) = Mixtral::load_dir(&model_dir, tch::Device::Cpu)?;
-            let input = tch::Tensor::from_slice(&ids).unsqueeze(0);
-            let logits = tch::no_grad(|| model.forward(&input).logits).squeeze_dim(0);
-            let rows: Vec<Vec<f32>> = (0..ids.len() as i64).map(|i| Vec::<f32>::try_from(logits.get(i))).collect::<Result<_, _>>()?;
-            println!("{}", serde_json::to_string(&rows)?);
+        Some(Command::Inspect { model_dir, batch, seq_len, dtype, lora_rank }) => {
+            let dtype_bytes = model::parse_kind(&dtype)?.elt_size_in_bytes() as i64;
+            let input = model::inspect::EstimateInput { batch, seq_len, dtype_bytes, lora_rank };
+            println!("{}", serde_json::to_string_pretty(&model::inspect::inspect(&model_dir, input)?)?);
         }
+        Some(Command::Logits { model_dir, input, out, placement }) => commands::logits(&model_dir, &input, &out, placement.resolve()?)?,
+        Some(Command::Generate { model_dir, prompt, ids, max_new_tokens, placement }) => {
+            commands::generate(&model_dir, prompt.as_deref(), ids, max_new_tokens, placement.resolve()?)?
+        }
+        Some(Command::Tokenize { model_dir, data }) => commands::tokenize(&model_dir, &data)?,
+        Some(Command::DumpWeights { model_dir, out }) => commands::dump_weights(&model_dir, &out)?,
         _ => {
             let worker = Worker::connect(config).await?;
             let shutdown = async {

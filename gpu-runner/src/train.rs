@@ -7,15 +7,12 @@ use anyhow::{bail, Context};
 use moetune_types::{Example, RunnerEventKind, TrainingSpec};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
-use tokenizers::Tokenizer;
 
-use crate::model::mixtral::Mixtral;
-use crate::model::tiny;
+use crate::model::{tiny, ForwardMode, MoeModel};
+use crate::quant::mxfp4;
+use crate::text::TextCodec;
 
 const IGNORE: i64 = -100;
-const PAD: i64 = 0;
-const BOS: &str = "<s>";
-const EOS: &str = "</s>";
 
 /// A tokenised example: ids and labels (`-100` on prompt tokens: the loss is on the response only).
 struct Sample {
@@ -23,23 +20,12 @@ struct Sample {
     labels: Vec<i64>,
 }
 
-fn tokenize(tokenizer: &Tokenizer, examples: &[Example], seq_len: usize) -> anyhow::Result<Vec<Sample>> {
-    let token_id = |t: &str| tokenizer.token_to_id(t).map(i64::from).with_context(|| format!("tokenizer lacks {t}"));
-    let (bos, eos) = (token_id(BOS)?, token_id(EOS)?);
-    let encode = |text: &str| -> anyhow::Result<Vec<i64>> {
-        let encoding = tokenizer.encode(text, false).map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
-        Ok(encoding.get_ids().iter().map(|&i| i64::from(i)).collect())
-    };
+fn tokenize(codec: &TextCodec, examples: &[Example], seq_len: usize) -> anyhow::Result<Vec<Sample>> {
     let mut samples = Vec::with_capacity(examples.len());
-    for example in examples {
-        let mut ids = vec![bos];
-        ids.extend(encode(&example.render_prompt(None))?);
-        let prompt_len = ids.len();
-        ids.extend(encode(&example.response)?);
-        ids.push(eos);
+    for (i, example) in examples.iter().enumerate() {
+        let (mut ids, mut labels) = codec.encode_example(example, IGNORE).with_context(|| format!("example {}", i + 1))?;
         ids.truncate(seq_len);
-        let mut labels = ids.clone();
-        labels[..prompt_len.min(ids.len())].fill(IGNORE);
+        labels.truncate(seq_len);
         if labels.iter().all(|&l| l == IGNORE) {
             continue; // prompt alone fills seq_len: nothing to learn from this example
         }
@@ -52,12 +38,12 @@ fn tokenize(tokenizer: &Tokenizer, examples: &[Example], seq_len: usize) -> anyh
 }
 
 /// Pads a batch to its longest sample.
-fn collate(samples: &[&Sample], device: Device) -> (Tensor, Tensor) {
+fn collate(samples: &[&Sample], pad: i64, device: Device) -> (Tensor, Tensor) {
     let width = samples.iter().map(|s| s.ids.len()).max().unwrap_or(1);
     let mut ids = Vec::with_capacity(samples.len() * width);
     let mut labels = Vec::with_capacity(samples.len() * width);
     for s in samples {
-        ids.extend(s.ids.iter().copied().chain(std::iter::repeat_n(PAD, width - s.ids.len())));
+        ids.extend(s.ids.iter().copied().chain(std::iter::repeat_n(pad, width - s.ids.len())));
         labels.extend(s.labels.iter().copied().chain(std::iter::repeat_n(IGNORE, width - s.labels.len())));
     }
     let shape = [samples.len() as i64, width as i64];
@@ -65,8 +51,8 @@ fn collate(samples: &[&Sample], device: Device) -> (Tensor, Tensor) {
 }
 
 /// Next-token cross entropy over response tokens.
-fn loss(model: &Mixtral, ids: &Tensor, labels: &Tensor) -> Tensor {
-    let logits = model.forward(ids).logits;
+fn loss(model: &MoeModel, mode: ForwardMode, ids: &Tensor, labels: &Tensor) -> Tensor {
+    let logits = model.forward(ids, mode).logits;
     let vocab = logits.size()[2];
     let t = ids.size()[1];
     let shifted_logits = logits.narrow(1, 0, t - 1).reshape([-1, vocab]).to_kind(Kind::Float);
@@ -122,11 +108,27 @@ impl BatchPlan {
 
 /// What the workflow produced.
 pub struct TrainOutput {
-    pub model: Mixtral,
+    pub model: MoeModel,
     pub vars: nn::VarStore,
     pub trained_tokens: i64,
     pub summary: serde_json::Value,
-    pub tokenizer_json: &'static str,
+    pub codec: TextCodec,
+}
+
+/// The base model and its tokenizer: the built-in tiny model, or a Hugging Face model directory.
+fn base_model(name: &str, device: Device) -> anyhow::Result<(nn::VarStore, MoeModel, TextCodec)> {
+    if name == tiny::NAME {
+        let vars = nn::VarStore::new(device);
+        let model = crate::model::new_seeded(&vars, tiny::config(), tiny::BASE_SEED);
+        return Ok((vars, model, TextCodec::tiny()?));
+    }
+    let dir = std::path::Path::new(name);
+    if dir.join("config.json").exists() {
+        // Training runs in fp32 (DESIGN.md §4: bf16 is not usable on CPU; on CUDA this is a later option).
+        let (vars, model) = MoeModel::load_dir(dir, device, Kind::Float)?;
+        return Ok((vars, model, TextCodec::from_dir(dir)?));
+    }
+    bail!("model '{name}' is not available on this runner (supported: {}, or a local model directory)", tiny::NAME)
 }
 
 /// Runs SFT then QAT, reporting each step through `report`.
@@ -136,16 +138,13 @@ pub fn run(
     device: Device,
     mut report: impl FnMut(RunnerEventKind),
 ) -> anyhow::Result<TrainOutput> {
-    if spec.model != tiny::NAME {
-        bail!("model '{}' is not available on this runner (supported: {})", spec.model, tiny::NAME);
-    }
-    let tokenizer = Tokenizer::from_bytes(tiny::TOKENIZER_JSON).map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
-    let samples = tokenize(&tokenizer, examples, spec.moe.seq_len as usize)?;
-
-    tch::manual_seed(tiny::BASE_SEED);
-    let vars = nn::VarStore::new(device);
-    let mut model = Mixtral::new(&vars.root(), tiny::config());
+    let (vars, model, codec) = base_model(&spec.model, device)?;
+    let samples = tokenize(&codec, examples, spec.moe.seq_len as usize)?;
+    let pad = codec.pad_id();
     tch::manual_seed(spec.seed as i64);
+    let sft_mode = ForwardMode::default();
+    let qat_transform = |w: &Tensor| mxfp4::fake_quantize_ste(w);
+    let qat_mode = ForwardMode { expert_transform: Some(&qat_transform), ..Default::default() };
 
     let batch = spec.batch_size as usize;
     let steps_per_epoch = samples.len().div_ceil(batch) as u32;
@@ -154,32 +153,30 @@ pub fn run(
     let eval_batches: Vec<(Tensor, Tensor)> = samples
         .chunks(batch)
         .take(4)
-        .map(|chunk| collate(&chunk.iter().collect::<Vec<_>>(), device))
+        .map(|chunk| collate(&chunk.iter().collect::<Vec<_>>(), pad, device))
         .collect();
-    let evaluate = |model: &Mixtral| -> f64 {
+    let evaluate = |mode: ForwardMode| -> f64 {
         tch::no_grad(|| {
-            let total: f64 = eval_batches.iter().map(|(ids, labels)| loss(model, ids, labels).double_value(&[])).sum();
+            let total: f64 = eval_batches.iter().map(|(ids, labels)| loss(&model, mode, ids, labels).double_value(&[])).sum();
             total / eval_batches.len() as f64
         })
     };
 
     let mut optimizer = nn::AdamW::default().build(&vars, spec.moe.learning_rate)?;
-    let base_loss = evaluate(&model);
+    let base_loss = evaluate(sft_mode);
     report(RunnerEventKind::Message { level: "info".into(), message: format!(
         "SFT: {sft_steps} steps, batch {batch}, {} examples, router frozen, base eval loss {base_loss:.4}", samples.len()) });
-    let mut stage = Stage { name: "sft", steps: sft_steps, peak_lr: spec.moe.learning_rate, log_every: spec.moe.log_every_n_steps };
+    let mut stage = Stage { name: "sft", steps: sft_steps, peak_lr: spec.moe.learning_rate, log_every: spec.moe.log_every_n_steps, mode: sft_mode, pad };
     let (sft_losses, mut tokens) = stage.train(&model, &mut optimizer, &samples, &mut plan, device, &mut report)?;
-    let sft_loss = evaluate(&model);
-
-    model.qat = true;
-    let ptq_loss = evaluate(&model);
+    let sft_loss = evaluate(sft_mode);
+    let ptq_loss = evaluate(qat_mode);
     let qat_lr = spec.moe.qat_learning_rate.unwrap_or(spec.moe.learning_rate / 10.0);
     report(RunnerEventKind::Message { level: "info".into(), message: format!(
         "QAT ({:?}): {} steps at lr {qat_lr:e}; eval loss after SFT {sft_loss:.4}, after PTQ {ptq_loss:.4}", spec.moe.qat_format, spec.moe.qat_steps) });
-    stage = Stage { name: "qat", steps: spec.moe.qat_steps, peak_lr: qat_lr, log_every: spec.moe.log_every_n_steps };
+    stage = Stage { name: "qat", steps: spec.moe.qat_steps, peak_lr: qat_lr, log_every: spec.moe.log_every_n_steps, mode: qat_mode, pad };
     let (qat_losses, qat_tokens) = stage.train(&model, &mut optimizer, &samples, &mut plan, device, &mut report)?;
     tokens += qat_tokens;
-    let qat_loss = evaluate(&model);
+    let qat_loss = evaluate(qat_mode);
 
     let summary = serde_json::json!({
         "device": format!("{device:?}"),
@@ -188,21 +185,23 @@ pub fn run(
         "qat": { "steps": spec.moe.qat_steps, "format": spec.moe.qat_format, "first_loss": qat_losses.first(), "last_loss": qat_losses.last() },
         "eval_loss": { "base": base_loss, "sft": sft_loss, "ptq": ptq_loss, "qat": qat_loss },
     });
-    Ok(TrainOutput { model, vars, trained_tokens: tokens, summary, tokenizer_json: tiny::TOKENIZER_JSON })
+    Ok(TrainOutput { model, vars, trained_tokens: tokens, summary, codec })
 }
 
-struct Stage {
+struct Stage<'a> {
     name: &'static str,
     steps: u32,
     peak_lr: f64,
     log_every: u32,
+    mode: ForwardMode<'a>,
+    pad: i64,
 }
 
-impl Stage {
+impl Stage<'_> {
     /// Returns the per-step losses and the number of tokens trained on.
     fn train(
         &self,
-        model: &Mixtral,
+        model: &MoeModel,
         optimizer: &mut nn::Optimizer,
         samples: &[Sample],
         plan: &mut BatchPlan,
@@ -217,8 +216,8 @@ impl Stage {
             optimizer.set_lr(lr);
             let picked: Vec<&Sample> = plan.next().into_iter().map(|i| &samples[i]).collect();
             let step_tokens: usize = picked.iter().map(|s| s.ids.len()).sum();
-            let (ids, labels) = collate(&picked, device);
-            let value = loss(model, &ids, &labels);
+            let (ids, labels) = collate(&picked, self.pad, device);
+            let value = loss(model, self.mode, &ids, &labels);
             optimizer.backward_step_clip_norm(&value, 1.0);
             let value = value.double_value(&[]);
             if !value.is_finite() {

@@ -40,6 +40,9 @@ pub struct Example {
     pub instruction: String,
     pub input: String,
     pub response: String,
+    /// Chat records: the `(role, content)` turns up to and including the assistant reply trained on,
+    /// for rendering with the model's chat template. Empty for the other formats.
+    pub messages: Vec<(String, String)>,
 }
 
 impl Example {
@@ -111,6 +114,7 @@ fn parse_alpaca(obj: &Map<String, Value>) -> Result<Example, String> {
         instruction: string_field(obj, "instruction", true)?,
         input: string_field(obj, "input", false)?,
         response: string_field(obj, "output", true)?,
+        messages: Vec::new(),
     })
 }
 
@@ -120,6 +124,7 @@ fn parse_prompt_completion(obj: &Map<String, Value>) -> Result<Example, String> 
         instruction: string_field(obj, "prompt", true)?,
         input: String::new(),
         response: string_field(obj, "completion", true)?,
+        messages: Vec::new(),
     })
 }
 
@@ -160,7 +165,9 @@ fn parse_chat(obj: &Map<String, Value>) -> Result<Example, String> {
     if instruction.trim().is_empty() {
         return Err("`messages` has no user message before the assistant's reply".into());
     }
-    Ok(Example { system, instruction, input: String::new(), response: turns[last_assistant].1.clone() })
+    let response = turns[last_assistant].1.clone();
+    turns.truncate(last_assistant + 1);
+    Ok(Example { system, instruction, input: String::new(), response, messages: turns })
 }
 
 /// What validation found in a whole file.
@@ -303,7 +310,7 @@ mod tests {
 
     #[test]
     fn renders_the_plain_template() {
-        let e = Example { system: Some("S".into()), instruction: "I".into(), input: "".into(), response: "R".into() };
+        let e = Example { system: Some("S".into()), instruction: "I".into(), input: "".into(), response: "R".into(), messages: vec![] };
         assert_eq!(e.render_prompt(None), "### System:\nS\n\n### Instruction:\nI\n\n### Response:\n");
         let e = Example { input: "X".into(), system: None, ..e };
         assert_eq!(e.render_prompt(None), "### Instruction:\nI\n\n### Input:\nX\n\n### Response:\n");

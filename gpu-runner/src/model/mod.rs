@@ -1,34 +1,214 @@
-//! MoE architectures. One file per architecture; parameter paths equal the Hugging Face names so a
-//! checkpoint loads and saves by name lookup.
+//! MoE causal language models. One file per architecture (`mixtral`, `qwen2_moe`, `qwen3_moe`,
+//! `gpt_oss`) parses its config and states how it differs; `layers` and `moe` hold the shared blocks.
+//! Parameter names are transformers 5's, so loading a checkpoint is a lookup (`checkpoint`).
 
+pub mod checkpoint;
+pub mod config;
+pub mod gpt_oss;
+pub mod inspect;
+pub mod layers;
 pub mod mixtral;
+pub mod moe;
+pub mod params;
+pub mod qwen2_moe;
+pub mod qwen3_moe;
 pub mod tiny;
 
-use tch::{Kind, Tensor};
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
 
-/// RMSNorm computed in fp32, as transformers does.
-pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Tensor {
-    let kind = x.kind();
-    let x32 = x.to_kind(Kind::Float);
-    let variance = x32.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
-    (x32 * (variance + eps).rsqrt()).to_kind(kind) * weight
+use anyhow::Context;
+use tch::nn;
+use tch::{Device, Kind, Tensor};
+
+pub use config::{ArchConfig, Architecture};
+use layers::{rms_norm, rope_tables, Attention, DenseMlp};
+pub use moe::RoutingOptions;
+use moe::{MoeBlock, WeightTransform};
+use params::{ParamInfo, Params, Role};
+
+enum Mlp {
+    Sparse(MoeBlock),
+    Dense(DenseMlp),
 }
 
-/// `(cos, sin)` tables of shape `[seq, head_dim]` for rotary embeddings (the rotate-half layout).
-pub fn rope_tables(seq: i64, head_dim: i64, theta: f64, device: tch::Device) -> (Tensor, Tensor) {
-    let exponents = Tensor::arange_start_step(0, head_dim, 2, (Kind::Float, device)) / head_dim as f64;
-    let inv_freq = Tensor::from(theta).to_device(device).pow(&exponents).reciprocal();
-    let positions = Tensor::arange(seq, (Kind::Float, device));
-    let freqs = positions.outer(&inv_freq);
-    let emb = Tensor::cat(&[&freqs, &freqs], -1);
-    (emb.cos(), emb.sin())
+struct DecoderLayer {
+    input_layernorm: Tensor,
+    self_attn: Attention,
+    post_attention_layernorm: Tensor,
+    mlp: Mlp,
 }
 
-/// Applies rotary embeddings to `x` of shape `[batch, heads, seq, head_dim]`.
-pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
-    let half = x.size()[3] / 2;
-    let x1 = x.narrow(-1, 0, half);
-    let x2 = x.narrow(-1, half, half);
-    let rotated = Tensor::cat(&[&(-x2), &x1], -1);
-    x * cos + rotated * sin
+/// Output of a forward pass.
+pub struct ForwardOutput {
+    /// `[batch, seq, vocab]`.
+    pub logits: Tensor,
+    /// Per MoE layer (decoder layer index, `[tokens, experts]`), for the aux loss and the monitor.
+    pub router_logits: Vec<(usize, Tensor)>,
+    /// Per MoE layer (decoder layer index, `[tokens, k]`), the experts each token was sent to.
+    pub router_top_k: Vec<(usize, Tensor)>,
+}
+
+/// How a forward pass runs: evaluation by default.
+#[derive(Default, Clone, Copy)]
+pub struct ForwardMode<'a> {
+    /// Training-only routing options (capacity factor, jitter); `None` at evaluation.
+    pub routing: Option<&'a RoutingOptions>,
+    /// Applied to expert weights (QAT fake quantization).
+    pub expert_transform: Option<WeightTransform<'a>>,
+}
+
+pub struct MoeModel {
+    pub config: ArchConfig,
+    pub params: Vec<ParamInfo>,
+    embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    norm: Tensor,
+    lm_head: Tensor,
+}
+
+/// Device and dtype: CUDA bf16 when a GPU is visible, else CPU fp32 (bf16 is ~500× slower there).
+pub fn default_placement() -> (Device, Kind) {
+    let device = Device::cuda_if_available();
+    (device, if device.is_cuda() { Kind::BFloat16 } else { Kind::Float })
+}
+
+pub fn parse_kind(name: &str) -> anyhow::Result<Kind> {
+    match name {
+        "float32" | "fp32" => Ok(Kind::Float),
+        "bfloat16" | "bf16" => Ok(Kind::BFloat16),
+        "float16" | "fp16" => Ok(Kind::Half),
+        other => anyhow::bail!("dtype must be float32, bfloat16 or float16, not {other:?}"),
+    }
+}
+
+pub fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::BFloat16 => "bfloat16",
+        Kind::Half => "float16",
+        _ => "float32",
+    }
+}
+
+impl MoeModel {
+    fn build(p: &Params, config: ArchConfig, recorded: &RefCell<Vec<ParamInfo>>) -> Self {
+        let c = &config;
+        let model = p.sub("model");
+        let layers = (0..c.num_hidden_layers as usize)
+            .map(|i| {
+                let l = model.sub("layers").sub(i);
+                let mlp_path = l.sub("mlp");
+                DecoderLayer {
+                    input_layernorm: l.norm("input_layernorm", c.hidden_size),
+                    self_attn: Attention::new(&l.sub("self_attn"), c, i),
+                    post_attention_layernorm: l.norm("post_attention_layernorm", c.hidden_size),
+                    mlp: if c.sparse_layers[i] {
+                        Mlp::Sparse(MoeBlock::new(&mlp_path, c))
+                    } else {
+                        Mlp::Dense(DenseMlp::new(&mlp_path, c.hidden_size, c.dense_intermediate_size, Role::DenseMlp))
+                    },
+                }
+            })
+            .collect();
+        let embed_tokens = model.sub("embed_tokens").param("weight", &[c.vocab_size, c.hidden_size], Role::Embedding, params::normal());
+        let norm = model.norm("norm", c.hidden_size);
+        let lm_head = if c.tie_word_embeddings {
+            embed_tokens.shallow_clone()
+        } else {
+            p.sub("lm_head").param("weight", &[c.vocab_size, c.hidden_size], Role::LmHead, params::normal())
+        };
+        Self { params: recorded.borrow().clone(), embed_tokens, layers, norm, lm_head, config }
+    }
+
+    /// New parameters in `vars` (its device and kind), initialised as transformers initialises them.
+    pub fn new(vars: &nn::VarStore, config: ArchConfig) -> Self {
+        let recorded = RefCell::new(Vec::new());
+        Self::build(&Params::vars(vars.root(), &recorded), config, &recorded)
+    }
+
+    /// Names, shapes and roles only; allocates nothing.
+    pub fn param_infos(config: &ArchConfig) -> Vec<ParamInfo> {
+        let recorded = RefCell::new(Vec::new());
+        Self::build(&Params::shapes_only(&recorded), config.clone(), &recorded).params
+    }
+
+    /// Loads a Hugging Face model directory (config.json + safetensors) onto `device` as `kind`.
+    pub fn load_dir(dir: &Path, device: Device, kind: Kind) -> anyhow::Result<(nn::VarStore, Self)> {
+        let config = ArchConfig::from_dir(dir)?;
+        let ckpt = checkpoint::Checkpoint::open(dir)?;
+        let mut vars = nn::VarStore::new(device);
+        vars.set_kind(kind);
+        let model = tch::no_grad(|| Self::new(&vars, config));
+        let unused = checkpoint::load_into(&vars, &model.params, &model.config, &ckpt).with_context(|| format!("loading {}", dir.display()))?;
+        if !unused.is_empty() {
+            tracing::warn!(count = unused.len(), first = %unused[0], "checkpoint tensors the model does not use");
+        }
+        Ok((vars, model))
+    }
+
+    /// Writes config.json and the weights in the layout transformers saves, sharded above `max_shard_bytes`.
+    pub fn save_pretrained(&self, vars: &nn::VarStore, dir: &Path, kind: Kind, max_shard_bytes: u64) -> anyhow::Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir)?;
+        let tensors = checkpoint::to_disk_layout(&self.params, &vars.variables(), &self.config, kind)?;
+        let mut written = checkpoint::write_safetensors(dir, tensors, max_shard_bytes)?;
+        let mut raw = self.config.raw.clone();
+        if let Some(map) = raw.as_object_mut() {
+            map.insert("dtype".into(), kind_name(kind).into());
+            map.remove("torch_dtype");
+            map.remove("quantization_config"); // the weights written are not quantized
+        }
+        let path = dir.join("config.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&raw)?)?;
+        written.push(path);
+        Ok(written)
+    }
+
+    pub fn forward(&self, input_ids: &Tensor, mode: ForwardMode) -> ForwardOutput {
+        let c = &self.config;
+        let seq = input_ids.size()[1];
+        let mut h = Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false);
+        let (cos, sin) = rope_tables(&c.rope, c.head_dim, seq, input_ids.device(), h.kind());
+        let (mut router_logits, mut router_top_k) = (Vec::new(), Vec::new());
+        let norm = |x: &Tensor, w: &Tensor| rms_norm(x, w, c.rms_norm_eps, c.norm_weight_in_fp32);
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = &h + layer.self_attn.forward(&norm(&h, &layer.input_layernorm), &cos, &sin);
+            let normed = norm(&h, &layer.post_attention_layernorm);
+            let mlp_out = match &layer.mlp {
+                Mlp::Sparse(moe) => {
+                    let out = moe.forward(&normed, mode.routing, mode.expert_transform);
+                    router_logits.push((i, out.router_logits));
+                    router_top_k.push((i, out.top_k));
+                    out.hidden
+                }
+                Mlp::Dense(mlp) => mlp.forward(&normed),
+            };
+            h = h + mlp_out;
+        }
+        let logits = norm(&h, &self.norm).linear(&self.lm_head, None::<Tensor>);
+        ForwardOutput { logits, router_logits, router_top_k }
+    }
+
+    /// Greedy decoding without a KV cache (sanity checks and evaluation prompts, not serving): appends
+    /// up to `max_new_tokens`, stopping after an end-of-sequence token.
+    pub fn generate_greedy(&self, prompt: &[i64], max_new_tokens: usize, device: Device) -> Vec<i64> {
+        let mut ids = prompt.to_vec();
+        tch::no_grad(|| {
+            for _ in 0..max_new_tokens {
+                let input = Tensor::from_slice(&ids).to_device(device).unsqueeze(0);
+                let logits = self.forward(&input, ForwardMode::default()).logits;
+                let next = logits.get(0).get(-1).argmax(-1, false).int64_value(&[]);
+                ids.push(next);
+                if self.config.eos_token_ids.contains(&next) {
+                    break;
+                }
+            }
+        });
+        ids.split_off(prompt.len())
+    }
+}
+
+/// Random-initialised model (the tiny built-in base model) under `vars`, seeded.
+pub fn new_seeded(vars: &nn::VarStore, config: ArchConfig, seed: i64) -> MoeModel {
+    tch::manual_seed(seed);
+    tch::no_grad(|| MoeModel::new(vars, config))
 }

@@ -1,0 +1,89 @@
+//! The runner's tool commands (`logits`, `generate`, `tokenize`, `dump-weights`): thin wrappers over the
+//! model code, for users debugging a checkpoint and for the numerics tests.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use moetune_types::dataset::parse_line;
+use tch::{Device, Kind, Tensor};
+
+use crate::model::checkpoint::{write_safetensors, Owned};
+use crate::model::{ForwardMode, MoeModel};
+use crate::text::TextCodec;
+
+/// Reads `[[id, …], …]` (equal lengths) into a `[batch, seq]` tensor.
+fn read_ids(path: &Path) -> anyhow::Result<Tensor> {
+    let rows: Vec<Vec<i64>> = serde_json::from_slice(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        .with_context(|| format!("{} must be a JSON list of lists of token ids", path.display()))?;
+    let width = rows.first().map(Vec::len).unwrap_or(0);
+    if width == 0 || rows.iter().any(|r| r.len() != width) {
+        bail!("{}: every row must be non-empty and of equal length", path.display());
+    }
+    Ok(Tensor::from_slice(&rows.concat()).view([rows.len() as i64, width as i64]))
+}
+
+pub fn logits(model_dir: &Path, input: &Path, out: &Path, (device, kind): (Device, Kind)) -> anyhow::Result<()> {
+    let ids = read_ids(input)?;
+    let (_vars, model) = MoeModel::load_dir(model_dir, device, kind)?;
+    let vocab = model.config.vocab_size;
+    if let Some(bad) = Vec::<i64>::try_from(ids.flatten(0, -1))?.into_iter().find(|&i| i < 0 || i >= vocab) {
+        bail!("token id {bad} is outside the vocabulary (0..{vocab})");
+    }
+    let output = tch::no_grad(|| model.forward(&ids.to_device(device), ForwardMode::default()));
+    let mut tensors = vec![Owned::from_tensor("logits".into(), &output.logits, Kind::Float)?];
+    for (layer, top_k) in &output.router_top_k {
+        let t = top_k.to_device(Device::Cpu).to_kind(Kind::Int64).contiguous();
+        let mut bytes = vec![0u8; t.numel() * 8];
+        t.f_copy_data_u8(&mut bytes, t.numel())?;
+        let shape = t.size().iter().map(|&d| d as usize).collect();
+        tensors.push(Owned { name: format!("router_topk.{layer}"), dtype: safetensors::Dtype::I64, shape, bytes });
+    }
+    write_single(out, tensors)
+}
+
+/// Writes tensors to exactly the file `out`.
+fn write_single(out: &Path, tensors: Vec<Owned>) -> anyhow::Result<()> {
+    let views = tensors
+        .iter()
+        .map(|t| Ok((t.name.clone(), safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.bytes)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    safetensors::serialize_to_file(views, None, out).with_context(|| format!("writing {}", out.display()))
+}
+
+pub fn generate(model_dir: &Path, prompt: Option<&str>, ids: Option<Vec<i64>>, max_new_tokens: usize, (device, kind): (Device, Kind)) -> anyhow::Result<()> {
+    // The tokenizer is optional with --ids (then no text is printed).
+    let codec = match (prompt, &ids) {
+        (Some(_), _) => Some(TextCodec::from_dir(model_dir)?),
+        _ => TextCodec::from_dir(model_dir).ok(),
+    };
+    let prompt_ids = match (prompt, ids, &codec) {
+        (_, Some(ids), _) => ids,
+        (Some(text), None, Some(codec)) => codec.bos_id().into_iter().chain(codec.encode(text)?).collect(),
+        _ => bail!("give --prompt TEXT or --ids 1,2,3"),
+    };
+    let (_vars, model) = MoeModel::load_dir(model_dir, device, kind)?;
+    let new_ids = model.generate_greedy(&prompt_ids, max_new_tokens, device);
+    let text = codec.map(|c| c.decode(&new_ids)).transpose()?;
+    println!("{}", serde_json::json!({ "prompt_ids": prompt_ids, "new_ids": new_ids, "text": text }));
+    Ok(())
+}
+
+pub fn tokenize(model_dir: &Path, data: &Path) -> anyhow::Result<()> {
+    let codec = TextCodec::from_dir(model_dir)?;
+    let text = std::fs::read_to_string(data).with_context(|| format!("reading {}", data.display()))?;
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let (_, example) = parse_line(line).map_err(|m| anyhow::anyhow!("line {}: {m}", i + 1))?;
+        let rendered = codec.render(&example).with_context(|| format!("line {}", i + 1))?;
+        let (ids, labels) = codec.encode_example(&example, -100)?;
+        println!("{}", serde_json::json!({ "line": i + 1, "prompt": rendered.prompt, "response": rendered.response, "ids": ids, "labels": labels }));
+    }
+    Ok(())
+}
+
+pub fn dump_weights(model_dir: &Path, out: &Path) -> anyhow::Result<()> {
+    let (vars, model) = MoeModel::load_dir(model_dir, Device::Cpu, Kind::Float)?;
+    let variables = vars.variables();
+    let tensors = model.params.iter().map(|p| Owned::from_tensor(p.name.clone(), &variables[&p.name], Kind::Float)).collect::<anyhow::Result<Vec<_>>>()?;
+    std::fs::create_dir_all(out)?;
+    write_safetensors(out, tensors, u64::MAX).map(|_| ())
+}

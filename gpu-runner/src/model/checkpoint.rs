@@ -1,0 +1,312 @@
+//! Reading and writing Hugging Face checkpoints: `model.safetensors` or sharded
+//! `model.safetensors.index.json`, memory-mapped (each tensor is copied once, into its parameter),
+//! bf16/fp16/fp32 converted to the model's dtype, per-expert tensors stacked into the fused layout and
+//! gpt-oss MXFP4 experts decoded. Every failure names the file and tensor.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use memmap2::Mmap;
+use safetensors::tensor::{Metadata, TensorView};
+use safetensors::{Dtype, SafeTensors};
+use tch::{Kind, Tensor};
+
+use super::config::{ArchConfig, ExpertCheckpoint};
+use super::params::{ParamInfo, Role};
+use crate::quant::fp4;
+
+struct File {
+    path: PathBuf,
+    map: Mmap,
+    metadata: Metadata,
+    data_start: usize,
+}
+
+/// One tensor as stored: dtype, shape and the bytes inside the mapped file.
+pub struct Stored<'a> {
+    pub name: &'a str,
+    pub file: &'a Path,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: &'a [u8],
+}
+
+impl Stored<'_> {
+    pub fn shape_i64(&self) -> Vec<i64> {
+        self.shape.iter().map(|&d| d as i64).collect()
+    }
+
+    /// A CPU tensor of the stored dtype (one copy out of the mapping).
+    pub fn to_tensor(&self) -> anyhow::Result<Tensor> {
+        let kind = match self.dtype {
+            Dtype::F32 => Kind::Float,
+            Dtype::BF16 => Kind::BFloat16,
+            Dtype::F16 => Kind::Half,
+            Dtype::F64 => Kind::Double,
+            Dtype::U8 => Kind::Uint8,
+            Dtype::I64 => Kind::Int64,
+            other => bail!("tensor {} in {}: unsupported dtype {other:?}", self.name, self.file.display()),
+        };
+        Ok(Tensor::f_from_data_size(self.bytes, &self.shape_i64(), kind)?)
+    }
+}
+
+/// All tensors of a checkpoint directory.
+pub struct Checkpoint {
+    files: Vec<File>,
+    location: HashMap<String, usize>,
+}
+
+impl Checkpoint {
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        let index_path = dir.join("model.safetensors.index.json");
+        let single = dir.join("model.safetensors");
+        let file_names: Vec<String> = if index_path.exists() {
+            let index: serde_json::Value = serde_json::from_slice(&std::fs::read(&index_path)?)
+                .with_context(|| format!("{} is not JSON", index_path.display()))?;
+            let map = index.get("weight_map").and_then(|m| m.as_object()).with_context(|| format!("{} has no weight_map", index_path.display()))?;
+            let mut names: Vec<String> = map.values().filter_map(|v| v.as_str().map(str::to_string)).collect();
+            names.sort();
+            names.dedup();
+            names
+        } else if single.exists() {
+            vec!["model.safetensors".into()]
+        } else {
+            bail!("{} has neither model.safetensors nor model.safetensors.index.json", dir.display());
+        };
+        let mut files = Vec::with_capacity(file_names.len());
+        let mut location = HashMap::new();
+        for name in file_names {
+            let file = Self::map(&dir.join(&name))?;
+            for tensor in file.metadata.tensors().keys() {
+                location.insert(tensor.clone(), files.len());
+            }
+            files.push(file);
+        }
+        Ok(Self { files, location })
+    }
+
+    fn map(path: &Path) -> anyhow::Result<File> {
+        let handle = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: the mapping is read-only and checkpoints are not modified while a job reads them.
+        let map = unsafe { Mmap::map(&handle) }.with_context(|| format!("mapping {}", path.display()))?;
+        // `deserialize` checks the header and that every tensor lies inside the file (a truncated
+        // download fails here, not later with a bus error).
+        SafeTensors::deserialize(&map).map_err(|e| anyhow::anyhow!("{} is not a valid safetensors file (truncated?): {e:?}", path.display()))?;
+        let (header_len, metadata) = SafeTensors::read_metadata(&map).map_err(|e| anyhow::anyhow!("{}: {e:?}", path.display()))?;
+        Ok(File { path: path.to_path_buf(), map, metadata, data_start: 8 + header_len })
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.location.keys()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Stored<'_>> {
+        let file = &self.files[*self.location.get(name)?];
+        let info = file.metadata.info(name)?;
+        let (start, end) = info.data_offsets;
+        Some(Stored {
+            name: self.location.get_key_value(name).map(|(k, _)| k.as_str()).unwrap_or(""),
+            file: &file.path,
+            dtype: info.dtype,
+            shape: info.shape.clone(),
+            bytes: &file.map[file.data_start + start..file.data_start + end],
+        })
+    }
+
+    /// Total bytes of tensor data and the dtypes present (with their byte counts).
+    pub fn dtype_bytes(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for name in self.location.keys() {
+            if let Some(s) = self.get(name) {
+                *out.entry(format!("{:?}", s.dtype).to_lowercase()).or_default() += s.bytes.len() as u64;
+            }
+        }
+        out
+    }
+}
+
+fn expect_shape(stored: &Stored, expected: &[i64]) -> anyhow::Result<()> {
+    if stored.shape_i64() != expected {
+        bail!("tensor {} in {}: expected shape {expected:?}, found {:?}", stored.name, stored.file.display(), stored.shape);
+    }
+    Ok(())
+}
+
+/// Where one parameter comes from.
+fn fetch(ckpt: &Checkpoint, param: &ParamInfo, config: &ArchConfig, used: &mut HashSet<String>) -> anyhow::Result<Tensor> {
+    let layout = config.moe.checkpoint;
+    let candidates = [param.name.clone(), layout.disk_name(&param.name)];
+    for name in &candidates {
+        if let Some(stored) = ckpt.get(name) {
+            expect_shape(&stored, &param.shape)?;
+            used.insert(name.clone());
+            return stored.to_tensor();
+        }
+    }
+    if param.role == Role::Expert {
+        if let Some(t) = fetch_expert(ckpt, param, layout, used)? {
+            return Ok(t);
+        }
+    }
+    let packed = if param.role == Role::Expert { " (nor its MXFP4 _blocks/_scales)" } else { "" };
+    bail!("checkpoint has no tensor {}{packed} (shape {:?}) for {}", candidates[1], param.shape, config.architecture.class_name())
+}
+
+/// Fused expert tensors from the per-expert layout or from MXFP4 blocks/scales.
+fn fetch_expert(ckpt: &Checkpoint, param: &ParamInfo, layout: ExpertCheckpoint, used: &mut HashSet<String>) -> anyhow::Result<Option<Tensor>> {
+    let (prefix, field) = param.name.rsplit_once(".experts.").context("expert parameter name")?;
+    match layout {
+        ExpertCheckpoint::PerExpert { module, gate, up, down } => {
+            let prefix = prefix.replace(".mlp", &format!(".{module}"));
+            let experts = param.shape[0];
+            let mut read = |e: i64, which: &str, shape: [i64; 2]| -> anyhow::Result<Tensor> {
+                let name = format!("{prefix}.experts.{e}.{which}.weight");
+                let Some(stored) = ckpt.get(&name) else {
+                    bail!("checkpoint has no tensor {name} (nor the fused {})", param.name);
+                };
+                expect_shape(&stored, &shape)?;
+                used.insert(name);
+                stored.to_tensor()
+            };
+            let (h, per) = (param.shape[2], param.shape[1]);
+            let mut stacked = Vec::with_capacity(experts as usize);
+            for e in 0..experts {
+                let tensor = match field {
+                    // [2I, H] = gate rows then up rows, as transformers' MergeModulelist + Concatenate.
+                    "gate_up_proj" => Tensor::cat(&[read(e, gate, [per / 2, h])?, read(e, up, [per / 2, h])?], 0),
+                    "down_proj" => read(e, down, [per, h])?,
+                    _ => return Ok(None),
+                };
+                stacked.push(tensor);
+            }
+            Ok(Some(Tensor::stack(&stacked, 0)))
+        }
+        ExpertCheckpoint::Fused => {
+            let (blocks_name, scales_name) = (format!("{}_blocks", param.name), format!("{}_scales", param.name));
+            let (Some(blocks), Some(scales)) = (ckpt.get(&blocks_name), ckpt.get(&scales_name)) else { return Ok(None) };
+            if blocks.dtype != Dtype::U8 || scales.dtype != Dtype::U8 {
+                bail!("{blocks_name} and {scales_name} must be U8, found {:?} and {:?}", blocks.dtype, scales.dtype);
+            }
+            // Stored as [E, rows, groups, 16] + [E, rows, groups]; decoded [E, rows, groups·32] and
+            // transposed to the parameter's [E, groups·32, rows], as `convert_moe_packed_tensors`.
+            let (e, rows, cols) = (param.shape[0], param.shape[2], param.shape[1]);
+            expect_shape(&blocks, &[e, rows, cols / 32, 16])?;
+            expect_shape(&scales, &[e, rows, cols / 32])?;
+            let values = fp4::mxfp4_decode(blocks.bytes, scales.bytes).map_err(|m| anyhow::anyhow!("{blocks_name}: {m}"))?;
+            used.insert(blocks_name);
+            used.insert(scales_name);
+            Ok(Some(Tensor::from_slice(&values).view([e, rows, cols]).transpose(1, 2).contiguous()))
+        }
+    }
+}
+
+/// Copies every parameter from the checkpoint. Returns the checkpoint tensors nothing used.
+pub fn load_into(vars: &tch::nn::VarStore, params: &[ParamInfo], config: &ArchConfig, ckpt: &Checkpoint) -> anyhow::Result<Vec<String>> {
+    let variables = vars.variables();
+    let mut used = HashSet::new();
+    for param in params {
+        let source = fetch(ckpt, param, config, &mut used)?;
+        let mut var = variables.get(&param.name).with_context(|| format!("model has no variable {}", param.name))?.shallow_clone();
+        tch::no_grad(|| var.f_copy_(&source)).with_context(|| format!("copying {}", param.name))?;
+    }
+    let mut unused: Vec<String> = ckpt.names().filter(|n| !used.contains(*n)).cloned().collect();
+    unused.sort();
+    Ok(unused)
+}
+
+/// A tensor to write: name, dtype and little-endian bytes.
+pub struct Owned {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+impl Owned {
+    pub fn from_tensor(name: String, tensor: &Tensor, kind: Kind) -> anyhow::Result<Self> {
+        let t = tensor.detach().to_device(tch::Device::Cpu).to_kind(kind).contiguous();
+        let dtype = match kind {
+            Kind::Float => Dtype::F32,
+            Kind::BFloat16 => Dtype::BF16,
+            Kind::Half => Dtype::F16,
+            Kind::Uint8 => Dtype::U8,
+            other => bail!("cannot write {other:?} tensors"),
+        };
+        let mut bytes = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
+        t.f_copy_data_u8(&mut bytes, t.numel())?;
+        Ok(Self { name, dtype, shape: t.size().iter().map(|&d| d as usize).collect(), bytes })
+    }
+}
+
+/// Writes tensors as `model.safetensors`, or as `model-0000i-of-0000n.safetensors` shards plus
+/// `model.safetensors.index.json` when they exceed `max_shard_bytes`. Returns the files written.
+pub fn write_safetensors(dir: &Path, mut tensors: Vec<Owned>, max_shard_bytes: u64) -> anyhow::Result<Vec<PathBuf>> {
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut shards: Vec<Vec<Owned>> = vec![Vec::new()];
+    let mut size = 0u64;
+    for t in tensors {
+        let len = t.bytes.len() as u64;
+        if size + len > max_shard_bytes && !shards.last().expect("one shard").is_empty() {
+            shards.push(Vec::new());
+            size = 0;
+        }
+        size += len;
+        shards.last_mut().expect("one shard").push(t);
+    }
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let count = shards.len();
+    let mut written = Vec::new();
+    let mut weight_map = BTreeMap::new();
+    let mut total = 0u64;
+    for (i, shard) in shards.iter().enumerate() {
+        let file_name = if count == 1 { "model.safetensors".to_string() } else { format!("model-{:05}-of-{count:05}.safetensors", i + 1) };
+        let views = shard
+            .iter()
+            .map(|t| Ok((t.name.clone(), TensorView::new(t.dtype, t.shape.clone(), &t.bytes)?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let path = dir.join(&file_name);
+        safetensors::serialize_to_file(views, Some(metadata.clone()), &path).with_context(|| format!("writing {}", path.display()))?;
+        for t in shard {
+            weight_map.insert(t.name.clone(), file_name.clone());
+            total += t.bytes.len() as u64;
+        }
+        written.push(path);
+    }
+    if count > 1 {
+        let index = serde_json::json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
+        let path = dir.join("model.safetensors.index.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&index)?)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The model's parameters under the names transformers saves (per-expert tensors for Mixtral and Qwen).
+pub fn to_disk_layout(params: &[ParamInfo], variables: &HashMap<String, Tensor>, config: &ArchConfig, kind: Kind) -> anyhow::Result<Vec<Owned>> {
+    let layout = config.moe.checkpoint;
+    let mut out = Vec::new();
+    for param in params {
+        let tensor = variables.get(&param.name).with_context(|| format!("model has no variable {}", param.name))?;
+        match (param.role, layout) {
+            (Role::Expert, ExpertCheckpoint::PerExpert { module, gate, up, down }) => {
+                let (prefix, field) = param.name.rsplit_once(".experts.").context("expert parameter name")?;
+                let prefix = prefix.replace(".mlp", &format!(".{module}"));
+                for e in 0..param.shape[0] {
+                    let w = tensor.get(e);
+                    let name = |which: &str| format!("{prefix}.experts.{e}.{which}.weight");
+                    if field == "gate_up_proj" {
+                        let parts = w.chunk(2, 0);
+                        out.push(Owned::from_tensor(name(gate), &parts[0], kind)?);
+                        out.push(Owned::from_tensor(name(up), &parts[1], kind)?);
+                    } else {
+                        out.push(Owned::from_tensor(name(down), &w, kind)?);
+                    }
+                }
+            }
+            _ => out.push(Owned::from_tensor(layout.disk_name(&param.name), tensor, kind)?),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,201 @@
+//! The pieces every architecture shares: RMSNorm, rotary tables (default and YaRN), attention (GQA,
+//! optional biases, q/k norm, sinks, sliding window) and the dense SwiGLU MLP.
+
+use tch::{Kind, Tensor};
+
+use super::config::{ArchConfig, Rope, RopeScaling};
+use super::params::{Params, Role};
+
+/// RMSNorm computed in fp32, as transformers does. `weight_in_fp32`: multiply by the weight before
+/// casting back (gpt-oss) instead of after (Llama family).
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, weight_in_fp32: bool) -> Tensor {
+    let kind = x.kind();
+    let x32 = x.to_kind(Kind::Float);
+    let variance = x32.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+    let normed = x32 * (variance + eps).rsqrt();
+    if weight_in_fp32 {
+        (weight * normed).to_kind(kind)
+    } else {
+        weight * normed.to_kind(kind)
+    }
+}
+
+/// Inverse frequencies and the attention scaling of transformers' rope initialisers.
+fn inv_freq(rope: &Rope, dim: i64, device: tch::Device) -> (Tensor, f64) {
+    let exponents = Tensor::arange_start_step(0, dim, 2, (Kind::Float, device)) / dim as f64;
+    let pos_freqs = Tensor::from(rope.theta).to_device(device).pow(&exponents);
+    match rope.scaling {
+        RopeScaling::Default => (pos_freqs.reciprocal(), 1.0),
+        RopeScaling::Yarn { factor, beta_fast, beta_slow, original_max_position_embeddings, truncate, attention_factor } => {
+            let correction_dim = |rotations: f64| {
+                (dim as f64 * (original_max_position_embeddings / (rotations * 2.0 * std::f64::consts::PI)).ln()) / (2.0 * rope.theta.ln())
+            };
+            let (mut low, mut high) = (correction_dim(beta_fast), correction_dim(beta_slow));
+            if truncate {
+                (low, high) = (low.floor(), high.ceil());
+            }
+            let (low, mut high) = (low.max(0.0), high.min(dim as f64 - 1.0));
+            if low == high {
+                high += 0.001; // as transformers: avoids a division by zero
+            }
+            let ramp = ((Tensor::arange(dim / 2, (Kind::Float, device)) - low) / (high - low)).clamp(0.0, 1.0);
+            let extrapolation_factor = 1.0 - ramp;
+            let extrapolation = pos_freqs.reciprocal();
+            let interpolation = (&pos_freqs * factor).reciprocal();
+            let inv = interpolation * (1.0 - &extrapolation_factor) + extrapolation * extrapolation_factor;
+            let scaling = attention_factor.unwrap_or(if factor <= 1.0 { 1.0 } else { 0.1 * factor.ln() + 1.0 });
+            (inv, scaling)
+        }
+    }
+}
+
+/// `(cos, sin)` of shape `[seq, head_dim]` (rotate-half layout), in `kind`.
+pub fn rope_tables(rope: &Rope, head_dim: i64, seq: i64, device: tch::Device, kind: Kind) -> (Tensor, Tensor) {
+    let (inv, scaling) = inv_freq(rope, head_dim, device);
+    let freqs = Tensor::arange(seq, (Kind::Float, device)).outer(&inv);
+    let emb = Tensor::cat(&[&freqs, &freqs], -1);
+    ((emb.cos() * scaling).to_kind(kind), (emb.sin() * scaling).to_kind(kind))
+}
+
+/// Applies rotary embeddings to `x` of shape `[batch, heads, seq, head_dim]`.
+pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+    let half = x.size()[3] / 2;
+    let x1 = x.narrow(-1, 0, half);
+    let x2 = x.narrow(-1, half, half);
+    let rotated = Tensor::cat(&[&(-x2), &x1], -1);
+    x * cos + rotated * sin
+}
+
+/// `[seq, seq]` boolean mask, true where query i may attend to key j: `j ≤ i` and, with a window W,
+/// `i − j < W` (transformers' sliding-window overlay).
+pub fn causal_mask(seq: i64, window: Option<i64>, device: tch::Device) -> Tensor {
+    let q = Tensor::arange(seq, (Kind::Int64, device)).unsqueeze(1);
+    let k = Tensor::arange(seq, (Kind::Int64, device)).unsqueeze(0);
+    let causal = k.le_tensor(&q);
+    match window {
+        Some(w) => causal.logical_and(&(&q - &k).lt(w)),
+        None => causal,
+    }
+}
+
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
+    x.linear(weight, bias)
+}
+
+pub struct Attention {
+    q_proj: Tensor,
+    k_proj: Tensor,
+    v_proj: Tensor,
+    o_proj: Tensor,
+    q_bias: Option<Tensor>,
+    k_bias: Option<Tensor>,
+    v_bias: Option<Tensor>,
+    o_bias: Option<Tensor>,
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    sinks: Option<Tensor>,
+    heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+    window: Option<i64>,
+    eps: f64,
+}
+
+impl Attention {
+    pub fn new(p: &Params, c: &ArchConfig, layer: usize) -> Self {
+        let (h, d, a) = (c.hidden_size, c.head_dim, &c.attention);
+        let q_out = c.num_attention_heads * d;
+        let kv_out = c.num_key_value_heads * d;
+        let bias = |on: bool, name: &str, size: i64| on.then(|| p.bias(name, size, Role::Attention));
+        Self {
+            q_proj: p.linear("q_proj", q_out, h, Role::Attention),
+            q_bias: bias(a.qkv_bias, "q_proj", q_out),
+            k_proj: p.linear("k_proj", kv_out, h, Role::Attention),
+            k_bias: bias(a.qkv_bias, "k_proj", kv_out),
+            v_proj: p.linear("v_proj", kv_out, h, Role::Attention),
+            v_bias: bias(a.qkv_bias, "v_proj", kv_out),
+            o_proj: p.linear("o_proj", h, q_out, Role::Attention),
+            o_bias: bias(a.o_bias, "o_proj", h),
+            q_norm: a.qk_norm.then(|| p.norm("q_norm", d)),
+            k_norm: a.qk_norm.then(|| p.norm("k_norm", d)),
+            sinks: a.sinks.then(|| p.param("sinks", &[c.num_attention_heads], Role::Attention, super::params::normal())),
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+            head_dim: d,
+            window: c.sliding_windows[layer],
+            eps: c.rms_norm_eps,
+        }
+    }
+
+    /// Named trainable projections, for LoRA targeting.
+    pub fn projections(&self) -> [(&'static str, &Tensor); 4] {
+        [("q_proj", &self.q_proj), ("k_proj", &self.k_proj), ("v_proj", &self.v_proj), ("o_proj", &self.o_proj)]
+    }
+
+    pub fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+        let (b, t, _) = x.size3().expect("[batch, seq, hidden]");
+        let project = |w: &Tensor, bias: &Option<Tensor>, heads: i64, norm: &Option<Tensor>| {
+            let y = linear(x, w, bias.as_ref()).view([b, t, heads, self.head_dim]);
+            let y = match norm {
+                Some(weight) => rms_norm(&y, weight, self.eps, false),
+                None => y,
+            };
+            y.transpose(1, 2)
+        };
+        let q = apply_rope(&project(&self.q_proj, &self.q_bias, self.heads, &self.q_norm), cos, sin);
+        let k = apply_rope(&project(&self.k_proj, &self.k_bias, self.kv_heads, &self.k_norm), cos, sin);
+        let v = project(&self.v_proj, &self.v_bias, self.kv_heads, &None);
+        let out = match &self.sinks {
+            Some(sinks) => self.attention_with_sinks(&q, &k, &v, sinks),
+            None => {
+                let gqa = self.heads != self.kv_heads;
+                match self.window {
+                    None => Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, None, gqa),
+                    Some(w) => {
+                        let mask = causal_mask(t, Some(w), x.device());
+                        Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, gqa)
+                    }
+                }
+            }
+        };
+        linear(&out.transpose(1, 2).reshape([b, t, self.heads * self.head_dim]), &self.o_proj, self.o_bias.as_ref())
+    }
+
+    /// gpt-oss: each head's learned sink logit joins the softmax as an extra key, then is dropped, so a
+    /// head can attend "nowhere".
+    fn attention_with_sinks(&self, q: &Tensor, k: &Tensor, v: &Tensor, sinks: &Tensor) -> Tensor {
+        let (b, _, t, _) = q.size4().expect("[batch, heads, seq, dim]");
+        let groups = self.heads / self.kv_heads;
+        let repeat = |x: &Tensor| x.repeat_interleave_self_int(groups, 1, None::<i64>);
+        let (k, v) = (repeat(k), repeat(v));
+        let scale = (self.head_dim as f64).powf(-0.5);
+        let mask = causal_mask(t, self.window, q.device());
+        let scores = (q.matmul(&k.transpose(2, 3)) * scale).masked_fill(&mask.logical_not(), f64::NEG_INFINITY);
+        let sink = sinks.to_kind(scores.kind()).reshape([1, -1, 1, 1]).expand([b, self.heads, t, 1], false);
+        let combined = Tensor::cat(&[&scores, &sink], -1);
+        let combined = &combined - combined.amax(-1, true);
+        let probs = combined.softmax(-1, combined.kind()).narrow(-1, 0, t);
+        probs.to_kind(v.kind()).matmul(&v)
+    }
+}
+
+/// Dense SwiGLU MLP `down(silu(gate x) · up x)` (Qwen dense layers and the shared expert).
+pub struct DenseMlp {
+    gate_proj: Tensor,
+    up_proj: Tensor,
+    down_proj: Tensor,
+}
+
+impl DenseMlp {
+    pub fn new(p: &Params, hidden: i64, intermediate: i64, role: Role) -> Self {
+        Self {
+            gate_proj: p.linear("gate_proj", intermediate, hidden, role),
+            up_proj: p.linear("up_proj", intermediate, hidden, role),
+            down_proj: p.linear("down_proj", hidden, intermediate, role),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        (x.linear(&self.gate_proj, None::<Tensor>).silu() * x.linear(&self.up_proj, None::<Tensor>)).linear(&self.down_proj, None::<Tensor>)
+    }
+}

@@ -1,0 +1,160 @@
+//! The MoE block: router, routed experts stored as fused 3-D tensors (transformers 5 names), and the
+//! dispatch. Tokens are sorted by expert once and each expert multiplies only its own tokens, so work is
+//! proportional to tokens × k, never tokens × experts.
+
+use tch::{Kind, Tensor};
+
+use super::config::{ArchConfig, ExpertActivation, MoeSpec, Routing};
+use super::layers::{linear, DenseMlp};
+use super::params::{normal, Params, Role};
+
+/// Training-time routing options (ignored at evaluation).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RoutingOptions {
+    /// Each expert takes at most `ceil(capacity_factor · tokens · k / experts)` tokens per batch; the rest
+    /// of its tokens (the latest in the batch) skip that expert, as in Switch Transformer.
+    pub capacity_factor: Option<f64>,
+    /// Router input multiplied by U(1 − jitter, 1 + jitter) (Switch Transformer's router jitter).
+    pub jitter: f64,
+}
+
+/// A function applied to expert weights in the forward pass (QAT's fake quantization). It receives
+/// weights whose last dimension is the input (reduction) dimension.
+pub type WeightTransform<'a> = &'a dyn Fn(&Tensor) -> Tensor;
+
+pub struct MoeOutput {
+    pub hidden: Tensor,
+    /// `[tokens, experts]`, for the aux loss and the expert-usage monitor.
+    pub router_logits: Tensor,
+    /// `[tokens, k]` chosen experts.
+    pub top_k: Tensor,
+}
+
+pub struct MoeBlock {
+    router: Tensor,
+    router_bias: Option<Tensor>,
+    gate_up_proj: Tensor,
+    down_proj: Tensor,
+    gate_up_proj_bias: Option<Tensor>,
+    down_proj_bias: Option<Tensor>,
+    shared_expert: Option<(DenseMlp, Tensor)>,
+    spec: MoeSpec,
+}
+
+impl MoeBlock {
+    pub fn new(p: &Params, c: &ArchConfig) -> Self {
+        let (h, m) = (c.hidden_size, &c.moe);
+        let (e, i) = (m.num_experts, m.intermediate_size);
+        let router_path = p.sub(m.router_name);
+        let router = router_path.param("weight", &[e, h], Role::Router, normal());
+        let router_bias = m.router_bias.then(|| router_path.param("bias", &[e], Role::Router, normal()));
+        let experts = p.sub("experts");
+        let gpt_oss = matches!(m.activation, ExpertActivation::GptOssClamped { .. });
+        // gpt-oss keeps its experts in `x @ W` orientation; the others in `linear` (`[out, in]`) orientation.
+        let (gate_up_shape, down_shape) = if gpt_oss { ([e, h, 2 * i], [e, i, h]) } else { ([e, 2 * i, h], [e, h, i]) };
+        let zeros = tch::nn::Init::Const(0.0);
+        Self {
+            router,
+            router_bias,
+            gate_up_proj: experts.param("gate_up_proj", &gate_up_shape, Role::Expert, normal()),
+            gate_up_proj_bias: gpt_oss.then(|| experts.param("gate_up_proj_bias", &[e, 2 * i], Role::Expert, zeros)),
+            down_proj: experts.param("down_proj", &down_shape, Role::Expert, normal()),
+            down_proj_bias: gpt_oss.then(|| experts.param("down_proj_bias", &[e, h], Role::Expert, zeros)),
+            shared_expert: m.shared_expert_intermediate_size.map(|size| {
+                (DenseMlp::new(&p.sub("shared_expert"), h, size, Role::SharedExpert), p.linear("shared_expert_gate", 1, h, Role::SharedExpert))
+            }),
+            spec: m.clone(),
+        }
+    }
+
+    /// Top-k experts and their weights from router logits, as the architecture's router computes them.
+    fn route(&self, logits: &Tensor, kind: Kind) -> (Tensor, Tensor) {
+        let k = self.spec.top_k;
+        match self.spec.routing {
+            Routing::SoftmaxTopK { renormalize } => {
+                let (weights, experts) = logits.softmax(-1, Kind::Float).topk(k, -1, true, true);
+                let weights = if renormalize { &weights / weights.sum_dim_intlist(-1, true, Kind::Float) } else { weights };
+                (weights.to_kind(kind), experts)
+            }
+            Routing::TopKSoftmax => {
+                let (values, experts) = logits.topk(k, -1, true, true);
+                (values.softmax(-1, values.kind()), experts)
+            }
+        }
+    }
+
+    /// Expert weights as the forward pass uses them, with `transform` applied along the input dimension.
+    fn expert_weights(&self, transform: Option<WeightTransform>) -> (Tensor, Tensor) {
+        let Some(f) = transform else {
+            return (self.gate_up_proj.shallow_clone(), self.down_proj.shallow_clone());
+        };
+        match self.spec.activation {
+            ExpertActivation::SwiGlu => (f(&self.gate_up_proj), f(&self.down_proj)),
+            ExpertActivation::GptOssClamped { .. } => {
+                let along_input = |w: &Tensor| f(&w.transpose(1, 2)).transpose(1, 2);
+                (along_input(&self.gate_up_proj), along_input(&self.down_proj))
+            }
+        }
+    }
+
+    fn expert_forward(&self, x: &Tensor, expert: i64, gate_up: &Tensor, down: &Tensor) -> Tensor {
+        match self.spec.activation {
+            ExpertActivation::SwiGlu => {
+                let projected = linear(x, &gate_up.get(expert), None);
+                let parts = projected.chunk(2, -1);
+                linear(&(parts[0].silu() * &parts[1]), &down.get(expert), None)
+            }
+            ExpertActivation::GptOssClamped { alpha, limit } => {
+                let bias = |b: &Option<Tensor>| b.as_ref().expect("gpt-oss expert biases").get(expert);
+                let projected = x.matmul(&gate_up.get(expert)) + bias(&self.gate_up_proj_bias);
+                let gate = projected.slice(-1, 0, None, 2).clamp_max(limit);
+                let up = projected.slice(-1, 1, None, 2).clamp(-limit, limit);
+                let glu = &gate * (&gate * alpha).sigmoid();
+                ((up + 1.0) * glu).matmul(&down.get(expert)) + bias(&self.down_proj_bias)
+            }
+        }
+    }
+
+    /// `x`: `[batch, seq, hidden]`. `training`: routing options to apply (None at evaluation).
+    pub fn forward(&self, x: &Tensor, training: Option<&RoutingOptions>, transform: Option<WeightTransform>) -> MoeOutput {
+        let shape = x.size();
+        let hidden = *shape.last().expect("hidden dim");
+        let tokens = x.reshape([-1, hidden]);
+        let router_input = match training {
+            Some(o) if o.jitter > 0.0 => &tokens * tokens.empty_like().uniform_(1.0 - o.jitter, 1.0 + o.jitter),
+            _ => tokens.shallow_clone(),
+        };
+        let router_logits = linear(&router_input, &self.router, self.router_bias.as_ref());
+        let (top_weights, top_experts) = self.route(&router_logits, x.kind());
+
+        let k = self.spec.top_k;
+        let num_experts = self.spec.num_experts;
+        let flat_experts = top_experts.flatten(0, -1);
+        // Stable, so tokens keep batch order within an expert (capacity drops the latest ones).
+        let order = flat_experts.argsort_stable(true, 0, false);
+        let token_of_slot = order.floor_divide_scalar(k);
+        let weight_of_slot = top_weights.flatten(0, -1).index_select(0, &order);
+        let counts = Vec::<i64>::try_from(flat_experts.bincount(None::<Tensor>, num_experts)).expect("expert counts");
+        let capacity = training
+            .and_then(|o| o.capacity_factor)
+            .map(|f| (f * (tokens.size()[0] * k) as f64 / num_experts as f64).ceil() as i64);
+
+        let (gate_up, down) = self.expert_weights(transform);
+        let mut out = tokens.zeros_like();
+        let mut offset = 0;
+        for (expert, &count) in counts.iter().enumerate() {
+            let kept = capacity.map_or(count, |c| count.min(c));
+            if kept > 0 {
+                let idx = token_of_slot.narrow(0, offset, kept);
+                let gate_w = weight_of_slot.narrow(0, offset, kept).unsqueeze(1);
+                let y = self.expert_forward(&tokens.index_select(0, &idx), expert as i64, &gate_up, &down);
+                out = out.index_add(0, &idx, &(y * gate_w).to_kind(out.kind()));
+            }
+            offset += count;
+        }
+        if let Some((mlp, gate)) = &self.shared_expert {
+            out = out + linear(&tokens, gate, None).sigmoid() * mlp.forward(&tokens);
+        }
+        MoeOutput { hidden: out.reshape(shape.as_slice()), router_logits, top_k: top_experts }
+    }
+}

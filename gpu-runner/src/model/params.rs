@@ -1,0 +1,99 @@
+//! Creating parameters by their transformers names. The same model-building code either allocates real
+//! tensors in a `VarStore` or only records names and shapes (for `inspect`, which must work on models far
+//! larger than this machine's memory).
+
+use std::cell::RefCell;
+
+use tch::nn::{self, Init};
+use tch::{Device, Kind, Tensor};
+
+/// What a parameter is for: LoRA targets, QAT, freezing and parameter counts select by role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Embedding,
+    Attention,
+    Norm,
+    Router,
+    /// Routed experts (fused 3-D tensors, first dimension = expert).
+    Expert,
+    SharedExpert,
+    DenseMlp,
+    LmHead,
+}
+
+#[derive(Debug, Clone)]
+pub struct ParamInfo {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub role: Role,
+}
+
+impl ParamInfo {
+    pub fn numel(&self) -> i64 {
+        self.shape.iter().product()
+    }
+}
+
+enum Target<'a> {
+    Vars(nn::Path<'a>),
+    Shapes,
+}
+
+/// Hands out parameters under a name prefix.
+pub struct Params<'a> {
+    target: Target<'a>,
+    prefix: String,
+    recorded: &'a RefCell<Vec<ParamInfo>>,
+}
+
+impl<'a> Params<'a> {
+    pub fn vars(root: nn::Path<'a>, recorded: &'a RefCell<Vec<ParamInfo>>) -> Self {
+        Self { target: Target::Vars(root), prefix: String::new(), recorded }
+    }
+
+    pub fn shapes_only(recorded: &'a RefCell<Vec<ParamInfo>>) -> Self {
+        Self { target: Target::Shapes, prefix: String::new(), recorded }
+    }
+
+    /// A child prefix: `p.sub("model").sub(3)` names `model.3.…`.
+    pub fn sub<T: ToString>(&self, name: T) -> Params<'a> {
+        let target = match &self.target {
+            Target::Vars(path) => Target::Vars(path.sub(name.to_string())),
+            Target::Shapes => Target::Shapes,
+        };
+        let prefix = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{}", self.prefix, name.to_string()) };
+        Params { target, prefix, recorded: self.recorded }
+    }
+
+    /// A parameter initialised like transformers does (`init`); routers are created non-trainable
+    /// because SFT keeps them frozen unless a job asks otherwise (DESIGN.md §1).
+    pub fn param(&self, name: &str, shape: &[i64], role: Role, init: Init) -> Tensor {
+        let full = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
+        self.recorded.borrow_mut().push(ParamInfo { name: full, shape: shape.to_vec(), role });
+        match &self.target {
+            Target::Shapes => Tensor::zeros([0], (Kind::Float, Device::Cpu)),
+            Target::Vars(path) => {
+                let tensor = nn::f_init(init, shape, path.device(), path.kind()).expect("allocating a parameter");
+                path.add(name, tensor, role != Role::Router)
+            }
+        }
+    }
+
+    /// `[out, in]` linear weight, N(0, 0.02) as transformers' `_init_weights`.
+    pub fn linear(&self, name: &str, out_features: i64, in_features: i64, role: Role) -> Tensor {
+        self.sub(name).param("weight", &[out_features, in_features], role, normal())
+    }
+
+    pub fn bias(&self, name: &str, size: i64, role: Role) -> Tensor {
+        self.sub(name).param("bias", &[size], role, Init::Const(0.0))
+    }
+
+    pub fn norm(&self, name: &str, size: i64) -> Tensor {
+        self.sub(name).param("weight", &[size], Role::Norm, Init::Const(1.0))
+    }
+}
+
+pub fn normal() -> Init {
+    Init::Randn { mean: 0.0, stdev: 0.02 }
+}
