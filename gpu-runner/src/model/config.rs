@@ -261,6 +261,32 @@ pub struct CommonFields {
 }
 
 impl CommonFields {
+    /// The configuration these fields give with the Llama-style defaults (no attention biases or extras,
+    /// full attention, every layer MoE); architecture files override what differs.
+    pub fn arch_config(&self, architecture: Architecture, raw: &Value, rope: Rope, moe: MoeSpec) -> ArchConfig {
+        let layers = self.num_hidden_layers as usize;
+        ArchConfig {
+            architecture,
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            num_hidden_layers: self.num_hidden_layers,
+            num_attention_heads: self.num_attention_heads,
+            num_key_value_heads: self.kv_heads(),
+            head_dim: self.head_dim(),
+            rms_norm_eps: self.rms_norm_eps,
+            norm_weight_in_fp32: false,
+            rope,
+            tie_word_embeddings: self.tie_word_embeddings,
+            attention: AttentionSpec { qkv_bias: false, o_bias: false, qk_norm: false, sinks: false },
+            sliding_windows: vec![None; layers],
+            sparse_layers: vec![true; layers],
+            dense_intermediate_size: moe.intermediate_size,
+            moe,
+            eos_token_ids: Vec::new(),
+            raw: raw.clone(),
+        }
+    }
+
     pub fn kv_heads(&self) -> i64 {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
     }

@@ -59,34 +59,23 @@ pub fn arch_config(c: GptOssConfig, raw: &Value) -> anyhow::Result<ArchConfig> {
             attention_factor: None,
         };
     }
+    let moe = MoeSpec {
+        num_experts: c.num_local_experts,
+        top_k: c.num_experts_per_tok,
+        intermediate_size: c.intermediate_size,
+        routing: Routing::TopKSoftmax,
+        activation: ExpertActivation::GptOssClamped { alpha: c.swiglu_alpha, limit: c.swiglu_limit },
+        router_name: "router",
+        router_bias: true,
+        shared_expert_intermediate_size: None,
+        checkpoint: ExpertCheckpoint::Fused,
+    };
+    let base = c.common.arch_config(Architecture::GptOss, raw, rope, moe);
     Ok(ArchConfig {
-        architecture: Architecture::GptOss,
-        vocab_size: c.common.vocab_size,
-        hidden_size: c.common.hidden_size,
-        num_hidden_layers: layers,
-        num_attention_heads: c.common.num_attention_heads,
-        num_key_value_heads: c.common.kv_heads(),
         head_dim: c.common.head_dim.unwrap_or(64),
-        rms_norm_eps: c.common.rms_norm_eps,
         norm_weight_in_fp32: true,
-        rope,
-        tie_word_embeddings: c.common.tie_word_embeddings,
         attention: AttentionSpec { qkv_bias: c.attention_bias, o_bias: c.attention_bias, qk_norm: false, sinks: true },
         sliding_windows: windows_from_layer_types(&layer_types, c.sliding_window, layers)?,
-        sparse_layers: vec![true; layers as usize],
-        dense_intermediate_size: c.intermediate_size,
-        moe: MoeSpec {
-            num_experts: c.num_local_experts,
-            top_k: c.num_experts_per_tok,
-            intermediate_size: c.intermediate_size,
-            routing: Routing::TopKSoftmax,
-            activation: ExpertActivation::GptOssClamped { alpha: c.swiglu_alpha, limit: c.swiglu_limit },
-            router_name: "router",
-            router_bias: true,
-            shared_expert_intermediate_size: None,
-            checkpoint: ExpertCheckpoint::Fused,
-        },
-        eos_token_ids: Vec::new(),
-        raw: raw.clone(),
+        ..base
     })
 }

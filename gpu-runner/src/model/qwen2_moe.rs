@@ -60,34 +60,23 @@ pub fn arch_config(c: Qwen2MoeConfig, raw: &Value) -> anyhow::Result<ArchConfig>
             .collect()
     });
     let window = c.sliding_window.filter(|_| c.use_sliding_window);
+    let moe = MoeSpec {
+        num_experts: c.num_experts,
+        top_k: c.num_experts_per_tok,
+        intermediate_size: c.moe_intermediate_size,
+        routing: Routing::SoftmaxTopK { renormalize: c.norm_topk_prob },
+        activation: ExpertActivation::SwiGlu,
+        router_name: "gate",
+        router_bias: false,
+        shared_expert_intermediate_size: Some(c.shared_expert_intermediate_size),
+        checkpoint: QWEN_EXPERTS,
+    };
+    let base = c.common.arch_config(Architecture::Qwen2Moe, raw, Rope::from_config(raw, 10_000.0)?, moe);
     Ok(ArchConfig {
-        architecture: Architecture::Qwen2Moe,
-        vocab_size: c.common.vocab_size,
-        hidden_size: c.common.hidden_size,
-        num_hidden_layers: layers,
-        num_attention_heads: c.common.num_attention_heads,
-        num_key_value_heads: c.common.kv_heads(),
-        head_dim: c.common.head_dim(),
-        rms_norm_eps: c.common.rms_norm_eps,
-        norm_weight_in_fp32: false,
-        rope: Rope::from_config(raw, 10_000.0)?,
-        tie_word_embeddings: c.common.tie_word_embeddings,
         attention: AttentionSpec { qkv_bias: c.qkv_bias, o_bias: false, qk_norm: false, sinks: false },
         sliding_windows: windows_from_layer_types(&layer_types, window, layers)?,
         sparse_layers: qwen_sparse_layers(layers, c.num_experts, c.decoder_sparse_step, &c.mlp_only_layers),
         dense_intermediate_size: c.intermediate_size,
-        moe: MoeSpec {
-            num_experts: c.num_experts,
-            top_k: c.num_experts_per_tok,
-            intermediate_size: c.moe_intermediate_size,
-            routing: Routing::SoftmaxTopK { renormalize: c.norm_topk_prob },
-            activation: ExpertActivation::SwiGlu,
-            router_name: "gate",
-            router_bias: false,
-            shared_expert_intermediate_size: Some(c.shared_expert_intermediate_size),
-            checkpoint: QWEN_EXPERTS,
-        },
-        eos_token_ids: Vec::new(),
-        raw: raw.clone(),
+        ..base
     })
 }
