@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use moetune_types::dataset::parse_line;
 use tch::{Device, Kind, Tensor};
 
-use crate::model::checkpoint::{write_safetensors, Owned};
+use crate::model::checkpoint::{write_file, write_safetensors, Owned};
 use crate::model::{ForwardMode, MoeModel};
 use crate::text::TextCodec;
 
@@ -32,22 +32,9 @@ pub fn logits(model_dir: &Path, input: &Path, out: &Path, (device, kind): (Devic
     let output = tch::no_grad(|| model.forward(&ids.to_device(device), ForwardMode::default()));
     let mut tensors = vec![Owned::from_tensor("logits".into(), &output.logits, Kind::Float)?];
     for (layer, top_k) in &output.router_top_k {
-        let t = top_k.to_device(Device::Cpu).to_kind(Kind::Int64).contiguous();
-        let mut bytes = vec![0u8; t.numel() * 8];
-        t.f_copy_data_u8(&mut bytes, t.numel())?;
-        let shape = t.size().iter().map(|&d| d as usize).collect();
-        tensors.push(Owned { name: format!("router_topk.{layer}"), dtype: safetensors::Dtype::I64, shape, bytes });
+        tensors.push(Owned::from_tensor(format!("router_topk.{layer}"), top_k, Kind::Int64)?);
     }
-    write_single(out, tensors)
-}
-
-/// Writes tensors to exactly the file `out`.
-fn write_single(out: &Path, tensors: Vec<Owned>) -> anyhow::Result<()> {
-    let views = tensors
-        .iter()
-        .map(|t| Ok((t.name.clone(), safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.bytes)?)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    safetensors::serialize_to_file(views, None, out).with_context(|| format!("writing {}", out.display()))
+    write_file(out, &tensors)
 }
 
 pub fn generate(model_dir: &Path, prompt: Option<&str>, ids: Option<Vec<i64>>, max_new_tokens: usize, (device, kind): (Device, Kind)) -> anyhow::Result<()> {

@@ -20,7 +20,8 @@ pub struct TextCodec {
     bos_token: Option<String>,
     eos_token: Option<String>,
     pad_token: Option<String>,
-    chat_template: Option<String>,
+    /// The chat template, compiled once when the tokenizer is loaded.
+    chat: Option<Environment<'static>>,
 }
 
 /// An example rendered to text: the loss is taken on `response` only.
@@ -42,6 +43,17 @@ fn token_text(config: &Value, key: &str) -> Option<String> {
     }
 }
 
+/// An environment holding the template as transformers renders it: Jinja2 with trim_blocks and
+/// lstrip_blocks, Python string methods, `raise_exception`.
+fn compile_chat_template(template: String) -> anyhow::Result<Environment<'static>> {
+    let mut env = Environment::new();
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_syntax(minijinja::syntax::SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build()?);
+    env.add_function("raise_exception", |message: String| -> Result<String, Error> { Err(Error::new(ErrorKind::InvalidOperation, message)) });
+    env.add_template_owned("chat", template).context("the chat template does not parse")?;
+    Ok(env)
+}
+
 impl TextCodec {
     /// The built-in tiny model's tokenizer (`<s>`, `</s>`, `<pad>`), no chat template.
     pub fn tiny() -> anyhow::Result<Self> {
@@ -51,7 +63,7 @@ impl TextCodec {
             bos_token: Some("<s>".into()),
             eos_token: Some("</s>".into()),
             pad_token: Some("<pad>".into()),
-            chat_template: None,
+            chat: None,
         })
     }
 
@@ -87,7 +99,7 @@ impl TextCodec {
             bos_token: token_text(&config, "bos_token"),
             eos_token: token_text(&config, "eos_token"),
             pad_token: token_text(&config, "pad_token"),
-            chat_template,
+            chat: chat_template.map(compile_chat_template).transpose().with_context(|| format!("chat template of {}", dir.display()))?,
         })
     }
 
@@ -120,13 +132,7 @@ impl TextCodec {
 
     /// Renders `messages` with the chat template (transformers' `apply_chat_template(tokenize=False)`).
     pub fn apply_chat_template(&self, messages: &[(String, String)], add_generation_prompt: bool) -> anyhow::Result<String> {
-        let template = self.chat_template.as_deref().context("this model has no chat template")?;
-        let mut env = Environment::new();
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        // transformers renders chat templates with Jinja2's trim_blocks and lstrip_blocks on.
-        env.set_syntax(minijinja::syntax::SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build()?);
-        env.add_function("raise_exception", |message: String| -> Result<String, Error> { Err(Error::new(ErrorKind::InvalidOperation, message)) });
-        env.add_template("chat", template).context("chat template does not parse")?;
+        let env = self.chat.as_ref().context("this model has no chat template")?;
         let messages: Vec<minijinja::Value> = messages
             .iter()
             .map(|(role, content)| minijinja::context! { role => role, content => content })
@@ -145,7 +151,7 @@ impl TextCodec {
     /// one: the prompt is the conversation before the reply with the generation prompt, the response is
     /// what the full conversation adds to it (the reply and its end-of-turn tokens).
     pub fn render(&self, example: &Example) -> anyhow::Result<Rendered> {
-        if self.chat_template.is_some() && !example.messages.is_empty() {
+        if self.chat.is_some() && !example.messages.is_empty() {
             let context = &example.messages[..example.messages.len() - 1];
             let prompt = self.apply_chat_template(context, true)?;
             let full = self.apply_chat_template(&example.messages, false)?;

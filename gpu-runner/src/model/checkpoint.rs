@@ -134,6 +134,13 @@ fn expect_shape(stored: &Stored, expected: &[i64]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Name of expert `e`'s `which` tensor in the per-expert layout, from the fused parameter's name
+/// (`model.layers.0.mlp.experts.gate_up_proj` → `model.layers.0.block_sparse_moe.experts.3.w1.weight`).
+fn per_expert_name(layout: ExpertCheckpoint, fused: &str, e: i64, which: &str) -> String {
+    let experts = fused.rsplit_once('.').map_or(fused, |(module, _)| module);
+    layout.disk_name(&format!("{experts}.{e}.{which}.weight"))
+}
+
 /// Where one parameter comes from.
 fn fetch(ckpt: &Checkpoint, param: &ParamInfo, config: &ArchConfig, used: &mut HashSet<String>) -> anyhow::Result<Tensor> {
     let layout = config.moe.checkpoint;
@@ -156,13 +163,12 @@ fn fetch(ckpt: &Checkpoint, param: &ParamInfo, config: &ArchConfig, used: &mut H
 
 /// Fused expert tensors from the per-expert layout or from MXFP4 blocks/scales.
 fn fetch_expert(ckpt: &Checkpoint, param: &ParamInfo, layout: ExpertCheckpoint, used: &mut HashSet<String>) -> anyhow::Result<Option<Tensor>> {
-    let (prefix, field) = param.name.rsplit_once(".experts.").context("expert parameter name")?;
+    let (_, field) = param.name.rsplit_once(".experts.").context("expert parameter name")?;
     match layout {
-        ExpertCheckpoint::PerExpert { module, gate, up, down } => {
-            let prefix = prefix.replace(".mlp", &format!(".{module}"));
+        ExpertCheckpoint::PerExpert { gate, up, down, .. } => {
             let experts = param.shape[0];
             let mut read = |e: i64, which: &str, shape: [i64; 2]| -> anyhow::Result<Tensor> {
-                let name = format!("{prefix}.experts.{e}.{which}.weight");
+                let name = per_expert_name(layout, &param.name, e, which);
                 let Some(stored) = ckpt.get(&name) else {
                     bail!("checkpoint has no tensor {name} (nor the fused {})", param.name);
                 };
@@ -232,12 +238,23 @@ impl Owned {
             Kind::BFloat16 => Dtype::BF16,
             Kind::Half => Dtype::F16,
             Kind::Uint8 => Dtype::U8,
+            Kind::Int64 => Dtype::I64,
             other => bail!("cannot write {other:?} tensors"),
         };
         let mut bytes = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
         t.f_copy_data_u8(&mut bytes, t.numel())?;
         Ok(Self { name, dtype, shape: t.size().iter().map(|&d| d as usize).collect(), bytes })
     }
+}
+
+/// Writes tensors to the file `path`, with `{"format": "pt"}` metadata as transformers writes it.
+pub fn write_file(path: &Path, tensors: &[Owned]) -> anyhow::Result<()> {
+    let views = tensors
+        .iter()
+        .map(|t| Ok((t.name.clone(), TensorView::new(t.dtype, t.shape.clone(), &t.bytes)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(views, Some(metadata), path).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Writes tensors as `model.safetensors`, or as `model-0000i-of-0000n.safetensors` shards plus
@@ -255,19 +272,14 @@ pub fn write_safetensors(dir: &Path, mut tensors: Vec<Owned>, max_shard_bytes: u
         size += len;
         shards.last_mut().expect("one shard").push(t);
     }
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     let count = shards.len();
     let mut written = Vec::new();
     let mut weight_map = BTreeMap::new();
     let mut total = 0u64;
     for (i, shard) in shards.iter().enumerate() {
         let file_name = if count == 1 { "model.safetensors".to_string() } else { format!("model-{:05}-of-{count:05}.safetensors", i + 1) };
-        let views = shard
-            .iter()
-            .map(|t| Ok((t.name.clone(), TensorView::new(t.dtype, t.shape.clone(), &t.bytes)?)))
-            .collect::<anyhow::Result<Vec<_>>>()?;
         let path = dir.join(&file_name);
-        safetensors::serialize_to_file(views, Some(metadata.clone()), &path).with_context(|| format!("writing {}", path.display()))?;
+        write_file(&path, shard)?;
         for t in shard {
             weight_map.insert(t.name.clone(), file_name.clone());
             total += t.bytes.len() as u64;
@@ -290,12 +302,11 @@ pub fn to_disk_layout(params: &[ParamInfo], variables: &HashMap<String, Tensor>,
     for param in params {
         let tensor = variables.get(&param.name).with_context(|| format!("model has no variable {}", param.name))?;
         match (param.role, layout) {
-            (Role::Expert, ExpertCheckpoint::PerExpert { module, gate, up, down }) => {
-                let (prefix, field) = param.name.rsplit_once(".experts.").context("expert parameter name")?;
-                let prefix = prefix.replace(".mlp", &format!(".{module}"));
+            (Role::Expert, ExpertCheckpoint::PerExpert { gate, up, down, .. }) => {
+                let (_, field) = param.name.rsplit_once(".experts.").context("expert parameter name")?;
                 for e in 0..param.shape[0] {
                     let w = tensor.get(e);
-                    let name = |which: &str| format!("{prefix}.experts.{e}.{which}.weight");
+                    let name = |which: &str| per_expert_name(layout, &param.name, e, which);
                     if field == "gate_up_proj" {
                         let parts = w.chunk(2, 0);
                         out.push(Owned::from_tensor(name(gate), &parts[0], kind)?);

@@ -36,7 +36,7 @@ pub struct MemoryEstimate {
 pub struct ParameterCounts {
     pub total: i64,
     pub active_per_token: i64,
-    pub by_role: BTreeMap<String, i64>,
+    pub by_role: BTreeMap<Role, i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -141,7 +141,7 @@ pub fn inspect(dir: &Path, input: EstimateInput) -> anyhow::Result<Inspection> {
         parameters: ParameterCounts {
             total,
             active_per_token: active,
-            by_role: by_role.iter().map(|(r, n)| (serde_json::to_value(r).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(), *n)).collect(),
+            by_role,
         },
         dtype_on_disk,
         bytes_on_disk,
