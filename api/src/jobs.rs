@@ -21,7 +21,8 @@ pub struct CreateJobRequest {
     pub model: String,
     /// Id of an uploaded file with `purpose=fine-tune`.
     pub training_file: String,
-    /// Not supported yet; sending one is an error rather than being ignored.
+    /// Id of an uploaded `fine-tune` file used for validation loss, token accuracy, the expert-usage
+    /// monitor's prompts and the evaluation report; without one, `validation_split` of the training file is held out.
     pub validation_file: Option<String>,
     /// Up to 64 characters added to the fine-tuned model name.
     pub suffix: Option<String>,
@@ -102,9 +103,6 @@ pub fn resolve(request: &CreateJobRequest) -> Result<(TrainingSpec, ResolvedHype
             format!("Model '{}' is not available for fine-tuning. Available: {}.", request.model, SUPPORTED_MODELS.join(", ")),
         ));
     }
-    if request.validation_file.is_some() {
-        return Err(ApiError::invalid("unsupported_parameter", "validation_file", "Validation files are not supported yet; omit `validation_file`."));
-    }
     if request.suffix.as_ref().is_some_and(|s| s.len() > 64 || s.is_empty()) {
         return Err(ApiError::invalid("invalid_suffix", "suffix", "`suffix` must be 1 to 64 characters."));
     }
@@ -130,20 +128,11 @@ pub fn resolve(request: &CreateJobRequest) -> Result<(TrainingSpec, ResolvedHype
             return Err(ApiError::invalid("invalid_method", "method.type", format!("Unknown method type '{kind}'; use \"supervised\" or \"moe_sft_qat\".")))
         }
     };
-    if !(1..=100_000).contains(&moe.sft_steps) {
-        return Err(ApiError::invalid("invalid_method", "method.moe_sft_qat.sft_steps", "`sft_steps` must be from 1 to 100000."));
-    }
-    if moe.qat_steps > 100_000 {
-        return Err(ApiError::invalid("invalid_method", "method.moe_sft_qat.qat_steps", "`qat_steps` must be at most 100000."));
-    }
-    if !(16..=8192).contains(&moe.seq_len) {
-        return Err(ApiError::invalid("invalid_method", "method.moe_sft_qat.seq_len", "`seq_len` must be from 16 to 8192."));
-    }
-    if !(moe.learning_rate > 0.0 && moe.learning_rate < 1.0) {
-        return Err(ApiError::invalid("invalid_method", "method.moe_sft_qat.learning_rate", "`learning_rate` must be in (0, 1)."));
-    }
+    moe.validate().map_err(|e| ApiError::invalid("invalid_method", &e.param, e.message))?;
     moe.learning_rate *= resolved.learning_rate_multiplier;
-    moe.log_every_n_steps = moe.log_every_n_steps.max(1);
+    if moe.learning_rate >= 1.0 {
+        return Err(ApiError::invalid("invalid_hyperparameter", "hyperparameters.learning_rate_multiplier", "`learning_rate_multiplier` makes the learning rate 1 or more; lower it."));
+    }
     let seed = request.seed.unwrap_or_else(|| u64::from(rand::random::<u32>()));
     let spec = TrainingSpec { model: request.model.clone(), n_epochs: resolved.n_epochs, batch_size: resolved.batch_size, seed, moe };
     Ok((spec, resolved))
@@ -152,23 +141,15 @@ pub fn resolve(request: &CreateJobRequest) -> Result<(TrainingSpec, ResolvedHype
 /// Creates the job: validating_files → queued in one transaction, then publishes it to Redis.
 pub async fn create(state: &AppState, tenant: Uuid, request: CreateJobRequest) -> Result<JobObject, ApiError> {
     let (spec, hyperparameters) = resolve(&request)?;
-    let file: Option<(String, String)> = sqlx::query_as("SELECT purpose, status FROM files WHERE id = $1 AND tenant_id = $2")
-        .bind(&request.training_file)
-        .bind(tenant)
-        .fetch_optional(&state.db)
-        .await?;
-    match file {
-        None => return Err(ApiError::invalid("file_not_found", "training_file", format!("No file found with id '{}'; upload one with POST /v1/files.", request.training_file))),
-        Some((purpose, _)) if purpose != "fine-tune" => {
-            return Err(ApiError::invalid("invalid_file_purpose", "training_file", format!("File '{}' has purpose '{purpose}'; training files need purpose 'fine-tune'.", request.training_file)))
-        }
-        Some(_) => {}
+    check_file(state, tenant, &request.training_file, "training_file").await?;
+    if let Some(validation_file) = &request.validation_file {
+        check_file(state, tenant, validation_file, "validation_file").await?;
     }
     let id = format!("ftjob-{}", Uuid::new_v4().simple());
     let mut tx = state.db.begin().await?;
     sqlx::query(
-        "INSERT INTO jobs (id, tenant_id, model, training_file, suffix, spec, hyperparameters, status, metadata)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'validating_files', $8)",
+        "INSERT INTO jobs (id, tenant_id, model, training_file, suffix, spec, hyperparameters, status, metadata, validation_file)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'validating_files', $8, $9)",
     )
     .bind(&id)
     .bind(tenant)
@@ -178,6 +159,7 @@ pub async fn create(state: &AppState, tenant: Uuid, request: CreateJobRequest) -
     .bind(serde_json::to_value(&spec).map_err(ApiError::internal)?)
     .bind(serde_json::to_value(&hyperparameters).map_err(ApiError::internal)?)
     .bind(serde_json::to_value(request.metadata.unwrap_or_default()).map_err(ApiError::internal)?)
+    .bind(&request.validation_file)
     .execute(&mut *tx)
     .await?;
     let message = format!("Validating training file: {}", request.training_file);
@@ -191,6 +173,22 @@ pub async fn create(state: &AppState, tenant: Uuid, request: CreateJobRequest) -
         tracing::warn!(job = %id, error = %e, "enqueue failed; the reconciler will publish the job");
     }
     get(state, tenant, &id).await
+}
+
+/// 400 unless `id` is a fine-tune file of the tenant.
+async fn check_file(state: &AppState, tenant: Uuid, id: &str, param: &str) -> Result<(), ApiError> {
+    let purpose: Option<String> = sqlx::query_scalar("SELECT purpose FROM files WHERE id = $1 AND tenant_id = $2")
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&state.db)
+        .await?;
+    match purpose {
+        None => Err(ApiError::invalid("file_not_found", param, format!("No file found with id '{id}'; upload one with POST /v1/files."))),
+        Some(purpose) if purpose != "fine-tune" => {
+            Err(ApiError::invalid("invalid_file_purpose", param, format!("File '{id}' has purpose '{purpose}'; {param} needs purpose 'fine-tune'.")))
+        }
+        Some(_) => Ok(()),
+    }
 }
 
 /// The OpenAI fine-tuning job object, with moetune's additions (`attempt`, `artifacts`, `result`).
@@ -222,9 +220,11 @@ pub struct JobObject {
     pub attempt: i32,
     /// Files the job produced, downloadable at `/v1/fine_tuning/jobs/{id}/artifacts/{name}/content`.
     pub artifacts: Vec<Artifact>,
-    /// Summary written by the runner at the end (initial/final loss, steps, timings).
+    /// Summary written by the runner at the end (losses, steps, the evaluation table, timings).
     #[schema(value_type = Object)]
     pub result: Option<Value>,
+    /// Why training ended: `completed`, or `early_stop_router_collapse` when the expert-usage monitor stopped it.
+    pub stop_reason: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -256,6 +256,8 @@ struct JobRow {
     tenant_id: Uuid,
     model: String,
     training_file: String,
+    validation_file: Option<String>,
+    stop_reason: Option<String>,
     suffix: Option<String>,
     spec: Value,
     hyperparameters: Value,
@@ -291,7 +293,8 @@ pub async fn get(state: &AppState, tenant: Uuid, id: &str) -> Result<JobObject, 
         fine_tuned_model,
         organization_id: format!("org-{}", row.tenant_id.simple()),
         status,
-        validation_file: None,
+        validation_file: row.validation_file,
+        stop_reason: row.stop_reason,
         hyperparameters: serde_json::from_value(row.hyperparameters).map_err(ApiError::internal)?,
         method: serde_json::json!({ "type": "moe_sft_qat", "moe_sft_qat": spec.moe }),
         result_files: Vec::new(),
@@ -383,4 +386,51 @@ pub async fn get_owned(state: &AppState, tenant: Uuid, job_id: &str) -> Result<(
         .fetch_one(&state.db)
         .await?;
     if exists { Ok(()) } else { Err(ApiError::not_found("fine-tuning job", job_id)) }
+}
+
+/// A resumable checkpoint (OpenAI `fine_tuning.job.checkpoint`, plus where it is stored).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobCheckpoint {
+    /// `ftckpt-…`: the job id and checkpoint name.
+    pub id: String,
+    /// Always `fine_tuning.job.checkpoint`.
+    pub object: &'static str,
+    pub created_at: UnixTime,
+    pub fine_tuning_job_id: String,
+    /// `sft-step-000100`, `sft-final`, `qat-final`, …
+    pub name: String,
+    /// `sft` or `qat`.
+    pub stage: String,
+    pub step_number: i32,
+    /// Attempt that wrote it (a resumed attempt continues from the latest one).
+    pub attempt: i32,
+    /// `s3://bucket/prefix/` holding weights, optimiser state and data position.
+    pub uri: String,
+    pub bytes: i64,
+}
+
+pub async fn checkpoints(state: &AppState, tenant: Uuid, job_id: &str) -> Result<Vec<JobCheckpoint>, ApiError> {
+    get_owned(state, tenant, job_id).await?;
+    let rows: Vec<(String, i32, String, i32, String, String, i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT name, attempt, stage, step, s3_bucket, s3_prefix, bytes, created_at FROM checkpoints
+         WHERE job_id = $1 ORDER BY created_at DESC, name DESC",
+    )
+    .bind(job_id)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, attempt, stage, step, bucket, prefix, bytes, created_at)| JobCheckpoint {
+            id: format!("ftckpt-{}-{name}", job_id.trim_start_matches("ftjob-")),
+            object: "fine_tuning.job.checkpoint",
+            created_at: created_at.into(),
+            fine_tuning_job_id: job_id.to_string(),
+            name,
+            stage,
+            step_number: step,
+            attempt,
+            uri: format!("s3://{bucket}/{prefix}/"),
+            bytes,
+        })
+        .collect())
 }

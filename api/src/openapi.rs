@@ -13,6 +13,7 @@ use utoipa::{Modify, OpenApi};
         crate::routes::jobs::retrieve,
         crate::routes::jobs::events,
         crate::routes::jobs::list_artifacts,
+        crate::routes::jobs::list_checkpoints,
         crate::routes::jobs::download_artifact,
     ),
     modifiers(&BearerAuth)

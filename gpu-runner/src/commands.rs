@@ -74,3 +74,42 @@ pub fn dump_weights(model_dir: &Path, out: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
     write_safetensors(out, tensors, u64::MAX).map(|_| ())
 }
+
+/// Post-training quantization of a checkpoint the user already has: loads MODEL_DIR (any supported
+/// architecture, plain or MXFP4/NVFP4) and writes its FP4 checkpoint with the exporter jobs use.
+pub fn quantize(model_dir: &Path, format: moetune_types::QatFormat, out: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let (vars, model) = MoeModel::load_dir(model_dir, Device::Cpu, Kind::Float)?;
+    let mut written = crate::export::fp4::write(&model, &vars, format, None, out)?;
+    for file in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json", "chat_template.jinja"] {
+        let source = model_dir.join(file);
+        if source.exists() {
+            std::fs::copy(&source, out.join(file))?;
+            written.push(out.join(file));
+        }
+    }
+    Ok(written)
+}
+
+/// Prints training events as JSON lines and keeps checkpoints in a local directory (the `train`
+/// command; the service's reporter stores them in S3 instead).
+pub struct LocalReporter {
+    pub checkpoints: Option<std::path::PathBuf>,
+}
+
+impl crate::train::Reporter for LocalReporter {
+    fn event(&mut self, event: moetune_types::RunnerEventKind) {
+        println!("{}", serde_json::to_string(&event).unwrap_or_default());
+    }
+
+    fn checkpoint(&mut self, name: &str, _stage: &str, _step: u32, dir: &Path) -> anyhow::Result<()> {
+        let Some(root) = &self.checkpoints else { return Ok(()) };
+        let target = root.join(name);
+        std::fs::create_dir_all(&target)?;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            std::fs::copy(entry.path(), target.join(entry.file_name()))?;
+        }
+        std::fs::write(root.join("latest"), name)?;
+        Ok(())
+    }
+}

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use moetune_runner::config::RunnerConfig;
 use moetune_runner::{commands, export, model, train, worker::Worker};
 use moetune_types::dataset::parse_line;
-use moetune_types::{MoeSftQatOptions, TrainingSpec};
+use moetune_types::{Example, MoeSftQatOptions, QatFormat, TrainingSpec};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -19,18 +19,41 @@ struct Cli {
 enum Command {
     /// Claim jobs from Redis and run them (the default).
     Serve,
-    /// Train on a local JSONL file without any services and write the checkpoint to OUT.
+    /// Run the SFT → QAT workflow on local JSONL files without any services; writes every job output
+    /// (merged/, adapter/, mxfp4|nvfp4/, eval_report.json) under OUT.
     Train {
         #[arg(long)]
         data: PathBuf,
         #[arg(long)]
+        validation_data: Option<PathBuf>,
+        #[arg(long)]
         out: PathBuf,
         #[arg(long, default_value = "moetune/tiny-mixtral")]
         model: String,
-        #[arg(long, default_value_t = 20)]
-        sft_steps: u32,
-        #[arg(long, default_value_t = 5)]
-        qat_steps: u32,
+        /// `method.moe_sft_qat` options as JSON (inline or @file), exactly as the API takes them.
+        #[arg(long, default_value = "{}")]
+        options: String,
+        #[arg(long, default_value_t = 4)]
+        batch_size: u32,
+        #[arg(long, default_value_t = 1)]
+        n_epochs: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Keep checkpoints here (DIR/<name>/, DIR/latest).
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+        /// Continue from a checkpoint directory.
+        #[arg(long)]
+        resume: Option<PathBuf>,
+    },
+    /// Post-training quantization: write MODEL_DIR's FP4 checkpoint (MXFP4 gpt-oss layout or NVFP4
+    /// modelopt layout) to OUT.
+    Quantize {
+        model_dir: PathBuf,
+        #[arg(long, value_parser = ["mxfp4", "nvfp4"])]
+        format: String,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Describe a Hugging Face model directory as JSON: architecture, parameter counts (total and
     /// active per token), dtype on disk and estimated peak training memory for lora, full and qat.
@@ -116,6 +139,15 @@ impl Placement {
     }
 }
 
+fn read_examples(path: &std::path::Path) -> anyhow::Result<Vec<Example>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| parse_line(l).map(|(_, e)| e).map_err(|m| anyhow::anyhow!("{} line {}: {m}", path.display(), i + 1)))
+        .collect()
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
@@ -124,20 +156,26 @@ async fn main() -> anyhow::Result<()> {
         tch::set_num_threads(config.threads);
     }
     match Cli::parse().command {
-        Some(Command::Train { data, out, model, sft_steps, qat_steps }) => {
-            let text = std::fs::read_to_string(&data).with_context(|| format!("reading {}", data.display()))?;
-            let examples = text
-                .lines()
-                .enumerate()
-                .map(|(i, l)| parse_line(l).map(|(_, e)| e).map_err(|m| anyhow::anyhow!("line {}: {m}", i + 1)))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let moe = MoeSftQatOptions { sft_steps, qat_steps, ..Default::default() };
-            let spec = TrainingSpec { model, n_epochs: 100, batch_size: 4, seed: 1, moe };
-            let output = train::run(&spec, &examples, config.device()?, |event| println!("{}", serde_json::to_string(&event).unwrap_or_default()))?;
-            for path in export::write_hf_checkpoint(&output, &out)? {
+        Some(Command::Train { data, validation_data, out, model, options, batch_size, n_epochs, seed, checkpoints, resume }) => {
+            let options = if let Some(path) = options.strip_prefix('@') { std::fs::read_to_string(path)? } else { options };
+            let moe: MoeSftQatOptions = serde_json::from_str(&options).context("--options is not valid method.moe_sft_qat JSON")?;
+            moe.validate().map_err(|e| anyhow::anyhow!("{}: {}", e.param, e.message))?;
+            let spec = TrainingSpec { model, n_epochs, batch_size, seed, moe };
+            let validation = validation_data.as_deref().map(read_examples).transpose()?.unwrap_or_default();
+            let data = train::JobData { train: read_examples(&data)?, validation };
+            let resume = resume.as_deref().map(train::resume::ResumePoint::open).transpose()?;
+            let mut reporter = commands::LocalReporter { checkpoints };
+            let output = train::run(&spec, data, config.device()?, resume, &mut reporter)?;
+            for (name, _) in export::write_job_outputs(&output, &spec, &out)? {
+                eprintln!("wrote {name}");
+            }
+            println!("{}", serde_json::to_string(&serde_json::json!({ "type": "summary", "summary": output.summary }))?);
+        }
+        Some(Command::Quantize { model_dir, format, out }) => {
+            let format = if format == "nvfp4" { QatFormat::Nvfp4 } else { QatFormat::Mxfp4 };
+            for path in commands::quantize(&model_dir, format, &out)? {
                 println!("wrote {}", path.display());
             }
-            println!("{}", serde_json::to_string_pretty(&output.summary)?);
         }
         Some(Command::Inspect { model_dir, batch, seq_len, dtype, lora_rank }) => {
             let dtype_bytes = model::parse_kind(&dtype)?.elt_size_in_bytes() as i64;

@@ -165,6 +165,17 @@ impl TextCodec {
         Ok(Rendered { prompt: example.render_prompt(None), response: format!("{}{eos}", example.response), has_bos: false })
     }
 
+    /// Token ids of the prompt alone (what generation and the diagnostic prompts start from).
+    pub fn encode_prompt(&self, example: &Example) -> anyhow::Result<Vec<i64>> {
+        let rendered = self.render(example)?;
+        let mut ids: Vec<i64> = match (self.bos_id(), rendered.has_bos) {
+            (Some(bos), false) => vec![bos],
+            _ => Vec::new(),
+        };
+        ids.extend(self.encode(&rendered.prompt)?);
+        Ok(ids)
+    }
+
     /// Token ids and labels (`ignore` on the prompt) of one example, BOS first when the tokenizer has one
     /// and the rendering did not include it.
     pub fn encode_example(&self, example: &Example, ignore: i64) -> anyhow::Result<(Vec<i64>, Vec<i64>)> {

@@ -110,44 +110,109 @@ impl Worker {
     }
 
     async fn train_and_upload(&self, assignment: &JobAssignment, sink: &EventSink) -> anyhow::Result<(i64, serde_json::Value)> {
-        let examples = self.download_examples(assignment).await?;
-        sink.emit(RunnerEventKind::Message { level: "info".into(), message: format!("Loaded {} training examples", examples.len()) }).await?;
-        let (spec, device, handle) = (assignment.spec.clone(), self.device, tokio::runtime::Handle::current());
-        let training_sink = sink.clone();
-        let output = tokio::task::spawn_blocking(move || {
-            train::run(&spec, &examples, device, |event| {
-                if let Err(e) = handle.block_on(training_sink.emit(event)) {
-                    tracing::warn!(error = %e, "could not report training event");
-                }
-            })
+        let train_examples = self.download_examples(&assignment.bucket, &assignment.training_file_key, "training").await?;
+        let validation = match &assignment.validation_file_key {
+            Some(key) => self.download_examples(&assignment.bucket, key, "validation").await?,
+            None => Vec::new(),
+        };
+        sink.emit(RunnerEventKind::Message {
+            level: "info".into(),
+            message: format!("Loaded {} training and {} validation examples", train_examples.len(), validation.len()),
         })
-        .await??;
-        let dir = Path::new(&self.config.work_dir).join(&assignment.job_id).join(format!("attempt-{}", assignment.attempt));
-        let files = export::write_hf_checkpoint(&output, &dir)?;
-        for path in files {
-            let name = path.file_name().and_then(|n| n.to_str()).context("artifact file name")?.to_string();
-            let bytes = tokio::fs::read(&path).await?;
-            let key = format!("{}/{name}", assignment.artifact_prefix);
-            let (size, sha256) = (bytes.len() as i64, hex::encode(Sha256::digest(&bytes)));
-            self.s3.put_object().bucket(&assignment.bucket).key(&key).body(ByteStream::from(bytes)).send().await
-                .with_context(|| format!("uploading {key}"))?;
-            let uri = format!("s3://{}/{key}", assignment.bucket);
-            sink.emit(RunnerEventKind::Artifact { name, uri, bytes: size, sha256 }).await?;
+        .await?;
+        let work = Path::new(&self.config.work_dir).join(&assignment.job_id).join(format!("attempt-{}", assignment.attempt));
+        let resume = self.download_latest_checkpoint(assignment, &work.join("resume")).await?;
+        if let Some(point) = &resume {
+            sink.emit(RunnerEventKind::Message { level: "info".into(), message: format!("Resuming from checkpoint {}", point.dir.display()) }).await?;
         }
-        let _ = std::fs::remove_dir_all(&dir);
+        let (spec, device, handle) = (assignment.spec.clone(), self.device, tokio::runtime::Handle::current());
+        let mut reporter = S3Reporter { sink: sink.clone(), s3: self.s3.clone(), bucket: assignment.bucket.clone(), prefix: assignment.checkpoint_prefix.clone(), handle };
+        let data = train::JobData { train: train_examples, validation };
+        let output = tokio::task::spawn_blocking(move || train::run(&spec, data, device, resume, &mut reporter)).await??;
+        let out_dir = work.join("outputs");
+        let files = export::write_job_outputs(&output, &assignment.spec, &out_dir)?;
+        for (name, path) in files {
+            let key = format!("{}/{name}", assignment.artifact_prefix);
+            let (bytes, sha256) = upload_file(&self.s3, &assignment.bucket, &key, &path).await?;
+            let uri = format!("s3://{}/{key}", assignment.bucket);
+            sink.emit(RunnerEventKind::Artifact { name, uri, bytes, sha256 }).await?;
+        }
+        let _ = std::fs::remove_dir_all(&work);
         Ok((output.trained_tokens, output.summary))
     }
 
-    async fn download_examples(&self, assignment: &JobAssignment) -> anyhow::Result<Vec<Example>> {
-        let object = self.s3.get_object().bucket(&assignment.bucket).key(&assignment.training_file_key).send().await
-            .with_context(|| format!("downloading s3://{}/{}", assignment.bucket, assignment.training_file_key))?;
+    /// The job's latest complete checkpoint (named by `{checkpoint_prefix}/latest`), downloaded into `dir`.
+    async fn download_latest_checkpoint(&self, assignment: &JobAssignment, dir: &Path) -> anyhow::Result<Option<train::resume::ResumePoint>> {
+        if assignment.checkpoint_prefix.is_empty() {
+            return Ok(None);
+        }
+        let latest_key = format!("{}/latest", assignment.checkpoint_prefix);
+        let Ok(latest) = self.s3.get_object().bucket(&assignment.bucket).key(&latest_key).send().await else { return Ok(None) };
+        let name = String::from_utf8(latest.body.collect().await?.into_bytes().to_vec())?;
+        let prefix = format!("{}/{}/", assignment.checkpoint_prefix, name.trim());
+        let listed = self.s3.list_objects_v2().bucket(&assignment.bucket).prefix(&prefix).send().await?;
+        std::fs::create_dir_all(dir)?;
+        for object in listed.contents() {
+            let key = object.key().context("listed object without key")?;
+            let file = key.strip_prefix(&prefix).context("key outside the prefix")?;
+            let body = self.s3.get_object().bucket(&assignment.bucket).key(key).send().await?.body.collect().await?.into_bytes();
+            std::fs::write(dir.join(file), &body)?;
+        }
+        Ok(Some(train::resume::ResumePoint::open(dir)?))
+    }
+
+    async fn download_examples(&self, bucket: &str, key: &str, what: &str) -> anyhow::Result<Vec<Example>> {
+        let object = self.s3.get_object().bucket(bucket).key(key).send().await.with_context(|| format!("downloading s3://{bucket}/{key}"))?;
         let bytes = object.body.collect().await?.into_bytes();
-        let text = std::str::from_utf8(&bytes).map_err(|_| UserError("training file is not UTF-8".into()))?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| UserError(format!("{what} file is not UTF-8")))?;
         text.lines()
             .enumerate()
             .filter(|(_, line)| !line.trim().is_empty())
-            .map(|(i, line)| parse_line(line).map(|(_, e)| e).map_err(|m| UserError(format!("line {}: {m}", i + 1)).into()))
+            .map(|(i, line)| parse_line(line).map(|(_, e)| e).map_err(|m| UserError(format!("{what} file line {}: {m}", i + 1)).into()))
             .collect()
+    }
+}
+
+async fn upload_file(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, path: &Path) -> anyhow::Result<(i64, String)> {
+    let bytes = tokio::fs::read(path).await?;
+    let (size, sha256) = (bytes.len() as i64, hex::encode(Sha256::digest(&bytes)));
+    s3.put_object().bucket(bucket).key(key).body(ByteStream::from(bytes)).send().await.with_context(|| format!("uploading {key}"))?;
+    Ok((size, sha256))
+}
+
+/// Reports training events to the job's stream and stores checkpoints in S3 (from the blocking
+/// training thread, hence the runtime handle).
+struct S3Reporter {
+    sink: EventSink,
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+    handle: tokio::runtime::Handle,
+}
+
+impl train::Reporter for S3Reporter {
+    fn event(&mut self, event: RunnerEventKind) {
+        if let Err(e) = self.handle.block_on(self.sink.emit(event)) {
+            tracing::warn!(error = %e, "could not report training event");
+        }
+    }
+
+    fn checkpoint(&mut self, name: &str, stage: &str, step: u32, dir: &Path) -> anyhow::Result<()> {
+        let prefix = format!("{}/{name}", self.prefix);
+        self.handle.block_on(async {
+            let mut total = 0i64;
+            // progress.json last: `latest` only ever names a checkpoint whose files are all stored.
+            let mut files: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<Vec<_>, _>>()?;
+            files.sort_by_key(|f| f.file_name() == train::resume::PROGRESS);
+            for file in files {
+                let key = format!("{prefix}/{}", file.file_name().to_string_lossy());
+                total += upload_file(&self.s3, &self.bucket, &key, &file.path()).await?.0;
+            }
+            let latest = format!("{}/latest", self.prefix);
+            self.s3.put_object().bucket(&self.bucket).key(&latest).body(ByteStream::from(name.as_bytes().to_vec())).send().await?;
+            let uri = format!("s3://{}/{prefix}", self.bucket);
+            self.sink.emit(RunnerEventKind::Checkpoint { name: name.into(), stage: stage.into(), step, uri, bytes: total }).await
+        })
     }
 }
 

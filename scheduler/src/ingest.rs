@@ -141,6 +141,39 @@ pub async fn apply(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str>) 
             let data = serde_json::to_value(&event.kind)?;
             store::insert_event(&mut tx, log("info", "metrics", message, Some(data))).await?
         }
+        RunnerEventKind::Monitor { stage, step, mean_top1_share, mean_entropy_norm, alert, action, .. } => {
+            let verdict = match (alert, action.as_deref()) {
+                (false, _) => "healthy".to_string(),
+                (true, Some(action)) => format!("ALERT (router collapse), action: {action}"),
+                (true, None) => "ALERT (router collapse)".to_string(),
+            };
+            let message = format!("{stage} step {step}: expert usage top1_share={mean_top1_share:.3} entropy_norm={mean_entropy_norm:.3}: {verdict}");
+            let data = serde_json::to_value(&event.kind)?;
+            store::insert_event(&mut tx, log(if *alert { "warn" } else { "info" }, "monitor", message, Some(data))).await?
+        }
+        RunnerEventKind::Evaluation { report } => {
+            let data = serde_json::to_value(&event.kind)?;
+            let message = format!("Evaluation report: {}", report.get("summary").and_then(|s| s.as_str()).unwrap_or("see data"));
+            store::insert_event(&mut tx, log("info", "evaluation", message, Some(data))).await?
+        }
+        RunnerEventKind::Checkpoint { name, stage, step, uri, bytes } => {
+            let (bucket, prefix) = parse_s3_uri(uri)?;
+            sqlx::query(
+                "INSERT INTO checkpoints (job_id, name, attempt, stage, step, s3_bucket, s3_prefix, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (job_id, name) DO UPDATE SET attempt = $3, s3_bucket = $6, s3_prefix = $7, bytes = $8",
+            )
+            .bind(job_id)
+            .bind(name)
+            .bind(attempt)
+            .bind(stage)
+            .bind(*step as i32)
+            .bind(bucket)
+            .bind(prefix)
+            .bind(bytes)
+            .execute(&mut *tx)
+            .await?;
+            store::insert_event(&mut tx, log("info", "message", format!("Checkpoint {name} saved ({bytes} bytes)"), None)).await?
+        }
         RunnerEventKind::Artifact { name, uri, bytes, sha256 } => {
             let (bucket, key) = parse_s3_uri(uri)?;
             sqlx::query(
@@ -159,10 +192,12 @@ pub async fn apply(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str>) 
             store::insert_event(&mut tx, log("info", "message", message, None)).await?
         }
         RunnerEventKind::Succeeded { trained_tokens, result } => {
-            sqlx::query("UPDATE jobs SET trained_tokens = $2, result = $3 WHERE id = $1")
+            let stop_reason = result.get("stop_reason").and_then(|r| r.as_str());
+            sqlx::query("UPDATE jobs SET trained_tokens = $2, result = $3, stop_reason = $4 WHERE id = $1")
                 .bind(job_id)
                 .bind(trained_tokens)
                 .bind(result)
+                .bind(stop_reason)
                 .execute(&mut *tx)
                 .await?;
             store::transition(&mut tx, job_id, attempt, JobStatus::Succeeded, "The job has successfully completed".into())

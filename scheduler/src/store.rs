@@ -83,8 +83,9 @@ pub async fn active_jobs(pool: &PgPool) -> sqlx::Result<Vec<ActiveJob>> {
 
 /// Builds what a runner needs for a job from Postgres (the reconciler republishes it after data loss).
 pub async fn assignment(conn: &mut PgConnection, job_id: &str, bucket: &str) -> anyhow::Result<JobAssignment> {
-    let (attempt, spec, key): (i32, serde_json::Value, String) = sqlx::query_as(
-        "SELECT j.attempt, j.spec, f.s3_key FROM jobs j JOIN files f ON f.id = j.training_file WHERE j.id = $1",
+    let (attempt, spec, key, validation_key): (i32, serde_json::Value, String, Option<String>) = sqlx::query_as(
+        "SELECT j.attempt, j.spec, f.s3_key, v.s3_key FROM jobs j JOIN files f ON f.id = j.training_file
+         LEFT JOIN files v ON v.id = j.validation_file WHERE j.id = $1",
     )
     .bind(job_id)
     .fetch_one(conn)
@@ -96,6 +97,8 @@ pub async fn assignment(conn: &mut PgConnection, job_id: &str, bucket: &str) -> 
         spec,
         bucket: bucket.to_string(),
         training_file_key: key,
+        validation_file_key: validation_key,
+        checkpoint_prefix: format!("checkpoints/{job_id}"),
         artifact_prefix: format!("artifacts/{job_id}/attempt-{attempt}"),
     })
 }

@@ -141,7 +141,9 @@ fn trained_tiny_mixtral_export_matches_transformers() {
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/demo/finance-alpaca-mini.jsonl");
     let runner = workspace_binary("moetune-runner");
     // A few real SFT steps so experts are not at their initial values.
-    run_ok(Command::new(&runner).args(["train", "--data", data, "--sft-steps", "8", "--qat-steps", "0", "--out"]).arg(&dir));
+    let options = r#"{"sft_method": "full", "learning_rate": 1e-3, "max_steps": 8, "qat": {"steps": 0}}"#;
+    run_ok(Command::new(&runner).args(["train", "--data", data, "--options", options, "--out"]).arg(&dir));
+    let dir = dir.join("merged");
     let ids = dir.join("ids.json");
     std::fs::write(&ids, "[[1,40,311,7,620,93,250,5,18,777,64,2,300,301,302,9]]").unwrap();
     run_ok(Command::new(&runner).arg("logits").arg(&dir).arg("--input").arg(&ids).arg("--out").arg(dir.join("ours.safetensors")).args(["--device", "cpu"]));

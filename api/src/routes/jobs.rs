@@ -5,7 +5,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Tenant;
 use crate::error::{ApiError, ErrorBody};
-use crate::jobs::{self, Artifact, CreateJobRequest, JobEvent, JobObject};
+use crate::jobs::{self, Artifact, CreateJobRequest, JobCheckpoint, JobEvent, JobObject};
 use crate::AppState;
 
 /// Create a fine-tuning job on an uploaded training file.
@@ -73,6 +73,24 @@ pub async fn list_artifacts(tenant: Tenant, state: web::Data<AppState>, id: web:
     jobs::get_owned(&state, tenant.id, &id).await?;
     let data = jobs::artifacts(&state, &id).await?;
     Ok(HttpResponse::Ok().json(ArtifactList { object: "list", data, has_more: false }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckpointList {
+    /// Always `list`.
+    object: &'static str,
+    data: Vec<JobCheckpoint>,
+    has_more: bool,
+}
+
+/// List the job's resumable checkpoints, newest first.
+#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/checkpoints", tag = "fine_tuning",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, body = CheckpointList), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_checkpoints(tenant: Tenant, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let data = jobs::checkpoints(&state, tenant.id, &id).await?;
+    Ok(HttpResponse::Ok().json(CheckpointList { object: "list", data, has_more: false }))
 }
 
 /// Download one artifact; streamed from storage.

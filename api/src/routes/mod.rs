@@ -18,7 +18,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/fine_tuning/jobs/{id}", web::get().to(jobs::retrieve))
                 .route("/fine_tuning/jobs/{id}/events", web::get().to(jobs::events))
                 .route("/fine_tuning/jobs/{id}/artifacts", web::get().to(jobs::list_artifacts))
-                .route("/fine_tuning/jobs/{id}/artifacts/{name}/content", web::get().to(jobs::download_artifact)),
+                .route("/fine_tuning/jobs/{id}/checkpoints", web::get().to(jobs::list_checkpoints))
+                .route("/fine_tuning/jobs/{id}/artifacts/{name:.*}/content", web::get().to(jobs::download_artifact)),
         );
 }
 

@@ -45,30 +45,209 @@ impl JobStatus {
     }
 }
 
-/// FP4 format the QAT stage fake-quantizes expert weights to.
+/// FP4 format the QAT stage fake-quantizes expert weights to, and the FP4 checkpoint is exported in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum QatFormat {
+    /// E2M1 elements with one power-of-two (E8M0) scale per 32; exported in the gpt-oss layout.
     #[default]
     Mxfp4,
+    /// E2M1 elements with one FP8-E4M3 scale per 16 and one FP32 scale per tensor; modelopt layout.
+    Nvfp4,
+}
+
+impl QatFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mxfp4 => "mxfp4",
+            Self::Nvfp4 => "nvfp4",
+        }
+    }
+}
+
+/// What the SFT stage trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SftMethod {
+    /// Low-rank adapters on the targeted weights; the base weights stay frozen.
+    #[default]
+    Lora,
+    /// Every attention and expert weight (the router only with `router.mode = train`).
+    Full,
+}
+
+/// LoRA settings (PEFT's names and meanings).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoraOptions {
+    /// Rank. Default 8.
+    pub r: u32,
+    /// Scaling numerator: updates are scaled by `alpha / r` (or `alpha / sqrt(r)` with rsLoRA). Default 16.
+    pub alpha: f64,
+    /// Dropout on the adapter's input, in [0, 1). Default 0.
+    pub dropout: f64,
+    /// Rank-stabilised scaling `alpha / sqrt(r)`. Default false.
+    pub use_rslora: bool,
+    /// Attention projections to adapt, any of `q_proj`, `k_proj`, `v_proj`, `o_proj`. Default all four.
+    pub target_modules: Vec<String>,
+    /// Also adapt the routed experts' fused weights (`gate_up_proj`, `down_proj`) with one adapter per
+    /// expert (PEFT `target_parameters`). The router is never a LoRA target. Default false.
+    pub target_experts: bool,
+}
+
+impl Default for LoraOptions {
+    fn default() -> Self {
+        Self {
+            r: 8,
+            alpha: 16.0,
+            dropout: 0.0,
+            use_rslora: false,
+            target_modules: ["q_proj", "k_proj", "v_proj", "o_proj"].map(String::from).to_vec(),
+            target_experts: false,
+        }
+    }
+}
+
+/// Whether the router is trained during SFT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RouterMode {
+    /// Router weights are not updated (the default: protects the pre-trained routing).
+    #[default]
+    Freeze,
+    /// Router weights are trained, under the load-balancing loss.
+    Train,
+}
+
+/// Router protection (DESIGN.md §1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterOptions {
+    pub mode: RouterMode,
+    /// λ of the load-balancing loss `λ·N·Σ f_i·P_i`, added when the router is trained. Default 0.001.
+    pub aux_loss_coef: f64,
+    /// Coefficient of the router z-loss `mean(logsumexp(logits)²)`. Default 0 (off).
+    pub z_loss_coef: f64,
+    /// Training-only capacity factor: tokens beyond `factor · tokens·k / experts` per expert are dropped.
+    pub capacity_factor: Option<f64>,
+    /// Multiplicative uniform jitter `U(1−ε, 1+ε)` on router inputs during training. Default 0.
+    pub jitter: f64,
+}
+
+impl Default for RouterOptions {
+    fn default() -> Self {
+        Self { mode: RouterMode::Freeze, aux_loss_coef: 0.001, z_loss_coef: 0.0, capacity_factor: None, jitter: 0.0 }
+    }
+}
+
+/// The expert-usage monitor of seed 001 (DESIGN.md §1); thresholds are job options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorOptions {
+    pub enabled: bool,
+    /// Run the diagnostic prompts every this many optimiser steps. Default 50.
+    pub every_n_steps: u32,
+    /// Alert when the mean `top1_share` over layers is at least this ... Default 0.70.
+    pub top1_share_threshold: f64,
+    /// ... and the mean `entropy_norm` is at most this. Default 0.40.
+    pub entropy_norm_threshold: f64,
+    /// On alert the learning rate is multiplied by this. Default 0.5.
+    pub lr_decay: f64,
+    /// The learning rate is never lowered below this. Default 1e-7.
+    pub min_lr: f64,
+    /// Steps between two learning-rate drops. Default 200.
+    pub cooldown_steps: u32,
+    /// Stop training after this many consecutive alerts. Default 3.
+    pub early_stop_after: u32,
+    /// Router choices counted per token. Default 1 (each token's first choice). The seed counts all
+    /// top-k slots (2 for Mixtral); then no expert can exceed a 1/k share, so with k = 2 the 0.70
+    /// threshold could never fire. Set 2 to count exactly as the seed does.
+    pub top_k: u32,
+    /// Diagnostic prompts; default: prompts drawn from the validation data.
+    pub diagnostic_prompts: Vec<String>,
+}
+
+impl Default for MonitorOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            every_n_steps: 50,
+            top1_share_threshold: 0.70,
+            entropy_norm_threshold: 0.40,
+            lr_decay: 0.5,
+            min_lr: 1e-7,
+            cooldown_steps: 200,
+            early_stop_after: 3,
+            top_k: 1,
+            diagnostic_prompts: Vec::new(),
+        }
+    }
+}
+
+/// Quantization-aware training after SFT.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct QatOptions {
+    /// Optimiser steps; 0 skips QAT (the FP4 export is then plain PTQ). Default 500.
+    pub steps: u32,
+    /// Peak learning rate (cosine annealed). Default 1e-5.
+    pub learning_rate: f64,
+    pub format: QatFormat,
+    /// NVFP4 only: also fake-quantize the experts' input activations, with per-tensor scales from a
+    /// calibration pass. Default false (weight-only, `*_MLP_WEIGHT_ONLY`).
+    pub quantize_activations: bool,
+    /// Batches of training data the calibration pass runs. Default 8.
+    pub calibration_batches: u32,
+}
+
+impl Default for QatOptions {
+    fn default() -> Self {
+        Self { steps: 500, learning_rate: 1e-5, format: QatFormat::Mxfp4, quantize_activations: false, calibration_batches: 8 }
+    }
+}
+
+/// An evaluation prompt with its expected answer (exact match after normalisation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvalPrompt {
+    pub prompt: String,
+    pub answer: String,
 }
 
 /// Native MoE options (`method.moe_sft_qat`). Every field has a documented default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct MoeSftQatOptions {
-    /// Optimiser steps of supervised fine-tuning (router frozen). Default 40.
-    pub sft_steps: u32,
-    /// Peak learning rate of the SFT stage. Default 1e-3 for the tiny demo model; real MoE models want 1e-5.
+    /// `lora` (default) or `full`.
+    pub sft_method: SftMethod,
+    pub lora: LoraOptions,
+    /// Peak SFT learning rate. Default 1e-5 (seed 001's MoE range; dense-LoRA rates collapse routers).
     pub learning_rate: f64,
-    /// Optimiser steps of quantization-aware training after SFT. Default 10.
-    pub qat_steps: u32,
-    /// Learning rate of the QAT stage; defaults to a tenth of `learning_rate`.
-    pub qat_learning_rate: Option<f64>,
-    /// Format expert weights are fake-quantized to during QAT.
-    pub qat_format: QatFormat,
-    /// Tokens per training sequence (longer examples are truncated). Default 128.
+    /// SFT optimiser steps; default: `n_epochs` passes over the training data.
+    pub max_steps: Option<u32>,
+    /// Fraction of the SFT steps spent warming up linearly. Default 0.1.
+    pub warmup_ratio: f64,
+    /// AdamW weight decay (not applied to norms and biases). Default 0.
+    pub weight_decay: f64,
+    /// Gradients are clipped to this global norm. Default 1.0.
+    pub max_grad_norm: f64,
+    /// Micro-batches accumulated per optimiser step. Default 1.
+    pub gradient_accumulation_steps: u32,
+    /// Compute the loss on response tokens only. Default true.
+    pub response_only_loss: bool,
+    /// Pack several examples into each sequence of `seq_len` tokens. Default false.
+    pub packing: bool,
+    /// Tokens per training sequence (longer examples are truncated). Default 512.
     pub seq_len: u32,
+    /// Fraction of the training file held out for validation when no `validation_file` is given. Default 0.1.
+    pub validation_split: f64,
+    pub router: RouterOptions,
+    pub monitor: MonitorOptions,
+    pub qat: QatOptions,
+    /// Optional task accuracy: prompts with expected answers, scored by greedy decoding.
+    pub eval_prompts: Vec<EvalPrompt>,
+    /// Save a resumable checkpoint every this many steps (and at each stage end); 0 = stage ends only. Default 100.
+    pub checkpoint_every_n_steps: u32,
     /// Emit a metrics event every this many steps. Default 1.
     pub log_every_n_steps: u32,
 }
@@ -76,12 +255,23 @@ pub struct MoeSftQatOptions {
 impl Default for MoeSftQatOptions {
     fn default() -> Self {
         Self {
-            sft_steps: 40,
-            learning_rate: 1e-3,
-            qat_steps: 10,
-            qat_learning_rate: None,
-            qat_format: QatFormat::Mxfp4,
-            seq_len: 128,
+            sft_method: SftMethod::Lora,
+            lora: LoraOptions::default(),
+            learning_rate: 1e-5,
+            max_steps: None,
+            warmup_ratio: 0.1,
+            weight_decay: 0.0,
+            max_grad_norm: 1.0,
+            gradient_accumulation_steps: 1,
+            response_only_loss: true,
+            packing: false,
+            seq_len: 512,
+            validation_split: 0.1,
+            router: RouterOptions::default(),
+            monitor: MonitorOptions::default(),
+            qat: QatOptions::default(),
+            eval_prompts: Vec::new(),
+            checkpoint_every_n_steps: 100,
             log_every_n_steps: 1,
         }
     }
@@ -95,4 +285,102 @@ pub struct TrainingSpec {
     pub batch_size: u32,
     pub seed: u64,
     pub moe: MoeSftQatOptions,
+}
+
+/// A refused option: the parameter path under `method.moe_sft_qat` and what to fix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvalidOption {
+    pub param: String,
+    pub message: String,
+}
+
+fn check(ok: bool, param: &str, message: &str) -> Result<(), InvalidOption> {
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidOption { param: format!("method.moe_sft_qat.{param}"), message: message.to_string() })
+    }
+}
+
+const ATTENTION_TARGETS: [&str; 4] = ["q_proj", "k_proj", "v_proj", "o_proj"];
+
+impl MoeSftQatOptions {
+    /// Checks every option's range; the API refuses a job with the first problem found.
+    pub fn validate(&self) -> Result<(), InvalidOption> {
+        let lr_ok = |lr: f64| lr > 0.0 && lr < 1.0;
+        check(lr_ok(self.learning_rate), "learning_rate", "`learning_rate` must be in (0, 1).")?;
+        check(self.max_steps.is_none_or(|s| (1..=1_000_000).contains(&s)), "max_steps", "`max_steps` must be from 1 to 1000000.")?;
+        check((0.0..1.0).contains(&self.warmup_ratio), "warmup_ratio", "`warmup_ratio` must be in [0, 1).")?;
+        check((0.0..=1.0).contains(&self.weight_decay), "weight_decay", "`weight_decay` must be in [0, 1].")?;
+        check(self.max_grad_norm > 0.0, "max_grad_norm", "`max_grad_norm` must be positive.")?;
+        check((1..=1024).contains(&self.gradient_accumulation_steps), "gradient_accumulation_steps", "`gradient_accumulation_steps` must be from 1 to 1024.")?;
+        check((16..=32768).contains(&self.seq_len), "seq_len", "`seq_len` must be from 16 to 32768.")?;
+        check((0.0..0.5).contains(&self.validation_split), "validation_split", "`validation_split` must be in [0, 0.5).")?;
+        check(self.log_every_n_steps >= 1, "log_every_n_steps", "`log_every_n_steps` must be at least 1.")?;
+        let lora = &self.lora;
+        check((1..=1024).contains(&lora.r), "lora.r", "`lora.r` must be from 1 to 1024.")?;
+        check(lora.alpha > 0.0, "lora.alpha", "`lora.alpha` must be positive.")?;
+        check((0.0..1.0).contains(&lora.dropout), "lora.dropout", "`lora.dropout` must be in [0, 1).")?;
+        for target in &lora.target_modules {
+            check(
+                ATTENTION_TARGETS.contains(&target.as_str()),
+                "lora.target_modules",
+                &format!("unknown LoRA target `{target}`: use q_proj, k_proj, v_proj, o_proj (the router is never a LoRA target; set `lora.target_experts` for experts)."),
+            )?;
+        }
+        if self.sft_method == SftMethod::Lora {
+            check(!lora.target_modules.is_empty() || lora.target_experts, "lora.target_modules", "LoRA needs at least one target module or `target_experts: true`.")?;
+            check(lora.dropout == 0.0 || !lora.target_experts, "lora.dropout", "`lora.dropout` is not supported with `target_experts` (PEFT applies expert adapters to weights, not inputs).")?;
+        }
+        let router = &self.router;
+        check(router.aux_loss_coef >= 0.0 && router.aux_loss_coef <= 1.0, "router.aux_loss_coef", "`router.aux_loss_coef` must be in [0, 1].")?;
+        check(router.z_loss_coef >= 0.0 && router.z_loss_coef <= 1.0, "router.z_loss_coef", "`router.z_loss_coef` must be in [0, 1].")?;
+        check(router.capacity_factor.is_none_or(|c| c >= 1.0), "router.capacity_factor", "`router.capacity_factor` must be at least 1.")?;
+        check((0.0..1.0).contains(&router.jitter), "router.jitter", "`router.jitter` must be in [0, 1).")?;
+        let monitor = &self.monitor;
+        check(monitor.every_n_steps >= 1, "monitor.every_n_steps", "`monitor.every_n_steps` must be at least 1.")?;
+        check((0.0..=1.0).contains(&monitor.top1_share_threshold), "monitor.top1_share_threshold", "`monitor.top1_share_threshold` must be in [0, 1].")?;
+        check((0.0..=1.0).contains(&monitor.entropy_norm_threshold), "monitor.entropy_norm_threshold", "`monitor.entropy_norm_threshold` must be in [0, 1].")?;
+        check(monitor.lr_decay > 0.0 && monitor.lr_decay <= 1.0, "monitor.lr_decay", "`monitor.lr_decay` must be in (0, 1].")?;
+        check(monitor.min_lr >= 0.0, "monitor.min_lr", "`monitor.min_lr` must not be negative.")?;
+        check((1..=64).contains(&monitor.top_k), "monitor.top_k", "`monitor.top_k` must be from 1 to 64.")?;
+        check(monitor.early_stop_after >= 1, "monitor.early_stop_after", "`monitor.early_stop_after` must be at least 1.")?;
+        check(monitor.diagnostic_prompts.len() <= 256, "monitor.diagnostic_prompts", "at most 256 diagnostic prompts.")?;
+        let qat = &self.qat;
+        check(qat.steps <= 1_000_000, "qat.steps", "`qat.steps` must be at most 1000000.")?;
+        check(lr_ok(qat.learning_rate), "qat.learning_rate", "`qat.learning_rate` must be in (0, 1).")?;
+        check(!qat.quantize_activations || qat.format == QatFormat::Nvfp4, "qat.quantize_activations", "activation quantization is available for `nvfp4` only.")?;
+        check((1..=1024).contains(&qat.calibration_batches), "qat.calibration_batches", "`qat.calibration_batches` must be from 1 to 1024.")?;
+        check(self.eval_prompts.len() <= 1024, "eval_prompts", "at most 1024 eval prompts.")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_errors_name_the_option() {
+        MoeSftQatOptions::default().validate().unwrap();
+        let mut options = MoeSftQatOptions::default();
+        options.lora.target_modules = vec!["gate".into()];
+        let error = options.validate().unwrap_err();
+        assert_eq!(error.param, "method.moe_sft_qat.lora.target_modules");
+        assert!(error.message.contains("never a LoRA target"));
+        let mut options = MoeSftQatOptions::default();
+        options.qat.quantize_activations = true;
+        assert_eq!(options.validate().unwrap_err().param, "method.moe_sft_qat.qat.quantize_activations");
+    }
+
+    #[test]
+    fn partial_json_fills_documented_defaults() {
+        let options: MoeSftQatOptions = serde_json::from_str(r#"{"qat": {"format": "nvfp4"}, "router": {"mode": "train"}}"#).unwrap();
+        assert_eq!(options.qat.format, QatFormat::Nvfp4);
+        assert_eq!(options.qat.steps, 500);
+        assert_eq!(options.router.mode, RouterMode::Train);
+        assert_eq!(options.router.aux_loss_coef, 0.001);
+        assert_eq!(options.learning_rate, 1e-5);
+        assert!(serde_json::from_str::<MoeSftQatOptions>(r#"{"sft_steps": 3}"#).is_err());
+    }
 }

@@ -8,8 +8,11 @@ pub mod job;
 pub mod protocol;
 
 pub use dataset::{DatasetFormat, DatasetSummary, DatasetValidator, Example, LineError};
-pub use job::{JobStatus, MoeSftQatOptions, QatFormat, TrainingSpec};
-pub use protocol::{JobAssignment, RedisKeys, RunnerEvent, RunnerEventKind};
+pub use job::{
+    EvalPrompt, InvalidOption, JobStatus, LoraOptions, MoeSftQatOptions, MonitorOptions, QatFormat, QatOptions, RouterMode, RouterOptions,
+    SftMethod, TrainingSpec,
+};
+pub use protocol::{JobAssignment, LayerUsage, RedisKeys, RunnerEvent, RunnerEventKind};
 
 /// Models this build of the runner can fine-tune. Issue #5 replaces this with a registry table.
 pub const SUPPORTED_MODELS: &[&str] = &["moetune/tiny-mixtral"];

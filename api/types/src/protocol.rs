@@ -60,8 +60,29 @@ pub struct JobAssignment {
     /// S3 bucket and key of the training JSONL.
     pub bucket: String,
     pub training_file_key: String,
+    /// S3 key of the validation JSONL, when the job has a `validation_file`.
+    #[serde(default)]
+    pub validation_file_key: Option<String>,
+    /// Where resumable checkpoints go, shared by all attempts: `s3://{bucket}/{checkpoint_prefix}/{name}/…`.
+    /// A new attempt resumes from the latest complete checkpoint under it.
+    #[serde(default)]
+    pub checkpoint_prefix: String,
     /// Where artifacts go: `s3://{bucket}/{artifact_prefix}/...`.
     pub artifact_prefix: String,
+}
+
+/// Expert usage of one MoE layer over the diagnostic prompts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerUsage {
+    pub layer: usize,
+    /// Share of routed (token, slot) pairs taken by the busiest expert.
+    pub top1_share: f64,
+    /// Entropy of the usage distribution divided by ln(experts): 1 = uniform.
+    pub entropy_norm: f64,
+    pub kl_to_uniform: f64,
+    /// Mean entropy of the per-token router softmax.
+    pub avg_token_entropy: f64,
+    pub counts: Vec<u64>,
 }
 
 /// One report from a runner about one attempt of one job.
@@ -89,7 +110,29 @@ pub enum RunnerEventKind {
         train_loss: f64,
         learning_rate: f64,
         tokens_per_second: f64,
+        /// Validation loss and next-token accuracy, on the steps they are measured.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        validation_loss: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        validation_token_accuracy: Option<f64>,
     },
+    /// One expert-usage monitor check (DESIGN.md §1): per-layer figures, the alert, and what was done.
+    Monitor {
+        stage: String,
+        step: u32,
+        layers: Vec<LayerUsage>,
+        mean_top1_share: f64,
+        mean_entropy_norm: f64,
+        alert: bool,
+        /// `lr_decayed`, `early_stop` or absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        action: Option<String>,
+        learning_rate: f64,
+    },
+    /// The evaluation report (base / SFT / PTQ / SFT+QAT); also stored as `eval_report.json`.
+    Evaluation { report: serde_json::Value },
+    /// A resumable checkpoint, complete in S3 under `uri` (a prefix).
+    Checkpoint { name: String, stage: String, step: u32, uri: String, bytes: i64 },
     /// A file the runner stored in S3 for the job.
     Artifact { name: String, uri: String, bytes: i64, sha256: String },
     /// The job finished; `result` summarises it (losses, steps, timings).

@@ -161,51 +161,97 @@ fn fetch(ckpt: &Checkpoint, param: &ParamInfo, config: &ArchConfig, used: &mut H
     bail!("checkpoint has no tensor {}{packed} (shape {:?}) for {}", candidates[1], param.shape, config.architecture.class_name())
 }
 
-/// Fused expert tensors from the per-expert layout or from MXFP4 blocks/scales.
+/// Fused expert tensors from MXFP4 blocks/scales (any architecture) or the per-expert layout.
 fn fetch_expert(ckpt: &Checkpoint, param: &ParamInfo, layout: ExpertCheckpoint, used: &mut HashSet<String>) -> anyhow::Result<Option<Tensor>> {
-    let (_, field) = param.name.rsplit_once(".experts.").context("expert parameter name")?;
-    match layout {
-        ExpertCheckpoint::PerExpert { gate, up, down, .. } => {
-            let experts = param.shape[0];
-            let mut read = |e: i64, which: &str, shape: [i64; 2]| -> anyhow::Result<Tensor> {
-                let name = per_expert_name(layout, &param.name, e, which);
-                let Some(stored) = ckpt.get(&name) else {
-                    bail!("checkpoint has no tensor {name} (nor the fused {})", param.name);
-                };
-                expect_shape(&stored, &shape)?;
-                used.insert(name);
-                stored.to_tensor()
-            };
-            let (h, per) = (param.shape[2], param.shape[1]);
-            let mut stacked = Vec::with_capacity(experts as usize);
-            for e in 0..experts {
-                let tensor = match field {
-                    // [2I, H] = gate rows then up rows, as transformers' MergeModulelist + Concatenate.
-                    "gate_up_proj" => Tensor::cat(&[read(e, gate, [per / 2, h])?, read(e, up, [per / 2, h])?], 0),
-                    "down_proj" => read(e, down, [per, h])?,
-                    _ => return Ok(None),
-                };
-                stacked.push(tensor);
-            }
-            Ok(Some(Tensor::stack(&stacked, 0)))
-        }
-        ExpertCheckpoint::Fused => {
-            let (blocks_name, scales_name) = (format!("{}_blocks", param.name), format!("{}_scales", param.name));
-            let (Some(blocks), Some(scales)) = (ckpt.get(&blocks_name), ckpt.get(&scales_name)) else { return Ok(None) };
-            if blocks.dtype != Dtype::U8 || scales.dtype != Dtype::U8 {
-                bail!("{blocks_name} and {scales_name} must be U8, found {:?} and {:?}", blocks.dtype, scales.dtype);
-            }
-            // Stored as [E, rows, groups, 16] + [E, rows, groups]; decoded [E, rows, groups·32] and
-            // transposed to the parameter's [E, groups·32, rows], as `convert_moe_packed_tensors`.
-            let (e, rows, cols) = (param.shape[0], param.shape[2], param.shape[1]);
-            expect_shape(&blocks, &[e, rows, cols / 32, 16])?;
-            expect_shape(&scales, &[e, rows, cols / 32])?;
-            let values = fp4::mxfp4_decode(blocks.bytes, scales.bytes).map_err(|m| anyhow::anyhow!("{blocks_name}: {m}"))?;
-            used.insert(blocks_name);
-            used.insert(scales_name);
-            Ok(Some(Tensor::from_slice(&values).view([e, rows, cols]).transpose(1, 2).contiguous()))
-        }
+    if let Some(t) = fetch_mxfp4(ckpt, param, layout, used)? {
+        return Ok(Some(t));
     }
+    let (_, field) = param.name.rsplit_once(".experts.").context("expert parameter name")?;
+    let experts = param.shape[0];
+    let ExpertCheckpoint::PerExpert { gate, up, down, .. } = layout else {
+        // gpt-oss in the NVFP4 export: one `[out, in]` Linear per expert, stacked and transposed.
+        let module = param.name.rsplit_once('.').map_or(param.name.as_str(), |(m, _)| m);
+        let (out, input) = (param.shape[2], param.shape[1]);
+        let mut stacked = Vec::with_capacity(experts as usize);
+        for e in 0..experts {
+            let name = format!("{module}.{e}.{field}.weight");
+            if ckpt.get(&name).is_none() {
+                return Ok(None);
+            }
+            stacked.push(read_linear(ckpt, &name, [out, input], used)?);
+        }
+        return Ok(Some(Tensor::stack(&stacked, 0).transpose(1, 2).contiguous()));
+    };
+    let mut read = |e: i64, which: &str, shape: [i64; 2]| -> anyhow::Result<Tensor> {
+        let name = per_expert_name(layout, &param.name, e, which);
+        if ckpt.get(&name).is_none() {
+            bail!("checkpoint has no tensor {name} (nor the fused {})", param.name);
+        }
+        read_linear(ckpt, &name, shape, used)
+    };
+    let (h, per) = (param.shape[2], param.shape[1]);
+    let mut stacked = Vec::with_capacity(experts as usize);
+    for e in 0..experts {
+        let tensor = match field {
+            // [2I, H] = gate rows then up rows, as transformers' MergeModulelist + Concatenate.
+            "gate_up_proj" => Tensor::cat(&[read(e, gate, [per / 2, h])?, read(e, up, [per / 2, h])?], 0),
+            "down_proj" => read(e, down, [per, h])?,
+            _ => return Ok(None),
+        };
+        stacked.push(tensor);
+    }
+    Ok(Some(Tensor::stack(&stacked, 0)))
+}
+
+/// A Linear weight `[out, in]`, stored plainly or NVFP4-packed as modelopt exports it (`weight` u8
+/// `[out, in/2]` with `weight_scale` F8_E4M3 `[out, in/16]` and `weight_scale_2` F32).
+fn read_linear(ckpt: &Checkpoint, name: &str, shape: [i64; 2], used: &mut HashSet<String>) -> anyhow::Result<Tensor> {
+    let stored = ckpt.get(name).with_context(|| format!("checkpoint has no tensor {name}"))?;
+    used.insert(name.to_string());
+    if stored.dtype != Dtype::U8 {
+        expect_shape(&stored, &shape)?;
+        return stored.to_tensor();
+    }
+    let prefix = name.strip_suffix(".weight").unwrap_or(name);
+    let (scale_name, global_name) = (format!("{prefix}.weight_scale"), format!("{prefix}.weight_scale_2"));
+    let (Some(scales), Some(global)) = (ckpt.get(&scale_name), ckpt.get(&global_name)) else {
+        bail!("{name} is packed (U8) but {scale_name} / {global_name} are missing");
+    };
+    expect_shape(&stored, &[shape[0], shape[1] / 2])?;
+    expect_shape(&scales, &[shape[0], shape[1] / 16])?;
+    if scales.dtype != Dtype::F8_E4M3 || global.dtype != Dtype::F32 || global.bytes.len() != 4 {
+        bail!("{scale_name} must be F8_E4M3 and {global_name} a F32 scalar");
+    }
+    let encoded = fp4::Nvfp4 {
+        packed: stored.bytes.to_vec(),
+        block_scales: scales.bytes.to_vec(),
+        global_scale: f32::from_le_bytes(global.bytes.try_into().expect("4 bytes")),
+    };
+    let values = fp4::nvfp4_decode(&encoded).map_err(|m| anyhow::anyhow!("{name}: {m}"))?;
+    used.insert(scale_name);
+    used.insert(global_name);
+    used.insert(format!("{prefix}.input_scale"));
+    Ok(Tensor::from_slice(&values).view(shape))
+}
+
+/// `{name}_blocks` `[E, out, in/32, 16]` + `{name}_scales` `[E, out, in/32]`, decoded to `[E, out, in]`
+/// and, for gpt-oss (whose parameters are `[E, in, out]`), transposed as `convert_moe_packed_tensors`.
+fn fetch_mxfp4(ckpt: &Checkpoint, param: &ParamInfo, layout: ExpertCheckpoint, used: &mut HashSet<String>) -> anyhow::Result<Option<Tensor>> {
+    let (blocks_name, scales_name) = (format!("{}_blocks", param.name), format!("{}_scales", param.name));
+    let (Some(blocks), Some(scales)) = (ckpt.get(&blocks_name), ckpt.get(&scales_name)) else { return Ok(None) };
+    if blocks.dtype != Dtype::U8 || scales.dtype != Dtype::U8 {
+        bail!("{blocks_name} and {scales_name} must be U8, found {:?} and {:?}", blocks.dtype, scales.dtype);
+    }
+    let transposed = layout == ExpertCheckpoint::Fused;
+    let e = param.shape[0];
+    let (rows, cols) = if transposed { (param.shape[2], param.shape[1]) } else { (param.shape[1], param.shape[2]) };
+    expect_shape(&blocks, &[e, rows, cols / 32, 16])?;
+    expect_shape(&scales, &[e, rows, cols / 32])?;
+    let values = fp4::mxfp4_decode(blocks.bytes, scales.bytes).map_err(|m| anyhow::anyhow!("{blocks_name}: {m}"))?;
+    used.insert(blocks_name);
+    used.insert(scales_name);
+    let decoded = Tensor::from_slice(&values).view([e, rows, cols]);
+    Ok(Some(if transposed { decoded.transpose(1, 2).contiguous() } else { decoded }))
 }
 
 /// Copies every parameter from the checkpoint. Returns the checkpoint tensors nothing used.

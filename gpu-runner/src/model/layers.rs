@@ -3,6 +3,7 @@
 
 use tch::{Kind, Tensor};
 
+use super::adapters::{adapted_linear, Adapters};
 use super::config::{ArchConfig, Rope, RopeScaling};
 use super::params::{Params, Role};
 
@@ -99,6 +100,8 @@ pub struct Attention {
     head_dim: i64,
     window: Option<i64>,
     eps: f64,
+    /// Weight names of q, k, v, o (what LoRA adapters are keyed by).
+    names: [String; 4],
 }
 
 impl Attention {
@@ -124,27 +127,24 @@ impl Attention {
             head_dim: d,
             window: c.sliding_windows[layer],
             eps: c.rms_norm_eps,
+            names: ["q_proj", "k_proj", "v_proj", "o_proj"].map(|n| p.sub(n).name("weight")),
         }
     }
 
-    /// Named trainable projections, for LoRA targeting.
-    pub fn projections(&self) -> [(&'static str, &Tensor); 4] {
-        [("q_proj", &self.q_proj), ("k_proj", &self.k_proj), ("v_proj", &self.v_proj), ("o_proj", &self.o_proj)]
-    }
-
-    pub fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+    pub fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, adapters: Option<&Adapters>) -> Tensor {
         let (b, t, _) = x.size3().expect("[batch, seq, hidden]");
-        let project = |w: &Tensor, bias: &Option<Tensor>, heads: i64, norm: &Option<Tensor>| {
-            let y = linear(x, w, bias.as_ref()).view([b, t, heads, self.head_dim]);
+        let [q_name, k_name, v_name, o_name] = &self.names;
+        let project = |name: &str, w: &Tensor, bias: &Option<Tensor>, heads: i64, norm: &Option<Tensor>| {
+            let y = adapted_linear(adapters, name, x, w, bias.as_ref()).view([b, t, heads, self.head_dim]);
             let y = match norm {
                 Some(weight) => rms_norm(&y, weight, self.eps, false),
                 None => y,
             };
             y.transpose(1, 2)
         };
-        let q = apply_rope(&project(&self.q_proj, &self.q_bias, self.heads, &self.q_norm), cos, sin);
-        let k = apply_rope(&project(&self.k_proj, &self.k_bias, self.kv_heads, &self.k_norm), cos, sin);
-        let v = project(&self.v_proj, &self.v_bias, self.kv_heads, &None);
+        let q = apply_rope(&project(q_name, &self.q_proj, &self.q_bias, self.heads, &self.q_norm), cos, sin);
+        let k = apply_rope(&project(k_name, &self.k_proj, &self.k_bias, self.kv_heads, &self.k_norm), cos, sin);
+        let v = project(v_name, &self.v_proj, &self.v_bias, self.kv_heads, &None);
         let out = match &self.sinks {
             Some(sinks) => self.attention_with_sinks(&q, &k, &v, sinks),
             None => {
@@ -158,7 +158,8 @@ impl Attention {
                 }
             }
         };
-        linear(&out.transpose(1, 2).reshape([b, t, self.heads * self.head_dim]), &self.o_proj, self.o_bias.as_ref())
+        let merged = out.transpose(1, 2).reshape([b, t, self.heads * self.head_dim]);
+        adapted_linear(adapters, o_name, &merged, &self.o_proj, self.o_bias.as_ref())
     }
 
     /// gpt-oss: each head's learned sink logit joins the softmax as an extra key, then is dropped, so a

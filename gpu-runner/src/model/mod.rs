@@ -2,6 +2,7 @@
 //! `gpt_oss`) parses its config and states how it differs; `layers` and `moe` hold the shared blocks.
 //! Parameter names are transformers 5's, so loading a checkpoint is a lookup (`checkpoint`).
 
+pub mod adapters;
 pub mod checkpoint;
 pub mod config;
 pub mod gpt_oss;
@@ -24,7 +25,9 @@ use tch::{Device, Kind, Tensor};
 pub use config::{ArchConfig, Architecture};
 use layers::{rms_norm, rope_tables, Attention, DenseMlp};
 pub use moe::RoutingOptions;
-use moe::{MoeBlock, WeightTransform};
+pub use adapters::{ActivationHook, Adapters, ExpertInput, LoraPair};
+pub use moe::WeightTransform;
+use moe::{ExpertHooks, MoeBlock};
 use params::{ParamInfo, Params, Role};
 
 enum Mlp {
@@ -56,6 +59,10 @@ pub struct ForwardMode<'a> {
     pub routing: Option<&'a RoutingOptions>,
     /// Applied to expert weights (QAT fake quantization).
     pub expert_transform: Option<WeightTransform<'a>>,
+    /// LoRA adapters on top of the base weights.
+    pub adapters: Option<&'a Adapters>,
+    /// Applied to the experts' input activations (NVFP4 activation QAT and its calibration).
+    pub expert_inputs: Option<ActivationHook<'a>>,
 }
 
 pub struct MoeModel {
@@ -103,7 +110,7 @@ impl MoeModel {
                     self_attn: Attention::new(&l.sub("self_attn"), c, i),
                     post_attention_layernorm: l.norm("post_attention_layernorm", c.hidden_size),
                     mlp: if c.sparse_layers[i] {
-                        Mlp::Sparse(MoeBlock::new(&mlp_path, c))
+                        Mlp::Sparse(MoeBlock::new(&mlp_path, c, i))
                     } else {
                         Mlp::Dense(DenseMlp::new(&mlp_path, c.hidden_size, c.dense_intermediate_size, Role::DenseMlp))
                     },
@@ -163,6 +170,16 @@ impl MoeModel {
         Ok(written)
     }
 
+    /// Decoder layers with a routed MoE block (the ones with a router).
+    pub fn moe_layer_indices(&self) -> Vec<usize> {
+        self.layers.iter().enumerate().filter(|(_, l)| matches!(l.mlp, Mlp::Sparse(_))).map(|(i, _)| i).collect()
+    }
+
+    /// gpt-oss stores expert weights `[E, in, out]` (`x @ W`); the others `[E, out, in]`.
+    pub fn experts_transposed(&self) -> bool {
+        matches!(self.config.moe.activation, config::ExpertActivation::GptOssClamped { .. })
+    }
+
     pub fn forward(&self, input_ids: &Tensor, mode: ForwardMode) -> ForwardOutput {
         let c = &self.config;
         let seq = input_ids.size()[1];
@@ -171,11 +188,12 @@ impl MoeModel {
         let (mut router_logits, mut router_top_k) = (Vec::new(), Vec::new());
         let norm = |x: &Tensor, w: &Tensor| rms_norm(x, w, c.rms_norm_eps, c.norm_weight_in_fp32);
         for (i, layer) in self.layers.iter().enumerate() {
-            h = &h + layer.self_attn.forward(&norm(&h, &layer.input_layernorm), &cos, &sin);
+            h = &h + layer.self_attn.forward(&norm(&h, &layer.input_layernorm), &cos, &sin, mode.adapters);
             let normed = norm(&h, &layer.post_attention_layernorm);
             let mlp_out = match &layer.mlp {
                 Mlp::Sparse(moe) => {
-                    let out = moe.forward(&normed, mode.routing, mode.expert_transform);
+                    let hooks = ExpertHooks { transform: mode.expert_transform, adapters: mode.adapters, inputs: mode.expert_inputs };
+                    let out = moe.forward(&normed, mode.routing, hooks);
                     router_logits.push((i, out.router_logits));
                     router_top_k.push((i, out.top_k));
                     out.hidden
@@ -191,11 +209,16 @@ impl MoeModel {
     /// Greedy decoding without a KV cache (sanity checks and evaluation prompts, not serving): appends
     /// up to `max_new_tokens`, stopping after an end-of-sequence token.
     pub fn generate_greedy(&self, prompt: &[i64], max_new_tokens: usize, device: Device) -> Vec<i64> {
+        self.generate_greedy_with(prompt, max_new_tokens, device, ForwardMode::default())
+    }
+
+    /// Greedy decoding under `mode` (adapters, fake quantization), e.g. to score the FP4 model.
+    pub fn generate_greedy_with(&self, prompt: &[i64], max_new_tokens: usize, device: Device, mode: ForwardMode) -> Vec<i64> {
         let mut ids = prompt.to_vec();
         tch::no_grad(|| {
             for _ in 0..max_new_tokens {
                 let input = Tensor::from_slice(&ids).to_device(device).unsqueeze(0);
-                let logits = self.forward(&input, ForwardMode::default()).logits;
+                let logits = self.forward(&input, mode).logits;
                 let next = logits.get(0).get(-1).argmax(-1, false).int64_value(&[]);
                 ids.push(next);
                 if self.config.eos_token_ids.contains(&next) {

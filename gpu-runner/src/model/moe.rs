@@ -4,6 +4,7 @@
 
 use tch::{Kind, Tensor};
 
+use super::adapters::{ActivationHook, Adapters, ExpertInput};
 use super::config::{ArchConfig, ExpertActivation, MoeSpec, Routing};
 use super::layers::{linear, DenseMlp};
 use super::params::{normal, Params, Role};
@@ -39,10 +40,23 @@ pub struct MoeBlock {
     down_proj_bias: Option<Tensor>,
     shared_expert: Option<(DenseMlp, Tensor)>,
     spec: MoeSpec,
+    /// Decoder layer index (activation hooks are per layer).
+    layer: usize,
+    /// Names of the fused expert weights (what expert LoRA adapters are keyed by).
+    gate_up_name: String,
+    down_name: String,
+}
+
+/// What the experts of one forward pass see besides their weights.
+#[derive(Default, Clone, Copy)]
+pub struct ExpertHooks<'a> {
+    pub transform: Option<WeightTransform<'a>>,
+    pub adapters: Option<&'a Adapters>,
+    pub inputs: Option<ActivationHook<'a>>,
 }
 
 impl MoeBlock {
-    pub fn new(p: &Params, c: &ArchConfig) -> Self {
+    pub fn new(p: &Params, c: &ArchConfig, layer: usize) -> Self {
         let (h, m) = (c.hidden_size, &c.moe);
         let (e, i) = (m.num_experts, m.intermediate_size);
         let router_path = p.sub(m.router_name);
@@ -64,7 +78,14 @@ impl MoeBlock {
                 (DenseMlp::new(&p.sub("shared_expert"), h, size, Role::SharedExpert), p.linear("shared_expert_gate", 1, h, Role::SharedExpert))
             }),
             spec: m.clone(),
+            layer,
+            gate_up_name: experts.name("gate_up_proj"),
+            down_name: experts.name("down_proj"),
         }
+    }
+
+    fn is_transposed(&self) -> bool {
+        matches!(self.spec.activation, ExpertActivation::GptOssClamped { .. })
     }
 
     /// Top-k experts and their weights from router logits, as the architecture's router computes them.
@@ -83,26 +104,36 @@ impl MoeBlock {
         }
     }
 
-    /// Expert weights as the forward pass uses them, with `transform` applied along the input dimension.
-    fn expert_weights(&self, transform: Option<WeightTransform>) -> (Tensor, Tensor) {
-        let Some(f) = transform else {
-            return (self.gate_up_proj.shallow_clone(), self.down_proj.shallow_clone());
+    /// Expert weights as the forward pass uses them: base plus LoRA update (merged before QAT sees
+    /// them, as PEFT's `ParamWrapper`), then `transform` applied along the input dimension.
+    pub fn expert_weights(&self, hooks: ExpertHooks) -> (Tensor, Tensor) {
+        let (experts, transposed) = (self.spec.num_experts, self.is_transposed());
+        let with_update = |w: &Tensor, name: &str| match hooks.adapters.and_then(|a| a.expert_delta(name, experts, transposed)) {
+            Some(delta) => w + delta,
+            None => w.shallow_clone(),
         };
-        match self.spec.activation {
-            ExpertActivation::SwiGlu => (f(&self.gate_up_proj), f(&self.down_proj)),
-            ExpertActivation::GptOssClamped { .. } => {
-                let along_input = |w: &Tensor| f(&w.transpose(1, 2)).transpose(1, 2);
-                (along_input(&self.gate_up_proj), along_input(&self.down_proj))
-            }
+        let gate_up = with_update(&self.gate_up_proj, &self.gate_up_name);
+        let down = with_update(&self.down_proj, &self.down_name);
+        let Some(f) = hooks.transform else { return (gate_up, down) };
+        if transposed {
+            let along_input = |w: &Tensor| f(&w.transpose(1, 2)).transpose(1, 2);
+            (along_input(&gate_up), along_input(&down))
+        } else {
+            (f(&gate_up), f(&down))
         }
     }
 
-    fn expert_forward(&self, x: &Tensor, expert: i64, gate_up: &Tensor, down: &Tensor) -> Tensor {
+    fn expert_forward(&self, x: &Tensor, expert: i64, gate_up: &Tensor, down: &Tensor, inputs: Option<ActivationHook>) -> Tensor {
+        let hook = |which: ExpertInput, x: Tensor| match inputs {
+            Some(f) => f(self.layer, which, &x),
+            None => x,
+        };
+        let x = hook(ExpertInput::GateUp, x.shallow_clone());
         match self.spec.activation {
             ExpertActivation::SwiGlu => {
-                let projected = linear(x, &gate_up.get(expert), None);
+                let projected = linear(&x, &gate_up.get(expert), None);
                 let parts = projected.chunk(2, -1);
-                linear(&(parts[0].silu() * &parts[1]), &down.get(expert), None)
+                linear(&hook(ExpertInput::Down, parts[0].silu() * &parts[1]), &down.get(expert), None)
             }
             ExpertActivation::GptOssClamped { alpha, limit } => {
                 let bias = |b: &Option<Tensor>| b.as_ref().expect("gpt-oss expert biases").get(expert);
@@ -110,13 +141,13 @@ impl MoeBlock {
                 let gate = projected.slice(-1, 0, None, 2).clamp_max(limit);
                 let up = projected.slice(-1, 1, None, 2).clamp(-limit, limit);
                 let glu = &gate * (&gate * alpha).sigmoid();
-                ((up + 1.0) * glu).matmul(&down.get(expert)) + bias(&self.down_proj_bias)
+                hook(ExpertInput::Down, (up + 1.0) * glu).matmul(&down.get(expert)) + bias(&self.down_proj_bias)
             }
         }
     }
 
     /// `x`: `[batch, seq, hidden]`. `training`: routing options to apply (None at evaluation).
-    pub fn forward(&self, x: &Tensor, training: Option<&RoutingOptions>, transform: Option<WeightTransform>) -> MoeOutput {
+    pub fn forward(&self, x: &Tensor, training: Option<&RoutingOptions>, hooks: ExpertHooks) -> MoeOutput {
         let shape = x.size();
         let hidden = *shape.last().expect("hidden dim");
         let tokens = x.reshape([-1, hidden]);
@@ -139,7 +170,7 @@ impl MoeBlock {
             .and_then(|o| o.capacity_factor)
             .map(|f| (f * (tokens.size()[0] * k) as f64 / num_experts as f64).ceil() as i64);
 
-        let (gate_up, down) = self.expert_weights(transform);
+        let (gate_up, down) = self.expert_weights(hooks);
         let mut out = tokens.zeros_like();
         let mut offset = 0;
         for (expert, &count) in counts.iter().enumerate() {
@@ -147,7 +178,7 @@ impl MoeBlock {
             if kept > 0 {
                 let idx = token_of_slot.narrow(0, offset, kept);
                 let gate_w = weight_of_slot.narrow(0, offset, kept).unsqueeze(1);
-                let y = self.expert_forward(&tokens.index_select(0, &idx), expert as i64, &gate_up, &down);
+                let y = self.expert_forward(&tokens.index_select(0, &idx), expert as i64, &gate_up, &down, hooks.inputs);
                 out = out.index_add(0, &idx, &(y * gate_w).to_kind(out.kind()));
             }
             offset += count;

@@ -66,10 +66,15 @@ impl<'a> Params<'a> {
         Params { target, prefix, recorded: self.recorded }
     }
 
+    /// The full name a parameter `leaf` created here gets.
+    pub fn name(&self, leaf: &str) -> String {
+        if self.prefix.is_empty() { leaf.to_string() } else { format!("{}.{leaf}", self.prefix) }
+    }
+
     /// A parameter initialised like transformers does (`init`); routers are created non-trainable
     /// because SFT keeps them frozen unless a job asks otherwise (DESIGN.md §1).
     pub fn param(&self, name: &str, shape: &[i64], role: Role, init: Init) -> Tensor {
-        let full = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
+        let full = self.name(name);
         self.recorded.borrow_mut().push(ParamInfo { name: full, shape: shape.to_vec(), role });
         match &self.target {
             Target::Shapes => Tensor::zeros([0], (Kind::Float, Device::Cpu)),

@@ -1,4 +1,13 @@
-//! Pure-Rust FP4 codecs (no libtorch): what checkpoints store, decoded exactly as the references do.
+//! Pure-Rust FP4 codecs (no libtorch): what checkpoints store, encoded and decoded exactly as the
+//! references do.
+//!
+//! * MXFP4 (OCP microscaling, gpt-oss checkpoints): 32 E2M1 codes share one E8M0 scale. Decoding is
+//!   transformers' `convert_moe_packed_tensors`; encoding picks the scale `2^(floor(log2 amax) − 2)` and
+//!   rounds to nearest, ties to even, saturating at 6 — the same values QAT trained against
+//!   (`quant::mxfp4`).
+//! * NVFP4 (modelopt): 16 E2M1 codes share one FP8-E4M3 scale, times one FP32 scale per tensor.
+//!   Encoding follows modelopt's `NVFP4QTensor.quantize` step by step in f32, so codes and scales are
+//!   bit-identical to its export.
 
 /// E2M1 values by 4-bit code (sign in bit 3), the table of transformers' `FP4_VALUES`.
 pub const E2M1_VALUES: [f32; 16] = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0];
@@ -35,6 +44,158 @@ pub fn mxfp4_decode(blocks: &[u8], scales: &[u8]) -> Result<Vec<f32>, String> {
     Ok(out)
 }
 
+/// E2M1 code of `x` (already divided by its block scale): nearest value, ties to even, saturating at
+/// ±6; the sign bit is set for negative inputs, including those that round to zero (as modelopt).
+pub fn e2m1_code(x: f32) -> u8 {
+    let magnitude = x.abs();
+    // Midpoints between neighbouring E2M1 values; at a midpoint the even code (even mantissa) wins.
+    let code = match magnitude {
+        m if m <= 0.25 => 0,
+        m if m < 0.75 => 1,
+        m if m <= 1.25 => 2,
+        m if m < 1.75 => 3,
+        m if m <= 2.5 => 4,
+        m if m < 3.5 => 5,
+        m if m <= 5.0 => 6,
+        _ => 7,
+    };
+    if x < 0.0 { code | 0x8 } else { code }
+}
+
+fn pack_pairs(codes: impl Iterator<Item = u8>, out: &mut Vec<u8>) {
+    let mut low = None;
+    for code in codes {
+        match low.take() {
+            None => low = Some(code),
+            Some(l) => out.push(l | (code << 4)),
+        }
+    }
+}
+
+/// Floor of log2 of a positive finite f32, exact (from the bits), with subnormals counted as 2^-126
+/// (the tensor path clamps its amax to `f32::MIN_POSITIVE` first).
+fn floor_log2(x: f32) -> i32 {
+    if x < f32::MIN_POSITIVE {
+        return -126;
+    }
+    ((x.to_bits() >> 23) & 0xFF) as i32 - 127
+}
+
+/// Encodes `values` (`rows × cols`, row-major, cols a multiple of 32) to MXFP4 blocks (`[rows, cols/32, 16]`)
+/// and E8M0 scales (`[rows, cols/32]`).
+pub fn mxfp4_encode(values: &[f32], cols: usize) -> Result<(Vec<u8>, Vec<u8>), String> {
+    if cols == 0 || cols % MXFP4_BLOCK != 0 || values.len() % cols != 0 {
+        return Err(format!("MXFP4 needs rows of a multiple of {MXFP4_BLOCK} values; got {} values in rows of {cols}", values.len()));
+    }
+    let groups = values.len() / MXFP4_BLOCK;
+    let (mut blocks, mut scales) = (Vec::with_capacity(groups * MXFP4_BLOCK_BYTES), Vec::with_capacity(groups));
+    for block in values.chunks_exact(MXFP4_BLOCK) {
+        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let exponent = (floor_log2(amax) - 2).clamp(-127, 127);
+        scales.push((exponent + 127) as u8);
+        let factor = pow2(exponent);
+        pack_pairs(block.iter().map(|&v| e2m1_code(v / factor)), &mut blocks);
+    }
+    Ok((blocks, scales))
+}
+
+/// Elements per NVFP4 block.
+pub const NVFP4_BLOCK: usize = 16;
+/// Largest FP8-E4M3 (fn variant) and E2M1 magnitudes: the global scale is `amax / (6 · 448)`.
+const E4M3_MAX: f32 = 448.0;
+const E2M1_MAX: f32 = 6.0;
+
+/// FP8-E4M3FN byte → f32 (bias 7, no infinities, 0x7F/0xFF NaN).
+pub fn e4m3_to_f32(byte: u8) -> f32 {
+    let sign = if byte & 0x80 != 0 { -1.0 } else { 1.0 };
+    let (exponent, mantissa) = (i32::from((byte >> 3) & 0x0F), f32::from(byte & 0x07));
+    let magnitude = match (exponent, byte & 0x7F) {
+        (_, 0x7F) => f32::NAN,
+        (0, _) => mantissa / 8.0 * pow2(-6),
+        _ => (1.0 + mantissa / 8.0) * pow2(exponent - 7),
+    };
+    sign * magnitude
+}
+
+/// f32 → FP8-E4M3FN with round-to-nearest-even, as torch's `.to(torch.float8_e4m3fn)`: magnitudes
+/// from 464 (the midpoint above 448) upward become NaN.
+pub fn f32_to_e4m3(x: f32) -> u8 {
+    let sign = if x.is_sign_negative() { 0x80 } else { 0 };
+    let magnitude = x.abs();
+    if magnitude.is_nan() || magnitude > 464.0 {
+        return sign | 0x7F;
+    }
+    // Codes 0..=0x7E are increasing in value: binary search the nearest, ties to the even code.
+    let (mut low, mut high) = (0u8, 0x7Eu8);
+    while high - low > 1 {
+        let mid = (low + high) / 2;
+        if e4m3_to_f32(mid) <= magnitude { low = mid } else { high = mid }
+    }
+    let (below, above) = (e4m3_to_f32(low), e4m3_to_f32(high));
+    let code = if magnitude - below < above - magnitude || (magnitude - below == above - magnitude && low % 2 == 0) || magnitude < below {
+        low
+    } else {
+        high
+    };
+    sign | code
+}
+
+/// An NVFP4-encoded tensor in modelopt's export layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nvfp4 {
+    /// `[rows, cols/2]`: two codes per byte, low nibble first.
+    pub packed: Vec<u8>,
+    /// `[rows, cols/16]` FP8-E4M3FN per-block scales.
+    pub block_scales: Vec<u8>,
+    /// The per-tensor scale `amax / (6 · 448)` (`weight_scale_2`).
+    pub global_scale: f32,
+}
+
+/// The global scale modelopt derives from a tensor's amax.
+pub fn nvfp4_global_scale(values: &[f32]) -> f32 {
+    values.iter().fold(0f32, |m, v| m.max(v.abs())) / (E2M1_MAX * E4M3_MAX)
+}
+
+/// Encodes `values` (`rows × cols`, cols a multiple of 16) as modelopt's `NVFP4QTensor.quantize` does:
+/// block scale `fp8(max(amax_b / (6 · global), 2^-9))` (1 for all-zero blocks), elements
+/// `e2m1(x / (scale · global))`.
+pub fn nvfp4_encode(values: &[f32], cols: usize, global_scale: f32) -> Result<Nvfp4, String> {
+    if cols == 0 || cols % NVFP4_BLOCK != 0 || values.len() % cols != 0 {
+        return Err(format!("NVFP4 needs rows of a multiple of {NVFP4_BLOCK} values; got {} values in rows of {cols}", values.len()));
+    }
+    let mut packed = Vec::with_capacity(values.len() / 2);
+    let mut block_scales = Vec::with_capacity(values.len() / NVFP4_BLOCK);
+    let denominator = E2M1_MAX * global_scale;
+    for block in values.chunks_exact(NVFP4_BLOCK) {
+        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let mut scale = amax / denominator;
+        if scale == 0.0 {
+            scale = 1.0;
+        }
+        let code = f32_to_e4m3(scale.max(pow2(-9)));
+        block_scales.push(code);
+        let factor = e4m3_to_f32(code) * global_scale;
+        pack_pairs(block.iter().map(|&v| e2m1_code(v / factor)), &mut packed);
+    }
+    Ok(Nvfp4 { packed, block_scales, global_scale })
+}
+
+/// Decodes as modelopt's `NVFP4QTensor.dequantize`: `lut[code] · (fp8 scale · global)` in f32.
+pub fn nvfp4_decode(encoded: &Nvfp4) -> Result<Vec<f32>, String> {
+    if encoded.packed.len() != encoded.block_scales.len() * NVFP4_BLOCK / 2 {
+        return Err(format!("NVFP4 data holds {} bytes but {} block scales need {}", encoded.packed.len(), encoded.block_scales.len(), encoded.block_scales.len() * 8));
+    }
+    let mut out = Vec::with_capacity(encoded.packed.len() * 2);
+    for (bytes, &scale) in encoded.packed.chunks_exact(NVFP4_BLOCK / 2).zip(&encoded.block_scales) {
+        let factor = e4m3_to_f32(scale) * encoded.global_scale;
+        for &byte in bytes {
+            out.push(E2M1_VALUES[(byte & 0x0F) as usize] * factor);
+            out.push(E2M1_VALUES[(byte >> 4) as usize] * factor);
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +223,54 @@ mod tests {
     #[test]
     fn refuses_mismatched_lengths() {
         assert!(mxfp4_decode(&[0; 15], &[127]).unwrap_err().contains("16 bytes per scale"));
+    }
+
+    #[test]
+    fn e2m1_rounds_to_nearest_even_and_saturates() {
+        let cases = [(0.25, 0), (0.26, 1), (0.75, 2), (1.25, 2), (1.75, 4), (2.5, 4), (3.5, 6), (5.0, 6), (5.01, 7), (100.0, 7), (-0.1, 8), (-6.0, 15)];
+        for (x, code) in cases {
+            assert_eq!(e2m1_code(x), code, "{x}");
+        }
+    }
+
+    #[test]
+    fn e4m3_round_trips_every_code_and_rounds_half_even() {
+        for code in 0..=0x7Eu8 {
+            assert_eq!(f32_to_e4m3(e4m3_to_f32(code)), code);
+        }
+        assert_eq!(e4m3_to_f32(0x7E), 448.0);
+        assert_eq!(e4m3_to_f32(0x01), 2f32.powi(-9));
+        assert_eq!(f32_to_e4m3(1.0625), f32_to_e4m3(1.0)); // halfway 1.0 | 1.125: even code (1.0)
+        assert_eq!(f32_to_e4m3(1.1875), f32_to_e4m3(1.25)); // halfway 1.125 | 1.25: even code (1.25)
+        assert_eq!(f32_to_e4m3(464.0), 0x7E);
+        assert_eq!(f32_to_e4m3(470.0), 0x7F);
+    }
+
+    #[test]
+    fn mxfp4_round_trip_keeps_grid_values() {
+        let mut values = vec![0f32; 64];
+        values[..8].copy_from_slice(&[6.0, -4.0, 3.0, 1.5, 0.5, -0.5, 2.0, 0.0]);
+        values[32] = 0.1; // scale 2^-6: 0.1 / 2^-6 = 6.4 saturates to 6
+        let (blocks, scales) = mxfp4_encode(&values, 64).unwrap();
+        assert_eq!(scales, vec![127, 127 - 6]);
+        let decoded = mxfp4_decode(&blocks, &scales).unwrap();
+        assert_eq!(&decoded[..8], &values[..8]);
+        assert_eq!(decoded[32], 6.0 * 2f32.powi(-6));
+    }
+
+    #[test]
+    fn nvfp4_round_trip_within_half_a_step() {
+        let values: Vec<f32> = (0..64).map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.013).collect();
+        let global = nvfp4_global_scale(&values);
+        let encoded = nvfp4_encode(&values, 32, global).unwrap();
+        assert_eq!((encoded.packed.len(), encoded.block_scales.len()), (32, 4));
+        let decoded = nvfp4_decode(&encoded).unwrap();
+        for (block, out) in values.chunks(16).zip(decoded.chunks(16)) {
+            let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (x, y) in block.iter().zip(out) {
+                assert!((x - y).abs() <= amax / 6.0 + 1e-6, "{x} vs {y}");
+            }
+        }
+        assert!(nvfp4_encode(&values, 24, global).is_err());
     }
 }

@@ -10,7 +10,7 @@ const E2M1_EMAX: f64 = 2.0;
 
 /// Rounds magnitudes already divided by the block scale to the E2M1 grid {0, .5, 1, 1.5, 2, 3, 4, 6},
 /// to nearest, ties to even (torch.round), saturating at 6.
-fn round_to_e2m1(scaled: &Tensor) -> Tensor {
+pub fn round_to_e2m1(scaled: &Tensor) -> Tensor {
     let magnitude = scaled.abs();
     let fine = (&magnitude * 2.0).round() / 2.0; // [0, 2): steps of 0.5
     let mid = magnitude.round(); // [2, 4): steps of 1
@@ -28,8 +28,10 @@ pub fn quantize_dequantize(w: &Tensor) -> Tensor {
     let w32 = w.to_kind(Kind::Float);
     let blocks = w32.reshape([-1, BLOCK]);
     let amax = blocks.abs().amax([-1].as_slice(), true);
-    // An all-zero block gets the smallest scale; its elements quantize to zero either way.
-    let exponent = (amax.clamp_min(f32::MIN_POSITIVE as f64).log2().floor() - E2M1_EMAX).clamp(-127.0, 127.0);
+    // floor(log2 amax) exactly, from frexp (amax = m·2^e, m ∈ [0.5, 1)), as the pure-Rust encoder
+    // reads it from the bits; an all-zero block gets the smallest scale (its elements are zero anyway).
+    let (_, e) = amax.clamp_min(f32::MIN_POSITIVE as f64).frexp();
+    let exponent = (e.to_kind(Kind::Float) - 1.0 - E2M1_EMAX).clamp(-127.0, 127.0);
     let scale = Tensor::from(2.0f32).to_device(w.device()).pow(&exponent);
     let dequantized = round_to_e2m1(&(&blocks / &scale)) * scale;
     dequantized.reshape(shape.as_slice()).to_kind(w.kind())
@@ -75,5 +77,21 @@ mod tests {
         y.backward();
         let grad = Vec::<f32>::try_from(w.grad().flatten(0, -1)).unwrap();
         assert!(grad.iter().all(|&g| g == 1.0));
+    }
+}
+
+#[cfg(test)]
+mod codec_tests {
+    use super::*;
+    use crate::quant::fp4;
+
+    #[test]
+    fn fake_quantization_equals_the_exported_codes() {
+        let w = Tensor::randn([8, 128], (Kind::Float, tch::Device::Cpu)) * 0.03;
+        let values = Vec::<f32>::try_from(w.flatten(0, -1)).unwrap();
+        let (blocks, scales) = fp4::mxfp4_encode(&values, 128).unwrap();
+        let expected = fp4::mxfp4_decode(&blocks, &scales).unwrap();
+        let got = Vec::<f32>::try_from(quantize_dequantize(&w).flatten(0, -1)).unwrap();
+        assert_eq!(got, expected);
     }
 }

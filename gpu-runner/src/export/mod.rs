@@ -1,0 +1,54 @@
+//! What a job produces, written in the layouts the standard tools load: the merged checkpoint (HF
+//! layout), the LoRA adapter (PEFT), and the FP4 checkpoint (gpt-oss MXFP4 or modelopt NVFP4).
+
+pub mod fp4;
+
+use std::path::{Path, PathBuf};
+
+use tch::{nn, Kind};
+
+use crate::model::MoeModel;
+use crate::text::TextCodec;
+
+/// Shard size of exported checkpoints.
+pub const MAX_SHARD_BYTES: u64 = 2 << 30;
+
+/// Writes config.json, the weights (HF names, sharded above 2 GiB) and tokenizer.json into `dir`.
+pub fn write_hf_checkpoint(model: &MoeModel, vars: &nn::VarStore, codec: &TextCodec, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut written = model.save_pretrained(vars, dir, Kind::Float, MAX_SHARD_BYTES)?;
+    written.push(write_tokenizer(codec, dir)?);
+    Ok(written)
+}
+
+pub fn write_tokenizer(codec: &TextCodec, dir: &Path) -> anyhow::Result<PathBuf> {
+    let tokenizer_path = dir.join("tokenizer.json");
+    std::fs::write(&tokenizer_path, &codec.tokenizer_json)?;
+    Ok(tokenizer_path)
+}
+
+/// Writes every output of a finished job under `dir` and returns `(artifact name, path)` pairs:
+/// `merged/…` (HF checkpoint), `adapter/…` (PEFT, LoRA jobs), `{mxfp4|nvfp4}/…` (FP4 checkpoint)
+/// and `eval_report.json`.
+pub fn write_job_outputs(output: &crate::train::TrainOutput, spec: &moetune_types::TrainingSpec, dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let mut artifacts = Vec::new();
+    let mut add = |prefix: &str, files: Vec<PathBuf>| {
+        for path in files {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            artifacts.push((format!("{prefix}{name}"), path));
+        }
+    };
+    add("merged/", write_hf_checkpoint(&output.model, &output.vars, &output.codec, &dir.join("merged"))?);
+    if let Some(adapters) = &output.adapters {
+        let adapter_dir = dir.join("adapter");
+        add("adapter/", crate::train::lora::save_peft(adapters, &spec.moe.lora, &output.model, &spec.model, &adapter_dir)?);
+    }
+    let format = spec.moe.qat.format;
+    let fp4_dir = dir.join(format.as_str());
+    let mut fp4_files = fp4::write(&output.model, &output.vars, format, output.activation_amax.as_ref(), &fp4_dir)?;
+    fp4_files.push(write_tokenizer(&output.codec, &fp4_dir)?);
+    add(&format!("{}/", format.as_str()), fp4_files);
+    let report = dir.join("eval_report.json");
+    std::fs::write(&report, serde_json::to_vec_pretty(&output.report)?)?;
+    add("", vec![report]);
+    Ok(artifacts)
+}

@@ -1,0 +1,75 @@
+//! Hooks a forward pass applies on top of the base weights: LoRA updates (attention projections and
+//! fused expert weights, in PEFT's layouts) and activation fake-quantization of the expert inputs.
+//!
+//! The model code only names the weight it is about to use; what is applied is decided here, so the
+//! architectures stay free of training concerns.
+
+use std::collections::HashMap;
+
+use tch::Tensor;
+
+/// One LoRA pair in PEFT's layout.
+///
+/// * Linear `[out, in]` weights: `a` is `[r, in]`, `b` is `[out, r]`; the update is `scale · b · a`.
+/// * Fused experts `[E, d1, d2]` (PEFT `ParamWrapper`): `a` is `[E·r, in]` with row `e·r + j`, `b` is
+///   `[out, r·E]` with column `j·E + e` (rank-major), so expert `e` gets `scale · b_e · a_e`.
+pub struct LoraPair {
+    pub a: Tensor,
+    pub b: Tensor,
+}
+
+/// Which expert projection an activation hook sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExpertInput {
+    GateUp,
+    Down,
+}
+
+/// Applied to the input activations of a layer's experts (NVFP4 W4A4 QAT and its calibration).
+pub type ActivationHook<'a> = &'a dyn Fn(usize, ExpertInput, &Tensor) -> Tensor;
+
+pub struct Adapters {
+    /// `alpha / r`, or `alpha / sqrt(r)` with rsLoRA.
+    pub scale: f64,
+    /// Dropout on the adapters' inputs (linear targets only), active while `training`.
+    pub dropout: f64,
+    pub training: std::cell::Cell<bool>,
+    /// Keyed by the base weight's name, e.g. `model.layers.0.self_attn.q_proj.weight`.
+    pub linear: HashMap<String, LoraPair>,
+    /// Keyed by the fused parameter's name, e.g. `model.layers.0.mlp.experts.gate_up_proj`.
+    pub experts: HashMap<String, LoraPair>,
+}
+
+impl Adapters {
+    /// `x · Wᵀ (+ bias)` plus the low-rank update computed on the activations, as PEFT's `lora.Linear`.
+    pub fn linear(&self, name: &str, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
+        let base = x.linear(weight, bias);
+        let Some(pair) = self.linear.get(name) else { return base };
+        let input = if self.dropout > 0.0 { x.dropout(self.dropout, self.training.get()) } else { x.shallow_clone() };
+        base + input.linear(&pair.a, None::<Tensor>).linear(&pair.b, None::<Tensor>) * self.scale
+    }
+
+    /// The update of a fused expert parameter, shaped like it (`transposed`: stored `[E, in, out]`).
+    pub fn expert_delta(&self, name: &str, experts: i64, transposed: bool) -> Option<Tensor> {
+        let pair = self.experts.get(name)?;
+        Some(expert_delta(pair, self.scale, experts, transposed))
+    }
+}
+
+/// `[E, out, in]` (or `[E, in, out]` when `transposed`) from PEFT's expert-major `a` and rank-major `b`.
+pub fn expert_delta(pair: &LoraPair, scale: f64, experts: i64, transposed: bool) -> Tensor {
+    let (out, in_features) = (pair.b.size()[0], pair.a.size()[1]);
+    let rank = pair.a.size()[0] / experts;
+    let a = pair.a.view([experts, rank, in_features]);
+    let b = pair.b.view([out, rank, experts]).permute([2, 0, 1]);
+    let delta = b.bmm(&a) * scale;
+    if transposed { delta.transpose(1, 2) } else { delta }
+}
+
+/// Linear with optional adapters: the common path of every adaptable projection.
+pub fn adapted_linear(adapters: Option<&Adapters>, name: &str, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
+    match adapters {
+        Some(a) => a.linear(name, x, weight, bias),
+        None => x.linear(weight, bias),
+    }
+}

@@ -1,0 +1,55 @@
+//! NVFP4 fake quantization for QAT, computed step for step as modelopt computes its export (and as
+//! `quant::fp4::nvfp4_encode` does in pure Rust), so the exported checkpoint holds exactly the values
+//! the model was trained against: a per-tensor scale `amax / (6 · 448)`, per 16 elements an FP8-E4M3
+//! scale, E2M1 elements rounded to nearest even.
+
+use tch::{Kind, Tensor};
+
+use super::mxfp4::round_to_e2m1;
+
+pub const BLOCK: i64 = 16;
+
+/// Quantize-dequantize along the last dimension (a multiple of 16). `global_amax`: the amax the
+/// per-tensor scale comes from; `None` = this tensor's own amax (weights; activations pass their
+/// calibrated amax).
+pub fn quantize_dequantize(x: &Tensor, global_amax: Option<&Tensor>) -> Tensor {
+    let shape = x.size();
+    let cols = *shape.last().expect("tensor has a last dimension");
+    assert_eq!(cols % BLOCK, 0, "NVFP4 needs the input dimension to be a multiple of {BLOCK}, got {cols}");
+    let x32 = x.to_kind(Kind::Float);
+    let amax = match global_amax {
+        Some(a) => a.to_kind(Kind::Float),
+        None => x32.abs().amax([] as [i64; 0], false),
+    };
+    let global = amax / (6.0 * 448.0);
+    let blocks = x32.reshape([-1, BLOCK]);
+    let block_amax = blocks.abs().amax([-1].as_slice(), true);
+    let scale = &block_amax / (&global * 6.0);
+    let scale = scale.where_self(&scale.ne(0.0), &scale.ones_like());
+    // The FP8 round trip is the quantization of the scale itself.
+    let scale = scale.clamp_min(2f64.powi(-9)).to_kind(Kind::Float8e4m3fn).to_kind(Kind::Float);
+    let factor = scale * &global;
+    let dequantized = round_to_e2m1(&(&blocks / &factor)) * factor;
+    dequantized.reshape(shape.as_slice()).to_kind(x.kind())
+}
+
+/// Straight-through estimator: forward sees NVFP4 values, backward the identity.
+pub fn fake_quantize_ste(x: &Tensor, global_amax: Option<&Tensor>) -> Tensor {
+    x + (quantize_dequantize(x, global_amax) - x).detach()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::fp4;
+
+    #[test]
+    fn matches_the_pure_rust_encoder_bit_for_bit() {
+        let w = Tensor::randn([8, 64], (Kind::Float, tch::Device::Cpu)) * 0.05;
+        let values = Vec::<f32>::try_from(w.flatten(0, -1)).unwrap();
+        let encoded = fp4::nvfp4_encode(&values, 64, fp4::nvfp4_global_scale(&values)).unwrap();
+        let expected = fp4::nvfp4_decode(&encoded).unwrap();
+        let got = Vec::<f32>::try_from(quantize_dequantize(&w, None).flatten(0, -1)).unwrap();
+        assert_eq!(got, expected);
+    }
+}

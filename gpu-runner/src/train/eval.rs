@@ -1,0 +1,132 @@
+//! Evaluation: validation loss and next-token accuracy, routing agreement between two models, and
+//! task accuracy on prompts with expected answers.
+
+use moetune_types::EvalPrompt;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use super::data::{collate, Sample, IGNORE};
+use crate::model::{ForwardMode, MoeModel};
+use crate::text::TextCodec;
+
+/// A padded batch: ids, labels and the `[batch·seq]` mask of real (non-padding) positions.
+pub struct Batch {
+    pub ids: Tensor,
+    pub labels: Tensor,
+    pub valid: Tensor,
+}
+
+impl Batch {
+    pub fn new(samples: &[&Sample], pad: i64, device: Device) -> Self {
+        let (ids, labels) = collate(samples, pad, device);
+        let width = ids.size()[1];
+        let lengths = Tensor::from_slice(&samples.iter().map(|s| s.ids.len() as i64).collect::<Vec<_>>()).to(device);
+        let valid = Tensor::arange(width, (Kind::Int64, device)).unsqueeze(0).lt_tensor(&lengths.unsqueeze(1)).flatten(0, -1);
+        Self { ids, labels, valid }
+    }
+
+    pub fn tokens(&self) -> i64 {
+        self.valid.sum(Kind::Int64).int64_value(&[])
+    }
+}
+
+/// Next-token cross entropy over labelled positions, and (loss sum, correct, count) for reporting.
+pub fn token_loss(logits: &Tensor, labels: &Tensor) -> Tensor {
+    let (vocab, t) = (logits.size()[2], labels.size()[1]);
+    let shifted_logits = logits.narrow(1, 0, t - 1).reshape([-1, vocab]).to_kind(Kind::Float);
+    let shifted_labels = labels.narrow(1, 1, t - 1).reshape([-1]);
+    shifted_logits.cross_entropy_loss::<Tensor>(&shifted_labels, None, tch::Reduction::Mean, IGNORE, 0.0)
+}
+
+/// Validation figures of one model variant.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Scores {
+    pub loss: f64,
+    pub token_accuracy: f64,
+}
+
+/// Loss (token-weighted) and accuracy of `mode` over `batches`; also each batch's per-layer top-k.
+pub fn score(model: &MoeModel, mode: ForwardMode, batches: &[Batch]) -> (Scores, Vec<Vec<Tensor>>) {
+    tch::no_grad(|| {
+        let (mut loss_sum, mut correct, mut count) = (0.0, 0i64, 0i64);
+        let mut top_k = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let out = model.forward(&batch.ids, mode);
+            let t = batch.ids.size()[1];
+            let labels = batch.labels.narrow(1, 1, t - 1);
+            let mask = labels.ne(IGNORE);
+            let n = mask.sum(Kind::Int64).int64_value(&[]);
+            let predicted = out.logits.narrow(1, 0, t - 1).argmax(-1, false);
+            correct += predicted.eq_tensor(&labels).logical_and(&mask).sum(Kind::Int64).int64_value(&[]);
+            loss_sum += token_loss(&out.logits, &batch.labels).double_value(&[]) * n as f64;
+            count += n;
+            top_k.push(out.router_top_k.into_iter().map(|(_, k)| k.sort(-1, false).0.to_device(Device::Cpu)).collect());
+        }
+        let count_f = count.max(1) as f64;
+        (Scores { loss: loss_sum / count_f, token_accuracy: correct as f64 / count_f }, top_k)
+    })
+}
+
+/// Per MoE layer, the fraction of real tokens whose top-k expert set is the same in both runs.
+pub fn routing_agreement(reference: &[Vec<Tensor>], other: &[Vec<Tensor>], batches: &[Batch]) -> Vec<f64> {
+    let layers = reference.first().map_or(0, Vec::len);
+    (0..layers)
+        .map(|layer| {
+            let (mut same, mut total) = (0i64, 0i64);
+            for ((a, b), batch) in reference.iter().zip(other).zip(batches) {
+                let valid = batch.valid.to_device(Device::Cpu);
+                let equal = a[layer].eq_tensor(&b[layer]).all_dim(-1, false).logical_and(&valid);
+                same += equal.sum(Kind::Int64).int64_value(&[]);
+                total += valid.sum(Kind::Int64).int64_value(&[]);
+            }
+            same as f64 / total.max(1) as f64
+        })
+        .collect()
+}
+
+/// Lowercase, trim, collapse whitespace and drop trailing punctuation: "exact match after normalisation".
+pub fn normalize_answer(text: &str) -> String {
+    let lowered = text.to_lowercase();
+    let collapsed = lowered.split_whitespace().collect::<Vec<_>>().join(" ");
+    collapsed.trim_end_matches(['.', '!', '?', ',', ';', ':']).to_string()
+}
+
+/// Fraction of prompts whose greedy answer matches the expected one.
+pub fn task_accuracy(model: &MoeModel, mode: ForwardMode, codec: &TextCodec, prompts: &[(Vec<i64>, String)], device: Device) -> f64 {
+    if prompts.is_empty() {
+        return 0.0;
+    }
+    let hits = prompts
+        .iter()
+        .filter(|(ids, answer)| {
+            let max_new = (codec.encode(answer).map_or(16, |a| a.len()) + 8).min(256);
+            let mut generated = model.generate_greedy_with(ids, max_new, device, mode);
+            generated.retain(|t| !model.config.eos_token_ids.contains(t));
+            let text = codec.decode(&generated).unwrap_or_default();
+            normalize_answer(&text) == normalize_answer(answer)
+        })
+        .count();
+    hits as f64 / prompts.len() as f64
+}
+
+/// Prompt ids of the job's eval prompts, rendered like training prompts.
+pub fn encode_eval_prompts(codec: &TextCodec, prompts: &[EvalPrompt]) -> anyhow::Result<Vec<(Vec<i64>, String)>> {
+    prompts
+        .iter()
+        .map(|p| {
+            let example = moetune_types::Example { system: None, instruction: p.prompt.clone(), input: String::new(), response: String::new(), messages: vec![] };
+            Ok((codec.encode_prompt(&example)?, p.answer.clone()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_normalised() {
+        assert_eq!(normalize_answer("  The  Answer is 42. "), "the answer is 42");
+        assert_eq!(normalize_answer("YES!"), "yes");
+    }
+}

@@ -1,0 +1,353 @@
+//! The SFT → QAT workflow on one device (DESIGN.md §1): SFT (LoRA or full, router frozen or trained
+//! under the load-balancing loss) watched by the expert-usage monitor; evaluation of the SFT model and
+//! of its post-training quantization (PTQ); LoRA merged; QAT with FP4 fake-quantized experts; evaluation
+//! again. Checkpoints along the way make the job resumable with identical subsequent losses.
+
+pub mod data;
+pub mod eval;
+pub mod lora;
+pub mod monitor;
+pub mod optim;
+pub mod quantizer;
+pub mod resume;
+pub mod router;
+mod stage;
+
+use anyhow::{bail, Context};
+use moetune_types::{Example, QatFormat, RouterMode, RunnerEventKind, SftMethod, TrainingSpec};
+use tch::nn;
+use tch::{Device, Kind, Tensor};
+
+use self::data::Sample;
+use self::eval::{Batch, Scores};
+use self::quantizer::{Calibrator, Quantizer};
+use self::resume::{Progress, ResumePoint, SftEval};
+use self::stage::{Stage, StageKind};
+use crate::export::fp4::ActivationAmax;
+use crate::model::params::Role;
+use crate::model::{tiny, Adapters, ExpertInput, ForwardMode, MoeModel};
+use crate::text::TextCodec;
+
+/// Where training reports to: events for the job log, and checkpoints to persist.
+pub trait Reporter {
+    fn event(&mut self, event: RunnerEventKind);
+    /// A complete checkpoint directory to store (the runner uploads it to S3).
+    fn checkpoint(&mut self, name: &str, stage: &str, step: u32, dir: &std::path::Path) -> anyhow::Result<()>;
+}
+
+/// Training and validation examples of a job.
+pub struct JobData {
+    pub train: Vec<Example>,
+    /// From the job's `validation_file`; empty = split off `validation_split` of `train`.
+    pub validation: Vec<Example>,
+}
+
+/// What the workflow produced.
+pub struct TrainOutput {
+    pub model: MoeModel,
+    pub vars: nn::VarStore,
+    pub codec: TextCodec,
+    /// The SFT adapters (unmerged values) when the SFT method was LoRA.
+    pub adapters: Option<Adapters>,
+    pub activation_amax: Option<ActivationAmax>,
+    pub trained_tokens: i64,
+    /// Job result: steps, losses, stop reason and the evaluation report.
+    pub summary: serde_json::Value,
+    pub report: serde_json::Value,
+}
+
+/// The base model and its tokenizer: the built-in tiny model, or a Hugging Face model directory.
+pub fn base_model(name: &str, device: Device) -> anyhow::Result<(nn::VarStore, MoeModel, TextCodec)> {
+    if name == tiny::NAME {
+        let vars = nn::VarStore::new(device);
+        let model = crate::model::new_seeded(&vars, tiny::config(), tiny::BASE_SEED);
+        return Ok((vars, model, TextCodec::tiny()?));
+    }
+    let dir = std::path::Path::new(name);
+    if dir.join("config.json").exists() {
+        // Training runs in fp32 (DESIGN.md §4: bf16 is not usable on CPU; on CUDA this is a later option).
+        let (vars, model) = MoeModel::load_dir(dir, device, Kind::Float)?;
+        return Ok((vars, model, TextCodec::from_dir(dir)?));
+    }
+    bail!("model '{name}' is not available on this runner (supported: {}, or a local model directory)", tiny::NAME)
+}
+
+/// Sets which base weights get gradients: `roles` trainable, everything else frozen.
+fn set_trainable(model: &MoeModel, vars: &nn::VarStore, roles: &[Role]) -> Vec<optim::Trainable> {
+    let variables = vars.variables();
+    let mut trainables = Vec::new();
+    for info in &model.params {
+        let Some(tensor) = variables.get(&info.name) else { continue };
+        let on = roles.contains(&info.role);
+        let _ = tensor.shallow_clone().set_requires_grad(on);
+        if on {
+            let decay = info.shape.len() >= 2; // no weight decay on biases and norms
+            trainables.push(optim::Trainable { name: info.name.clone(), tensor: tensor.shallow_clone(), decay });
+        }
+    }
+    trainables
+}
+
+/// Roles full fine-tuning and QAT train: attention and experts (shared and dense MLPs too); the router
+/// only when the job trains it. Embeddings, norms and the LM head stay as pre-trained.
+fn full_roles(router: RouterMode) -> Vec<Role> {
+    let mut roles = vec![Role::Attention, Role::Expert, Role::SharedExpert, Role::DenseMlp];
+    if router == RouterMode::Train {
+        roles.push(Role::Router);
+    }
+    roles
+}
+
+fn batches(samples: &[Sample], batch: usize, pad: i64, device: Device, limit: usize) -> Vec<Batch> {
+    samples.chunks(batch).take(limit).map(|chunk| Batch::new(&chunk.iter().collect::<Vec<_>>(), pad, device)).collect()
+}
+
+/// Runs the workflow. `resume`: a checkpoint to continue from (a previous attempt's latest).
+pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<ResumePoint>, reporter: &mut dyn Reporter) -> anyhow::Result<TrainOutput> {
+    let options = &spec.moe;
+    let (vars, model, codec) = base_model(&spec.model, device)?;
+    let (train_examples, validation_examples) = if data.validation.is_empty() {
+        data::split_validation(data.train, options.validation_split)
+    } else {
+        (data.train, data.validation)
+    };
+    let seq_len = options.seq_len as usize;
+    let mut samples = data::tokenize(&codec, &train_examples, seq_len, options.response_only_loss)?;
+    if options.packing {
+        samples = data::pack(samples, seq_len);
+    }
+    let validation = if validation_examples.is_empty() {
+        reporter.event(info("No validation data (set validation_file or validation_split): evaluating on the first training batches"));
+        samples.clone()
+    } else {
+        data::tokenize(&codec, &validation_examples, seq_len, options.response_only_loss)?
+    };
+    let (pad, batch) = (codec.pad_id(), spec.batch_size as usize);
+    let eval_batches = batches(&validation, batch, pad, device, 8);
+    let diagnostic = diagnostic_batches(&codec, options, &validation_examples.iter().chain(&train_examples).cloned().collect::<Vec<_>>(), pad, device)?;
+    let eval_prompts = eval::encode_eval_prompts(&codec, &options.eval_prompts)?;
+
+    let steps_per_epoch = samples.len().div_ceil(batch * options.gradient_accumulation_steps as usize).max(1) as u32;
+    let sft_steps = options.max_steps.unwrap_or(spec.n_epochs * steps_per_epoch).max(1);
+    let mut progress = resume.as_ref().map(|r| r.progress.clone()).unwrap_or_else(|| Progress::new(samples.len(), batch, spec.seed));
+    let adapters = (options.sft_method == SftMethod::Lora).then(|| lora::create(&model, &options.lora, device));
+    let base_scores = *progress.base.get_or_insert_with(|| eval::score(&model, ForwardMode::default(), &eval_batches).0);
+    let task = |mode: ForwardMode| (!eval_prompts.is_empty()).then(|| eval::task_accuracy(&model, mode, &codec, &eval_prompts, device));
+    let base_task = task(ForwardMode::default());
+
+    let mut quantizer = Quantizer { format: options.qat.format, activations: None };
+    let sft_top_k = if progress.stage == StageKind::Sft {
+        // ---- SFT ----
+        let roles = match (options.sft_method, options.router.mode) {
+            (SftMethod::Full, mode) => full_roles(mode),
+            (SftMethod::Lora, RouterMode::Train) => vec![Role::Router],
+            (SftMethod::Lora, RouterMode::Freeze) => vec![],
+        };
+        let mut trainables = set_trainable(&model, &vars, &roles);
+        if let Some(a) = &adapters {
+            trainables.extend(lora::trainables(a));
+        }
+        let router = if options.router.mode == RouterMode::Train { "trained under the load-balancing loss" } else { "frozen" };
+        reporter.event(info(&format!(
+            "SFT ({}): {sft_steps} steps, batch {batch}×{} accumulation, {} sequences, router {router}; base validation loss {:.4}",
+            serde_json::to_value(options.sft_method)?.as_str().unwrap_or("lora"),
+            options.gradient_accumulation_steps,
+            samples.len(),
+            base_scores.loss
+        )));
+        let warmup = (f64::from(sft_steps) * options.warmup_ratio) as u32;
+        let stage = Stage { kind: StageKind::Sft, steps: sft_steps, peak_lr: options.learning_rate, warmup, spec, pad, device };
+        let mode = ForwardMode { adapters: adapters.as_ref(), ..Default::default() };
+        stage.train(&model, &vars, mode, trainables, &samples, &eval_batches, &diagnostic, &mut progress, resume.as_ref(), adapters.as_ref(), reporter)?;
+
+        // ---- SFT and PTQ evaluation ----
+        let (sft, sft_top_k) = eval::score(&model, mode, &eval_batches);
+        if options.qat.quantize_activations {
+            quantizer.activations = Some(calibrate(&model, mode, &samples, options.qat.calibration_batches as usize, batch, pad, device));
+            progress.activation_amax = quantizer.activations.as_ref().map(resume::amax_to_json);
+        }
+        let weight_hook = |w: &Tensor| quantizer.weights(w);
+        let act_hook = |layer: usize, which: ExpertInput, x: &Tensor| quantizer.activation(layer, which, x);
+        let ptq_mode = fp4_mode(&weight_hook, options.qat.quantize_activations.then_some(&act_hook), adapters.as_ref());
+        let (ptq, ptq_top_k) = eval::score(&model, ptq_mode, &eval_batches);
+        progress.sft_eval = Some(SftEval {
+            sft,
+            sft_task: task(mode),
+            ptq,
+            ptq_task: task(ptq_mode),
+            ptq_agreement: eval::routing_agreement(&sft_top_k, &ptq_top_k, &eval_batches),
+        });
+
+        // ---- merge LoRA; the stage-end checkpoint is where QAT starts ----
+        if let Some(a) = &adapters {
+            lora::merge_into(a, &model, &vars)?;
+        }
+        progress.enter_qat(samples.len(), batch, spec.seed);
+        let trainables = set_trainable(&model, &vars, &full_roles(options.router.mode));
+        let mut extra = vec![(resume::SFT_TOP_K, top_k_tensors(&sft_top_k))];
+        if let Some(a) = &adapters {
+            extra.push((resume::ADAPTERS, lora::named_tensors(a)));
+        }
+        let qat_stage = Stage { kind: StageKind::Qat, steps: options.qat.steps, peak_lr: options.qat.learning_rate, warmup: 0, spec, pad, device };
+        qat_stage.checkpoint("sft-final", &progress, &optim::AdamW::new(trainables, options.weight_decay), &extra, reporter)?;
+        sft_top_k
+    } else {
+        // Resumed after SFT: adapters (for the export), SFT routing and calibration come from the checkpoint.
+        let point = resume.as_ref().expect("a job past SFT was resumed");
+        if let Some(a) = &adapters {
+            lora::load_values(a, &point.dir.join(resume::ADAPTERS))?;
+        }
+        if let Some(saved) = &progress.activation_amax {
+            quantizer.activations = Some(resume::amax_from_json(saved)?);
+        }
+        top_k_from_tensors(&resume::read(&point.dir.join(resume::SFT_TOP_K))?)
+    };
+    let sft_eval = progress.sft_eval.clone().context("SFT evaluation missing from the checkpoint")?;
+
+    // ---- QAT ----
+    let weight_hook = |w: &Tensor| quantizer.weights(w);
+    let act_hook = |layer: usize, which: ExpertInput, x: &Tensor| quantizer.activation(layer, which, x);
+    let qat_mode = fp4_mode(&weight_hook, options.qat.quantize_activations.then_some(&act_hook), None);
+    let qat_steps = if progress.stopped_early() { 0 } else { options.qat.steps };
+    if progress.stage == StageKind::Qat && qat_steps > 0 {
+        let trainables = set_trainable(&model, &vars, &full_roles(options.router.mode));
+        reporter.event(info(&format!(
+            "QAT ({} {}): {qat_steps} steps at lr {:e}; validation loss after SFT {:.4}, after PTQ {:.4}",
+            options.qat.format.as_str(),
+            if options.qat.quantize_activations { "weights+activations" } else { "weight-only" },
+            options.qat.learning_rate,
+            sft_eval.sft.loss,
+            sft_eval.ptq.loss
+        )));
+        let stage = Stage { kind: StageKind::Qat, steps: qat_steps, peak_lr: options.qat.learning_rate, warmup: 0, spec, pad, device };
+        let optimizer = stage.train(&model, &vars, qat_mode, trainables, &samples, &eval_batches, &diagnostic, &mut progress, resume.as_ref(), None, reporter)?;
+        progress.stage = StageKind::Done;
+        stage.checkpoint("qat-final", &progress, &optimizer, &[], reporter)?;
+    } else if progress.stage == StageKind::Done {
+        let point = resume.as_ref().expect("a finished job was resumed");
+        let mut optimizer = optim::AdamW::new(set_trainable(&model, &vars, &full_roles(options.router.mode)), options.weight_decay);
+        point.restore(&mut optimizer)?;
+    }
+    set_trainable(&model, &vars, &[]);
+    let (qat, qat_top_k) = eval::score(&model, qat_mode, &eval_batches);
+    let qat_task = task(qat_mode);
+
+    let report = report(
+        options.qat.format,
+        [("base", base_scores, base_task), ("sft", sft_eval.sft, sft_eval.sft_task), ("ptq", sft_eval.ptq, sft_eval.ptq_task), ("sft_qat", qat, qat_task)],
+        sft_eval.ptq_agreement.clone(),
+        eval::routing_agreement(&sft_top_k, &qat_top_k, &eval_batches),
+        model.moe_layer_indices(),
+    );
+    reporter.event(RunnerEventKind::Evaluation { report: report.clone() });
+    let summary = serde_json::json!({
+        "device": format!("{device:?}").to_lowercase(),
+        "dtype": "float32",
+        "sft": { "method": options.sft_method, "steps": progress.sft_steps_done, "first_loss": progress.sft_losses.first(), "last_loss": progress.sft_losses.last() },
+        "qat": { "format": options.qat.format, "steps": progress.qat_steps_done, "first_loss": progress.qat_losses.first(), "last_loss": progress.qat_losses.last() },
+        "stop_reason": progress.stop_reason.clone().unwrap_or_else(|| "completed".into()),
+        "eval": report["table"].clone(),
+        "routing_agreement": report["routing_agreement"].clone(),
+    });
+    let activation_amax = quantizer.activations.take();
+    Ok(TrainOutput { model, vars, codec, adapters, activation_amax, trained_tokens: progress.tokens, summary, report })
+}
+
+type WeightHook<'a> = &'a dyn Fn(&Tensor) -> Tensor;
+type ActHook<'a> = &'a dyn Fn(usize, ExpertInput, &Tensor) -> Tensor;
+
+/// The FP4 forward: fake-quantized expert weights (and activations), optionally with adapters.
+fn fp4_mode<'a>(weights: WeightHook<'a>, activations: Option<ActHook<'a>>, adapters: Option<&'a Adapters>) -> ForwardMode<'a> {
+    ForwardMode { expert_transform: Some(weights), expert_inputs: activations, adapters, ..Default::default() }
+}
+
+fn top_k_tensors(top_k: &[Vec<Tensor>]) -> Vec<(String, Tensor)> {
+    top_k.iter().enumerate().flat_map(|(b, layers)| layers.iter().enumerate().map(move |(l, t)| (format!("{b}.{l}"), t.shallow_clone()))).collect()
+}
+
+fn top_k_from_tensors(saved: &std::collections::HashMap<String, Tensor>) -> Vec<Vec<Tensor>> {
+    let mut out: Vec<Vec<Tensor>> = Vec::new();
+    for b in 0.. {
+        let mut layers = Vec::new();
+        while let Some(t) = saved.get(&format!("{b}.{}", layers.len())) {
+            layers.push(t.shallow_clone());
+        }
+        if layers.is_empty() {
+            break;
+        }
+        out.push(layers);
+    }
+    out
+}
+
+fn info(message: &str) -> RunnerEventKind {
+    RunnerEventKind::Message { level: "info".into(), message: message.to_string() }
+}
+
+/// Diagnostic prompts for the monitor: the job's, else up to 16 prompts of the data (validation first).
+fn diagnostic_batches(codec: &TextCodec, options: &moetune_types::MoeSftQatOptions, examples: &[Example], pad: i64, device: Device) -> anyhow::Result<Vec<Batch>> {
+    let prompts: Vec<Vec<i64>> = if options.monitor.diagnostic_prompts.is_empty() {
+        examples.iter().take(16).map(|e| codec.encode_prompt(e)).collect::<anyhow::Result<_>>()?
+    } else {
+        options
+            .monitor
+            .diagnostic_prompts
+            .iter()
+            .map(|p| codec.encode_prompt(&Example { system: None, instruction: p.clone(), input: String::new(), response: String::new(), messages: vec![] }))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let samples: Vec<Sample> = prompts
+        .into_iter()
+        .map(|mut ids| {
+            ids.truncate(options.seq_len as usize);
+            Sample { labels: vec![data::IGNORE; ids.len()], ids, example_count: 1 }
+        })
+        .collect();
+    Ok(batches(&samples, 8, pad, device, usize::MAX))
+}
+
+/// Calibration pass for activation scales: the amax each expert input reaches on training batches.
+fn calibrate(model: &MoeModel, mode: ForwardMode, samples: &[Sample], count: usize, batch: usize, pad: i64, device: Device) -> ActivationAmax {
+    let calibrator = Calibrator::default();
+    let hook = |layer: usize, which: ExpertInput, x: &tch::Tensor| calibrator.observe(layer, which, x);
+    let mode = ForwardMode { expert_inputs: Some(&hook), ..mode };
+    tch::no_grad(|| {
+        for b in batches(samples, batch, pad, device, count) {
+            model.forward(&b.ids, mode);
+        }
+    });
+    calibrator.finish()
+}
+
+type Row = (&'static str, Scores, Option<f64>);
+
+/// Seed 002's table for this job, plus routing agreement of the FP4 models with the SFT model.
+fn report(format: QatFormat, rows: [Row; 4], ptq_agreement: Vec<f64>, qat_agreement: Vec<f64>, layers: Vec<usize>) -> serde_json::Value {
+    let table: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|(name, s, task)| serde_json::json!({ "model": name, "validation_loss": s.loss, "token_accuracy": s.token_accuracy, "task_accuracy": task }))
+        .collect();
+    let mean = |v: &[f64]| if v.is_empty() { 1.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
+    let [_, (_, sft, _), (_, ptq, _), (_, qat, _)] = rows;
+    let summary = format!(
+        "token accuracy SFT {:.3}, PTQ {:.3}, SFT+QAT {:.3} ({}); routing agreement PTQ {:.3}, QAT {:.3}",
+        sft.token_accuracy,
+        ptq.token_accuracy,
+        qat.token_accuracy,
+        format.as_str(),
+        mean(&ptq_agreement),
+        mean(&qat_agreement)
+    );
+    serde_json::json!({
+        "format": format,
+        "table": table,
+        "routing_agreement": {
+            "layers": layers,
+            "ptq": ptq_agreement,
+            "sft_qat": qat_agreement,
+            "ptq_mean": mean(&ptq_agreement),
+            "sft_qat_mean": mean(&qat_agreement),
+        },
+        "summary": summary,
+    })
+}

@@ -1,0 +1,65 @@
+//! QAT's view of the FP4 formats: the weight transform, and for NVFP4 W4A4 the activation hook with
+//! per-(layer, projection) amax from a calibration pass.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use moetune_types::QatFormat;
+use tch::{Kind, Tensor};
+
+use crate::export::fp4::ActivationAmax;
+use crate::model::ExpertInput;
+use crate::quant::{mxfp4, nvfp4};
+
+pub struct Quantizer {
+    pub format: QatFormat,
+    /// Calibrated activation amax (NVFP4 with activation quantization only).
+    pub activations: Option<ActivationAmax>,
+}
+
+impl Quantizer {
+    /// Fake quantization of expert weights (last dimension = input), straight-through.
+    pub fn weights(&self, w: &Tensor) -> Tensor {
+        match self.format {
+            QatFormat::Mxfp4 => mxfp4::fake_quantize_ste(w),
+            QatFormat::Nvfp4 => fake_nvfp4_per_expert(w),
+        }
+    }
+
+    /// Fake quantization of an expert input activation with its calibrated per-tensor scale.
+    pub fn activation(&self, layer: usize, which: ExpertInput, x: &Tensor) -> Tensor {
+        match self.activations.as_ref().and_then(|a| a.get(&(layer, which))) {
+            Some(&amax) => nvfp4::fake_quantize_ste(x, Some(&Tensor::from(amax).to_device(x.device()))),
+            None => x.shallow_clone(),
+        }
+    }
+}
+
+/// NVFP4's per-tensor scale is per Linear, i.e. per expert: `[E, out, in]` is quantized one expert at a time.
+fn fake_nvfp4_per_expert(w: &Tensor) -> Tensor {
+    let experts = w.size()[0];
+    let quantized: Vec<Tensor> = (0..experts).map(|e| nvfp4::quantize_dequantize(&w.get(e), None)).collect();
+    w + (Tensor::stack(&quantized, 0) - w).detach()
+}
+
+/// Records the amax of every expert input it sees (the calibration pass).
+#[derive(Default)]
+pub struct Calibrator {
+    seen: RefCell<HashMap<(usize, ExpertInput), f32>>,
+}
+
+impl Calibrator {
+    pub fn observe(&self, layer: usize, which: ExpertInput, x: &Tensor) -> Tensor {
+        if x.numel() > 0 {
+            let amax = x.abs().max().to_kind(Kind::Float).double_value(&[]) as f32;
+            let mut seen = self.seen.borrow_mut();
+            let entry = seen.entry((layer, which)).or_insert(0.0);
+            *entry = entry.max(amax);
+        }
+        x.shallow_clone()
+    }
+
+    pub fn finish(self) -> ActivationAmax {
+        self.seen.into_inner()
+    }
+}

@@ -1,0 +1,149 @@
+//! Checkpoints: everything needed to continue a job exactly where it was — trainable weights (or
+//! adapters), optimiser moments, the stage and step, the data order, the monitor's state, and the
+//! evaluations already done.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use super::data::BatchPlan;
+use super::eval::Scores;
+use super::monitor::Monitor;
+use super::optim::AdamW;
+use super::stage::StageKind;
+use crate::export::fp4::ActivationAmax;
+use crate::model::ExpertInput;
+
+pub const PROGRESS: &str = "progress.json";
+pub const TRAINABLE: &str = "trainable.safetensors";
+pub const OPTIMIZER: &str = "optimizer.safetensors";
+pub const ADAPTERS: &str = "adapters.safetensors";
+pub const SFT_TOP_K: &str = "sft_top_k.safetensors";
+
+/// Where the job stands. Serialised as `progress.json` in every checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Progress {
+    pub stage: StageKind,
+    /// Optimiser steps completed in `stage`.
+    pub step: u32,
+    pub plan: BatchPlan,
+    pub monitor: Monitor,
+    pub sft_losses: Vec<f64>,
+    pub qat_losses: Vec<f64>,
+    pub sft_steps_done: u32,
+    pub qat_steps_done: u32,
+    pub tokens: i64,
+    pub stop_reason: Option<String>,
+    pub base: Option<Scores>,
+    /// SFT and PTQ results, kept so a job resumed in QAT still reports them.
+    pub sft_eval: Option<SftEval>,
+    pub activation_amax: Option<Vec<(usize, String, f32)>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SftEval {
+    pub sft: Scores,
+    pub sft_task: Option<f64>,
+    pub ptq: Scores,
+    pub ptq_task: Option<f64>,
+    pub ptq_agreement: Vec<f64>,
+}
+
+impl Progress {
+    pub fn new(samples: usize, batch: usize, seed: u64) -> Self {
+        Self {
+            stage: StageKind::Sft,
+            step: 0,
+            plan: BatchPlan::new(samples, batch, seed),
+            monitor: Monitor::default(),
+            sft_losses: Vec::new(),
+            qat_losses: Vec::new(),
+            sft_steps_done: 0,
+            qat_steps_done: 0,
+            tokens: 0,
+            stop_reason: None,
+            base: None,
+            sft_eval: None,
+            activation_amax: None,
+        }
+    }
+
+    pub fn stopped_early(&self) -> bool {
+        self.stop_reason.is_some()
+    }
+
+    /// QAT starts with a fresh data order and monitor (its learning rate is its own).
+    pub fn enter_qat(&mut self, samples: usize, batch: usize, seed: u64) {
+        self.stage = StageKind::Qat;
+        self.step = 0;
+        self.plan = BatchPlan::new(samples, batch, seed.wrapping_add(1));
+        self.monitor = Monitor::default();
+    }
+}
+
+pub fn amax_to_json(amax: &ActivationAmax) -> Vec<(usize, String, f32)> {
+    let mut out: Vec<_> = amax.iter().map(|(&(layer, which), &v)| (layer, format!("{which:?}"), v)).collect();
+    out.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    out
+}
+
+pub fn amax_from_json(saved: &[(usize, String, f32)]) -> anyhow::Result<ActivationAmax> {
+    saved
+        .iter()
+        .map(|(layer, which, v)| {
+            let which = match which.as_str() {
+                "GateUp" => ExpertInput::GateUp,
+                "Down" => ExpertInput::Down,
+                other => anyhow::bail!("unknown expert input {other} in checkpoint"),
+            };
+            Ok(((*layer, which), *v))
+        })
+        .collect()
+}
+
+/// A checkpoint directory to continue from.
+pub struct ResumePoint {
+    pub dir: PathBuf,
+    pub progress: Progress,
+}
+
+impl ResumePoint {
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        let raw = std::fs::read(dir.join(PROGRESS)).with_context(|| format!("reading {}/{PROGRESS}", dir.display()))?;
+        Ok(Self { dir: dir.to_path_buf(), progress: serde_json::from_slice(&raw)? })
+    }
+
+    /// Copies saved trainable values into the optimiser's tensors and restores its moments.
+    pub fn restore(&self, optimizer: &mut AdamW) -> anyhow::Result<()> {
+        let saved = read(&self.dir.join(TRAINABLE))?;
+        tch::no_grad(|| -> anyhow::Result<()> {
+            for p in optimizer.params() {
+                let value = saved.get(&p.name).with_context(|| format!("checkpoint lacks {}", p.name))?;
+                p.tensor.shallow_clone().copy_(value);
+            }
+            Ok(())
+        })?;
+        optimizer.load(&self.dir.join(OPTIMIZER))
+    }
+}
+
+pub fn read(path: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
+    Ok(Tensor::read_safetensors(path).with_context(|| format!("reading {}", path.display()))?.into_iter().collect())
+}
+
+/// Writes a checkpoint into `dir`: progress, trainables, optimiser state, and `extra` files' tensors.
+pub fn save(dir: &Path, progress: &Progress, optimizer: &AdamW, extra: &[(&str, Vec<(String, Tensor)>)]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let trainables: Vec<(String, Tensor)> = optimizer.params().iter().map(|p| (p.name.clone(), p.tensor.detach())).collect();
+    Tensor::write_safetensors(&trainables, dir.join(TRAINABLE))?;
+    optimizer.save(&dir.join(OPTIMIZER))?;
+    for (file, tensors) in extra {
+        Tensor::write_safetensors(tensors, dir.join(file))?;
+    }
+    // progress.json last: a directory with it is complete.
+    std::fs::write(dir.join(PROGRESS), serde_json::to_vec_pretty(progress)?)?;
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! One training stage (SFT or QAT): the optimiser loop with gradient accumulation and clipping, the
+//! router losses, the expert-usage monitor, validation, metrics events and periodic checkpoints.
+
+use std::time::Instant;
+
+use anyhow::bail;
+use moetune_types::{RouterMode, RunnerEventKind, TrainingSpec};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Tensor};
+
+use super::data::Sample;
+use super::eval::{self, Batch};
+use super::monitor::layer_usage;
+use super::optim::{self, AdamW, Trainable};
+use super::resume::{self, Progress, ResumePoint};
+use super::{router, Reporter};
+use crate::model::{Adapters, ForwardMode, MoeModel, RoutingOptions};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageKind {
+    Sft,
+    Qat,
+    /// Training finished (a checkpoint taken after QAT).
+    Done,
+}
+
+impl StageKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sft => "sft",
+            Self::Qat => "qat",
+            Self::Done => "done",
+        }
+    }
+}
+
+pub struct Stage<'a> {
+    pub kind: StageKind,
+    pub steps: u32,
+    pub peak_lr: f64,
+    pub warmup: u32,
+    pub spec: &'a TrainingSpec,
+    pub pad: i64,
+    pub device: Device,
+}
+
+impl Stage<'_> {
+    /// Trains `trainables` under `mode` from `progress.step` to `steps`, updating `progress`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn train(
+        &self,
+        model: &MoeModel,
+        _vars: &nn::VarStore,
+        mode: ForwardMode,
+        trainables: Vec<Trainable>,
+        samples: &[Sample],
+        eval_batches: &[Batch],
+        diagnostic: &[Batch],
+        progress: &mut Progress,
+        resume: Option<&ResumePoint>,
+        adapters: Option<&Adapters>,
+        reporter: &mut dyn Reporter,
+    ) -> anyhow::Result<AdamW> {
+        let options = &self.spec.moe;
+        let mut optimizer = AdamW::new(trainables, options.weight_decay);
+        if let Some(point) = resume.filter(|r| r.progress.stage == self.kind) {
+            point.restore(&mut optimizer)?;
+            reporter.event(RunnerEventKind::Message {
+                level: "info".into(),
+                message: format!("Resumed {} at step {}/{} from checkpoint", self.kind.name(), progress.step, self.steps),
+            });
+        }
+        let routing = RoutingOptions { capacity_factor: options.router.capacity_factor, jitter: options.router.jitter };
+        let train_mode = ForwardMode { routing: Some(&routing), ..mode };
+        let router_trained = options.router.mode == RouterMode::Train;
+        let top_k = i64::from(options.monitor.top_k);
+        while progress.step < self.steps {
+            let step = progress.step;
+            let started = Instant::now();
+            // Per-step seeding: dropout and jitter draw the same numbers whether or not the job resumed.
+            tch::manual_seed((self.spec.seed as i64).wrapping_mul(1_000_003).wrapping_add(i64::from(step)) ^ (self.kind as i64) << 40);
+            let lr = self.peak_lr * optim::warmup_cosine(step, self.warmup, self.steps) * progress.monitor.lr_multiplier;
+            optimizer.zero_grad();
+            let (mut step_loss, mut step_tokens) = (0.0, 0i64);
+            let accumulation = options.gradient_accumulation_steps;
+            for _ in 0..accumulation {
+                let picked: Vec<&Sample> = progress.plan.next_batch().into_iter().map(|i| &samples[i]).collect();
+                let batch = Batch::new(&picked, self.pad, self.device);
+                // LoRA dropout is active in training forwards only.
+                let set_training = |on: bool| if let Some(a) = adapters { a.training.set(on) };
+                set_training(true);
+                let out = model.forward(&batch.ids, train_mode);
+                set_training(false);
+                let ce = eval::token_loss(&out.logits, &batch.labels);
+                let mut total = ce.shallow_clone();
+                let layers = out.router_logits.len().max(1) as f64;
+                if router_trained && options.router.aux_loss_coef > 0.0 {
+                    let aux: Tensor = out.router_logits.iter().zip(&out.router_top_k).map(|((_, l), (_, k))| router::load_balancing_loss(l, k, &batch.valid)).sum();
+                    total = total + aux * (options.router.aux_loss_coef / layers);
+                }
+                if options.router.z_loss_coef > 0.0 {
+                    let z: Tensor = out.router_logits.iter().map(|(_, l)| router::z_loss(l, &batch.valid)).sum();
+                    total = total + z * (options.router.z_loss_coef / layers);
+                }
+                (total / f64::from(accumulation)).backward();
+                let value = ce.double_value(&[]);
+                if !value.is_finite() {
+                    bail!("{} loss became {value} at step {}; lower the learning rate", self.kind.name(), step + 1);
+                }
+                step_loss += value / f64::from(accumulation);
+                step_tokens += batch.tokens();
+            }
+            optimizer.clip_grad_norm(options.max_grad_norm);
+            optimizer.step(lr);
+            progress.step += 1;
+            progress.tokens += step_tokens;
+            match self.kind {
+                StageKind::Sft => {
+                    progress.sft_losses.push(step_loss);
+                    progress.sft_steps_done = progress.step;
+                }
+                _ => {
+                    progress.qat_losses.push(step_loss);
+                    progress.qat_steps_done = progress.step;
+                }
+            }
+            let done = progress.step == self.steps;
+            let validate = done || progress.step % options.monitor.every_n_steps == 0;
+            let validation = validate.then(|| eval::score(model, mode, eval_batches).0);
+            if progress.step % options.log_every_n_steps == 0 || done || validate {
+                reporter.event(RunnerEventKind::Metrics {
+                    stage: self.kind.name().into(),
+                    step: progress.step,
+                    total_steps: self.steps,
+                    train_loss: step_loss,
+                    learning_rate: lr,
+                    tokens_per_second: step_tokens as f64 / started.elapsed().as_secs_f64(),
+                    validation_loss: validation.map(|s| s.loss),
+                    validation_token_accuracy: validation.map(|s| s.token_accuracy),
+                });
+            }
+            if options.monitor.enabled && progress.step % options.monitor.every_n_steps == 0 && self.monitor(model, mode, diagnostic, progress, lr, top_k, reporter) {
+                progress.stop_reason = Some("early_stop_router_collapse".into());
+                break;
+            }
+            let every = options.checkpoint_every_n_steps;
+            if every > 0 && progress.step % every == 0 && !done {
+                let name = format!("{}-step-{:06}", self.kind.name(), progress.step);
+                self.checkpoint(&name, progress, &optimizer, &[], reporter)?;
+            }
+        }
+        Ok(optimizer)
+    }
+
+    /// Runs the diagnostic prompts and applies the alert rule; true = stop training.
+    #[allow(clippy::too_many_arguments)]
+    fn monitor(&self, model: &MoeModel, mode: ForwardMode, diagnostic: &[Batch], progress: &mut Progress, lr: f64, top_k: i64, reporter: &mut dyn Reporter) -> bool {
+        let options = &self.spec.moe.monitor;
+        let layers = tch::no_grad(|| {
+            let outputs: Vec<_> = diagnostic.iter().map(|b| (model.forward(&b.ids, mode), &b.valid)).collect();
+            let layer_ids: Vec<usize> = outputs.first().map(|(o, _)| o.router_logits.iter().map(|(l, _)| *l).collect()).unwrap_or_default();
+            layer_ids
+                .iter()
+                .enumerate()
+                .map(|(i, &layer)| {
+                    let logits = Tensor::cat(&outputs.iter().map(|(o, _)| o.router_logits[i].1.shallow_clone()).collect::<Vec<_>>(), 0);
+                    let valid = Tensor::cat(&outputs.iter().map(|(_, v)| (*v).shallow_clone()).collect::<Vec<_>>(), 0);
+                    layer_usage(layer, &logits, &valid, top_k)
+                })
+                .collect::<Vec<_>>()
+        });
+        let verdict = progress.monitor.check(options, &layers, progress.step, lr);
+        let action = if verdict.stop {
+            Some("early_stop".to_string())
+        } else if verdict.lr_decayed {
+            Some(format!("lr_decayed to {:e}", lr * options.lr_decay))
+        } else {
+            None
+        };
+        reporter.event(RunnerEventKind::Monitor {
+            stage: self.kind.name().into(),
+            step: progress.step,
+            layers,
+            mean_top1_share: verdict.mean_top1_share,
+            mean_entropy_norm: verdict.mean_entropy_norm,
+            alert: verdict.alert,
+            action,
+            learning_rate: lr,
+        });
+        verdict.stop
+    }
+
+    /// Saves a checkpoint locally and hands it to the reporter (which stores it).
+    pub fn checkpoint(&self, name: &str, progress: &Progress, optimizer: &AdamW, extra: &[(&str, Vec<(String, Tensor)>)], reporter: &mut dyn Reporter) -> anyhow::Result<()> {
+        let dir = std::env::temp_dir().join(format!("moetune-ckpt-{}-{name}", std::process::id()));
+        resume::save(&dir, progress, optimizer, extra)?;
+        let result = reporter.checkpoint(name, progress.stage.name(), progress.step, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+}
