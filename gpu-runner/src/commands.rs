@@ -22,14 +22,16 @@ fn read_ids(path: &Path) -> anyhow::Result<Tensor> {
     Ok(Tensor::from_slice(&rows.concat()).view([rows.len() as i64, width as i64]))
 }
 
-pub fn logits(model_dir: &Path, input: &Path, out: &Path, (device, kind): (Device, Kind)) -> anyhow::Result<()> {
+pub fn logits(model_dir: &Path, adapter: Option<&Path>, input: &Path, out: &Path, (device, kind): (Device, Kind)) -> anyhow::Result<()> {
     let ids = read_ids(input)?;
     let (_vars, model) = MoeModel::load_dir(model_dir, device, kind)?;
+    let adapters = adapter.map(|dir| crate::train::lora::load_peft(dir, device)).transpose()?;
     let vocab = model.config.vocab_size;
     if let Some(bad) = Vec::<i64>::try_from(ids.flatten(0, -1))?.into_iter().find(|&i| i < 0 || i >= vocab) {
         bail!("token id {bad} is outside the vocabulary (0..{vocab})");
     }
-    let output = tch::no_grad(|| model.forward(&ids.to_device(device), ForwardMode::default()));
+    let mode = ForwardMode { adapters: adapters.as_ref(), ..Default::default() };
+    let output = tch::no_grad(|| model.forward(&ids.to_device(device), mode));
     let mut tensors = vec![Owned::from_tensor("logits".into(), &output.logits, Kind::Float)?];
     for (layer, top_k) in &output.router_top_k {
         tensors.push(Owned::from_tensor(format!("router_topk.{layer}"), top_k, Kind::Int64)?);

@@ -73,6 +73,9 @@ enum Command {
     /// [B,T,V] f32 and `router_topk.{layer}` [B·T,k] i64 per MoE layer to OUT (safetensors).
     Logits {
         model_dir: PathBuf,
+        /// A PEFT LoRA adapter directory applied on top of MODEL_DIR.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
         #[arg(long)]
         input: PathBuf,
         #[arg(long)]
@@ -182,7 +185,7 @@ async fn main() -> anyhow::Result<()> {
             let input = model::inspect::EstimateInput { batch, seq_len, dtype_bytes, lora_rank };
             println!("{}", serde_json::to_string_pretty(&model::inspect::inspect(&model_dir, input)?)?);
         }
-        Some(Command::Logits { model_dir, input, out, placement }) => commands::logits(&model_dir, &input, &out, placement.resolve()?)?,
+        Some(Command::Logits { model_dir, adapter, input, out, placement }) => commands::logits(&model_dir, adapter.as_deref(), &input, &out, placement.resolve()?)?,
         Some(Command::Generate { model_dir, prompt, ids, max_new_tokens, placement }) => {
             commands::generate(&model_dir, prompt.as_deref(), ids, max_new_tokens, placement.resolve()?)?
         }

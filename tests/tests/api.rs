@@ -128,11 +128,52 @@ async fn openai_method_hyperparameters_are_honoured(pool: PgPool) {
     assert_eq!(response.status(), 200);
     let job: serde_json::Value = response.json().await.unwrap();
     assert_eq!(job["hyperparameters"], json!({"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 0.5}));
-    assert_eq!(job["method"]["moe_sft_qat"]["learning_rate"], json!(0.0005));
+    assert_eq!(job["method"]["moe_sft_qat"]["learning_rate"], json!(5e-6)); // default 1e-5 × 0.5
+    assert_eq!(job["method"]["moe_sft_qat"]["qat"]["steps"], json!(500)); // every default is echoed
     assert_eq!((job["status"].as_str(), job["metadata"]["team"].as_str()), (Some("queued"), Some("risk")));
 
     let body = json!({"model": "moetune/tiny-mixtral", "training_file": file["id"], "method": method, "hyperparameters": {"n_epochs": 1}});
     assert_eq!(error_of(env.post_json("/v1/fine_tuning/jobs", body).await, 400).await["code"], "conflicting_parameters");
     let body = json!({"model": "moetune/tiny-mixtral", "training_file": file["id"], "method": {"type": "dpo"}});
     assert_eq!(error_of(env.post_json("/v1/fine_tuning/jobs", body).await, 400).await["param"], "method.type");
+}
+
+/// `method.moe_sft_qat` carries every workflow option; each bad value is refused naming its path, and
+/// a validation file must be a fine-tune file of the tenant.
+#[sqlx::test(migrations = "../migrations")]
+async fn moe_sft_qat_options_are_validated_and_passed_through(pool: PgPool) {
+    let env = TestEnv::start(pool).await;
+    let file: serde_json::Value = env.upload("fine-tune", "good.jsonl", GOOD.into()).await.json().await.unwrap();
+    let job = |options: serde_json::Value| json!({"model": "moetune/tiny-mixtral", "training_file": file["id"], "method": {"type": "moe_sft_qat", "moe_sft_qat": options}});
+    let refused = [
+        (json!({"lora": {"target_modules": ["gate"]}}), "method.moe_sft_qat.lora.target_modules", "never a LoRA target"),
+        (json!({"qat": {"format": "mxfp4", "quantize_activations": true}}), "method.moe_sft_qat.qat.quantize_activations", "nvfp4"),
+        (json!({"router": {"capacity_factor": 0.5}}), "method.moe_sft_qat.router.capacity_factor", "at least 1"),
+        (json!({"monitor": {"top1_share_threshold": 1.5}}), "method.moe_sft_qat.monitor.top1_share_threshold", "[0, 1]"),
+        (json!({"lora": {"dropout": 0.1, "target_experts": true}}), "method.moe_sft_qat.lora.dropout", "PEFT"),
+    ];
+    for (options, param, hint) in refused {
+        let error = error_of(env.post_json("/v1/fine_tuning/jobs", job(options.clone())).await, 400).await;
+        assert_eq!(error["param"], param, "{options}");
+        assert!(error["message"].as_str().unwrap().contains(hint), "{error}");
+    }
+    let error = error_of(env.post_json("/v1/fine_tuning/jobs", job(json!({"qat": {"fromat": "nvfp4"}}))).await, 400).await;
+    assert!(error["message"].as_str().unwrap().contains("unknown field `fromat`"), "{error}");
+
+    let options = json!({"sft_method": "full", "router": {"mode": "train", "aux_loss_coef": 0.01}, "qat": {"format": "nvfp4", "quantize_activations": true},
+                         "monitor": {"every_n_steps": 10, "diagnostic_prompts": ["What is a bond?"]}, "eval_prompts": [{"prompt": "2+2?", "answer": "4"}]});
+    let mut body = job(options);
+    body["validation_file"] = file["id"].clone();
+    let response = env.post_json("/v1/fine_tuning/jobs", body.clone()).await;
+    assert_eq!(response.status(), 200);
+    let created: serde_json::Value = response.json().await.unwrap();
+    let echoed = &created["method"]["moe_sft_qat"];
+    assert_eq!((echoed["sft_method"].as_str(), echoed["router"]["mode"].as_str(), echoed["qat"]["format"].as_str()), (Some("full"), Some("train"), Some("nvfp4")));
+    assert_eq!(echoed["router"]["aux_loss_coef"], json!(0.01));
+    assert_eq!(created["validation_file"], file["id"]);
+    let checkpoints = env.get_json(&format!("/v1/fine_tuning/jobs/{}/checkpoints", created["id"].as_str().unwrap())).await;
+    assert_eq!(checkpoints["data"], json!([]));
+
+    body["validation_file"] = json!("file-missing");
+    assert_eq!(error_of(env.post_json("/v1/fine_tuning/jobs", body).await, 400).await["param"], "validation_file");
 }

@@ -26,8 +26,10 @@ pub fn quantize_dequantize(x: &Tensor, global_amax: Option<&Tensor>) -> Tensor {
     let block_amax = blocks.abs().amax([-1].as_slice(), true);
     let scale = &block_amax / (&global * 6.0);
     let scale = scale.where_self(&scale.ne(0.0), &scale.ones_like());
-    // The FP8 round trip is the quantization of the scale itself.
-    let scale = scale.clamp_min(2f64.powi(-9)).to_kind(Kind::Float8e4m3fn).to_kind(Kind::Float);
+    // The FP8 round trip is the quantization of the scale itself. The upper clamp matters for
+    // activations past their calibrated amax (modelopt's static path clamps the same way); for weights
+    // it changes nothing, as their block scales never exceed 448 by more than rounding.
+    let scale = scale.clamp(2f64.powi(-9), 448.0).to_kind(Kind::Float8e4m3fn).to_kind(Kind::Float);
     let factor = scale * &global;
     let dequantized = round_to_e2m1(&(&blocks / &factor)) * factor;
     dequantized.reshape(shape.as_slice()).to_kind(x.kind())

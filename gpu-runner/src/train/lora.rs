@@ -137,6 +137,33 @@ pub fn save_peft(adapters: &Adapters, options: &LoraOptions, model: &MoeModel, b
     Ok(vec![config_path, weights])
 }
 
+/// Reads a PEFT LoRA adapter directory (as written by [`save_peft`] or by PEFT itself for the same
+/// targets) into adapters for `model`.
+pub fn load_peft(dir: &Path, device: tch::Device) -> anyhow::Result<Adapters> {
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("adapter_config.json")).with_context(|| format!("reading {}/adapter_config.json", dir.display()))?)?;
+    let r = config["r"].as_f64().context("adapter_config.json has no r")?;
+    let alpha = config["lora_alpha"].as_f64().context("adapter_config.json has no lora_alpha")?;
+    let scale = if config["use_rslora"].as_bool().unwrap_or(false) { alpha / r.sqrt() } else { alpha / r };
+    let targets: Vec<String> = config["target_parameters"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default();
+    let both = targets.len() >= 2;
+    let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("adapter_model.safetensors"))?.into_iter().collect();
+    let (mut linear, mut experts) = (HashMap::new(), HashMap::new());
+    for (key, a) in &tensors {
+        let Some(module) = key.strip_prefix(PEFT_PREFIX).and_then(|k| k.strip_suffix(".lora_A.weight")) else { continue };
+        let b = tensors.get(&format!("{PEFT_PREFIX}{module}.lora_B.weight")).with_context(|| format!("{module} has lora_A but no lora_B"))?;
+        let pair = LoraPair { a: a.to_device(device).to_kind(Kind::Float), b: b.to_device(device).to_kind(Kind::Float) };
+        if let Some(experts_module) = module.strip_suffix(".base_layer") {
+            experts.insert(format!("{experts_module}.gate_up_proj"), pair);
+        } else if module.ends_with(".experts") {
+            let field = if both || targets.iter().any(|t| t.ends_with("down_proj")) { "down_proj" } else { "gate_up_proj" };
+            experts.insert(format!("{module}.{field}"), pair);
+        } else {
+            linear.insert(format!("{module}.weight"), pair);
+        }
+    }
+    Ok(Adapters { scale, dropout: 0.0, training: std::cell::Cell::new(false), linear, experts })
+}
+
 /// Adds every adapter's update into the base weights in `vars` (PEFT's `merge_and_unload`).
 pub fn merge_into(adapters: &Adapters, model: &MoeModel, vars: &nn::VarStore) -> anyhow::Result<()> {
     let variables = vars.variables();

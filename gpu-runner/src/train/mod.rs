@@ -156,7 +156,7 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
             base_scores.loss
         )));
         let warmup = (f64::from(sft_steps) * options.warmup_ratio) as u32;
-        let stage = Stage { kind: StageKind::Sft, steps: sft_steps, peak_lr: options.learning_rate, warmup, spec, pad, device };
+        let stage = Stage { kind: StageKind::Sft, steps: sft_steps, peak_lr: options.learning_rate, warmup, spec, pad, device, extra: vec![] };
         let mode = ForwardMode { adapters: adapters.as_ref(), ..Default::default() };
         stage.train(&model, &vars, mode, trainables, &samples, &eval_batches, &diagnostic, &mut progress, resume.as_ref(), adapters.as_ref(), reporter)?;
 
@@ -184,12 +184,8 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
         }
         progress.enter_qat(samples.len(), batch, spec.seed);
         let trainables = set_trainable(&model, &vars, &full_roles(options.router.mode));
-        let mut extra = vec![(resume::SFT_TOP_K, top_k_tensors(&sft_top_k))];
-        if let Some(a) = &adapters {
-            extra.push((resume::ADAPTERS, lora::named_tensors(a)));
-        }
-        let qat_stage = Stage { kind: StageKind::Qat, steps: options.qat.steps, peak_lr: options.qat.learning_rate, warmup: 0, spec, pad, device };
-        qat_stage.checkpoint("sft-final", &progress, &optim::AdamW::new(trainables, options.weight_decay), &extra, reporter)?;
+        let qat_stage = Stage { kind: StageKind::Qat, steps: options.qat.steps, peak_lr: options.qat.learning_rate, warmup: 0, spec, pad, device, extra: qat_extra(&sft_top_k, adapters.as_ref()) };
+        qat_stage.checkpoint("sft-final", &progress, &optim::AdamW::new(trainables, options.weight_decay), reporter)?;
         sft_top_k
     } else {
         // Resumed after SFT: adapters (for the export), SFT routing and calibration come from the checkpoint.
@@ -219,10 +215,11 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
             sft_eval.sft.loss,
             sft_eval.ptq.loss
         )));
-        let stage = Stage { kind: StageKind::Qat, steps: qat_steps, peak_lr: options.qat.learning_rate, warmup: 0, spec, pad, device };
+        let extra = qat_extra(&sft_top_k, adapters.as_ref());
+        let stage = Stage { kind: StageKind::Qat, steps: qat_steps, peak_lr: options.qat.learning_rate, warmup: 0, spec, pad, device, extra };
         let optimizer = stage.train(&model, &vars, qat_mode, trainables, &samples, &eval_batches, &diagnostic, &mut progress, resume.as_ref(), None, reporter)?;
         progress.stage = StageKind::Done;
-        stage.checkpoint("qat-final", &progress, &optimizer, &[], reporter)?;
+        stage.checkpoint("qat-final", &progress, &optimizer, reporter)?;
     } else if progress.stage == StageKind::Done {
         let point = resume.as_ref().expect("a finished job was resumed");
         let mut optimizer = optim::AdamW::new(set_trainable(&model, &vars, &full_roles(options.router.mode)), options.weight_decay);
@@ -259,6 +256,14 @@ type ActHook<'a> = &'a dyn Fn(usize, ExpertInput, &Tensor) -> Tensor;
 /// The FP4 forward: fake-quantized expert weights (and activations), optionally with adapters.
 fn fp4_mode<'a>(weights: WeightHook<'a>, activations: Option<ActHook<'a>>, adapters: Option<&'a Adapters>) -> ForwardMode<'a> {
     ForwardMode { expert_transform: Some(weights), expert_inputs: activations, adapters, ..Default::default() }
+}
+
+fn qat_extra(sft_top_k: &[Vec<Tensor>], adapters: Option<&Adapters>) -> Vec<(&'static str, Vec<(String, Tensor)>)> {
+    let mut extra = vec![(resume::SFT_TOP_K, top_k_tensors(sft_top_k))];
+    if let Some(a) = adapters {
+        extra.push((resume::ADAPTERS, lora::named_tensors(a)));
+    }
+    extra
 }
 
 fn top_k_tensors(top_k: &[Vec<Tensor>]) -> Vec<(String, Tensor)> {

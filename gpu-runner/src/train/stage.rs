@@ -43,6 +43,9 @@ pub struct Stage<'a> {
     pub spec: &'a TrainingSpec,
     pub pad: i64,
     pub device: Device,
+    /// Files every checkpoint of this stage carries besides trainables and optimiser state (QAT: the
+    /// SFT adapters and SFT routing, so a job resumed in QAT can still export and report them).
+    pub extra: Vec<(&'static str, Vec<(String, Tensor)>)>,
 }
 
 impl Stage<'_> {
@@ -147,7 +150,7 @@ impl Stage<'_> {
             let every = options.checkpoint_every_n_steps;
             if every > 0 && progress.step % every == 0 && !done {
                 let name = format!("{}-step-{:06}", self.kind.name(), progress.step);
-                self.checkpoint(&name, progress, &optimizer, &[], reporter)?;
+                self.checkpoint(&name, progress, &optimizer, reporter)?;
             }
         }
         Ok(optimizer)
@@ -192,9 +195,9 @@ impl Stage<'_> {
     }
 
     /// Saves a checkpoint locally and hands it to the reporter (which stores it).
-    pub fn checkpoint(&self, name: &str, progress: &Progress, optimizer: &AdamW, extra: &[(&str, Vec<(String, Tensor)>)], reporter: &mut dyn Reporter) -> anyhow::Result<()> {
+    pub fn checkpoint(&self, name: &str, progress: &Progress, optimizer: &AdamW, reporter: &mut dyn Reporter) -> anyhow::Result<()> {
         let dir = std::env::temp_dir().join(format!("moetune-ckpt-{}-{name}", std::process::id()));
-        resume::save(&dir, progress, optimizer, extra)?;
+        resume::save(&dir, progress, optimizer, &self.extra)?;
         let result = reporter.checkpoint(name, progress.stage.name(), progress.step, &dir);
         let _ = std::fs::remove_dir_all(&dir);
         result

@@ -1,0 +1,193 @@
+//! The SFT → QAT workflow through `moetune-runner train` on CPU, checked against the reference tools:
+//! PEFT loads the LoRA adapter, transformers loads the merged and MXFP4 checkpoints, modelopt's own
+//! NVFP4 quantization reproduces the exported codes and scales bit for bit, and every one of them
+//! computes the logits the runner computes (`tests/python/export_reference.py` is the oracle).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use moetune_e2e::{run_ok, workspace_binary};
+use safetensors::SafeTensors;
+
+const TOLERANCE: f32 = 1e-4;
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/demo/finance-alpaca-mini.jsonl");
+const ORACLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python/export_reference.py");
+const IDS: &str = "[[1,40,311,7,620,93,250,5,18,777,64,2,300,301,302,9],[1,9,8,7,6,5,4,3,10,11,12,13,14,15,16,17]]";
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("moetune-workflow-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn runner() -> Command {
+    Command::new(workspace_binary("moetune-runner"))
+}
+
+/// Runs `train` and returns its JSON-line events.
+fn train(args: &[&str], options: &str, out: &Path) -> Vec<serde_json::Value> {
+    let stdout = run_ok(runner().args(["train", "--data", DATA, "--options", options]).args(args).arg("--out").arg(out));
+    stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+fn logits(path: &Path, name: &str) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let tensors = SafeTensors::deserialize(&bytes).unwrap();
+    let view = tensors.tensor(name).unwrap();
+    view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+fn ours(model_dir: &Path, adapter: Option<&Path>, ids: &Path, out: &Path) -> Vec<f32> {
+    let mut command = runner();
+    command.arg("logits").arg(model_dir).arg("--input").arg(ids).arg("--out").arg(out).args(["--device", "cpu"]);
+    if let Some(adapter) = adapter {
+        command.arg("--adapter").arg(adapter);
+    }
+    run_ok(&mut command);
+    logits(out, "logits")
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Makes a tiny HF base model, trains on it, runs the oracle on the outputs; returns (dir, base, ids).
+fn trained_on(arch: &str, options: &str, format: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = scratch(arch);
+    let base = dir.join("base");
+    run_ok(Command::new("python3").arg(ORACLE).arg("base").arg(&base).arg(arch));
+    let out = dir.join("out");
+    let events = train(&["--model", base.to_str().unwrap()], options, &out);
+    assert!(events.iter().any(|e| e["type"] == "evaluation"), "no evaluation report");
+    let ids = dir.join("ids.json");
+    std::fs::write(&ids, IDS).unwrap();
+    let stdout = run_ok(Command::new("python3").arg(ORACLE).arg("check").arg(&out).arg(&base).arg(&ids).arg(format));
+    assert!(stdout.contains("ok"), "{stdout}");
+    (out, base, ids)
+}
+
+#[test]
+fn lora_on_attention_and_experts_with_nvfp4_loads_in_peft_and_matches_modelopt() {
+    let options = r#"{"learning_rate": 3e-3, "max_steps": 6, "lora": {"target_experts": true, "use_rslora": true, "r": 4},
+                      "qat": {"steps": 3, "learning_rate": 1e-4, "format": "nvfp4"}, "checkpoint_every_n_steps": 0}"#;
+    let (out, base, ids) = trained_on("mixtral", options, "nvfp4");
+    let oracle = out.join("oracle.safetensors");
+    // PEFT on the base model with our adapter = the runner with the same adapter.
+    let peft = max_diff(&ours(&base, Some(&out.join("adapter")), &ids, &out.join("a.safetensors")), &logits(&oracle, "peft"));
+    assert!(peft < TOLERANCE, "PEFT differs by {peft}");
+    let merged = max_diff(&ours(&out.join("merged"), None, &ids, &out.join("m.safetensors")), &logits(&oracle, "merged"));
+    assert!(merged < TOLERANCE, "merged differs by {merged}");
+    // The NVFP4 export dequantized by modelopt computes what the runner computes from it.
+    let fp4 = max_diff(&ours(&out.join("nvfp4"), None, &ids, &out.join("f.safetensors")), &logits(&oracle, "fp4"));
+    assert!(fp4 < TOLERANCE, "NVFP4 differs by {fp4}");
+    let adapter_config: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("adapter/adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(adapter_config["target_parameters"], serde_json::json!(["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]));
+    let quant: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("nvfp4/hf_quant_config.json")).unwrap()).unwrap();
+    assert_eq!(quant["quantization"]["quant_algo"], "W4A16_NVFP4");
+    assert!(quant["quantization"]["exclude_modules"].as_array().unwrap().iter().any(|m| m == "lm_head"));
+}
+
+#[test]
+fn full_sft_with_trained_router_exports_mxfp4_that_transformers_loads() {
+    let options = r#"{"sft_method": "full", "learning_rate": 1e-3, "max_steps": 6, "router": {"mode": "train", "z_loss_coef": 0.001},
+                      "qat": {"steps": 3, "learning_rate": 1e-4, "format": "mxfp4"}, "checkpoint_every_n_steps": 0}"#;
+    let (out, _, ids) = trained_on("gpt_oss", options, "mxfp4");
+    let oracle = out.join("oracle.safetensors");
+    let merged = max_diff(&ours(&out.join("merged"), None, &ids, &out.join("m.safetensors")), &logits(&oracle, "merged"));
+    assert!(merged < TOLERANCE, "merged differs by {merged}");
+    let fp4 = max_diff(&ours(&out.join("mxfp4"), None, &ids, &out.join("f.safetensors")), &logits(&oracle, "fp4"));
+    assert!(fp4 < TOLERANCE, "transformers' MXFP4 load differs by {fp4}");
+    let bytes = std::fs::read(out.join("mxfp4/model.safetensors")).unwrap();
+    let tensors = SafeTensors::deserialize(&bytes).unwrap();
+    let blocks = tensors.tensor("model.layers.0.mlp.experts.gate_up_proj_blocks").unwrap();
+    assert_eq!(blocks.shape(), [4, 128, 2, 16]); // [E, 2I, H/32, 16]
+    assert!(!tensors.names().iter().any(|n| *n == "model.layers.0.mlp.experts.gate_up_proj"));
+}
+
+#[test]
+fn quantize_command_exports_an_existing_checkpoint() {
+    let dir = scratch("quantize");
+    let base = dir.join("out/merged"); // the oracle compares the FP4 export with merged/: here, the base itself
+    run_ok(Command::new("python3").arg(ORACLE).arg("base").arg(&base).arg("mixtral"));
+    run_ok(runner().arg("quantize").arg(&base).args(["--format", "nvfp4", "--out"]).arg(dir.join("out/nvfp4")));
+    let ids = dir.join("ids.json");
+    std::fs::write(&ids, IDS).unwrap();
+    let stdout = run_ok(Command::new("python3").arg(ORACLE).arg("check").arg(dir.join("out")).arg(&base).arg(&ids).arg("nvfp4"));
+    assert!(stdout.contains("bit-identical to modelopt"), "{stdout}");
+    let fp4 = max_diff(&ours(&dir.join("out/nvfp4"), None, &ids, &dir.join("f.safetensors")), &logits(&dir.join("out/oracle.safetensors"), "fp4"));
+    assert!(fp4 < TOLERANCE, "NVFP4 differs by {fp4}");
+    let failed = runner().arg("quantize").arg(dir.join("missing")).args(["--format", "mxfp4", "--out"]).arg(dir.join("x")).output().unwrap();
+    assert!(!failed.status.success());
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("config.json"), "{}", String::from_utf8_lossy(&failed.stderr));
+}
+
+fn losses(events: &[serde_json::Value]) -> BTreeMap<(String, u64), f64> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "metrics")
+        .map(|e| ((e["stage"].as_str().unwrap().to_string(), e["step"].as_u64().unwrap()), e["train_loss"].as_f64().unwrap()))
+        .collect()
+}
+
+/// A job restarted from a checkpoint continues with exactly the losses of the uninterrupted run,
+/// whether it resumes mid-SFT (LoRA with dropout: the random stream is restored too) or after SFT.
+#[test]
+fn resumed_jobs_continue_with_identical_losses() {
+    let dir = scratch("resume");
+    let options = r#"{"learning_rate": 3e-3, "max_steps": 8, "lora": {"dropout": 0.1}, "router": {"jitter": 0.01},
+                      "qat": {"steps": 4, "learning_rate": 1e-4, "format": "nvfp4", "quantize_activations": true},
+                      "checkpoint_every_n_steps": 3, "monitor": {"every_n_steps": 2}}"#;
+    let checkpoints = dir.join("checkpoints");
+    let full = losses(&train(&["--checkpoints", checkpoints.to_str().unwrap()], options, &dir.join("full")));
+    assert_eq!(full.len(), 12);
+    for name in ["sft-step-000003", "sft-step-000006", "sft-final", "qat-step-000003", "qat-final"] {
+        assert!(checkpoints.join(name).join("progress.json").exists(), "{name} missing");
+    }
+    for (from, first) in [("sft-step-000003", ("sft", 4)), ("sft-final", ("qat", 1)), ("qat-step-000003", ("qat", 4))] {
+        let resumed = losses(&train(&["--resume", checkpoints.join(from).to_str().unwrap()], options, &dir.join(from)));
+        let order = |stage: &str, step: u64| (u8::from(stage == "qat"), step);
+        let expected: BTreeMap<_, _> = full.iter().filter(|((stage, step), _)| order(stage, *step) >= order(first.0, first.1)).map(|(k, v)| (k.clone(), *v)).collect();
+        assert_eq!(resumed, expected, "resumed from {from}");
+    }
+    // The exports of a resumed job equal the uninterrupted job's.
+    let a = std::fs::read(dir.join("full/nvfp4/model.safetensors")).unwrap();
+    let b = std::fs::read(dir.join("sft-step-000003/nvfp4/model.safetensors")).unwrap();
+    assert!(a == b, "NVFP4 export of the resumed job differs");
+    let quant: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("full/nvfp4/hf_quant_config.json")).unwrap()).unwrap();
+    assert_eq!(quant["quantization"]["quant_algo"], "NVFP4");
+    let tensors = SafeTensors::deserialize(&a).unwrap();
+    assert!(tensors.names().iter().any(|n| n.ends_with("experts.0.w1.input_scale")));
+}
+
+/// Seed 001's monitor: training the router at a high learning rate without the aux loss collapses
+/// routing; the monitor halves the learning rate, then stops the job. Under the defaults it stays quiet.
+#[test]
+fn monitor_drops_the_rate_then_stops_a_collapsing_router_and_stays_quiet_by_default() {
+    let dir = scratch("monitor");
+    let collapse = r#"{"sft_method": "full", "learning_rate": 3e-2, "max_steps": 40, "router": {"mode": "train", "aux_loss_coef": 0},
+                       "qat": {"steps": 5}, "monitor": {"every_n_steps": 4, "cooldown_steps": 8}, "checkpoint_every_n_steps": 0}"#;
+    let events = train(&[], collapse, &dir.join("collapse"));
+    let checks: Vec<&serde_json::Value> = events.iter().filter(|e| e["type"] == "monitor").collect();
+    let first_drop = checks.iter().position(|c| c["action"].as_str().is_some_and(|a| a.starts_with("lr_decayed"))).expect("no LR drop");
+    let stop = checks.iter().position(|c| c["action"] == "early_stop").expect("no early stop");
+    assert!(first_drop < stop);
+    assert!(checks[stop]["mean_top1_share"].as_f64().unwrap() >= 0.70 && checks[stop]["mean_entropy_norm"].as_f64().unwrap() <= 0.40);
+    // From the drop on, the rate is at most half the peak (the schedule is otherwise still near it).
+    let next_step = checks[first_drop]["step"].as_u64().unwrap() + 1;
+    let lr_after = events.iter().find(|e| e["type"] == "metrics" && e["step"].as_u64() == Some(next_step)).unwrap()["learning_rate"].as_f64().unwrap();
+    assert!(lr_after <= 3e-2 * 0.5 * 1.0001, "LR not halved: {lr_after}");
+    let summary = &events.last().unwrap()["summary"];
+    assert_eq!(summary["stop_reason"], "early_stop_router_collapse");
+    assert!(summary["sft"]["steps"].as_u64().unwrap() < 40);
+    assert_eq!(summary["qat"]["steps"], 0, "QAT must not run after an early stop");
+
+    let quiet = r#"{"learning_rate": 1e-3, "max_steps": 12, "qat": {"steps": 0}, "monitor": {"every_n_steps": 4}, "checkpoint_every_n_steps": 0}"#;
+    let events = train(&[], quiet, &dir.join("quiet"));
+    let checks: Vec<&serde_json::Value> = events.iter().filter(|e| e["type"] == "monitor").collect();
+    assert_eq!(checks.len(), 3);
+    assert!(checks.iter().all(|c| c["alert"] == false), "{checks:#?}");
+    assert_eq!(events.last().unwrap()["summary"]["stop_reason"], "completed");
+}
