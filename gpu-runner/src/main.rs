@@ -46,6 +46,13 @@ enum Command {
         #[arg(long)]
         resume: Option<PathBuf>,
     },
+    /// The miniature fidelity experiment: pre-train the tiny MoE on synthetic domains, fine-tune on a
+    /// held-out one through SFT → PTQ → QAT, and exercise the expert-usage monitor. Writes OUT/fidelity.json;
+    /// exits non-zero when an acceptance check fails.
+    Fidelity {
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Post-training quantization: write MODEL_DIR's FP4 checkpoint (MXFP4 gpt-oss layout or NVFP4
     /// modelopt layout) to OUT.
     Quantize {
@@ -173,6 +180,11 @@ async fn main() -> anyhow::Result<()> {
                 eprintln!("wrote {name}");
             }
             println!("{}", serde_json::to_string(&serde_json::json!({ "type": "summary", "summary": output.summary }))?);
+        }
+        Some(Command::Fidelity { out }) => {
+            let result = moetune_runner::fidelity::run(&out, config.device()?, &mut |m| eprintln!("[fidelity] {m}"))?;
+            print!("{}", moetune_runner::fidelity::render(&result));
+            anyhow::ensure!(result["passed"] == true, "fidelity acceptance failed: {}", result["acceptance"]);
         }
         Some(Command::Quantize { model_dir, format, out }) => {
             let format = if format == "nvfp4" { QatFormat::Nvfp4 } else { QatFormat::Mxfp4 };

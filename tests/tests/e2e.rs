@@ -21,6 +21,7 @@ impl Drop for KillOnDrop {
 fn spawn_runner(env: &TestEnv, id: &str) -> KillOnDrop {
     let child = Command::new(workspace_binary("moetune-runner"))
         .arg("serve")
+        .env("MOETUNE_HEARTBEAT_MS", "200")
         .env("MOETUNE_REDIS_PREFIX", &env.config.redis_prefix)
         .env("MOETUNE_S3__BUCKET", &env.config.s3.bucket)
         .env("MOETUNE_RUNNER_ID", id)
@@ -159,3 +160,64 @@ problems = {k: v for k, v in info.items() if v}
 assert not problems, problems
 print("loaded MixtralForCausalLM with no missing or unexpected keys")
 "#;
+
+/// A runner killed mid-job (SIGKILL) loses nothing but time: the scheduler hands the job out again
+/// (attempt 2), and the next runner resumes from the latest checkpoint in S3, recomputing exactly the
+/// losses the dead runner had reported after that checkpoint.
+#[sqlx::test(migrations = "../migrations")]
+async fn killed_runner_job_resumes_from_its_latest_checkpoint(pool: PgPool) {
+    let env = TestEnv::start(pool.clone()).await;
+    let _scheduler = tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool.clone(), std::future::pending()));
+    let first = spawn_runner(&env, "doomed-runner");
+    let dataset = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/demo/finance-alpaca-mini.jsonl")).unwrap();
+    let file: serde_json::Value = env.upload("fine-tune", "finance.jsonl", dataset).await.json().await.unwrap();
+    let body = json!({
+        "model": "moetune/tiny-mixtral", "training_file": file["id"], "seed": 5, "hyperparameters": {"batch_size": 16},
+        "method": {"type": "moe_sft_qat", "moe_sft_qat": {
+            "learning_rate": 1e-3, "max_steps": 400, "lora": {"target_experts": true}, "qat": {"steps": 20, "learning_rate": 1e-4},
+            "checkpoint_every_n_steps": 25, "monitor": {"every_n_steps": 50}}},
+    });
+    let created: serde_json::Value = env.post_json("/v1/fine_tuning/jobs", body).await.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let checkpoints = |pool: PgPool, id: String| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM checkpoints WHERE job_id = $1").bind(id).fetch_one(&pool).await.unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while checkpoints(pool.clone(), id.clone()).await < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no checkpoint after 120 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(first); // SIGKILL mid-SFT
+    let _second = spawn_runner(&env, "rescue-runner");
+    let job = env.wait_for_job(&id, Duration::from_secs(300)).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(job["attempt"], 2);
+
+    let rows: Vec<(i32, serde_json::Value)> = sqlx::query_as("SELECT attempt, data FROM job_events WHERE job_id = $1 AND type = 'metrics' ORDER BY seq")
+        .bind(&id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let sft = |attempt: i32| -> std::collections::BTreeMap<u64, f64> {
+        rows.iter()
+            .filter(|(a, d)| *a == attempt && d["stage"] == "sft")
+            .map(|(_, d)| (d["step"].as_u64().unwrap(), d["train_loss"].as_f64().unwrap()))
+            .collect()
+    };
+    let (before, after) = (sft(1), sft(2));
+    let resumed_at = *after.keys().next().expect("attempt 2 trained") - 1;
+    assert!(resumed_at >= 25 && resumed_at % 25 == 0, "attempt 2 started after step {resumed_at}, not at a checkpoint");
+    assert_eq!(*after.keys().last().unwrap(), 400);
+    let overlap: Vec<u64> = before.keys().filter(|s| **s > resumed_at).copied().collect();
+    for step in &overlap {
+        assert_eq!(before[step], after[step], "step {step}: loss differs after resuming");
+    }
+    let resumed: i64 = sqlx::query_scalar("SELECT count(*) FROM job_events WHERE job_id = $1 AND attempt = 2 AND message LIKE $2")
+        .bind(&id)
+        .bind(format!("Resumed sft at step {resumed_at}/400%"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(resumed, 1);
+    assert!(job["artifacts"].as_array().unwrap().iter().any(|a| a["name"] == "adapter/adapter_model.safetensors"));
+}

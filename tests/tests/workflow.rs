@@ -191,3 +191,20 @@ fn monitor_drops_the_rate_then_stops_a_collapsing_router_and_stays_quiet_by_defa
     assert!(checks.iter().all(|c| c["alert"] == false), "{checks:#?}");
     assert_eq!(events.last().unwrap()["summary"]["stop_reason"], "completed");
 }
+
+/// Seed 002's comparison in miniature (`moetune-runner fidelity`): pre-train on four synthetic domains,
+/// fine-tune on a held-out one; SFT+QAT in MXFP4 keeps ≥ 99% of the SFT accuracy and beats PTQ, and the
+/// monitor fires on a collapsing router but not under the defaults.
+#[test]
+fn fidelity_experiment_meets_its_acceptance() {
+    let dir = scratch("fidelity");
+    let stdout = run_ok(runner().arg("fidelity").arg("--out").arg(&dir));
+    let result: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("fidelity.json")).unwrap()).unwrap();
+    assert_eq!(result["passed"], true, "{stdout}\n{:#}", result["acceptance"]);
+    let models: Vec<&str> = result["table"].as_array().unwrap().iter().map(|r| r["model"].as_str().unwrap()).collect();
+    assert_eq!(models, ["base", "sft", "ptq", "sft_qat"]);
+    // The fine-tuning taught the held-out domain: exact match far above the base model's.
+    let accuracy = |row: usize| result["table"][row]["task_accuracy"].as_f64().unwrap();
+    assert!(accuracy(1) > accuracy(0) + 0.3, "{:#}", result["table"]);
+    println!("{stdout}");
+}

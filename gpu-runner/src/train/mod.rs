@@ -88,10 +88,10 @@ fn set_trainable(model: &MoeModel, vars: &nn::VarStore, roles: &[Role]) -> Vec<o
     trainables
 }
 
-/// Roles full fine-tuning and QAT train: attention and experts (shared and dense MLPs too); the router
-/// only when the job trains it. Embeddings, norms and the LM head stay as pre-trained.
+/// Roles full fine-tuning and QAT train: every parameter (attention, experts, shared and dense MLPs,
+/// norms, embeddings, LM head) except the router, which trains only when the job asks.
 fn full_roles(router: RouterMode) -> Vec<Role> {
-    let mut roles = vec![Role::Attention, Role::Expert, Role::SharedExpert, Role::DenseMlp];
+    let mut roles = vec![Role::Embedding, Role::Attention, Role::Norm, Role::Expert, Role::SharedExpert, Role::DenseMlp, Role::LmHead];
     if router == RouterMode::Train {
         roles.push(Role::Router);
     }

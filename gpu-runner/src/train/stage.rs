@@ -177,7 +177,7 @@ impl Stage<'_> {
         let action = if verdict.stop {
             Some("early_stop".to_string())
         } else if verdict.lr_decayed {
-            Some(format!("lr_decayed to {:e}", lr * options.lr_decay))
+            Some(format!("lr_decayed to {:.3e}", (lr * options.lr_decay).max(options.min_lr)))
         } else {
             None
         };
