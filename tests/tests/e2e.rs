@@ -174,7 +174,8 @@ async fn killed_runner_job_resumes_from_its_latest_checkpoint(pool: PgPool) {
     let body = json!({
         "model": "moetune/tiny-mixtral", "training_file": file["id"], "seed": 5, "hyperparameters": {"batch_size": 16},
         "method": {"type": "moe_sft_qat", "moe_sft_qat": {
-            "learning_rate": 1e-3, "max_steps": 400, "lora": {"target_experts": true}, "qat": {"steps": 20, "learning_rate": 1e-4},
+            "learning_rate": 1e-3, "max_steps": 400, "lora": {"target_experts": true},
+            "qat": {"steps": 20, "learning_rate": 1e-4, "format": "nvfp4", "quantize_activations": true},
             "checkpoint_every_n_steps": 25, "monitor": {"every_n_steps": 50}}},
     });
     let created: serde_json::Value = env.post_json("/v1/fine_tuning/jobs", body).await.json().await.unwrap();
@@ -219,5 +220,8 @@ async fn killed_runner_job_resumes_from_its_latest_checkpoint(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(resumed, 1);
-    assert!(job["artifacts"].as_array().unwrap().iter().any(|a| a["name"] == "adapter/adapter_model.safetensors"));
+    let artifacts: Vec<&str> = job["artifacts"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    for expected in ["adapter/adapter_model.safetensors", "nvfp4/model.safetensors", "nvfp4/hf_quant_config.json", "eval_report.json"] {
+        assert!(artifacts.contains(&expected), "{expected} not in {artifacts:?}");
+    }
 }
