@@ -52,6 +52,14 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found_error", "not_found", format!("No {what} found with id '{id}'."))
     }
 
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "invalid_request_error", code, message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", "not_ready", message)
+    }
+
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "internal error");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal_error", "The server had an error processing your request.")

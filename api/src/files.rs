@@ -197,3 +197,85 @@ impl FileObject {
         self
     }
 }
+
+/// Order of a listing.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    Asc,
+    #[default]
+    Desc,
+}
+
+/// One page of the tenant's live files, newest first unless `order` is `asc`; `after` is the id of the
+/// last file of the previous page.
+pub async fn list(state: &AppState, tenant: Uuid, purpose: Option<&str>, after: Option<&str>, limit: i64, order: Order) -> Result<(Vec<FileObject>, bool), ApiError> {
+    let cursor: Option<(chrono::DateTime<chrono::Utc>, String)> = match after {
+        None => None,
+        Some(id) => Some(
+            sqlx::query_as("SELECT created_at, id FROM files WHERE id = $1 AND tenant_id = $2")
+                .bind(id)
+                .bind(tenant)
+                .fetch_optional(&state.db)
+                .await?
+                .ok_or_else(|| ApiError::invalid("invalid_cursor", "after", format!("`after` must be the id of one of your files; '{id}' is not.")))?,
+        ),
+    };
+    let (comparison, direction) = match order {
+        Order::Asc => (">", "ASC"),
+        Order::Desc => ("<", "DESC"),
+    };
+    let rows: Vec<FileObject> = sqlx::query_as(&format!(
+        "SELECT {FILE_COLUMNS} FROM files
+         WHERE tenant_id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR purpose = $2)
+           AND ($3::timestamptz IS NULL OR (created_at, id) {comparison} ($3, $4))
+         ORDER BY created_at {direction}, id {direction} LIMIT $5"
+    ))
+    .bind(tenant)
+    .bind(purpose)
+    .bind(cursor.as_ref().map(|c| c.0))
+    .bind(cursor.as_ref().map(|c| c.1.clone()))
+    .bind(limit + 1)
+    .fetch_all(&state.db)
+    .await?;
+    let has_more = rows.len() as i64 > limit;
+    Ok((rows.into_iter().take(limit as usize).map(FileObject::with_object).collect(), has_more))
+}
+
+/// The stored location of a live file of the tenant.
+pub async fn location(state: &AppState, tenant: Uuid, id: &str) -> Result<(String, String, i64, String), ApiError> {
+    sqlx::query_as("SELECT s3_bucket, s3_key, bytes, filename FROM files WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL")
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("file", id))
+}
+
+/// Deletes a file: refused while a queued or running job needs it; otherwise its data leaves S3 and the
+/// file disappears from the API (jobs that used it keep their reference).
+pub async fn delete(state: &AppState, tenant: Uuid, id: &str) -> Result<(), ApiError> {
+    let mut tx = state.db.begin().await?;
+    // The row lock orders this against a job being created on the file (it takes a share lock).
+    let (bucket, key): (String, String) = sqlx::query_as("SELECT s3_bucket, s3_key FROM files WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL FOR UPDATE")
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| ApiError::not_found("file", id))?;
+    let active: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE (training_file = $1 OR validation_file = $1) AND status IN ('validating_files', 'queued', 'running') LIMIT 1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(job) = active {
+        return Err(ApiError::conflict("file_in_use", format!("File '{id}' is used by job '{job}', which has not finished; cancel it or wait, then delete the file.")));
+    }
+    sqlx::query("UPDATE files SET deleted_at = now() WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    tx.commit().await?;
+    if let Err(e) = state.s3.delete_object().bucket(&bucket).key(&key).send().await {
+        tracing::error!(key, error = %e, "file hidden but its S3 object could not be deleted");
+    }
+    Ok(())
+}

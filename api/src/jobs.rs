@@ -147,6 +147,14 @@ pub async fn create(state: &AppState, tenant: Uuid, request: CreateJobRequest) -
     }
     let id = format!("ftjob-{}", Uuid::new_v4().simple());
     let mut tx = state.db.begin().await?;
+    // Share locks: a concurrent DELETE of one of these files waits for this job, then sees it.
+    let files: Vec<&String> = std::iter::once(&request.training_file).chain(request.validation_file.as_ref()).collect();
+    for file in files {
+        let live: Option<i32> = sqlx::query_scalar("SELECT 1 FROM files WHERE id = $1 AND deleted_at IS NULL FOR SHARE").bind(file).fetch_optional(&mut *tx).await?;
+        if live.is_none() {
+            return Err(ApiError::not_found("file", file));
+        }
+    }
     sqlx::query(
         "INSERT INTO jobs (id, tenant_id, model, training_file, suffix, spec, hyperparameters, status, metadata, validation_file)
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'validating_files', $8, $9)",
@@ -177,7 +185,7 @@ pub async fn create(state: &AppState, tenant: Uuid, request: CreateJobRequest) -
 
 /// 400 unless `id` is a fine-tune file of the tenant.
 async fn check_file(state: &AppState, tenant: Uuid, id: &str, param: &str) -> Result<(), ApiError> {
-    let purpose: Option<String> = sqlx::query_scalar("SELECT purpose FROM files WHERE id = $1 AND tenant_id = $2")
+    let purpose: Option<String> = sqlx::query_scalar("SELECT purpose FROM files WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL")
         .bind(id)
         .bind(tenant)
         .fetch_optional(&state.db)
@@ -433,4 +441,38 @@ pub async fn checkpoints(state: &AppState, tenant: Uuid, job_id: &str) -> Result
             bytes,
         })
         .collect())
+}
+
+/// One page of the tenant's jobs, newest first; `after` is the id of the last job of the previous
+/// page; `metadata` pairs must all match.
+pub async fn list(state: &AppState, tenant: Uuid, after: Option<&str>, limit: i64, metadata: &HashMap<String, String>) -> Result<(Vec<JobObject>, bool), ApiError> {
+    let cursor: Option<(chrono::DateTime<chrono::Utc>, String)> = match after {
+        None => None,
+        Some(id) => Some(
+            sqlx::query_as("SELECT created_at, id FROM jobs WHERE id = $1 AND tenant_id = $2")
+                .bind(id)
+                .bind(tenant)
+                .fetch_optional(&state.db)
+                .await?
+                .ok_or_else(|| ApiError::invalid("invalid_cursor", "after", format!("`after` must be the id of one of your jobs; '{id}' is not.")))?,
+        ),
+    };
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE tenant_id = $1 AND metadata @> $2
+           AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
+         ORDER BY created_at DESC, id DESC LIMIT $5",
+    )
+    .bind(tenant)
+    .bind(serde_json::to_value(metadata).map_err(ApiError::internal)?)
+    .bind(cursor.as_ref().map(|c| c.0))
+    .bind(cursor.as_ref().map(|c| c.1.clone()))
+    .bind(limit + 1)
+    .fetch_all(&state.db)
+    .await?;
+    let has_more = ids.len() as i64 > limit;
+    let mut jobs = Vec::with_capacity(ids.len());
+    for id in ids.iter().take(limit as usize) {
+        jobs.push(get(state, tenant, id).await?);
+    }
+    Ok((jobs, has_more))
 }

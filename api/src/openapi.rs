@@ -9,8 +9,12 @@ use utoipa::{Modify, OpenApi};
     paths(
         crate::routes::files::upload,
         crate::routes::files::retrieve,
+        crate::routes::files::list,
+        crate::routes::files::delete,
+        crate::routes::files::content,
         crate::routes::jobs::create,
         crate::routes::jobs::retrieve,
+        crate::routes::jobs::list,
         crate::routes::jobs::events,
         crate::routes::jobs::list_artifacts,
         crate::routes::jobs::list_checkpoints,

@@ -37,6 +37,13 @@ impl JobQueue {
     }
 
     /// Publishes the assignment and appends the job to the pending list, atomically.
+    /// Round trip to Redis (readiness checks).
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        let mut redis = self.connection();
+        let _: String = redis::cmd("PING").query_async(&mut redis).await?;
+        Ok(())
+    }
+
     pub async fn enqueue(&self, assignment: &JobAssignment) -> anyhow::Result<()> {
         let mut redis = self.redis.clone();
         redis::pipe()

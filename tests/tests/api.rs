@@ -177,3 +177,82 @@ async fn moe_sft_qat_options_are_validated_and_passed_through(pool: PgPool) {
     body["validation_file"] = json!("file-missing");
     assert_eq!(error_of(env.post_json("/v1/fine_tuning/jobs", body).await, 400).await["param"], "validation_file");
 }
+
+/// Files: list (pagination both ways, purpose filter), content, delete; jobs: list with pagination and
+/// metadata filters; every id route refuses another tenant's ids with 404; /readyz.
+#[sqlx::test(migrations = "../migrations")]
+async fn files_and_jobs_list_download_delete_and_stay_tenant_scoped(pool: PgPool) {
+    let env = TestEnv::start(pool.clone()).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let file: serde_json::Value = env.upload("fine-tune", &format!("f{i}.jsonl"), GOOD.into()).await.json().await.unwrap();
+        ids.push(file["id"].as_str().unwrap().to_string());
+    }
+    let page = env.get_json("/v1/files?limit=2").await;
+    assert_eq!((page["object"].as_str(), page["has_more"].as_bool()), (Some("list"), Some(true)));
+    let first: Vec<&str> = page["data"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
+    assert_eq!(first, [ids[2].as_str(), ids[1].as_str()]); // newest first
+    let rest = env.get_json(&format!("/v1/files?limit=2&after={}", page["last_id"].as_str().unwrap())).await;
+    assert_eq!(rest["data"][0]["id"], ids[0].as_str());
+    assert_eq!(rest["has_more"], false);
+    let ascending = env.get_json("/v1/files?order=asc&purpose=fine-tune").await;
+    assert_eq!(ascending["data"][0]["id"], ids[0].as_str());
+    assert_eq!(env.get_json("/v1/files?purpose=batch").await["data"], json!([]));
+
+    let content = env.http.get(env.url(&format!("/v1/files/{}/content", ids[0]))).bearer_auth(&env.token).send().await.unwrap();
+    assert_eq!(content.status(), 200);
+    assert_eq!(content.bytes().await.unwrap(), GOOD.as_bytes());
+
+    // Jobs: newest first, paginated, filtered by metadata.
+    let mut jobs = Vec::new();
+    for (i, team) in ["risk", "ops", "risk"].iter().enumerate() {
+        let body = json!({"model": "moetune/tiny-mixtral", "training_file": ids[1], "metadata": {"team": team, "n": i.to_string()}});
+        let job: serde_json::Value = env.post_json("/v1/fine_tuning/jobs", body).await.json().await.unwrap();
+        jobs.push(job["id"].as_str().unwrap().to_string());
+    }
+    let page = env.get_json("/v1/fine_tuning/jobs?limit=2").await;
+    assert_eq!((page["data"][0]["id"].as_str(), page["has_more"].as_bool()), (Some(jobs[2].as_str()), Some(true)));
+    let rest = env.get_json(&format!("/v1/fine_tuning/jobs?limit=2&after={}", page["data"][1]["id"].as_str().unwrap())).await;
+    assert_eq!((rest["data"][0]["id"].as_str(), rest["has_more"].as_bool()), (Some(jobs[0].as_str()), Some(false)));
+    let risk = env.get_json("/v1/fine_tuning/jobs?metadata[team]=risk").await;
+    let risk: Vec<&str> = risk["data"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
+    assert_eq!(risk, [jobs[2].as_str(), jobs[0].as_str()]);
+    let error = error_of(env.http.get(env.url("/v1/fine_tuning/jobs?colour=red")).bearer_auth(&env.token).send().await.unwrap(), 400).await;
+    assert_eq!(error["param"], "colour");
+
+    // Deleting: refused while a queued job uses the file, then done; the file is gone from every route.
+    let error = error_of(env.http.delete(env.url(&format!("/v1/files/{}", ids[1]))).bearer_auth(&env.token).send().await.unwrap(), 409).await;
+    assert_eq!(error["code"], "file_in_use");
+    let deleted: serde_json::Value = env.http.delete(env.url(&format!("/v1/files/{}", ids[0]))).bearer_auth(&env.token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(deleted, json!({"id": ids[0], "object": "file", "deleted": true}));
+    for path in [format!("/v1/files/{}", ids[0]), format!("/v1/files/{}/content", ids[0])] {
+        assert_eq!(env.http.get(env.url(&path)).bearer_auth(&env.token).send().await.unwrap().status(), 404, "{path}");
+    }
+    assert_eq!(env.get_json("/v1/files").await["data"].as_array().unwrap().len(), 2);
+    let body = json!({"model": "moetune/tiny-mixtral", "training_file": ids[0]});
+    assert_eq!(error_of(env.post_json("/v1/fine_tuning/jobs", body).await, 400).await["code"], "file_not_found");
+
+    // Another tenant sees none of it.
+    let other = moetune_api::auth::ensure_tenant(&pool, "globex").await.unwrap();
+    let other_token = moetune_api::auth::TokenKeys::new(&env.config.jwt_secret).mint(other, "globex", 1).unwrap();
+    let get = |path: String| env.http.get(env.url(&path)).bearer_auth(&other_token).send();
+    for path in [
+        format!("/v1/files/{}", ids[2]),
+        format!("/v1/files/{}/content", ids[2]),
+        format!("/v1/fine_tuning/jobs/{}", jobs[0]),
+        format!("/v1/fine_tuning/jobs/{}/events", jobs[0]),
+        format!("/v1/fine_tuning/jobs/{}/checkpoints", jobs[0]),
+        format!("/v1/fine_tuning/jobs/{}/artifacts", jobs[0]),
+    ] {
+        assert_eq!(get(path.clone()).await.unwrap().status(), 404, "{path}");
+    }
+    let deleted = env.http.delete(env.url(&format!("/v1/files/{}", ids[2]))).bearer_auth(&other_token).send().await.unwrap();
+    assert_eq!(deleted.status(), 404);
+    let listing: serde_json::Value = get("/v1/files".into()).await.unwrap().json().await.unwrap();
+    assert_eq!(listing["data"], json!([]));
+    let listing: serde_json::Value = get("/v1/fine_tuning/jobs".into()).await.unwrap().json().await.unwrap();
+    assert_eq!(listing["data"], json!([]));
+
+    let ready = env.http.get(env.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+}

@@ -4,7 +4,7 @@ use futures_util::TryStreamExt;
 
 use crate::auth::Tenant;
 use crate::error::{ApiError, ErrorBody};
-use crate::files::{self, FileObject, FILE_COLUMNS};
+use crate::files::{self, FileObject, Order, FILE_COLUMNS};
 use crate::AppState;
 
 /// Multipart form of `POST /v1/files`.
@@ -73,11 +73,83 @@ pub async fn upload(tenant: Tenant, state: web::Data<AppState>, mut form: Multip
     responses((status = 200, body = FileObject), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn retrieve(tenant: Tenant, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let file: FileObject = sqlx::query_as(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id = $1 AND tenant_id = $2"))
+    let file: FileObject = sqlx::query_as(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL"))
         .bind(id.as_str())
         .bind(tenant.id)
         .fetch_optional(&state.db)
         .await?
         .ok_or_else(|| ApiError::not_found("file", &id))?;
     Ok(HttpResponse::Ok().json(file.with_object()))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FilesQuery {
+    /// Id of the last file from the previous page.
+    after: Option<String>,
+    /// Files per page, 1–10000 (default 10000, as OpenAI).
+    limit: Option<i64>,
+    /// `desc` (newest first, default) or `asc`.
+    order: Option<Order>,
+    /// Only files with this purpose.
+    purpose: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct FileList {
+    /// Always `list`.
+    object: &'static str,
+    data: Vec<FileObject>,
+    has_more: bool,
+    first_id: Option<String>,
+    last_id: Option<String>,
+}
+
+/// List the tenant's files.
+#[utoipa::path(get, path = "/v1/files", tag = "files", params(FilesQuery),
+    responses((status = 200, body = FileList), (status = 400, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(tenant: Tenant, state: web::Data<AppState>, query: web::Query<FilesQuery>) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(10_000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::invalid("invalid_limit", "limit", "`limit` must be from 1 to 10000."));
+    }
+    let order = query.order.unwrap_or_default();
+    let (data, has_more) = files::list(&state, tenant.id, query.purpose.as_deref(), query.after.as_deref(), limit, order).await?;
+    let (first_id, last_id) = (data.first().map(|f| f.id.clone()), data.last().map(|f| f.id.clone()));
+    Ok(HttpResponse::Ok().json(FileList { object: "list", data, has_more, first_id, last_id }))
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct FileDeleted {
+    id: String,
+    /// Always `file`.
+    object: &'static str,
+    deleted: bool,
+}
+
+/// Delete a file. Refused with 409 while a queued or running job uses it.
+#[utoipa::path(delete, path = "/v1/files/{id}", tag = "files",
+    params(("id" = String, Path, description = "File id")),
+    responses((status = 200, body = FileDeleted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete(tenant: Tenant, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    files::delete(&state, tenant.id, &id).await?;
+    Ok(HttpResponse::Ok().json(FileDeleted { id: id.into_inner(), object: "file", deleted: true }))
+}
+
+/// Download a file's content as uploaded; streamed from storage.
+#[utoipa::path(get, path = "/v1/files/{id}/content", tag = "files",
+    params(("id" = String, Path, description = "File id")),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn content(tenant: Tenant, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let (bucket, key, bytes, filename) = files::location(&state, tenant.id, &id).await?;
+    let object = state.s3.get_object().bucket(&bucket).key(&key).send().await.map_err(ApiError::internal)?;
+    let stream = tokio_util::io::ReaderStream::new(object.body.into_async_read());
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header(("content-disposition", format!("attachment; filename=\"{}\"", filename.replace('"', ""))))
+        .insert_header(("content-length", bytes.to_string()))
+        .streaming(stream))
 }

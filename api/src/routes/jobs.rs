@@ -26,6 +26,51 @@ pub async fn retrieve(tenant: Tenant, state: web::Data<AppState>, id: web::Path<
     Ok(HttpResponse::Ok().json(jobs::get(&state, tenant.id, &id).await?))
 }
 
+/// Query of `GET /v1/fine_tuning/jobs` as documented; the handler reads the raw pairs because
+/// `metadata[KEY]` keys are open-ended.
+#[derive(Debug, Deserialize, IntoParams)]
+#[allow(dead_code)]
+pub struct JobsQuery {
+    /// Id of the last job from the previous page.
+    after: Option<String>,
+    /// Jobs per page, 1–100 (default 20).
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    /// Always `list`.
+    object: &'static str,
+    data: Vec<JobObject>,
+    has_more: bool,
+}
+
+/// List the tenant's fine-tuning jobs, newest first; filter with `metadata[KEY]=VALUE`.
+#[utoipa::path(get, path = "/v1/fine_tuning/jobs", tag = "fine_tuning",
+    params(JobsQuery, ("metadata[KEY]" = Option<String>, Query, description = "Only jobs whose metadata has KEY = this value")),
+    responses((status = 200, body = JobList), (status = 400, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(tenant: Tenant, state: web::Data<AppState>, query: web::Query<Vec<(String, String)>>) -> Result<HttpResponse, ApiError> {
+    let (mut after, mut limit, mut metadata) = (None, 20i64, std::collections::HashMap::new());
+    for (key, value) in query.into_inner() {
+        match key.as_str() {
+            "after" => after = Some(value),
+            "limit" => limit = value.parse().map_err(|_| ApiError::invalid("invalid_limit", "limit", "`limit` must be an integer from 1 to 100."))?,
+            _ => match key.strip_prefix("metadata[").and_then(|k| k.strip_suffix(']')) {
+                Some(name) => {
+                    metadata.insert(name.to_string(), value);
+                }
+                None => return Err(ApiError::invalid("unknown_parameter", &key, format!("Unknown query parameter '{key}'; use after, limit or metadata[KEY]."))),
+            },
+        }
+    }
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid("invalid_limit", "limit", "`limit` must be an integer from 1 to 100."));
+    }
+    let (data, has_more) = jobs::list(&state, tenant.id, after.as_deref(), limit, &metadata).await?;
+    Ok(HttpResponse::Ok().json(JobList { object: "list", data, has_more }))
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct EventsQuery {
     /// Id of the last event from the previous page.
