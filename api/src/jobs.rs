@@ -476,3 +476,25 @@ pub async fn list(state: &AppState, tenant: Uuid, after: Option<&str>, limit: i6
     }
     Ok((jobs, has_more))
 }
+
+/// Cancels a job that has not finished: Postgres first (the truth; later runner events are refused as
+/// the job is terminal), then Redis withdraws it and flags the runner, which stops at its next step.
+pub async fn cancel(state: &AppState, tenant: Uuid, id: &str) -> Result<JobObject, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let row: Option<(String, i32)> = sqlx::query_as("SELECT status, attempt FROM jobs WHERE id = $1 AND tenant_id = $2 FOR UPDATE")
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let (status, attempt) = row.ok_or_else(|| ApiError::not_found("fine-tuning job", id))?;
+    if JobStatus::parse(&status).is_none_or(JobStatus::is_terminal) {
+        return Err(ApiError::conflict("job_not_cancellable", format!("Job '{id}' has already {status}; only jobs that have not finished can be cancelled.")));
+    }
+    store::transition(&mut tx, id, attempt, JobStatus::Cancelled, "Job cancelled".into()).await?;
+    tx.commit().await?;
+    if let Err(e) = state.queue.cancel(id).await {
+        // The reconciler only republishes queued/running jobs, so a cancelled one is never handed out again.
+        tracing::warn!(job = %id, error = %e, "could not withdraw the cancelled job from Redis");
+    }
+    get(state, tenant, id).await
+}

@@ -15,6 +15,7 @@ use utoipa::{Modify, OpenApi};
         crate::routes::jobs::create,
         crate::routes::jobs::retrieve,
         crate::routes::jobs::list,
+        crate::routes::jobs::cancel,
         crate::routes::jobs::events,
         crate::routes::jobs::list_artifacts,
         crate::routes::jobs::list_checkpoints,

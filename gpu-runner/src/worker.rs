@@ -98,6 +98,10 @@ impl Worker {
         sink.emit(RunnerEventKind::Started { device: format!("{:?}", self.device).to_lowercase(), dtype: "float32".into() }).await?;
         match self.train_and_upload(&assignment, &sink).await {
             Ok((trained_tokens, result)) => sink.emit(RunnerEventKind::Succeeded { trained_tokens, result }).await,
+            Err(e) if e.downcast_ref::<train::Cancelled>().is_some() => {
+                tracing::info!(job = %job_id, "job cancelled; stopped training");
+                Ok(())
+            }
             Err(e) => {
                 tracing::error!(job = %job_id, error = format!("{e:#}"), "job failed");
                 let (code, message) = match e.downcast_ref::<UserError>() {
@@ -126,7 +130,16 @@ impl Worker {
             sink.emit(RunnerEventKind::Message { level: "info".into(), message: format!("Resuming from checkpoint {}", point.dir.display()) }).await?;
         }
         let (spec, device, handle) = (assignment.spec.clone(), self.device, tokio::runtime::Handle::current());
-        let mut reporter = S3Reporter { sink: sink.clone(), s3: self.s3.clone(), bucket: assignment.bucket.clone(), prefix: assignment.checkpoint_prefix.clone(), handle };
+        let cancel_key = self.keys.cancelled(&assignment.job_id);
+        let mut reporter = S3Reporter {
+            sink: sink.clone(),
+            s3: self.s3.clone(),
+            bucket: assignment.bucket.clone(),
+            prefix: assignment.checkpoint_prefix.clone(),
+            handle,
+            redis: self.redis.clone(),
+            cancel_key,
+        };
         let data = train::JobData { train: train_examples, validation };
         let output = tokio::task::spawn_blocking(move || train::run(&spec, data, device, resume, &mut reporter)).await??;
         let out_dir = work.join("outputs");
@@ -188,6 +201,8 @@ struct S3Reporter {
     bucket: String,
     prefix: String,
     handle: tokio::runtime::Handle,
+    redis: ConnectionManager,
+    cancel_key: String,
 }
 
 impl train::Reporter for S3Reporter {
@@ -195,6 +210,12 @@ impl train::Reporter for S3Reporter {
         if let Err(e) = self.handle.block_on(self.sink.emit(event)) {
             tracing::warn!(error = %e, "could not report training event");
         }
+    }
+
+    fn cancelled(&mut self) -> bool {
+        let mut redis = self.redis.clone();
+        let key = self.cancel_key.clone();
+        self.handle.block_on(async move { redis.exists::<_, bool>(key).await }).unwrap_or(false)
     }
 
     fn checkpoint(&mut self, name: &str, stage: &str, step: u32, dir: &Path) -> anyhow::Result<()> {

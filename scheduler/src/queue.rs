@@ -68,6 +68,20 @@ impl JobQueue {
         Ok(())
     }
 
+    /// Withdraws a cancelled job: out of the pending list, no assignment to read, and a flag the runner
+    /// working on it (if any) sees at its next step.
+    pub async fn cancel(&self, job_id: &str) -> anyhow::Result<()> {
+        let mut redis = self.redis.clone();
+        redis::pipe()
+            .atomic()
+            .set_ex(self.keys.cancelled(job_id), "1", 86_400)
+            .del(self.keys.assignment(job_id))
+            .lrem(self.keys.pending(), 0, job_id)
+            .query_async::<()>(&mut redis)
+            .await?;
+        Ok(())
+    }
+
     /// Removes every trace of a finished job.
     pub async fn forget(&self, runner_id: Option<&str>, job_id: &str) -> anyhow::Result<()> {
         let mut redis = self.redis.clone();

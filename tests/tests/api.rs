@@ -256,3 +256,29 @@ async fn files_and_jobs_list_download_delete_and_stay_tenant_scoped(pool: PgPool
     let ready = env.http.get(env.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
 }
+
+/// Cancelling a queued job: it is cancelled in Postgres, withdrawn from the Redis queue, and a second
+/// cancel (or one of another tenant) is refused.
+#[sqlx::test(migrations = "../migrations")]
+async fn queued_jobs_can_be_cancelled_once(pool: PgPool) {
+    use redis::AsyncCommands;
+    let env = TestEnv::start(pool).await;
+    let file: serde_json::Value = env.upload("fine-tune", "good.jsonl", GOOD.into()).await.json().await.unwrap();
+    let job: serde_json::Value = env.post_json("/v1/fine_tuning/jobs", json!({"model": "moetune/tiny-mixtral", "training_file": file["id"]})).await.json().await.unwrap();
+    let id = job["id"].as_str().unwrap();
+    let keys = moetune_types::RedisKeys::new(&env.config.redis_prefix);
+    let mut redis = redis::Client::open(env.config.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let pending: Vec<String> = redis.lrange(keys.pending(), 0, -1).await.unwrap();
+    assert_eq!(pending, [id]);
+
+    let cancelled: serde_json::Value = env.post_json(&format!("/v1/fine_tuning/jobs/{id}/cancel"), json!({})).await.json().await.unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+    let pending: Vec<String> = redis.lrange(keys.pending(), 0, -1).await.unwrap();
+    assert!(pending.is_empty());
+    assert!(redis.exists::<_, bool>(keys.cancelled(id)).await.unwrap());
+    let error = error_of(env.post_json(&format!("/v1/fine_tuning/jobs/{id}/cancel"), json!({})).await, 409).await;
+    assert_eq!(error["code"], "job_not_cancellable");
+    let events = env.get_json(&format!("/v1/fine_tuning/jobs/{id}/events")).await;
+    assert_eq!(events["data"][0]["message"], "Job cancelled");
+    assert_eq!(error_of(env.post_json("/v1/fine_tuning/jobs/ftjob-nope/cancel", json!({})).await, 404).await["code"], "not_found");
+}

@@ -225,3 +225,37 @@ async fn killed_runner_job_resumes_from_its_latest_checkpoint(pool: PgPool) {
         assert!(artifacts.contains(&expected), "{expected} not in {artifacts:?}");
     }
 }
+
+/// Cancelling a running job stops the runner at its next step; it then takes the next job.
+#[sqlx::test(migrations = "../migrations")]
+async fn cancelling_a_running_job_frees_its_runner(pool: PgPool) {
+    let env = TestEnv::start(pool.clone()).await;
+    let _scheduler = tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool.clone(), std::future::pending()));
+    let _runner = spawn_runner(&env, "busy-runner");
+    let dataset = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/demo/finance-alpaca-mini.jsonl")).unwrap();
+    let file: serde_json::Value = env.upload("fine-tune", "finance.jsonl", dataset).await.json().await.unwrap();
+    let long = json!({"model": "moetune/tiny-mixtral", "training_file": file["id"], "hyperparameters": {"batch_size": 16},
+                      "method": {"type": "moe_sft_qat", "moe_sft_qat": {"max_steps": 100000, "checkpoint_every_n_steps": 0}}});
+    let long: serde_json::Value = env.post_json("/v1/fine_tuning/jobs", long).await.json().await.unwrap();
+    let long_id = long["id"].as_str().unwrap().to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let steps: i64 = sqlx::query_scalar("SELECT count(*) FROM job_events WHERE job_id = $1 AND type = 'metrics'").bind(&long_id).fetch_one(&pool).await.unwrap();
+        if steps >= 3 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the long job never trained");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cancelled: serde_json::Value = env.post_json(&format!("/v1/fine_tuning/jobs/{long_id}/cancel"), json!({})).await.json().await.unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+
+    let short = json!({"model": "moetune/tiny-mixtral", "training_file": file["id"],
+                       "method": {"type": "moe_sft_qat", "moe_sft_qat": {"max_steps": 3, "qat": {"steps": 1}}}});
+    let short: serde_json::Value = env.post_json("/v1/fine_tuning/jobs", short).await.json().await.unwrap();
+    let job = env.wait_for_job(short["id"].as_str().unwrap(), Duration::from_secs(120)).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    let long = env.get_json(&format!("/v1/fine_tuning/jobs/{long_id}")).await;
+    assert_eq!(long["status"], "cancelled");
+    assert!(long["artifacts"].as_array().unwrap().is_empty());
+}

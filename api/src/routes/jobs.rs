@@ -71,6 +71,15 @@ pub async fn list(tenant: Tenant, state: web::Data<AppState>, query: web::Query<
     Ok(HttpResponse::Ok().json(JobList { object: "list", data, has_more }))
 }
 
+/// Cancel a job that has not finished (409 if it has); a running job stops at its next step.
+#[utoipa::path(post, path = "/v1/fine_tuning/jobs/{id}/cancel", tag = "fine_tuning",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, body = JobObject), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn cancel(tenant: Tenant, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(jobs::cancel(&state, tenant.id, &id).await?))
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct EventsQuery {
     /// Id of the last event from the previous page.

@@ -21,6 +21,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/fine_tuning/jobs", web::post().to(jobs::create))
                 .route("/fine_tuning/jobs", web::get().to(jobs::list))
                 .route("/fine_tuning/jobs/{id}", web::get().to(jobs::retrieve))
+                .route("/fine_tuning/jobs/{id}/cancel", web::post().to(jobs::cancel))
                 .route("/fine_tuning/jobs/{id}/events", web::get().to(jobs::events))
                 .route("/fine_tuning/jobs/{id}/artifacts", web::get().to(jobs::list_artifacts))
                 .route("/fine_tuning/jobs/{id}/checkpoints", web::get().to(jobs::list_checkpoints))

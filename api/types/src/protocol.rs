@@ -44,6 +44,11 @@ impl RedisKeys {
         format!("{}:job:{job_id}", self.prefix)
     }
 
+    /// STRING with TTL set when a job is cancelled; the runner working on it checks it every step.
+    pub fn cancelled(&self, job_id: &str) -> String {
+        format!("{}:job:{job_id}:cancelled", self.prefix)
+    }
+
     /// STREAM of [`RunnerEvent`]s, consumed by the scheduler's group.
     pub fn events(&self) -> String {
         format!("{}:events", self.prefix)

@@ -33,7 +33,16 @@ pub trait Reporter {
     fn event(&mut self, event: RunnerEventKind);
     /// A complete checkpoint directory to store (the runner uploads it to S3).
     fn checkpoint(&mut self, name: &str, stage: &str, step: u32, dir: &std::path::Path) -> anyhow::Result<()>;
+    /// Whether the job was cancelled; asked before every optimiser step.
+    fn cancelled(&mut self) -> bool {
+        false
+    }
 }
+
+/// Training stopped because the job was cancelled.
+#[derive(Debug, thiserror::Error)]
+#[error("the job was cancelled")]
+pub struct Cancelled;
 
 /// Training and validation examples of a job.
 pub struct JobData {

@@ -79,6 +79,9 @@ impl Stage<'_> {
         let router_trained = options.router.mode == RouterMode::Train;
         let top_k = i64::from(options.monitor.top_k);
         while progress.step < self.steps {
+            if reporter.cancelled() {
+                return Err(super::Cancelled.into());
+            }
             let step = progress.step;
             let started = Instant::now();
             // Per-step seeding: dropout and jitter draw the same numbers whether or not the job resumed.
