@@ -210,17 +210,7 @@ pub enum Order {
 /// One page of the tenant's live files, newest first unless `order` is `asc`; `after` is the id of the
 /// last file of the previous page.
 pub async fn list(state: &AppState, tenant: Uuid, purpose: Option<&str>, after: Option<&str>, limit: i64, order: Order) -> Result<(Vec<FileObject>, bool), ApiError> {
-    let cursor: Option<(chrono::DateTime<chrono::Utc>, String)> = match after {
-        None => None,
-        Some(id) => Some(
-            sqlx::query_as("SELECT created_at, id FROM files WHERE id = $1 AND tenant_id = $2")
-                .bind(id)
-                .bind(tenant)
-                .fetch_optional(&state.db)
-                .await?
-                .ok_or_else(|| ApiError::invalid("invalid_cursor", "after", format!("`after` must be the id of one of your files; '{id}' is not.")))?,
-        ),
-    };
+    let cursor = crate::pagination::cursor(&state.db, "files", tenant, after).await?;
     let (comparison, direction) = match order {
         Order::Asc => (">", "ASC"),
         Order::Desc => ("<", "DESC"),

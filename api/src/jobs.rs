@@ -446,17 +446,7 @@ pub async fn checkpoints(state: &AppState, tenant: Uuid, job_id: &str) -> Result
 /// One page of the tenant's jobs, newest first; `after` is the id of the last job of the previous
 /// page; `metadata` pairs must all match.
 pub async fn list(state: &AppState, tenant: Uuid, after: Option<&str>, limit: i64, metadata: &HashMap<String, String>) -> Result<(Vec<JobObject>, bool), ApiError> {
-    let cursor: Option<(chrono::DateTime<chrono::Utc>, String)> = match after {
-        None => None,
-        Some(id) => Some(
-            sqlx::query_as("SELECT created_at, id FROM jobs WHERE id = $1 AND tenant_id = $2")
-                .bind(id)
-                .bind(tenant)
-                .fetch_optional(&state.db)
-                .await?
-                .ok_or_else(|| ApiError::invalid("invalid_cursor", "after", format!("`after` must be the id of one of your jobs; '{id}' is not.")))?,
-        ),
-    };
+    let cursor = crate::pagination::cursor(&state.db, "jobs", tenant, after).await?;
     let ids: Vec<String> = sqlx::query_scalar(
         "SELECT id FROM jobs WHERE tenant_id = $1 AND metadata @> $2
            AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))

@@ -6,6 +6,7 @@ pub mod error;
 pub mod files;
 pub mod jobs;
 pub mod openapi;
+pub mod pagination;
 pub mod routes;
 pub mod storage;
 

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use moetune_runner::config::RunnerConfig;
 use moetune_runner::{commands, export, model, train, worker::Worker};
-use moetune_types::dataset::parse_line;
+use moetune_types::dataset::parse_jsonl;
 use moetune_types::{Example, MoeSftQatOptions, QatFormat, TrainingSpec};
 use tracing_subscriber::EnvFilter;
 
@@ -151,11 +151,7 @@ impl Placement {
 
 fn read_examples(path: &std::path::Path) -> anyhow::Result<Vec<Example>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| parse_line(l).map(|(_, e)| e).map_err(|m| anyhow::anyhow!("{} line {}: {m}", path.display(), i + 1)))
-        .collect()
+    parse_jsonl(&text).map_err(|e| anyhow::anyhow!("{} line {}: {}", path.display(), e.line, e.message))
 }
 
 #[tokio::main]

@@ -167,7 +167,11 @@ impl TextCodec {
 
     /// Token ids of the prompt alone (what generation and the diagnostic prompts start from).
     pub fn encode_prompt(&self, example: &Example) -> anyhow::Result<Vec<i64>> {
-        let rendered = self.render(example)?;
+        self.prompt_ids(&self.render(example)?)
+    }
+
+    /// BOS first when the tokenizer has one and the rendering did not include it, then the prompt.
+    fn prompt_ids(&self, rendered: &Rendered) -> anyhow::Result<Vec<i64>> {
         let mut ids: Vec<i64> = match (self.bos_id(), rendered.has_bos) {
             (Some(bos), false) => vec![bos],
             _ => Vec::new(),
@@ -180,11 +184,7 @@ impl TextCodec {
     /// and the rendering did not include it.
     pub fn encode_example(&self, example: &Example, ignore: i64) -> anyhow::Result<(Vec<i64>, Vec<i64>)> {
         let rendered = self.render(example)?;
-        let mut ids: Vec<i64> = match (self.bos_id(), rendered.has_bos) {
-            (Some(bos), false) => vec![bos],
-            _ => Vec::new(),
-        };
-        ids.extend(self.encode(&rendered.prompt)?);
+        let mut ids = self.prompt_ids(&rendered)?;
         let prompt_len = ids.len();
         ids.extend(self.encode(&rendered.response)?);
         let mut labels = ids.clone();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use aws_sdk_s3::primitives::ByteStream;
-use moetune_types::dataset::parse_line;
+use moetune_types::dataset::parse_jsonl;
 use moetune_types::{Example, JobAssignment, RedisKeys, RunnerEvent, RunnerEventKind};
 use redis::aio::ConnectionManager;
 use redis::streams::StreamMaxlen;
@@ -178,11 +178,7 @@ impl Worker {
         let object = self.s3.get_object().bucket(bucket).key(key).send().await.with_context(|| format!("downloading s3://{bucket}/{key}"))?;
         let bytes = object.body.collect().await?.into_bytes();
         let text = std::str::from_utf8(&bytes).map_err(|_| UserError(format!("{what} file is not UTF-8")))?;
-        text.lines()
-            .enumerate()
-            .filter(|(_, line)| !line.trim().is_empty())
-            .map(|(i, line)| parse_line(line).map(|(_, e)| e).map_err(|m| UserError(format!("{what} file line {}: {m}", i + 1)).into()))
-            .collect()
+        parse_jsonl(text).map_err(|e| UserError(format!("{what} file line {}: {}", e.line, e.message)).into())
     }
 }
 

@@ -68,6 +68,15 @@ pub struct LineError {
     pub message: String,
 }
 
+/// Parses a whole JSONL text into examples (blank lines skipped); the first bad line is the error.
+pub fn parse_jsonl(text: &str) -> Result<Vec<Example>, LineError> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| parse_line(line).map(|(_, e)| e).map_err(|message| LineError { line: i as u64 + 1, message }))
+        .collect()
+}
+
 /// Parses one non-empty line, returning its format and the example.
 pub fn parse_line(text: &str) -> Result<(DatasetFormat, Example), String> {
     let value: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;

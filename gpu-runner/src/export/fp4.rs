@@ -48,8 +48,8 @@ fn layer_of(name: &str) -> anyhow::Result<usize> {
 pub fn write(model: &MoeModel, vars: &nn::VarStore, format: QatFormat, activations: Option<&ActivationAmax>, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let variables = vars.variables();
-    let experts: Vec<_> = model.params.iter().filter(|p| p.role == Role::Expert && !p.name.ends_with("_bias")).cloned().collect();
-    let others: Vec<_> = model.params.iter().filter(|p| !(p.role == Role::Expert && !p.name.ends_with("_bias"))).cloned().collect();
+    // Expert weight matrices are encoded; everything else (gpt-oss expert biases included) stays fp32.
+    let (experts, others): (Vec<_>, Vec<_>) = model.params.iter().cloned().partition(|p| p.role == Role::Expert && !p.name.ends_with("_bias"));
     let mut tensors = checkpoint::to_disk_layout(&others, &variables, &model.config, Kind::Float)?;
     for param in &experts {
         let w = out_in(model, variables.get(&param.name).with_context(|| format!("no variable {}", param.name))?);

@@ -30,7 +30,7 @@ impl Batch {
     }
 }
 
-/// Next-token cross entropy over labelled positions, and (loss sum, correct, count) for reporting.
+/// Mean next-token cross entropy over labelled positions.
 pub fn token_loss(logits: &Tensor, labels: &Tensor) -> Tensor {
     let (vocab, t) = (logits.size()[2], labels.size()[1]);
     let shifted_logits = logits.narrow(1, 0, t - 1).reshape([-1, vocab]).to_kind(Kind::Float);

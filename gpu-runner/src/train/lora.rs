@@ -85,7 +85,7 @@ pub fn named_tensors(adapters: &Adapters) -> Vec<(String, Tensor)> {
     out
 }
 
-/// Optimiser entries for the adapters (no weight decay on `b`? PEFT decays both; so do we).
+/// Optimiser entries for the adapters; weight decay applies to A and B alike, as with PEFT under HF's Trainer.
 pub fn trainables(adapters: &Adapters) -> Vec<Trainable> {
     named_tensors(adapters).into_iter().map(|(name, tensor)| Trainable { name, tensor, decay: true }).collect()
 }

@@ -144,9 +144,9 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
     let task = |mode: ForwardMode| (!eval_prompts.is_empty()).then(|| eval::task_accuracy(&model, mode, &codec, &eval_prompts, device));
     let base_task = task(ForwardMode::default());
 
-    let mut quantizer = Quantizer { format: options.qat.format, activations: None };
-    let sft_top_k = if progress.stage == StageKind::Sft {
-        // ---- SFT ----
+    let sft_mode = ForwardMode { adapters: adapters.as_ref(), ..Default::default() };
+    let resumed_past_sft = progress.stage != StageKind::Sft;
+    if !resumed_past_sft {
         let roles = match (options.sft_method, options.router.mode) {
             (SftMethod::Full, mode) => full_roles(mode),
             (SftMethod::Lora, RouterMode::Train) => vec![Role::Router],
@@ -166,22 +166,29 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
         )));
         let warmup = (f64::from(sft_steps) * options.warmup_ratio) as u32;
         let stage = Stage { kind: StageKind::Sft, steps: sft_steps, peak_lr: options.learning_rate, warmup, spec, pad, device, extra: vec![] };
-        let mode = ForwardMode { adapters: adapters.as_ref(), ..Default::default() };
-        stage.train(&model, &vars, mode, trainables, &samples, &eval_batches, &diagnostic, &mut progress, resume.as_ref(), adapters.as_ref(), reporter)?;
+        stage.train(&model, sft_mode, trainables, &samples, &eval_batches, &diagnostic, &mut progress, resume.as_ref(), adapters.as_ref(), reporter)?;
+    }
 
+    // Activation scales: calibrated on the SFT model once, then carried by every later checkpoint.
+    let activations = match &progress.activation_amax {
+        Some(saved) => Some(resume::amax_from_json(saved)?),
+        None if options.qat.quantize_activations => Some(calibrate(&model, sft_mode, &samples, options.qat.calibration_batches as usize, batch, pad, device)),
+        None => None,
+    };
+    progress.activation_amax = activations.as_ref().map(resume::amax_to_json);
+    let quantizer = Quantizer { format: options.qat.format, activations };
+    let weight_hook = |w: &Tensor| quantizer.weights(w);
+    let act_hook = |layer: usize, which: ExpertInput, x: &Tensor| quantizer.activation(layer, which, x);
+    let fp4 = |adapters| fp4_mode(&weight_hook, options.qat.quantize_activations.then_some(&act_hook as ActHook), adapters);
+
+    let sft_top_k = if !resumed_past_sft {
         // ---- SFT and PTQ evaluation ----
-        let (sft, sft_top_k) = eval::score(&model, mode, &eval_batches);
-        if options.qat.quantize_activations {
-            quantizer.activations = Some(calibrate(&model, mode, &samples, options.qat.calibration_batches as usize, batch, pad, device));
-            progress.activation_amax = quantizer.activations.as_ref().map(resume::amax_to_json);
-        }
-        let weight_hook = |w: &Tensor| quantizer.weights(w);
-        let act_hook = |layer: usize, which: ExpertInput, x: &Tensor| quantizer.activation(layer, which, x);
-        let ptq_mode = fp4_mode(&weight_hook, options.qat.quantize_activations.then_some(&act_hook), adapters.as_ref());
+        let (sft, sft_top_k) = eval::score(&model, sft_mode, &eval_batches);
+        let ptq_mode = fp4(adapters.as_ref());
         let (ptq, ptq_top_k) = eval::score(&model, ptq_mode, &eval_batches);
         progress.sft_eval = Some(SftEval {
             sft,
-            sft_task: task(mode),
+            sft_task: task(sft_mode),
             ptq,
             ptq_task: task(ptq_mode),
             ptq_agreement: eval::routing_agreement(&sft_top_k, &ptq_top_k, &eval_batches),
@@ -197,22 +204,17 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
         qat_stage.checkpoint("sft-final", &progress, &optim::AdamW::new(trainables, options.weight_decay), reporter)?;
         sft_top_k
     } else {
-        // Resumed after SFT: adapters (for the export), SFT routing and calibration come from the checkpoint.
+        // Resumed after SFT: the adapters (for the export) and the SFT routing come from the checkpoint.
         let point = resume.as_ref().expect("a job past SFT was resumed");
         if let Some(a) = &adapters {
             lora::load_values(a, &point.dir.join(resume::ADAPTERS))?;
-        }
-        if let Some(saved) = &progress.activation_amax {
-            quantizer.activations = Some(resume::amax_from_json(saved)?);
         }
         top_k_from_tensors(&resume::read(&point.dir.join(resume::SFT_TOP_K))?)
     };
     let sft_eval = progress.sft_eval.clone().context("SFT evaluation missing from the checkpoint")?;
 
     // ---- QAT ----
-    let weight_hook = |w: &Tensor| quantizer.weights(w);
-    let act_hook = |layer: usize, which: ExpertInput, x: &Tensor| quantizer.activation(layer, which, x);
-    let qat_mode = fp4_mode(&weight_hook, options.qat.quantize_activations.then_some(&act_hook), None);
+    let qat_mode = fp4(None);
     let qat_steps = if progress.stopped_early() { 0 } else { options.qat.steps };
     if progress.stage == StageKind::Qat && qat_steps > 0 {
         let trainables = set_trainable(&model, &vars, &full_roles(options.router.mode));
@@ -226,7 +228,7 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
         )));
         let extra = qat_extra(&sft_top_k, adapters.as_ref());
         let stage = Stage { kind: StageKind::Qat, steps: qat_steps, peak_lr: options.qat.learning_rate, warmup: 0, spec, pad, device, extra };
-        let optimizer = stage.train(&model, &vars, qat_mode, trainables, &samples, &eval_batches, &diagnostic, &mut progress, resume.as_ref(), None, reporter)?;
+        let optimizer = stage.train(&model, qat_mode, trainables, &samples, &eval_batches, &diagnostic, &mut progress, resume.as_ref(), None, reporter)?;
         progress.stage = StageKind::Done;
         stage.checkpoint("qat-final", &progress, &optimizer, reporter)?;
     } else if progress.stage == StageKind::Done {
@@ -249,13 +251,13 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
     let summary = serde_json::json!({
         "device": format!("{device:?}").to_lowercase(),
         "dtype": "float32",
-        "sft": { "method": options.sft_method, "steps": progress.sft_steps_done, "first_loss": progress.sft_losses.first(), "last_loss": progress.sft_losses.last() },
-        "qat": { "format": options.qat.format, "steps": progress.qat_steps_done, "first_loss": progress.qat_losses.first(), "last_loss": progress.qat_losses.last() },
+        "sft": { "method": options.sft_method, "steps": progress.sft_losses.len(), "first_loss": progress.sft_losses.first(), "last_loss": progress.sft_losses.last() },
+        "qat": { "format": options.qat.format, "steps": progress.qat_losses.len(), "first_loss": progress.qat_losses.first(), "last_loss": progress.qat_losses.last() },
         "stop_reason": progress.stop_reason.clone().unwrap_or_else(|| "completed".into()),
         "eval": report["table"].clone(),
         "routing_agreement": report["routing_agreement"].clone(),
     });
-    let activation_amax = quantizer.activations.take();
+    let activation_amax = quantizer.activations;
     Ok(TrainOutput { model, vars, codec, adapters, activation_amax, trained_tokens: progress.tokens, summary, report })
 }
 

@@ -38,7 +38,8 @@ pub struct Verdict {
     pub mean_top1_share: f64,
     pub mean_entropy_norm: f64,
     pub alert: bool,
-    pub lr_decayed: bool,
+    /// The learning rate from the next step on, when this check lowered it.
+    pub new_lr: Option<f64>,
     pub stop: bool,
 }
 
@@ -59,8 +60,8 @@ impl Default for Monitor {
 }
 
 impl Monitor {
-    /// Applies the alert rule to one check's layers at `step`; `peak_lr` lets the floor `min_lr` apply
-    /// to the learning rate itself.
+    /// Applies the alert rule to one check's layers at `step`; `current_lr` is the rate in effect, so
+    /// the floor `min_lr` applies to the rate itself.
     pub fn check(&mut self, options: &MonitorOptions, layers: &[LayerUsage], step: u32, current_lr: f64) -> Verdict {
         let count = layers.len().max(1) as f64;
         let mean_top1_share = layers.iter().map(|l| l.top1_share).sum::<f64>() / count;
@@ -68,15 +69,15 @@ impl Monitor {
         let alert = !layers.is_empty() && mean_top1_share >= options.top1_share_threshold && mean_entropy_norm <= options.entropy_norm_threshold;
         self.consecutive_alerts = if alert { self.consecutive_alerts + 1 } else { 0 };
         let cooled = self.last_drop_step.is_none_or(|last| step - last >= options.cooldown_steps);
-        let mut lr_decayed = false;
+        let mut new_lr = None;
         if alert && cooled && current_lr > 0.0 {
-            let new_lr = (current_lr * options.lr_decay).max(options.min_lr);
-            self.lr_multiplier *= new_lr / current_lr;
+            let lowered = (current_lr * options.lr_decay).max(options.min_lr);
+            self.lr_multiplier *= lowered / current_lr;
             self.last_drop_step = Some(step);
-            lr_decayed = true;
+            new_lr = Some(lowered);
         }
         let stop = alert && self.consecutive_alerts >= options.early_stop_after;
-        Verdict { mean_top1_share, mean_entropy_norm, alert, lr_decayed, stop }
+        Verdict { mean_top1_share, mean_entropy_norm, alert, new_lr, stop }
     }
 }
 
@@ -102,10 +103,10 @@ mod tests {
         let healthy = [usage_from_counts(0, vec![25, 25, 25, 25], 0.0)];
         let mut monitor = Monitor::default();
         let v = monitor.check(&options, &collapsed, 50, 1e-3);
-        assert!(v.alert && v.lr_decayed && !v.stop);
+        assert!(v.alert && v.new_lr == Some(5e-4) && !v.stop);
         assert_eq!(monitor.lr_multiplier, 0.5);
         let v = monitor.check(&options, &collapsed, 100, 5e-4); // within cooldown: no drop
-        assert!(v.alert && !v.lr_decayed && !v.stop);
+        assert!(v.alert && v.new_lr.is_none() && !v.stop);
         assert!(!monitor.check(&options, &healthy, 150, 5e-4).alert); // resets the streak
         monitor.check(&options, &collapsed, 200, 5e-4);
         monitor.check(&options, &collapsed, 250, 2.5e-4);

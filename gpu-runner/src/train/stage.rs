@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::bail;
 use moetune_types::{RouterMode, RunnerEventKind, TrainingSpec};
 use serde::{Deserialize, Serialize};
-use tch::{nn, Device, Tensor};
+use tch::{Device, Tensor};
 
 use super::data::Sample;
 use super::eval::{self, Batch};
@@ -54,7 +54,6 @@ impl Stage<'_> {
     pub fn train(
         &self,
         model: &MoeModel,
-        _vars: &nn::VarStore,
         mode: ForwardMode,
         trainables: Vec<Trainable>,
         samples: &[Sample],
@@ -122,14 +121,8 @@ impl Stage<'_> {
             progress.step += 1;
             progress.tokens += step_tokens;
             match self.kind {
-                StageKind::Sft => {
-                    progress.sft_losses.push(step_loss);
-                    progress.sft_steps_done = progress.step;
-                }
-                _ => {
-                    progress.qat_losses.push(step_loss);
-                    progress.qat_steps_done = progress.step;
-                }
+                StageKind::Sft => progress.sft_losses.push(step_loss),
+                _ => progress.qat_losses.push(step_loss),
             }
             let done = progress.step == self.steps;
             let validate = done || progress.step % options.monitor.every_n_steps == 0;
@@ -177,12 +170,10 @@ impl Stage<'_> {
                 .collect::<Vec<_>>()
         });
         let verdict = progress.monitor.check(options, &layers, progress.step, lr);
-        let action = if verdict.stop {
-            Some("early_stop".to_string())
-        } else if verdict.lr_decayed {
-            Some(format!("lr_decayed to {:.3e}", (lr * options.lr_decay).max(options.min_lr)))
-        } else {
-            None
+        let action = match (verdict.stop, verdict.new_lr) {
+            (true, _) => Some("early_stop".to_string()),
+            (false, Some(new_lr)) => Some(format!("lr_decayed to {new_lr:.3e}")),
+            (false, None) => None,
         };
         reporter.event(RunnerEventKind::Monitor {
             stage: self.kind.name().into(),

@@ -1,0 +1,24 @@
+//! Cursor pagination shared by the list endpoints: `after` is the id of the last item of the previous
+//! page, and pages are ordered by `(created_at, id)`.
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// The `(created_at, id)` position of the `after` id.
+pub type Cursor = (chrono::DateTime<chrono::Utc>, String);
+
+/// Resolves `after` among the tenant's rows of `table` (`files` or `jobs`); an id that is not one of
+/// them is a 400 naming `after`.
+pub async fn cursor(db: &PgPool, table: &'static str, tenant: Uuid, after: Option<&str>) -> Result<Option<Cursor>, ApiError> {
+    let Some(id) = after else { return Ok(None) };
+    let found: Option<Cursor> = sqlx::query_as(&format!("SELECT created_at, id FROM {table} WHERE id = $1 AND tenant_id = $2"))
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(db)
+        .await?;
+    found
+        .map(Some)
+        .ok_or_else(|| ApiError::invalid("invalid_cursor", "after", format!("`after` must be the id of one of your {table}; '{id}' is not.")))
+}
