@@ -9,8 +9,19 @@ pub struct ApiConfig {
     pub redis_url: String,
     pub redis_prefix: String,
     pub jwt_secret: String,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub jwt_rs256_public_key: String,
     pub token_ttl_days: i64,
+    pub quotas: QuotaDefaults,
     pub s3: S3Config,
+}
+
+/// Limits for tenants that have no override of their own (admin `POST /v1/admin/tenants`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct QuotaDefaults {
+    pub max_concurrent_jobs: i64,
+    pub max_storage_bytes: i64,
 }
 
 const DEFAULTS: &str = include_str!("../config.default.toml");

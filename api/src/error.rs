@@ -16,7 +16,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// What went wrong and what to fix.
     pub message: String,
-    /// `invalid_request_error`, `authentication_error`, `not_found_error` or `server_error`.
+    /// `invalid_request_error`, `authentication_error`, `permission_error`, `not_found_error`,
+    /// `rate_limit_error` or `server_error`.
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// The request parameter at fault, if any.
@@ -46,6 +47,14 @@ impl ApiError {
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "permission_error", "insufficient_scope", message)
+    }
+
+    pub fn quota_exceeded(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "quota_exceeded", message)
     }
 
     pub fn not_found(what: &str, id: &str) -> Self {

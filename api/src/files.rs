@@ -2,15 +2,13 @@
 
 use actix_multipart::Field;
 use futures_util::TryStreamExt;
-use moetune_types::dataset::MAX_LINE_BYTES;
-use moetune_types::{DatasetSummary, DatasetValidator};
+use moetune_types::DatasetSummary;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::storage::StagedObject;
+use crate::dataset_sink::ValidatingSink;
 use crate::AppState;
 
 /// The OpenAI file object, plus what validation found.
@@ -27,8 +25,15 @@ pub struct FileObject {
     pub created_at: UnixTime,
     pub filename: String,
     pub purpose: String,
-    /// `processed` once validated (invalid uploads are refused and never stored).
+    /// `processed` once validated. Direct uploads are validated as they stream (an invalid one is
+    /// refused and never stored); files assembled by the Uploads API are `uploaded` until validated,
+    /// then `processed` or `error`.
     pub status: String,
+    /// Why the file is in `error`, with line numbers.
+    pub status_details: Option<String>,
+    /// For a file in `error`: the first 20 offending lines.
+    #[schema(value_type = Option<Vec<moetune_types::LineError>>)]
+    pub validation_errors: Option<serde_json::Value>,
     /// `chat`, `alpaca` or `prompt_completion`.
     pub format: Option<String>,
     pub example_count: Option<i64>,
@@ -47,50 +52,8 @@ impl From<chrono::DateTime<chrono::Utc>> for UnixTime {
     }
 }
 
-pub const FILE_COLUMNS: &str = "id, bytes, created_at AS created_at_ts, filename, purpose, status, format, \
-     example_count, estimated_tokens, sha256";
-
-/// Line-splits a byte stream for the validator without holding more than one line.
-struct LineSplitter {
-    carry: Vec<u8>,
-    oversized: bool,
-}
-
-impl LineSplitter {
-    fn feed(&mut self, mut chunk: &[u8], validator: &mut DatasetValidator) {
-        while let Some(newline) = chunk.iter().position(|&b| b == b'\n') {
-            self.take(&chunk[..newline], validator, true);
-            chunk = &chunk[newline + 1..];
-        }
-        self.take(chunk, validator, false);
-    }
-
-    fn take(&mut self, piece: &[u8], validator: &mut DatasetValidator, line_ends: bool) {
-        if !self.oversized && self.carry.len() + piece.len() > MAX_LINE_BYTES {
-            self.oversized = true;
-            self.carry.clear();
-        }
-        if !self.oversized {
-            self.carry.extend_from_slice(piece);
-        }
-        if line_ends {
-            if self.oversized {
-                validator.push_oversized_line();
-            } else {
-                validator.push_line(&self.carry);
-            }
-            self.carry.clear();
-            self.oversized = false;
-        }
-    }
-
-    /// The last line may lack a trailing newline.
-    fn finish(mut self, validator: &mut DatasetValidator) {
-        if self.oversized || !self.carry.is_empty() {
-            self.take(&[], validator, true);
-        }
-    }
-}
+pub const FILE_COLUMNS: &str = "id, bytes, created_at AS created_at_ts, filename, purpose, status, status_details, \
+     validation_errors, format, example_count, estimated_tokens, sha256";
 
 /// A dataset written to S3 (not yet recorded in Postgres).
 pub struct StoredUpload {
@@ -111,30 +74,23 @@ pub async fn store_upload(state: &AppState, tenant: Uuid, mut field: Field) -> R
         .to_string();
     let id = format!("file-{}", Uuid::new_v4().simple());
     let key = format!("files/{tenant}/{id}.jsonl");
-    let mut object = StagedObject::new(state.s3.clone(), &state.config.s3.bucket, &key);
-    let mut validator = DatasetValidator::new();
-    let mut splitter = LineSplitter { carry: Vec::new(), oversized: false };
-    let mut hasher = Sha256::new();
-    let mut bytes = 0i64;
+    let mut sink = ValidatingSink::new(state.s3.clone(), &state.config.s3.bucket, &key);
     loop {
         let chunk = match field.try_next().await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(e) => {
-                object.abort().await;
+                sink.abort().await;
                 return Err(ApiError::invalid("upload_interrupted", "file", format!("Upload failed: {e}")));
             }
         };
-        bytes += chunk.len() as i64;
-        hasher.update(&chunk);
-        splitter.feed(&chunk, &mut validator);
-        if let Err(e) = object.write(&chunk).await {
-            object.abort().await;
+        if let Err(e) = sink.write(&chunk).await {
+            sink.abort().await;
             return Err(ApiError::internal(e));
         }
     }
-    splitter.finish(&mut validator);
-    let summary = match validator.finish() {
+    let (finished, object) = sink.finish();
+    let summary = match finished.validation {
         Ok(summary) => summary,
         Err((lines, total)) => {
             object.abort().await;
@@ -142,23 +98,30 @@ pub async fn store_upload(state: &AppState, tenant: Uuid, mut field: Field) -> R
         }
     };
     object.commit().await.map_err(ApiError::internal)?;
-    Ok(StoredUpload { id, key, filename, bytes, sha256: hex::encode(hasher.finalize()), summary })
+    Ok(StoredUpload { id, key, filename, bytes: finished.bytes, sha256: finished.sha256, summary })
 }
 
 fn dataset_error(lines: Vec<moetune_types::LineError>, total: u64) -> ApiError {
-    let message = if lines.first().is_some_and(|l| l.line == 0) {
-        "Invalid file: the file is empty; upload JSONL with one training example per line.".to_string()
-    } else {
-        let shown: Vec<String> = lines.iter().take(5).map(|l| format!("line {}: {}", l.line, l.message)).collect();
-        let more = if total as usize > shown.len() { format!(" (and {} more)", total as usize - shown.len()) } else { String::new() };
-        format!("Invalid file: {total} line(s) have problems; nothing was stored. {}{more}", shown.join("; "))
-    };
+    let message = format!("{} Nothing was stored.", crate::dataset_sink::describe_problems(&lines, total));
     ApiError::invalid("invalid_file_format", "file", message).with_lines(lines)
 }
 
 /// Records a stored upload; removes the S3 object if the database refuses it.
 pub async fn record_upload(state: &AppState, tenant: Uuid, upload: StoredUpload, purpose: &str) -> Result<FileObject, ApiError> {
-    let inserted = sqlx::query_as::<_, FileObject>(&format!(
+    match insert_file(state, tenant, &upload, purpose).await {
+        Ok(file) => Ok(file),
+        Err(e) => {
+            delete_object(state, &upload.key).await;
+            Err(e)
+        }
+    }
+}
+
+/// Inserts the file row once the tenant's storage quota has room for it.
+async fn insert_file(state: &AppState, tenant: Uuid, upload: &StoredUpload, purpose: &str) -> Result<FileObject, ApiError> {
+    let mut tx = state.db.begin().await?;
+    crate::quotas::reserve_storage(&mut tx, tenant, upload.bytes, &state.config.quotas).await?;
+    let file = sqlx::query_as::<_, FileObject>(&format!(
         "INSERT INTO files (id, tenant_id, filename, purpose, bytes, s3_bucket, s3_key, sha256, status, format,
                             example_count, estimated_tokens)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'processed', $9, $10, $11) RETURNING {FILE_COLUMNS}"
@@ -174,15 +137,10 @@ pub async fn record_upload(state: &AppState, tenant: Uuid, upload: StoredUpload,
     .bind(upload.summary.format.as_str())
     .bind(upload.summary.examples as i64)
     .bind(upload.summary.estimated_tokens as i64)
-    .fetch_one(&state.db)
-    .await;
-    match inserted {
-        Ok(file) => Ok(file.with_object()),
-        Err(e) => {
-            delete_object(state, &upload.key).await;
-            Err(e.into())
-        }
-    }
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(file.with_object())
 }
 
 pub async fn delete_object(state: &AppState, key: &str) {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use moetune_scheduler::store;
-use moetune_types::{JobStatus, MoeSftQatOptions, TrainingSpec, SUPPORTED_MODELS};
+use moetune_types::{JobStatus, MoeSftQatOptions, TrainingSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -96,13 +96,6 @@ fn positive_float(value: &Option<Value>, param: &str) -> Result<f64, ApiError> {
 
 /// Checks the request and turns it into the runner's spec; every refusal names its parameter.
 pub fn resolve(request: &CreateJobRequest) -> Result<(TrainingSpec, ResolvedHyperparameters), ApiError> {
-    if !SUPPORTED_MODELS.contains(&request.model.as_str()) {
-        return Err(ApiError::invalid(
-            "model_not_found",
-            "model",
-            format!("Model '{}' is not available for fine-tuning. Available: {}.", request.model, SUPPORTED_MODELS.join(", ")),
-        ));
-    }
     if request.suffix.as_ref().is_some_and(|s| s.len() > 64 || s.is_empty()) {
         return Err(ApiError::invalid("invalid_suffix", "suffix", "`suffix` must be 1 to 64 characters."));
     }
@@ -141,12 +134,14 @@ pub fn resolve(request: &CreateJobRequest) -> Result<(TrainingSpec, ResolvedHype
 /// Creates the job: validating_files → queued in one transaction, then publishes it to Redis.
 pub async fn create(state: &AppState, tenant: Uuid, request: CreateJobRequest) -> Result<JobObject, ApiError> {
     let (spec, hyperparameters) = resolve(&request)?;
+    crate::models::require(state, &request.model).await?;
     check_file(state, tenant, &request.training_file, "training_file").await?;
     if let Some(validation_file) = &request.validation_file {
         check_file(state, tenant, validation_file, "validation_file").await?;
     }
     let id = format!("ftjob-{}", Uuid::new_v4().simple());
     let mut tx = state.db.begin().await?;
+    crate::quotas::reserve_job(&mut tx, tenant, &state.config.quotas).await?;
     // Share locks: a concurrent DELETE of one of these files waits for this job, then sees it.
     let files: Vec<&String> = std::iter::once(&request.training_file).chain(request.validation_file.as_ref()).collect();
     for file in files {
@@ -172,29 +167,74 @@ pub async fn create(state: &AppState, tenant: Uuid, request: CreateJobRequest) -
     .await?;
     let message = format!("Validating training file: {}", request.training_file);
     store::insert_event(&mut tx, store::NewEvent { job_id: &id, attempt: 1, level: "info", kind: "message", message, data: None, source_id: None }).await?;
-    // The file was validated line by line at upload; a file that exists here is a processed one.
-    store::transition(&mut tx, &id, 1, JobStatus::Queued, "Files validated, job queued".into()).await?;
-    let assignment = store::assignment(&mut tx, &id, &state.config.s3.bucket).await?;
     tx.commit().await?;
-    // Postgres holds the truth; if Redis is down now, the scheduler's reconciler publishes the job.
-    if let Err(e) = state.queue.enqueue(&assignment).await {
-        tracing::warn!(job = %id, error = %e, "enqueue failed; the reconciler will publish the job");
-    }
+    // Files are validated at upload (direct) or right after completion (Uploads API): the job is
+    // queued now, or when its last file's validation ends.
+    advance_validating(state).await?;
     get(state, tenant, &id).await
+}
+
+/// Moves jobs waiting in `validating_files`: to `queued` (and onto the Redis queue) once all their
+/// files are `processed`, to `failed` if one is in `error`. Called after each file validation, at job
+/// creation, and by the uploads sweeper.
+pub async fn advance_validating(state: &AppState) -> Result<(), ApiError> {
+    let mut tx = state.db.begin().await?;
+    let waiting: Vec<(String, String, String, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT j.id, t.id, t.status, t.status_details, v.status, v.status_details
+         FROM jobs j JOIN files t ON t.id = j.training_file LEFT JOIN files v ON v.id = j.validation_file
+         WHERE j.status = 'validating_files' AND t.status <> 'uploaded' AND coalesce(v.status, '') <> 'uploaded'
+         FOR UPDATE OF j SKIP LOCKED",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut queued = Vec::new();
+    for (job, training_file, training_status, training_details, validation_status, validation_details) in waiting {
+        let failure = if training_status == "error" {
+            Some(("invalid_training_file", format!("Training file {training_file} failed validation: {}", training_details.unwrap_or_default())))
+        } else if validation_status.as_deref() == Some("error") {
+            Some(("invalid_validation_file", format!("Validation file failed validation: {}", validation_details.unwrap_or_default())))
+        } else {
+            None
+        };
+        match failure {
+            Some((code, message)) => {
+                sqlx::query("UPDATE jobs SET error_code = $2, error_message = $3 WHERE id = $1").bind(&job).bind(code).bind(&message).execute(&mut *tx).await?;
+                store::transition(&mut tx, &job, 1, JobStatus::Failed, message).await?;
+            }
+            None => {
+                store::transition(&mut tx, &job, 1, JobStatus::Queued, "Files validated, job queued".into()).await?;
+                queued.push(store::assignment(&mut tx, &job, &state.config.s3.bucket).await?);
+            }
+        }
+    }
+    tx.commit().await?;
+    for assignment in queued {
+        // Postgres holds the truth; if Redis is down now, the scheduler's reconciler publishes the job.
+        if let Err(e) = state.queue.enqueue(&assignment).await {
+            tracing::warn!(job = %assignment.job_id, error = %e, "enqueue failed; the reconciler will publish the job");
+        }
+    }
+    Ok(())
 }
 
 /// 400 unless `id` is a fine-tune file of the tenant.
 async fn check_file(state: &AppState, tenant: Uuid, id: &str, param: &str) -> Result<(), ApiError> {
-    let purpose: Option<String> = sqlx::query_scalar("SELECT purpose FROM files WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL")
-        .bind(id)
-        .bind(tenant)
-        .fetch_optional(&state.db)
-        .await?;
-    match purpose {
+    let file: Option<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT purpose, status, status_details FROM files WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL")
+            .bind(id)
+            .bind(tenant)
+            .fetch_optional(&state.db)
+            .await?;
+    match file {
         None => Err(ApiError::invalid("file_not_found", param, format!("No file found with id '{id}'; upload one with POST /v1/files."))),
-        Some(purpose) if purpose != "fine-tune" => {
+        Some((purpose, _, _)) if purpose != "fine-tune" => {
             Err(ApiError::invalid("invalid_file_purpose", param, format!("File '{id}' has purpose '{purpose}'; {param} needs purpose 'fine-tune'.")))
         }
+        Some((_, status, details)) if status == "error" => Err(ApiError::invalid(
+            "invalid_file_status",
+            param,
+            format!("File '{id}' failed validation, fix it and upload it again: {}", details.unwrap_or_default()),
+        )),
         Some(_) => Ok(()),
     }
 }
@@ -355,10 +395,7 @@ pub async fn events(state: &AppState, tenant: Uuid, job_id: &str, after: Option<
     get_owned(state, tenant, job_id).await?;
     let after_seq = match after {
         None => i64::MAX,
-        Some(cursor) => cursor
-            .strip_prefix("ftevent-")
-            .and_then(|s| s.parse::<i64>().ok())
-            .ok_or_else(|| ApiError::invalid("invalid_cursor", "after", format!("`after` must be an event id like 'ftevent-12', got '{cursor}'.")))?,
+        Some(cursor) => crate::event_stream::parse_event_id(cursor, "after")?,
     };
     let rows: Vec<(i64, chrono::DateTime<chrono::Utc>, String, String, String, Option<Value>)> = sqlx::query_as(
         "SELECT seq, created_at, level, message, type, data FROM job_events

@@ -2,18 +2,24 @@
 
 pub mod auth;
 pub mod config;
+pub mod dataset_sink;
 pub mod error;
+pub mod event_stream;
 pub mod files;
+pub mod idempotency;
 pub mod jobs;
+pub mod models;
 pub mod openapi;
 pub mod pagination;
+pub mod quotas;
 pub mod routes;
 pub mod storage;
+pub mod telemetry;
+pub mod uploads;
 
 use std::net::TcpListener;
 
-use actix_web::dev::{Server, Service};
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 use moetune_scheduler::JobQueue;
 use sqlx::PgPool;
@@ -52,24 +58,16 @@ impl Application {
             db,
             config: config.clone(),
         });
-        let keys = web::Data::new(auth::TokenKeys::new(&config.jwt_secret));
+        tokio::spawn(uploads::sweep_forever(state.clone().into_inner()));
+        let keys = web::Data::new(auth::TokenKeys::from_config(&config)?);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(keys.clone())
                 .app_data(error::json_config())
                 .app_data(error::query_config())
-                .wrap_fn(|req, srv| {
-                    let request_id = uuid::Uuid::new_v4().simple().to_string();
-                    let fut = srv.call(req);
-                    async move {
-                        let mut res = fut.await?;
-                        let value = HeaderValue::from_str(&format!("req_{request_id}")).expect("ascii");
-                        res.headers_mut().insert(HeaderName::from_static("x-request-id"), value);
-                        Ok(res)
-                    }
-                })
-                .wrap(tracing_actix_web::TracingLogger::default())
+                .wrap(actix_web::middleware::from_fn(telemetry::request_id_header))
+                .wrap(tracing_actix_web::TracingLogger::<telemetry::RequestSpan>::new())
                 .configure(routes::configure)
         })
         .listen(listener)?

@@ -1,8 +1,7 @@
 use clap::{Parser, Subcommand};
-use moetune_api::auth::{ensure_tenant, TokenKeys};
+use moetune_api::auth::{ensure_tenant, Scope, TokenKeys};
 use moetune_api::openapi::ApiDoc;
 use moetune_api::{ApiConfig, Application, MIGRATOR};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(name = "moetune-api", about = "The moetune HTTP API")]
@@ -15,8 +14,13 @@ struct Cli {
 enum Command {
     /// Serve the API (the default).
     Serve,
-    /// Print a bearer token for TENANT, creating the tenant if needed.
-    Token { tenant: String },
+    /// Print a bearer token (HS256 JWT) for TENANT, creating the tenant if needed.
+    Token {
+        tenant: String,
+        /// Space-separated scopes (default: every tenant scope). `admin` makes an operator token.
+        #[arg(long)]
+        scopes: Option<String>,
+    },
     /// Print the OpenAPI spec (redirect to openapi/openapi.json to update the checked-in copy).
     Openapi,
 }
@@ -30,17 +34,15 @@ async fn main() -> anyhow::Result<()> {
     }
     // `token` prints for scripts: only warnings go to stderr there.
     let default_level = if matches!(cli.command, Some(Command::Token { .. })) { "warn" } else { "info" };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()))
-        .with_writer(std::io::stderr)
-        .init();
+    moetune_api::telemetry::init(default_level);
     let config = ApiConfig::load()?;
     match cli.command {
-        Some(Command::Token { tenant }) => {
+        Some(Command::Token { tenant, scopes }) => {
+            let scopes = scopes.map(|s| Scope::parse_list(&s)).transpose().map_err(anyhow::Error::msg)?;
             let pool = sqlx::PgPool::connect(&config.database_url).await?;
             MIGRATOR.run(&pool).await?;
             let id = ensure_tenant(&pool, &tenant).await?;
-            println!("{}", TokenKeys::new(&config.jwt_secret).mint(id, &tenant, config.token_ttl_days)?);
+            println!("{}", TokenKeys::from_config(&config)?.mint(id, scopes.as_deref(), config.token_ttl_days * 86_400)?);
         }
         _ => {
             let app = Application::build(config.clone()).await?;

@@ -12,6 +12,11 @@ use utoipa::{Modify, OpenApi};
         crate::routes::files::list,
         crate::routes::files::delete,
         crate::routes::files::content,
+        crate::routes::uploads::create,
+        crate::routes::uploads::retrieve,
+        crate::routes::uploads::add_part,
+        crate::routes::uploads::complete,
+        crate::routes::uploads::cancel,
         crate::routes::jobs::create,
         crate::routes::jobs::retrieve,
         crate::routes::jobs::list,
@@ -20,6 +25,14 @@ use utoipa::{Modify, OpenApi};
         crate::routes::jobs::list_artifacts,
         crate::routes::jobs::list_checkpoints,
         crate::routes::jobs::download_artifact,
+        crate::routes::models::list,
+        crate::routes::models::retrieve,
+        crate::routes::models::register,
+        crate::routes::admin::upsert_tenant,
+        crate::routes::admin::get_tenant,
+        crate::routes::admin::create_api_key,
+        crate::routes::admin::list_api_keys,
+        crate::routes::admin::revoke_api_key,
     ),
     modifiers(&BearerAuth)
 )]
@@ -30,7 +43,7 @@ struct BearerAuth;
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build();
+        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT or mtk- API key").build();
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
     }
 }

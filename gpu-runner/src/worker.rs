@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use aws_sdk_s3::primitives::ByteStream;
 use moetune_types::dataset::parse_jsonl;
-use moetune_types::{Example, JobAssignment, RedisKeys, RunnerEvent, RunnerEventKind};
+use moetune_types::{Example, JobAssignment, RedisKeys, RunnerEvent, RunnerEventKind, S3Location};
 use redis::aio::ConnectionManager;
 use redis::streams::StreamMaxlen;
 use redis::AsyncCommands;
@@ -129,7 +129,11 @@ impl Worker {
         if let Some(point) = &resume {
             sink.emit(RunnerEventKind::Message { level: "info".into(), message: format!("Resuming from checkpoint {}", point.dir.display()) }).await?;
         }
-        let (spec, device, handle) = (assignment.spec.clone(), self.device, tokio::runtime::Handle::current());
+        let mut spec = assignment.spec.clone();
+        if let Some(location) = &assignment.model_location {
+            spec.model = self.fetch_model(location).await?.to_string_lossy().into_owned();
+        }
+        let (device, handle) = (self.device, tokio::runtime::Handle::current());
         let cancel_key = self.keys.cancelled(&assignment.job_id);
         let mut reporter = S3Reporter {
             sink: sink.clone(),
@@ -172,6 +176,37 @@ impl Worker {
             std::fs::write(dir.join(file), &body)?;
         }
         Ok(Some(train::resume::ResumePoint::open(dir)?))
+    }
+
+    /// A registered base model's directory, downloaded once per runner into `work_dir/models/` (files
+    /// stream to disk; the directory appears only when complete).
+    async fn fetch_model(&self, location: &S3Location) -> anyhow::Result<std::path::PathBuf> {
+        let dir = Path::new(&self.config.work_dir).join("models").join(&location.bucket).join(&location.prefix);
+        if dir.join("config.json").exists() {
+            return Ok(dir);
+        }
+        let partial = dir.with_extension(format!("partial-{}", std::process::id()));
+        std::fs::create_dir_all(&partial)?;
+        let prefix = format!("{}/", location.prefix);
+        let mut pages = self.s3.list_objects_v2().bucket(&location.bucket).prefix(&prefix).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            for object in page?.contents() {
+                let key = object.key().context("listed object without key")?;
+                let name = key.strip_prefix(&prefix).context("key outside the prefix")?;
+                if name.contains('/') {
+                    continue;
+                }
+                let body = self.s3.get_object().bucket(&location.bucket).key(key).send().await.with_context(|| format!("downloading s3://{}/{key}", location.bucket))?.body;
+                let mut file = tokio::fs::File::create(partial.join(name)).await?;
+                tokio::io::copy(&mut body.into_async_read(), &mut file).await?;
+            }
+        }
+        if let Err(e) = std::fs::rename(&partial, &dir) {
+            // Another worker on this host placed it first.
+            let _ = std::fs::remove_dir_all(&partial);
+            anyhow::ensure!(dir.join("config.json").exists(), "placing the model in {}: {e}", dir.display());
+        }
+        Ok(dir)
     }
 
     async fn download_examples(&self, bucket: &str, key: &str, what: &str) -> anyhow::Result<Vec<Example>> {

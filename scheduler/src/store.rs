@@ -1,6 +1,6 @@
 //! Job state in Postgres: status transitions and the job's event log.
 
-use moetune_types::{JobAssignment, JobStatus, TrainingSpec};
+use moetune_types::{JobAssignment, JobStatus, S3Location, TrainingSpec};
 use sqlx::{PgConnection, PgPool};
 
 /// A row for the job event log.
@@ -83,9 +83,10 @@ pub async fn active_jobs(pool: &PgPool) -> sqlx::Result<Vec<ActiveJob>> {
 
 /// Builds what a runner needs for a job from Postgres (the reconciler republishes it after data loss).
 pub async fn assignment(conn: &mut PgConnection, job_id: &str, bucket: &str) -> anyhow::Result<JobAssignment> {
-    let (attempt, spec, key, validation_key): (i32, serde_json::Value, String, Option<String>) = sqlx::query_as(
-        "SELECT j.attempt, j.spec, f.s3_key, v.s3_key FROM jobs j JOIN files f ON f.id = j.training_file
-         LEFT JOIN files v ON v.id = j.validation_file WHERE j.id = $1",
+    type Row = (i32, serde_json::Value, String, Option<String>, Option<String>, Option<String>);
+    let (attempt, spec, key, validation_key, model_bucket, model_prefix): Row = sqlx::query_as(
+        "SELECT j.attempt, j.spec, f.s3_key, v.s3_key, m.s3_bucket, m.s3_prefix FROM jobs j JOIN files f ON f.id = j.training_file
+         LEFT JOIN files v ON v.id = j.validation_file LEFT JOIN models m ON m.id = j.model WHERE j.id = $1",
     )
     .bind(job_id)
     .fetch_one(conn)
@@ -100,5 +101,6 @@ pub async fn assignment(conn: &mut PgConnection, job_id: &str, bucket: &str) -> 
         validation_file_key: validation_key,
         checkpoint_prefix: format!("checkpoints/{job_id}"),
         artifact_prefix: format!("artifacts/{job_id}/attempt-{attempt}"),
+        model_location: model_bucket.zip(model_prefix).map(|(bucket, prefix)| S3Location { bucket, prefix }),
     })
 }

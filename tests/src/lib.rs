@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use moetune_api::auth::{ensure_tenant, TokenKeys};
+use moetune_api::auth::{ensure_tenant, Scope, TokenKeys};
 use moetune_api::{ApiConfig, Application};
 use moetune_scheduler::SchedulerConfig;
 use sqlx::PgPool;
@@ -26,7 +26,13 @@ fn unique(name: &str) -> String {
 impl TestEnv {
     /// Starts the API for one test: fresh bucket, fresh Redis prefix, tenant "acme".
     pub async fn start(pool: PgPool) -> Self {
+        Self::start_with(pool, |_| {}).await
+    }
+
+    /// Like `start`, after `configure` has adjusted the API's settings.
+    pub async fn start_with(pool: PgPool, configure: impl FnOnce(&mut ApiConfig)) -> Self {
         let mut config = ApiConfig::load().expect("MOETUNE_* settings (run the tests through deploy/test)");
+        configure(&mut config);
         config.bind_addr = "127.0.0.1:0".into();
         config.redis_prefix = unique("moetune-test");
         config.s3.bucket = unique("test");
@@ -36,8 +42,19 @@ impl TestEnv {
         let base = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped());
         let tenant = ensure_tenant(&pool, "acme").await.expect("tenant");
-        let token = TokenKeys::new(&config.jwt_secret).mint(tenant, "acme", 1).expect("token");
+        let token = TokenKeys::from_config(&config).expect("keys").mint(tenant, None, 3600).expect("token");
         Self { base, token, pool, config, s3, http: reqwest::Client::new() }
+    }
+
+    /// An HS256 token for a tenant (created if needed) with the given scopes (None: every tenant scope).
+    pub async fn token_for(&self, tenant: &str, scopes: Option<&[Scope]>) -> String {
+        let id = ensure_tenant(&self.pool, tenant).await.expect("tenant");
+        TokenKeys::from_config(&self.config).expect("keys").mint(id, scopes, 3600).expect("token")
+    }
+
+    /// An operator token (scope `admin`).
+    pub async fn admin_token(&self) -> String {
+        self.token_for("operators", Some(&[Scope::Admin])).await
     }
 
     pub fn url(&self, path: &str) -> String {

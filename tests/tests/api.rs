@@ -234,7 +234,7 @@ async fn files_and_jobs_list_download_delete_and_stay_tenant_scoped(pool: PgPool
 
     // Another tenant sees none of it.
     let other = moetune_api::auth::ensure_tenant(&pool, "globex").await.unwrap();
-    let other_token = moetune_api::auth::TokenKeys::new(&env.config.jwt_secret).mint(other, "globex", 1).unwrap();
+    let other_token = moetune_api::auth::TokenKeys::from_config(&env.config).unwrap().mint(other, None, 3600).unwrap();
     let get = |path: String| env.http.get(env.url(&path)).bearer_auth(&other_token).send();
     for path in [
         format!("/v1/files/{}", ids[2]),

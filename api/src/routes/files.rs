@@ -1,10 +1,12 @@
 use actix_multipart::Multipart;
-use actix_web::{web, HttpResponse};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::TryStreamExt;
 
-use crate::auth::Tenant;
+use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::files::{self, FileObject, Order, FILE_COLUMNS};
+use crate::{idempotency, quotas};
 use crate::AppState;
 
 /// Multipart form of `POST /v1/files`.
@@ -24,7 +26,38 @@ pub struct UploadForm {
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses((status = 200, body = FileObject), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn upload(tenant: Tenant, state: web::Data<AppState>, mut form: Multipart) -> Result<HttpResponse, ApiError> {
+pub async fn upload(caller: Principal, req: HttpRequest, state: web::Data<AppState>, form: Multipart) -> Result<HttpResponse, ApiError> {
+    let idempotency_key = idempotency::key_of(&req)?;
+    if let Some(announced) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<i64>().ok()) {
+        quotas::precheck_storage(&state.db, caller.tenant, announced, &state.config.quotas).await?;
+    }
+    let (purpose, upload) = read_upload_form(&state, &caller, form).await?;
+    let Some(key) = idempotency_key else {
+        return Ok(HttpResponse::Ok().json(files::record_upload(&state, caller.tenant, upload, &purpose).await?));
+    };
+    let print = idempotency::fingerprint(&[b"POST /v1/files", purpose.as_bytes(), upload.filename.as_bytes(), upload.sha256.as_bytes()]);
+    match idempotency::claim(&state.db, caller.tenant, &key, &print).await {
+        Ok(idempotency::Claim::Fresh) => match files::record_upload(&state, caller.tenant, upload, &purpose).await {
+            Ok(file) => idempotency::finish(&state.db, caller.tenant, &key, HttpResponse::Ok().json(file)).await,
+            Err(e) => {
+                let response = actix_web::ResponseError::error_response(&e);
+                idempotency::finish(&state.db, caller.tenant, &key, response).await
+            }
+        },
+        // The earlier upload already stored this content: drop the copy.
+        Ok(idempotency::Claim::Replay(response)) => {
+            files::delete_object(&state, &upload.key).await;
+            Ok(response)
+        }
+        Err(e) => {
+            files::delete_object(&state, &upload.key).await;
+            Err(e)
+        }
+    }
+}
+
+/// Reads `purpose` and `file` (streamed to storage); on any error nothing stays stored.
+async fn read_upload_form(state: &AppState, caller: &Principal, mut form: Multipart) -> Result<(String, files::StoredUpload), ApiError> {
     let mut purpose: Option<String> = None;
     let mut stored = None;
     let malformed = |e: actix_multipart::MultipartError| ApiError::invalid("invalid_multipart", "file", format!("Malformed multipart body: {e}"));
@@ -40,11 +73,11 @@ pub async fn upload(tenant: Tenant, state: web::Data<AppState>, mut form: Multip
                 }
                 purpose = Some(String::from_utf8_lossy(&value).trim().to_string());
             }
-            "file" if stored.is_none() => stored = Some(files::store_upload(&state, tenant.id, field).await?),
+            "file" if stored.is_none() => stored = Some(files::store_upload(state, caller.tenant, field).await?),
             other => {
                 let other = other.to_string();
                 if let Some(upload) = stored.take() {
-                    files::delete_object(&state, &upload.key).await;
+                    files::delete_object(state, &upload.key).await;
                 }
                 return Err(ApiError::invalid("unexpected_field", &other, format!("Unexpected form field '{other}'; send `purpose` and `file`.")));
             }
@@ -58,12 +91,12 @@ pub async fn upload(tenant: Tenant, state: web::Data<AppState>, mut form: Multip
     match (purpose_error, stored) {
         (Some(error), stored) => {
             if let Some(upload) = stored {
-                files::delete_object(&state, &upload.key).await;
+                files::delete_object(state, &upload.key).await;
             }
             Err(error)
         }
         (None, None) => Err(ApiError::invalid("missing_parameter", "file", "Missing form field `file` with the JSONL training data.")),
-        (None, Some(upload)) => Ok(HttpResponse::Ok().json(files::record_upload(&state, tenant.id, upload, "fine-tune").await?)),
+        (None, Some(upload)) => Ok(("fine-tune".to_string(), upload)),
     }
 }
 
@@ -72,10 +105,10 @@ pub async fn upload(tenant: Tenant, state: web::Data<AppState>, mut form: Multip
     params(("id" = String, Path, description = "File id")),
     responses((status = 200, body = FileObject), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn retrieve(tenant: Tenant, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn retrieve(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let file: FileObject = sqlx::query_as(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL"))
         .bind(id.as_str())
-        .bind(tenant.id)
+        .bind(caller.tenant)
         .fetch_optional(&state.db)
         .await?
         .ok_or_else(|| ApiError::not_found("file", &id))?;
@@ -109,13 +142,13 @@ pub struct FileList {
 #[utoipa::path(get, path = "/v1/files", tag = "files", params(FilesQuery),
     responses((status = 200, body = FileList), (status = 400, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn list(tenant: Tenant, state: web::Data<AppState>, query: web::Query<FilesQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn list(caller: Principal, state: web::Data<AppState>, query: web::Query<FilesQuery>) -> Result<HttpResponse, ApiError> {
     let limit = query.limit.unwrap_or(10_000);
     if !(1..=10_000).contains(&limit) {
         return Err(ApiError::invalid("invalid_limit", "limit", "`limit` must be from 1 to 10000."));
     }
     let order = query.order.unwrap_or_default();
-    let (data, has_more) = files::list(&state, tenant.id, query.purpose.as_deref(), query.after.as_deref(), limit, order).await?;
+    let (data, has_more) = files::list(&state, caller.tenant, query.purpose.as_deref(), query.after.as_deref(), limit, order).await?;
     let (first_id, last_id) = (data.first().map(|f| f.id.clone()), data.last().map(|f| f.id.clone()));
     Ok(HttpResponse::Ok().json(FileList { object: "list", data, has_more, first_id, last_id }))
 }
@@ -133,8 +166,8 @@ pub struct FileDeleted {
     params(("id" = String, Path, description = "File id")),
     responses((status = 200, body = FileDeleted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn delete(tenant: Tenant, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    files::delete(&state, tenant.id, &id).await?;
+pub async fn delete(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    files::delete(&state, caller.tenant, &id).await?;
     Ok(HttpResponse::Ok().json(FileDeleted { id: id.into_inner(), object: "file", deleted: true }))
 }
 
@@ -143,8 +176,8 @@ pub async fn delete(tenant: Tenant, state: web::Data<AppState>, id: web::Path<St
     params(("id" = String, Path, description = "File id")),
     responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn content(tenant: Tenant, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let (bucket, key, bytes, filename) = files::location(&state, tenant.id, &id).await?;
+pub async fn content(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let (bucket, key, bytes, filename) = files::location(&state, caller.tenant, &id).await?;
     let object = state.s3.get_object().bucket(&bucket).key(&key).send().await.map_err(ApiError::internal)?;
     let stream = tokio_util::io::ReaderStream::new(object.body.into_async_read());
     Ok(HttpResponse::Ok()

@@ -1,20 +1,20 @@
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use tokio_util::io::ReaderStream;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::Tenant;
+use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::jobs::{self, Artifact, CreateJobRequest, JobCheckpoint, JobEvent, JobObject};
-use crate::AppState;
+use crate::{event_stream, AppState};
 
 /// Create a fine-tuning job on an uploaded training file.
 #[utoipa::path(post, path = "/v1/fine_tuning/jobs", tag = "fine_tuning",
     request_body = CreateJobRequest,
     responses((status = 200, body = JobObject), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn create(tenant: Tenant, state: web::Data<AppState>, body: web::Json<CreateJobRequest>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(jobs::create(&state, tenant.id, body.into_inner()).await?))
+pub async fn create(caller: Principal, state: web::Data<AppState>, body: web::Json<CreateJobRequest>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(jobs::create(&state, caller.tenant, body.into_inner()).await?))
 }
 
 /// Retrieve a fine-tuning job.
@@ -22,8 +22,8 @@ pub async fn create(tenant: Tenant, state: web::Data<AppState>, body: web::Json<
     params(("id" = String, Path, description = "Job id")),
     responses((status = 200, body = JobObject), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn retrieve(tenant: Tenant, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(jobs::get(&state, tenant.id, &id).await?))
+pub async fn retrieve(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(jobs::get(&state, caller.tenant, &id).await?))
 }
 
 /// Query of `GET /v1/fine_tuning/jobs` as documented; the handler reads the raw pairs because
@@ -50,7 +50,7 @@ pub struct JobList {
     params(JobsQuery, ("metadata[KEY]" = Option<String>, Query, description = "Only jobs whose metadata has KEY = this value")),
     responses((status = 200, body = JobList), (status = 400, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn list(tenant: Tenant, state: web::Data<AppState>, query: web::Query<Vec<(String, String)>>) -> Result<HttpResponse, ApiError> {
+pub async fn list(caller: Principal, state: web::Data<AppState>, query: web::Query<Vec<(String, String)>>) -> Result<HttpResponse, ApiError> {
     let (mut after, mut limit, mut metadata) = (None, 20i64, std::collections::HashMap::new());
     for (key, value) in query.into_inner() {
         match key.as_str() {
@@ -67,7 +67,7 @@ pub async fn list(tenant: Tenant, state: web::Data<AppState>, query: web::Query<
     if !(1..=100).contains(&limit) {
         return Err(ApiError::invalid("invalid_limit", "limit", "`limit` must be an integer from 1 to 100."));
     }
-    let (data, has_more) = jobs::list(&state, tenant.id, after.as_deref(), limit, &metadata).await?;
+    let (data, has_more) = jobs::list(&state, caller.tenant, after.as_deref(), limit, &metadata).await?;
     Ok(HttpResponse::Ok().json(JobList { object: "list", data, has_more }))
 }
 
@@ -76,8 +76,8 @@ pub async fn list(tenant: Tenant, state: web::Data<AppState>, query: web::Query<
     params(("id" = String, Path, description = "Job id")),
     responses((status = 200, body = JobObject), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn cancel(tenant: Tenant, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(jobs::cancel(&state, tenant.id, &id).await?))
+pub async fn cancel(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(jobs::cancel(&state, caller.tenant, &id).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -86,6 +86,9 @@ pub struct EventsQuery {
     after: Option<String>,
     /// Events per page, 1–1000 (default 20).
     limit: Option<i64>,
+    /// `true`: Server-Sent Events, oldest first, live until the job finishes; resume with the
+    /// `Last-Event-ID` header (or `after`).
+    stream: Option<bool>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -96,17 +99,35 @@ pub struct EventList {
     has_more: bool,
 }
 
-/// List a job's events, newest first: status changes, messages and per-step metrics.
+/// List a job's events, newest first: status changes, messages and per-step metrics. With
+/// `stream=true`, a `text/event-stream` of the events as they happen (`id: ftevent-N`, `event:` the
+/// event type, `data:` the event object), ending with `event: done` once the job has finished.
 #[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/events", tag = "fine_tuning",
-    params(("id" = String, Path, description = "Job id"), EventsQuery),
-    responses((status = 200, body = EventList), (status = 404, body = ErrorBody)),
+    params(("id" = String, Path, description = "Job id"), EventsQuery,
+           ("Last-Event-ID" = Option<String>, Header, description = "With stream=true: the last event id received; the stream continues after it")),
+    responses((status = 200, body = EventList, content_type = "application/json"),
+              (status = 200, description = "with stream=true", content_type = "text/event-stream", body = String),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn events(tenant: Tenant, state: web::Data<AppState>, id: web::Path<String>, query: web::Query<EventsQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn events(caller: Principal, req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>, query: web::Query<EventsQuery>) -> Result<HttpResponse, ApiError> {
+    if query.stream == Some(true) {
+        jobs::get_owned(&state, caller.tenant, &id).await?;
+        let resume = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(|v| (v.to_string(), "Last-Event-ID"));
+        let last_seq = match resume.or(query.after.clone().map(|a| (a, "after"))) {
+            Some((cursor, param)) => event_stream::parse_event_id(&cursor, param)?,
+            None => 0,
+        };
+        return Ok(HttpResponse::Ok()
+            .content_type("text/event-stream")
+            .insert_header(("cache-control", "no-cache"))
+            .insert_header(("x-accel-buffering", "no"))
+            .streaming(event_stream::stream(state.db.clone(), id.into_inner(), last_seq)));
+    }
     let limit = query.limit.unwrap_or(20);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("invalid_limit", "limit", "`limit` must be from 1 to 1000."));
     }
-    let (data, has_more) = jobs::events(&state, tenant.id, &id, query.after.as_deref(), limit).await?;
+    let (data, has_more) = jobs::events(&state, caller.tenant, &id, query.after.as_deref(), limit).await?;
     Ok(HttpResponse::Ok().json(EventList { object: "list", data, has_more }))
 }
 
@@ -123,8 +144,8 @@ pub struct ArtifactList {
     params(("id" = String, Path, description = "Job id")),
     responses((status = 200, body = ArtifactList), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn list_artifacts(tenant: Tenant, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    jobs::get_owned(&state, tenant.id, &id).await?;
+pub async fn list_artifacts(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    jobs::get_owned(&state, caller.tenant, &id).await?;
     let data = jobs::artifacts(&state, &id).await?;
     Ok(HttpResponse::Ok().json(ArtifactList { object: "list", data, has_more: false }))
 }
@@ -142,8 +163,8 @@ pub struct CheckpointList {
     params(("id" = String, Path, description = "Job id")),
     responses((status = 200, body = CheckpointList), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn list_checkpoints(tenant: Tenant, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let data = jobs::checkpoints(&state, tenant.id, &id).await?;
+pub async fn list_checkpoints(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let data = jobs::checkpoints(&state, caller.tenant, &id).await?;
     Ok(HttpResponse::Ok().json(CheckpointList { object: "list", data, has_more: false }))
 }
 
@@ -152,9 +173,9 @@ pub async fn list_checkpoints(tenant: Tenant, state: web::Data<AppState>, id: we
     params(("id" = String, Path, description = "Job id"), ("name" = String, Path, description = "Artifact name, e.g. model.safetensors")),
     responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn download_artifact(tenant: Tenant, state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+pub async fn download_artifact(caller: Principal, state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
     let (id, name) = path.into_inner();
-    jobs::get_owned(&state, tenant.id, &id).await?;
+    jobs::get_owned(&state, caller.tenant, &id).await?;
     let artifact = jobs::artifacts(&state, &id)
         .await?
         .into_iter()

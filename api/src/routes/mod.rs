@@ -1,7 +1,10 @@
 //! HTTP handlers: thin adapters from requests to the domain modules.
 
+pub mod admin;
 pub mod files;
 pub mod jobs;
+pub mod models;
+pub mod uploads;
 
 use actix_web::{web, HttpResponse};
 
@@ -11,13 +14,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/openapi.json", web::get().to(openapi_json))
         .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok") }))
         .route("/readyz", web::get().to(readyz))
+        // Swagger UI, served from assets compiled into the binary (no CDN).
+        .route("/docs", web::get().to(|| async { HttpResponse::Found().insert_header(("location", "/docs/")).finish() }))
+        .service(utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}").config(utoipa_swagger_ui::Config::from("/openapi.json")))
         .service(
             web::scope("/v1")
+                .wrap(actix_web::middleware::from_fn(crate::idempotency::middleware))
                 .route("/files", web::post().to(files::upload))
                 .route("/files", web::get().to(files::list))
                 .route("/files/{id}", web::get().to(files::retrieve))
                 .route("/files/{id}", web::delete().to(files::delete))
                 .route("/files/{id}/content", web::get().to(files::content))
+                .route("/uploads", web::post().to(uploads::create))
+                .route("/uploads/{id}", web::get().to(uploads::retrieve))
+                .route("/uploads/{id}/parts", web::post().to(uploads::add_part))
+                .route("/uploads/{id}/complete", web::post().to(uploads::complete))
+                .route("/uploads/{id}/cancel", web::post().to(uploads::cancel))
                 .route("/fine_tuning/jobs", web::post().to(jobs::create))
                 .route("/fine_tuning/jobs", web::get().to(jobs::list))
                 .route("/fine_tuning/jobs/{id}", web::get().to(jobs::retrieve))
@@ -25,7 +37,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/fine_tuning/jobs/{id}/events", web::get().to(jobs::events))
                 .route("/fine_tuning/jobs/{id}/artifacts", web::get().to(jobs::list_artifacts))
                 .route("/fine_tuning/jobs/{id}/checkpoints", web::get().to(jobs::list_checkpoints))
-                .route("/fine_tuning/jobs/{id}/artifacts/{name:.*}/content", web::get().to(jobs::download_artifact)),
+                .route("/fine_tuning/jobs/{id}/artifacts/{name:.*}/content", web::get().to(jobs::download_artifact))
+                .route("/models", web::get().to(models::list))
+                .route("/models/{id:.*}", web::get().to(models::retrieve))
+                .route("/admin/models", web::post().to(models::register))
+                .route("/admin/tenants", web::post().to(admin::upsert_tenant))
+                .route("/admin/tenants/{name}", web::get().to(admin::get_tenant))
+                .route("/admin/api_keys", web::post().to(admin::create_api_key))
+                .route("/admin/api_keys", web::get().to(admin::list_api_keys))
+                .route("/admin/api_keys/{id}", web::delete().to(admin::revoke_api_key)),
         );
 }
 

@@ -150,6 +150,14 @@ fn parse_chat(obj: &Map<String, Value>) -> Result<Example, String> {
         let Value::Object(m) = message else {
             return Err(format!("messages[{i}] must be an object"));
         };
+        if let Some(key) = m.keys().find(|k| !matches!(k.as_str(), "role" | "content" | "name" | "weight")) {
+            return Err(format!("messages[{i}]: unrecognised key `{key}` (allowed: role, content, name, weight)"));
+        }
+        if let Some(weight) = m.get("weight") {
+            if !matches!(weight.as_u64(), Some(0 | 1)) {
+                return Err(format!("messages[{i}]: `weight` must be 0 or 1"));
+            }
+        }
         let role = string_field(m, "role", true).map_err(|e| format!("messages[{i}]: {e}"))?;
         if !matches!(role.as_str(), "system" | "user" | "assistant") {
             return Err(format!(
@@ -208,6 +216,8 @@ impl DatasetValidator {
     pub fn push_line(&mut self, raw: &[u8]) {
         self.line += 1;
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        // Editors on Windows start files with a byte-order mark; it is not part of the JSON.
+        let raw = if self.line == 1 { raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw) } else { raw };
         if let Err(message) = self.check_line(raw) {
             self.error(message);
         }

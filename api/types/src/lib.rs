@@ -12,10 +12,7 @@ pub use job::{
     EvalPrompt, InvalidOption, JobStatus, LoraOptions, MoeSftQatOptions, MonitorOptions, QatFormat, QatOptions, RouterMode, RouterOptions,
     SftMethod, TrainingSpec,
 };
-pub use protocol::{JobAssignment, LayerUsage, RedisKeys, RunnerEvent, RunnerEventKind};
-
-/// Models this build of the runner can fine-tune. Issue #5 replaces this with a registry table.
-pub const SUPPORTED_MODELS: &[&str] = &["moetune/tiny-mixtral"];
+pub use protocol::{JobAssignment, LayerUsage, RedisKeys, RunnerEvent, RunnerEventKind, S3Location};
 
 #[cfg(feature = "s3")]
 pub mod s3;

@@ -74,6 +74,15 @@ pub struct JobAssignment {
     pub checkpoint_prefix: String,
     /// Where artifacts go: `s3://{bucket}/{artifact_prefix}/...`.
     pub artifact_prefix: String,
+    /// For a registered (not built-in) base model: the S3 directory with its config, weights and tokenizer.
+    #[serde(default)]
+    pub model_location: Option<S3Location>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct S3Location {
+    pub bucket: String,
+    pub prefix: String,
 }
 
 /// Expert usage of one MoE layer over the diagnostic prompts.

@@ -1,0 +1,109 @@
+//! A dataset stream written to S3 while every line is validated and the bytes are hashed: the one
+//! path by which training data enters storage (direct uploads and assembled multi-part uploads). Holds
+//! at most one line and one S3 part in memory, whatever the file's size.
+
+use moetune_types::dataset::MAX_LINE_BYTES;
+use moetune_types::{DatasetSummary, DatasetValidator, LineError};
+use sha2::{Digest, Sha256};
+
+use crate::storage::StagedObject;
+
+/// What the whole stream held, once it has ended.
+pub struct Finished {
+    pub bytes: i64,
+    pub sha256: String,
+    /// The summary, or the line errors (the first 20) and how many lines had one.
+    pub validation: Result<DatasetSummary, (Vec<LineError>, u64)>,
+}
+
+pub struct ValidatingSink {
+    object: StagedObject,
+    validator: DatasetValidator,
+    splitter: LineSplitter,
+    hasher: Sha256,
+    bytes: i64,
+}
+
+impl ValidatingSink {
+    pub fn new(s3: aws_sdk_s3::Client, bucket: &str, key: &str) -> Self {
+        Self {
+            object: StagedObject::new(s3, bucket, key),
+            validator: DatasetValidator::new(),
+            splitter: LineSplitter { carry: Vec::new(), oversized: false },
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    pub async fn write(&mut self, chunk: &[u8]) -> anyhow::Result<()> {
+        self.bytes += chunk.len() as i64;
+        self.hasher.update(chunk);
+        self.splitter.feed(chunk, &mut self.validator);
+        self.object.write(chunk).await
+    }
+
+    /// Ends the stream. The object stays staged: `commit` makes it visible, `abort` removes it.
+    pub fn finish(self) -> (Finished, StagedObject) {
+        let Self { object, mut validator, splitter, hasher, bytes } = self;
+        splitter.finish(&mut validator);
+        let finished = Finished { bytes, sha256: hex::encode(hasher.finalize()), validation: validator.finish() };
+        (finished, object)
+    }
+
+    pub async fn abort(self) {
+        self.object.abort().await;
+    }
+}
+
+/// One sentence for people: how many lines are wrong and the first few, with line numbers.
+pub fn describe_problems(lines: &[LineError], total: u64) -> String {
+    if lines.first().is_some_and(|l| l.line == 0) {
+        return "Invalid file: the file is empty; upload JSONL with one training example per line.".to_string();
+    }
+    let shown: Vec<String> = lines.iter().take(5).map(|l| format!("line {}: {}", l.line, l.message)).collect();
+    let more = if total as usize > shown.len() { format!(" (and {} more)", total as usize - shown.len()) } else { String::new() };
+    format!("Invalid file: {total} line(s) have problems. {}{more}", shown.join("; "))
+}
+
+/// Line-splits a byte stream for the validator without holding more than one line.
+struct LineSplitter {
+    carry: Vec<u8>,
+    oversized: bool,
+}
+
+impl LineSplitter {
+    fn feed(&mut self, mut chunk: &[u8], validator: &mut DatasetValidator) {
+        while let Some(newline) = chunk.iter().position(|&b| b == b'\n') {
+            self.take(&chunk[..newline], validator, true);
+            chunk = &chunk[newline + 1..];
+        }
+        self.take(chunk, validator, false);
+    }
+
+    fn take(&mut self, piece: &[u8], validator: &mut DatasetValidator, line_ends: bool) {
+        if !self.oversized && self.carry.len() + piece.len() > MAX_LINE_BYTES {
+            self.oversized = true;
+            self.carry.clear();
+        }
+        if !self.oversized {
+            self.carry.extend_from_slice(piece);
+        }
+        if line_ends {
+            if self.oversized {
+                validator.push_oversized_line();
+            } else {
+                validator.push_line(&self.carry);
+            }
+            self.carry.clear();
+            self.oversized = false;
+        }
+    }
+
+    /// The last line may lack a trailing newline.
+    fn finish(mut self, validator: &mut DatasetValidator) {
+        if self.oversized || !self.carry.is_empty() {
+            self.take(&[], validator, true);
+        }
+    }
+}
+

@@ -1,0 +1,176 @@
+//! `Idempotency-Key` on POST requests: the first request with a key runs and its response is stored;
+//! a retry with the same key and the same request gets that stored response (header
+//! `idempotent-replayed: true`); the same key with a different request, or while the first is still
+//! running, gets 409. Keys are per tenant and kept 24 hours. Server errors (5xx) are not stored, so a
+//! retry after one runs again.
+//!
+//! JSON routes go through [`middleware`], which buffers the (small) body to fingerprint it. Streaming
+//! uploads cannot be buffered; their handlers fingerprint the content as it streams and call
+//! [`claim`]/[`complete`] themselves.
+
+use actix_web::body::{to_bytes, BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+pub const HEADER: &str = "idempotency-key";
+
+/// What the store says about a key.
+pub enum Claim {
+    /// First use: run the request, then [`complete`] (or [`release`] on failure).
+    Fresh,
+    /// Done before with the same request: send this again.
+    Replay(HttpResponse),
+}
+
+/// The key of a request, if it sent one; 400 when it is malformed.
+pub fn key_of(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get(HEADER) else { return Ok(None) };
+    let key = value.to_str().ok().map(str::trim).filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()));
+    key.map(|k| Some(k.to_string()))
+        .ok_or_else(|| ApiError::invalid("invalid_idempotency_key", "Idempotency-Key", "`Idempotency-Key` must be 1 to 255 visible ASCII characters, e.g. a UUID."))
+}
+
+/// A fingerprint of what makes two requests "the same".
+pub fn fingerprint(parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Records the first use of `key` or finds the earlier one.
+pub async fn claim(db: &sqlx::PgPool, tenant: Uuid, key: &str, fingerprint: &str) -> Result<Claim, ApiError> {
+    sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND created_at < now() - interval '24 hours'")
+        .bind(tenant)
+        .bind(key)
+        .execute(db)
+        .await?;
+    let inserted = sqlx::query("INSERT INTO idempotency_keys (tenant_id, key, fingerprint) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+        .bind(tenant)
+        .bind(key)
+        .bind(fingerprint)
+        .execute(db)
+        .await?;
+    if inserted.rows_affected() == 1 {
+        return Ok(Claim::Fresh);
+    }
+    let (stored, status, content_type, body): (String, Option<i32>, Option<String>, Option<Vec<u8>>) =
+        sqlx::query_as("SELECT fingerprint, status_code, content_type, body FROM idempotency_keys WHERE tenant_id = $1 AND key = $2")
+            .bind(tenant)
+            .bind(key)
+            .fetch_one(db)
+            .await?;
+    if stored != fingerprint {
+        return Err(ApiError::conflict(
+            "idempotency_key_reused",
+            format!("Idempotency-Key '{key}' was already used with a different request; use a new key for a new request."),
+        ));
+    }
+    let Some(status) = status else {
+        return Err(ApiError::conflict("idempotency_key_in_use", format!("A request with Idempotency-Key '{key}' is still being processed; retry shortly.")));
+    };
+    let status = StatusCode::from_u16(status as u16).map_err(ApiError::internal)?;
+    let mut response = HttpResponse::build(status);
+    response.insert_header(("idempotent-replayed", "true"));
+    if let Some(content_type) = content_type {
+        response.content_type(content_type);
+    }
+    Ok(Claim::Replay(response.body(body.unwrap_or_default())))
+}
+
+/// Stores the response of a fresh request for replays.
+pub async fn complete(db: &sqlx::PgPool, tenant: Uuid, key: &str, status: StatusCode, content_type: Option<&str>, body: &[u8]) -> Result<(), ApiError> {
+    sqlx::query("UPDATE idempotency_keys SET status_code = $3, content_type = $4, body = $5 WHERE tenant_id = $1 AND key = $2")
+        .bind(tenant)
+        .bind(key)
+        .bind(i32::from(status.as_u16()))
+        .bind(content_type)
+        .bind(body)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Forgets a claim whose request failed on our side, so a retry runs again.
+pub async fn release(db: &sqlx::PgPool, tenant: Uuid, key: &str) {
+    let deleted = sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status_code IS NULL").bind(tenant).bind(key).execute(db).await;
+    if let Err(e) = deleted {
+        tracing::error!(key, error = %e, "could not release an idempotency key");
+    }
+}
+
+/// Stores `response` under the key (or releases the key on a 5xx) and returns it unchanged.
+pub async fn finish(db: &sqlx::PgPool, tenant: Uuid, key: &str, response: HttpResponse) -> Result<HttpResponse, ApiError> {
+    let status = response.status();
+    if status.is_server_error() {
+        release(db, tenant, key).await;
+        return Ok(response);
+    }
+    let content_type = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(String::from);
+    let body = to_bytes(response.into_body()).await.map_err(|_| ApiError::internal("unreadable response body"))?;
+    complete(db, tenant, key, status, content_type.as_deref(), &body).await?;
+    let mut rebuilt = HttpResponse::build(status);
+    if let Some(content_type) = content_type {
+        rebuilt.content_type(content_type);
+    }
+    Ok(rebuilt.body(body))
+}
+
+/// Routes whose bodies stream (uploads): their handlers apply the key themselves.
+fn streams_body(path: &str) -> bool {
+    path == "/v1/files" || (path.starts_with("/v1/uploads/") && path.ends_with("/parts"))
+}
+
+/// The middleware for every other POST.
+pub async fn middleware(mut req: ServiceRequest, next: Next<impl MessageBody + 'static>) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    if req.method() != Method::POST || streams_body(req.path()) || !req.headers().contains_key(HEADER) {
+        return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
+    }
+    let key = match key_of(req.request()) {
+        Ok(key) => key.expect("header present"),
+        Err(e) => return Ok(req.error_response(e)),
+    };
+    // Unauthenticated requests go on to be refused by the handler's extractor.
+    let Ok(principal) = crate::auth::authenticate(req.request()).await else {
+        return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
+    };
+    let tenant = principal.tenant;
+    req.extensions_mut().insert(principal);
+    let body = req.extract::<web::Bytes>().await?;
+    let state = req.app_data::<web::Data<AppState>>().expect("AppState registered").clone();
+    let print = fingerprint(&[req.method().as_str().as_bytes(), req.path().as_bytes(), req.query_string().as_bytes(), &body]);
+    match claim(&state.db, tenant, &key, &print).await {
+        Err(e) => Ok(req.error_response(e)),
+        Ok(Claim::Replay(response)) => Ok(req.into_response(response)),
+        Ok(Claim::Fresh) => {
+            req.set_payload(actix_web::dev::Payload::from(body));
+            let response = match next.call(req).await {
+                Ok(response) => response.map_into_boxed_body(),
+                Err(e) => {
+                    release(&state.db, tenant, &key).await;
+                    return Err(e);
+                }
+            };
+            let (request, response) = response.into_parts();
+            match finish(&state.db, tenant, &key, response).await {
+                Ok(response) => Ok(ServiceResponse::new(request, response)),
+                Err(e) => Ok(ServiceResponse::new(request, e.error_response_boxed())),
+            }
+        }
+    }
+}
+
+impl ApiError {
+    fn error_response_boxed(&self) -> HttpResponse {
+        actix_web::ResponseError::error_response(self)
+    }
+}

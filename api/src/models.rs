@@ -1,0 +1,149 @@
+//! The model registry: which base models jobs may fine-tune. `moetune/tiny-mixtral` is built in; an
+//! admin registers others — Hugging Face model directories already in S3 — together with the output of
+//! `moetune-runner inspect` on them, which the API checks against the stored `config.json`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+use crate::files::UnixTime;
+use crate::AppState;
+
+/// OpenAI's model object, plus where the weights are and what `inspect` found.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelObject {
+    pub id: String,
+    /// Always `model`.
+    pub object: &'static str,
+    pub created: UnixTime,
+    pub owned_by: String,
+    /// `builtin` or `s3`.
+    pub source: String,
+    /// `s3://bucket/prefix/` for registered models.
+    pub uri: Option<String>,
+    /// `architectures[0]` of the model's config.json, e.g. `MixtralForCausalLM`.
+    pub architecture: String,
+    /// `moetune-runner inspect` output: layers, experts, parameter counts, memory estimates.
+    #[schema(value_type = Option<Object>)]
+    pub inspect: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterModelRequest {
+    /// `owner/name`: letters, digits, `-`, `_`, `.`.
+    pub id: String,
+    /// `s3://bucket/prefix` of a directory with config.json, *.safetensors and tokenizer.json.
+    pub uri: String,
+    /// The output of `moetune-runner inspect DIR` on the same directory.
+    #[schema(value_type = Object)]
+    pub inspect: Value,
+}
+
+/// The MoE architectures the runner implements.
+pub const ARCHITECTURES: [&str; 5] = ["MixtralForCausalLM", "Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM", "OlmoeForCausalLM", "GptOssForCausalLM"];
+
+type Row = (String, String, String, Option<String>, Option<String>, String, Option<Value>, chrono::DateTime<chrono::Utc>);
+const COLUMNS: &str = "id, owned_by, source, s3_bucket, s3_prefix, architecture, inspect, created_at";
+
+fn object((id, owned_by, source, bucket, prefix, architecture, inspect, created): Row) -> ModelObject {
+    let uri = bucket.zip(prefix).map(|(b, p)| format!("s3://{b}/{p}/"));
+    ModelObject { id, object: "model", created: created.into(), owned_by, source, uri, architecture, inspect }
+}
+
+pub async fn list(state: &AppState) -> Result<Vec<ModelObject>, ApiError> {
+    let rows: Vec<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM models ORDER BY id")).fetch_all(&state.db).await?;
+    Ok(rows.into_iter().map(object).collect())
+}
+
+pub async fn get(state: &AppState, id: &str) -> Result<ModelObject, ApiError> {
+    let row: Option<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM models WHERE id = $1")).bind(id).fetch_optional(&state.db).await?;
+    row.map(object).ok_or_else(|| ApiError::not_found("model", id))
+}
+
+/// 400 naming the available models unless `id` is registered.
+pub async fn require(state: &AppState, id: &str) -> Result<(), ApiError> {
+    let known: Vec<String> = sqlx::query_scalar("SELECT id FROM models ORDER BY id").fetch_all(&state.db).await?;
+    if known.iter().any(|k| k == id) {
+        return Ok(());
+    }
+    Err(ApiError::invalid("model_not_found", "model", format!("Model '{id}' is not available for fine-tuning. Available: {}.", known.join(", "))))
+}
+
+fn parse_uri(uri: &str) -> Result<(String, String), ApiError> {
+    let bad = || ApiError::invalid("invalid_uri", "uri", format!("`uri` must look like s3://bucket/prefix, got '{uri}'."));
+    let rest = uri.strip_prefix("s3://").ok_or_else(bad)?;
+    let (bucket, prefix) = rest.split_once('/').ok_or_else(bad)?;
+    let prefix = prefix.trim_end_matches('/');
+    if bucket.is_empty() || prefix.is_empty() {
+        return Err(bad());
+    }
+    Ok((bucket.to_string(), prefix.to_string()))
+}
+
+/// Registers a model after checking that its files are in S3 and `inspect` describes that config.
+pub async fn register(state: &AppState, request: &RegisterModelRequest) -> Result<ModelObject, ApiError> {
+    let valid_id = request.id.split_once('/').is_some_and(|(owner, name)| {
+        let ok = |s: &str| !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        ok(owner) && ok(name)
+    });
+    if !valid_id {
+        return Err(ApiError::invalid("invalid_model_id", "id", "`id` must be `owner/name` (letters, digits, '-', '_', '.'; up to 64 each)."));
+    }
+    let (bucket, prefix) = parse_uri(&request.uri)?;
+    let listed = state.s3.list_objects_v2().bucket(&bucket).prefix(format!("{prefix}/")).send().await.map_err(|e| {
+        ApiError::invalid("model_files_unreadable", "uri", format!("Cannot list {}: {}", request.uri, aws_sdk_s3::error::DisplayErrorContext(e)))
+    })?;
+    let names: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()?.strip_prefix(&format!("{prefix}/"))).collect();
+    let missing: Vec<&str> = ["config.json", "tokenizer.json"].into_iter().filter(|f| !names.contains(f)).collect();
+    if !missing.is_empty() || !names.iter().any(|n| n.ends_with(".safetensors")) {
+        return Err(ApiError::invalid(
+            "model_files_missing",
+            "uri",
+            format!("{} must hold config.json, tokenizer.json and *.safetensors; found: {}.", request.uri, names.join(", ")),
+        ));
+    }
+    let config = read_config(state, &bucket, &prefix).await?;
+    let architecture = config["architectures"][0].as_str().unwrap_or_default().to_string();
+    if !ARCHITECTURES.contains(&architecture.as_str()) {
+        return Err(ApiError::invalid("unsupported_architecture", "uri", format!("config.json names architecture '{architecture}'; supported: {}.", ARCHITECTURES.join(", "))));
+    }
+    check_inspect(&request.inspect, &architecture, &config)?;
+    let inserted = sqlx::query("INSERT INTO models (id, owned_by, source, s3_bucket, s3_prefix, architecture, inspect) VALUES ($1, $2, 's3', $3, $4, $5, $6) ON CONFLICT DO NOTHING")
+        .bind(&request.id)
+        .bind(request.id.split('/').next().unwrap_or_default())
+        .bind(&bucket)
+        .bind(&prefix)
+        .bind(&architecture)
+        .bind(&request.inspect)
+        .execute(&state.db)
+        .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(ApiError::conflict("model_exists", format!("Model '{}' is already registered.", request.id)));
+    }
+    get(state, &request.id).await
+}
+
+async fn read_config(state: &AppState, bucket: &str, prefix: &str) -> Result<Value, ApiError> {
+    let object = state.s3.get_object().bucket(bucket).key(format!("{prefix}/config.json")).send().await.map_err(ApiError::internal)?;
+    let bytes = object.body.collect().await.map_err(ApiError::internal)?.into_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid("invalid_model_config", "uri", format!("config.json is not valid JSON: {e}")))
+}
+
+/// `inspect` must be the runner's report on this very config: same architecture and shape.
+fn check_inspect(inspect: &Value, architecture: &str, config: &Value) -> Result<(), ApiError> {
+    let mismatch = |what: &str| ApiError::invalid("inspect_mismatch", "inspect", format!("`inspect.{what}` does not match the model's config.json; run `moetune-runner inspect` on this directory and send its output."));
+    if inspect["architecture"].as_str() != Some(architecture) {
+        return Err(mismatch("architecture"));
+    }
+    for (field, config_field) in [("num_hidden_layers", "num_hidden_layers"), ("hidden_size", "hidden_size"), ("vocab_size", "vocab_size")] {
+        if inspect[field].as_i64().is_none() || inspect[field] != config[config_field] {
+            return Err(mismatch(field));
+        }
+    }
+    if !inspect["parameters"]["total"].as_i64().is_some_and(|p| p > 0) {
+        return Err(mismatch("parameters.total"));
+    }
+    Ok(())
+}

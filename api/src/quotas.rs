@@ -1,0 +1,143 @@
+//! Per-tenant limits: concurrent jobs and stored bytes. Checks run inside the transaction that would
+//! exceed them, after locking the tenant's row, so two concurrent requests cannot both squeeze in.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::config::QuotaDefaults;
+use crate::error::ApiError;
+
+/// A tenant's effective limits and current use.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantObject {
+    pub id: Uuid,
+    /// Always `tenant`.
+    pub object: &'static str,
+    pub name: String,
+    /// Jobs that may be validating, queued or running at once.
+    pub max_concurrent_jobs: i64,
+    /// Bytes of live files the tenant may store.
+    pub max_storage_bytes: i64,
+    pub active_jobs: i64,
+    pub storage_bytes: i64,
+}
+
+/// Body of `POST /v1/admin/tenants`: creates the tenant or updates its limits. A limit left out keeps
+/// its current value; `null` returns it to the server default.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantRequest {
+    pub name: String,
+    #[serde(default, deserialize_with = "present")]
+    pub max_concurrent_jobs: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub max_storage_bytes: Option<Option<i64>>,
+}
+
+/// Distinguishes an absent field (None) from an explicit null (Some(None)).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(d).map(Some)
+}
+
+async fn usage<'e>(db: impl sqlx::PgExecutor<'e>, tenant: Uuid) -> Result<(i64, i64), ApiError> {
+    Ok(sqlx::query_as(
+        "SELECT (SELECT count(*) FROM jobs WHERE tenant_id = $1 AND status IN ('validating_files', 'queued', 'running')),
+                (SELECT coalesce(sum(bytes), 0)::bigint FROM files WHERE tenant_id = $1 AND deleted_at IS NULL)",
+    )
+    .bind(tenant)
+    .fetch_one(db)
+    .await?)
+}
+
+/// Locks the tenant row and returns its effective limits.
+async fn lock_limits(tx: &mut sqlx::PgConnection, tenant: Uuid, defaults: &QuotaDefaults) -> Result<(i64, i64), ApiError> {
+    let (jobs, bytes): (Option<i64>, Option<i64>) = sqlx::query_as("SELECT max_concurrent_jobs, max_storage_bytes FROM tenants WHERE id = $1 FOR UPDATE")
+        .bind(tenant)
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok((jobs.unwrap_or(defaults.max_concurrent_jobs), bytes.unwrap_or(defaults.max_storage_bytes)))
+}
+
+/// 429 unless the tenant may start one more job. Call inside the job-creating transaction.
+pub async fn reserve_job(tx: &mut sqlx::PgConnection, tenant: Uuid, defaults: &QuotaDefaults) -> Result<(), ApiError> {
+    let (max_jobs, _) = lock_limits(tx, tenant, defaults).await?;
+    let (active, _) = usage(&mut *tx, tenant).await?;
+    if active >= max_jobs {
+        return Err(ApiError::quota_exceeded(format!(
+            "Your organization has {active} unfinished fine-tuning job(s), its limit is {max_jobs}; wait for one to finish or cancel one, then retry."
+        )));
+    }
+    Ok(())
+}
+
+/// 429 unless `incoming` more bytes fit the tenant's storage. Call inside the transaction recording them.
+pub async fn reserve_storage(tx: &mut sqlx::PgConnection, tenant: Uuid, incoming: i64, defaults: &QuotaDefaults) -> Result<(), ApiError> {
+    let (_, max_bytes) = lock_limits(tx, tenant, defaults).await?;
+    let (_, stored) = usage(&mut *tx, tenant).await?;
+    check_storage(stored, incoming, max_bytes)
+}
+
+/// The same check without a lock, to refuse an upload before streaming it when its size is announced.
+pub async fn precheck_storage(db: &sqlx::PgPool, tenant: Uuid, incoming: i64, defaults: &QuotaDefaults) -> Result<(), ApiError> {
+    let max: Option<i64> = sqlx::query_scalar("SELECT max_storage_bytes FROM tenants WHERE id = $1").bind(tenant).fetch_one(db).await?;
+    let (_, stored) = usage(db, tenant).await?;
+    check_storage(stored, incoming, max.unwrap_or(defaults.max_storage_bytes))
+}
+
+fn check_storage(stored: i64, incoming: i64, max_bytes: i64) -> Result<(), ApiError> {
+    if stored.saturating_add(incoming) > max_bytes {
+        return Err(ApiError::quota_exceeded(format!(
+            "Storage quota exceeded: your organization stores {stored} bytes of files, this upload adds {incoming}, the limit is {max_bytes}; delete files you no longer need (DELETE /v1/files/{{id}}), then retry."
+        )));
+    }
+    Ok(())
+}
+
+/// Creates or updates a tenant (admin).
+pub async fn upsert_tenant(db: &sqlx::PgPool, request: &TenantRequest, defaults: &QuotaDefaults) -> Result<TenantObject, ApiError> {
+    let name = request.name.trim();
+    if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        return Err(ApiError::invalid("invalid_tenant_name", "name", "`name` must be 1 to 64 letters, digits, '-', '_' or '.'."));
+    }
+    for (param, value) in [("max_concurrent_jobs", request.max_concurrent_jobs), ("max_storage_bytes", request.max_storage_bytes)] {
+        if value.flatten().is_some_and(|v| v < 0) {
+            return Err(ApiError::invalid("invalid_quota", param, format!("`{param}` must be 0 or more, or null for the server default.")));
+        }
+    }
+    let id = crate::auth::ensure_tenant(db, name).await?;
+    if let Some(value) = request.max_concurrent_jobs {
+        sqlx::query("UPDATE tenants SET max_concurrent_jobs = $2 WHERE id = $1").bind(id).bind(value).execute(db).await?;
+    }
+    if let Some(value) = request.max_storage_bytes {
+        sqlx::query("UPDATE tenants SET max_storage_bytes = $2 WHERE id = $1").bind(id).bind(value).execute(db).await?;
+    }
+    get_tenant(db, name, defaults).await
+}
+
+pub async fn get_tenant(db: &sqlx::PgPool, name: &str, defaults: &QuotaDefaults) -> Result<TenantObject, ApiError> {
+    let row: Option<(Uuid, Option<i64>, Option<i64>)> = sqlx::query_as("SELECT id, max_concurrent_jobs, max_storage_bytes FROM tenants WHERE name = $1")
+        .bind(name)
+        .fetch_optional(db)
+        .await?;
+    let (id, jobs, bytes) = row.ok_or_else(|| ApiError::not_found("tenant", name))?;
+    let (active_jobs, storage_bytes) = usage(db, id).await?;
+    Ok(TenantObject {
+        id,
+        object: "tenant",
+        name: name.to_string(),
+        max_concurrent_jobs: jobs.unwrap_or(defaults.max_concurrent_jobs),
+        max_storage_bytes: bytes.unwrap_or(defaults.max_storage_bytes),
+        active_jobs,
+        storage_bytes,
+    })
+}
+
+/// The tenant id for a name (admin endpoints address tenants by name).
+pub async fn tenant_id(db: &sqlx::PgPool, name: &str) -> Result<Uuid, ApiError> {
+    sqlx::query_scalar("SELECT id FROM tenants WHERE name = $1")
+        .bind(name)
+        .fetch_optional(db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant", name))
+}

@@ -1,0 +1,90 @@
+use actix_multipart::Multipart;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::TryStreamExt;
+
+use crate::auth::Principal;
+use crate::error::{ApiError, ErrorBody};
+use crate::idempotency;
+use crate::uploads::{self, CompleteUploadRequest, CreateUploadRequest, UploadObject, UploadPart};
+use crate::AppState;
+
+/// Start a multi-part upload of a large training file (up to 8 GiB); it expires after an hour.
+#[utoipa::path(post, path = "/v1/uploads", tag = "uploads",
+    request_body = CreateUploadRequest,
+    responses((status = 200, body = UploadObject), (status = 400, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(caller: Principal, state: web::Data<AppState>, body: web::Json<CreateUploadRequest>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(uploads::create(&state, caller.tenant, &body).await?))
+}
+
+/// Retrieve an upload, with its file once completed.
+#[utoipa::path(get, path = "/v1/uploads/{id}", tag = "uploads",
+    params(("id" = String, Path, description = "Upload id")),
+    responses((status = 200, body = UploadObject), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn retrieve(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(uploads::get(&state, caller.tenant, &id).await?))
+}
+
+/// Multipart form of `POST /v1/uploads/{id}/parts`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct PartForm {
+    /// The part's bytes, up to 64 MiB.
+    #[schema(value_type = String, format = Binary)]
+    data: Vec<u8>,
+}
+
+/// Add a part (multipart field `data`, up to 64 MiB). Parts may be sent in parallel; their order is
+/// given at completion.
+#[utoipa::path(post, path = "/v1/uploads/{id}/parts", tag = "uploads",
+    params(("id" = String, Path, description = "Upload id")),
+    request_body(content = PartForm, content_type = "multipart/form-data"),
+    responses((status = 200, body = UploadPart), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn add_part(caller: Principal, req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>, mut form: Multipart) -> Result<HttpResponse, ApiError> {
+    let idempotency_key = idempotency::key_of(&req)?;
+    let malformed = |e: actix_multipart::MultipartError| ApiError::invalid("invalid_multipart", "data", format!("Malformed multipart body: {e}"));
+    if let Some(field) = form.try_next().await.map_err(malformed)? {
+        if field.name() != Some("data") {
+            let name = field.name().unwrap_or_default().to_string();
+            return Err(ApiError::invalid("unexpected_field", &name, format!("Unexpected form field '{name}'; send the part's bytes as `data`.")));
+        }
+        let part = uploads::add_part(&state, caller.tenant, &id, field).await?;
+        let Some(key) = idempotency_key else { return Ok(HttpResponse::Ok().json(part)) };
+        // The same bytes sent again under the same key are the same part: keep the first.
+        let print = idempotency::fingerprint(&[b"POST /v1/uploads/parts", id.as_bytes(), part.sha256.as_bytes()]);
+        return match idempotency::claim(&state.db, caller.tenant, &key, &print).await {
+            Ok(idempotency::Claim::Fresh) => idempotency::finish(&state.db, caller.tenant, &key, HttpResponse::Ok().json(part)).await,
+            Ok(idempotency::Claim::Replay(response)) => {
+                uploads::drop_part(&state, &part).await;
+                Ok(response)
+            }
+            Err(e) => {
+                uploads::drop_part(&state, &part).await;
+                Err(e)
+            }
+        };
+    }
+    Err(ApiError::invalid("missing_parameter", "data", "Missing form field `data` with the part's bytes."))
+}
+
+/// Complete the upload: the parts, in order, become a file (status `uploaded`, then `processed` or
+/// `error` once validated in the background).
+#[utoipa::path(post, path = "/v1/uploads/{id}/complete", tag = "uploads",
+    params(("id" = String, Path, description = "Upload id")),
+    request_body = CompleteUploadRequest,
+    responses((status = 200, body = UploadObject), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn complete(caller: Principal, state: web::Data<AppState>, id: web::Path<String>, body: web::Json<CompleteUploadRequest>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(uploads::complete(&state.into_inner(), caller.tenant, &id, &body).await?))
+}
+
+/// Cancel a pending upload; its parts are deleted.
+#[utoipa::path(post, path = "/v1/uploads/{id}/cancel", tag = "uploads",
+    params(("id" = String, Path, description = "Upload id")),
+    responses((status = 200, body = UploadObject), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn cancel(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(uploads::cancel(&state, caller.tenant, &id).await?))
+}

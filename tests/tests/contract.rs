@@ -1,0 +1,36 @@
+//! The checked-in contract holds on a running server: schemathesis (from the test venv) generates
+//! requests for every operation in openapi/openapi.json and checks that none gets a 5xx, and that every
+//! response's status code, content type and body are the ones the schema documents.
+
+use std::process::Command;
+
+use moetune_api::auth::Scope;
+use moetune_e2e::TestEnv;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+#[sqlx::test(migrations = "../migrations")]
+async fn schemathesis_finds_no_server_errors_or_schema_violations(pool: PgPool) {
+    let env = TestEnv::start(pool).await;
+    // Real resources, so generated requests also reach the paths where ids exist.
+    let file: Value = env.upload("fine-tune", "d.jsonl", b"{\"prompt\": \"a\", \"completion\": \"b\"}\n".to_vec()).await.json().await.unwrap();
+    env.post_json("/v1/fine_tuning/jobs", json!({"model": "moetune/tiny-mixtral", "training_file": file["id"]})).await;
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi/openapi.json");
+    let report = std::env::temp_dir().join(format!("schemathesis-{}", std::process::id()));
+    let base = env.base.clone();
+    let all_scopes: Vec<Scope> = Scope::TENANT.into_iter().chain([Scope::Admin]).collect();
+    let token = env.token_for("acme", Some(&all_scopes)).await;
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("schemathesis")
+            .args(["run", spec, "--url", &base, "--header", &format!("Authorization: Bearer {token}")])
+            .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"])
+            .args(["--max-examples", "25", "--seed", "1", "--workers", "2", "--no-color", "--report-dir"])
+            .arg(&report)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("schemathesis runs (it is installed in the test venv by deploy/test)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "schemathesis found problems:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+}
