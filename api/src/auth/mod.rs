@@ -94,25 +94,37 @@ impl FromRequest for Principal {
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            // The idempotency middleware may have authenticated the request already.
             let known = req.extensions().get::<Principal>().cloned();
-            let principal = match known {
-                Some(principal) => principal,
-                None => authenticate(&req).await?,
-            };
-            let needed = required_scope(req.method(), req.path());
-            if !principal.scopes.contains(&needed) {
-                return Err(ApiError::forbidden(format!(
-                    "This credential lacks the '{}' scope that {} {} needs.",
-                    needed.as_str(),
-                    req.method(),
-                    req.path()
-                )));
+            match known {
+                Some(principal) => Ok(principal),
+                None => authorize(&req).await,
             }
-            tracing::Span::current().record("tenant_id", tracing::field::display(principal.tenant));
-            req.extensions_mut().insert(principal.clone());
-            Ok(principal)
         })
+    }
+}
+
+/// Authenticates and checks the route's scope; the principal is kept in the request's extensions.
+pub async fn authorize(req: &HttpRequest) -> Result<Principal, ApiError> {
+    let known = req.extensions().get::<Principal>().cloned();
+    let principal = match known {
+        Some(principal) => principal,
+        None => authenticate(req).await?,
+    };
+    let needed = required_scope(req.method(), req.path());
+    if !principal.scopes.contains(&needed) {
+        return Err(ApiError::forbidden(format!("This credential lacks the '{}' scope that {} {} needs.", needed.as_str(), req.method(), req.path())));
+    }
+    tracing::Span::current().record("tenant_id", tracing::field::display(principal.tenant));
+    req.extensions_mut().insert(principal.clone());
+    Ok(principal)
+}
+
+/// Middleware for `/v1`: authentication and scope come before any body or query is looked at, so an
+/// unauthorized caller learns nothing from validation errors.
+pub async fn middleware(req: actix_web::dev::ServiceRequest, next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    match authorize(req.request()).await {
+        Ok(_) => next.call(req).await.map(actix_web::dev::ServiceResponse::map_into_boxed_body),
+        Err(e) => Ok(req.error_response(e)),
     }
 }
 

@@ -20,6 +20,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/v1")
                 .wrap(actix_web::middleware::from_fn(crate::idempotency::middleware))
+                .wrap(actix_web::middleware::from_fn(crate::auth::middleware))
                 .route("/files", web::post().to(files::upload))
                 .route("/files", web::get().to(files::list))
                 .route("/files/{id}", web::get().to(files::retrieve))
