@@ -125,6 +125,33 @@ pub async fn finish(db: &sqlx::PgPool, tenant: Uuid, key: &str, response: HttpRe
     Ok(rebuilt.body(body))
 }
 
+/// For a streamed request whose data is already stored: on first use of the key, `record` makes the
+/// response (stored for replays, errors included); on a replay or a refusal, `discard` removes what
+/// this request stored, since the first request's copy is the one kept.
+pub async fn settle_streamed(
+    db: &sqlx::PgPool,
+    tenant: Uuid,
+    key: &str,
+    fingerprint: &str,
+    record: impl std::future::Future<Output = Result<HttpResponse, ApiError>>,
+    discard: impl std::future::Future<Output = ()>,
+) -> Result<HttpResponse, ApiError> {
+    match claim(db, tenant, key, fingerprint).await {
+        Ok(Claim::Fresh) => {
+            let response = record.await.unwrap_or_else(|e| actix_web::ResponseError::error_response(&e));
+            finish(db, tenant, key, response).await
+        }
+        Ok(Claim::Replay(response)) => {
+            discard.await;
+            Ok(response)
+        }
+        Err(e) => {
+            discard.await;
+            Err(e)
+        }
+    }
+}
+
 /// Routes whose bodies stream (uploads): their handlers apply the key themselves.
 fn streams_body(path: &str) -> bool {
     path == "/v1/files" || (path.starts_with("/v1/uploads/") && path.ends_with("/parts"))
@@ -139,12 +166,11 @@ pub async fn middleware(mut req: ServiceRequest, next: Next<impl MessageBody + '
         Ok(key) => key.expect("header present"),
         Err(e) => return Ok(req.error_response(e)),
     };
-    // Unauthenticated requests go on to be refused by the handler's extractor.
-    let Ok(principal) = crate::auth::authenticate(req.request()).await else {
+    // The auth middleware (outside this one) has already authenticated the request.
+    let known = req.extensions().get::<crate::auth::Principal>().map(|p| p.tenant);
+    let Some(tenant) = known else {
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     };
-    let tenant = principal.tenant;
-    req.extensions_mut().insert(principal);
     let body = req.extract::<web::Bytes>().await?;
     let state = req.app_data::<web::Data<AppState>>().expect("AppState registered").clone();
     let print = fingerprint(&[req.method().as_str().as_bytes(), req.path().as_bytes(), req.query_string().as_bytes(), &body]);
@@ -163,14 +189,8 @@ pub async fn middleware(mut req: ServiceRequest, next: Next<impl MessageBody + '
             let (request, response) = response.into_parts();
             match finish(&state.db, tenant, &key, response).await {
                 Ok(response) => Ok(ServiceResponse::new(request, response)),
-                Err(e) => Ok(ServiceResponse::new(request, e.error_response_boxed())),
+                Err(e) => Ok(ServiceResponse::new(request, actix_web::ResponseError::error_response(&e))),
             }
         }
-    }
-}
-
-impl ApiError {
-    fn error_response_boxed(&self) -> HttpResponse {
-        actix_web::ResponseError::error_response(self)
     }
 }

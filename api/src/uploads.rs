@@ -103,8 +103,13 @@ impl UploadRow {
     }
 }
 
-async fn row(db: &sqlx::PgPool, tenant: Uuid, id: &str) -> Result<UploadRow, ApiError> {
-    sqlx::query_as("SELECT id, filename, purpose, bytes, status, s3_bucket, file_id, created_at, expires_at FROM uploads WHERE id = $1 AND tenant_id = $2")
+async fn row<'e>(db: impl sqlx::PgExecutor<'e>, tenant: Uuid, id: &str) -> Result<UploadRow, ApiError> {
+    row_query(db, tenant, id, "").await
+}
+
+/// The upload's row; `lock` is appended to the query (e.g. `FOR UPDATE`).
+async fn row_query<'e>(db: impl sqlx::PgExecutor<'e>, tenant: Uuid, id: &str, lock: &str) -> Result<UploadRow, ApiError> {
+    sqlx::query_as(&format!("SELECT id, filename, purpose, bytes, status, s3_bucket, file_id, created_at, expires_at FROM uploads WHERE id = $1 AND tenant_id = $2 {lock}"))
         .bind(id)
         .bind(tenant)
         .fetch_optional(db)
@@ -228,8 +233,7 @@ pub async fn add_part(state: &AppState, tenant: Uuid, upload_id: &str, mut field
 /// Creates the file from the parts in the given order; validation continues in the background.
 pub async fn complete(state: &Arc<AppState>, tenant: Uuid, upload_id: &str, request: &CompleteUploadRequest) -> Result<UploadObject, ApiError> {
     let mut tx = state.db.begin().await?;
-    sqlx::query("SELECT 1 FROM uploads WHERE id = $1 AND tenant_id = $2 FOR UPDATE").bind(upload_id).bind(tenant).execute(&mut *tx).await?;
-    let upload = row(&state.db, tenant, upload_id).await?;
+    let upload = row_query(&mut *tx, tenant, upload_id, "FOR UPDATE").await?;
     upload.require_pending()?;
     if let Some(md5) = &request.md5 {
         if md5.len() != 32 || !md5.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -36,24 +36,9 @@ pub async fn upload(caller: Principal, req: HttpRequest, state: web::Data<AppSta
         return Ok(HttpResponse::Ok().json(files::record_upload(&state, caller.tenant, upload, &purpose).await?));
     };
     let print = idempotency::fingerprint(&[b"POST /v1/files", purpose.as_bytes(), upload.filename.as_bytes(), upload.sha256.as_bytes()]);
-    match idempotency::claim(&state.db, caller.tenant, &key, &print).await {
-        Ok(idempotency::Claim::Fresh) => match files::record_upload(&state, caller.tenant, upload, &purpose).await {
-            Ok(file) => idempotency::finish(&state.db, caller.tenant, &key, HttpResponse::Ok().json(file)).await,
-            Err(e) => {
-                let response = actix_web::ResponseError::error_response(&e);
-                idempotency::finish(&state.db, caller.tenant, &key, response).await
-            }
-        },
-        // The earlier upload already stored this content: drop the copy.
-        Ok(idempotency::Claim::Replay(response)) => {
-            files::delete_object(&state, &upload.key).await;
-            Ok(response)
-        }
-        Err(e) => {
-            files::delete_object(&state, &upload.key).await;
-            Err(e)
-        }
-    }
+    let stored_key = upload.key.clone();
+    let record = async { Ok(HttpResponse::Ok().json(files::record_upload(&state, caller.tenant, upload, &purpose).await?)) };
+    idempotency::settle_streamed(&state.db, caller.tenant, &key, &print, record, files::delete_object(&state, &stored_key)).await
 }
 
 /// Reads `purpose` and `file` (streamed to storage); on any error nothing stays stored.

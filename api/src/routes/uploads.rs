@@ -54,17 +54,8 @@ pub async fn add_part(caller: Principal, req: HttpRequest, state: web::Data<AppS
         let Some(key) = idempotency_key else { return Ok(HttpResponse::Ok().json(part)) };
         // The same bytes sent again under the same key are the same part: keep the first.
         let print = idempotency::fingerprint(&[b"POST /v1/uploads/parts", id.as_bytes(), part.sha256.as_bytes()]);
-        return match idempotency::claim(&state.db, caller.tenant, &key, &print).await {
-            Ok(idempotency::Claim::Fresh) => idempotency::finish(&state.db, caller.tenant, &key, HttpResponse::Ok().json(part)).await,
-            Ok(idempotency::Claim::Replay(response)) => {
-                uploads::drop_part(&state, &part).await;
-                Ok(response)
-            }
-            Err(e) => {
-                uploads::drop_part(&state, &part).await;
-                Err(e)
-            }
-        };
+        let record = async { Ok(HttpResponse::Ok().json(&part)) };
+        return idempotency::settle_streamed(&state.db, caller.tenant, &key, &print, record, uploads::drop_part(&state, &part)).await;
     }
     Err(ApiError::invalid("missing_parameter", "data", "Missing form field `data` with the part's bytes."))
 }
