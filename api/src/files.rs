@@ -212,7 +212,7 @@ pub async fn delete(state: &AppState, tenant: Uuid, id: &str) -> Result<(), ApiE
         .await?
         .ok_or_else(|| ApiError::not_found("file", id))?;
     let active: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM jobs WHERE (training_file = $1 OR validation_file = $1) AND status IN ('validating_files', 'queued', 'running') LIMIT 1",
+        "SELECT id FROM jobs WHERE (training_file = $1 OR validation_file = $1) AND status IN ('validating_files', 'queued', 'running', 'pausing', 'paused') LIMIT 1",
     )
     .bind(id)
     .fetch_optional(&mut *tx)

@@ -134,7 +134,7 @@ pub fn resolve(request: &CreateJobRequest) -> Result<(TrainingSpec, ResolvedHype
 /// Creates the job: validating_files → queued in one transaction, then publishes it to Redis.
 pub async fn create(state: &AppState, tenant: Uuid, request: CreateJobRequest) -> Result<JobObject, ApiError> {
     let (spec, hyperparameters) = resolve(&request)?;
-    crate::models::require(state, &request.model).await?;
+    crate::models::require(state, &request.model, spec.moe.qat.format).await?;
     check_file(state, tenant, &request.training_file, "training_file").await?;
     if let Some(validation_file) = &request.validation_file {
         check_file(state, tenant, validation_file, "validation_file").await?;
@@ -151,8 +151,8 @@ pub async fn create(state: &AppState, tenant: Uuid, request: CreateJobRequest) -
         }
     }
     sqlx::query(
-        "INSERT INTO jobs (id, tenant_id, model, training_file, suffix, spec, hyperparameters, status, metadata, validation_file)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'validating_files', $8, $9)",
+        "INSERT INTO jobs (id, tenant_id, model, training_file, suffix, spec, hyperparameters, status, metadata, validation_file, method_type)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'validating_files', $8, $9, $10)",
     )
     .bind(&id)
     .bind(tenant)
@@ -163,6 +163,7 @@ pub async fn create(state: &AppState, tenant: Uuid, request: CreateJobRequest) -
     .bind(serde_json::to_value(&hyperparameters).map_err(ApiError::internal)?)
     .bind(serde_json::to_value(request.metadata.unwrap_or_default()).map_err(ApiError::internal)?)
     .bind(&request.validation_file)
+    .bind(request.method.as_ref().map_or("supervised", |m| m.kind.as_str()))
     .execute(&mut *tx)
     .await?;
     let message = format!("Validating training file: {}", request.training_file);
@@ -179,8 +180,8 @@ pub async fn create(state: &AppState, tenant: Uuid, request: CreateJobRequest) -
 /// creation, and by the uploads sweeper.
 pub async fn advance_validating(state: &AppState) -> Result<(), ApiError> {
     let mut tx = state.db.begin().await?;
-    let waiting: Vec<(String, String, String, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT j.id, t.id, t.status, t.status_details, v.status, v.status_details
+    let waiting: Vec<(String, i32, String, String, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT j.id, j.attempt, t.id, t.status, t.status_details, v.status, v.status_details
          FROM jobs j JOIN files t ON t.id = j.training_file LEFT JOIN files v ON v.id = j.validation_file
          WHERE j.status = 'validating_files' AND t.status <> 'uploaded' AND coalesce(v.status, '') <> 'uploaded'
          FOR UPDATE OF j SKIP LOCKED",
@@ -188,7 +189,7 @@ pub async fn advance_validating(state: &AppState) -> Result<(), ApiError> {
     .fetch_all(&mut *tx)
     .await?;
     let mut queued = Vec::new();
-    for (job, training_file, training_status, training_details, validation_status, validation_details) in waiting {
+    for (job, attempt, training_file, training_status, training_details, validation_status, validation_details) in waiting {
         let failure = if training_status == "error" {
             Some(("invalid_training_file", format!("Training file {training_file} failed validation: {}", training_details.unwrap_or_default())))
         } else if validation_status.as_deref() == Some("error") {
@@ -199,10 +200,10 @@ pub async fn advance_validating(state: &AppState) -> Result<(), ApiError> {
         match failure {
             Some((code, message)) => {
                 sqlx::query("UPDATE jobs SET error_code = $2, error_message = $3 WHERE id = $1").bind(&job).bind(code).bind(&message).execute(&mut *tx).await?;
-                store::transition(&mut tx, &job, 1, JobStatus::Failed, message).await?;
+                store::transition(&mut tx, &job, attempt, JobStatus::Failed, message).await?;
             }
             None => {
-                store::transition(&mut tx, &job, 1, JobStatus::Queued, "Files validated, job queued".into()).await?;
+                store::transition(&mut tx, &job, attempt, JobStatus::Queued, "Files validated, job queued".into()).await?;
                 queued.push(store::assignment(&mut tx, &job, &state.config.s3.bucket).await?);
             }
         }
@@ -254,6 +255,9 @@ pub struct JobObject {
     pub training_file: String,
     pub validation_file: Option<String>,
     pub hyperparameters: ResolvedHyperparameters,
+    /// The method as created (`supervised` or `moe_sft_qat`); `moe_sft_qat` holds every resolved
+    /// workflow option either way.
+    #[schema(value_type = Object)]
     pub method: Value,
     pub result_files: Vec<String>,
     pub trained_tokens: Option<i64>,
@@ -264,12 +268,13 @@ pub struct JobObject {
     #[schema(value_type = Object)]
     pub metadata: Value,
     pub user_provided_suffix: Option<String>,
-    /// Fencing counter: 1 on the first run, +1 each time a lost runner's job is handed out again.
+    /// Fencing counter: 1 on the first run, +1 each time the job is handed out again (its runner was lost,
+    /// or it was paused before starting, or resumed).
     pub attempt: i32,
     /// Files the job produced, downloadable at `/v1/fine_tuning/jobs/{id}/artifacts/{name}/content`.
     pub artifacts: Vec<Artifact>,
     /// Summary written by the runner at the end (losses, steps, the evaluation table, timings).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
     /// Why training ended: `completed`, or `early_stop_router_collapse` when the expert-usage monitor stopped it.
     pub stop_reason: Option<String>,
@@ -310,6 +315,7 @@ struct JobRow {
     spec: Value,
     hyperparameters: Value,
     status: String,
+    method_type: String,
     attempt: i32,
     error_code: Option<String>,
     error_message: Option<String>,
@@ -330,6 +336,8 @@ pub async fn get(state: &AppState, tenant: Uuid, id: &str) -> Result<JobObject, 
     let artifacts = artifacts(state, &row.id).await?;
     let spec: TrainingSpec = serde_json::from_value(row.spec).map_err(ApiError::internal)?;
     let status = JobStatus::parse(&row.status).ok_or_else(|| ApiError::internal(format!("bad status {}", row.status)))?;
+    let hyperparameters: ResolvedHyperparameters = serde_json::from_value(row.hyperparameters).map_err(ApiError::internal)?;
+    let method = echo_method(&row.method_type, &hyperparameters, &spec);
     let fine_tuned_model = (status == JobStatus::Succeeded).then(|| {
         let suffix = row.suffix.as_deref().map(|s| format!("{s}:")).unwrap_or_default();
         format!("ft:{}:{suffix}{}", row.model, row.id)
@@ -343,8 +351,8 @@ pub async fn get(state: &AppState, tenant: Uuid, id: &str) -> Result<JobObject, 
         status,
         validation_file: row.validation_file,
         stop_reason: row.stop_reason,
-        hyperparameters: serde_json::from_value(row.hyperparameters).map_err(ApiError::internal)?,
-        method: serde_json::json!({ "type": "moe_sft_qat", "moe_sft_qat": spec.moe }),
+        hyperparameters,
+        method,
         result_files: Vec::new(),
         trained_tokens: row.trained_tokens,
         error: row.error_code.map(|code| JobError { code, message: row.error_message.unwrap_or_default(), param: None }),
@@ -360,6 +368,15 @@ pub async fn get(state: &AppState, tenant: Uuid, id: &str) -> Result<JobObject, 
         model: row.model,
         training_file: row.training_file,
     })
+}
+
+/// The job's `method` as created: OpenAI's `supervised` shape for jobs created the OpenAI way (so their
+/// SDKs' types hold), `moe_sft_qat` otherwise; both carry every resolved workflow option in `moe_sft_qat`.
+fn echo_method(method_type: &str, hyperparameters: &ResolvedHyperparameters, spec: &TrainingSpec) -> Value {
+    match method_type {
+        "supervised" => serde_json::json!({ "type": "supervised", "supervised": { "hyperparameters": hyperparameters }, "moe_sft_qat": spec.moe }),
+        _ => serde_json::json!({ "type": "moe_sft_qat", "moe_sft_qat": spec.moe }),
+    }
 }
 
 pub async fn artifacts(state: &AppState, job_id: &str) -> Result<Vec<Artifact>, ApiError> {
@@ -386,7 +403,7 @@ pub struct JobEvent {
     /// `message` or `metrics`.
     #[serde(rename = "type")]
     pub kind: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub data: Option<Value>,
 }
 
@@ -508,14 +525,9 @@ pub async fn list(state: &AppState, tenant: Uuid, after: Option<&str>, limit: i6
 /// the job is terminal), then Redis withdraws it and flags the runner, which stops at its next step.
 pub async fn cancel(state: &AppState, tenant: Uuid, id: &str) -> Result<JobObject, ApiError> {
     let mut tx = state.db.begin().await?;
-    let row: Option<(String, i32)> = sqlx::query_as("SELECT status, attempt FROM jobs WHERE id = $1 AND tenant_id = $2 FOR UPDATE")
-        .bind(id)
-        .bind(tenant)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let (status, attempt) = row.ok_or_else(|| ApiError::not_found("fine-tuning job", id))?;
-    if JobStatus::parse(&status).is_none_or(JobStatus::is_terminal) {
-        return Err(ApiError::conflict("job_not_cancellable", format!("Job '{id}' has already {status}; only jobs that have not finished can be cancelled.")));
+    let (status, attempt) = lock_job(&mut tx, tenant, id).await?;
+    if status.is_terminal() {
+        return Err(ApiError::conflict("job_not_cancellable", format!("Job '{id}' has already {}; only jobs that have not finished can be cancelled.", status.as_str())));
     }
     store::transition(&mut tx, id, attempt, JobStatus::Cancelled, "Job cancelled".into()).await?;
     tx.commit().await?;
@@ -524,4 +536,62 @@ pub async fn cancel(state: &AppState, tenant: Uuid, id: &str) -> Result<JobObjec
         tracing::warn!(job = %id, error = %e, "could not withdraw the cancelled job from Redis");
     }
     get(state, tenant, id).await
+}
+
+/// Pauses a job that has not finished. One not yet started is paused at once: a new attempt fences off
+/// any runner that claimed it, and Redis withdraws it. A running one turns `pausing`: its runner
+/// checkpoints at the next step and lets go (the scheduler then records `paused`).
+pub async fn pause(state: &AppState, tenant: Uuid, id: &str) -> Result<JobObject, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let (status, attempt) = lock_job(&mut tx, tenant, id).await?;
+    let (to, attempt_now, withdraw) = match status {
+        JobStatus::ValidatingFiles | JobStatus::Queued => (JobStatus::Paused, attempt + 1, true),
+        JobStatus::Running => (JobStatus::Pausing, attempt, false),
+        JobStatus::Pausing | JobStatus::Paused => return Err(ApiError::conflict("job_not_pausable", format!("Job '{id}' is already {}.", status.as_str()))),
+        _ => return Err(ApiError::conflict("job_not_pausable", format!("Job '{id}' has already {}; only jobs that have not finished can be paused.", status.as_str()))),
+    };
+    sqlx::query("UPDATE jobs SET attempt = $2 WHERE id = $1").bind(id).bind(attempt_now).execute(&mut *tx).await?;
+    let message = match to {
+        JobStatus::Paused => "Job paused before it started".to_string(),
+        _ => "Pause requested; the runner checkpoints at its next step".to_string(),
+    };
+    store::transition(&mut tx, id, attempt_now, to, message).await?;
+    tx.commit().await?;
+    // Postgres holds the truth: if Redis misses this, the fenced attempt's events are refused anyway,
+    // and a pausing job whose runner never answers is settled by the reconciler once the runner is gone.
+    if let Err(e) = state.queue.pause(id, attempt, withdraw).await {
+        tracing::warn!(job = %id, error = %e, "could not signal the pause through Redis");
+    }
+    get(state, tenant, id).await
+}
+
+/// Resumes a paused job as a new attempt, which continues from the job's latest checkpoint. It counts
+/// against the concurrent-job quota again.
+pub async fn resume(state: &AppState, tenant: Uuid, id: &str) -> Result<JobObject, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let (status, attempt) = lock_job(&mut tx, tenant, id).await?;
+    if status != JobStatus::Paused {
+        let hint = if status == JobStatus::Pausing { " wait until it is paused, then resume" } else { " only paused jobs can be resumed" };
+        return Err(ApiError::conflict("job_not_resumable", format!("Job '{id}' is {};{hint}.", status.as_str())));
+    }
+    crate::quotas::reserve_job(&mut tx, tenant, &state.config.quotas).await?;
+    let attempt = attempt + 1;
+    sqlx::query("UPDATE jobs SET attempt = $2, runner_id = NULL WHERE id = $1").bind(id).bind(attempt).execute(&mut *tx).await?;
+    // Back through validation: queued at once when its files are processed (advance_validating below).
+    store::transition(&mut tx, id, attempt, JobStatus::ValidatingFiles, format!("Job resumed as attempt {attempt}")).await?;
+    tx.commit().await?;
+    advance_validating(state).await?;
+    get(state, tenant, id).await
+}
+
+/// Locks the tenant's job row; its status and attempt.
+async fn lock_job(tx: &mut sqlx::PgConnection, tenant: Uuid, id: &str) -> Result<(JobStatus, i32), ApiError> {
+    let row: Option<(String, i32)> = sqlx::query_as("SELECT status, attempt FROM jobs WHERE id = $1 AND tenant_id = $2 FOR UPDATE")
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let (status, attempt) = row.ok_or_else(|| ApiError::not_found("fine-tuning job", id))?;
+    let status = JobStatus::parse(&status).ok_or_else(|| ApiError::internal(format!("bad status {status}")))?;
+    Ok((status, attempt))
 }

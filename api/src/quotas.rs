@@ -42,7 +42,8 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>
 
 async fn usage<'e>(db: impl sqlx::PgExecutor<'e>, tenant: Uuid) -> Result<(i64, i64), ApiError> {
     Ok(sqlx::query_as(
-        "SELECT (SELECT count(*) FROM jobs WHERE tenant_id = $1 AND status IN ('validating_files', 'queued', 'running')),
+        // A paused job holds no runner and does not count; resuming it reserves a slot again.
+        "SELECT (SELECT count(*) FROM jobs WHERE tenant_id = $1 AND status IN ('validating_files', 'queued', 'running', 'pausing')),
                 (SELECT coalesce(sum(bytes), 0)::bigint FROM files WHERE tenant_id = $1 AND deleted_at IS NULL)",
     )
     .bind(tenant)

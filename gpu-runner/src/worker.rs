@@ -102,6 +102,11 @@ impl Worker {
                 tracing::info!(job = %job_id, "job cancelled; stopped training");
                 Ok(())
             }
+            Err(e) if e.downcast_ref::<train::Paused>().is_some() => {
+                let paused = e.downcast_ref::<train::Paused>().expect("checked above");
+                tracing::info!(job = %job_id, stage = paused.stage, step = paused.step, "job paused; checkpoint stored");
+                sink.emit(RunnerEventKind::Paused { stage: paused.stage.into(), step: paused.step }).await
+            }
             Err(e) => {
                 tracing::error!(job = %job_id, error = format!("{e:#}"), "job failed");
                 let (code, message) = match e.downcast_ref::<UserError>() {
@@ -134,7 +139,7 @@ impl Worker {
             spec.model = self.fetch_model(location).await?.to_string_lossy().into_owned();
         }
         let (device, handle) = (self.device, tokio::runtime::Handle::current());
-        let cancel_key = self.keys.cancelled(&assignment.job_id);
+        let (cancel_key, pause_key) = (self.keys.cancelled(&assignment.job_id), self.keys.pause(&assignment.job_id));
         let mut reporter = S3Reporter {
             sink: sink.clone(),
             s3: self.s3.clone(),
@@ -143,6 +148,8 @@ impl Worker {
             handle,
             redis: self.redis.clone(),
             cancel_key,
+            pause_key,
+            attempt: assignment.attempt,
         };
         let data = train::JobData { train: train_examples, validation };
         let output = tokio::task::spawn_blocking(move || train::run(&spec, data, device, resume, &mut reporter)).await??;
@@ -234,6 +241,8 @@ struct S3Reporter {
     handle: tokio::runtime::Handle,
     redis: ConnectionManager,
     cancel_key: String,
+    pause_key: String,
+    attempt: i32,
 }
 
 impl train::Reporter for S3Reporter {
@@ -243,10 +252,20 @@ impl train::Reporter for S3Reporter {
         }
     }
 
-    fn cancelled(&mut self) -> bool {
+    fn stop_request(&mut self) -> Option<train::StopRequest> {
         let mut redis = self.redis.clone();
-        let key = self.cancel_key.clone();
-        self.handle.block_on(async move { redis.exists::<_, bool>(key).await }).unwrap_or(false)
+        let keys = [self.cancel_key.clone(), self.pause_key.clone()];
+        let flags = self.handle.block_on(async move { redis.mget::<_, (Option<String>, Option<i32>)>(&keys).await });
+        match flags {
+            Ok((Some(_), _)) => Some(train::StopRequest::Cancel),
+            // The pause names the attempt it is for: a resumed attempt does not stop again.
+            Ok((None, Some(attempt))) if attempt == self.attempt => Some(train::StopRequest::Pause),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the job's stop flags; training on");
+                None
+            }
+        }
     }
 
     fn checkpoint(&mut self, name: &str, stage: &str, step: u32, dir: &Path) -> anyhow::Result<()> {

@@ -79,7 +79,7 @@ impl Ingester {
                         if applied == Applied::Stale {
                             tracing::warn!(job = %event.job_id, attempt = event.attempt, "refused stale runner event");
                         }
-                        if let RunnerEventKind::Succeeded { .. } | RunnerEventKind::Failed { .. } = event.kind {
+                        if let RunnerEventKind::Succeeded { .. } | RunnerEventKind::Failed { .. } | RunnerEventKind::Paused { .. } = event.kind {
                             if applied != Applied::Stale {
                                 self.queue.forget(Some(&event.runner_id), &event.job_id).await?;
                             }
@@ -126,7 +126,8 @@ pub async fn apply(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str>) 
                 .await?;
             let message = format!("Job started on runner {} ({device}, {dtype}), attempt {attempt}", event.runner_id);
             let fresh = store::insert_event(&mut tx, log("info", "message", message, None)).await?;
-            if fresh {
+            // Only a queued job starts: one paused meanwhile stays paused (its runner stops at step one).
+            if fresh && status == JobStatus::Queued.as_str() {
                 store::transition(&mut tx, job_id, attempt, JobStatus::Running, "Fine-tuning job started".into())
                     .await?;
             }
@@ -190,6 +191,14 @@ pub async fn apply(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str>) 
             .await?;
             let message = format!("Stored artifact {name} ({bytes} bytes) at {uri}");
             store::insert_event(&mut tx, log("info", "message", message, None)).await?
+        }
+        RunnerEventKind::Paused { stage, step } => {
+            let fresh = store::insert_event(&mut tx, log("info", "message", format!("Runner {} let the job go", event.runner_id), None)).await?;
+            if fresh && status == JobStatus::Pausing.as_str() {
+                let message = format!("Job paused at {stage} step {step}; resume continues from its checkpoint");
+                store::transition(&mut tx, job_id, attempt, JobStatus::Paused, message).await?;
+            }
+            fresh
         }
         RunnerEventKind::Succeeded { trained_tokens, result } => {
             let stop_reason = result.get("stop_reason").and_then(|r| r.as_str());

@@ -82,6 +82,20 @@ impl JobQueue {
         Ok(())
     }
 
+    /// Asks `attempt`'s runner to checkpoint and let the job go at its next step. With `withdraw` (a job
+    /// not yet started) the job also leaves the pending list and its assignment is removed, so no
+    /// runner claims it; one that already has stops at its first step.
+    pub async fn pause(&self, job_id: &str, attempt: i32, withdraw: bool) -> anyhow::Result<()> {
+        let mut redis = self.redis.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic().set_ex(self.keys.pause(job_id), attempt, 86_400);
+        if withdraw {
+            pipe.del(self.keys.assignment(job_id)).lrem(self.keys.pending(), 0, job_id);
+        }
+        pipe.query_async::<()>(&mut redis).await?;
+        Ok(())
+    }
+
     /// Removes every trace of a finished job.
     pub async fn forget(&self, runner_id: Option<&str>, job_id: &str) -> anyhow::Result<()> {
         let mut redis = self.redis.clone();

@@ -50,6 +50,8 @@ impl Reconciler {
         let holder = snapshot.claimed.get(&job.id).or(job.runner_id.as_ref());
         match holder {
             Some(runner) if snapshot.alive_runners.contains(runner) => Ok(()),
+            // Pausing, and nobody is left to checkpoint: paused at the latest checkpoint it has.
+            _ if job.status == JobStatus::Pausing.as_str() => self.settle_pause(job, holder.map(String::as_str)).await,
             // Claimed, or running, on a runner that stopped heartbeating: hand it out again.
             Some(runner) => self.requeue_lost(job, runner).await,
             // Queued in Postgres but unknown to Redis: publish it again, same attempt.
@@ -61,6 +63,21 @@ impl Reconciler {
             }
             None => Ok(()),
         }
+    }
+
+    async fn settle_pause(&self, job: &ActiveJob, runner: Option<&str>) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let current: (i32, String) = sqlx::query_as("SELECT attempt, status FROM jobs WHERE id = $1 FOR UPDATE")
+            .bind(&job.id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if current != (job.attempt, job.status.clone()) {
+            return Ok(());
+        }
+        let message = format!("Runner {} was lost while pausing; job paused at its latest checkpoint", runner.unwrap_or("(none)"));
+        store::transition(&mut tx, &job.id, job.attempt, JobStatus::Paused, message).await?;
+        tx.commit().await?;
+        self.queue.forget(runner, &job.id).await
     }
 
     /// Bumps the attempt (fencing off the lost runner) and requeues, or fails after max attempts.

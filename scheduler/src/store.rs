@@ -63,7 +63,7 @@ pub async fn transition(
     Ok(())
 }
 
-/// Jobs Redis should know about: everything queued or running.
+/// Jobs Redis should know about: everything queued, running or pausing (a runner still holds it).
 #[derive(Debug, sqlx::FromRow)]
 pub struct ActiveJob {
     pub id: String,
@@ -75,7 +75,7 @@ pub struct ActiveJob {
 pub async fn active_jobs(pool: &PgPool) -> sqlx::Result<Vec<ActiveJob>> {
     sqlx::query_as(
         "SELECT id, status, attempt, runner_id FROM jobs
-         WHERE status IN ('queued', 'running') ORDER BY created_at",
+         WHERE status IN ('queued', 'running', 'pausing') ORDER BY created_at",
     )
     .fetch_all(pool)
     .await

@@ -113,6 +113,37 @@ impl TestEnv {
     }
 }
 
+/// A child process killed (SIGKILL) and reaped when dropped.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The command line of a CPU runner serving the test's Redis prefix and bucket.
+pub fn runner_command(env: &TestEnv, id: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(workspace_binary("moetune-runner"));
+    command
+        .arg("serve")
+        .env("MOETUNE_HEARTBEAT_MS", "200")
+        .env("MOETUNE_REDIS_PREFIX", &env.config.redis_prefix)
+        .env("MOETUNE_S3__BUCKET", &env.config.s3.bucket)
+        .env("MOETUNE_RUNNER_ID", id)
+        .env("MOETUNE_DEVICE", "cpu")
+        .env("MOETUNE_THREADS", "2")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit());
+    command
+}
+
+/// Starts a CPU runner process (see `runner_command`).
+pub fn spawn_runner(env: &TestEnv, id: &str) -> KillOnDrop {
+    KillOnDrop(runner_command(env, id).spawn().expect("runner starts"))
+}
+
 /// Path of a workspace binary built by `cargo build` (deploy/test builds them before testing).
 pub fn workspace_binary(name: &str) -> std::path::PathBuf {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug").join(name);

@@ -1,38 +1,13 @@
 //! The main job end to end on real services: the API and scheduler in this process, the runner as
 //! its own process (as on a GPU node), Postgres, Redis and Garage for real.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use moetune_e2e::{run_ok, workspace_binary, TestEnv};
+use moetune_e2e::{run_ok, spawn_runner, TestEnv};
 use serde_json::json;
 use sha2::Digest;
 use sqlx::PgPool;
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_runner(env: &TestEnv, id: &str) -> KillOnDrop {
-    let child = Command::new(workspace_binary("moetune-runner"))
-        .arg("serve")
-        .env("MOETUNE_HEARTBEAT_MS", "200")
-        .env("MOETUNE_REDIS_PREFIX", &env.config.redis_prefix)
-        .env("MOETUNE_S3__BUCKET", &env.config.s3.bucket)
-        .env("MOETUNE_RUNNER_ID", id)
-        .env("MOETUNE_DEVICE", "cpu")
-        .env("MOETUNE_THREADS", "2")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("runner starts");
-    KillOnDrop(child)
-}
 
 fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len() as f64

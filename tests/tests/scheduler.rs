@@ -124,3 +124,45 @@ async fn wait_until(pool: &PgPool, job: &str, count_query: &str) {
     }
     panic!("not applied within 10 s: {count_query}");
 }
+
+/// A running job asked to pause becomes `paused` when its runner reports it let go, or, if that runner
+/// dies first, when the reconciler notices; it is never requeued by itself.
+#[sqlx::test(migrations = "../migrations")]
+async fn pausing_jobs_settle_as_paused_whether_or_not_their_runner_answers(pool: PgPool) {
+    let env = TestEnv::start(pool.clone()).await;
+    let (config, queue, keys, mut redis) = scheduler_parts(&env).await;
+    let reconciler = Reconciler::new(queue.clone(), pool.clone(), config.clone());
+    let started = RunnerEventKind::Started { device: "cpu".into(), dtype: "float32".into() };
+    let mut jobs = Vec::new();
+    for runner in ["answers", "dies"] {
+        let job = queued_job(&env).await;
+        let _: () = redis.sadd(keys.runners(), runner).await.unwrap();
+        let _: () = redis.set(keys.runner_alive(runner), "1").await.unwrap();
+        let _: Option<String> = redis.blmove(keys.pending(), keys.claimed(runner), redis::Direction::Right, redis::Direction::Left, 1.0).await.unwrap();
+        apply(&pool, &event(&job, 1, runner, started.clone()), None).await.unwrap();
+        let pausing = env.post_json(&format!("/v1/fine_tuning/jobs/{job}/pause"), json!({})).await.json::<serde_json::Value>().await.unwrap();
+        assert_eq!(pausing["status"], "pausing");
+        assert_eq!(redis.get::<_, Option<i32>>(keys.pause(&job)).await.unwrap(), Some(1));
+        jobs.push(job);
+    }
+    // Alive runners are left alone while they checkpoint.
+    reconciler.reconcile_once().await.unwrap();
+    assert_eq!(job_state(&pool, &jobs[0]).await, ("pausing".into(), 1));
+    assert_eq!(job_state(&pool, &jobs[1]).await, ("pausing".into(), 1));
+
+    let paused = event(&jobs[0], 1, "answers", RunnerEventKind::Paused { stage: "sft".into(), step: 7 });
+    assert_eq!(apply(&pool, &paused, None).await.unwrap(), Applied::Recorded);
+    assert_eq!(job_state(&pool, &jobs[0]).await, ("paused".into(), 1));
+
+    let _: () = redis.del(keys.runner_alive("dies")).await.unwrap();
+    reconciler.reconcile_once().await.unwrap();
+    assert_eq!(job_state(&pool, &jobs[1]).await, ("paused".into(), 1));
+    let claims: Vec<String> = redis.lrange(keys.claimed("dies"), 0, -1).await.unwrap();
+    let pending: Vec<String> = redis.lrange(keys.pending(), 0, -1).await.unwrap();
+    assert!(claims.is_empty() && pending.is_empty(), "{claims:?} {pending:?}");
+    let view = env.get_json(&format!("/v1/fine_tuning/jobs/{}", jobs[1])).await;
+    assert_eq!(view["status"], "paused");
+    // A late Started from the paused attempt does not make it run again.
+    apply(&pool, &event(&jobs[0], 1, "answers", started), None).await.unwrap();
+    assert_eq!(job_state(&pool, &jobs[0]).await, ("paused".into(), 1));
+}

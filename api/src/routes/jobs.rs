@@ -26,6 +26,28 @@ pub async fn retrieve(caller: Principal, state: web::Data<AppState>, id: web::Pa
     Ok(HttpResponse::Ok().json(jobs::get(&state, caller.tenant, &id).await?))
 }
 
+/// Pause a job that has not finished (409 if it has, or is already pausing or paused). One not yet
+/// started is `paused` at once; a running one is `pausing` until its runner has stored a checkpoint at
+/// its next step and let go, then `paused`. A paused job holds no runner and no concurrent-job slot.
+#[utoipa::path(post, path = "/v1/fine_tuning/jobs/{id}/pause", tag = "fine_tuning",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, body = JobObject), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn pause(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(jobs::pause(&state, caller.tenant, &id).await?))
+}
+
+/// Resume a paused job (409 unless `paused`): a new attempt that continues from the job's latest
+/// checkpoint, with the same losses it would have had without the pause. It takes a concurrent-job
+/// slot again (429 when none is free).
+#[utoipa::path(post, path = "/v1/fine_tuning/jobs/{id}/resume", tag = "fine_tuning",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, body = JobObject), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn resume(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(jobs::resume(&state, caller.tenant, &id).await?))
+}
+
 /// Query of `GET /v1/fine_tuning/jobs` as documented; the handler reads the raw pairs because
 /// `metadata[KEY]` keys are open-ended.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -105,8 +127,8 @@ pub struct EventList {
 #[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/events", tag = "fine_tuning",
     params(("id" = String, Path, description = "Job id"), EventsQuery,
            ("Last-Event-ID" = Option<String>, Header, description = "With stream=true: the last event id received; the stream continues after it")),
-    responses((status = 200, body = EventList, content_type = "application/json"),
-              (status = 200, description = "with stream=true", content_type = "text/event-stream", body = String),
+    responses((status = 200, description = "The events (JSON); with stream=true, Server-Sent Events",
+               content((EventList = "application/json"), (String = "text/event-stream"))),
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn events(caller: Principal, req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>, query: web::Query<EventsQuery>) -> Result<HttpResponse, ApiError> {

@@ -35,6 +35,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/fine_tuning/jobs", web::get().to(jobs::list))
                 .route("/fine_tuning/jobs/{id}", web::get().to(jobs::retrieve))
                 .route("/fine_tuning/jobs/{id}/cancel", web::post().to(jobs::cancel))
+                .route("/fine_tuning/jobs/{id}/pause", web::post().to(jobs::pause))
+                .route("/fine_tuning/jobs/{id}/resume", web::post().to(jobs::resume))
                 .route("/fine_tuning/jobs/{id}/events", web::get().to(jobs::events))
                 .route("/fine_tuning/jobs/{id}/artifacts", web::get().to(jobs::list_artifacts))
                 .route("/fine_tuning/jobs/{id}/checkpoints", web::get().to(jobs::list_checkpoints))

@@ -10,6 +10,10 @@ pub enum JobStatus {
     ValidatingFiles,
     Queued,
     Running,
+    /// A pause was asked for while running: the runner checkpoints at its next step and lets go.
+    Pausing,
+    /// Holds no runner; `resume` continues from the latest checkpoint.
+    Paused,
     Succeeded,
     Failed,
     Cancelled,
@@ -21,6 +25,8 @@ impl JobStatus {
             Self::ValidatingFiles => "validating_files",
             Self::Queued => "queued",
             Self::Running => "running",
+            Self::Pausing => "pausing",
+            Self::Paused => "paused",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
@@ -32,6 +38,8 @@ impl JobStatus {
             Self::ValidatingFiles,
             Self::Queued,
             Self::Running,
+            Self::Pausing,
+            Self::Paused,
             Self::Succeeded,
             Self::Failed,
             Self::Cancelled,
@@ -62,6 +70,34 @@ impl QatFormat {
             Self::Mxfp4 => "mxfp4",
             Self::Nvfp4 => "nvfp4",
         }
+    }
+
+    /// Elements sharing one scale, along a weight's input dimension.
+    pub fn block_size(self) -> i64 {
+        match self {
+            Self::Mxfp4 => 32,
+            Self::Nvfp4 => 16,
+        }
+    }
+
+    /// Whether a model's expert weights can be packed in this format: their input dimensions (the
+    /// hidden size for gate/up, the expert intermediate size for down) must be whole blocks. The error
+    /// says what to change.
+    pub fn check_expert_dims(self, model: &str, hidden_size: i64, expert_intermediate_size: i64) -> Result<(), String> {
+        let block = self.block_size();
+        if hidden_size % block == 0 && expert_intermediate_size % block == 0 {
+            return Ok(());
+        }
+        let fits: Vec<&str> = [Self::Mxfp4, Self::Nvfp4]
+            .into_iter()
+            .filter(|f| hidden_size % f.block_size() == 0 && expert_intermediate_size % f.block_size() == 0)
+            .map(Self::as_str)
+            .collect();
+        let instead = if fits.is_empty() { "no FP4 format fits this model".to_string() } else { format!("use format {}", fits.join(" or ")) };
+        Err(format!(
+            "{model}'s expert weights have input dimensions {hidden_size} (hidden size) and {expert_intermediate_size} (expert intermediate size); {} packs blocks of {block} along the input dimension, so both must be multiples of {block}: {instead}.",
+            self.as_str()
+        ))
     }
 }
 
@@ -382,5 +418,14 @@ mod tests {
         assert_eq!(options.router.aux_loss_coef, 0.001);
         assert_eq!(options.learning_rate, 1e-5);
         assert!(serde_json::from_str::<MoeSftQatOptions>(r#"{"sft_steps": 3}"#).is_err());
+    }
+
+    #[test]
+    fn fp4_formats_need_whole_blocks_along_expert_inputs() {
+        assert!(QatFormat::Mxfp4.check_expert_dims("m", 128, 256).is_ok());
+        let error = QatFormat::Mxfp4.check_expert_dims("acme/m", 64, 48).unwrap_err();
+        assert!(error.contains("48 (expert intermediate size)") && error.ends_with("use format nvfp4."), "{error}");
+        assert!(QatFormat::Nvfp4.check_expert_dims("m", 64, 48).is_ok());
+        assert!(QatFormat::Nvfp4.check_expert_dims("m", 64, 40).unwrap_err().ends_with("no FP4 format fits this model."));
     }
 }

@@ -49,6 +49,12 @@ impl RedisKeys {
         format!("{}:job:{job_id}:cancelled", self.prefix)
     }
 
+    /// STRING with TTL holding the attempt that is to pause; that attempt's runner checks it every step,
+    /// checkpoints and lets the job go. A later attempt (after `resume`) does not match it.
+    pub fn pause(&self, job_id: &str) -> String {
+        format!("{}:job:{job_id}:pause", self.prefix)
+    }
+
     /// STREAM of [`RunnerEvent`]s, consumed by the scheduler's group.
     pub fn events(&self) -> String {
         format!("{}:events", self.prefix)
@@ -149,6 +155,8 @@ pub enum RunnerEventKind {
     Checkpoint { name: String, stage: String, step: u32, uri: String, bytes: i64 },
     /// A file the runner stored in S3 for the job.
     Artifact { name: String, uri: String, bytes: i64, sha256: String },
+    /// The runner stopped for a pause request after storing a checkpoint at `stage` `step`.
+    Paused { stage: String, step: u32 },
     /// The job finished; `result` summarises it (losses, steps, timings).
     Succeeded { trained_tokens: i64, result: serde_json::Value },
     /// The job failed; `code` is machine readable, `message` tells the user what went wrong.

@@ -33,16 +33,33 @@ pub trait Reporter {
     fn event(&mut self, event: RunnerEventKind);
     /// A complete checkpoint directory to store (the runner uploads it to S3).
     fn checkpoint(&mut self, name: &str, stage: &str, step: u32, dir: &std::path::Path) -> anyhow::Result<()>;
-    /// Whether the job was cancelled; asked before every optimiser step.
-    fn cancelled(&mut self) -> bool {
-        false
+    /// Whether the job was cancelled or paused; asked before every optimiser step.
+    fn stop_request(&mut self) -> Option<StopRequest> {
+        None
     }
+}
+
+/// Why training should stop before its next optimiser step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopRequest {
+    /// Stop; nothing more is wanted from this job.
+    Cancel,
+    /// Store a checkpoint of the current state, then stop; a later attempt continues from it.
+    Pause,
 }
 
 /// Training stopped because the job was cancelled.
 #[derive(Debug, thiserror::Error)]
 #[error("the job was cancelled")]
 pub struct Cancelled;
+
+/// Training stopped for a pause, after storing a checkpoint at `stage` `step`.
+#[derive(Debug, thiserror::Error)]
+#[error("the job was paused at {stage} step {step}")]
+pub struct Paused {
+    pub stage: &'static str,
+    pub step: u32,
+}
 
 /// Training and validation examples of a job.
 pub struct JobData {
@@ -115,6 +132,9 @@ fn batches(samples: &[Sample], batch: usize, pad: i64, device: Device, limit: us
 pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<ResumePoint>, reporter: &mut dyn Reporter) -> anyhow::Result<TrainOutput> {
     let options = &spec.moe;
     let (vars, model, codec) = base_model(&spec.model, device)?;
+    // Before any training: a format the experts cannot be packed in would only fail at QAT.
+    let (hidden, expert_intermediate) = (model.config.hidden_size, model.config.moe.intermediate_size);
+    options.qat.format.check_expert_dims(&spec.model, hidden, expert_intermediate).map_err(anyhow::Error::msg)?;
     let (train_examples, validation_examples) = if data.validation.is_empty() {
         data::split_validation(data.train, options.validation_split)
     } else {

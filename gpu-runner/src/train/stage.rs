@@ -13,7 +13,7 @@ use super::eval::{self, Batch};
 use super::monitor::layer_usage;
 use super::optim::{self, AdamW, Trainable};
 use super::resume::{self, Progress, ResumePoint};
-use super::{router, Reporter};
+use super::{router, Reporter, StopRequest};
 use crate::model::{Adapters, ForwardMode, MoeModel, RoutingOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,8 +78,15 @@ impl Stage<'_> {
         let router_trained = options.router.mode == RouterMode::Train;
         let top_k = i64::from(options.monitor.top_k);
         while progress.step < self.steps {
-            if reporter.cancelled() {
-                return Err(super::Cancelled.into());
+            match reporter.stop_request() {
+                Some(StopRequest::Cancel) => return Err(super::Cancelled.into()),
+                Some(StopRequest::Pause) => {
+                    // The state at the top of a step is what a periodic checkpoint after the last one holds.
+                    let name = format!("{}-step-{:06}", self.kind.name(), progress.step);
+                    self.checkpoint(&name, progress, &optimizer, reporter)?;
+                    return Err(super::Paused { stage: self.kind.name(), step: progress.step }.into());
+                }
+                None => {}
             }
             let step = progress.step;
             let started = Instant::now();

@@ -1,0 +1,157 @@
+//! Pause and resume: a job not yet started is withdrawn at once; a running one checkpoints at its next
+//! step and frees its runner; resuming continues from that checkpoint with exactly the losses an
+//! uninterrupted run has.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use moetune_e2e::{spawn_runner, TestEnv};
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+const GOOD: &str = "{\"prompt\": \"2+2?\", \"completion\": \"4\"}\n{\"prompt\": \"3+3?\", \"completion\": \"6\"}\n";
+
+async fn post(env: &TestEnv, path: &str) -> (u16, Value) {
+    let response = env.post_json(path, json!({})).await;
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn queued_job_pauses_at_once_and_resumes_onto_the_queue(pool: PgPool) {
+    let env = TestEnv::start(pool).await;
+    let keys = moetune_types::RedisKeys::new(&env.config.redis_prefix);
+    let mut redis = redis::Client::open(env.config.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let file: Value = env.upload("fine-tune", "good.jsonl", GOOD.into()).await.json().await.unwrap();
+    let body = json!({"model": "moetune/tiny-mixtral", "training_file": file["id"]});
+    let job: Value = env.post_json("/v1/fine_tuning/jobs", body.clone()).await.json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!((job["status"].as_str(), job["attempt"].as_i64()), (Some("queued"), Some(1)));
+
+    // Paused: off the queue, no assignment to claim, and a new attempt fences off any runner that had it.
+    let (status, paused) = post(&env, &format!("/v1/fine_tuning/jobs/{id}/pause")).await;
+    assert_eq!(status, 200, "{paused}");
+    assert_eq!((paused["status"].as_str(), paused["attempt"].as_i64()), (Some("paused"), Some(2)));
+    assert!(redis.lrange::<_, Vec<String>>(keys.pending(), 0, -1).await.unwrap().is_empty());
+    assert!(!redis.exists::<_, bool>(keys.assignment(&id)).await.unwrap());
+    assert_eq!(redis.get::<_, Option<i32>>(keys.pause(&id)).await.unwrap(), Some(1), "the pause names the fenced attempt");
+    let (status, error) = post(&env, &format!("/v1/fine_tuning/jobs/{id}/pause")).await;
+    assert_eq!((status, error["error"]["code"].as_str()), (409, Some("job_not_pausable")));
+
+    // A paused job holds no concurrent-job slot; resuming takes one again.
+    let quota = json!({"name": "acme", "max_concurrent_jobs": 1});
+    let set = env.http.post(env.url("/v1/admin/tenants")).bearer_auth(env.admin_token().await).json(&quota).send().await.unwrap();
+    assert_eq!(set.status(), 200);
+    let other: Value = env.post_json("/v1/fine_tuning/jobs", body).await.json().await.unwrap();
+    assert_eq!(other["status"], "queued", "{other}");
+    let (status, error) = post(&env, &format!("/v1/fine_tuning/jobs/{id}/resume")).await;
+    assert_eq!((status, error["error"]["code"].as_str()), (429, Some("quota_exceeded")));
+    let (status, _) = post(&env, &format!("/v1/fine_tuning/jobs/{}/cancel", other["id"].as_str().unwrap())).await;
+    assert_eq!(status, 200);
+
+    let (status, resumed) = post(&env, &format!("/v1/fine_tuning/jobs/{id}/resume")).await;
+    assert_eq!(status, 200, "{resumed}");
+    assert_eq!((resumed["status"].as_str(), resumed["attempt"].as_i64()), (Some("queued"), Some(3)));
+    assert_eq!(redis.lrange::<_, Vec<String>>(keys.pending(), 0, -1).await.unwrap(), [id.clone()]);
+    let assignment: String = redis.get(keys.assignment(&id)).await.unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&assignment).unwrap()["attempt"], 3);
+    let (status, error) = post(&env, &format!("/v1/fine_tuning/jobs/{id}/resume")).await;
+    assert_eq!((status, error["error"]["code"].as_str()), (409, Some("job_not_resumable")));
+
+    let events = env.get_json(&format!("/v1/fine_tuning/jobs/{id}/events")).await;
+    let messages: Vec<&str> = events["data"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap()).collect();
+    for expected in ["Job paused before it started", "Job resumed as attempt 3", "Files validated, job queued"] {
+        assert!(messages.contains(&expected), "{expected:?} not in {messages:?}");
+    }
+
+    // Paused jobs can be cancelled; finished ones cannot be paused. Another tenant's id is a 404.
+    post(&env, &format!("/v1/fine_tuning/jobs/{id}/pause")).await;
+    let (status, cancelled) = post(&env, &format!("/v1/fine_tuning/jobs/{id}/cancel")).await;
+    assert_eq!((status, cancelled["status"].as_str()), (200, Some("cancelled")));
+    let (status, error) = post(&env, &format!("/v1/fine_tuning/jobs/{id}/pause")).await;
+    assert_eq!((status, error["error"]["code"].as_str()), (409, Some("job_not_pausable")));
+    let stranger = env.token_for("globex", None).await;
+    for action in ["pause", "resume", "cancel"] {
+        let response = env.http.post(env.url(&format!("/v1/fine_tuning/jobs/{id}/{action}"))).bearer_auth(&stranger).json(&json!({})).send().await.unwrap();
+        assert_eq!(response.status(), 404, "{action}");
+    }
+}
+
+/// Per-step training loss of each stage, from every attempt's metrics events.
+async fn losses(pool: &PgPool, id: &str) -> BTreeMap<(String, u64), f64> {
+    let rows: Vec<(Value,)> = sqlx::query_as("SELECT data FROM job_events WHERE job_id = $1 AND type = 'metrics' ORDER BY seq")
+        .bind(id)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    rows.into_iter()
+        .map(|(d,)| ((d["stage"].as_str().unwrap().to_string(), d["step"].as_u64().unwrap()), d["train_loss"].as_f64().unwrap()))
+        .collect()
+}
+
+async fn wait_for_status(env: &TestEnv, id: &str, want: &str, timeout: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let job = env.get_json(&format!("/v1/fine_tuning/jobs/{id}")).await;
+        if job["status"] == want {
+            return job;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "job {id} is {} after {timeout:?}, not {want}", job["status"]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn running_job_pauses_at_a_checkpoint_and_resumes_with_identical_losses(pool: PgPool) {
+    let env = TestEnv::start(pool.clone()).await;
+    let _scheduler = tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool.clone(), std::future::pending()));
+    let _runner = spawn_runner(&env, "pausable-runner");
+    let dataset = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/demo/finance-alpaca-mini.jsonl")).unwrap();
+    let file: Value = env.upload("fine-tune", "finance.jsonl", dataset).await.json().await.unwrap();
+    // No periodic checkpoints: the pause's own checkpoint is the only one the resumed attempt can use.
+    let body = json!({"model": "moetune/tiny-mixtral", "training_file": file["id"], "seed": 11, "hyperparameters": {"batch_size": 8},
+        "method": {"type": "moe_sft_qat", "moe_sft_qat": {"learning_rate": 1e-3, "max_steps": 80, "checkpoint_every_n_steps": 0,
+            "qat": {"steps": 4}, "monitor": {"every_n_steps": 20}}}});
+    let job: Value = env.post_json("/v1/fine_tuning/jobs", body.clone()).await.json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while losses(&pool, &id).await.len() < 5 {
+        assert!(tokio::time::Instant::now() < deadline, "the job never trained");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (status, pausing) = post(&env, &format!("/v1/fine_tuning/jobs/{id}/pause")).await;
+    assert_eq!((status, pausing["status"].as_str()), (200, Some("pausing")), "{pausing}");
+    let (status, error) = post(&env, &format!("/v1/fine_tuning/jobs/{id}/resume")).await;
+    assert_eq!((status, error["error"]["code"].as_str()), (409, Some("job_not_resumable")));
+    wait_for_status(&env, &id, "paused", Duration::from_secs(60)).await;
+    let before = losses(&pool, &id).await;
+    let (stage, step) = before.keys().last().unwrap().clone();
+    let checkpoints = env.get_json(&format!("/v1/fine_tuning/jobs/{id}/checkpoints")).await;
+    assert_eq!(checkpoints["data"][0]["name"], format!("{stage}-step-{step:06}"), "{checkpoints}");
+    // Paused means let go: no more steps arrive.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(losses(&pool, &id).await, before);
+
+    let (status, resumed) = post(&env, &format!("/v1/fine_tuning/jobs/{id}/resume")).await;
+    assert_eq!((status, resumed["attempt"].as_i64()), (200, Some(2)), "{resumed}");
+    let job = env.wait_for_job(&id, Duration::from_secs(240)).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    let first_resumed: i64 = sqlx::query_scalar("SELECT min((data->>'step')::bigint) FROM job_events WHERE job_id = $1 AND attempt = 2 AND type = 'metrics' AND data->>'stage' = $2")
+        .bind(&id)
+        .bind(&stage)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(first_resumed as u64, step + 1, "attempt 2 did not continue from the pause");
+
+    // The same job without a pause, on the same runner: every loss of every step is identical.
+    let twin: Value = env.post_json("/v1/fine_tuning/jobs", body).await.json().await.unwrap();
+    let twin_job = env.wait_for_job(twin["id"].as_str().unwrap(), Duration::from_secs(240)).await;
+    assert_eq!(twin_job["status"], "succeeded");
+    let (paused_run, straight_run) = (losses(&pool, &id).await, losses(&pool, twin["id"].as_str().unwrap()).await);
+    // (The monitor's alerts and learning-rate decays, which this run has, carry over the pause too.)
+    assert!(paused_run.len() >= 80, "{:?}", paused_run.keys());
+    assert_eq!(job["stop_reason"], twin_job["stop_reason"]);
+    assert_eq!(paused_run, straight_run);
+}
