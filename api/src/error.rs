@@ -103,6 +103,13 @@ impl ResponseError for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        // Postgres text cannot hold NUL (22021) and refuses some conversions (22P05): that is the
+        // caller's input reaching a query, not a server failure.
+        if let sqlx::Error::Database(db) = &e {
+            if matches!(db.code().as_deref(), Some("22021" | "22P05")) {
+                return Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_characters", "Text values must not contain NUL (\\u0000) characters.");
+            }
+        }
         Self::internal(e)
     }
 }

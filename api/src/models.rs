@@ -2,6 +2,7 @@
 //! admin registers others — Hugging Face model directories already in S3 — together with the output of
 //! `moetune-runner inspect` on them, which the API checks against the stored `config.json`.
 
+use moetune_types::QatFormat;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -63,12 +64,22 @@ pub async fn get(state: &AppState, id: &str) -> Result<ModelObject, ApiError> {
 }
 
 /// 400 naming the available models unless `id` is registered.
-pub async fn require(state: &AppState, id: &str) -> Result<(), ApiError> {
-    let known: Vec<String> = sqlx::query_scalar("SELECT id FROM models ORDER BY id").fetch_all(&state.db).await?;
-    if known.iter().any(|k| k == id) {
-        return Ok(());
+/// 400 unless `id` is registered and its experts can be packed in the job's QAT `format` (checked on
+/// the model's recorded `inspect` output, so a mismatch is refused now rather than failing at QAT).
+pub async fn require(state: &AppState, id: &str, format: QatFormat) -> Result<(), ApiError> {
+    let known: Vec<(String, Option<Value>)> = sqlx::query_as("SELECT id, inspect FROM models ORDER BY id").fetch_all(&state.db).await?;
+    let Some((_, inspect)) = known.iter().find(|(k, _)| k == id) else {
+        let ids: Vec<&str> = known.iter().map(|(k, _)| k.as_str()).collect();
+        return Err(ApiError::invalid("model_not_found", "model", format!("Model '{id}' is not available for fine-tuning. Available: {}.", ids.join(", "))));
+    };
+    let field = |name: &str| inspect.as_ref().and_then(|i| i.get(name)).and_then(Value::as_i64);
+    let dims = (field("hidden_size"), field("expert_intermediate_size"));
+    if let (Some(hidden), Some(intermediate)) = dims {
+        format
+            .check_expert_dims(id, hidden, intermediate)
+            .map_err(|message| ApiError::invalid("model_incompatible_with_format", "method.moe_sft_qat.qat.format", message))?;
     }
-    Err(ApiError::invalid("model_not_found", "model", format!("Model '{id}' is not available for fine-tuning. Available: {}.", known.join(", "))))
+    Ok(())
 }
 
 fn parse_uri(uri: &str) -> Result<(String, String), ApiError> {

@@ -1,6 +1,8 @@
 //! The OpenAPI contract, generated from the handlers' annotations and checked in as openapi/openapi.json.
 
+use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Content, Ref, RefOr, Required, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
@@ -21,6 +23,8 @@ use utoipa::{Modify, OpenApi};
         crate::routes::jobs::retrieve,
         crate::routes::jobs::list,
         crate::routes::jobs::cancel,
+        crate::routes::jobs::pause,
+        crate::routes::jobs::resume,
         crate::routes::jobs::events,
         crate::routes::jobs::list_artifacts,
         crate::routes::jobs::list_checkpoints,
@@ -34,7 +38,7 @@ use utoipa::{Modify, OpenApi};
         crate::routes::admin::list_api_keys,
         crate::routes::admin::revoke_api_key,
     ),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &CommonResponses)
 )]
 pub struct ApiDoc;
 
@@ -45,6 +49,50 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT or mtk- API key").build();
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// Responses every route of a kind can give, added in one place so no annotation can miss them: 401/403
+/// on authenticated routes; on every POST the `Idempotency-Key` header with its 409s, and 400 for a
+/// malformed header or body; 400 wherever a query string is parsed.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for (is_post, operation) in [(false, &mut item.get), (true, &mut item.post), (false, &mut item.delete)] {
+                if let Some(operation) = operation.as_mut() {
+                    add_common(operation, is_post);
+                }
+            }
+        }
+    }
+}
+
+fn add_common(operation: &mut Operation, is_post: bool) {
+    let mut add = |status: &str, description: &str| {
+        let error = Content::new(Some(Ref::from_schema_name("ErrorBody")));
+        let response: Response = ResponseBuilder::new().description(description).content("application/json", error).build();
+        operation.responses.responses.entry(status.to_string()).or_insert(RefOr::T(response));
+    };
+    if operation.security.is_some() {
+        add("401", "Missing, malformed, expired or revoked credential (`invalid_api_key`)");
+        add("403", "The credential lacks the scope this route needs (`insufficient_scope`)");
+    }
+    let has_query = operation.parameters.iter().flatten().any(|p| p.parameter_in == ParameterIn::Query);
+    if is_post || has_query {
+        add("400", "Invalid request: the error names the parameter and what to fix");
+    }
+    if is_post {
+        add("409", "Conflict; with `Idempotency-Key`: the key was used for a different request (`idempotency_key_reused`) or that request is still running (`idempotency_key_in_use`)");
+        let header = ParameterBuilder::new()
+            .name("Idempotency-Key")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some("1–255 visible ASCII characters; a retry with the same key and request gets the stored response (`idempotent-replayed: true`)"))
+            .schema(Some(utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::schema::Type::String).min_length(Some(1)).max_length(Some(255))))
+            .build();
+        operation.parameters.get_or_insert_with(Vec::new).push(header);
     }
 }
 

@@ -72,3 +72,60 @@ async fn admins_register_models_from_s3_and_jobs_can_name_them(pool: PgPool) {
     let assignment: Value = serde_json::from_str(&assignment).unwrap();
     assert_eq!(assignment["model_location"], json!({"bucket": env.config.s3.bucket, "prefix": "models/acme/mixtral-mini"}));
 }
+
+/// A model an operator registers from S3 is trained for real: a random Qwen2-MoE in Hugging Face layout
+/// (made by transformers) is uploaded, described by `moetune-runner inspect`, registered, fine-tuned by
+/// a runner that downloads it, and the merged result loads back in transformers as the same class.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_registered_model_is_downloaded_and_fine_tuned_by_a_runner(pool: PgPool) {
+    use moetune_e2e::{run_ok, runner_command, workspace_binary, KillOnDrop};
+    use std::process::Command;
+    let env = TestEnv::start(pool.clone()).await;
+    let _scheduler = tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool.clone(), std::future::pending()));
+    let work = std::env::temp_dir().join(format!("moetune-registered-{}", uuid::Uuid::new_v4().simple()));
+    let runner_dir = work.join("runner");
+    let model_dir = work.join("qwen-mini");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/make_hf_moe.py");
+    run_ok(Command::new("python3").arg(script).arg(&model_dir));
+    let inspect: Value = serde_json::from_str(&run_ok(Command::new(workspace_binary("moetune-runner")).arg("inspect").arg(&model_dir))).unwrap();
+    assert_eq!(inspect["architecture"], "Qwen2MoeForCausalLM", "{inspect}");
+    for entry in std::fs::read_dir(&model_dir).unwrap() {
+        let entry = entry.unwrap();
+        put(&env, &format!("models/acme/qwen-mini/{}", entry.file_name().to_string_lossy()), std::fs::read(entry.path()).unwrap()).await;
+    }
+    let request = json!({"id": "acme/qwen-mini", "uri": format!("s3://{}/models/acme/qwen-mini", env.config.s3.bucket), "inspect": inspect});
+    let registered = env.http.post(env.url("/v1/admin/models")).bearer_auth(env.admin_token().await).json(&request).send().await.unwrap();
+    assert_eq!(registered.status(), 200, "{}", registered.text().await.unwrap());
+
+    // A runner with its own (empty) model cache, so the download is part of the test.
+    let runner = KillOnDrop(runner_command(&env, "model-runner").env("MOETUNE_WORK_DIR", &runner_dir).spawn().unwrap());
+    let dataset = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/demo/finance-alpaca-mini.jsonl")).unwrap();
+    let file: Value = env.upload("fine-tune", "finance.jsonl", dataset).await.json().await.unwrap();
+    // Its expert intermediate size (48) is not whole MXFP4 blocks of 32: refused up front, naming NVFP4.
+    let body = |format: &str| json!({"model": "acme/qwen-mini", "training_file": file["id"], "hyperparameters": {"batch_size": 8},
+        "method": {"type": "moe_sft_qat", "moe_sft_qat": {"max_steps": 6, "learning_rate": 1e-3, "qat": {"steps": 2, "format": format}}}});
+    let refused: Value = env.post_json("/v1/fine_tuning/jobs", body("mxfp4")).await.json().await.unwrap();
+    assert_eq!(refused["error"]["code"], "model_incompatible_with_format", "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("use format nvfp4"), "{refused}");
+    let job: Value = env.post_json("/v1/fine_tuning/jobs", body("nvfp4")).await.json().await.unwrap();
+    let job = env.wait_for_job(job["id"].as_str().unwrap(), std::time::Duration::from_secs(240)).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert!(job["fine_tuned_model"].as_str().unwrap().starts_with("ft:acme/qwen-mini:"));
+    let cached = runner_dir.join("models").join(&env.config.s3.bucket).join("models/acme/qwen-mini/model.safetensors");
+    assert_eq!(std::fs::read(&cached).unwrap(), std::fs::read(model_dir.join("model.safetensors")).unwrap(), "the runner's copy differs");
+    drop(runner);
+
+    // The merged model loads in transformers as the architecture it came from.
+    let merged = work.join("merged");
+    std::fs::create_dir_all(&merged).unwrap();
+    let id = job["id"].as_str().unwrap();
+    for name in ["config.json", "model.safetensors", "tokenizer.json"] {
+        let url = env.url(&format!("/v1/fine_tuning/jobs/{id}/artifacts/merged/{name}/content"));
+        let response = env.http.get(url).bearer_auth(&env.token).send().await.unwrap();
+        assert_eq!(response.status(), 200, "merged/{name}");
+        std::fs::write(merged.join(name), response.bytes().await.unwrap()).unwrap();
+    }
+    let load = "import sys\nfrom transformers import Qwen2MoeForCausalLM\nm, info = Qwen2MoeForCausalLM.from_pretrained(sys.argv[1], output_loading_info=True)\nassert not any(info.values()), info\nprint('loaded')";
+    assert_eq!(run_ok(Command::new("python3").args(["-c", load]).arg(&merged)).trim(), "loaded");
+    std::fs::remove_dir_all(&work).unwrap();
+}
