@@ -37,6 +37,10 @@ use utoipa::{Modify, OpenApi};
         crate::routes::admin::create_api_key,
         crate::routes::admin::list_api_keys,
         crate::routes::admin::revoke_api_key,
+        crate::routes::runners::list,
+        crate::routes::runners::retrieve,
+        crate::routes::runners::drain,
+        crate::routes::runners::undrain,
     ),
     modifiers(&BearerAuth, &CommonResponses)
 )]

@@ -11,6 +11,9 @@ pub struct RunnerConfig {
     pub threads: i32,
     pub heartbeat_ms: u64,
     pub device: String,
+    pub gpu_model: String,
+    pub gpu_memory_gib: u64,
+    pub labels: std::collections::BTreeMap<String, String>,
     pub s3: S3Config,
 }
 

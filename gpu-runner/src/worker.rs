@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use aws_sdk_s3::primitives::ByteStream;
 use moetune_types::dataset::parse_jsonl;
-use moetune_types::{Example, JobAssignment, RedisKeys, RunnerEvent, RunnerEventKind, S3Location};
+use moetune_types::{Example, JobAssignment, RedisKeys, RunnerEvent, RunnerEventKind, RunnerInfo, S3Location};
 use redis::aio::ConnectionManager;
 use redis::streams::StreamMaxlen;
 use redis::AsyncCommands;
@@ -54,7 +54,7 @@ impl Worker {
 
     /// Claims and runs jobs until `shutdown` resolves; a job in progress is finished first.
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-        tokio::spawn(heartbeat(self.redis.clone(), self.keys.clone(), self.config.runner_id.clone(), self.config.heartbeat_ms));
+        tokio::spawn(heartbeat(self.redis.clone(), self.keys.clone(), self.info(), self.config.heartbeat_ms));
         tracing::info!(runner = %self.config.runner_id, device = ?self.device, "runner ready");
         tokio::pin!(shutdown);
         let claimed = self.keys.claimed(&self.config.runner_id);
@@ -62,8 +62,14 @@ impl Worker {
             // Jobs left in our claimed list by a previous life of this runner id come first.
             let mut redis = self.redis.clone();
             let leftover: Option<String> = redis.lindex(&claimed, -1).await?;
+            let draining: bool = redis.exists(self.keys.runner_drain(&self.config.runner_id)).await?;
             let job_id = match leftover {
                 Some(id) => Some(id),
+                // Draining: nothing new; look again in a second (an operator may undrain).
+                None if draining => tokio::select! {
+                    () = &mut shutdown => return Ok(()),
+                    () = tokio::time::sleep(Duration::from_secs(1)) => None,
+                },
                 None => tokio::select! {
                     () = &mut shutdown => return Ok(()),
                     // BLMOVE, not BRPOP: the job id sits in our claimed list until we finish, so a
@@ -77,6 +83,26 @@ impl Worker {
                 }
                 let _: () = redis.lrem(&claimed, 0, &job_id).await?;
             }
+        }
+    }
+
+    /// The registry entry: detected hardware plus what the operator configured.
+    fn info(&self) -> RunnerInfo {
+        let cuda = self.device.is_cuda();
+        RunnerInfo {
+            runner_id: self.config.runner_id.clone(),
+            device: if cuda { "cuda" } else { "cpu" }.into(),
+            gpu_count: if cuda { tch::Cuda::device_count() } else { 0 },
+            gpu_model: self.config.gpu_model.clone(),
+            gpu_memory_bytes: (self.config.gpu_memory_gib << 30) as i64,
+            host_memory_bytes: host_memory_bytes(),
+            labels: self.config.labels.clone(),
+            max_concurrent_jobs: 1,
+            methods: vec!["lora".into(), "full".into()],
+            qat_formats: vec!["mxfp4".into(), "nvfp4".into()],
+            version: env!("CARGO_PKG_VERSION").into(),
+            started_at: unix_ms() / 1000,
+            last_heartbeat_ms: 0,
         }
     }
 
@@ -292,13 +318,29 @@ impl train::Reporter for S3Reporter {
 #[error("{0}")]
 struct UserError(String);
 
-async fn heartbeat(redis: ConnectionManager, keys: RedisKeys, runner_id: String, period_ms: u64) {
+/// MemTotal from /proc/meminfo (0 where there is none).
+fn host_memory_bytes() -> i64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kib = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok());
+    kib.unwrap_or(0) * 1024
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+const INFO_TTL_SECS: u64 = 7 * 86_400;
+
+async fn heartbeat(redis: ConnectionManager, keys: RedisKeys, mut info: RunnerInfo, period_ms: u64) {
     let ttl_ms = period_ms * 5;
+    let runner_id = info.runner_id.clone();
     loop {
+        info.last_heartbeat_ms = unix_ms();
         let mut conn = redis.clone();
         let beat = redis::pipe()
             .sadd(keys.runners(), &runner_id)
             .pset_ex(keys.runner_alive(&runner_id), "1", ttl_ms)
+            .set_ex(keys.runner_info(&runner_id), serde_json::to_string(&info).unwrap_or_default(), INFO_TTL_SECS)
             .query_async::<()>(&mut conn)
             .await;
         if let Err(e) = beat {

@@ -6,6 +6,7 @@ pub mod config;
 pub mod ingest;
 pub mod queue;
 pub mod reconcile;
+pub mod registry;
 pub mod store;
 
 pub use config::SchedulerConfig;

@@ -75,7 +75,7 @@ pub struct Principal {
 /// The scope a request needs, from its path and method.
 pub fn required_scope(method: &Method, path: &str) -> Scope {
     let reads = method == Method::GET || method == Method::HEAD;
-    let (read, write) = if path.starts_with("/v1/admin") {
+    let (read, write) = if path.starts_with("/v1/admin") || path.starts_with("/v1/runners") {
         (Scope::Admin, Scope::Admin)
     } else if path.starts_with("/v1/fine_tuning") {
         (Scope::JobsRead, Scope::JobsWrite)

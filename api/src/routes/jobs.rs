@@ -113,6 +113,18 @@ pub struct EventsQuery {
     stream: Option<bool>,
 }
 
+/// One Server-Sent Event of `events?stream=true`, as its fields arrive on the wire.
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct StreamedEvent {
+    /// `ftevent-N`: send it back as `Last-Event-ID` to resume after it.
+    id: Option<String>,
+    /// The event's `type` (`message`, `metrics`, `monitor`, `evaluation`), or `done` at the end.
+    event: Option<String>,
+    /// The event object as JSON text (the same object polling returns); `{}` for `done`.
+    data: String,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventList {
     /// Always `list`.
@@ -128,7 +140,7 @@ pub struct EventList {
     params(("id" = String, Path, description = "Job id"), EventsQuery,
            ("Last-Event-ID" = Option<String>, Header, description = "With stream=true: the last event id received; the stream continues after it")),
     responses((status = 200, description = "The events (JSON); with stream=true, Server-Sent Events",
-               content((EventList = "application/json"), (String = "text/event-stream"))),
+               content((EventList = "application/json"), (StreamedEvent = "text/event-stream"))),
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn events(caller: Principal, req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>, query: web::Query<EventsQuery>) -> Result<HttpResponse, ApiError> {

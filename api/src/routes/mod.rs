@@ -4,6 +4,7 @@ pub mod admin;
 pub mod files;
 pub mod jobs;
 pub mod models;
+pub mod runners;
 pub mod uploads;
 
 use actix_web::{web, HttpResponse};
@@ -44,6 +45,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/models", web::get().to(models::list))
                 .route("/models/{id:.*}", web::get().to(models::retrieve))
                 .route("/admin/models", web::post().to(models::register))
+                .route("/runners", web::get().to(runners::list))
+                .route("/runners/{id}", web::get().to(runners::retrieve))
+                .route("/runners/{id}/drain", web::post().to(runners::drain))
+                .route("/runners/{id}/undrain", web::post().to(runners::undrain))
                 .route("/admin/tenants", web::post().to(admin::upsert_tenant))
                 .route("/admin/tenants/{name}", web::get().to(admin::get_tenant))
                 .route("/admin/api_keys", web::post().to(admin::create_api_key))

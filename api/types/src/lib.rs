@@ -12,7 +12,7 @@ pub use job::{
     EvalPrompt, InvalidOption, JobStatus, LoraOptions, MoeSftQatOptions, MonitorOptions, QatFormat, QatOptions, RouterMode, RouterOptions,
     SftMethod, TrainingSpec,
 };
-pub use protocol::{JobAssignment, LayerUsage, RedisKeys, RunnerEvent, RunnerEventKind, S3Location};
+pub use protocol::{JobAssignment, LayerUsage, RedisKeys, RunnerEvent, RunnerEventKind, RunnerInfo, S3Location};
 
 #[cfg(feature = "s3")]
 pub mod s3;

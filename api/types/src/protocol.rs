@@ -39,6 +39,17 @@ impl RedisKeys {
         format!("{}:runner:{runner_id}:alive", self.prefix)
     }
 
+    /// STRING (JSON [`RunnerInfo`]) a runner rewrites with every heartbeat; kept a week after it stops,
+    /// so a lost runner stays visible to operators.
+    pub fn runner_info(&self, runner_id: &str) -> String {
+        format!("{}:runner:{runner_id}:info", self.prefix)
+    }
+
+    /// STRING set by an operator: the runner finishes what it holds and claims nothing new.
+    pub fn runner_drain(&self, runner_id: &str) -> String {
+        format!("{}:runner:{runner_id}:drain", self.prefix)
+    }
+
     /// STRING (JSON [`JobAssignment`]) the runner reads after claiming a job id.
     pub fn assignment(&self, job_id: &str) -> String {
         format!("{}:job:{job_id}", self.prefix)
@@ -59,6 +70,33 @@ impl RedisKeys {
     pub fn events(&self) -> String {
         format!("{}:events", self.prefix)
     }
+}
+
+/// What a runner declares about itself: detected hardware and the operator's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunnerInfo {
+    pub runner_id: String,
+    /// `cpu` or `cuda`.
+    pub device: String,
+    pub gpu_count: i64,
+    /// As the operator configured it (e.g. `H100-80GB`); empty on CPU runners.
+    pub gpu_model: String,
+    /// Memory of one GPU, as configured; 0 on CPU runners.
+    pub gpu_memory_bytes: i64,
+    /// Physical memory of the host (MemTotal).
+    pub host_memory_bytes: i64,
+    /// Operator labels, e.g. `zone=eu-1`, for placement constraints.
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub max_concurrent_jobs: u32,
+    /// SFT methods it runs (`lora`, `full`) and QAT formats it exports (`mxfp4`, `nvfp4`).
+    pub methods: Vec<String>,
+    pub qat_formats: Vec<String>,
+    /// Version of the runner binary.
+    pub version: String,
+    /// Unix seconds.
+    pub started_at: i64,
+    /// Unix milliseconds of the heartbeat that wrote this.
+    pub last_heartbeat_ms: i64,
 }
 
 /// What a runner receives for a claimed job.
