@@ -204,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
             let shutdown = async {
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
                 tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
-                tracing::info!("shutting down after the current job");
+                tracing::info!("shutting down: a job in progress is checkpointed and handed back");
             };
             worker.run(shutdown).await?;
         }

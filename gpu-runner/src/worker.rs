@@ -21,6 +21,8 @@ pub struct Worker {
     redis: ConnectionManager,
     s3: aws_sdk_s3::Client,
     device: tch::Device,
+    /// Becomes true on shutdown; training in progress checks it before every step.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// Reports events for one attempt of one job to the scheduler's stream.
@@ -49,16 +51,25 @@ impl Worker {
         let redis = ConnectionManager::new(redis::Client::open(config.redis_url.as_str())?).await?;
         let s3 = config.s3.client();
         let device = config.device()?;
-        Ok(Self { keys: RedisKeys::new(&config.redis_prefix), config, redis, s3, device })
+        Ok(Self { keys: RedisKeys::new(&config.redis_prefix), config, redis, s3, device, stopping: tokio::sync::watch::channel(false).0 })
     }
 
-    /// Claims and runs jobs until `shutdown` resolves; a job in progress is finished first.
-    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    /// Claims and runs jobs until `shutdown` resolves. A job in progress is then checkpointed at its
+    /// next step and handed back (another runner continues it), so a restart loses no training.
+    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tokio::spawn(heartbeat(self.redis.clone(), self.keys.clone(), self.info(), self.config.heartbeat_ms));
         tracing::info!(runner = %self.config.runner_id, device = ?self.device, "runner ready");
-        tokio::pin!(shutdown);
+        let stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stopping.send(true);
+        });
+        let mut stop = self.stopping.subscribe();
         let claimed = self.keys.claimed(&self.config.runner_id);
         loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
             // Jobs left in our claimed list by a previous life of this runner id come first.
             let mut redis = self.redis.clone();
             let leftover: Option<String> = redis.lindex(&claimed, -1).await?;
@@ -67,11 +78,11 @@ impl Worker {
                 Some(id) => Some(id),
                 // Draining: nothing new; look again in a second (an operator may undrain).
                 None if draining => tokio::select! {
-                    () = &mut shutdown => return Ok(()),
+                    _ = stop.wait_for(|s| *s) => return Ok(()),
                     () = tokio::time::sleep(Duration::from_secs(1)) => None,
                 },
                 None => tokio::select! {
-                    () = &mut shutdown => return Ok(()),
+                    _ = stop.wait_for(|s| *s) => return Ok(()),
                     // BLMOVE, not BRPOP: the job id sits in our claimed list until we finish, so a
                     // crash leaves it where the scheduler finds and requeues it.
                     id = redis.blmove(self.keys.pending(), &claimed, redis::Direction::Right, redis::Direction::Left, 1.0) => id?,
@@ -128,10 +139,14 @@ impl Worker {
                 tracing::info!(job = %job_id, "job cancelled; stopped training");
                 Ok(())
             }
-            Err(e) if e.downcast_ref::<train::Paused>().is_some() => {
-                let paused = e.downcast_ref::<train::Paused>().expect("checked above");
-                tracing::info!(job = %job_id, stage = paused.stage, step = paused.step, "job paused; checkpoint stored");
-                sink.emit(RunnerEventKind::Paused { stage: paused.stage.into(), step: paused.step }).await
+            Err(e) if e.downcast_ref::<train::Checkpointed>().is_some() => {
+                let stop = e.downcast_ref::<train::Checkpointed>().expect("checked above");
+                let (stage, step) = (stop.stage.to_string(), stop.step);
+                tracing::info!(job = %job_id, request = ?stop.request, stage, step, "stopped after a checkpoint");
+                match stop.request {
+                    train::StopRequest::Release => sink.emit(RunnerEventKind::Released { stage, step }).await,
+                    _ => sink.emit(RunnerEventKind::Paused { stage, step }).await,
+                }
             }
             Err(e) => {
                 tracing::error!(job = %job_id, error = format!("{e:#}"), "job failed");
@@ -176,6 +191,7 @@ impl Worker {
             cancel_key,
             pause_key,
             attempt: assignment.attempt,
+            stopping: self.stopping.subscribe(),
         };
         let data = train::JobData { train: train_examples, validation };
         let output = tokio::task::spawn_blocking(move || train::run(&spec, data, device, resume, &mut reporter)).await??;
@@ -269,6 +285,7 @@ struct S3Reporter {
     cancel_key: String,
     pause_key: String,
     attempt: i32,
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl train::Reporter for S3Reporter {
@@ -279,6 +296,9 @@ impl train::Reporter for S3Reporter {
     }
 
     fn stop_request(&mut self) -> Option<train::StopRequest> {
+        if *self.stopping.borrow() {
+            return Some(train::StopRequest::Release);
+        }
         let mut redis = self.redis.clone();
         let keys = [self.cancel_key.clone(), self.pause_key.clone()];
         let flags = self.handle.block_on(async move { redis.mget::<_, (Option<String>, Option<i32>)>(&keys).await });

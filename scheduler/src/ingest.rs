@@ -14,6 +14,8 @@ pub struct Ingester {
     queue: JobQueue,
     pool: PgPool,
     consumer: String,
+    /// Bucket of job data, for the assignment of a job handed out again.
+    bucket: String,
 }
 
 /// What became of one event.
@@ -27,8 +29,8 @@ pub enum Applied {
 }
 
 impl Ingester {
-    pub fn new(queue: JobQueue, pool: PgPool, consumer: String) -> Self {
-        Self { queue, pool, consumer }
+    pub fn new(queue: JobQueue, pool: PgPool, consumer: String, bucket: String) -> Self {
+        Self { queue, pool, consumer, bucket }
     }
 
     pub async fn run(&self) -> anyhow::Result<()> {
@@ -84,6 +86,9 @@ impl Ingester {
                                 self.queue.forget(Some(&event.runner_id), &event.job_id).await?;
                             }
                         }
+                        if let RunnerEventKind::Released { .. } = event.kind {
+                            self.hand_out_again(&event).await?;
+                        }
                     }
                     _ => tracing::error!(id = %entry.id, "dropping malformed runner event"),
                 }
@@ -91,6 +96,25 @@ impl Ingester {
             }
         }
         Ok(handled)
+    }
+}
+
+impl Ingester {
+    /// After a release: a job now `queued` goes to the front of the queue for the next runner; one
+    /// settled as `paused` leaves Redis. (If this fails, the reconciler republishes the queued job.)
+    async fn hand_out_again(&self, event: &RunnerEvent) -> anyhow::Result<()> {
+        let (status, attempt): (String, i32) = sqlx::query_as("SELECT status, attempt FROM jobs WHERE id = $1").bind(&event.job_id).fetch_one(&self.pool).await?;
+        if attempt != event.attempt {
+            return Ok(());
+        }
+        if status == JobStatus::Queued.as_str() {
+            let mut conn = self.pool.acquire().await?;
+            let assignment = store::assignment(&mut conn, &event.job_id, &self.bucket).await?;
+            self.queue.requeue_from(&event.runner_id, &assignment).await?;
+        } else if status == JobStatus::Paused.as_str() {
+            self.queue.forget(Some(&event.runner_id), &event.job_id).await?;
+        }
+        Ok(())
     }
 }
 
@@ -197,6 +221,18 @@ pub async fn apply(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str>) 
             if fresh && status == JobStatus::Pausing.as_str() {
                 let message = format!("Job paused at {stage} step {step}; resume continues from its checkpoint");
                 store::transition(&mut tx, job_id, attempt, JobStatus::Paused, message).await?;
+            }
+            fresh
+        }
+        RunnerEventKind::Released { stage, step } => {
+            let fresh = store::insert_event(&mut tx, log("info", "message", format!("Runner {} is shutting down and handed the job back", event.runner_id), None)).await?;
+            if fresh && status == JobStatus::Pausing.as_str() {
+                store::transition(&mut tx, job_id, attempt, JobStatus::Paused, format!("Job paused at {stage} step {step}; resume continues from its checkpoint")).await?;
+            } else if fresh && status == JobStatus::Running.as_str() {
+                // Same attempt: the releasing runner writes nothing more, so there is nothing to fence off.
+                sqlx::query("UPDATE jobs SET runner_id = NULL WHERE id = $1").bind(job_id).execute(&mut *tx).await?;
+                let message = format!("Job requeued from its checkpoint at {stage} step {step}");
+                store::transition(&mut tx, job_id, attempt, JobStatus::Queued, message).await?;
             }
             fresh
         }

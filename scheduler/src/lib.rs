@@ -19,7 +19,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let queue = JobQueue::connect(&config.redis_url, &config.redis_prefix).await?;
-    let ingester = ingest::Ingester::new(queue.clone(), pool.clone(), config.consumer_name.clone());
+    let ingester = ingest::Ingester::new(queue.clone(), pool.clone(), config.consumer_name.clone(), config.s3_bucket.clone());
     let reconciler = reconcile::Reconciler::new(queue, pool, config.clone());
     tokio::select! {
         result = ingester.run() => result,

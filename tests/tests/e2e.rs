@@ -234,3 +234,52 @@ async fn cancelling_a_running_job_frees_its_runner(pool: PgPool) {
     assert_eq!(long["status"], "cancelled");
     assert!(long["artifacts"].as_array().unwrap().is_empty());
 }
+
+/// SIGTERM is a graceful handover: the runner checkpoints at its next step, hands the job back and
+/// exits; the next runner continues from that very step under the same attempt, re-running none.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_runner_stopped_with_sigterm_hands_its_job_over_without_losing_a_step(pool: PgPool) {
+    let env = TestEnv::start(pool.clone()).await;
+    let _scheduler = tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool.clone(), std::future::pending()));
+    let mut leaving = spawn_runner(&env, "leaving-runner");
+    let dataset = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/demo/finance-alpaca-mini.jsonl")).unwrap();
+    let file: serde_json::Value = env.upload("fine-tune", "finance.jsonl", dataset).await.json().await.unwrap();
+    // No periodic checkpoints: the handover's checkpoint is the only one.
+    let body = json!({"model": "moetune/tiny-mixtral", "training_file": file["id"], "seed": 2, "hyperparameters": {"batch_size": 8},
+        "method": {"type": "moe_sft_qat", "moe_sft_qat": {"learning_rate": 1e-3, "max_steps": 60, "checkpoint_every_n_steps": 0, "qat": {"steps": 2}}}});
+    let created: serde_json::Value = env.post_json("/v1/fine_tuning/jobs", body).await.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let metrics = |pool: PgPool, id: String| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM job_events WHERE job_id = $1 AND type = 'metrics'").bind(id).fetch_one(&pool).await.unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while metrics(pool.clone(), id.clone()).await < 5 {
+        assert!(tokio::time::Instant::now() < deadline, "the job never trained");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    run_ok(Command::new("kill").args(["-TERM", &leaving.0.id().to_string()]));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(status) = leaving.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the runner did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "runner exited with {exit}");
+
+    let _next = spawn_runner(&env, "next-runner");
+    let job = env.wait_for_job(&id, Duration::from_secs(240)).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(job["attempt"], 1, "a handover is not a lost runner");
+    let rows: Vec<(String, String, serde_json::Value)> = sqlx::query_as("SELECT type, message, coalesce(data, 'null') FROM job_events WHERE job_id = $1 ORDER BY seq")
+        .bind(&id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let requeued = rows.iter().find_map(|(_, m, _)| m.strip_prefix("Job requeued from its checkpoint at sft step ")).expect("a requeue event");
+    let handed_at: u64 = requeued.parse().unwrap();
+    let steps: Vec<u64> = rows.iter().filter(|(t, _, d)| t == "metrics" && d["stage"] == "sft").map(|(_, _, d)| d["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, (1..=60).collect::<Vec<_>>(), "every SFT step ran exactly once across the two runners");
+    assert!(rows.iter().any(|(_, m, _)| m == &format!("Resumed sft at step {handed_at}/60 from checkpoint")), "the next runner did not resume at step {handed_at}");
+}

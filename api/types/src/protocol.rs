@@ -195,6 +195,9 @@ pub enum RunnerEventKind {
     Artifact { name: String, uri: String, bytes: i64, sha256: String },
     /// The runner stopped for a pause request after storing a checkpoint at `stage` `step`.
     Paused { stage: String, step: u32 },
+    /// The runner is shutting down (SIGTERM): it stored a checkpoint at `stage` `step` and handed the
+    /// job back, to be continued by another runner under the same attempt.
+    Released { stage: String, step: u32 },
     /// The job finished; `result` summarises it (losses, steps, timings).
     Succeeded { trained_tokens: i64, result: serde_json::Value },
     /// The job failed; `code` is machine readable, `message` tells the user what went wrong.

@@ -46,6 +46,8 @@ pub enum StopRequest {
     Cancel,
     /// Store a checkpoint of the current state, then stop; a later attempt continues from it.
     Pause,
+    /// The runner is shutting down: checkpoint and hand the job back, so another runner continues it.
+    Release,
 }
 
 /// Training stopped because the job was cancelled.
@@ -53,10 +55,11 @@ pub enum StopRequest {
 #[error("the job was cancelled")]
 pub struct Cancelled;
 
-/// Training stopped for a pause, after storing a checkpoint at `stage` `step`.
+/// Training stopped for a pause or a release, after storing a checkpoint at `stage` `step`.
 #[derive(Debug, thiserror::Error)]
-#[error("the job was paused at {stage} step {step}")]
-pub struct Paused {
+#[error("training stopped ({request:?}) at {stage} step {step} after a checkpoint")]
+pub struct Checkpointed {
+    pub request: StopRequest,
     pub stage: &'static str,
     pub step: u32,
 }

@@ -80,11 +80,12 @@ impl Stage<'_> {
         while progress.step < self.steps {
             match reporter.stop_request() {
                 Some(StopRequest::Cancel) => return Err(super::Cancelled.into()),
-                Some(StopRequest::Pause) => {
-                    // The state at the top of a step is what a periodic checkpoint after the last one holds.
+                Some(request) => {
+                    // Pause or release. The state at the top of a step is what a periodic checkpoint
+                    // after the last one holds.
                     let name = format!("{}-step-{:06}", self.kind.name(), progress.step);
                     self.checkpoint(&name, progress, &optimizer, reporter)?;
-                    return Err(super::Paused { stage: self.kind.name(), step: progress.step }.into());
+                    return Err(super::Checkpointed { request, stage: self.kind.name(), step: progress.step }.into());
                 }
                 None => {}
             }
