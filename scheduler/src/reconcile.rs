@@ -65,15 +65,18 @@ impl Reconciler {
         }
     }
 
-    async fn settle_pause(&self, job: &ActiveJob, runner: Option<&str>) -> anyhow::Result<()> {
+    /// Locks the job's row; None when it changed since the snapshot (the next pass looks again).
+    async fn lock_unchanged(&self, job: &ActiveJob) -> anyhow::Result<Option<sqlx::Transaction<'static, sqlx::Postgres>>> {
         let mut tx = self.pool.begin().await?;
         let current: (i32, String) = sqlx::query_as("SELECT attempt, status FROM jobs WHERE id = $1 FOR UPDATE")
             .bind(&job.id)
             .fetch_one(&mut *tx)
             .await?;
-        if current != (job.attempt, job.status.clone()) {
-            return Ok(());
-        }
+        Ok((current == (job.attempt, job.status.clone())).then_some(tx))
+    }
+
+    async fn settle_pause(&self, job: &ActiveJob, runner: Option<&str>) -> anyhow::Result<()> {
+        let Some(mut tx) = self.lock_unchanged(job).await? else { return Ok(()) };
         let message = format!("Runner {} was lost while pausing; job paused at its latest checkpoint", runner.unwrap_or("(none)"));
         store::transition(&mut tx, &job.id, job.attempt, JobStatus::Paused, message).await?;
         tx.commit().await?;
@@ -82,14 +85,7 @@ impl Reconciler {
 
     /// Bumps the attempt (fencing off the lost runner) and requeues, or fails after max attempts.
     async fn requeue_lost(&self, job: &ActiveJob, runner: &str) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let current: (i32, String) = sqlx::query_as("SELECT attempt, status FROM jobs WHERE id = $1 FOR UPDATE")
-            .bind(&job.id)
-            .fetch_one(&mut *tx)
-            .await?;
-        if current != (job.attempt, job.status.clone()) {
-            return Ok(()); // changed since the snapshot; the next pass looks again
-        }
+        let Some(mut tx) = self.lock_unchanged(job).await? else { return Ok(()) };
         if job.attempt >= self.config.max_attempts {
             sqlx::query("UPDATE jobs SET error_code = 'runner_lost', error_message = $2 WHERE id = $1")
                 .bind(&job.id)
