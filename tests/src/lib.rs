@@ -144,6 +144,52 @@ pub fn spawn_runner(env: &TestEnv, id: &str) -> KillOnDrop {
     KillOnDrop(runner_command(env, id).spawn().expect("runner starts"))
 }
 
+/// A free loopback port (for a process the test starts; it binds it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The URL of the test's own database, for processes the test starts.
+pub fn database_url(pool: &PgPool) -> String {
+    let database = pool.connect_options().get_database().expect("test database name").to_string();
+    format!("postgres://postgres:postgres@127.0.0.1:5432/{database}")
+}
+
+/// Starts `moetune-api serve` as its own process on `port`, with the test's database, Redis prefix and
+/// bucket (so `env.token` works against it); returns once `/healthz` answers.
+pub async fn spawn_api(env: &TestEnv, port: u16) -> KillOnDrop {
+    let api = std::process::Command::new(workspace_binary("moetune-api"))
+        .arg("serve")
+        .env("MOETUNE_BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("MOETUNE_DATABASE_URL", database_url(&env.pool))
+        .env("MOETUNE_REDIS_PREFIX", &env.config.redis_prefix)
+        .env("MOETUNE_S3__BUCKET", &env.config.s3.bucket)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("api starts");
+    let api = KillOnDrop(api);
+    for _ in 0..200 {
+        if env.http.get(format!("http://127.0.0.1:{port}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
+            return api;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the api process did not come up on port {port}");
+}
+
+/// Starts `moetune-scheduler` as its own process for the test's database, Redis prefix and bucket.
+pub fn spawn_scheduler(env: &TestEnv) -> KillOnDrop {
+    let scheduler = std::process::Command::new(workspace_binary("moetune-scheduler"))
+        .env("MOETUNE_DATABASE_URL", database_url(&env.pool))
+        .env("MOETUNE_REDIS_PREFIX", &env.config.redis_prefix)
+        .env("MOETUNE_S3_BUCKET", &env.config.s3.bucket)
+        .env("MOETUNE_RECONCILE_INTERVAL_MS", "300")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("scheduler starts");
+    KillOnDrop(scheduler)
+}
+
 /// Path of a workspace binary built by `cargo build` (deploy/test builds them before testing).
 pub fn workspace_binary(name: &str) -> std::path::PathBuf {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug").join(name);

@@ -1,12 +1,11 @@
 //! Uploads stream: a 1 GiB dataset goes through the API (validated line by line on the way to S3)
 //! while the API process's peak resident memory stays far below the file's size.
 
-use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use moetune_e2e::{workspace_binary, KillOnDrop, TestEnv};
+use moetune_e2e::{free_port, spawn_api, TestEnv};
 use sqlx::PgPool;
 
 const LINE: usize = 1024;
@@ -32,25 +31,10 @@ fn peak_rss_bytes(pid: u32) -> u64 {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_one_gib_upload_keeps_the_api_memory_bounded(pool: PgPool) {
     // The in-process API only prepares the bucket, tenant and token; the measured API is its own process.
-    let env = TestEnv::start(pool.clone()).await;
-    let database = pool.connect_options().get_database().expect("test database name").to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let api = Command::new(workspace_binary("moetune-api"))
-        .arg("serve")
-        .env("MOETUNE_BIND_ADDR", format!("127.0.0.1:{port}"))
-        .env("MOETUNE_DATABASE_URL", format!("postgres://postgres:postgres@127.0.0.1:5432/{database}"))
-        .env("MOETUNE_REDIS_PREFIX", &env.config.redis_prefix)
-        .env("MOETUNE_S3__BUCKET", &env.config.s3.bucket)
-        .spawn()
-        .expect("api starts");
-    let api = KillOnDrop(api);
+    let env = TestEnv::start(pool).await;
+    let port = free_port();
+    let api = spawn_api(&env, port).await;
     let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if env.http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let idle_peak = peak_rss_bytes(api.0.id());
 
     let chunks = futures_util::stream::iter(0..LINES / LINES_PER_CHUNK).map(|chunk| {
