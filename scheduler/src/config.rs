@@ -8,6 +8,7 @@ pub struct SchedulerConfig {
     pub redis_prefix: String,
     pub consumer_name: String,
     pub reconcile_interval_ms: u64,
+    pub dispatch_interval_ms: u64,
     pub max_attempts: i32,
     pub s3_bucket: String,
 }

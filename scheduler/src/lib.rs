@@ -3,6 +3,7 @@
 //! attempt fencing, and the reconciler that rebuilds Redis from Postgres and requeues lost work.
 
 pub mod config;
+pub mod fair_share;
 pub mod ingest;
 pub mod queue;
 pub mod reconcile;
@@ -20,10 +21,22 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let queue = JobQueue::connect(&config.redis_url, &config.redis_prefix).await?;
     let ingester = ingest::Ingester::new(queue.clone(), pool.clone(), config.consumer_name.clone(), config.s3_bucket.clone());
-    let reconciler = reconcile::Reconciler::new(queue, pool, config.clone());
+    let reconciler = reconcile::Reconciler::new(queue.clone(), pool.clone(), config.clone());
     tokio::select! {
         result = ingester.run() => result,
         result = reconciler.run() => result,
+        () = dispatch(queue, pool, config.dispatch_interval_ms) => Ok(()),
         () = shutdown => Ok(()),
+    }
+}
+
+/// Keeps the pending list in fair-share order (see `fair_share`).
+async fn dispatch(queue: JobQueue, pool: sqlx::PgPool, interval_ms: u64) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(interval_ms));
+    loop {
+        tick.tick().await;
+        if let Err(e) = fair_share::reorder_pending(&queue, &pool).await {
+            tracing::warn!(error = %e, "fair-share pass failed");
+        }
     }
 }
