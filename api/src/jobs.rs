@@ -27,6 +27,9 @@ pub struct CreateJobRequest {
     /// Up to 64 characters added to the fine-tuned model name.
     pub suffix: Option<String>,
     pub seed: Option<u64>,
+    /// moetune: 0-9 (default 0), higher first among your own queued jobs. Between tenants the queue is
+    /// fair-shared, so a priority never takes a turn from another tenant.
+    pub priority: Option<i16>,
     /// Up to 16 string key-value pairs stored with the job.
     pub metadata: Option<HashMap<String, String>>,
     pub hyperparameters: Option<Hyperparameters>,
@@ -96,6 +99,9 @@ fn positive_float(value: &Option<Value>, param: &str) -> Result<f64, ApiError> {
 
 /// Checks the request and turns it into the runner's spec; every refusal names its parameter.
 pub fn resolve(request: &CreateJobRequest) -> Result<(TrainingSpec, ResolvedHyperparameters), ApiError> {
+    if request.priority.is_some_and(|p| !(0..=9).contains(&p)) {
+        return Err(ApiError::invalid("invalid_priority", "priority", "`priority` must be an integer from 0 to 9 (higher runs first among your jobs)."));
+    }
     if request.suffix.as_ref().is_some_and(|s| s.len() > 64 || s.is_empty()) {
         return Err(ApiError::invalid("invalid_suffix", "suffix", "`suffix` must be 1 to 64 characters."));
     }
@@ -151,8 +157,8 @@ pub async fn create(state: &AppState, tenant: Uuid, request: CreateJobRequest) -
         }
     }
     sqlx::query(
-        "INSERT INTO jobs (id, tenant_id, model, training_file, suffix, spec, hyperparameters, status, metadata, validation_file, method_type)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'validating_files', $8, $9, $10)",
+        "INSERT INTO jobs (id, tenant_id, model, training_file, suffix, spec, hyperparameters, status, metadata, validation_file, method_type, priority)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'validating_files', $8, $9, $10, $11)",
     )
     .bind(&id)
     .bind(tenant)
@@ -164,6 +170,7 @@ pub async fn create(state: &AppState, tenant: Uuid, request: CreateJobRequest) -
     .bind(serde_json::to_value(request.metadata.unwrap_or_default()).map_err(ApiError::internal)?)
     .bind(&request.validation_file)
     .bind(request.method.as_ref().map_or("supervised", |m| m.kind.as_str()))
+    .bind(request.priority.unwrap_or(0))
     .execute(&mut *tx)
     .await?;
     let message = format!("Validating training file: {}", request.training_file);
@@ -268,6 +275,8 @@ pub struct JobObject {
     #[schema(value_type = Object)]
     pub metadata: Value,
     pub user_provided_suffix: Option<String>,
+    /// 0-9, higher first among this tenant's queued jobs.
+    pub priority: i16,
     /// Fencing counter: 1 on the first run, +1 each time the job is handed out again (its runner was lost,
     /// or it was paused before starting, or resumed).
     pub attempt: i32,
@@ -316,6 +325,7 @@ struct JobRow {
     hyperparameters: Value,
     status: String,
     method_type: String,
+    priority: i16,
     attempt: i32,
     error_code: Option<String>,
     error_message: Option<String>,
@@ -361,6 +371,7 @@ pub async fn get(state: &AppState, tenant: Uuid, id: &str) -> Result<JobObject, 
         integrations: Vec::new(),
         metadata: row.metadata,
         user_provided_suffix: row.suffix,
+        priority: row.priority,
         attempt: row.attempt,
         artifacts,
         result: row.result,

@@ -2,11 +2,11 @@
 //! dispatcher keeps that list in fair order, so one tenant's thousand jobs cannot starve another's one.
 //!
 //! The order: repeatedly give the next slot to the tenant with the fewest jobs running or already
-//! ahead of it in the list (ties: the tenant whose oldest waiting job is oldest), and take that
-//! tenant's oldest waiting job. The rewrite is a compare-and-set in Lua: it only happens if the list
+//! ahead of it in the list (ties: the tenant whose next job is oldest), and take that tenant's next
+//! job: its highest priority, oldest first. A priority orders a tenant's own jobs only. The rewrite is a compare-and-set in Lua: it only happens if the list
 //! is still exactly what the order was computed from, so no id is ever lost or duplicated.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use redis::Script;
 use sqlx::PgPool;
@@ -14,9 +14,11 @@ use uuid::Uuid;
 
 use crate::JobQueue;
 
-/// A waiting job: its tenant and its place in line (creation time, then id).
+/// A waiting job: its tenant and its place in its tenant's line (priority, higher first; then
+/// creation time; then id).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Waiting {
+    pub priority: std::cmp::Reverse<i16>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub id: String,
     pub tenant: Uuid,
@@ -26,18 +28,24 @@ pub struct Waiting {
 pub fn fair_order(mut waiting: Vec<Waiting>, running: &HashMap<Uuid, i64>) -> Vec<String> {
     waiting.sort();
     let mut queues: BTreeMap<Uuid, VecDeque<Waiting>> = BTreeMap::new();
+    // Per tenant, its remaining jobs by age: a tie between tenants goes to the longest waiting one,
+    // whatever order its own priorities put its jobs in.
+    let mut ages: HashMap<Uuid, BTreeSet<(chrono::DateTime<chrono::Utc>, String)>> = HashMap::new();
     for job in waiting {
+        ages.entry(job.tenant).or_default().insert((job.created_at, job.id.clone()));
         queues.entry(job.tenant).or_default().push_back(job);
     }
     let mut load: HashMap<Uuid, i64> = queues.keys().map(|t| (*t, running.get(t).copied().unwrap_or(0))).collect();
     let mut order = Vec::new();
     while let Some(tenant) = queues
         .iter()
-        .filter_map(|(tenant, queue)| queue.front().map(|head| (load[tenant], head.created_at, head.id.clone(), *tenant)))
+        .filter(|(_, queue)| !queue.is_empty())
+        .map(|(tenant, _)| (load[tenant], ages[tenant].first().cloned(), *tenant))
         .min()
-        .map(|(_, _, _, tenant)| tenant)
+        .map(|(_, _, tenant)| tenant)
     {
         let job = queues.get_mut(&tenant).and_then(VecDeque::pop_front).expect("non-empty queue");
+        ages.get_mut(&tenant).expect("known tenant").remove(&(job.created_at, job.id.clone()));
         *load.get_mut(&tenant).expect("known tenant") += 1;
         order.push(job.id);
     }
@@ -69,14 +77,14 @@ pub async fn reorder_pending(queue: &JobQueue, pool: &PgPool) -> anyhow::Result<
     if current.len() < 2 {
         return Ok(false);
     }
-    let waiting: Vec<(String, Uuid, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as("SELECT id, tenant_id, created_at FROM jobs WHERE id = ANY($1) AND status = 'queued'").bind(&current).fetch_all(pool).await?;
+    let waiting: Vec<(String, Uuid, chrono::DateTime<chrono::Utc>, i16)> =
+        sqlx::query_as("SELECT id, tenant_id, created_at, priority FROM jobs WHERE id = ANY($1) AND status = 'queued'").bind(&current).fetch_all(pool).await?;
     if waiting.len() != current.len() {
         return Ok(false); // unknown or duplicate ids: leave the list to the reconciler
     }
     let running: HashMap<Uuid, i64> =
         sqlx::query_as("SELECT tenant_id, count(*) FROM jobs WHERE status IN ('running', 'pausing') GROUP BY tenant_id").fetch_all(pool).await?.into_iter().collect();
-    let waiting = waiting.into_iter().map(|(id, tenant, created_at)| Waiting { created_at, id, tenant }).collect();
+    let waiting = waiting.into_iter().map(|(id, tenant, created_at, priority)| Waiting { priority: std::cmp::Reverse(priority), created_at, id, tenant }).collect();
     // Runners pop from the right: the first to be taken goes last.
     let mut desired = fair_order(waiting, &running);
     desired.reverse();
@@ -92,7 +100,16 @@ mod tests {
     use super::*;
 
     fn waiting(tenant: u128, seconds: i64, id: &str) -> Waiting {
-        Waiting { created_at: chrono::DateTime::from_timestamp(seconds, 0).unwrap(), id: id.into(), tenant: Uuid::from_u128(tenant) }
+        Waiting { priority: std::cmp::Reverse(0), created_at: chrono::DateTime::from_timestamp(seconds, 0).unwrap(), id: id.into(), tenant: Uuid::from_u128(tenant) }
+    }
+
+    #[test]
+    fn priority_reorders_a_tenants_own_jobs_but_not_the_turns() {
+        let mut urgent = waiting(1, 5, "a-urgent");
+        urgent.priority = std::cmp::Reverse(9);
+        let jobs = vec![waiting(1, 0, "a0"), waiting(1, 1, "a1"), urgent, waiting(2, 2, "b0")];
+        // Tenant 1's turn comes first (its next job is older than b0's creation); its urgent job takes it.
+        assert_eq!(fair_order(jobs, &HashMap::new()), ["a-urgent", "b0", "a0", "a1"]);
     }
 
     #[test]
