@@ -99,6 +99,29 @@ impl TestEnv {
         sqlx::query_scalar("SELECT count(*) FROM files").fetch_one(&self.pool).await.expect("count")
     }
 
+    /// `POST /v1/files` of the demo dataset (deploy/demo/finance-alpaca-mini.jsonl, 240 alpaca examples).
+    pub async fn upload_demo_dataset(&self) -> serde_json::Value {
+        let dataset = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/demo/finance-alpaca-mini.jsonl")).expect("demo dataset");
+        self.upload("fine-tune", "finance.jsonl", dataset).await.json().await.expect("file object")
+    }
+
+    /// Waits until the job has reported `steps` training steps (metrics events), at most 120 s.
+    pub async fn wait_for_steps(&self, job_id: &str, steps: i64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let reported: i64 = sqlx::query_scalar("SELECT count(*) FROM job_events WHERE job_id = $1 AND type = 'metrics'")
+                .bind(job_id)
+                .fetch_one(&self.pool)
+                .await
+                .expect("count metrics");
+            if reported >= steps {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "job {job_id} reported {reported} of {steps} steps after 120 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Polls the job until it reaches a terminal status or `timeout` passes.
     pub async fn wait_for_job(&self, id: &str, timeout: Duration) -> serde_json::Value {
         let deadline = tokio::time::Instant::now() + timeout;

@@ -19,8 +19,7 @@ async fn fine_tuning_job_runs_end_to_end(pool: PgPool) {
     let scheduler = tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool.clone(), std::future::pending()));
     let _runner = spawn_runner(&env, "e2e-runner");
 
-    let dataset = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/demo/finance-alpaca-mini.jsonl")).unwrap();
-    let file: serde_json::Value = env.upload("fine-tune", "finance.jsonl", dataset).await.json().await.unwrap();
+    let file: serde_json::Value = env.upload_demo_dataset().await;
     assert_eq!((file["format"].as_str(), file["example_count"].as_i64()), (Some("alpaca"), Some(240)));
     let body = json!({
         "model": "moetune/tiny-mixtral", "training_file": file["id"], "seed": 3,
@@ -144,8 +143,7 @@ async fn killed_runner_job_resumes_from_its_latest_checkpoint(pool: PgPool) {
     let env = TestEnv::start(pool.clone()).await;
     let _scheduler = tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool.clone(), std::future::pending()));
     let first = spawn_runner(&env, "doomed-runner");
-    let dataset = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/demo/finance-alpaca-mini.jsonl")).unwrap();
-    let file: serde_json::Value = env.upload("fine-tune", "finance.jsonl", dataset).await.json().await.unwrap();
+    let file: serde_json::Value = env.upload_demo_dataset().await;
     let body = json!({
         "model": "moetune/tiny-mixtral", "training_file": file["id"], "seed": 5, "hyperparameters": {"batch_size": 16},
         "method": {"type": "moe_sft_qat", "moe_sft_qat": {
@@ -207,21 +205,12 @@ async fn cancelling_a_running_job_frees_its_runner(pool: PgPool) {
     let env = TestEnv::start(pool.clone()).await;
     let _scheduler = tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool.clone(), std::future::pending()));
     let _runner = spawn_runner(&env, "busy-runner");
-    let dataset = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/demo/finance-alpaca-mini.jsonl")).unwrap();
-    let file: serde_json::Value = env.upload("fine-tune", "finance.jsonl", dataset).await.json().await.unwrap();
+    let file: serde_json::Value = env.upload_demo_dataset().await;
     let long = json!({"model": "moetune/tiny-mixtral", "training_file": file["id"], "hyperparameters": {"batch_size": 16},
                       "method": {"type": "moe_sft_qat", "moe_sft_qat": {"max_steps": 100000, "checkpoint_every_n_steps": 0}}});
     let long: serde_json::Value = env.post_json("/v1/fine_tuning/jobs", long).await.json().await.unwrap();
     let long_id = long["id"].as_str().unwrap().to_string();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let steps: i64 = sqlx::query_scalar("SELECT count(*) FROM job_events WHERE job_id = $1 AND type = 'metrics'").bind(&long_id).fetch_one(&pool).await.unwrap();
-        if steps >= 3 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the long job never trained");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env.wait_for_steps(&long_id, 3).await;
     let cancelled: serde_json::Value = env.post_json(&format!("/v1/fine_tuning/jobs/{long_id}/cancel"), json!({})).await.json().await.unwrap();
     assert_eq!(cancelled["status"], "cancelled");
 
@@ -242,21 +231,13 @@ async fn a_runner_stopped_with_sigterm_hands_its_job_over_without_losing_a_step(
     let env = TestEnv::start(pool.clone()).await;
     let _scheduler = tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool.clone(), std::future::pending()));
     let mut leaving = spawn_runner(&env, "leaving-runner");
-    let dataset = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/demo/finance-alpaca-mini.jsonl")).unwrap();
-    let file: serde_json::Value = env.upload("fine-tune", "finance.jsonl", dataset).await.json().await.unwrap();
+    let file: serde_json::Value = env.upload_demo_dataset().await;
     // No periodic checkpoints: the handover's checkpoint is the only one.
     let body = json!({"model": "moetune/tiny-mixtral", "training_file": file["id"], "seed": 2, "hyperparameters": {"batch_size": 8},
         "method": {"type": "moe_sft_qat", "moe_sft_qat": {"learning_rate": 1e-3, "max_steps": 60, "checkpoint_every_n_steps": 0, "qat": {"steps": 2}}}});
     let created: serde_json::Value = env.post_json("/v1/fine_tuning/jobs", body).await.json().await.unwrap();
     let id = created["id"].as_str().unwrap().to_string();
-    let metrics = |pool: PgPool, id: String| async move {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM job_events WHERE job_id = $1 AND type = 'metrics'").bind(id).fetch_one(&pool).await.unwrap()
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while metrics(pool.clone(), id.clone()).await < 5 {
-        assert!(tokio::time::Instant::now() < deadline, "the job never trained");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    env.wait_for_steps(&id, 5).await;
     run_ok(Command::new("kill").args(["-TERM", &leaving.0.id().to_string()]));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let exit = loop {

@@ -99,8 +99,7 @@ async fn a_registered_model_is_downloaded_and_fine_tuned_by_a_runner(pool: PgPoo
 
     // A runner with its own (empty) model cache, so the download is part of the test.
     let runner = KillOnDrop(runner_command(&env, "model-runner").env("MOETUNE_WORK_DIR", &runner_dir).spawn().unwrap());
-    let dataset = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/demo/finance-alpaca-mini.jsonl")).unwrap();
-    let file: Value = env.upload("fine-tune", "finance.jsonl", dataset).await.json().await.unwrap();
+    let file: Value = env.upload_demo_dataset().await;
     // Its expert intermediate size (48) is not whole MXFP4 blocks of 32: refused up front, naming NVFP4.
     let body = |format: &str| json!({"model": "acme/qwen-mini", "training_file": file["id"], "hyperparameters": {"batch_size": 8},
         "method": {"type": "moe_sft_qat", "moe_sft_qat": {"max_steps": 6, "learning_rate": 1e-3, "qat": {"steps": 2, "format": format}}}});

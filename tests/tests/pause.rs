@@ -106,19 +106,14 @@ async fn running_job_pauses_at_a_checkpoint_and_resumes_with_identical_losses(po
     let env = TestEnv::start(pool.clone()).await;
     let _scheduler = tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool.clone(), std::future::pending()));
     let _runner = spawn_runner(&env, "pausable-runner");
-    let dataset = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/demo/finance-alpaca-mini.jsonl")).unwrap();
-    let file: Value = env.upload("fine-tune", "finance.jsonl", dataset).await.json().await.unwrap();
+    let file: Value = env.upload_demo_dataset().await;
     // No periodic checkpoints: the pause's own checkpoint is the only one the resumed attempt can use.
     let body = json!({"model": "moetune/tiny-mixtral", "training_file": file["id"], "seed": 11, "hyperparameters": {"batch_size": 8},
         "method": {"type": "moe_sft_qat", "moe_sft_qat": {"learning_rate": 1e-3, "max_steps": 80, "checkpoint_every_n_steps": 0,
             "qat": {"steps": 4}, "monitor": {"every_n_steps": 20}}}});
     let job: Value = env.post_json("/v1/fine_tuning/jobs", body.clone()).await.json().await.unwrap();
     let id = job["id"].as_str().unwrap().to_string();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while losses(&pool, &id).await.len() < 5 {
-        assert!(tokio::time::Instant::now() < deadline, "the job never trained");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    env.wait_for_steps(&id, 5).await;
 
     let (status, pausing) = post(&env, &format!("/v1/fine_tuning/jobs/{id}/pause")).await;
     assert_eq!((status, pausing["status"].as_str()), (200, Some("pausing")), "{pausing}");

@@ -68,8 +68,7 @@ async fn runners_register_capabilities_and_drain(pool: PgPool) {
     assert_eq!(ops.post("/v1/runners/nobody/drain").await.0, 404);
 
     // A long job makes one runner busy; draining it lets the job go on but sends new work elsewhere.
-    let dataset = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/demo/finance-alpaca-mini.jsonl")).unwrap();
-    let file: Value = env.upload("fine-tune", "finance.jsonl", dataset).await.json().await.unwrap();
+    let file: Value = env.upload_demo_dataset().await;
     let long = json!({"model": "moetune/tiny-mixtral", "training_file": file["id"], "hyperparameters": {"batch_size": 16},
                       "method": {"type": "moe_sft_qat", "moe_sft_qat": {"max_steps": 100000, "checkpoint_every_n_steps": 0}}});
     let long: Value = env.post_json("/v1/fine_tuning/jobs", long).await.json().await.unwrap();
