@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use moetune_scheduler::store;
-use moetune_types::{JobStatus, MoeSftQatOptions, TrainingSpec};
+use moetune_types::{JobRequirements, JobStatus, MoeSftQatOptions, TrainingSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -140,7 +140,7 @@ pub fn resolve(request: &CreateJobRequest) -> Result<(TrainingSpec, ResolvedHype
 /// Creates the job: validating_files → queued in one transaction, then publishes it to Redis.
 pub async fn create(state: &AppState, tenant: Uuid, request: CreateJobRequest) -> Result<JobObject, ApiError> {
     let (spec, hyperparameters) = resolve(&request)?;
-    crate::models::require(state, &request.model, spec.moe.qat.format).await?;
+    let requirements = crate::models::require(state, &spec).await?;
     check_file(state, tenant, &request.training_file, "training_file").await?;
     if let Some(validation_file) = &request.validation_file {
         check_file(state, tenant, validation_file, "validation_file").await?;
@@ -157,8 +157,8 @@ pub async fn create(state: &AppState, tenant: Uuid, request: CreateJobRequest) -
         }
     }
     sqlx::query(
-        "INSERT INTO jobs (id, tenant_id, model, training_file, suffix, spec, hyperparameters, status, metadata, validation_file, method_type, priority)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'validating_files', $8, $9, $10, $11)",
+        "INSERT INTO jobs (id, tenant_id, model, training_file, suffix, spec, hyperparameters, status, metadata, validation_file, method_type, priority, requirements)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'validating_files', $8, $9, $10, $11, $12)",
     )
     .bind(&id)
     .bind(tenant)
@@ -171,6 +171,7 @@ pub async fn create(state: &AppState, tenant: Uuid, request: CreateJobRequest) -
     .bind(&request.validation_file)
     .bind(request.method.as_ref().map_or("supervised", |m| m.kind.as_str()))
     .bind(request.priority.unwrap_or(0))
+    .bind(serde_json::to_value(requirements).map_err(ApiError::internal)?)
     .execute(&mut *tx)
     .await?;
     let message = format!("Validating training file: {}", request.training_file);
@@ -287,6 +288,10 @@ pub struct JobObject {
     pub result: Option<Value>,
     /// Why training ended: `completed`, or `early_stop_router_collapse` when the expert-usage monitor stopped it.
     pub stop_reason: Option<String>,
+    /// moetune: what the job needs from a runner (device kind, estimated peak training memory).
+    pub requirements: JobRequirements,
+    /// moetune: why the job is waiting, when it needs saying (e.g. no registered runner fits it).
+    pub status_details: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -334,6 +339,8 @@ struct JobRow {
     metadata: Value,
     created_at: chrono::DateTime<chrono::Utc>,
     finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    requirements: Value,
+    status_details: Option<String>,
 }
 
 pub async fn get(state: &AppState, tenant: Uuid, id: &str) -> Result<JobObject, ApiError> {
@@ -375,6 +382,8 @@ pub async fn get(state: &AppState, tenant: Uuid, id: &str) -> Result<JobObject, 
         attempt: row.attempt,
         artifacts,
         result: row.result,
+        requirements: serde_json::from_value(row.requirements).map_err(ApiError::internal)?,
+        status_details: row.status_details,
         id: row.id,
         model: row.model,
         training_file: row.training_file,

@@ -2,7 +2,7 @@
 //! admin registers others — Hugging Face model directories already in S3 — together with the output of
 //! `moetune-runner inspect` on them, which the API checks against the stored `config.json`.
 
-use moetune_types::QatFormat;
+use moetune_types::{JobRequirements, MemoryModel, TrainingSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -63,10 +63,11 @@ pub async fn get(state: &AppState, id: &str) -> Result<ModelObject, ApiError> {
     row.map(object).ok_or_else(|| ApiError::not_found("model", id))
 }
 
-/// 400 naming the available models unless `id` is registered.
-/// 400 unless `id` is registered and its experts can be packed in the job's QAT `format` (checked on
-/// the model's recorded `inspect` output, so a mismatch is refused now rather than failing at QAT).
-pub async fn require(state: &AppState, id: &str, format: QatFormat) -> Result<(), ApiError> {
+/// 400 unless the spec's model is registered and its experts can be packed in the job's QAT format
+/// (checked on the model's recorded `inspect` output, so a mismatch is refused now rather than failing
+/// at QAT). Returns what the job needs from a runner, estimated from the same `inspect` output.
+pub async fn require(state: &AppState, spec: &TrainingSpec) -> Result<JobRequirements, ApiError> {
+    let id = spec.model.as_str();
     let known: Vec<(String, Option<Value>)> = sqlx::query_as("SELECT id, inspect FROM models ORDER BY id").fetch_all(&state.db).await?;
     let Some((_, inspect)) = known.iter().find(|(k, _)| k == id) else {
         let ids: Vec<&str> = known.iter().map(|(k, _)| k.as_str()).collect();
@@ -75,11 +76,15 @@ pub async fn require(state: &AppState, id: &str, format: QatFormat) -> Result<()
     let field = |name: &str| inspect.as_ref().and_then(|i| i.get(name)).and_then(Value::as_i64);
     let dims = (field("hidden_size"), field("expert_intermediate_size"));
     if let (Some(hidden), Some(intermediate)) = dims {
-        format
+        spec.moe
+            .qat
+            .format
             .check_expert_dims(id, hidden, intermediate)
             .map_err(|message| ApiError::invalid("model_incompatible_with_format", "method.moe_sft_qat.qat.format", message))?;
     }
-    Ok(())
+    // A model registered before inspect reported its memory model has no estimate: it fits any runner.
+    let memory_model: Option<MemoryModel> = inspect.as_ref().and_then(|i| i.get("memory_model")).and_then(|m| serde_json::from_value(m.clone()).ok());
+    Ok(JobRequirements { device: spec.moe.device, memory_bytes: memory_model.map_or(0, |m| m.peak_bytes(spec)) })
 }
 
 fn parse_uri(uri: &str) -> Result<(String, String), ApiError> {

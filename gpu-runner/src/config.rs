@@ -13,6 +13,8 @@ pub struct RunnerConfig {
     pub device: String,
     pub gpu_model: String,
     pub gpu_memory_gib: u64,
+    pub host_memory_gib: u64,
+    pub claim_poll_ms: u64,
     pub labels: std::collections::BTreeMap<String, String>,
     pub s3: S3Config,
 }

@@ -190,7 +190,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Inspect { model_dir, batch, seq_len, dtype, lora_rank }) => {
             let dtype_bytes = model::parse_kind(&dtype)?.elt_size_in_bytes() as i64;
-            let input = model::inspect::EstimateInput { batch, seq_len, dtype_bytes, lora_rank };
+            let input = moetune_types::placement::EstimateInput { batch, seq_len, dtype_bytes, lora_rank };
             println!("{}", serde_json::to_string_pretty(&model::inspect::inspect(&model_dir, input)?)?);
         }
         Some(Command::Logits { model_dir, adapter, input, out, placement }) => commands::logits(&model_dir, adapter.as_deref(), &input, &out, placement.resolve()?)?,

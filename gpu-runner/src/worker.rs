@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use aws_sdk_s3::primitives::ByteStream;
 use moetune_types::dataset::parse_jsonl;
-use moetune_types::{Example, JobAssignment, RedisKeys, RunnerEvent, RunnerEventKind, RunnerInfo, S3Location};
+use moetune_types::{Example, JobAssignment, RedisKeys, RunnerEvent, RunnerEventKind, RunnerInfo, S3Location, QUEUE_SCRIPT};
 use redis::aio::ConnectionManager;
 use redis::streams::StreamMaxlen;
 use redis::AsyncCommands;
@@ -23,7 +23,13 @@ pub struct Worker {
     device: tch::Device,
     /// Becomes true on shutdown; training in progress checks it before every step.
     stopping: tokio::sync::watch::Sender<bool>,
+    queue_script: redis::Script,
 }
+
+/// How far a claim looks: the first tenants in fair order, and the first jobs of each. A job that fits
+/// this runner further back waits until the jobs ahead of it are taken by runners they fit.
+const CLAIM_TENANTS: usize = 32;
+const CLAIM_DEPTH: usize = 8;
 
 /// Reports events for one attempt of one job to the scheduler's stream.
 #[derive(Clone)]
@@ -51,13 +57,22 @@ impl Worker {
         let redis = ConnectionManager::new(redis::Client::open(config.redis_url.as_str())?).await?;
         let s3 = config.s3.client();
         let device = config.device()?;
-        Ok(Self { keys: RedisKeys::new(&config.redis_prefix), config, redis, s3, device, stopping: tokio::sync::watch::channel(false).0 })
+        Ok(Self {
+            keys: RedisKeys::new(&config.redis_prefix),
+            config,
+            redis,
+            s3,
+            device,
+            stopping: tokio::sync::watch::channel(false).0,
+            queue_script: redis::Script::new(QUEUE_SCRIPT),
+        })
     }
 
     /// Claims and runs jobs until `shutdown` resolves. A job in progress is then checkpointed at its
     /// next step and handed back (another runner continues it), so a restart loses no training.
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        tokio::spawn(heartbeat(self.redis.clone(), self.keys.clone(), self.info(), self.config.heartbeat_ms));
+        let info = self.info();
+        tokio::spawn(heartbeat(self.redis.clone(), self.keys.clone(), info.clone(), self.config.heartbeat_ms));
         tracing::info!(runner = %self.config.runner_id, device = ?self.device, "runner ready");
         let stopping = self.stopping.clone();
         tokio::spawn(async move {
@@ -76,25 +91,42 @@ impl Worker {
             let draining: bool = redis.exists(self.keys.runner_drain(&self.config.runner_id)).await?;
             let job_id = match leftover {
                 Some(id) => Some(id),
-                // Draining: nothing new; look again in a second (an operator may undrain).
-                None if draining => tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return Ok(()),
-                    () = tokio::time::sleep(Duration::from_secs(1)) => None,
-                },
+                // Draining: nothing new (an operator may undrain).
+                None if draining => None,
+                // The claim moves the job id into our claimed list in the same step, so a crash
+                // leaves it where the scheduler finds and requeues it.
+                None => self.claim(&info).await?,
+            };
+            match job_id {
+                Some(job_id) => {
+                    if let Err(e) = self.handle(&job_id).await {
+                        tracing::error!(job = %job_id, error = %e, "job handling failed");
+                    }
+                    self.queue_op::<()>(&["finish", &self.config.runner_id, &job_id]).await?;
+                }
                 None => tokio::select! {
                     _ = stop.wait_for(|s| *s) => return Ok(()),
-                    // BLMOVE, not BRPOP: the job id sits in our claimed list until we finish, so a
-                    // crash leaves it where the scheduler finds and requeues it.
-                    id = redis.blmove(self.keys.pending(), &claimed, redis::Direction::Right, redis::Direction::Left, 1.0) => id?,
+                    () = tokio::time::sleep(Duration::from_millis(self.config.claim_poll_ms)) => {}
                 },
-            };
-            if let Some(job_id) = job_id {
-                if let Err(e) = self.handle(&job_id).await {
-                    tracing::error!(job = %job_id, error = %e, "job handling failed");
-                }
-                let _: () = redis.lrem(&claimed, 0, &job_id).await?;
             }
         }
+    }
+
+    /// The first job, in fair-share order, that this runner fits (see `queue.lua`).
+    async fn claim(&self, info: &RunnerInfo) -> anyhow::Result<Option<String>> {
+        let memory = info.training_memory_bytes().to_string();
+        let (tenants, depth) = (CLAIM_TENANTS.to_string(), CLAIM_DEPTH.to_string());
+        self.queue_op(&["claim", &self.config.runner_id, &info.device, &memory, &tenants, &depth]).await
+    }
+
+    async fn queue_op<T: redis::FromRedisValue>(&self, args: &[&str]) -> anyhow::Result<T> {
+        let mut redis = self.redis.clone();
+        let mut invocation = self.queue_script.prepare_invoke();
+        invocation.arg(args[0]).arg(self.keys.prefix());
+        for arg in &args[1..] {
+            invocation.arg(*arg);
+        }
+        Ok(invocation.invoke_async(&mut redis).await?)
     }
 
     /// The registry entry: detected hardware plus what the operator configured.
@@ -105,8 +137,8 @@ impl Worker {
             device: if cuda { "cuda" } else { "cpu" }.into(),
             gpu_count: if cuda { tch::Cuda::device_count() } else { 0 },
             gpu_model: self.config.gpu_model.clone(),
-            gpu_memory_bytes: (self.config.gpu_memory_gib << 30) as i64,
-            host_memory_bytes: host_memory_bytes(),
+            gpu_memory_bytes: if self.config.gpu_memory_gib > 0 { (self.config.gpu_memory_gib << 30) as i64 } else if cuda { gpu_memory_bytes() } else { 0 },
+            host_memory_bytes: if self.config.host_memory_gib > 0 { (self.config.host_memory_gib << 30) as i64 } else { host_memory_bytes() },
             labels: self.config.labels.clone(),
             max_concurrent_jobs: 1,
             methods: vec!["lora".into(), "full".into()],
@@ -171,7 +203,7 @@ impl Worker {
         })
         .await?;
         let work = Path::new(&self.config.work_dir).join(&assignment.job_id).join(format!("attempt-{}", assignment.attempt));
-        let resume = self.download_latest_checkpoint(assignment, &work.join("resume")).await?;
+        let resume = self.download_resume_point(assignment, &work.join("resume")).await?;
         if let Some(point) = &resume {
             sink.emit(RunnerEventKind::Message { level: "info".into(), message: format!("Resuming from checkpoint {}", point.dir.display()) }).await?;
         }
@@ -207,16 +239,12 @@ impl Worker {
         Ok((output.trained_tokens, output.summary))
     }
 
-    /// The job's latest complete checkpoint (named by `{checkpoint_prefix}/latest`), downloaded into `dir`.
-    async fn download_latest_checkpoint(&self, assignment: &JobAssignment, dir: &Path) -> anyhow::Result<Option<train::resume::ResumePoint>> {
-        if assignment.checkpoint_prefix.is_empty() {
-            return Ok(None);
-        }
-        let latest_key = format!("{}/latest", assignment.checkpoint_prefix);
-        let Ok(latest) = self.s3.get_object().bucket(&assignment.bucket).key(&latest_key).send().await else { return Ok(None) };
-        let name = String::from_utf8(latest.body.collect().await?.into_bytes().to_vec())?;
-        let prefix = format!("{}/{}/", assignment.checkpoint_prefix, name.trim());
+    /// The checkpoint the scheduler chose for this attempt (`resume_from`), downloaded into `dir`.
+    async fn download_resume_point(&self, assignment: &JobAssignment, dir: &Path) -> anyhow::Result<Option<train::resume::ResumePoint>> {
+        let Some(prefix) = &assignment.resume_from else { return Ok(None) };
+        let prefix = format!("{}/", prefix.trim_end_matches('/'));
         let listed = self.s3.list_objects_v2().bucket(&assignment.bucket).prefix(&prefix).send().await?;
+        anyhow::ensure!(!listed.contents().is_empty(), "checkpoint s3://{}/{prefix} to resume from is empty", assignment.bucket);
         std::fs::create_dir_all(dir)?;
         for object in listed.contents() {
             let key = object.key().context("listed object without key")?;
@@ -318,15 +346,13 @@ impl train::Reporter for S3Reporter {
         let prefix = format!("{}/{name}", self.prefix);
         self.handle.block_on(async {
             let mut total = 0i64;
-            // progress.json last: `latest` only ever names a checkpoint whose files are all stored.
+            // progress.json last: a checkpoint whose event was sent has all its files stored.
             let mut files: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<Vec<_>, _>>()?;
             files.sort_by_key(|f| f.file_name() == train::resume::PROGRESS);
             for file in files {
                 let key = format!("{prefix}/{}", file.file_name().to_string_lossy());
                 total += upload_file(&self.s3, &self.bucket, &key, &file.path()).await?.0;
             }
-            let latest = format!("{}/latest", self.prefix);
-            self.s3.put_object().bucket(&self.bucket).key(&latest).body(ByteStream::from(name.as_bytes().to_vec())).send().await?;
             let uri = format!("s3://{}/{prefix}", self.bucket);
             self.sink.emit(RunnerEventKind::Checkpoint { name: name.into(), stage: stage.into(), step, uri, bytes: total }).await
         })
@@ -343,6 +369,13 @@ fn host_memory_bytes() -> i64 {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let kib = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok());
     kib.unwrap_or(0) * 1024
+}
+
+/// Memory of GPU 0 as nvidia-smi reports it (0 when it cannot be read: then set `gpu_memory_gib`).
+fn gpu_memory_bytes() -> i64 {
+    let output = std::process::Command::new("nvidia-smi").args(["--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", "0"]).output();
+    let mib = output.ok().and_then(|o| String::from_utf8(o.stdout).ok()).and_then(|s| s.trim().parse::<i64>().ok());
+    mib.unwrap_or(0) << 20
 }
 
 fn unix_ms() -> i64 {

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use moetune_runner::model::checkpoint::{write_safetensors, Owned};
-use moetune_runner::model::inspect::{inspect, EstimateInput};
+use moetune_runner::model::inspect::inspect;
+use moetune_types::placement::EstimateInput;
 use moetune_runner::model::{new_seeded, tiny, ArchConfig, ForwardMode, MoeModel};
 use safetensors::SafeTensors;
 use serde_json::json;

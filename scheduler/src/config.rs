@@ -8,9 +8,10 @@ pub struct SchedulerConfig {
     pub redis_prefix: String,
     pub consumer_name: String,
     pub reconcile_interval_ms: u64,
-    pub dispatch_interval_ms: u64,
+    pub placement_interval_ms: u64,
     pub max_attempts: i32,
     pub s3_bucket: String,
+    pub metrics_addr: String,
 }
 
 const DEFAULTS: &str = include_str!("../config.default.toml");

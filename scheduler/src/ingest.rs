@@ -16,6 +16,7 @@ pub struct Ingester {
     consumer: String,
     /// Bucket of job data, for the assignment of a job handed out again.
     bucket: String,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// What became of one event.
@@ -30,7 +31,11 @@ pub enum Applied {
 
 impl Ingester {
     pub fn new(queue: JobQueue, pool: PgPool, consumer: String, bucket: String) -> Self {
-        Self { queue, pool, consumer, bucket }
+        Self { queue, pool, consumer, bucket, metrics: Default::default() }
+    }
+
+    pub fn with_metrics(self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        Self { metrics, ..self }
     }
 
     pub async fn run(&self) -> anyhow::Result<()> {
@@ -78,6 +83,7 @@ impl Ingester {
                 match payload.map(|p| serde_json::from_str::<RunnerEvent>(&p)) {
                     Some(Ok(event)) => {
                         let applied = apply(&self.pool, &event, Some(&entry.id)).await?;
+                        self.observe(&event, &applied).await?;
                         if applied == Applied::Stale {
                             tracing::warn!(job = %event.job_id, attempt = event.attempt, "refused stale runner event");
                         }
@@ -100,6 +106,26 @@ impl Ingester {
 }
 
 impl Ingester {
+    /// Counts the event's outcome; a job start also records how long the job waited for its runner.
+    async fn observe(&self, event: &RunnerEvent, applied: &Applied) -> anyhow::Result<()> {
+        let outcome = match applied {
+            Applied::Recorded => "recorded",
+            Applied::Stale => "stale",
+            Applied::Duplicate => "duplicate",
+        };
+        self.metrics.runner_events.with_label_values(&[outcome]).inc();
+        if let (Applied::Recorded, RunnerEventKind::Started { .. }) = (applied, &event.kind) {
+            let waited: Option<f64> = sqlx::query_scalar("SELECT extract(epoch FROM now() - queued_at)::float8 FROM jobs WHERE id = $1")
+                .bind(&event.job_id)
+                .fetch_one(&self.pool)
+                .await?;
+            if let Some(seconds) = waited {
+                self.metrics.placement_seconds.observe(seconds.max(0.0));
+            }
+        }
+        Ok(())
+    }
+
     /// After a release: a job now `queued` goes to the front of the queue for the next runner; one
     /// settled as `paused` leaves Redis. (If this fails, the reconciler republishes the queued job.)
     async fn hand_out_again(&self, event: &RunnerEvent) -> anyhow::Result<()> {
@@ -111,6 +137,7 @@ impl Ingester {
             let mut conn = self.pool.acquire().await?;
             let assignment = store::assignment(&mut conn, &event.job_id, &self.bucket).await?;
             self.queue.requeue_from(&event.runner_id, &assignment).await?;
+            self.metrics.requeued.with_label_values(&["released"]).inc();
         } else if status == JobStatus::Paused.as_str() {
             self.queue.forget(Some(&event.runner_id), &event.job_id).await?;
         }
@@ -185,7 +212,7 @@ pub async fn apply(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str>) 
             let (bucket, prefix) = parse_s3_uri(uri)?;
             sqlx::query(
                 "INSERT INTO checkpoints (job_id, name, attempt, stage, step, s3_bucket, s3_prefix, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                 ON CONFLICT (job_id, name) DO UPDATE SET attempt = $3, s3_bucket = $6, s3_prefix = $7, bytes = $8",
+                 ON CONFLICT (job_id, name) DO UPDATE SET attempt = $3, s3_bucket = $6, s3_prefix = $7, bytes = $8, created_at = now()",
             )
             .bind(job_id)
             .bind(name)

@@ -3,8 +3,9 @@
 //! attempt fencing, and the reconciler that rebuilds Redis from Postgres and requeues lost work.
 
 pub mod config;
-pub mod fair_share;
 pub mod ingest;
+pub mod metrics;
+pub mod placement;
 pub mod queue;
 pub mod reconcile;
 pub mod registry;
@@ -13,30 +14,46 @@ pub mod store;
 pub use config::SchedulerConfig;
 pub use queue::JobQueue;
 
-/// Runs the ingester and the reconciler until `shutdown` resolves.
+/// Runs the ingester, the reconciler, the placement pass and the metrics endpoint until `shutdown` resolves.
 pub async fn run(
     config: SchedulerConfig,
     pool: sqlx::PgPool,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let queue = JobQueue::connect(&config.redis_url, &config.redis_prefix).await?;
-    let ingester = ingest::Ingester::new(queue.clone(), pool.clone(), config.consumer_name.clone(), config.s3_bucket.clone());
-    let reconciler = reconcile::Reconciler::new(queue.clone(), pool.clone(), config.clone());
+    let metrics = std::sync::Arc::new(metrics::Metrics::default());
+    let ingester = ingest::Ingester::new(queue.clone(), pool.clone(), config.consumer_name.clone(), config.s3_bucket.clone()).with_metrics(metrics.clone());
+    let reconciler = reconcile::Reconciler::new(queue.clone(), pool.clone(), config.clone()).with_metrics(metrics.clone());
+    let metrics_server = match config.metrics_addr.as_str() {
+        "" => None,
+        addr => Some(metrics::serve(addr, metrics.clone())?),
+    };
+    let serve_metrics = async move {
+        match metrics_server {
+            Some(server) => server.await.map_err(anyhow::Error::from),
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         result = ingester.run() => result,
         result = reconciler.run() => result,
-        () = dispatch(queue, pool, config.dispatch_interval_ms) => Ok(()),
+        result = serve_metrics => result,
+        () = explain(queue, pool, metrics.clone(), config.placement_interval_ms) => Ok(()),
         () = shutdown => Ok(()),
     }
 }
 
-/// Keeps the pending list in fair-share order (see `fair_share`).
-async fn dispatch(queue: JobQueue, pool: sqlx::PgPool, interval_ms: u64) {
+/// Keeps queued jobs' `status_details` saying why they wait when no runner fits them (see `placement`).
+/// Also samples the metrics' gauges.
+async fn explain(queue: JobQueue, pool: sqlx::PgPool, metrics: std::sync::Arc<metrics::Metrics>, interval_ms: u64) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(interval_ms));
     loop {
         tick.tick().await;
-        if let Err(e) = fair_share::reorder_pending(&queue, &pool).await {
-            tracing::warn!(error = %e, "fair-share pass failed");
+        if let Err(e) = placement::explain_waiting(&queue, &pool).await {
+            tracing::warn!(error = %e, "placement pass failed");
+        }
+        if let Err(e) = metrics.sample(&queue, &pool).await {
+            tracing::warn!(error = %e, "sampling metrics failed");
         }
     }
 }

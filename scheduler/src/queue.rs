@@ -1,8 +1,9 @@
-//! The job queue behind a small interface: enqueue, locate and requeue jobs in Redis.
+//! The job queue behind a small interface: enqueue, claim, locate and requeue jobs in Redis. Every
+//! change runs `moetune_types::QUEUE_SCRIPT` (Lua), so each is atomic.
 
 use std::collections::{HashMap, HashSet};
 
-use moetune_types::{JobAssignment, RedisKeys};
+use moetune_types::{JobAssignment, RedisKeys, QUEUE_SCRIPT};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
@@ -10,6 +11,7 @@ use redis::AsyncCommands;
 pub struct JobQueue {
     redis: ConnectionManager,
     keys: RedisKeys,
+    script: std::sync::Arc<redis::Script>,
 }
 
 /// Where Redis believes jobs are: waiting, or claimed by a runner.
@@ -19,13 +21,28 @@ pub struct QueueSnapshot {
     /// job id → runner id
     pub claimed: HashMap<String, String>,
     pub alive_runners: HashSet<String>,
+    /// job id → ticket (`tenant device memory order`)
+    pub tickets: HashMap<String, String>,
+}
+
+impl QueueSnapshot {
+    /// Jobs runners hold, per tenant (from their tickets): the fair-share counts.
+    pub fn claimed_per_tenant(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for job in self.claimed.keys() {
+            if let Some(tenant) = self.tickets.get(job).and_then(|t| t.split(' ').next()) {
+                *counts.entry(tenant.to_string()).or_default() += 1;
+            }
+        }
+        counts
+    }
 }
 
 impl JobQueue {
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)?;
         let redis = ConnectionManager::new(client).await?;
-        Ok(Self { redis, keys: RedisKeys::new(prefix) })
+        Ok(Self { redis, keys: RedisKeys::new(prefix), script: std::sync::Arc::new(redis::Script::new(QUEUE_SCRIPT)) })
     }
 
     pub fn keys(&self) -> &RedisKeys {
@@ -36,7 +53,6 @@ impl JobQueue {
         self.redis.clone()
     }
 
-    /// Publishes the assignment and appends the job to the pending list, atomically.
     /// Round trip to Redis (readiness checks).
     pub async fn ping(&self) -> anyhow::Result<()> {
         let mut redis = self.connection();
@@ -44,75 +60,99 @@ impl JobQueue {
         Ok(())
     }
 
+    /// Runs one operation of the queue script (`moetune_types::QUEUE_SCRIPT`).
+    async fn op<T: redis::FromRedisValue>(&self, op: &str, args: &[&str]) -> anyhow::Result<T> {
+        let mut redis = self.redis.clone();
+        let mut invocation = self.script.prepare_invoke();
+        invocation.arg(op).arg(self.keys.prefix());
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        Ok(invocation.invoke_async(&mut redis).await?)
+    }
+
+    /// Publishes the assignment and puts the job in its tenant's line, atomically.
     pub async fn enqueue(&self, assignment: &JobAssignment) -> anyhow::Result<()> {
-        let mut redis = self.redis.clone();
-        redis::pipe()
-            .atomic()
-            .set(self.keys.assignment(&assignment.job_id), serde_json::to_string(assignment)?)
-            .lpush(self.keys.pending(), &assignment.job_id)
-            .query_async::<()>(&mut redis)
-            .await?;
-        Ok(())
+        let json = serde_json::to_string(assignment)?;
+        self.op::<()>("enqueue", &[&assignment.job_id, &assignment.ticket(), &json]).await
     }
 
-    /// Takes a job back from a runner's claimed list and puts it at the front of the queue.
+    /// Takes a job back from a runner's claimed list and puts it back in its tenant's line, where its
+    /// age puts it ahead of the tenant's later jobs of the same priority.
     pub async fn requeue_from(&self, runner_id: &str, assignment: &JobAssignment) -> anyhow::Result<()> {
-        let mut redis = self.redis.clone();
-        redis::pipe()
-            .atomic()
-            .lrem(self.keys.claimed(runner_id), 0, &assignment.job_id)
-            .set(self.keys.assignment(&assignment.job_id), serde_json::to_string(assignment)?)
-            .rpush(self.keys.pending(), &assignment.job_id)
-            .query_async::<()>(&mut redis)
-            .await?;
-        Ok(())
+        let json = serde_json::to_string(assignment)?;
+        self.op::<()>("requeue", &[runner_id, &assignment.job_id, &assignment.ticket(), &json]).await
     }
 
-    /// Withdraws a cancelled job: out of the pending list, no assignment to read, and a flag the runner
+    /// What a runner does to take work: the first job, in fair order, that a runner with `device` and
+    /// `memory_bytes` fits. Looks at the first `tenants` tenants and `depth` jobs of each.
+    pub async fn claim(&self, runner_id: &str, device: &str, memory_bytes: i64, tenants: usize, depth: usize) -> anyhow::Result<Option<String>> {
+        let (memory, tenants, depth) = (memory_bytes.to_string(), tenants.to_string(), depth.to_string());
+        self.op("claim", &[runner_id, device, &memory, &tenants, &depth]).await
+    }
+
+    /// Withdraws a cancelled job: out of its line, no assignment to read, and a flag the runner
     /// working on it (if any) sees at its next step.
     pub async fn cancel(&self, job_id: &str) -> anyhow::Result<()> {
         let mut redis = self.redis.clone();
-        redis::pipe()
-            .atomic()
-            .set_ex(self.keys.cancelled(job_id), "1", 86_400)
-            .del(self.keys.assignment(job_id))
-            .lrem(self.keys.pending(), 0, job_id)
-            .query_async::<()>(&mut redis)
-            .await?;
-        Ok(())
+        let _: () = redis.set_ex(self.keys.cancelled(job_id), "1", 86_400).await?;
+        self.op::<()>("withdraw", &[job_id]).await
     }
 
     /// Asks `attempt`'s runner to checkpoint and let the job go at its next step. With `withdraw` (a job
-    /// not yet started) the job also leaves the pending list and its assignment is removed, so no
-    /// runner claims it; one that already has stops at its first step.
+    /// not yet started) the job also leaves its line and its assignment is removed, so no runner claims
+    /// it; one that already has stops at its first step.
     pub async fn pause(&self, job_id: &str, attempt: i32, withdraw: bool) -> anyhow::Result<()> {
         let mut redis = self.redis.clone();
-        let mut pipe = redis::pipe();
-        pipe.atomic().set_ex(self.keys.pause(job_id), attempt, 86_400);
+        let _: () = redis.set_ex(self.keys.pause(job_id), attempt, 86_400).await?;
         if withdraw {
-            pipe.del(self.keys.assignment(job_id)).lrem(self.keys.pending(), 0, job_id);
+            self.op::<()>("withdraw", &[job_id]).await?;
         }
-        pipe.query_async::<()>(&mut redis).await?;
         Ok(())
     }
 
     /// Removes every trace of a finished job.
     pub async fn forget(&self, runner_id: Option<&str>, job_id: &str) -> anyhow::Result<()> {
+        self.op::<()>("forget", &[runner_id.unwrap_or(""), job_id]).await
+    }
+
+    /// Rewrites the per-tenant count of claimed jobs (the reconciler's recount) and re-scores tenants.
+    pub async fn set_running(&self, running: &HashMap<String, usize>) -> anyhow::Result<()> {
+        let counts: Vec<String> = running.iter().flat_map(|(tenant, n)| [tenant.clone(), n.to_string()]).collect();
+        let args: Vec<&str> = counts.iter().map(String::as_str).collect();
+        self.op::<()>("set_running", &args).await
+    }
+
+    /// How many jobs each tenant has waiting.
+    pub async fn waiting_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
         let mut redis = self.redis.clone();
+        let tenants: Vec<String> = redis.zrange(self.keys.tenants(), 0, -1).await?;
         let mut pipe = redis::pipe();
-        pipe.del(self.keys.assignment(job_id)).lrem(self.keys.pending(), 0, job_id);
-        if let Some(runner) = runner_id {
-            pipe.lrem(self.keys.claimed(runner), 0, job_id);
+        for tenant in &tenants {
+            pipe.zcard(self.keys.tenant_queue(tenant));
         }
-        pipe.query_async::<()>(&mut redis).await?;
-        Ok(())
+        let counts: Vec<i64> = if tenants.is_empty() { Vec::new() } else { pipe.query_async(&mut redis).await? };
+        Ok(tenants.into_iter().zip(counts).collect())
+    }
+
+    /// Jobs waiting, per tenant, in the order they will be taken within the tenant.
+    pub async fn waiting(&self) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+        let mut redis = self.redis.clone();
+        let tenants: Vec<String> = redis.zrange(self.keys.tenants(), 0, -1).await?;
+        let mut out = Vec::with_capacity(tenants.len());
+        for tenant in tenants {
+            let jobs: Vec<String> = redis.zrange(self.keys.tenant_queue(&tenant), 0, -1).await?;
+            out.push((tenant, jobs));
+        }
+        Ok(out)
     }
 
     pub async fn snapshot(&self) -> anyhow::Result<QueueSnapshot> {
         let mut redis = self.redis.clone();
-        let pending: Vec<String> = redis.lrange(self.keys.pending(), 0, -1).await?;
+        let pending = self.waiting().await?.into_iter().flat_map(|(_, jobs)| jobs).collect();
         let runners: Vec<String> = redis.smembers(self.keys.runners()).await?;
-        let mut snapshot = QueueSnapshot { pending: pending.into_iter().collect(), ..Default::default() };
+        let tickets: HashMap<String, String> = redis.hgetall(self.keys.tickets()).await?;
+        let mut snapshot = QueueSnapshot { pending, tickets, ..Default::default() };
         for runner in runners {
             let claimed: Vec<String> = redis.lrange(self.keys.claimed(&runner), 0, -1).await?;
             for job in claimed {

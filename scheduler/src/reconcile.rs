@@ -14,11 +14,16 @@ pub struct Reconciler {
     queue: JobQueue,
     pool: PgPool,
     config: SchedulerConfig,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Reconciler {
     pub fn new(queue: JobQueue, pool: PgPool, config: SchedulerConfig) -> Self {
-        Self { queue, pool, config }
+        Self { queue, pool, config, metrics: Default::default() }
+    }
+
+    pub fn with_metrics(self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        Self { metrics, ..self }
     }
 
     pub async fn run(&self) -> anyhow::Result<()> {
@@ -33,10 +38,8 @@ impl Reconciler {
 
     pub async fn reconcile_once(&self) -> anyhow::Result<()> {
         let jobs = store::active_jobs(&self.pool).await?;
-        if jobs.is_empty() {
-            return Ok(());
-        }
         let snapshot = self.queue.snapshot().await?;
+        self.queue.set_running(&snapshot.claimed_per_tenant()).await?;
         for job in jobs {
             self.reconcile_job(&job, &snapshot).await?;
         }
@@ -59,6 +62,7 @@ impl Reconciler {
                 let mut conn = self.pool.acquire().await?;
                 let assignment = store::assignment(&mut conn, &job.id, &self.config.s3_bucket).await?;
                 tracing::info!(job = %job.id, "republishing queued job missing from Redis");
+                self.metrics.requeued.with_label_values(&["republished"]).inc();
                 self.queue.enqueue(&assignment).await
             }
             None => Ok(()),
@@ -108,6 +112,7 @@ impl Reconciler {
         let assignment = store::assignment(&mut tx, &job.id, &self.config.s3_bucket).await?;
         tx.commit().await?;
         tracing::warn!(job = %job.id, runner, attempt, "requeued job from lost runner");
+        self.metrics.requeued.with_label_values(&["runner_lost"]).inc();
         self.queue.requeue_from(runner, &assignment).await
     }
 }

@@ -21,6 +21,17 @@ pub enum RunnerState {
     Lost,
 }
 
+impl RunnerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Busy => "busy",
+            Self::Draining => "draining",
+            Self::Lost => "lost",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RunnerView {
     pub runner_id: String,
@@ -82,4 +93,43 @@ impl JobQueue {
         let info = info.and_then(|raw| serde_json::from_str(&raw).ok());
         Ok(RunnerView { runner_id: runner_id.to_string(), state, draining, info, current_jobs })
     }
+}
+
+/// The Redis ACL rules of one runner's own user: the queue and job keys it needs, its own
+/// `runner:{id}:*` keys and nothing of other runners; job assignments and stop flags read-only; no
+/// admin, no `KEYS`/`FLUSHALL`, no Postgres at all (runners never see its credentials).
+pub fn runner_acl_rules(prefix: &str, runner_id: &str) -> Vec<String> {
+    let commands = [
+        "-@all", "+@connection", "+evalsha", "+eval", "+script|load", "+script|exists",
+        "+get", "+mget", "+exists", "+set", "+setex", "+psetex", "+sadd", "+lindex", "+lrange", "+xadd",
+        // What the queue script runs for `claim` and `finish`.
+        "+zrange", "+zrem", "+zadd", "+zscore", "+hget", "+hmget", "+hset", "+hdel", "+hexists", "+hincrby", "+lpush", "+lrem", "+zcard", "+incr",
+    ];
+    let keys = [
+        format!("~{prefix}:queue:*"),
+        format!("~{prefix}:runner:{runner_id}:*"),
+        format!("~{prefix}:runners"),
+        format!("~{prefix}:events"),
+        format!("%R~{prefix}:job:*"),
+    ];
+    commands.iter().map(|c| c.to_string()).chain(keys).collect()
+}
+
+/// Creates (or resets) the Redis user `{prefix}-runner-{id}` with [`runner_acl_rules`] and `password`;
+/// returns the user name. Needs a connection allowed to run `ACL SETUSER`.
+pub async fn create_runner_user(queue: &JobQueue, runner_id: &str, password: &str) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        !runner_id.is_empty() && runner_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+        "runner id {runner_id:?} must be letters, digits, '-', '_' or '.'"
+    );
+    let prefix = queue.keys().prefix();
+    let user = format!("{prefix}-runner-{runner_id}");
+    let mut command = redis::cmd("ACL");
+    command.arg("SETUSER").arg(&user).arg("reset").arg("on").arg(format!(">{password}"));
+    for rule in runner_acl_rules(prefix, runner_id) {
+        command.arg(rule);
+    }
+    let mut redis = queue.connection();
+    let () = command.query_async(&mut redis).await?;
+    Ok(user)
 }

@@ -1,6 +1,6 @@
 //! Job state in Postgres: status transitions and the job's event log.
 
-use moetune_types::{JobAssignment, JobStatus, S3Location, TrainingSpec};
+use moetune_types::{JobAssignment, JobStatus, Placement, S3Location, TrainingSpec};
 use sqlx::{PgConnection, PgPool};
 
 /// A row for the job event log.
@@ -43,7 +43,8 @@ pub async fn transition(
 ) -> sqlx::Result<()> {
     let finished = to.is_terminal();
     sqlx::query(
-        "UPDATE jobs SET status = $2,
+        "UPDATE jobs SET status = $2, status_details = NULL,
+                queued_at = CASE WHEN $2 = 'queued' THEN now() ELSE queued_at END,
                 finished_at = CASE WHEN $3 THEN now() ELSE finished_at END,
                 started_at = CASE WHEN $2 = 'running' AND started_at IS NULL THEN now() ELSE started_at END
          WHERE id = $1",
@@ -83,15 +84,20 @@ pub async fn active_jobs(pool: &PgPool) -> sqlx::Result<Vec<ActiveJob>> {
 
 /// Builds what a runner needs for a job from Postgres (the reconciler republishes it after data loss).
 pub async fn assignment(conn: &mut PgConnection, job_id: &str, bucket: &str) -> anyhow::Result<JobAssignment> {
-    type Row = (i32, serde_json::Value, String, Option<String>, Option<String>, Option<String>);
-    let (attempt, spec, key, validation_key, model_bucket, model_prefix): Row = sqlx::query_as(
-        "SELECT j.attempt, j.spec, f.s3_key, v.s3_key, m.s3_bucket, m.s3_prefix FROM jobs j JOIN files f ON f.id = j.training_file
+    type Row = (i32, serde_json::Value, String, Option<String>, Option<String>, Option<String>, uuid::Uuid, i16, chrono::DateTime<chrono::Utc>, serde_json::Value);
+    let (attempt, spec, key, validation_key, model_bucket, model_prefix, tenant, priority, created_at, requirements): Row = sqlx::query_as(
+        "SELECT j.attempt, j.spec, f.s3_key, v.s3_key, m.s3_bucket, m.s3_prefix, j.tenant_id, j.priority, j.created_at, j.requirements
+         FROM jobs j JOIN files f ON f.id = j.training_file
          LEFT JOIN files v ON v.id = j.validation_file LEFT JOIN models m ON m.id = j.model WHERE j.id = $1",
     )
     .bind(job_id)
-    .fetch_one(conn)
+    .fetch_one(&mut *conn)
     .await?;
     let spec: TrainingSpec = serde_json::from_value(spec)?;
+    let resume_from: Option<String> = sqlx::query_scalar("SELECT s3_prefix FROM checkpoints WHERE job_id = $1 ORDER BY created_at DESC, step DESC LIMIT 1")
+        .bind(job_id)
+        .fetch_optional(&mut *conn)
+        .await?;
     Ok(JobAssignment {
         job_id: job_id.to_string(),
         attempt,
@@ -99,8 +105,15 @@ pub async fn assignment(conn: &mut PgConnection, job_id: &str, bucket: &str) -> 
         bucket: bucket.to_string(),
         training_file_key: key,
         validation_file_key: validation_key,
-        checkpoint_prefix: format!("checkpoints/{job_id}"),
+        checkpoint_prefix: format!("checkpoints/{job_id}/attempt-{attempt}"),
+        resume_from,
         artifact_prefix: format!("artifacts/{job_id}/attempt-{attempt}"),
         model_location: model_bucket.zip(model_prefix).map(|(bucket, prefix)| S3Location { bucket, prefix }),
+        placement: Placement {
+            tenant: tenant.simple().to_string(),
+            priority,
+            created_at_ms: created_at.timestamp_millis(),
+            requirements: serde_json::from_value(requirements)?,
+        },
     })
 }

@@ -66,7 +66,19 @@ impl TestEnv {
         config.redis_prefix = self.config.redis_prefix.clone();
         config.s3_bucket = self.config.s3.bucket.clone();
         config.reconcile_interval_ms = 300;
+        config.placement_interval_ms = 300;
+        config.metrics_addr = String::new();
         config
+    }
+
+    /// The queue as the scheduler sees it.
+    pub async fn queue(&self) -> moetune_scheduler::JobQueue {
+        moetune_scheduler::JobQueue::connect(&self.config.redis_url, &self.config.redis_prefix).await.expect("redis")
+    }
+
+    /// Ids of the jobs waiting in the Redis queue, all tenants.
+    pub async fn waiting_jobs(&self) -> Vec<String> {
+        self.queue().await.waiting().await.expect("queue").into_iter().flat_map(|(_, jobs)| jobs).collect()
     }
 
     /// `POST /v1/files` with the given purpose and bytes.
@@ -207,6 +219,7 @@ pub fn spawn_scheduler(env: &TestEnv) -> KillOnDrop {
         .env("MOETUNE_REDIS_PREFIX", &env.config.redis_prefix)
         .env("MOETUNE_S3_BUCKET", &env.config.s3.bucket)
         .env("MOETUNE_RECONCILE_INTERVAL_MS", "300")
+        .env("MOETUNE_METRICS_ADDR", "")
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("scheduler starts");

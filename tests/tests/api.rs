@@ -268,13 +268,11 @@ async fn queued_jobs_can_be_cancelled_once(pool: PgPool) {
     let id = job["id"].as_str().unwrap();
     let keys = moetune_types::RedisKeys::new(&env.config.redis_prefix);
     let mut redis = redis::Client::open(env.config.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let pending: Vec<String> = redis.lrange(keys.pending(), 0, -1).await.unwrap();
-    assert_eq!(pending, [id]);
+    assert_eq!(env.waiting_jobs().await, [id]);
 
     let cancelled: serde_json::Value = env.post_json(&format!("/v1/fine_tuning/jobs/{id}/cancel"), json!({})).await.json().await.unwrap();
     assert_eq!(cancelled["status"], "cancelled");
-    let pending: Vec<String> = redis.lrange(keys.pending(), 0, -1).await.unwrap();
-    assert!(pending.is_empty());
+    assert!(env.waiting_jobs().await.is_empty());
     assert!(redis.exists::<_, bool>(keys.cancelled(id)).await.unwrap());
     let error = error_of(env.post_json(&format!("/v1/fine_tuning/jobs/{id}/cancel"), json!({})).await, 409).await;
     assert_eq!(error["code"], "job_not_cancellable");

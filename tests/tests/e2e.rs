@@ -136,8 +136,9 @@ print("loaded MixtralForCausalLM with no missing or unexpected keys")
 "#;
 
 /// A runner killed mid-job (SIGKILL) loses nothing but time: the scheduler hands the job out again
-/// (attempt 2), and the next runner resumes from the latest checkpoint in S3, recomputing exactly the
-/// losses the dead runner had reported after that checkpoint.
+/// (attempt 2), and the next runner resumes from the newest checkpoint the scheduler accepted, re-running
+/// fewer steps than the checkpoint interval and recomputing exactly the losses the dead runner had
+/// reported after that checkpoint.
 #[sqlx::test(migrations = "../migrations")]
 async fn killed_runner_job_resumes_from_its_latest_checkpoint(pool: PgPool) {
     let env = TestEnv::start(pool.clone()).await;
@@ -183,6 +184,7 @@ async fn killed_runner_job_resumes_from_its_latest_checkpoint(pool: PgPool) {
     assert!(resumed_at >= 25 && resumed_at % 25 == 0, "attempt 2 started after step {resumed_at}, not at a checkpoint");
     assert_eq!(*after.keys().last().unwrap(), 400);
     let overlap: Vec<u64> = before.keys().filter(|s| **s > resumed_at).copied().collect();
+    assert!(overlap.len() < 25, "{} steps re-run: attempt 2 must resume from the newest checkpoint, fewer than the interval of 25 back", overlap.len());
     for step in &overlap {
         assert_eq!(before[step], after[step], "step {step}: loss differs after resuming");
     }

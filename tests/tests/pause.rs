@@ -32,7 +32,7 @@ async fn queued_job_pauses_at_once_and_resumes_onto_the_queue(pool: PgPool) {
     let (status, paused) = post(&env, &format!("/v1/fine_tuning/jobs/{id}/pause")).await;
     assert_eq!(status, 200, "{paused}");
     assert_eq!((paused["status"].as_str(), paused["attempt"].as_i64()), (Some("paused"), Some(2)));
-    assert!(redis.lrange::<_, Vec<String>>(keys.pending(), 0, -1).await.unwrap().is_empty());
+    assert!(env.waiting_jobs().await.is_empty());
     assert!(!redis.exists::<_, bool>(keys.assignment(&id)).await.unwrap());
     assert_eq!(redis.get::<_, Option<i32>>(keys.pause(&id)).await.unwrap(), Some(1), "the pause names the fenced attempt");
     let (status, error) = post(&env, &format!("/v1/fine_tuning/jobs/{id}/pause")).await;
@@ -52,7 +52,7 @@ async fn queued_job_pauses_at_once_and_resumes_onto_the_queue(pool: PgPool) {
     let (status, resumed) = post(&env, &format!("/v1/fine_tuning/jobs/{id}/resume")).await;
     assert_eq!(status, 200, "{resumed}");
     assert_eq!((resumed["status"].as_str(), resumed["attempt"].as_i64()), (Some("queued"), Some(3)));
-    assert_eq!(redis.lrange::<_, Vec<String>>(keys.pending(), 0, -1).await.unwrap(), [id.clone()]);
+    assert_eq!(env.waiting_jobs().await, [id.clone()]);
     let assignment: String = redis.get(keys.assignment(&id)).await.unwrap();
     assert_eq!(serde_json::from_str::<Value>(&assignment).unwrap()["attempt"], 3);
     let (status, error) = post(&env, &format!("/v1/fine_tuning/jobs/{id}/resume")).await;

@@ -110,3 +110,41 @@ async fn runners_register_capabilities_and_drain(pool: PgPool) {
     let lost = ops.wait_for("west", "lost", |r| r["state"] == "lost").await;
     assert_eq!(lost["capabilities"]["runner_id"], "west");
 }
+
+/// A runner with its own Redis user (`moetune-scheduler runner-credentials`) runs a job end to end, and
+/// that user can touch nothing beyond what a runner needs: not another runner's claims, not job
+/// assignments (read-only), not admin commands.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_runner_with_its_own_redis_user_runs_jobs_and_nothing_else(pool: PgPool) {
+    let env = TestEnv::start(pool.clone()).await;
+    let _scheduler = tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool.clone(), std::future::pending()));
+    let queue = env.queue().await;
+    let password = uuid::Uuid::new_v4().simple().to_string();
+    let user = moetune_scheduler::registry::create_runner_user(&queue, "locked", &password).await.unwrap();
+    let url = format!("redis://{user}:{password}@127.0.0.1:6379");
+    let _runner = KillOnDrop(runner_command(&env, "locked").env("MOETUNE_REDIS_URL", &url).spawn().unwrap());
+
+    let file = env.upload_demo_dataset().await;
+    let body = json!({"model": "moetune/tiny-mixtral", "training_file": file["id"], "method": {"type": "moe_sft_qat", "moe_sft_qat": {"max_steps": 3, "qat": {"steps": 1}}}});
+    let job: Value = env.post_json("/v1/fine_tuning/jobs", body).await.json().await.unwrap();
+    let done = env.wait_for_job(job["id"].as_str().unwrap(), Duration::from_secs(180)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let events = env.get_json(&format!("/v1/fine_tuning/jobs/{}/events?limit=100", job["id"].as_str().unwrap())).await;
+    assert_eq!(runner_of(&job, &events), "locked");
+
+    let prefix = &env.config.redis_prefix;
+    let mut redis = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let refused = |result: redis::RedisResult<redis::Value>| result.err().and_then(|e| e.code().map(String::from));
+    let attempts: [(&str, Vec<String>); 5] = [
+        ("LPUSH", vec![format!("{prefix}:runner:other:claimed"), "x".into()]),
+        ("SET", vec![format!("{prefix}:job:{}", job["id"].as_str().unwrap()), "{}".into()]),
+        ("DEL", vec![format!("{prefix}:queue:tenants")]),
+        ("FLUSHALL", vec![]),
+        ("KEYS", vec!["*".into()]),
+    ];
+    for (command, args) in attempts {
+        let result = redis::cmd(command).arg(&args).query_async(&mut redis).await;
+        assert_eq!(refused(result).as_deref(), Some("NOPERM"), "{command} {args:?} must be refused");
+    }
+    let _: () = redis::cmd("ACL").arg("DELUSER").arg(&user).query_async(&mut queue.connection()).await.unwrap();
+}

@@ -27,6 +27,11 @@ async fn scheduler_parts(env: &TestEnv) -> (SchedulerConfig, JobQueue, RedisKeys
     (config, queue, keys, redis)
 }
 
+/// Claims the next job the way a CPU runner with plenty of memory does.
+async fn claim(queue: &JobQueue, runner: &str) -> Option<String> {
+    queue.claim(runner, "cpu", 1 << 40, 32, 8).await.unwrap()
+}
+
 fn event(job_id: &str, attempt: i32, runner: &str, kind: RunnerEventKind) -> RunnerEvent {
     RunnerEvent { job_id: job_id.into(), attempt, runner_id: runner.into(), kind }
 }
@@ -43,7 +48,7 @@ async fn lost_runner_is_fenced_off_and_its_job_requeued(pool: PgPool) {
 
     // A runner claims the job the reliable way, starts it, and then dies (its heartbeat key expires).
     let _: () = redis.sadd(keys.runners(), "ghost").await.unwrap();
-    let claimed: Option<String> = redis.blmove(keys.pending(), keys.claimed("ghost"), redis::Direction::Right, redis::Direction::Left, 1.0).await.unwrap();
+    let claimed = claim(&queue, "ghost").await;
     assert_eq!(claimed.as_deref(), Some(job.as_str()));
     let started = event(&job, 1, "ghost", RunnerEventKind::Started { device: "cpu".into(), dtype: "float32".into() });
     assert_eq!(apply(&pool, &started, Some("1-0")).await.unwrap(), Applied::Recorded);
@@ -52,9 +57,8 @@ async fn lost_runner_is_fenced_off_and_its_job_requeued(pool: PgPool) {
 
     Reconciler::new(queue.clone(), pool.clone(), config.clone()).reconcile_once().await.unwrap();
     assert_eq!(job_state(&pool, &job).await, ("queued".into(), 2));
-    let pending: Vec<String> = redis.lrange(keys.pending(), 0, -1).await.unwrap();
     let ghost_claims: Vec<String> = redis.lrange(keys.claimed("ghost"), 0, -1).await.unwrap();
-    assert_eq!((pending, ghost_claims), (vec![job.clone()], vec![]));
+    assert_eq!((env.waiting_jobs().await, ghost_claims), (vec![job.clone()], vec![]));
     let assignment: String = redis.get(keys.assignment(&job)).await.unwrap();
     assert!(assignment.contains("\"attempt\":2"), "{assignment}");
 
@@ -74,10 +78,11 @@ async fn jobs_survive_losing_redis_and_fail_after_max_attempts(pool: PgPool) {
     let reconciler = Reconciler::new(queue.clone(), pool.clone(), config.clone());
 
     // Everything this test has in Redis disappears (a FLUSHALL, scoped to our prefix).
-    let _: () = redis.del(&[keys.pending(), keys.assignment(&job)]).await.unwrap();
+    let flushed: Vec<String> = redis.keys(format!("{}:*", config.redis_prefix)).await.unwrap();
+    let _: () = redis.del(&flushed).await.unwrap();
+    assert!(env.waiting_jobs().await.is_empty());
     reconciler.reconcile_once().await.unwrap();
-    let pending: Vec<String> = redis.lrange(keys.pending(), 0, -1).await.unwrap();
-    assert_eq!(pending, vec![job.clone()], "the reconciler republished the job from Postgres");
+    assert_eq!(env.waiting_jobs().await, vec![job.clone()], "the reconciler republished the job from Postgres");
     let assignment: Option<String> = redis.get(keys.assignment(&job)).await.unwrap();
     assert!(assignment.is_some());
 
@@ -85,7 +90,7 @@ async fn jobs_survive_losing_redis_and_fail_after_max_attempts(pool: PgPool) {
     for attempt in 1..=config.max_attempts {
         let runner = format!("doomed-{attempt}");
         let _: () = redis.sadd(keys.runners(), &runner).await.unwrap();
-        let _: Option<String> = redis.blmove(keys.pending(), keys.claimed(&runner), redis::Direction::Right, redis::Direction::Left, 1.0).await.unwrap();
+        assert_eq!(claim(&queue, &runner).await.as_deref(), Some(job.as_str()));
         reconciler.reconcile_once().await.unwrap();
     }
     let (status, error): (String, Option<String>) =
@@ -138,7 +143,7 @@ async fn pausing_jobs_settle_as_paused_whether_or_not_their_runner_answers(pool:
         let job = queued_job(&env).await;
         let _: () = redis.sadd(keys.runners(), runner).await.unwrap();
         let _: () = redis.set(keys.runner_alive(runner), "1").await.unwrap();
-        let _: Option<String> = redis.blmove(keys.pending(), keys.claimed(runner), redis::Direction::Right, redis::Direction::Left, 1.0).await.unwrap();
+        assert_eq!(claim(&queue, runner).await.as_deref(), Some(job.as_str()));
         apply(&pool, &event(&job, 1, runner, started.clone()), None).await.unwrap();
         let pausing = env.post_json(&format!("/v1/fine_tuning/jobs/{job}/pause"), json!({})).await.json::<serde_json::Value>().await.unwrap();
         assert_eq!(pausing["status"], "pausing");
@@ -158,7 +163,7 @@ async fn pausing_jobs_settle_as_paused_whether_or_not_their_runner_answers(pool:
     reconciler.reconcile_once().await.unwrap();
     assert_eq!(job_state(&pool, &jobs[1]).await, ("paused".into(), 1));
     let claims: Vec<String> = redis.lrange(keys.claimed("dies"), 0, -1).await.unwrap();
-    let pending: Vec<String> = redis.lrange(keys.pending(), 0, -1).await.unwrap();
+    let pending = env.waiting_jobs().await;
     assert!(claims.is_empty() && pending.is_empty(), "{claims:?} {pending:?}");
     let view = env.get_json(&format!("/v1/fine_tuning/jobs/{}", jobs[1])).await;
     assert_eq!(view["status"], "paused");

@@ -286,6 +286,8 @@ pub struct MoeSftQatOptions {
     pub checkpoint_every_n_steps: u32,
     /// Emit a metrics event every this many steps. Default 1.
     pub log_every_n_steps: u32,
+    /// Which runners may take the job: `auto` (default: any with enough memory), `cpu` or `cuda`.
+    pub device: crate::placement::DeviceRequest,
 }
 
 impl Default for MoeSftQatOptions {
@@ -309,6 +311,7 @@ impl Default for MoeSftQatOptions {
             eval_prompts: Vec::new(),
             checkpoint_every_n_steps: 100,
             log_every_n_steps: 1,
+            device: crate::placement::DeviceRequest::Auto,
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod dataset;
 pub mod job;
+pub mod placement;
 pub mod protocol;
 
 pub use dataset::{DatasetFormat, DatasetSummary, DatasetValidator, Example, LineError};
@@ -12,7 +13,8 @@ pub use job::{
     EvalPrompt, InvalidOption, JobStatus, LoraOptions, MoeSftQatOptions, MonitorOptions, QatFormat, QatOptions, RouterMode, RouterOptions,
     SftMethod, TrainingSpec,
 };
-pub use protocol::{JobAssignment, LayerUsage, RedisKeys, RunnerEvent, RunnerEventKind, RunnerInfo, S3Location};
+pub use placement::{DeviceRequest, JobRequirements, MemoryModel};
+pub use protocol::{JobAssignment, Placement, QUEUE_SCRIPT, LayerUsage, RedisKeys, RunnerEvent, RunnerEventKind, RunnerInfo, S3Location};
 
 #[cfg(feature = "s3")]
 pub mod s3;

@@ -19,9 +19,30 @@ impl RedisKeys {
         Self { prefix: prefix.into() }
     }
 
-    /// LIST of job ids waiting for a runner (LPUSH in, BLMOVE out from the right: FIFO).
-    pub fn pending(&self) -> String {
-        format!("{}:queue:pending", self.prefix)
+    /// ZSET of tenants with waiting jobs, by fair-share score (fewest claimed jobs first, then the
+    /// tenant served least recently). Maintained by [`QUEUE_SCRIPT`], like every `queue:*` key.
+    pub fn tenants(&self) -> String {
+        format!("{}:queue:tenants", self.prefix)
+    }
+
+    /// ZSET of one tenant's waiting jobs by order score (priority, then age).
+    pub fn tenant_queue(&self, tenant: &str) -> String {
+        format!("{}:queue:tenant:{tenant}", self.prefix)
+    }
+
+    /// HASH job id → ticket ([`JobAssignment::ticket`]) for every waiting or claimed job.
+    pub fn tickets(&self) -> String {
+        format!("{}:queue:tickets", self.prefix)
+    }
+
+    /// HASH tenant → number of its jobs runners hold.
+    pub fn running(&self) -> String {
+        format!("{}:queue:running", self.prefix)
+    }
+
+    /// The prefix itself (the queue script builds its key names from it).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// LIST of job ids one runner has claimed and not yet finished.
@@ -99,6 +120,22 @@ pub struct RunnerInfo {
     pub last_heartbeat_ms: i64,
 }
 
+/// The queue's operations as one Lua script (enqueue, claim, requeue, finish, withdraw, forget,
+/// set_running); the api, scheduler and runners all run this same script, so every change to the
+/// queue is atomic.
+pub const QUEUE_SCRIPT: &str = include_str!("queue.lua");
+
+/// Where a job waits and what it needs: the queue reads this, the runner ignores it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Placement {
+    pub tenant: String,
+    /// 0-9, higher first among the tenant's own jobs.
+    pub priority: i16,
+    /// Unix milliseconds the job was created.
+    pub created_at_ms: i64,
+    pub requirements: crate::JobRequirements,
+}
+
 /// What a runner receives for a claimed job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobAssignment {
@@ -112,15 +149,31 @@ pub struct JobAssignment {
     /// S3 key of the validation JSONL, when the job has a `validation_file`.
     #[serde(default)]
     pub validation_file_key: Option<String>,
-    /// Where resumable checkpoints go, shared by all attempts: `s3://{bucket}/{checkpoint_prefix}/{name}/…`.
-    /// A new attempt resumes from the latest complete checkpoint under it.
-    #[serde(default)]
+    /// Where this attempt stores resumable checkpoints: `s3://{bucket}/{checkpoint_prefix}/{name}/…`.
+    /// Each attempt has its own prefix, so a fenced-off runner cannot overwrite what a later one reads.
     pub checkpoint_prefix: String,
+    /// The S3 prefix (same bucket) of the checkpoint to resume from: the newest one the scheduler
+    /// accepted from a current attempt. Runners never pick a checkpoint by listing S3.
+    #[serde(default)]
+    pub resume_from: Option<String>,
     /// Where artifacts go: `s3://{bucket}/{artifact_prefix}/...`.
     pub artifact_prefix: String,
     /// For a registered (not built-in) base model: the S3 directory with its config, weights and tokenizer.
     #[serde(default)]
     pub model_location: Option<S3Location>,
+    #[serde(default)]
+    pub placement: Placement,
+}
+
+impl JobAssignment {
+    /// The queue's record of the job: `tenant device memory_bytes order`, where the order score sorts a
+    /// tenant's jobs by priority, then age (both fit a double exactly).
+    pub fn ticket(&self) -> String {
+        let p = &self.placement;
+        let order = i64::from(9 - p.priority.clamp(0, 9)) * 10_000_000_000_000 + p.created_at_ms;
+        let tenant = if p.tenant.is_empty() { "-" } else { p.tenant.as_str() };
+        format!("{tenant} {} {} {order}", p.requirements.device.as_str(), p.requirements.memory_bytes)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

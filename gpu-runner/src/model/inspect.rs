@@ -11,26 +11,7 @@ use super::checkpoint::Checkpoint;
 use super::config::ArchConfig;
 use super::params::Role;
 use super::MoeModel;
-
-/// Training settings the estimate is for.
-#[derive(Debug, Clone, Copy)]
-pub struct EstimateInput {
-    pub batch: i64,
-    pub seq_len: i64,
-    /// Bytes per element of the training dtype (2 for bf16).
-    pub dtype_bytes: i64,
-    pub lora_rank: i64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct MemoryEstimate {
-    pub trainable_params: i64,
-    pub weights_bytes: i64,
-    pub gradients_bytes: i64,
-    pub optimizer_bytes: i64,
-    pub activations_bytes: i64,
-    pub total_bytes: i64,
-}
+use moetune_types::placement::{EstimateInput, MemoryEstimate, MemoryModel};
 
 #[derive(Debug, Serialize)]
 pub struct ParameterCounts {
@@ -57,6 +38,8 @@ pub struct Inspection {
     pub quantization: Option<String>,
     pub estimate_for: serde_json::Value,
     pub memory: BTreeMap<&'static str, MemoryEstimate>,
+    /// What the scheduler recomputes `memory` from for each job's batch and sequence length.
+    pub memory_model: MemoryModel,
 }
 
 /// Activation bytes kept for backward, per token per layer, in elements of the training dtype:
@@ -73,44 +56,21 @@ fn activation_elements_per_token(c: &ArchConfig, seq: i64) -> i64 {
     c.num_hidden_layers * (attn + eager) + mlp
 }
 
-pub fn estimate(config: &ArchConfig, by_role: &BTreeMap<Role, i64>, input: EstimateInput) -> BTreeMap<&'static str, MemoryEstimate> {
+/// The memory model of a config: what the shared estimate (and the scheduler's placement) needs.
+pub fn memory_model(config: &ArchConfig, by_role: &BTreeMap<Role, i64>) -> MemoryModel {
     let role = |r: Role| by_role.get(&r).copied().unwrap_or(0);
-    let total: i64 = by_role.values().sum();
-    let b = input.dtype_bytes;
-    let tokens = input.batch * input.seq_len;
-    // Logits in the training dtype, their fp32 copy for the loss and its gradient.
-    let logits = tokens * config.vocab_size * (b + 8);
-    let activations = tokens * activation_elements_per_token(config, input.seq_len) * b + logits;
-    let weights = total * b;
-    // Mixed precision keeps an fp32 master copy next to AdamW's two fp32 moments.
-    let optimizer_per_param = 8 + if b < 4 { 4 } else { 0 };
-    let full_trainable = total - role(Role::Router);
-    let full = MemoryEstimate {
-        trainable_params: full_trainable,
-        weights_bytes: weights,
-        gradients_bytes: full_trainable * b,
-        optimizer_bytes: full_trainable * optimizer_per_param,
-        activations_bytes: activations,
-        total_bytes: 0,
-    };
-    // LoRA on q/k/v/o: r · (in + out) per projection; adapters, their gradients and moments in fp32.
-    let (h, q, kv) = (config.hidden_size, config.num_attention_heads * config.head_dim, config.num_key_value_heads * config.head_dim);
-    let lora_trainable = config.num_hidden_layers * input.lora_rank * ((h + q) + 2 * (h + kv) + (q + h));
-    let lora = MemoryEstimate {
-        trainable_params: lora_trainable,
-        weights_bytes: weights + lora_trainable * 4,
-        gradients_bytes: lora_trainable * 4,
-        optimizer_bytes: lora_trainable * 8,
-        activations_bytes: activations,
-        total_bytes: 0,
-    };
-    // QAT trains like full fine-tuning and also keeps every layer's fake-quantized expert weights for backward.
-    let qat = MemoryEstimate { activations_bytes: activations + role(Role::Expert) * b, ..full.clone() };
-    let mut out = BTreeMap::from([("lora", lora), ("full", full), ("qat", qat)]);
-    for e in out.values_mut() {
-        e.total_bytes = e.weights_bytes + e.gradients_bytes + e.optimizer_bytes + e.activations_bytes;
+    MemoryModel {
+        total_params: by_role.values().sum(),
+        router_params: role(Role::Router),
+        expert_params: role(Role::Expert),
+        vocab_size: config.vocab_size,
+        hidden_size: config.hidden_size,
+        num_hidden_layers: config.num_hidden_layers,
+        q_dim: config.num_attention_heads * config.head_dim,
+        kv_dim: config.num_key_value_heads * config.head_dim,
+        activation_elements_per_token: activation_elements_per_token(config, 0),
+        activation_elements_per_token_per_seq: activation_elements_per_token(config, 1) - activation_elements_per_token(config, 0),
     }
-    out
 }
 
 pub fn inspect(dir: &Path, input: EstimateInput) -> anyhow::Result<Inspection> {
@@ -120,6 +80,7 @@ pub fn inspect(dir: &Path, input: EstimateInput) -> anyhow::Result<Inspection> {
     for p in &params {
         *by_role.entry(p.role).or_default() += p.numel();
     }
+    let model = memory_model(&config, &by_role);
     let total: i64 = by_role.values().sum();
     let experts = by_role.get(&Role::Expert).copied().unwrap_or(0);
     let active = total - experts + experts * config.moe.top_k / config.moe.num_experts;
@@ -137,7 +98,8 @@ pub fn inspect(dir: &Path, input: EstimateInput) -> anyhow::Result<Inspection> {
         hidden_size: config.hidden_size,
         expert_intermediate_size: config.moe.intermediate_size,
         vocab_size: config.vocab_size,
-        memory: estimate(&config, &by_role, input),
+        memory: model.estimate(input),
+        memory_model: model,
         parameters: ParameterCounts {
             total,
             active_per_token: active,
@@ -151,4 +113,27 @@ pub fn inspect(dir: &Path, input: EstimateInput) -> anyhow::Result<Inspection> {
             "lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj"], "router": "frozen",
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The built-in model has no directory to inspect; its memory model is recorded by a migration, which
+    /// must say what `inspect` computes from its config.
+    #[test]
+    fn the_builtin_models_recorded_memory_model_matches_its_config() {
+        let config = ArchConfig::from_json(super::super::tiny::config_json()).unwrap();
+        let mut by_role: BTreeMap<Role, i64> = BTreeMap::new();
+        for p in MoeModel::param_infos(&config) {
+            *by_role.entry(p.role).or_default() += p.numel();
+        }
+        let computed = serde_json::to_value(memory_model(&config, &by_role)).unwrap();
+        let migration = include_str!("../../../migrations/20261126000001_placement.sql");
+        let recorded = migration.split_once("SET inspect = '").and_then(|(_, rest)| rest.split_once("' WHERE")).map(|(json, _)| json).expect("the migration records the tiny model's inspect");
+        let recorded: serde_json::Value = serde_json::from_str(recorded).unwrap();
+        assert_eq!(recorded["memory_model"], computed, "update the migration's memory_model to {computed}");
+        assert_eq!(recorded["hidden_size"], config.hidden_size);
+        assert_eq!(recorded["expert_intermediate_size"], config.moe.intermediate_size);
+    }
 }

@@ -1,0 +1,141 @@
+-- The job queue's operations, each atomic (one script run). Called as
+--   EVALSHA sha 0 <op> <prefix> <args...>
+-- Keys (see docs/architecture.md, "Redis keys"):
+--   P:queue:tenants          ZSET tenant -> fair-share score (running * 1e13 + when it was last served)
+--   P:queue:tenant:{t}       ZSET job -> order score ((9 - priority) * 1e13 + created ms)
+--   P:queue:tickets          HASH job -> "tenant device memory_bytes order" for every waiting or claimed job
+--   P:queue:running          HASH tenant -> jobs claimed by runners
+--   P:queue:served           HASH tenant -> the claim clock when a runner last took one of its jobs
+--   P:queue:clock            STRING counter, one tick per claim
+--   P:runner:{id}:claimed    LIST of job ids a runner holds (newest left)
+--   P:job:{id}               STRING assignment JSON
+-- Key names are built here from the prefix, so this needs a standalone Redis (or a prefix that is a
+-- cluster hash tag, `{moetune}`, putting every key in one slot).
+
+local op, p = ARGV[1], ARGV[2]
+local TENANTS, TICKETS, RUNNING = p .. ':queue:tenants', p .. ':queue:tickets', p .. ':queue:running'
+local SERVED, CLOCK = p .. ':queue:served', p .. ':queue:clock'
+local E13 = 10000000000000
+
+local function tenant_queue(t) return p .. ':queue:tenant:' .. t end
+local function claimed(r) return p .. ':runner:' .. r .. ':claimed' end
+
+local function parse(ticket)
+  local t, device, memory, order = string.match(ticket, '^(%S+) (%S+) (%S+) (%S+)$')
+  return t, device, tonumber(memory), tonumber(order)
+end
+
+-- Re-scores a tenant: fewest jobs held by runners first, ties to the tenant served least recently
+-- (round robin, so with one runner tenants alternate); drops it when it has nothing waiting.
+local function refresh(t)
+  if redis.call('ZCARD', tenant_queue(t)) == 0 then
+    redis.call('ZREM', TENANTS, t)
+    return
+  end
+  local running = tonumber(redis.call('HGET', RUNNING, t) or '0')
+  running = math.max(0, math.min(running, 800))
+  local served = tonumber(redis.call('HGET', SERVED, t) or '0')
+  redis.call('ZADD', TENANTS, running * E13 + served, t)
+end
+
+local function add_running(t, n)
+  local now = redis.call('HINCRBY', RUNNING, t, n)
+  if now <= 0 then redis.call('HDEL', RUNNING, t) end
+end
+
+-- Puts a job (back) in its tenant's line: ticket, assignment, order.
+local function enqueue(job, ticket, assignment)
+  local t, _, _, order = parse(ticket)
+  redis.call('SET', p .. ':job:' .. job, assignment)
+  redis.call('HSET', TICKETS, job, ticket)
+  redis.call('ZADD', tenant_queue(t), order, job)
+  refresh(t)
+end
+
+-- Takes a job out of a runner's claimed list; true if it was there (then its tenant runs one fewer).
+local function unclaim(runner, job)
+  if runner == '' or redis.call('LREM', claimed(runner), 0, job) == 0 then return false end
+  local ticket = redis.call('HGET', TICKETS, job)
+  if ticket then
+    local t = parse(ticket)
+    add_running(t, -1)
+    refresh(t)
+  end
+  return true
+end
+
+-- Takes a job out of the waiting lines and drops its assignment. The ticket goes too if the job was
+-- waiting; a claimed job keeps it until its runner lets go (`finish`), so its tenant's count stays right.
+local function withdraw(job)
+  local ticket = redis.call('HGET', TICKETS, job)
+  if ticket then
+    local t = parse(ticket)
+    if redis.call('ZREM', tenant_queue(t), job) == 1 then redis.call('HDEL', TICKETS, job) end
+    refresh(t)
+  end
+  redis.call('DEL', p .. ':job:' .. job)
+end
+
+if op == 'enqueue' then
+  -- job, ticket, assignment
+  enqueue(ARGV[3], ARGV[4], ARGV[5])
+  return 1
+elseif op == 'requeue' then
+  -- runner, job, ticket, assignment: back to the front of its tenant's line (its order is its age)
+  unclaim(ARGV[3], ARGV[4])
+  enqueue(ARGV[4], ARGV[5], ARGV[6])
+  return 1
+elseif op == 'claim' then
+  -- runner, device, memory_bytes, tenants to look at, jobs to look at per tenant.
+  -- Tenants in fair order; in each, the first job (by priority, then age) this runner fits.
+  local runner, device, memory = ARGV[3], ARGV[4], tonumber(ARGV[5])
+  for _, t in ipairs(redis.call('ZRANGE', TENANTS, 0, tonumber(ARGV[6]) - 1)) do
+    local queue = tenant_queue(t)
+    local jobs = redis.call('ZRANGE', queue, 0, tonumber(ARGV[7]) - 1)
+    if #jobs > 0 then
+      local tickets = redis.call('HMGET', TICKETS, unpack(jobs))
+      for i, job in ipairs(jobs) do
+        local fits = true
+        if tickets[i] then
+          local _, wanted, needs = parse(tickets[i])
+          fits = (wanted == 'auto' or wanted == device) and needs <= memory
+        end
+        if fits then
+          redis.call('ZREM', queue, job)
+          redis.call('LPUSH', claimed(runner), job)
+          redis.call('HSET', SERVED, t, redis.call('INCR', CLOCK))
+          add_running(t, 1)
+          refresh(t)
+          return job
+        end
+      end
+    end
+  end
+  return false
+elseif op == 'finish' then
+  -- runner, job: the runner is done with the job (whatever became of it)
+  unclaim(ARGV[3], ARGV[4])
+  if redis.call('HEXISTS', TICKETS, ARGV[4]) == 1 then
+    local t = parse(redis.call('HGET', TICKETS, ARGV[4]))
+    if not redis.call('ZSCORE', tenant_queue(t), ARGV[4]) then redis.call('HDEL', TICKETS, ARGV[4]) end
+  end
+  return 1
+elseif op == 'withdraw' then
+  -- job: cancelled, or paused before it started
+  withdraw(ARGV[3])
+  return 1
+elseif op == 'forget' then
+  -- runner (or ''), job: the job is finished
+  if unclaim(ARGV[3], ARGV[4]) then redis.call('HDEL', TICKETS, ARGV[4]) end
+  withdraw(ARGV[4])
+  return 1
+elseif op == 'set_running' then
+  -- tenant, count, tenant, count, ...: the reconciler's recount from the claimed lists
+  redis.call('DEL', RUNNING)
+  for i = 3, #ARGV, 2 do
+    if tonumber(ARGV[i + 1]) > 0 then redis.call('HSET', RUNNING, ARGV[i], ARGV[i + 1]) end
+  end
+  for _, t in ipairs(redis.call('ZRANGE', TENANTS, 0, -1)) do refresh(t) end
+  return 1
+end
+return redis.error_reply('unknown queue op ' .. tostring(op))

@@ -1,0 +1,47 @@
+//! Placement. Runners take work themselves with the queue script's `claim` (see `queue.lua`): tenants
+//! in fair-share order (fewest jobs held by runners first, ties to the tenant served least recently),
+//! and in each tenant the first job by priority, then age, that the runner fits (device kind
+//! and training memory, `moetune_types::placement`).
+//!
+//! What this module adds is the view from the other side: a queued job that no registered runner could
+//! ever take (it needs CUDA and there is none; it needs more memory than the largest runner has) gets
+//! a `status_details` saying so, cleared when a runner that fits registers.
+
+use std::collections::BTreeMap;
+
+use moetune_types::placement::unplaceable_reason;
+use moetune_types::JobRequirements;
+use sqlx::PgPool;
+
+use crate::registry::RunnerState;
+use crate::JobQueue;
+
+/// The largest training memory per device kind among runners that are not lost.
+pub async fn largest_runners(queue: &JobQueue) -> anyhow::Result<BTreeMap<String, i64>> {
+    let mut largest: BTreeMap<String, i64> = BTreeMap::new();
+    for runner in queue.runners().await? {
+        let Some(info) = runner.info.filter(|_| runner.state != RunnerState::Lost) else { continue };
+        let entry = largest.entry(info.device.clone()).or_default();
+        *entry = (*entry).max(info.training_memory_bytes());
+    }
+    Ok(largest)
+}
+
+/// One pass: for each distinct requirement among queued jobs, sets or clears the reason they wait.
+/// Returns how many jobs' details changed.
+pub async fn explain_waiting(queue: &JobQueue, pool: &PgPool) -> anyhow::Result<u64> {
+    let largest = largest_runners(queue).await?;
+    let wanted: Vec<serde_json::Value> = sqlx::query_scalar("SELECT DISTINCT requirements FROM jobs WHERE status = 'queued'").fetch_all(pool).await?;
+    let mut changed = 0;
+    for raw in wanted {
+        let Ok(needs) = serde_json::from_value::<JobRequirements>(raw.clone()) else { continue };
+        let reason = unplaceable_reason(&needs, &largest);
+        changed += sqlx::query("UPDATE jobs SET status_details = $2 WHERE status = 'queued' AND requirements = $1 AND status_details IS DISTINCT FROM $2")
+            .bind(&raw)
+            .bind(&reason)
+            .execute(pool)
+            .await?
+            .rows_affected();
+    }
+    Ok(changed)
+}

@@ -1,0 +1,164 @@
+//! Placement: runners take jobs in fair-share order, a tenant's jobs by priority then age, and only
+//! jobs they fit (device kind, estimated training memory); a job no registered runner fits waits in
+//! `queued` with the reason on the job.
+
+use std::time::Duration;
+
+use moetune_e2e::{runner_command, KillOnDrop, TestEnv};
+use moetune_scheduler::JobQueue;
+use moetune_types::{DeviceRequest, JobAssignment, JobRequirements, Placement, TrainingSpec};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+fn assignment(job: &str, tenant: &str, priority: i16, created_at_ms: i64, device: DeviceRequest, memory_bytes: i64) -> JobAssignment {
+    JobAssignment {
+        job_id: job.into(),
+        attempt: 1,
+        spec: TrainingSpec { model: "m".into(), n_epochs: 1, batch_size: 1, seed: 0, moe: Default::default() },
+        bucket: "b".into(),
+        training_file_key: "k".into(),
+        validation_file_key: None,
+        checkpoint_prefix: String::new(),
+        resume_from: None,
+        artifact_prefix: String::new(),
+        model_location: None,
+        placement: Placement { tenant: tenant.into(), priority, created_at_ms, requirements: JobRequirements { device, memory_bytes } },
+    }
+}
+
+async fn claim(queue: &JobQueue, runner: &str, device: &str, memory: i64) -> Option<String> {
+    queue.claim(runner, device, memory, 32, 8).await.unwrap()
+}
+
+/// The queue script alone, on real Redis: fairness between tenants, priority within one, fit.
+#[sqlx::test(migrations = "../migrations")]
+async fn claims_follow_fair_share_priority_and_fit(pool: PgPool) {
+    let env = TestEnv::start(pool).await;
+    let queue = env.queue().await;
+    const GIB: i64 = 1 << 30;
+    let auto = DeviceRequest::Auto;
+    for (job, tenant, priority, at, device, memory) in [
+        ("a1", "a", 0, 1, auto, GIB),
+        ("a2", "a", 0, 2, auto, GIB),
+        ("a3", "a", 0, 3, auto, GIB),
+        ("a-urgent", "a", 9, 9, auto, GIB),
+        ("b-gpu", "b", 0, 4, DeviceRequest::Cuda, GIB),
+        ("b-big", "b", 0, 5, auto, 64 * GIB),
+        ("b1", "b", 0, 6, auto, GIB),
+    ] {
+        queue.enqueue(&assignment(job, tenant, priority, at, device, memory)).await.unwrap();
+    }
+    // Neither tenant was served yet, neither holds a job: the tie goes by tenant id, so a first. Its
+    // urgent job goes ahead of its older ones. Then b, now served least recently; a CPU runner with
+    // 8 GiB fits b1 only (b-gpu needs CUDA, b-big 64 GiB).
+    assert_eq!(claim(&queue, "cpu-1", "cpu", 8 * GIB).await.as_deref(), Some("a-urgent"));
+    assert_eq!(claim(&queue, "cpu-2", "cpu", 8 * GIB).await.as_deref(), Some("b1"));
+    // Both hold one job: round robin, so a.
+    assert_eq!(claim(&queue, "cpu-3", "cpu", 8 * GIB).await.as_deref(), Some("a1"));
+    // a holds two, b one: b, whose first job a CUDA runner with 80 GiB fits is b-gpu.
+    assert_eq!(claim(&queue, "gpu-1", "cuda", 80 * GIB).await.as_deref(), Some("b-gpu"));
+    // Two each; a was served before b's last claim: a.
+    assert_eq!(claim(&queue, "gpu-2", "cuda", 80 * GIB).await.as_deref(), Some("a2"));
+    // b holds fewer, but this runner fits none of b's jobs: a's next one.
+    assert_eq!(claim(&queue, "cpu-4", "cpu", 8 * GIB).await.as_deref(), Some("a3"));
+    assert_eq!(env.waiting_jobs().await, ["b-big"]);
+
+    // A requeued job goes back to its tenant's line, ahead of younger jobs; a runner that lets go of a
+    // job lowers its tenant's count.
+    let keys = moetune_types::RedisKeys::new(&env.config.redis_prefix);
+    let mut redis = queue.connection();
+    use redis::AsyncCommands;
+    let held: Vec<String> = redis.lrange(keys.claimed("cpu-3"), 0, -1).await.unwrap();
+    assert_eq!(held, ["a1"]);
+    queue.requeue_from("cpu-3", &assignment("a1", "a", 0, 1, auto, GIB)).await.unwrap();
+    assert!(redis.lrange::<_, Vec<String>>(keys.claimed("cpu-3"), 0, -1).await.unwrap().is_empty());
+    let running: std::collections::HashMap<String, i64> = redis.hgetall(keys.running()).await.unwrap();
+    assert_eq!(running, [("a".to_string(), 3), ("b".to_string(), 2)].into());
+    assert_eq!(claim(&queue, "tiny", "cpu", GIB / 2).await, None, "every waiting job needs more than 0.5 GiB");
+    assert_eq!(claim(&queue, "cpu-5", "cpu", 8 * GIB).await.as_deref(), Some("a1"));
+    queue.forget(Some("cpu-5"), "a1").await.unwrap();
+    let running: std::collections::HashMap<String, i64> = redis.hgetall(keys.running()).await.unwrap();
+    assert_eq!(running["a"], 3, "a1 was forgotten: a holds a-urgent, a2, a3");
+    assert_eq!(claim(&queue, "cpu-big", "cpu", 128 * GIB).await.as_deref(), Some("b-big"));
+    assert_eq!(claim(&queue, "cpu-6", "cpu", 8 * GIB).await, None);
+    assert!(env.waiting_jobs().await.is_empty());
+}
+
+async fn job_view(env: &TestEnv, id: &str) -> Value {
+    env.get_json(&format!("/v1/fine_tuning/jobs/{id}")).await
+}
+
+/// Waits until the job's `status_details` satisfies `done`.
+async fn wait_for_details(env: &TestEnv, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let job = job_view(env, id).await;
+        if done(&job["status_details"]) {
+            return job;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "status_details never settled: {job}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// With one CPU runner declaring 1 GiB: a CUDA job and a job estimated far above 1 GiB wait with a
+/// reason and are never claimed, while a small job runs to completion on that runner.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_job_no_runner_fits_waits_with_its_reason(pool: PgPool) {
+    let env = TestEnv::start(pool.clone()).await;
+    let _scheduler = tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool.clone(), std::future::pending()));
+    let _runner = KillOnDrop(runner_command(&env, "small-cpu").env("MOETUNE_HOST_MEMORY_GIB", "1").spawn().unwrap());
+    let file = env.upload_demo_dataset().await;
+    let env = &env;
+    let create = |options: Value| {
+        let body = json!({"model": "moetune/tiny-mixtral", "training_file": file["id"], "method": {"type": "moe_sft_qat", "moe_sft_qat": options}});
+        async move { env.post_json("/v1/fine_tuning/jobs", body).await.json::<Value>().await.unwrap() }
+    };
+    let gpu = create(json!({"device": "cuda", "max_steps": 2})).await;
+    assert_eq!(gpu["requirements"]["device"], "cuda", "{gpu}");
+    let big = create(json!({"seq_len": 32768, "max_steps": 2})).await;
+    let big_bytes = big["requirements"]["memory_bytes"].as_i64().unwrap();
+    assert!(big_bytes > 4 << 30, "seq_len 32768 must need several GiB, estimated {big_bytes}");
+    let small = create(json!({"max_steps": 4, "qat": {"steps": 2}})).await;
+    let small_bytes = small["requirements"]["memory_bytes"].as_i64().unwrap();
+    assert!(small_bytes > 0 && small_bytes < 1 << 30, "the tiny model's default job fits 1 GiB, estimated {small_bytes}");
+
+    let gpu = wait_for_details(env, gpu["id"].as_str().unwrap(), |d| d.is_string()).await;
+    assert_eq!(gpu["status_details"], "Waiting for a cuda runner: none is registered.");
+    let big = wait_for_details(env, big["id"].as_str().unwrap(), |d| d.is_string()).await;
+    let reason = big["status_details"].as_str().unwrap();
+    assert!(reason.contains("the largest registered cpu runner has 1.00 GiB"), "{reason}");
+
+    let small = env.wait_for_job(small["id"].as_str().unwrap(), Duration::from_secs(180)).await;
+    assert_eq!(small["status"], "succeeded", "{small}");
+    assert!(small["status_details"].is_null());
+    for waiting in [&gpu, &big] {
+        let job = job_view(env, waiting["id"].as_str().unwrap()).await;
+        assert_eq!(job["status"], "queued", "{job}");
+        let runner: Option<String> = sqlx::query_scalar("SELECT runner_id FROM jobs WHERE id = $1").bind(waiting["id"].as_str()).fetch_one(&pool).await.unwrap();
+        assert_eq!(runner, None, "no runner may take a job it does not fit");
+    }
+    assert_eq!(env.waiting_jobs().await.len(), 2);
+
+    // A runner that fits registers (its registry entry and heartbeat, written as a runner would; it
+    // claims nothing): the big job's reason is cleared, the CUDA job's stays.
+    let keys = moetune_types::RedisKeys::new(&env.config.redis_prefix);
+    let mut redis = env.queue().await.connection();
+    let mut info: moetune_types::RunnerInfo = serde_json::from_str(&redis::AsyncCommands::get::<_, String>(&mut redis, keys.runner_info("small-cpu")).await.unwrap()).unwrap();
+    info.runner_id = "large-cpu".into();
+    info.host_memory_bytes = 4096 << 30;
+    let () = redis::pipe()
+        .sadd(keys.runners(), "large-cpu")
+        .set_ex(keys.runner_alive("large-cpu"), "1", 60)
+        .set(keys.runner_info("large-cpu"), serde_json::to_string(&info).unwrap())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let cleared = wait_for_details(env, big["id"].as_str().unwrap(), Value::is_null).await;
+    assert_eq!(cleared["status"], "queued");
+    assert_eq!(job_view(env, gpu["id"].as_str().unwrap()).await["status_details"], "Waiting for a cuda runner: none is registered.");
+    for id in [&gpu["id"], &big["id"]] {
+        let cancelled = env.post_json(&format!("/v1/fine_tuning/jobs/{}/cancel", id.as_str().unwrap()), json!({})).await;
+        assert_eq!(cancelled.status(), 200);
+    }
+}
