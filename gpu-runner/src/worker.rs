@@ -81,6 +81,7 @@ impl Worker {
         });
         let mut stop = self.stopping.subscribe();
         let claimed = self.keys.claimed(&self.config.runner_id);
+        let mut idle_polls = 0u32;
         loop {
             if *stop.borrow() {
                 return Ok(());
@@ -99,15 +100,22 @@ impl Worker {
             };
             match job_id {
                 Some(job_id) => {
+                    idle_polls = 0;
                     if let Err(e) = self.handle(&job_id).await {
                         tracing::error!(job = %job_id, error = %e, "job handling failed");
                     }
                     self.queue_op::<()>(&["finish", &self.config.runner_id, &job_id]).await?;
                 }
-                None => tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return Ok(()),
-                    () = tokio::time::sleep(Duration::from_millis(self.config.claim_poll_ms)) => {}
-                },
+                None => {
+                    // Back off while nothing fits (a claim that fits nothing scans up to 256 jobs):
+                    // claim_poll_ms, doubling to 16x.
+                    let wait = self.config.claim_poll_ms << idle_polls.min(4);
+                    idle_polls += 1;
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => return Ok(()),
+                        () = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                    }
+                }
             }
         }
     }

@@ -164,6 +164,7 @@ pub fn runner_command(env: &TestEnv, id: &str) -> std::process::Command {
     command
         .arg("serve")
         .env("MOETUNE_HEARTBEAT_MS", "200")
+        .env("MOETUNE_CLAIM_POLL_MS", "100")
         .env("MOETUNE_REDIS_PREFIX", &env.config.redis_prefix)
         .env("MOETUNE_S3__BUCKET", &env.config.s3.bucket)
         .env("MOETUNE_RUNNER_ID", id)

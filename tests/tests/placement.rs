@@ -106,7 +106,10 @@ async fn wait_for_details(env: &TestEnv, id: &str, done: impl Fn(&Value) -> bool
 #[sqlx::test(migrations = "../migrations")]
 async fn a_job_no_runner_fits_waits_with_its_reason(pool: PgPool) {
     let env = TestEnv::start(pool.clone()).await;
-    let _scheduler = tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool.clone(), std::future::pending()));
+    let mut config = env.scheduler_config();
+    let metrics_port = moetune_e2e::free_port();
+    config.metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let _scheduler = tokio::spawn(moetune_scheduler::run(config, pool.clone(), std::future::pending()));
     let _runner = KillOnDrop(runner_command(&env, "small-cpu").env("MOETUNE_HOST_MEMORY_GIB", "1").spawn().unwrap());
     let file = env.upload_demo_dataset().await;
     let env = &env;
@@ -157,6 +160,19 @@ async fn a_job_no_runner_fits_waits_with_its_reason(pool: PgPool) {
     let cleared = wait_for_details(env, big["id"].as_str().unwrap(), Value::is_null).await;
     assert_eq!(cleared["status"], "queued");
     assert_eq!(job_view(env, gpu["id"].as_str().unwrap()).await["status_details"], "Waiting for a cuda runner: none is registered.");
+
+    // The scheduler's Prometheus endpoint shows the same: two jobs waiting, one no runner fits, two
+    // idle runners, one job placed and how long it waited.
+    let expected = ["moetune_queue_waiting_jobs 2", "moetune_queue_unplaceable_jobs 1", "moetune_runners{state=\"idle\"} 2", "moetune_jobs{status=\"succeeded\"} 1", "moetune_placement_latency_seconds_count 1"];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = env.http.get(format!("http://127.0.0.1:{metrics_port}/metrics")).send().await.unwrap().text().await.unwrap();
+        if expected.iter().all(|line| text.lines().any(|l| l == *line)) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "metrics never showed {expected:?}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     for id in [&gpu["id"], &big["id"]] {
         let cancelled = env.post_json(&format!("/v1/fine_tuning/jobs/{}/cancel", id.as_str().unwrap()), json!({})).await;
         assert_eq!(cancelled.status(), 200);

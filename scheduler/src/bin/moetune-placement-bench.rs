@@ -124,6 +124,16 @@ async fn main() -> anyhow::Result<()> {
     }
     results.push(summary("claim, one runner at a time (queue full)", lone));
 
+    // The worst claim: a runner that fits nothing looks at every job within the claim's bounds.
+    let mut misfit = Vec::new();
+    for _ in 0..2000 {
+        let t = Instant::now();
+        let claimed = queue.claim("misfit", "cpu", GIB / 2, CLAIM_TENANTS, CLAIM_DEPTH).await?;
+        misfit.push(t.elapsed());
+        anyhow::ensure!(claimed.is_none(), "every job needs at least 1 GiB");
+    }
+    results.push(summary("claim that fits nothing (scans 32 x 8 jobs)", misfit));
+
     // Every runner claims at once, five rounds, each claimed job finished at once (a claim storm).
     let queue = Arc::new(queue);
     let mut storm = Vec::new();
