@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use aws_sdk_s3::primitives::ByteStream;
 use moetune_types::dataset::parse_jsonl;
-use moetune_types::{Example, JobAssignment, RedisKeys, RunnerEvent, RunnerEventKind, RunnerInfo, S3Location, QUEUE_SCRIPT};
+use moetune_types::{Example, JobAssignment, RedisKeys, RunnerEvent, RunnerEventKind, RunnerInfo, S3Location, CLAIM_DEPTH, CLAIM_TENANTS, QUEUE_SCRIPT};
 use redis::aio::ConnectionManager;
 use redis::streams::StreamMaxlen;
 use redis::AsyncCommands;
@@ -25,11 +25,6 @@ pub struct Worker {
     stopping: tokio::sync::watch::Sender<bool>,
     queue_script: redis::Script,
 }
-
-/// How far a claim looks: the first tenants in fair order, and the first jobs of each. A job that fits
-/// this runner further back waits until the jobs ahead of it are taken by runners they fit.
-const CLAIM_TENANTS: usize = 32;
-const CLAIM_DEPTH: usize = 8;
 
 /// Reports events for one attempt of one job to the scheduler's stream.
 #[derive(Clone)]

@@ -43,16 +43,23 @@ pub async fn run(
     }
 }
 
-/// Keeps queued jobs' `status_details` saying why they wait when no runner fits them (see `placement`).
-/// Also samples the metrics' gauges.
+/// Keeps queued jobs' `status_details` saying why they wait when no runner fits them (see `placement`)
+/// and samples the metrics' gauges, both from one read of the runner registry per pass.
 async fn explain(queue: JobQueue, pool: sqlx::PgPool, metrics: std::sync::Arc<metrics::Metrics>, interval_ms: u64) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(interval_ms));
     loop {
         tick.tick().await;
-        if let Err(e) = placement::explain_waiting(&queue, &pool).await {
+        let runners = match queue.runners().await {
+            Ok(runners) => runners,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the runner registry failed");
+                continue;
+            }
+        };
+        if let Err(e) = placement::explain_waiting(&runners, &pool).await {
             tracing::warn!(error = %e, "placement pass failed");
         }
-        if let Err(e) = metrics.sample(&queue, &pool).await {
+        if let Err(e) = metrics.sample(&queue, &pool, &runners).await {
             tracing::warn!(error = %e, "sampling metrics failed");
         }
     }

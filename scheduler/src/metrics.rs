@@ -8,7 +8,7 @@ use std::sync::Arc;
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use sqlx::PgPool;
 
-use crate::registry::RunnerState;
+use crate::registry::{RunnerState, RunnerView};
 use crate::JobQueue;
 
 pub struct Metrics {
@@ -66,8 +66,8 @@ impl Metrics {
         String::from_utf8(out).expect("prometheus text is UTF-8")
     }
 
-    /// Refreshes the gauges from Redis and Postgres.
-    pub async fn sample(&self, queue: &JobQueue, pool: &PgPool) -> anyhow::Result<()> {
+    /// Refreshes the gauges from Redis, Postgres and the registry as read (`runners`).
+    pub async fn sample(&self, queue: &JobQueue, pool: &PgPool, runners: &[RunnerView]) -> anyhow::Result<()> {
         let waiting = queue.waiting_counts().await?;
         self.waiting_tenants.set(waiting.len() as i64);
         self.waiting_jobs.set(waiting.iter().map(|(_, n)| n).sum());
@@ -78,7 +78,6 @@ impl Metrics {
         }
         let unplaceable: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'queued' AND status_details IS NOT NULL").fetch_one(pool).await?;
         self.unplaceable_jobs.set(unplaceable);
-        let runners = queue.runners().await?;
         for state in [RunnerState::Idle, RunnerState::Busy, RunnerState::Draining, RunnerState::Lost] {
             let count = runners.iter().filter(|r| r.state == state).count();
             self.runners_by_state.with_label_values(&[state.as_str()]).set(count as i64);

@@ -13,24 +13,23 @@ use moetune_types::placement::unplaceable_reason;
 use moetune_types::JobRequirements;
 use sqlx::PgPool;
 
-use crate::registry::RunnerState;
-use crate::JobQueue;
+use crate::registry::{RunnerState, RunnerView};
 
 /// The largest training memory per device kind among runners that are not lost.
-pub async fn largest_runners(queue: &JobQueue) -> anyhow::Result<BTreeMap<String, i64>> {
+pub fn largest_runners(runners: &[RunnerView]) -> BTreeMap<String, i64> {
     let mut largest: BTreeMap<String, i64> = BTreeMap::new();
-    for runner in queue.runners().await? {
-        let Some(info) = runner.info.filter(|_| runner.state != RunnerState::Lost) else { continue };
+    for runner in runners.iter().filter(|r| r.state != RunnerState::Lost) {
+        let Some(info) = &runner.info else { continue };
         let entry = largest.entry(info.device.clone()).or_default();
         *entry = (*entry).max(info.training_memory_bytes());
     }
-    Ok(largest)
+    largest
 }
 
-/// One pass: for each distinct requirement among queued jobs, sets or clears the reason they wait.
-/// Returns how many jobs' details changed.
-pub async fn explain_waiting(queue: &JobQueue, pool: &PgPool) -> anyhow::Result<u64> {
-    let largest = largest_runners(queue).await?;
+/// One pass over the registry as read (`runners`): for each distinct requirement among queued jobs,
+/// sets or clears the reason they wait. Returns how many jobs' details changed.
+pub async fn explain_waiting(runners: &[RunnerView], pool: &PgPool) -> anyhow::Result<u64> {
+    let largest = largest_runners(runners);
     let wanted: Vec<serde_json::Value> = sqlx::query_scalar("SELECT DISTINCT requirements FROM jobs WHERE status = 'queued'").fetch_all(pool).await?;
     let mut changed = 0;
     for raw in wanted {

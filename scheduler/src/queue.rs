@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use moetune_types::{JobAssignment, RedisKeys, QUEUE_SCRIPT};
+use moetune_types::{JobAssignment, RedisKeys, CLAIM_DEPTH, CLAIM_TENANTS, QUEUE_SCRIPT};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
@@ -85,9 +85,9 @@ impl JobQueue {
     }
 
     /// What a runner does to take work: the first job, in fair order, that a runner with `device` and
-    /// `memory_bytes` fits. Looks at the first `tenants` tenants and `depth` jobs of each.
-    pub async fn claim(&self, runner_id: &str, device: &str, memory_bytes: i64, tenants: usize, depth: usize) -> anyhow::Result<Option<String>> {
-        let (memory, tenants, depth) = (memory_bytes.to_string(), tenants.to_string(), depth.to_string());
+    /// `memory_bytes` fits, within the claim window (`CLAIM_TENANTS` × `CLAIM_DEPTH`).
+    pub async fn claim(&self, runner_id: &str, device: &str, memory_bytes: i64) -> anyhow::Result<Option<String>> {
+        let (memory, tenants, depth) = (memory_bytes.to_string(), CLAIM_TENANTS.to_string(), CLAIM_DEPTH.to_string());
         self.op("claim", &[runner_id, device, &memory, &tenants, &depth]).await
     }
 

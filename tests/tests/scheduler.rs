@@ -29,7 +29,7 @@ async fn scheduler_parts(env: &TestEnv) -> (SchedulerConfig, JobQueue, RedisKeys
 
 /// Claims the next job the way a CPU runner with plenty of memory does.
 async fn claim(queue: &JobQueue, runner: &str) -> Option<String> {
-    queue.claim(runner, "cpu", 1 << 40, 32, 8).await.unwrap()
+    queue.claim(runner, "cpu", 1 << 40).await.unwrap()
 }
 
 fn event(job_id: &str, attempt: i32, runner: &str, kind: RunnerEventKind) -> RunnerEvent {

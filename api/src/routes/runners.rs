@@ -1,7 +1,7 @@
 //! Operator endpoints for the runner pool (scope `admin`): the registry and draining.
 
 use actix_web::{web, HttpResponse};
-use moetune_scheduler::registry::{RunnerState, RunnerView};
+use moetune_scheduler::registry::RunnerView;
 use moetune_types::RunnerInfo;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -30,17 +30,11 @@ pub struct RunnerObject {
 
 impl From<RunnerView> for RunnerObject {
     fn from(view: RunnerView) -> Self {
-        let state = match view.state {
-            RunnerState::Idle => "idle",
-            RunnerState::Busy => "busy",
-            RunnerState::Draining => "draining",
-            RunnerState::Lost => "lost",
-        };
         Self {
             last_heartbeat_ms: view.info.as_ref().map(|i| i.last_heartbeat_ms),
             id: view.runner_id,
             object: "runner",
-            state,
+            state: view.state.as_str(),
             draining: view.draining,
             current_jobs: view.current_jobs,
             capabilities: view.info,

@@ -14,7 +14,7 @@ pub use job::{
     SftMethod, TrainingSpec,
 };
 pub use placement::{DeviceRequest, JobRequirements, MemoryModel};
-pub use protocol::{JobAssignment, Placement, QUEUE_SCRIPT, LayerUsage, RedisKeys, RunnerEvent, RunnerEventKind, RunnerInfo, S3Location};
+pub use protocol::{JobAssignment, Placement, CLAIM_DEPTH, CLAIM_TENANTS, QUEUE_SCRIPT, LayerUsage, RedisKeys, RunnerEvent, RunnerEventKind, RunnerInfo, S3Location};
 
 #[cfg(feature = "s3")]
 pub mod s3;

@@ -125,6 +125,12 @@ pub struct RunnerInfo {
 /// queue is atomic.
 pub const QUEUE_SCRIPT: &str = include_str!("queue.lua");
 
+/// How far a claim looks: the first tenants in fair order, and the first jobs of each. A job that fits
+/// a runner further back waits until the jobs ahead of it are taken by runners they fit; the bound
+/// keeps a claim's cost independent of the queue's length.
+pub const CLAIM_TENANTS: usize = 32;
+pub const CLAIM_DEPTH: usize = 8;
+
 /// Where a job waits and what it needs: the queue reads this, the runner ignores it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Placement {

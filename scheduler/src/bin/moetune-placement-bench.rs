@@ -12,8 +12,6 @@ use moetune_types::{DeviceRequest, JobAssignment, JobRequirements, Placement, Tr
 use redis::AsyncCommands;
 
 const GIB: i64 = 1 << 30;
-const CLAIM_TENANTS: usize = 32;
-const CLAIM_DEPTH: usize = 8;
 
 /// A small deterministic generator (xorshift), so every run places the same workload.
 struct Rng(u64);
@@ -115,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..2000 {
         let (id, device, memory) = runner(i % runners);
         let t = Instant::now();
-        let claimed = queue.claim(&id, device, memory, CLAIM_TENANTS, CLAIM_DEPTH).await?;
+        let claimed = queue.claim(&id, device, memory).await?;
         lone.push(t.elapsed());
         if let Some(job) = claimed {
             let assignment = &workload[job.trim_start_matches("ftjob-bench-").parse::<usize>()?];
@@ -128,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
     let mut misfit = Vec::new();
     for _ in 0..2000 {
         let t = Instant::now();
-        let claimed = queue.claim("misfit", "cpu", GIB / 2, CLAIM_TENANTS, CLAIM_DEPTH).await?;
+        let claimed = queue.claim("misfit", "cpu", GIB / 2).await?;
         misfit.push(t.elapsed());
         anyhow::ensure!(claimed.is_none(), "every job needs at least 1 GiB");
     }
@@ -146,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
                 tokio::spawn(async move {
                     let (id, device, memory) = runner(i);
                     let t = Instant::now();
-                    let claimed = queue.claim(&id, device, memory, CLAIM_TENANTS, CLAIM_DEPTH).await?;
+                    let claimed = queue.claim(&id, device, memory).await?;
                     let took = t.elapsed();
                     if let Some(job) = &claimed {
                         queue.forget(Some(&id), job).await?;
@@ -194,7 +192,7 @@ async fn main() -> anyhow::Result<()> {
             .await?;
     }
     let t = Instant::now();
-    let largest = moetune_scheduler::placement::largest_runners(&queue).await?;
+    let largest = moetune_scheduler::placement::largest_runners(&queue.runners().await?);
     println!("placement pass: registry of {runners} runners read in {:.1} ms ({largest:?})", t.elapsed().as_secs_f64() * 1000.0);
 
     let t = Instant::now();
