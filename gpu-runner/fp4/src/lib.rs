@@ -33,42 +33,81 @@ pub fn mxfp4_decode(blocks: &[u8], scales: &[u8]) -> Result<Vec<f32>, String> {
             scales.len() * MXFP4_BLOCK_BYTES
         ));
     }
-    let mut out = Vec::with_capacity(scales.len() * MXFP4_BLOCK);
-    for (block, &scale) in blocks.chunks_exact(MXFP4_BLOCK_BYTES).zip(scales) {
-        let factor = pow2(i32::from(scale) - 127);
-        for &byte in block {
-            out.push(E2M1_VALUES[(byte & 0x0F) as usize] * factor);
-            out.push(E2M1_VALUES[(byte >> 4) as usize] * factor);
-        }
-    }
-    Ok(out)
+    Ok(decode_blocks(blocks, scales, MXFP4_BLOCK, |bytes, scale, out| unpack_block(bytes, pow2(i32::from(scale) - 127), out)))
 }
 
 /// E2M1 code of `x` (already divided by its block scale): nearest value, ties to even, saturating at
 /// ±6; the sign bit is set for negative inputs, including those that round to zero (as modelopt).
 pub fn e2m1_code(x: f32) -> u8 {
-    let magnitude = x.abs();
-    // Midpoints between neighbouring E2M1 values; at a midpoint the even code (even mantissa) wins.
-    let code = match magnitude {
-        m if m <= 0.25 => 0,
-        m if m < 0.75 => 1,
-        m if m <= 1.25 => 2,
-        m if m < 1.75 => 3,
-        m if m <= 2.5 => 4,
-        m if m < 3.5 => 5,
-        m if m <= 5.0 => 6,
-        _ => 7,
+    let m = x.abs();
+    // Midpoints between neighbouring E2M1 values; at a midpoint the even code (even mantissa) wins,
+    // hence `>` at the midpoints below even codes and `>=` below odd ones. Counted without branches:
+    // on weights the comparisons are unpredictable. NaN compares false everywhere: it saturates to 7.
+    let code = if m.is_nan() {
+        7
+    } else {
+        u8::from(m > 0.25) + u8::from(m >= 0.75) + u8::from(m > 1.25) + u8::from(m >= 1.75) + u8::from(m > 2.5) + u8::from(m >= 3.5) + u8::from(m > 5.0)
     };
     if x < 0.0 { code | 0x8 } else { code }
 }
 
-fn pack_pairs(codes: impl Iterator<Item = u8>, out: &mut Vec<u8>) {
-    let mut low = None;
-    for code in codes {
-        match low.take() {
-            None => low = Some(code),
-            Some(l) => out.push(l | (code << 4)),
+/// Packs the codes of `block` (`code(v)` each) two per byte, low nibble first, into `out`.
+fn pack_block(block: &[f32], out: &mut [u8], code: impl Fn(f32) -> u8) {
+    for (pair, byte) in block.chunks_exact(2).zip(out) {
+        *byte = code(pair[0]) | (code(pair[1]) << 4);
+    }
+}
+
+/// Runs `encode(block, packed_out) -> scale byte` over every `block`-sized group of `values`, on all
+/// cores for large tensors (groups are independent; the output is the same on any number of threads).
+fn encode_blocks(values: &[f32], block: usize, encode: impl Fn(&[f32], &mut [u8]) -> u8 + Sync) -> (Vec<u8>, Vec<u8>) {
+    let groups = values.len() / block;
+    let (mut packed, mut scales) = (vec![0u8; values.len() / 2], vec![0u8; groups]);
+    let per_thread = groups.div_ceil(threads(groups)).max(1);
+    let encode = &encode;
+    std::thread::scope(|s| {
+        let chunks = values.chunks(per_thread * block).zip(packed.chunks_mut(per_thread * block / 2)).zip(scales.chunks_mut(per_thread));
+        for ((values, packed), scales) in chunks {
+            s.spawn(move || {
+                for ((group, out), scale) in values.chunks_exact(block).zip(packed.chunks_exact_mut(block / 2)).zip(scales) {
+                    *scale = encode(group, out);
+                }
+            });
         }
+    });
+    (packed, scales)
+}
+
+/// Runs `decode(packed_group, scale, out)` over every group, on all cores for large tensors.
+fn decode_blocks(packed: &[u8], scales: &[u8], block: usize, decode: impl Fn(&[u8], u8, &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; scales.len() * block];
+    let per_thread = scales.len().div_ceil(threads(scales.len())).max(1);
+    let decode = &decode;
+    std::thread::scope(|s| {
+        for ((packed, scales), out) in packed.chunks(per_thread * block / 2).zip(scales.chunks(per_thread)).zip(out.chunks_mut(per_thread * block)) {
+            s.spawn(move || {
+                for ((bytes, &scale), values) in packed.chunks_exact(block / 2).zip(scales).zip(out.chunks_exact_mut(block)) {
+                    decode(bytes, scale, values);
+                }
+            });
+        }
+    });
+    out
+}
+
+/// Threads for `groups` blocks: one below ~1 MiB of values (spawning costs more than it saves).
+fn threads(groups: usize) -> usize {
+    if groups < 1 << 14 {
+        return 1;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `lut[code] · factor` for the two codes of each byte.
+fn unpack_block(bytes: &[u8], factor: f32, out: &mut [f32]) {
+    for (&byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = E2M1_VALUES[(byte & 0x0F) as usize] * factor;
+        pair[1] = E2M1_VALUES[(byte >> 4) as usize] * factor;
     }
 }
 
@@ -87,16 +126,15 @@ pub fn mxfp4_encode(values: &[f32], cols: usize) -> Result<(Vec<u8>, Vec<u8>), S
     if cols == 0 || cols % MXFP4_BLOCK != 0 || values.len() % cols != 0 {
         return Err(format!("MXFP4 needs rows of a multiple of {MXFP4_BLOCK} values; got {} values in rows of {cols}", values.len()));
     }
-    let groups = values.len() / MXFP4_BLOCK;
-    let (mut blocks, mut scales) = (Vec::with_capacity(groups * MXFP4_BLOCK_BYTES), Vec::with_capacity(groups));
-    for block in values.chunks_exact(MXFP4_BLOCK) {
+    Ok(encode_blocks(values, MXFP4_BLOCK, |block, out| {
         let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
         let exponent = (floor_log2(amax) - 2).clamp(-127, 127);
-        scales.push((exponent + 127) as u8);
-        let factor = pow2(exponent);
-        pack_pairs(block.iter().map(|&v| e2m1_code(v / factor)), &mut blocks);
-    }
-    Ok((blocks, scales))
+        // The factor is a power of two, so multiplying by its (exact) inverse rounds exactly as
+        // dividing by it does.
+        let inverse = pow2(-exponent);
+        pack_block(block, out, |v| e2m1_code(v * inverse));
+        (exponent + 127) as u8
+    }))
 }
 
 /// Elements per NVFP4 block.
@@ -105,8 +143,13 @@ pub const NVFP4_BLOCK: usize = 16;
 const E4M3_MAX: f32 = 448.0;
 const E2M1_MAX: f32 = 6.0;
 
-/// FP8-E4M3FN byte → f32 (bias 7, no infinities, 0x7F/0xFF NaN).
+/// FP8-E4M3FN byte → f32 (bias 7, no infinities, 0x7F/0xFF NaN), from a table built once.
 pub fn e4m3_to_f32(byte: u8) -> f32 {
+    static TABLE: std::sync::OnceLock<[f32; 256]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| std::array::from_fn(|b| e4m3_value(b as u8)))[byte as usize]
+}
+
+fn e4m3_value(byte: u8) -> f32 {
     let sign = if byte & 0x80 != 0 { -1.0 } else { 1.0 };
     let (exponent, mantissa) = (i32::from((byte >> 3) & 0x0F), f32::from(byte & 0x07));
     let magnitude = match (exponent, byte & 0x7F) {
@@ -153,7 +196,13 @@ pub struct Nvfp4 {
 
 /// The global scale modelopt derives from a tensor's amax.
 pub fn nvfp4_global_scale(values: &[f32]) -> f32 {
-    values.iter().fold(0f32, |m, v| m.max(v.abs())) / (E2M1_MAX * E4M3_MAX)
+    let amax = |values: &[f32]| values.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let per_thread = values.len().div_ceil(threads(values.len() / NVFP4_BLOCK)).max(1);
+    let partial: Vec<f32> = std::thread::scope(|s| {
+        let handles: Vec<_> = values.chunks(per_thread).map(|chunk| s.spawn(move || amax(chunk))).collect();
+        handles.into_iter().map(|h| h.join().expect("amax thread")).collect()
+    });
+    amax(&partial) / (E2M1_MAX * E4M3_MAX)
 }
 
 /// Encodes `values` (`rows × cols`, cols a multiple of 16) as modelopt's `NVFP4QTensor.quantize` does:
@@ -163,20 +212,19 @@ pub fn nvfp4_encode(values: &[f32], cols: usize, global_scale: f32) -> Result<Nv
     if cols == 0 || cols % NVFP4_BLOCK != 0 || values.len() % cols != 0 {
         return Err(format!("NVFP4 needs rows of a multiple of {NVFP4_BLOCK} values; got {} values in rows of {cols}", values.len()));
     }
-    let mut packed = Vec::with_capacity(values.len() / 2);
-    let mut block_scales = Vec::with_capacity(values.len() / NVFP4_BLOCK);
     let denominator = E2M1_MAX * global_scale;
-    for block in values.chunks_exact(NVFP4_BLOCK) {
+    let (packed, block_scales) = encode_blocks(values, NVFP4_BLOCK, |block, out| {
         let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
         let mut scale = amax / denominator;
         if scale == 0.0 {
             scale = 1.0;
         }
         let code = f32_to_e4m3(scale.max(pow2(-9)));
-        block_scales.push(code);
+        // Divided, not multiplied by an inverse: the factor is not a power of two, and modelopt divides.
         let factor = e4m3_to_f32(code) * global_scale;
-        pack_pairs(block.iter().map(|&v| e2m1_code(v / factor)), &mut packed);
-    }
+        pack_block(block, out, |v| e2m1_code(v / factor));
+        code
+    });
     Ok(Nvfp4 { packed, block_scales, global_scale })
 }
 
@@ -185,15 +233,8 @@ pub fn nvfp4_decode(encoded: &Nvfp4) -> Result<Vec<f32>, String> {
     if encoded.packed.len() != encoded.block_scales.len() * NVFP4_BLOCK / 2 {
         return Err(format!("NVFP4 data holds {} bytes but {} block scales need {}", encoded.packed.len(), encoded.block_scales.len(), encoded.block_scales.len() * 8));
     }
-    let mut out = Vec::with_capacity(encoded.packed.len() * 2);
-    for (bytes, &scale) in encoded.packed.chunks_exact(NVFP4_BLOCK / 2).zip(&encoded.block_scales) {
-        let factor = e4m3_to_f32(scale) * encoded.global_scale;
-        for &byte in bytes {
-            out.push(E2M1_VALUES[(byte & 0x0F) as usize] * factor);
-            out.push(E2M1_VALUES[(byte >> 4) as usize] * factor);
-        }
-    }
-    Ok(out)
+    let global = encoded.global_scale;
+    Ok(decode_blocks(&encoded.packed, &encoded.block_scales, NVFP4_BLOCK, |bytes, scale, out| unpack_block(bytes, e4m3_to_f32(scale) * global, out)))
 }
 
 #[cfg(test)]
