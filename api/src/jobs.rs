@@ -150,10 +150,13 @@ pub async fn create(state: &AppState, tenant: Uuid, request: CreateJobRequest) -
     crate::quotas::reserve_job(&mut tx, tenant, &state.config.quotas).await?;
     // Share locks: a concurrent DELETE of one of these files waits for this job, then sees it.
     let files: Vec<&String> = std::iter::once(&request.training_file).chain(request.validation_file.as_ref()).collect();
+    let mut files_processed = true;
     for file in files {
-        let live: Option<i32> = sqlx::query_scalar("SELECT 1 FROM files WHERE id = $1 AND deleted_at IS NULL FOR SHARE").bind(file).fetch_optional(&mut *tx).await?;
-        if live.is_none() {
-            return Err(ApiError::not_found("file", file));
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM files WHERE id = $1 AND deleted_at IS NULL FOR SHARE").bind(file).fetch_optional(&mut *tx).await?;
+        match status {
+            None => return Err(ApiError::not_found("file", file)),
+            Some(status) => files_processed &= status == "processed",
         }
     }
     sqlx::query(
@@ -176,10 +179,20 @@ pub async fn create(state: &AppState, tenant: Uuid, request: CreateJobRequest) -
     .await?;
     let message = format!("Validating training file: {}", request.training_file);
     store::insert_event(&mut tx, store::NewEvent { job_id: &id, attempt: 1, level: "info", kind: "message", message, data: None, source_id: None }).await?;
+    // Files are validated at upload (direct) or right after completion (Uploads API). Usually they
+    // are already: the job is queued in this same transaction. Otherwise it waits in
+    // `validating_files` until its last file's validation ends.
+    let assignment = if files_processed {
+        store::transition(&mut tx, &id, 1, JobStatus::Queued, "Files validated, job queued".into()).await?;
+        Some(store::assignment(&mut tx, &id, &state.config.s3.bucket).await?)
+    } else {
+        None
+    };
     tx.commit().await?;
-    // Files are validated at upload (direct) or right after completion (Uploads API): the job is
-    // queued now, or when its last file's validation ends.
-    advance_validating(state).await?;
+    match assignment {
+        Some(assignment) => enqueue(state, &assignment).await,
+        None => advance_validating(state).await?,
+    }
     get(state, tenant, &id).await
 }
 
@@ -218,12 +231,17 @@ pub async fn advance_validating(state: &AppState) -> Result<(), ApiError> {
     }
     tx.commit().await?;
     for assignment in queued {
-        // Postgres holds the truth; if Redis is down now, the scheduler's reconciler publishes the job.
-        if let Err(e) = state.queue.enqueue(&assignment).await {
-            tracing::warn!(job = %assignment.job_id, error = %e, "enqueue failed; the reconciler will publish the job");
-        }
+        enqueue(state, &assignment).await;
     }
     Ok(())
+}
+
+/// Publishes a queued job. Postgres holds the truth; if Redis is down now, the scheduler's reconciler
+/// publishes the job.
+async fn enqueue(state: &AppState, assignment: &moetune_types::JobAssignment) {
+    if let Err(e) = state.queue.enqueue(assignment).await {
+        tracing::warn!(job = %assignment.job_id, error = %e, "enqueue failed; the reconciler will publish the job");
+    }
 }
 
 /// 400 unless `id` is a fine-tune file of the tenant.
@@ -351,6 +369,10 @@ pub async fn get(state: &AppState, tenant: Uuid, id: &str) -> Result<JobObject, 
         .await?
         .ok_or_else(|| ApiError::not_found("fine-tuning job", id))?;
     let artifacts = artifacts(state, &row.id).await?;
+    job_object(row, artifacts)
+}
+
+fn job_object(row: JobRow, artifacts: Vec<Artifact>) -> Result<JobObject, ApiError> {
     let spec: TrainingSpec = serde_json::from_value(row.spec).map_err(ApiError::internal)?;
     let status = JobStatus::parse(&row.status).ok_or_else(|| ApiError::internal(format!("bad status {}", row.status)))?;
     let hyperparameters: ResolvedHyperparameters = serde_json::from_value(row.hyperparameters).map_err(ApiError::internal)?;
@@ -400,15 +422,24 @@ fn echo_method(method_type: &str, hyperparameters: &ResolvedHyperparameters, spe
 }
 
 pub async fn artifacts(state: &AppState, job_id: &str) -> Result<Vec<Artifact>, ApiError> {
-    let mut rows: Vec<Artifact> =
-        sqlx::query_as("SELECT name, s3_bucket, s3_key, bytes, sha256 FROM artifacts WHERE job_id = $1 ORDER BY name")
-            .bind(job_id)
-            .fetch_all(&state.db)
-            .await?;
-    for a in &mut rows {
-        a.uri = format!("s3://{}/{}", a.s3_bucket, a.s3_key);
-    }
-    Ok(rows)
+    Ok(artifact_rows(state, &[job_id]).await?.into_iter().map(|(_, a)| a).collect())
+}
+
+/// The artifacts of `job_ids`, with their job, by job then name.
+async fn artifact_rows(state: &AppState, job_ids: &[&str]) -> Result<Vec<(String, Artifact)>, ApiError> {
+    let rows: Vec<(String, String, String, String, i64, String)> = sqlx::query_as(
+        "SELECT job_id, name, s3_bucket, s3_key, bytes, sha256 FROM artifacts WHERE job_id = ANY($1) ORDER BY job_id, name",
+    )
+    .bind(job_ids)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(job, name, s3_bucket, s3_key, bytes, sha256)| {
+            let uri = format!("s3://{s3_bucket}/{s3_key}");
+            (job, Artifact { name, uri, s3_bucket, s3_key, bytes, sha256 })
+        })
+        .collect())
 }
 
 /// One entry of the job's event log (OpenAI `fine_tuning.job.event`).
@@ -521,8 +552,9 @@ pub async fn checkpoints(state: &AppState, tenant: Uuid, job_id: &str) -> Result
 /// page; `metadata` pairs must all match.
 pub async fn list(state: &AppState, tenant: Uuid, after: Option<&str>, limit: i64, metadata: &HashMap<String, String>) -> Result<(Vec<JobObject>, bool), ApiError> {
     let cursor = crate::pagination::cursor(&state.db, "jobs", tenant, after).await?;
-    let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM jobs WHERE tenant_id = $1 AND metadata @> $2
+    // One query for the page and one for its artifacts (not one per job: a page of 20 was 40 queries).
+    let mut rows: Vec<JobRow> = sqlx::query_as(
+        "SELECT * FROM jobs WHERE tenant_id = $1 AND metadata @> $2
            AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
          ORDER BY created_at DESC, id DESC LIMIT $5",
     )
@@ -533,11 +565,20 @@ pub async fn list(state: &AppState, tenant: Uuid, after: Option<&str>, limit: i6
     .bind(limit + 1)
     .fetch_all(&state.db)
     .await?;
-    let has_more = ids.len() as i64 > limit;
-    let mut jobs = Vec::with_capacity(ids.len());
-    for id in ids.iter().take(limit as usize) {
-        jobs.push(get(state, tenant, id).await?);
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let mut by_job: HashMap<String, Vec<Artifact>> = HashMap::new();
+    for artifact in artifact_rows(state, &ids).await? {
+        by_job.entry(artifact.0).or_default().push(artifact.1);
     }
+    let jobs = rows
+        .into_iter()
+        .map(|row| {
+            let artifacts = by_job.remove(&row.id).unwrap_or_default();
+            job_object(row, artifacts)
+        })
+        .collect::<Result<_, _>>()?;
     Ok((jobs, has_more))
 }
 
