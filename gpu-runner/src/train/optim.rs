@@ -79,10 +79,16 @@ impl AdamW {
                 if p.decay && self.weight_decay > 0.0 {
                     let _ = p.tensor.g_mul_scalar_(1.0 - lr * self.weight_decay);
                 }
+                // The same operations in the same order as the textbook form (so the same bits), with
+                // the temporaries updated in place: at 10⁸ parameters each fresh temporary is another
+                // large allocation per step (page faults on CPU).
                 let _ = m.g_mul_scalar_(self.beta1).g_add_(&(&grad * (1.0 - self.beta1)));
-                let _ = v.g_mul_scalar_(self.beta2).g_add_(&(&grad * &grad * (1.0 - self.beta2)));
-                let denom = (&*v / bias2).sqrt() + self.eps;
-                let update = (&*m / bias1) / denom * lr;
+                let mut squared = &grad * &grad;
+                let _ = v.g_mul_scalar_(self.beta2).g_add_(&squared.g_mul_scalar_(1.0 - self.beta2));
+                let mut denom = &*v / bias2;
+                let _ = denom.sqrt_().g_add_scalar_(self.eps);
+                let mut update = &*m / bias1;
+                let _ = update.g_div_(&denom).g_mul_scalar_(lr);
                 let _ = p.tensor.g_sub_(&update.to_kind(p.tensor.kind()));
             }
         });
