@@ -101,6 +101,17 @@ pub fn base_model(name: &str, device: Device) -> anyhow::Result<(nn::VarStore, M
     bail!("model '{name}' is not available on this runner (supported: {}, or a local model directory)", tiny::NAME)
 }
 
+/// The base weights an SFT method trains (set to require gradients, the rest frozen); LoRA's adapters
+/// come on top. Shared with the benchmark so it measures the job's own training step.
+pub fn sft_trainables(model: &MoeModel, vars: &nn::VarStore, method: SftMethod, router: RouterMode) -> Vec<optim::Trainable> {
+    let roles = match (method, router) {
+        (SftMethod::Full, mode) => full_roles(mode),
+        (SftMethod::Lora, RouterMode::Train) => vec![Role::Router],
+        (SftMethod::Lora, RouterMode::Freeze) => vec![],
+    };
+    set_trainable(model, vars, &roles)
+}
+
 /// Sets which base weights get gradients: `roles` trainable, everything else frozen.
 fn set_trainable(model: &MoeModel, vars: &nn::VarStore, roles: &[Role]) -> Vec<optim::Trainable> {
     let variables = vars.variables();
@@ -170,12 +181,7 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
     let sft_mode = ForwardMode { adapters: adapters.as_ref(), ..Default::default() };
     let resumed_past_sft = progress.stage != StageKind::Sft;
     if !resumed_past_sft {
-        let roles = match (options.sft_method, options.router.mode) {
-            (SftMethod::Full, mode) => full_roles(mode),
-            (SftMethod::Lora, RouterMode::Train) => vec![Role::Router],
-            (SftMethod::Lora, RouterMode::Freeze) => vec![],
-        };
-        let mut trainables = set_trainable(&model, &vars, &roles);
+        let mut trainables = sft_trainables(&model, &vars, options.sft_method, options.router.mode);
         if let Some(a) = &adapters {
             trainables.extend(lora::trainables(a));
         }

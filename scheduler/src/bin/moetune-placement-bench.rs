@@ -193,17 +193,25 @@ async fn main() -> anyhow::Result<()> {
     }
     let t = Instant::now();
     let largest = moetune_scheduler::placement::largest_runners(&queue.runners().await?);
-    println!("placement pass: registry of {runners} runners read in {:.1} ms ({largest:?})", t.elapsed().as_secs_f64() * 1000.0);
+    let registry_ms = t.elapsed().as_secs_f64() * 1000.0;
+    println!("placement pass: registry of {runners} runners read in {registry_ms:.1} ms ({largest:?})");
 
     let t = Instant::now();
     let snapshot = queue.snapshot().await?;
-    println!("reconciler snapshot of {} waiting jobs: {:.1} ms", snapshot.pending.len(), t.elapsed().as_secs_f64() * 1000.0);
+    let snapshot_ms = t.elapsed().as_secs_f64() * 1000.0;
+    println!("reconciler snapshot of {} waiting jobs: {snapshot_ms:.1} ms", snapshot.pending.len());
 
     // Clean up this run's keys.
     let keys: Vec<String> = redis.keys(format!("{prefix}:*")).await?;
     for chunk in keys.chunks(1000) {
         let _: () = redis.del(chunk).await?;
     }
-    println!("{}", serde_json::json!({ "benchmark": "placement", "runners": runners, "jobs": jobs, "tenants": tenants, "results": results }));
+    // Last line, for deploy/bench.
+    println!(
+        "{}",
+        serde_json::json!({ "bench": "placement", "runners": runners, "jobs": jobs, "tenants": tenants, "results": results,
+            "enqueue_per_s": jobs as f64 / enqueue_secs, "claims_per_s": claims as f64 / storm_secs,
+            "registry_ms": registry_ms, "snapshot_ms": snapshot_ms })
+    );
     Ok(())
 }

@@ -1,0 +1,272 @@
+//! Measurements for `deploy/bench` (issue #8), one JSON object per line on stdout. Not part of the
+//! runner: it drives the runner's own training step and FP4 codecs on synthetic inputs.
+//!
+//! * `gemm`: the GEMM peak of this device (fp32 on CPU, bf16 on CUDA), the ceiling model FLOP/s are
+//!   compared with.
+//! * `train`: tokens/s of the SFT training step (forward, loss, backward, clipping, AdamW) for LoRA on
+//!   attention (router frozen) or full SFT (everything but the router), on a config from
+//!   `tests/bench/tiny_moe.json`.
+//! * `fp4`: MXFP4 and NVFP4 encode (quantize + pack) and decode GB/s on a weight of `--bytes` f32,
+//!   and a plain memory copy of the same buffer.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use moetune_runner::model::{new_seeded, ArchConfig, ForwardMode, RoutingOptions};
+use moetune_runner::train::{eval, lora, optim::AdamW, sft_trainables};
+use moetune_types::{LoraOptions, RouterMode, SftMethod};
+use serde_json::{json, Value};
+use tch::{nn, Device, Kind, Tensor};
+
+#[derive(Parser)]
+struct Cli {
+    /// `cpu` or `cuda` (CUDA runs in bf16, CPU in fp32, as the runner would).
+    #[arg(long, default_value = "cpu", global = true)]
+    device: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Gemm {
+        #[arg(long, default_value_t = 2048)]
+        size: i64,
+        #[arg(long, default_value_t = 10)]
+        reps: usize,
+    },
+    Train {
+        /// The configs file (tests/bench/tiny_moe.json).
+        #[arg(long)]
+        configs: std::path::PathBuf,
+        /// A key of `archs`, or `gpt_oss_20b_layer`.
+        #[arg(long)]
+        arch: String,
+        #[arg(long, value_enum)]
+        method: Method,
+        #[arg(long, default_value_t = 8)]
+        batch: i64,
+        #[arg(long, default_value_t = 256)]
+        seq: i64,
+        #[arg(long, default_value_t = 6)]
+        steps: usize,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+    },
+    Fp4 {
+        /// Size of the f32 weight in bytes.
+        #[arg(long, default_value_t = 1 << 30)]
+        bytes: usize,
+        /// Columns of the weight (the quantized dimension).
+        #[arg(long, default_value_t = 4096)]
+        cols: usize,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Method {
+    /// LoRA r=8 on q/k/v/o, router frozen (the anchor's configuration).
+    Lora,
+    /// Every weight but the router trained.
+    Full,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let device = match cli.device.as_str() {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::Cuda(0),
+        other => anyhow::bail!("unknown device {other}: use cpu or cuda"),
+    };
+    let kind = if device.is_cuda() { Kind::BFloat16 } else { Kind::Float };
+    let line = match cli.command {
+        Command::Gemm { size, reps } => gemm(size, reps, device, kind),
+        Command::Train { configs, arch, method, batch, seq, steps, warmup } => {
+            let configs: Value = serde_json::from_slice(&std::fs::read(&configs).with_context(|| format!("reading {}", configs.display()))?)?;
+            train(&config_for(&configs, &arch)?, &arch, method, batch, seq, steps, warmup, device, kind)?
+        }
+        Command::Fp4 { bytes, cols } => fp4(bytes, cols)?,
+    };
+    println!("{line}");
+    Ok(())
+}
+
+fn config_for(configs: &Value, arch: &str) -> anyhow::Result<Value> {
+    if let Some(whole) = configs.get(arch) {
+        return Ok(whole.clone());
+    }
+    let mut merged = configs["common"].clone();
+    let extra = configs["archs"].get(arch).with_context(|| format!("no config named {arch}"))?;
+    merged.as_object_mut().context("common")?.extend(extra.as_object().context("arch")?.clone());
+    Ok(merged)
+}
+
+fn synchronize(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Square GEMM throughput, median of `reps` after one warm-up.
+fn gemm(n: i64, reps: usize, device: Device, kind: Kind) -> Value {
+    let a = Tensor::randn([n, n], (kind, device));
+    let b = Tensor::randn([n, n], (kind, device));
+    let _ = a.matmul(&b);
+    synchronize(device);
+    let times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let started = Instant::now();
+            let _ = a.matmul(&b);
+            synchronize(device);
+            started.elapsed().as_secs_f64()
+        })
+        .collect();
+    let flops = 2.0 * (n as f64).powi(3);
+    json!({"bench": "gemm", "device": device_name(device), "dtype": format!("{kind:?}"), "size": n,
+           "threads": tch::get_num_threads(), "gflops": flops / median(times) / 1e9})
+}
+
+fn device_name(device: Device) -> &'static str {
+    if device.is_cuda() { "cuda" } else { "cpu" }
+}
+
+/// Forward FLOPs per token of the matmuls the model runs (embedding lookups excluded): projections,
+/// attention scores and values over the positions a causal (or sliding-window) token attends to, the
+/// router, the `top_k` experts it picks, and the LM head.
+fn forward_flops_per_token(c: &ArchConfig, seq: i64) -> f64 {
+    let (d, q, kv) = (c.hidden_size as f64, (c.num_attention_heads * c.head_dim) as f64, (c.num_key_value_heads * c.head_dim) as f64);
+    let mut total = 2.0 * d * c.vocab_size as f64;
+    for layer in 0..c.num_hidden_layers as usize {
+        let window = c.sliding_windows.get(layer).copied().flatten().unwrap_or(seq);
+        let attended: f64 = (0..seq).map(|p| (p + 1).min(window) as f64).sum::<f64>() / seq as f64;
+        total += 2.0 * d * (q + 2.0 * kv) + 2.0 * q * d + 4.0 * q * attended;
+        let moe = &c.moe;
+        if c.sparse_layers.get(layer).copied().unwrap_or(true) {
+            total += 2.0 * d * moe.num_experts as f64 + moe.top_k as f64 * 6.0 * d * moe.intermediate_size as f64;
+            if let Some(shared) = moe.shared_expert_intermediate_size {
+                total += 6.0 * d * shared as f64 + 2.0 * d;
+            }
+        } else {
+            total += 6.0 * d * c.dense_intermediate_size as f64;
+        }
+    }
+    total
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train(raw: &Value, arch: &str, method: Method, batch: i64, seq: i64, steps: usize, warmup: usize, device: Device, kind: Kind) -> anyhow::Result<Value> {
+    let config = ArchConfig::from_json(raw.clone())?;
+    let mut vars = nn::VarStore::new(device);
+    let model = new_seeded(&vars, config.clone(), 1);
+    vars.set_kind(kind);
+    let (sft_method, lora_options) = match method {
+        Method::Lora => (SftMethod::Lora, LoraOptions::default()),
+        Method::Full => (SftMethod::Full, LoraOptions::default()),
+    };
+    let adapters = (sft_method == SftMethod::Lora).then(|| {
+        let mut adapters = lora::create(&model, &lora_options, device);
+        for pair in adapters.linear.values_mut() {
+            pair.a = pair.a.detach().to_kind(kind).set_requires_grad(true);
+            pair.b = pair.b.detach().to_kind(kind).set_requires_grad(true);
+        }
+        adapters
+    });
+    let mut trainables = sft_trainables(&model, &vars, sft_method, RouterMode::Freeze);
+    if let Some(a) = &adapters {
+        trainables.extend(lora::trainables(a));
+    }
+    let trained_params: i64 = trainables.iter().map(|t| t.tensor.numel() as i64).sum();
+    let mut optimizer = AdamW::new(trainables, 0.0);
+    let routing = RoutingOptions { capacity_factor: None, jitter: 0.0 };
+    let mode = ForwardMode { routing: Some(&routing), adapters: adapters.as_ref(), ..Default::default() };
+    tch::manual_seed(7);
+    let ids = Tensor::randint(config.vocab_size, [batch, seq], (Kind::Int64, device));
+    // Per step: total, and the forward (with the loss), backward and optimiser phases of it.
+    let mut phases: [Vec<f64>; 4] = Default::default();
+    for step in 0..warmup + steps {
+        synchronize(device);
+        let started = Instant::now();
+        optimizer.zero_grad();
+        let out = model.forward(&ids, mode);
+        let loss = eval::token_loss(&out.logits, &ids);
+        synchronize(device);
+        let forward_done = Instant::now();
+        loss.backward();
+        synchronize(device);
+        let backward_done = Instant::now();
+        optimizer.clip_grad_norm(1.0);
+        optimizer.step(1e-4);
+        synchronize(device);
+        if step >= warmup {
+            let done = Instant::now();
+            phases[0].push((done - started).as_secs_f64());
+            phases[1].push((forward_done - started).as_secs_f64());
+            phases[2].push((backward_done - forward_done).as_secs_f64());
+            phases[3].push((done - backward_done).as_secs_f64());
+        }
+    }
+    let [total, forward_s, backward_s, optimizer_s] = phases.map(median);
+    let step_s = total;
+    let tokens = (batch * seq) as f64;
+    let forward = forward_flops_per_token(&config, seq);
+    // LoRA: the forward plus the backward's input gradients (frozen weights get none); full SFT adds
+    // the weight gradients. Adapter FLOPs (r=8) are left out.
+    let train_flops = forward * if method == Method::Full { 3.0 } else { 2.0 } * tokens;
+    Ok(json!({
+        "bench": "train", "impl": "moetune", "arch": arch, "method": if method == Method::Full { "full" } else { "lora" },
+        "device": device_name(device), "dtype": format!("{kind:?}"), "threads": tch::get_num_threads(),
+        "batch": batch, "seq": seq, "steps": steps, "trained_params": trained_params,
+        "step_s": step_s, "forward_s": forward_s, "backward_s": backward_s, "optimizer_s": optimizer_s, "tokens_per_s": tokens / step_s, "model_flops_per_token": train_flops / tokens,
+        "model_gflops": train_flops / step_s / 1e9,
+    }))
+}
+
+/// GB/s of `bytes` input processed in `seconds`.
+fn rate(bytes: usize, seconds: f64) -> f64 {
+    bytes as f64 / seconds / 1e9
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let started = Instant::now();
+    let value = f();
+    (value, started.elapsed().as_secs_f64())
+}
+
+fn fp4(bytes: usize, cols: usize) -> anyhow::Result<Value> {
+    use moetune_fp4 as fp4;
+    let n = bytes / 4 / cols * cols;
+    // A weight-like spread (normal, std 0.02) with some outliers; seeded.
+    let values: Vec<f32> = {
+        tch::manual_seed(3);
+        let t = Tensor::randn([n as i64], (Kind::Float, Device::Cpu)) * 0.02;
+        let mut v = vec![0f32; n];
+        t.copy_data(&mut v, n);
+        v
+    };
+    let input_bytes = n * 4;
+    let mut copy = vec![0f32; n];
+    let ((), copy_s) = timed(|| copy.copy_from_slice(&values));
+    drop(copy);
+    let (blocks_scales, mx_encode_s) = timed(|| fp4::mxfp4_encode(&values, cols));
+    let blocks_scales = blocks_scales.map_err(anyhow::Error::msg)?;
+    let (decoded, mx_decode_s) = timed(|| fp4::mxfp4_decode(&blocks_scales.0, &blocks_scales.1));
+    anyhow::ensure!(decoded.map_err(anyhow::Error::msg)?.len() == n, "MXFP4 round trip lost values");
+    drop(blocks_scales);
+    let (global, global_s) = timed(|| fp4::nvfp4_global_scale(&values));
+    let (encoded, nv_encode_s) = timed(|| fp4::nvfp4_encode(&values, cols, global));
+    let encoded = encoded.map_err(anyhow::Error::msg)?;
+    let (decoded, nv_decode_s) = timed(|| fp4::nvfp4_decode(&encoded));
+    anyhow::ensure!(decoded.map_err(anyhow::Error::msg)?.len() == n, "NVFP4 round trip lost values");
+    Ok(json!({
+        "bench": "fp4", "impl": "moetune", "bytes": input_bytes, "cols": cols,
+        "memcpy_gbps": rate(input_bytes, copy_s),
+        "mxfp4_encode_gbps": rate(input_bytes, mx_encode_s), "mxfp4_decode_gbps": rate(input_bytes, mx_decode_s),
+        "nvfp4_encode_gbps": rate(input_bytes, nv_encode_s + global_s), "nvfp4_decode_gbps": rate(input_bytes, nv_decode_s),
+    }))
+}

@@ -1,0 +1,219 @@
+"""Turns the raw lines `deploy/bench` recorded (one JSON object per measurement, every run) into
+min / median / max tables: printed (--print) or written (--write DOCS) to DOCS/benchmarks.json and
+between the generated-results markers of DOCS/benchmarks.md. A GPU section is replaced only by a run
+that measured one; otherwise the earlier GPU figures stay, with their date."""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+from collections import defaultdict
+
+TRAIN_ARCHS = ["mixtral", "qwen3_moe", "gpt_oss"]
+
+
+def spread(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def fmt(s, digits=2, scale=1.0):
+    if s is None:
+        return "–"
+    return " / ".join(f"{s[k] * scale:,.{digits}f}" for k in ("min", "median", "max"))
+
+
+def load(paths):
+    lines = []
+    for path in paths:
+        with open(path) as f:
+            lines += [json.loads(line) for line in f if line.strip().startswith("{")]
+    return lines
+
+
+def train_section(lines, device):
+    gemm = [l["gflops"] for l in lines if l["bench"] == "gemm" and l["device"] == device]
+    runs = defaultdict(lambda: {"moetune": [], "anchor": []})
+    for l in lines:
+        if l["bench"] == "train" and l["device"] == device:
+            runs[(l["arch"], l["method"])]["moetune" if l["impl"] == "moetune" else "anchor"].append(l)
+    rows = []
+    for (arch, method), r in sorted(runs.items(), key=lambda kv: (kv[0][0] not in TRAIN_ARCHS, kv[0])):
+        ours, anchor = r["moetune"], r["anchor"]
+        pairs = list(zip(ours, anchor))
+        peaks = [(o["model_gflops"] / g) for o, g in zip(ours, gemm)] if gemm else []
+        rows.append({
+            "arch": arch, "method": method, "dtype": ours[0]["dtype"] if ours else None,
+            "batch": (ours or anchor)[0]["batch"], "seq": (ours or anchor)[0]["seq"],
+            "moetune_tokens_per_s": spread([o["tokens_per_s"] for o in ours]),
+            "anchor_tokens_per_s": spread([a["tokens_per_s"] for a in anchor]),
+            "anchor": anchor[0]["impl"] if anchor else None,
+            "ratio": spread([o["tokens_per_s"] / a["tokens_per_s"] for o, a in pairs]),
+            "model_gflops": spread([o["model_gflops"] for o in ours]),
+            "fraction_of_gemm_peak": spread(peaks),
+            # Where a moetune step goes (medians over runs): forward with the loss, backward, optimiser.
+            "phases_s": {k: statistics.median(o[k] for o in ours) for k in ("forward_s", "backward_s", "optimizer_s")} if ours else None,
+        })
+    return {"gemm_gflops": spread(gemm), "rows": rows}
+
+
+def fp4_section(lines):
+    ours = [l for l in lines if l["bench"] == "fp4" and l["impl"] == "moetune"]
+    ref = [l for l in lines if l["bench"] == "fp4" and l["impl"] == "torch"]
+    if not ours:
+        return None
+    rows = []
+    for op in ("mxfp4_encode", "mxfp4_decode", "nvfp4_encode", "nvfp4_decode"):
+        key = f"{op}_gbps"
+        rows.append({
+            "op": op, "moetune_gbps": spread([o[key] for o in ours]), "torch_gbps": spread([r[key] for r in ref]),
+            "ratio": spread([o[key] / r[key] for o, r in zip(ours, ref)]),
+            "fraction_of_memcpy": spread([o[key] / o["memcpy_gbps"] for o in ours]),
+        })
+    return {"bytes": ours[0]["bytes"], "memcpy_gbps": spread([o["memcpy_gbps"] for o in ours]), "rows": rows}
+
+
+def api_section(lines):
+    rows = []
+    for name in ("api_create_job", "api_list_jobs"):
+        r = [l for l in lines if l["bench"] == name]
+        if r:
+            rows.append({"name": name, "connections": r[0]["connections"], "requests": r[0]["requests"],
+                         **{k: spread([x[k] for x in r]) for k in ("per_s", "p50_ms", "p99_ms", "baseline_per_s", "baseline_p50_ms", "baseline_p99_ms", "ratio")}})
+    return rows or None
+
+
+def upload_section(lines):
+    r = [l for l in lines if l["bench"] == "upload"]
+    if not r:
+        return None
+    return {"bytes": r[0]["bytes"], **{k: spread([x[k] for x in r]) for k in ("api_mbps", "direct_mbps", "ratio", "api_rss_idle_mib", "api_rss_peak_mib")}}
+
+
+def placement_section(lines):
+    r = [l for l in lines if l["bench"] == "placement"]
+    if not r:
+        return None
+    names = [x["name"] for x in r[0]["results"]]
+    rows = [{"name": n, **{k: spread([next(x for x in run["results"] if x["name"] == n)[k] for run in r]) for k in ("p50_ms", "p99_ms")}} for n in names]
+    return {"runners": r[0]["runners"], "jobs": r[0]["jobs"], "tenants": r[0]["tenants"], "rows": rows,
+            **{k: spread([x[k] for x in r]) for k in ("enqueue_per_s", "claims_per_s", "registry_ms", "snapshot_ms")}}
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
+
+
+def summarise(lines):
+    runs = max(1, sum(1 for l in lines if l["bench"] in ("gemm",) and l["device"] == "cpu") or 1)
+    gpu_lines = [l for l in lines if l.get("device") == "cuda"]
+    gpu = None
+    if gpu_lines:
+        gpu = {"measured_at": datetime.date.today().isoformat(), "device": gpu_lines[0].get("gpu", "cuda"), **train_section(lines, "cuda")}
+    elif any(l["bench"] == "gpu" for l in lines):
+        gpu = {"skipped": next(l["skipped"] for l in lines if l["bench"] == "gpu")}
+    return {
+        "measured_at": datetime.date.today().isoformat(), "machine": machine(), "runs": runs,
+        "train": train_section(lines, "cpu"), "fp4": fp4_section(lines), "api": api_section(lines),
+        "upload": upload_section(lines), "placement": placement_section(lines), "gpu": gpu,
+    }
+
+
+def train_table(t, title):
+    out = [f"GEMM peak measured in the same run: {fmt(t['gemm_gflops'], 0)} GFLOP/s.", "",
+           f"| {title} | moetune tokens/s | anchor tokens/s | × anchor | model GFLOP/s | of GEMM peak | moetune step: forward + backward + optimiser |", "|---|---|---|---|---|---|---|"]
+    for r in t["rows"]:
+        p = r.get("phases_s")
+        unit, scale = ("ms", 1e3) if t["rows"] and (r["moetune_tokens_per_s"] or {}).get("median", 0) > 5000 else ("s", 1.0)
+        phases = f"{p['forward_s'] * scale:.3g} + {p['backward_s'] * scale:.3g} + {p['optimizer_s'] * scale:.3g} {unit}" if p else "–"
+        out.append(f"| {r['arch']} {r['method']} ({r['anchor']}) | {fmt(r['moetune_tokens_per_s'], 0)} | {fmt(r['anchor_tokens_per_s'], 0)} | "
+                   f"{fmt(r['ratio'])} | {fmt(r['model_gflops'], 0)} | {fmt(r['fraction_of_gemm_peak'], 1, 100)} % | {phases} |")
+    return out
+
+
+def markdown(s):
+    out = [f"Measured {s['measured_at']} on {s['machine']['cpu']} ({s['machine']['cores']} cores); every cell is min / median / max over {s['runs']} runs.", ""]
+    if s["train"]["rows"]:
+        out += ["### Training throughput (CPU, fp32)", ""] + train_table(s["train"], "architecture, method (anchor)") + [""]
+    if s["fp4"]:
+        f = s["fp4"]
+        out += ["### FP4 codecs", "", f"A {f['bytes'] / 2**30:.0f} GiB f32 weight; plain memory copy {fmt(f['memcpy_gbps'])} GB/s.", "",
+                "| codec | moetune GB/s | torch reference GB/s | × torch | of memcpy |", "|---|---|---|---|---|"]
+        for r in f["rows"]:
+            out.append(f"| {r['op'].replace('_', ' ')} | {fmt(r['moetune_gbps'])} | {fmt(r['torch_gbps'])} | {fmt(r['ratio'], 1)} | {fmt(r['fraction_of_memcpy'], 0, 100)} % |")
+        out.append("")
+    if s["api"]:
+        out += ["### API at 64 connections", "", "| request | API req/s | p50 ms | p99 ms | baseline req/s | baseline p99 ms | × baseline |", "|---|---|---|---|---|---|---|"]
+        for r in s["api"]:
+            out.append(f"| {r['name']} ({r['requests']} requests) | {fmt(r['per_s'], 0)} | {fmt(r['p50_ms'], 1)} | {fmt(r['p99_ms'], 1)} | {fmt(r['baseline_per_s'], 0)} | {fmt(r['baseline_p99_ms'], 1)} | {fmt(r['ratio'])} |")
+        out.append("")
+    if s["upload"]:
+        u = s["upload"]
+        out += ["### Upload", "", f"{u['bytes'] / 2**30:.2f} GiB of JSONL.", "", "| POST /v1/files MB/s | direct S3 PUT MB/s | × direct | API RSS idle MiB | API RSS peak MiB |", "|---|---|---|---|---|",
+                f"| {fmt(u['api_mbps'], 0)} | {fmt(u['direct_mbps'], 0)} | {fmt(u['ratio'])} | {fmt(u['api_rss_idle_mib'], 0)} | {fmt(u['api_rss_peak_mib'], 0)} |", ""]
+    if s["placement"]:
+        p = s["placement"]
+        out += ["### Placement", "", f"{p['runners']:,} simulated runners, {p['jobs']:,} queued jobs, {p['tenants']} tenants.", "",
+                "| measurement | p50 ms | p99 ms |", "|---|---|---|"]
+        out += [f"| {r['name']} | {fmt(r['p50_ms'], 3)} | {fmt(r['p99_ms'], 3)} |" for r in p["rows"]]
+        out += ["", f"Enqueue {fmt(p['enqueue_per_s'], 0)} jobs/s; claims {fmt(p['claims_per_s'], 0)}/s with every runner at once; "
+                f"registry read {fmt(p['registry_ms'], 1)} ms; reconciler snapshot {fmt(p['snapshot_ms'], 1)} ms.", ""]
+    return out
+
+
+def gpu_markdown(g):
+    if not g:
+        return ["Not measured yet."]
+    if "skipped" in g:
+        return [f"Skipped: {g['skipped']}."]
+    return [f"Measured {g['measured_at']} on {g['device']}; bf16.", ""] + train_table(g, "config, method (anchor)")
+
+
+def replace_between(text, name, lines):
+    begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        sys.exit(f"docs/benchmarks.md lacks the {begin} … {end} markers")
+    return pattern.sub(lambda _: "\n".join([begin, "", *lines, "", end]), text)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--print", action="store_true")
+    p.add_argument("--write", metavar="DOCS")
+    p.add_argument("results", nargs="+")
+    args = p.parse_args()
+    s = summarise(load(args.results))
+    if args.write:
+        json_path, md_path = os.path.join(args.write, "benchmarks.json"), os.path.join(args.write, "benchmarks.md")
+        if (s["gpu"] is None or "skipped" in s["gpu"]) and os.path.exists(json_path):
+            with open(json_path) as f:
+                earlier = json.load(f).get("gpu")
+            if earlier and "skipped" not in earlier:
+                s["gpu"] = earlier
+        with open(json_path, "w") as f:
+            json.dump(s, f, indent=1)
+            f.write("\n")
+        with open(md_path) as f:
+            text = f.read()
+        text = replace_between(text, "results", markdown(s))
+        text = replace_between(text, "gpu", gpu_markdown(s["gpu"]))
+        with open(md_path, "w") as f:
+            f.write(text)
+    print("\n".join(markdown(s) + ["### GPU", ""] + gpu_markdown(s["gpu"])))
+
+
+if __name__ == "__main__":
+    main()
