@@ -319,11 +319,10 @@ pub struct JobError {
     pub param: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Artifact {
     pub name: String,
     /// Where the artifact is stored, `s3://bucket/key`.
-    #[sqlx(skip)]
     pub uri: String,
     #[serde(skip)]
     #[schema(ignore)]

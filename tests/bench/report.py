@@ -117,7 +117,7 @@ def machine():
 
 
 def summarise(lines):
-    runs = max(1, sum(1 for l in lines if l["bench"] in ("gemm",) and l["device"] == "cpu") or 1)
+    runs = max(1, sum(1 for l in lines if l["bench"] == "gemm" and l["device"] == "cpu"))
     gpu_lines = [l for l in lines if l.get("device") == "cuda"]
     gpu = None
     if gpu_lines:

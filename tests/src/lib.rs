@@ -194,23 +194,33 @@ pub fn database_url(pool: &PgPool) -> String {
 /// Starts `moetune-api serve` as its own process on `port`, with the test's database, Redis prefix and
 /// bucket (so `env.token` works against it); returns once `/healthz` answers.
 pub async fn spawn_api(env: &TestEnv, port: u16) -> KillOnDrop {
-    let api = std::process::Command::new(workspace_binary("moetune-api"))
+    let settings = [
+        ("MOETUNE_DATABASE_URL", database_url(&env.pool)),
+        ("MOETUNE_REDIS_PREFIX", env.config.redis_prefix.clone()),
+        ("MOETUNE_S3__BUCKET", env.config.s3.bucket.clone()),
+    ];
+    serve_api(&workspace_binary("moetune-api"), port, &settings).await.expect("the api process comes up")
+}
+
+/// Runs `BINARY serve` on `port` with `settings` added to the environment; returns once `/healthz`
+/// answers (also used by the API benchmark with the release binary).
+pub async fn serve_api(binary: &std::path::Path, port: u16, settings: &[(&str, String)]) -> anyhow::Result<KillOnDrop> {
+    let child = std::process::Command::new(binary)
         .arg("serve")
         .env("MOETUNE_BIND_ADDR", format!("127.0.0.1:{port}"))
-        .env("MOETUNE_DATABASE_URL", database_url(&env.pool))
-        .env("MOETUNE_REDIS_PREFIX", &env.config.redis_prefix)
-        .env("MOETUNE_S3__BUCKET", &env.config.s3.bucket)
+        .envs(settings.iter().map(|(k, v)| (k, v)))
         .stdout(std::process::Stdio::null())
         .spawn()
-        .expect("api starts");
-    let api = KillOnDrop(api);
+        .map_err(|e| anyhow::anyhow!("starting {}: {e}", binary.display()))?;
+    let api = KillOnDrop(child);
+    let http = reqwest::Client::new();
     for _ in 0..200 {
-        if env.http.get(format!("http://127.0.0.1:{port}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
-            return api;
+        if http.get(format!("http://127.0.0.1:{port}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
+            return Ok(api);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the api process did not come up on port {port}");
+    anyhow::bail!("{} did not come up on port {port}", binary.display())
 }
 
 /// Starts `moetune-scheduler` as its own process for the test's database, Redis prefix and bucket.

@@ -165,12 +165,9 @@ fn train(raw: &Value, arch: &str, method: Method, batch: i64, seq: i64, steps: u
     let mut vars = nn::VarStore::new(device);
     let model = new_seeded(&vars, config.clone(), 1);
     vars.set_kind(kind);
-    let (sft_method, lora_options) = match method {
-        Method::Lora => (SftMethod::Lora, LoraOptions::default()),
-        Method::Full => (SftMethod::Full, LoraOptions::default()),
-    };
+    let sft_method = if method == Method::Full { SftMethod::Full } else { SftMethod::Lora };
     let adapters = (sft_method == SftMethod::Lora).then(|| {
-        let mut adapters = lora::create(&model, &lora_options, device);
+        let mut adapters = lora::create(&model, &LoraOptions::default(), device);
         for pair in adapters.linear.values_mut() {
             pair.a = pair.a.detach().to_kind(kind).set_requires_grad(true);
             pair.b = pair.b.detach().to_kind(kind).set_requires_grad(true);

@@ -48,11 +48,11 @@ pub struct MoeBlock {
 }
 
 /// One expert's slices of the fused weights.
-struct ExpertWeights {
-    gate_up: Tensor,
-    down: Tensor,
-    gate_up_bias: Option<Tensor>,
-    down_bias: Option<Tensor>,
+struct ExpertWeights<'a> {
+    gate_up: &'a Tensor,
+    down: &'a Tensor,
+    gate_up_bias: Option<&'a Tensor>,
+    down_bias: Option<&'a Tensor>,
 }
 
 /// What the experts of one forward pass see besides their weights.
@@ -132,7 +132,7 @@ impl MoeBlock {
     }
 
     /// `weights`: this expert's slices (gate_up, down, and gpt-oss's two biases).
-    fn expert_forward(&self, x: &Tensor, weights: &ExpertWeights, inputs: Option<ActivationHook>) -> Tensor {
+    fn expert_forward<'a>(&self, x: &Tensor, weights: &ExpertWeights<'a>, inputs: Option<ActivationHook>) -> Tensor {
         let hook = |which: ExpertInput, x: Tensor| match inputs {
             Some(f) => f(self.layer, which, &x),
             None => x,
@@ -140,17 +140,17 @@ impl MoeBlock {
         let x = hook(ExpertInput::GateUp, x.shallow_clone());
         match self.spec.activation {
             ExpertActivation::SwiGlu => {
-                let projected = linear(&x, &weights.gate_up, None);
+                let projected = linear(&x, weights.gate_up, None);
                 let parts = projected.chunk(2, -1);
-                linear(&hook(ExpertInput::Down, parts[0].silu() * &parts[1]), &weights.down, None)
+                linear(&hook(ExpertInput::Down, parts[0].silu() * &parts[1]), weights.down, None)
             }
             ExpertActivation::GptOssClamped { alpha, limit } => {
-                let bias = |b: &Option<Tensor>| b.as_ref().expect("gpt-oss expert biases").shallow_clone();
-                let projected = x.matmul(&weights.gate_up) + bias(&weights.gate_up_bias);
+                let bias = |b: Option<&'a Tensor>| b.expect("gpt-oss expert biases");
+                let projected = x.matmul(weights.gate_up) + bias(weights.gate_up_bias);
                 let gate = projected.slice(-1, 0, None, 2).clamp_max(limit);
                 let up = projected.slice(-1, 1, None, 2).clamp(-limit, limit);
                 let glu = &gate * (&gate * alpha).sigmoid();
-                hook(ExpertInput::Down, (up + 1.0) * glu).matmul(&weights.down) + bias(&weights.down_bias)
+                hook(ExpertInput::Down, (up + 1.0) * glu).matmul(weights.down) + bias(weights.down_bias)
             }
         }
     }
@@ -183,10 +183,9 @@ impl MoeBlock {
         // Split once: indexing the fused [E, …] weight per expert would make each expert's backward
         // allocate and fill a gradient the size of the whole weight (E times per step); unbind's
         // backward stacks the slices once.
-        let split = |t: &Option<Tensor>| t.as_ref().map(|t| t.unbind(0).into_iter().map(Some).collect::<Vec<_>>());
         let (gate_ups, downs) = (gate_up.unbind(0), down.unbind(0));
-        let gate_up_biases = split(&self.gate_up_proj_bias);
-        let down_biases = split(&self.down_proj_bias);
+        let gate_up_biases = self.gate_up_proj_bias.as_ref().map(|b| b.unbind(0));
+        let down_biases = self.down_proj_bias.as_ref().map(|b| b.unbind(0));
         let mut out = tokens.zeros_like();
         let mut offset = 0;
         for (expert, &count) in counts.iter().enumerate() {
@@ -194,12 +193,11 @@ impl MoeBlock {
             if kept > 0 {
                 let idx = token_of_slot.narrow(0, offset, kept);
                 let gate_w = weight_of_slot.narrow(0, offset, kept).unsqueeze(1);
-                let bias = |b: &Option<Vec<Option<Tensor>>>| b.as_ref().and_then(|b| b[expert].as_ref().map(Tensor::shallow_clone));
                 let weights = ExpertWeights {
-                    gate_up: gate_ups[expert].shallow_clone(),
-                    down: downs[expert].shallow_clone(),
-                    gate_up_bias: bias(&gate_up_biases),
-                    down_bias: bias(&down_biases),
+                    gate_up: &gate_ups[expert],
+                    down: &downs[expert],
+                    gate_up_bias: gate_up_biases.as_ref().map(|b| &b[expert]),
+                    down_bias: down_biases.as_ref().map(|b| &b[expert]),
                 };
                 let y = self.expert_forward(&tokens.index_select(0, &idx), &weights, hooks.inputs);
                 out = out.index_add(0, &idx, &(y * gate_w).to_kind(out.kind()));

@@ -13,12 +13,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{ensure, Context};
 use moetune_api::auth::{ensure_tenant, TokenKeys};
 use moetune_api::ApiConfig;
-use moetune_e2e::{free_port, KillOnDrop};
+use moetune_e2e::{free_port, serve_api, KillOnDrop};
 use moetune_types::JobAssignment;
 use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
@@ -132,26 +132,16 @@ impl Bench {
     /// A fresh API process (so its peak RSS is its own), up once `/healthz` answers.
     async fn spawn_api(&self) -> anyhow::Result<Api> {
         let port = free_port();
-        let child = std::process::Command::new(&self.api_binary)
-            .arg("serve")
-            .env("MOETUNE_BIND_ADDR", format!("127.0.0.1:{port}"))
-            .env("MOETUNE_DATABASE_URL", &self.config.database_url)
-            .env("MOETUNE_REDIS_PREFIX", &self.config.redis_prefix)
-            .env("MOETUNE_S3__BUCKET", &self.config.s3.bucket)
-            .env("MOETUNE_QUOTAS__MAX_CONCURRENT_JOBS", "100000000")
-            .env("MOETUNE_QUOTAS__MAX_STORAGE_BYTES", "100000000000")
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", self.api_binary.display()))?;
-        let api = Api { base: format!("http://127.0.0.1:{port}"), process: KillOnDrop(child) };
-        for _ in 0..200 {
-            if reqwest::get(format!("{}/healthz", api.base)).await.is_ok_and(|r| r.status() == 200) {
-                return Ok(api);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        anyhow::bail!("the api did not come up on port {port}")
+        let settings = [
+            ("MOETUNE_DATABASE_URL", self.config.database_url.clone()),
+            ("MOETUNE_REDIS_PREFIX", self.config.redis_prefix.clone()),
+            ("MOETUNE_S3__BUCKET", self.config.s3.bucket.clone()),
+            ("MOETUNE_QUOTAS__MAX_CONCURRENT_JOBS", "100000000".into()),
+            ("MOETUNE_QUOTAS__MAX_STORAGE_BYTES", "100000000000".into()),
+            ("RUST_LOG", "warn".into()),
+        ];
+        let process = serve_api(&self.api_binary, port, &settings).await?;
+        Ok(Api { base: format!("http://127.0.0.1:{port}"), process })
     }
 
     /// One job the API created, as the baseline's template: its row values and its queue assignment.
