@@ -15,6 +15,13 @@ pub struct ApiConfig {
     pub token_ttl_days: i64,
     pub quotas: QuotaDefaults,
     pub s3: S3Config,
+    pub webhooks: WebhookSettings,
+}
+
+/// What the api checks when a tenant registers a webhook endpoint (the scheduler delivers).
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhookSettings {
+    pub allowed_private_networks: String,
 }
 
 /// Limits for tenants that have no override of their own (admin `POST /v1/admin/tenants`).

@@ -8,14 +8,17 @@ pub mod event_stream;
 pub mod files;
 pub mod idempotency;
 pub mod jobs;
+pub mod metrics;
 pub mod models;
 pub mod openapi;
 pub mod pagination;
 pub mod quotas;
+pub mod report;
 pub mod routes;
 pub mod storage;
 pub mod telemetry;
 pub mod uploads;
+pub mod webhooks;
 
 use std::net::TcpListener;
 
@@ -60,12 +63,15 @@ impl Application {
         });
         tokio::spawn(uploads::sweep_forever(state.clone().into_inner()));
         let keys = web::Data::new(auth::TokenKeys::from_config(&config)?);
+        let metrics = web::Data::new(metrics::ApiMetrics::default());
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(keys.clone())
+                .app_data(metrics.clone())
                 .app_data(error::json_config())
                 .app_data(error::query_config())
+                .wrap(actix_web::middleware::from_fn(metrics::record))
                 .wrap(actix_web::middleware::from_fn(telemetry::request_id_header))
                 .wrap(tracing_actix_web::TracingLogger::<telemetry::RequestSpan>::new())
                 .configure(routes::configure)

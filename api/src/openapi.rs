@@ -29,6 +29,7 @@ use utoipa::{Modify, OpenApi};
         crate::routes::jobs::list_artifacts,
         crate::routes::jobs::list_checkpoints,
         crate::routes::jobs::download_artifact,
+        crate::routes::jobs::report,
         crate::routes::models::list,
         crate::routes::models::retrieve,
         crate::routes::models::register,
@@ -41,6 +42,15 @@ use utoipa::{Modify, OpenApi};
         crate::routes::runners::retrieve,
         crate::routes::runners::drain,
         crate::routes::runners::undrain,
+        crate::routes::webhooks::create,
+        crate::routes::webhooks::list_endpoints,
+        crate::routes::webhooks::retrieve,
+        crate::routes::webhooks::update,
+        crate::routes::webhooks::delete,
+        crate::routes::webhooks::rotate_secret,
+        crate::routes::webhooks::attempts,
+        crate::routes::webhooks::redeliver,
+        crate::routes::webhooks::events,
     ),
     modifiers(&BearerAuth, &CommonResponses)
 )]
@@ -58,22 +68,31 @@ impl Modify for BearerAuth {
 
 /// Responses every route of a kind can give, added in one place so no annotation can miss them: 401/403
 /// on authenticated routes; on every POST the `Idempotency-Key` header with its 409s, and 400 for a
-/// malformed header or body; 400 wherever a query string is parsed.
+/// malformed header or body; 400 for a PATCH's body and wherever a query string is parsed.
 struct CommonResponses;
 
 impl Modify for CommonResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for item in openapi.paths.paths.values_mut() {
-            for (is_post, operation) in [(false, &mut item.get), (true, &mut item.post), (false, &mut item.delete)] {
+            for (method, operation) in [(Method::Get, &mut item.get), (Method::Post, &mut item.post), (Method::Patch, &mut item.patch), (Method::Delete, &mut item.delete)] {
                 if let Some(operation) = operation.as_mut() {
-                    add_common(operation, is_post);
+                    add_common(operation, method);
                 }
             }
         }
     }
 }
 
-fn add_common(operation: &mut Operation, is_post: bool) {
+#[derive(PartialEq)]
+enum Method {
+    Get,
+    Post,
+    Patch,
+    Delete,
+}
+
+fn add_common(operation: &mut Operation, method: Method) {
+    let is_post = method == Method::Post;
     let mut add = |status: &str, description: &str| {
         let error = Content::new(Some(Ref::from_schema_name("ErrorBody")));
         let response: Response = ResponseBuilder::new().description(description).content("application/json", error).build();
@@ -84,7 +103,7 @@ fn add_common(operation: &mut Operation, is_post: bool) {
         add("403", "The credential lacks the scope this route needs (`insufficient_scope`)");
     }
     let has_query = operation.parameters.iter().flatten().any(|p| p.parameter_in == ParameterIn::Query);
-    if is_post || has_query {
+    if is_post || method == Method::Patch || has_query {
         add("400", "Invalid request: the error names the parameter and what to fix");
     }
     if is_post {

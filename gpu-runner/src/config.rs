@@ -15,6 +15,7 @@ pub struct RunnerConfig {
     pub gpu_memory_gib: u64,
     pub host_memory_gib: u64,
     pub claim_poll_ms: u64,
+    pub metrics_addr: String,
     pub labels: std::collections::BTreeMap<String, String>,
     pub s3: S3Config,
 }

@@ -200,7 +200,11 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Tokenize { model_dir, data }) => commands::tokenize(&model_dir, &data)?,
         Some(Command::DumpWeights { model_dir, out }) => commands::dump_weights(&model_dir, &out)?,
         _ => {
+            let metrics_addr = config.metrics_addr.clone();
             let worker = Worker::connect(config).await?;
+            if !metrics_addr.is_empty() {
+                tokio::spawn(moetune_runner::metrics::serve(&metrics_addr, worker.metrics())?);
+            }
             let shutdown = async {
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
                 tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }

@@ -24,6 +24,7 @@ pub struct Worker {
     /// Becomes true on shutdown; training in progress checks it before every step.
     stopping: tokio::sync::watch::Sender<bool>,
     queue_script: redis::Script,
+    metrics: std::sync::Arc<crate::metrics::RunnerMetrics>,
 }
 
 /// Reports events for one attempt of one job to the scheduler's stream.
@@ -34,10 +35,12 @@ struct EventSink {
     job_id: String,
     attempt: i32,
     runner_id: String,
+    metrics: std::sync::Arc<crate::metrics::RunnerMetrics>,
 }
 
 impl EventSink {
     async fn emit(&self, kind: RunnerEventKind) -> anyhow::Result<()> {
+        self.metrics.observe(&kind);
         let event = RunnerEvent { job_id: self.job_id.clone(), attempt: self.attempt, runner_id: self.runner_id.clone(), kind };
         let mut redis = self.redis.clone();
         let _: String = redis
@@ -60,7 +63,12 @@ impl Worker {
             device,
             stopping: tokio::sync::watch::channel(false).0,
             queue_script: redis::Script::new(QUEUE_SCRIPT),
+            metrics: Default::default(),
         })
+    }
+
+    pub fn metrics(&self) -> std::sync::Arc<crate::metrics::RunnerMetrics> {
+        self.metrics.clone()
     }
 
     /// Claims and runs jobs until `shutdown` resolves. A job in progress is then checkpointed at its
@@ -96,9 +104,12 @@ impl Worker {
             match job_id {
                 Some(job_id) => {
                     idle_polls = 0;
-                    if let Err(e) = self.handle(&job_id).await {
+                    self.metrics.set_busy(true);
+                    let span = tracing::info_span!("job", job_id = %job_id, runner = %self.config.runner_id);
+                    if let Err(e) = tracing::Instrument::instrument(self.handle(&job_id), span).await {
                         tracing::error!(job = %job_id, error = %e, "job handling failed");
                     }
+                    self.metrics.set_busy(false);
                     self.queue_op::<()>(&["finish", &self.config.runner_id, &job_id]).await?;
                 }
                 None => {
@@ -166,6 +177,7 @@ impl Worker {
             job_id: job_id.to_string(),
             attempt: assignment.attempt,
             runner_id: self.config.runner_id.clone(),
+            metrics: self.metrics.clone(),
         };
         sink.emit(RunnerEventKind::Started { device: format!("{:?}", self.device).to_lowercase(), dtype: "float32".into() }).await?;
         match self.train_and_upload(&assignment, &sink).await {

@@ -12,6 +12,7 @@ pub struct SchedulerConfig {
     pub max_attempts: i32,
     pub s3_bucket: String,
     pub metrics_addr: String,
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 const DEFAULTS: &str = include_str!("../config.default.toml");

@@ -3,9 +3,11 @@
 use moetune_types::{JobStatus, RunnerEvent, RunnerEventKind};
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::AsyncCommands;
+use serde_json::json;
 use sqlx::PgPool;
 
 use crate::store::{self, NewEvent};
+use crate::webhooks::{outbox, EventType};
 use crate::JobQueue;
 
 const GROUP: &str = "scheduler";
@@ -82,7 +84,9 @@ impl Ingester {
                 let payload: Option<String> = entry.get("event");
                 match payload.map(|p| serde_json::from_str::<RunnerEvent>(&p)) {
                     Some(Ok(event)) => {
-                        let applied = apply(&self.pool, &event, Some(&entry.id)).await?;
+                        // The job id on every span, as on the api's request spans and the runner's job span.
+                        let span = tracing::info_span!("runner_event", job_id = %event.job_id, attempt = event.attempt, runner = %event.runner_id);
+                        let applied = tracing::Instrument::instrument(apply(&self.pool, &event, Some(&entry.id)), span).await?;
                         self.observe(&event, &applied).await?;
                         if applied == Applied::Stale {
                             tracing::warn!(job = %event.job_id, attempt = event.attempt, "refused stale runner event");
@@ -201,7 +205,12 @@ pub async fn apply(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str>) 
             };
             let message = format!("{stage} step {step}: expert usage top1_share={mean_top1_share:.3} entropy_norm={mean_entropy_norm:.3}: {verdict}");
             let data = serde_json::to_value(&event.kind)?;
-            store::insert_event(&mut tx, log(if *alert { "warn" } else { "info" }, "monitor", message, Some(data))).await?
+            let fresh = store::insert_event(&mut tx, log(if *alert { "warn" } else { "info" }, "monitor", message.clone(), Some(data))).await?;
+            if fresh && *alert {
+                let data = json!({ "stage": stage, "step": step, "mean_top1_share": mean_top1_share, "mean_entropy_norm": mean_entropy_norm, "action": action, "message": message });
+                outbox::publish(&mut tx, job_id, EventType::MonitorAlert, data).await?;
+            }
+            fresh
         }
         RunnerEventKind::Evaluation { report } => {
             let data = serde_json::to_value(&event.kind)?;
@@ -224,7 +233,12 @@ pub async fn apply(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str>) 
             .bind(bytes)
             .execute(&mut *tx)
             .await?;
-            store::insert_event(&mut tx, log("info", "message", format!("Checkpoint {name} saved ({bytes} bytes)"), None)).await?
+            let fresh = store::insert_event(&mut tx, log("info", "message", format!("Checkpoint {name} saved ({bytes} bytes)"), None)).await?;
+            if fresh {
+                let data = json!({ "checkpoint": name, "stage": stage, "step": step, "bytes": bytes });
+                outbox::publish(&mut tx, job_id, EventType::CheckpointCreated, data).await?;
+            }
+            fresh
         }
         RunnerEventKind::Artifact { name, uri, bytes, sha256 } => {
             let (bucket, key) = parse_s3_uri(uri)?;

@@ -1,6 +1,6 @@
 //! The moetune scheduler: the Redis job queue (used by the api to enqueue), the Postgres job store
-//! (status transitions and events), the ingester that applies runner events to Postgres with
-//! attempt fencing, and the reconciler that rebuilds Redis from Postgres and requeues lost work.
+//! (status transitions and events, with their webhooks), the ingester that applies runner events to Postgres with
+//! attempt fencing, the reconciler that rebuilds Redis from Postgres and requeues lost work, and the webhook dispatcher.
 
 pub mod config;
 pub mod ingest;
@@ -10,11 +10,12 @@ pub mod queue;
 pub mod reconcile;
 pub mod registry;
 pub mod store;
+pub mod webhooks;
 
 pub use config::SchedulerConfig;
 pub use queue::JobQueue;
 
-/// Runs the ingester, the reconciler, the placement pass and the metrics endpoint until `shutdown` resolves.
+/// Runs the ingester, the reconciler, the webhook dispatcher, the placement pass and the metrics endpoint until `shutdown` resolves.
 pub async fn run(
     config: SchedulerConfig,
     pool: sqlx::PgPool,
@@ -24,6 +25,7 @@ pub async fn run(
     let metrics = std::sync::Arc::new(metrics::Metrics::default());
     let ingester = ingest::Ingester::new(queue.clone(), pool.clone(), config.consumer_name.clone(), config.s3_bucket.clone()).with_metrics(metrics.clone());
     let reconciler = reconcile::Reconciler::new(queue.clone(), pool.clone(), config.clone()).with_metrics(metrics.clone());
+    let webhooks = webhooks::dispatch::Dispatcher::new(pool.clone(), config.webhooks.clone(), metrics.clone())?;
     let metrics_server = match config.metrics_addr.as_str() {
         "" => None,
         addr => Some(metrics::serve(addr, metrics.clone())?),
@@ -37,6 +39,7 @@ pub async fn run(
     tokio::select! {
         result = ingester.run() => result,
         result = reconciler.run() => result,
+        result = webhooks.run() => result,
         result = serve_metrics => result,
         () = explain(queue, pool, metrics.clone(), config.placement_interval_ms) => Ok(()),
         () = shutdown => Ok(()),

@@ -22,6 +22,10 @@ pub struct Metrics {
     pub placement_seconds: Histogram,
     pub requeued: IntCounterVec,
     pub runner_events: IntCounterVec,
+    /// Webhook delivery attempts by outcome: succeeded, failed, gone (410, endpoint disabled).
+    pub webhook_attempts: IntCounterVec,
+    /// Deliveries waiting for their next attempt (Postgres).
+    pub webhook_pending: IntGauge,
 }
 
 impl Default for Metrics {
@@ -46,6 +50,8 @@ impl Metrics {
             )?,
             requeued: IntCounterVec::new(Opts::new("moetune_jobs_requeued_total", "Jobs handed out again"), &["reason"])?,
             runner_events: IntCounterVec::new(Opts::new("moetune_runner_events_total", "Runner events ingested, by outcome"), &["outcome"])?,
+            webhook_attempts: IntCounterVec::new(Opts::new("moetune_webhook_attempts_total", "Webhook delivery attempts, by outcome"), &["outcome"])?,
+            webhook_pending: gauge("moetune_webhook_pending_deliveries", "Webhook deliveries waiting for their next attempt")?,
             registry,
         };
         metrics.registry.register(Box::new(metrics.waiting_jobs.clone()))?;
@@ -56,6 +62,8 @@ impl Metrics {
         metrics.registry.register(Box::new(metrics.placement_seconds.clone()))?;
         metrics.registry.register(Box::new(metrics.requeued.clone()))?;
         metrics.registry.register(Box::new(metrics.runner_events.clone()))?;
+        metrics.registry.register(Box::new(metrics.webhook_attempts.clone()))?;
+        metrics.registry.register(Box::new(metrics.webhook_pending.clone()))?;
         Ok(metrics)
     }
 
@@ -78,6 +86,8 @@ impl Metrics {
         }
         let unplaceable: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'queued' AND status_details IS NOT NULL").fetch_one(pool).await?;
         self.unplaceable_jobs.set(unplaceable);
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'").fetch_one(pool).await?;
+        self.webhook_pending.set(pending);
         for state in [RunnerState::Idle, RunnerState::Busy, RunnerState::Draining, RunnerState::Lost] {
             let count = runners.iter().filter(|r| r.state == state).count();
             self.runners_by_state.with_label_values(&[state.as_str()]).set(count as i64);

@@ -3,6 +3,8 @@
 use moetune_types::{JobAssignment, JobStatus, Placement, S3Location, TrainingSpec};
 use sqlx::{PgConnection, PgPool};
 
+use crate::webhooks::{outbox, EventType};
+
 /// A row for the job event log.
 pub struct NewEvent<'a> {
     pub job_id: &'a str,
@@ -33,7 +35,8 @@ pub async fn insert_event(conn: &mut PgConnection, event: NewEvent<'_>) -> sqlx:
     Ok(result.rows_affected() == 1)
 }
 
-/// Sets the status and records the transition as an event, in the caller's transaction.
+/// Sets the status and records the transition as an event (and a webhook event for the statuses
+/// tenants can subscribe to), in the caller's transaction.
 pub async fn transition(
     conn: &mut PgConnection,
     job_id: &str,
@@ -57,10 +60,13 @@ pub async fn transition(
     let level = if to == JobStatus::Failed { "error" } else { "info" };
     let data = serde_json::json!({ "status": to.as_str() });
     insert_event(
-        conn,
+        &mut *conn,
         NewEvent { job_id, attempt, level, kind: "message", message, data: Some(data), source_id: None },
     )
     .await?;
+    if let Some(event) = EventType::for_status(to) {
+        outbox::publish(conn, job_id, event, serde_json::json!({})).await?;
+    }
     Ok(())
 }
 

@@ -3,6 +3,8 @@
 //!
 //! Run through `deploy/test`, which provisions the services and exports their settings.
 
+pub mod webhook_receiver;
+
 use std::time::Duration;
 
 use moetune_api::auth::{ensure_tenant, Scope, TokenKeys};
@@ -68,6 +70,7 @@ impl TestEnv {
         config.reconcile_interval_ms = 300;
         config.placement_interval_ms = 300;
         config.metrics_addr = String::new();
+        config.webhooks.allowed_private_networks = self.config.webhooks.allowed_private_networks.clone();
         config
     }
 
@@ -249,4 +252,23 @@ pub fn run_ok(command: &mut std::process::Command) -> String {
     let output = command.output().unwrap_or_else(|e| panic!("{command:?} did not start: {e}"));
     assert!(output.status.success(), "{command:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+/// Loads an HTML page in headless Chromium (Debian's `chromium`, installed by deploy/test) and returns
+/// the DOM after its scripts ran and it was laid out.
+pub fn render_in_chromium(html: &str) -> String {
+    let path = std::env::temp_dir().join(format!("moetune-page-{}.html", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, html).expect("write page");
+    let dom = run_ok(std::process::Command::new("chromium").args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"]).arg(format!("file://{}", path.display())));
+    std::fs::remove_file(&path).ok();
+    dom
+}
+
+/// The value of `attribute` on the element with id `id` in `dom` (a serialized DOM).
+pub fn attribute_of(dom: &str, id: &str, attribute: &str) -> Option<String> {
+    let start = dom.find(&format!("id=\"{id}\""))?;
+    let tag_start = dom[..start].rfind('<')?;
+    let tag = &dom[tag_start..tag_start + dom[tag_start..].find('>')?];
+    let value = tag.split(&format!("{attribute}=\"")).nth(1)?;
+    Some(value[..value.find('"')?].to_string())
 }

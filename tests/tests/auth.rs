@@ -121,7 +121,7 @@ async fn api_keys_are_hashed_scoped_and_revocable(pool: PgPool) {
     let created: Value = post_admin("/v1/admin/api_keys", json!({"tenant": "acme", "name": "ci"})).await.unwrap().json().await.unwrap();
     let full_key = created["value"].as_str().unwrap().to_string();
     assert!(full_key.starts_with("mtk-"), "{created}");
-    assert_eq!(created["scopes"], json!(["files:read", "files:write", "jobs:read", "jobs:write", "models:read"]));
+    assert_eq!(created["scopes"], json!(["files:read", "files:write", "jobs:read", "jobs:write", "models:read", "webhooks:read", "webhooks:write"]));
     let stored: String = sqlx::query_scalar("SELECT secret_sha256 FROM api_keys").fetch_one(&env.pool).await.unwrap();
     let secret = full_key.rsplit('-').next().unwrap();
     assert!(!stored.contains(secret) && stored.len() == 64, "only a hash is stored");

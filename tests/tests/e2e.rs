@@ -4,7 +4,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use moetune_e2e::{run_ok, spawn_runner, TestEnv};
+use moetune_e2e::webhook_receiver::Receiver;
+use moetune_e2e::{attribute_of, render_in_chromium, run_ok, spawn_runner, TestEnv};
 use serde_json::json;
 use sha2::Digest;
 use sqlx::PgPool;
@@ -15,9 +16,13 @@ fn mean(values: &[f64]) -> f64 {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn fine_tuning_job_runs_end_to_end(pool: PgPool) {
-    let env = TestEnv::start(pool.clone()).await;
+    let env = TestEnv::start_with(pool.clone(), |c| c.webhooks.allowed_private_networks = "127.0.0.0/8".into()).await;
     let scheduler = tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool.clone(), std::future::pending()));
     let _runner = spawn_runner(&env, "e2e-runner");
+    // An MLOps portal listening for every event type.
+    let receiver = Receiver::start().await;
+    let endpoint: serde_json::Value = env.post_json("/v1/webhook_endpoints", json!({"url": receiver.url})).await.json().await.unwrap();
+    let secret = endpoint["secret"].as_str().expect("endpoint registered").to_string();
 
     let file: serde_json::Value = env.upload_demo_dataset().await;
     assert_eq!((file["format"].as_str(), file["example_count"].as_i64()), (Some("alpaca"), Some(240)));
@@ -73,6 +78,36 @@ async fn fine_tuning_job_runs_end_to_end(pool: PgPool) {
     for expected in ["sft-step-000010", "sft-step-000020", "sft-final", "qat-final"] {
         assert!(checkpoint_names.contains(&expected), "{expected} not in {checkpoint_names:?}");
     }
+
+    // The portal heard of the start, each checkpoint, each monitor alert and the success, all signed.
+    let type_of = |hook: &moetune_e2e::webhook_receiver::Delivery| hook.json()["type"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !receiver.received().iter().any(|h| type_of(h) == "fine_tuning.job.succeeded") {
+        assert!(std::time::Instant::now() < deadline, "no fine_tuning.job.succeeded webhook: {:?}", receiver.received().iter().map(type_of).collect::<Vec<_>>());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let hooks = receiver.received();
+    for hook in &hooks {
+        hook.verify(&secret).expect("standardwebhooks verifies every delivery");
+        assert_eq!(hook.json()["data"]["id"], id.as_str());
+    }
+    let types: Vec<String> = hooks.iter().map(type_of).collect();
+    let count = |kind: &str| types.iter().filter(|t| *t == kind).count();
+    let alerts = monitor.iter().filter(|m| m["data"]["alert"] == true).count();
+    assert_eq!(types.first().map(String::as_str), Some("fine_tuning.job.running"), "{types:?}");
+    assert_eq!((count("checkpoint.created"), count("monitor.alert"), count("fine_tuning.job.succeeded")), (checkpoint_names.len(), alerts, 1), "{types:?}");
+
+    // The report page draws the curves, the heatmap (2 layers x 3 checks) and the table, in a browser.
+    let report = env.http.get(env.url(&format!("/v1/fine_tuning/jobs/{id}/report"))).bearer_auth(&env.token).send().await.unwrap();
+    assert_eq!(report.status(), 200);
+    assert!(report.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let page = report.text().await.unwrap();
+    assert!(!page.contains("http://") && !page.contains("https://"), "the report loads nothing from elsewhere");
+    let dom = render_in_chromium(&page);
+    assert_eq!(attribute_of(&dom, "loss-chart", "data-drawn").as_deref(), Some("3"), "SFT, QAT and validation loss lines");
+    assert_eq!(attribute_of(&dom, "lr-chart", "data-drawn").as_deref(), Some("1"));
+    assert_eq!(attribute_of(&dom, "usage-heatmap", "data-drawn").as_deref(), Some("6"));
+    assert!(dom.contains("SFT+QAT") && dom.contains("id=\"evaluation\""), "the evaluation table is on the page");
 
     // Artifacts: in S3 with the recorded size and sha256, downloadable through the API, and a
     // parseable safetensors checkpoint with transformers' parameter names.

@@ -31,6 +31,11 @@ pub enum Scope {
     JobsWrite,
     #[serde(rename = "models:read")]
     ModelsRead,
+    #[serde(rename = "webhooks:read")]
+    WebhooksRead,
+    /// Register, change and delete webhook endpoints; redeliver events.
+    #[serde(rename = "webhooks:write")]
+    WebhooksWrite,
     /// Manage tenants, API keys, models and runners.
     #[serde(rename = "admin")]
     Admin,
@@ -38,7 +43,8 @@ pub enum Scope {
 
 impl Scope {
     /// What a tenant credential gets when no scopes are named.
-    pub const TENANT: [Scope; 5] = [Scope::FilesRead, Scope::FilesWrite, Scope::JobsRead, Scope::JobsWrite, Scope::ModelsRead];
+    pub const TENANT: [Scope; 7] =
+        [Scope::FilesRead, Scope::FilesWrite, Scope::JobsRead, Scope::JobsWrite, Scope::ModelsRead, Scope::WebhooksRead, Scope::WebhooksWrite];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -47,6 +53,8 @@ impl Scope {
             Scope::JobsRead => "jobs:read",
             Scope::JobsWrite => "jobs:write",
             Scope::ModelsRead => "models:read",
+            Scope::WebhooksRead => "webhooks:read",
+            Scope::WebhooksWrite => "webhooks:write",
             Scope::Admin => "admin",
         }
     }
@@ -56,9 +64,8 @@ impl Scope {
     }
 
     pub fn parse_list(list: &str) -> Result<Vec<Scope>, String> {
-        list.split_whitespace()
-            .map(|s| Scope::parse(s).ok_or_else(|| format!("unknown scope '{s}'; scopes are files:read, files:write, jobs:read, jobs:write, models:read, admin")))
-            .collect()
+        let known = || Self::TENANT.into_iter().chain([Scope::Admin]).map(Scope::as_str).collect::<Vec<_>>().join(", ");
+        list.split_whitespace().map(|s| Scope::parse(s).ok_or_else(|| format!("unknown scope '{s}'; scopes are {}", known()))).collect()
     }
 }
 
@@ -79,6 +86,8 @@ pub fn required_scope(method: &Method, path: &str) -> Scope {
         (Scope::Admin, Scope::Admin)
     } else if path.starts_with("/v1/fine_tuning") {
         (Scope::JobsRead, Scope::JobsWrite)
+    } else if path.starts_with("/v1/webhook") {
+        (Scope::WebhooksRead, Scope::WebhooksWrite)
     } else if path.starts_with("/v1/models") {
         (Scope::ModelsRead, Scope::Admin)
     } else {

@@ -35,7 +35,7 @@ pub struct CreateApiKeyRequest {
     pub tenant: String,
     /// A label to recognise the key by, e.g. `ci-pipeline`.
     pub name: String,
-    /// Defaults to every tenant scope: files:read, files:write, jobs:read, jobs:write, models:read.
+    /// Defaults to every tenant scope: files:read, files:write, jobs:read, jobs:write, models:read, webhooks:read, webhooks:write.
     pub scopes: Option<Vec<String>>,
 }
 

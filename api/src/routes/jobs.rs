@@ -14,7 +14,10 @@ use crate::{event_stream, AppState};
     responses((status = 200, body = JobObject), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(caller: Principal, state: web::Data<AppState>, body: web::Json<CreateJobRequest>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(jobs::create(&state, caller.tenant, body.into_inner()).await?))
+    let job = jobs::create(&state, caller.tenant, body.into_inner()).await?;
+    // The request span gets the new job's id, the key that joins api, scheduler and runner logs.
+    tracing::Span::current().record("job_id", job.id.as_str());
+    Ok(HttpResponse::Ok().json(job))
 }
 
 /// Retrieve a fine-tuning job.
@@ -222,4 +225,19 @@ pub async fn download_artifact(caller: Principal, state: web::Data<AppState>, pa
         .insert_header(("content-disposition", format!("attachment; filename=\"{name}\"")))
         .insert_header(("content-length", artifact.bytes.to_string()))
         .streaming(stream))
+}
+
+/// The job's report as one self-contained HTML page: loss and learning-rate curves, the per-layer
+/// expert-usage heatmap over time, monitor alerts, and the base / SFT / PTQ / SFT+QAT table.
+#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/report", tag = "fine_tuning",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, content_type = "text/html", body = String, description = "HTML page, no external resources"), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn report(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let page = crate::report::render(&state, caller.tenant, &id).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        // Everything is inline: nothing may load from elsewhere.
+        .insert_header(("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"))
+        .body(page))
 }

@@ -6,6 +6,7 @@ pub mod jobs;
 pub mod models;
 pub mod runners;
 pub mod uploads;
+pub mod webhooks;
 
 use actix_web::{web, HttpResponse};
 
@@ -15,6 +16,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/openapi.json", web::get().to(openapi_json))
         .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok") }))
         .route("/readyz", web::get().to(readyz))
+        // Prometheus; the ingress in deploy/k8s routes only /v1, /docs and /openapi.json publicly.
+        .route("/metrics", web::get().to(crate::metrics::serve))
         // Swagger UI, served from assets compiled into the binary (no CDN).
         .route("/docs", web::get().to(|| async { HttpResponse::Found().insert_header(("location", "/docs/")).finish() }))
         .service(utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}").config(utoipa_swagger_ui::Config::from("/openapi.json")))
@@ -41,7 +44,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/fine_tuning/jobs/{id}/events", web::get().to(jobs::events))
                 .route("/fine_tuning/jobs/{id}/artifacts", web::get().to(jobs::list_artifacts))
                 .route("/fine_tuning/jobs/{id}/checkpoints", web::get().to(jobs::list_checkpoints))
+                .route("/fine_tuning/jobs/{id}/report", web::get().to(jobs::report))
                 .route("/fine_tuning/jobs/{id}/artifacts/{name:.*}/content", web::get().to(jobs::download_artifact))
+                .route("/webhook_endpoints", web::post().to(webhooks::create))
+                .route("/webhook_endpoints", web::get().to(webhooks::list_endpoints))
+                .route("/webhook_endpoints/{id}", web::get().to(webhooks::retrieve))
+                .route("/webhook_endpoints/{id}", web::patch().to(webhooks::update))
+                .route("/webhook_endpoints/{id}", web::delete().to(webhooks::delete))
+                .route("/webhook_endpoints/{id}/rotate_secret", web::post().to(webhooks::rotate_secret))
+                .route("/webhook_endpoints/{id}/attempts", web::get().to(webhooks::attempts))
+                .route("/webhook_endpoints/{id}/events/{event_id}/redeliver", web::post().to(webhooks::redeliver))
+                .route("/webhook_events", web::get().to(webhooks::events))
                 .route("/models", web::get().to(models::list))
                 .route("/models/{id:.*}", web::get().to(models::retrieve))
                 .route("/admin/models", web::post().to(models::register))

@@ -1,0 +1,250 @@
+//! The job report page: one self-contained HTML document (no script or style from anywhere else)
+//! with the loss and learning-rate curves, the per-layer expert-usage heatmap over time, the monitor's
+//! alerts, and the base / SFT / PTQ / SFT+QAT table. Charts are SVG drawn here, so the page needs no
+//! JavaScript to show them; the template escapes every value it prints.
+
+use minijinja::Environment;
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::jobs;
+use crate::AppState;
+
+const TEMPLATE: &str = include_str!("../templates/report.html");
+const CHART_WIDTH: f64 = 720.0;
+const CHART_HEIGHT: f64 = 220.0;
+const MARGIN: f64 = 48.0;
+
+/// One plotted series: SVG points in chart coordinates.
+#[derive(Debug, Serialize)]
+struct Series {
+    name: String,
+    color: &'static str,
+    points: String,
+    count: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct LineChart {
+    title: &'static str,
+    series: Vec<Series>,
+    /// Axis labels: (position, text).
+    x_ticks: Vec<(f64, String)>,
+    y_ticks: Vec<(f64, String)>,
+    width: f64,
+    height: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Cell {
+    x: f64,
+    y: f64,
+    fill: String,
+    title: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Heatmap {
+    cells: Vec<Cell>,
+    rows: Vec<(f64, String)>,
+    columns: Vec<(f64, String)>,
+    cell_width: f64,
+    cell_height: f64,
+    width: f64,
+    height: f64,
+}
+
+/// A step of training as the metrics events report it, on one axis across stages.
+struct Step {
+    stage: String,
+    x: f64,
+    loss: f64,
+    learning_rate: f64,
+    validation_loss: Option<f64>,
+}
+
+pub async fn render(state: &AppState, tenant: Uuid, job_id: &str) -> Result<String, ApiError> {
+    let job = jobs::get(state, tenant, job_id).await?;
+    let rows: Vec<(String, Option<Value>)> = sqlx::query_as(
+        "SELECT type, data FROM job_events WHERE job_id = $1 AND type IN ('metrics', 'monitor', 'evaluation') ORDER BY seq",
+    )
+    .bind(job_id)
+    .fetch_all(&state.db)
+    .await?;
+    let (mut steps, mut checks, mut evaluation) = (Vec::new(), Vec::new(), None);
+    for (kind, data) in rows {
+        let Some(data) = data else { continue };
+        match kind.as_str() {
+            "metrics" => steps.push(data),
+            "monitor" => checks.push(data),
+            _ => evaluation = data.get("report").cloned(),
+        }
+    }
+    let steps = on_one_axis(&steps);
+    let evaluation_table = evaluation.as_ref().and_then(|r| r.get("table")).or_else(|| job_json_eval(&job.result)).cloned();
+    let context = serde_json::json!({
+        "job": serde_json::to_value(&job).map_err(ApiError::internal)?,
+        "loss": loss_chart(&steps),
+        "learning_rate": lr_chart(&steps),
+        "heatmap": heatmap(&checks),
+        "alerts": checks.iter().filter(|c| c["alert"] == true).collect::<Vec<_>>(),
+        "checks": checks.len(),
+        "table": evaluation_table,
+        "routing": evaluation.as_ref().and_then(|r| r.get("routing_agreement")),
+        "format": evaluation.as_ref().and_then(|r| r.get("format")),
+    });
+    let mut env = Environment::new();
+    env.add_template("report.html", TEMPLATE).map_err(ApiError::internal)?;
+    env.get_template("report.html").and_then(|t| t.render(minijinja::value::Serde(&context))).map_err(ApiError::internal)
+}
+
+fn job_json_eval(result: &Option<Value>) -> Option<&Value> {
+    result.as_ref().and_then(|r| r.get("eval"))
+}
+
+/// SFT steps, then QAT steps after them, on one x axis.
+fn on_one_axis(events: &[Value]) -> Vec<Step> {
+    let sft_steps = events.iter().filter(|e| e["stage"] == "sft").filter_map(|e| e["step"].as_f64()).fold(0.0, f64::max);
+    events
+        .iter()
+        .filter_map(|e| {
+            let stage = e["stage"].as_str()?.to_string();
+            let offset = if stage == "qat" { sft_steps } else { 0.0 };
+            Some(Step {
+                x: e["step"].as_f64()? + offset,
+                loss: e["train_loss"].as_f64()?,
+                learning_rate: e["learning_rate"].as_f64()?,
+                validation_loss: e["validation_loss"].as_f64(),
+                stage,
+            })
+        })
+        .collect()
+}
+
+fn loss_chart(steps: &[Step]) -> LineChart {
+    let pick = |stage: &str| steps.iter().filter(|s| s.stage == stage).map(|s| (s.x, s.loss)).collect::<Vec<_>>();
+    let validation: Vec<(f64, f64)> = steps.iter().filter_map(|s| Some((s.x, s.validation_loss?))).collect();
+    line_chart("Training loss", vec![("SFT training loss", "#1f77b4", pick("sft")), ("QAT training loss", "#d62728", pick("qat")), ("validation loss", "#2ca02c", validation)])
+}
+
+fn lr_chart(steps: &[Step]) -> LineChart {
+    line_chart("Learning rate", vec![("learning rate", "#9467bd", steps.iter().map(|s| (s.x, s.learning_rate)).collect())])
+}
+
+fn line_chart(title: &'static str, data: Vec<(&str, &'static str, Vec<(f64, f64)>)>) -> LineChart {
+    let all: Vec<(f64, f64)> = data.iter().flat_map(|(_, _, points)| points.iter().copied()).collect();
+    let (x_min, x_max) = bounds(all.iter().map(|p| p.0));
+    let (y_min, y_max) = bounds(all.iter().map(|p| p.1));
+    let (plot_w, plot_h) = (CHART_WIDTH - 2.0 * MARGIN, CHART_HEIGHT - 2.0 * MARGIN);
+    let x = |v: f64| MARGIN + (v - x_min) / (x_max - x_min) * plot_w;
+    let y = |v: f64| CHART_HEIGHT - MARGIN - (v - y_min) / (y_max - y_min) * plot_h;
+    let series = data
+        .into_iter()
+        .filter(|(_, _, points)| !points.is_empty())
+        .map(|(name, color, points)| Series {
+            name: name.into(),
+            color,
+            points: points.iter().map(|&(px, py)| format!("{:.1},{:.1}", x(px), y(py))).collect::<Vec<_>>().join(" "),
+            count: points.len(),
+        })
+        .collect();
+    let ticks = |min: f64, max: f64, to: &dyn Fn(f64) -> f64| -> Vec<(f64, String)> {
+        (0..=4).map(|i| min + (max - min) * i as f64 / 4.0).map(|v| (to(v), short(v))).collect()
+    };
+    LineChart { title, series, x_ticks: ticks(x_min, x_max, &x), y_ticks: ticks(y_min, y_max, &y), width: CHART_WIDTH, height: CHART_HEIGHT }
+}
+
+/// Min and max, widened when equal (a flat line still gets a scale).
+fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (min, max) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if !min.is_finite() {
+        return (0.0, 1.0);
+    }
+    if max - min < f64::EPSILON * max.abs().max(1.0) { (min - 0.5 * min.abs().max(1e-9), max + 0.5 * max.abs().max(1e-9)) } else { (min, max) }
+}
+
+fn short(v: f64) -> String {
+    if v != 0.0 && (v.abs() < 1e-2 || v.abs() >= 1e5) { format!("{v:.1e}") } else { format!("{v:.3}").trim_end_matches('0').trim_end_matches('.').to_string() }
+}
+
+/// Rows: MoE layers; columns: monitor checks in time order; colour: the busiest expert's share of the
+/// layer's routed tokens (white = even use, dark red = one expert takes everything).
+fn heatmap(checks: &[Value]) -> Heatmap {
+    let layers: Vec<u64> = {
+        let mut layers: Vec<u64> = checks.iter().flat_map(|c| c["layers"].as_array().into_iter().flatten()).filter_map(|l| l["layer"].as_u64()).collect();
+        layers.sort_unstable();
+        layers.dedup();
+        layers
+    };
+    let (label_w, label_h) = (70.0, 40.0);
+    let cell_width = ((CHART_WIDTH - label_w) / checks.len().max(1) as f64).clamp(6.0, 60.0);
+    let cell_height = 22.0;
+    let mut cells = Vec::new();
+    for (column, check) in checks.iter().enumerate() {
+        for usage in check["layers"].as_array().into_iter().flatten() {
+            let (Some(layer), Some(share)) = (usage["layer"].as_u64(), usage["top1_share"].as_f64()) else { continue };
+            let row = layers.iter().position(|&l| l == layer).unwrap_or(0);
+            let entropy = usage["entropy_norm"].as_f64().unwrap_or(f64::NAN);
+            cells.push(Cell {
+                x: label_w + column as f64 * cell_width,
+                y: label_h + row as f64 * cell_height,
+                fill: share_colour(share),
+                title: format!("{} step {}, layer {layer}: top-1 share {share:.3}, entropy {entropy:.3}", check["stage"].as_str().unwrap_or("?"), check["step"]),
+            });
+        }
+    }
+    let rows = layers.iter().enumerate().map(|(i, l)| (label_h + (i as f64 + 0.7) * cell_height, format!("layer {l}"))).collect();
+    let every = (checks.len() / 8).max(1);
+    let columns = checks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % every == 0)
+        .map(|(i, c)| (label_w + (i as f64 + 0.5) * cell_width, format!("{} {}", c["stage"].as_str().unwrap_or("?"), c["step"])))
+        .collect();
+    let width = label_w + checks.len() as f64 * cell_width + 10.0;
+    let height = label_h + layers.len() as f64 * cell_height + 10.0;
+    Heatmap { cells, rows, columns, cell_width, cell_height, width, height }
+}
+
+fn share_colour(share: f64) -> String {
+    let t = share.clamp(0.0, 1.0);
+    let channel = |from: f64, to: f64| (from + (to - from) * t).round() as u8;
+    format!("#{:02x}{:02x}{:02x}", channel(255.0, 165.0), channel(255.0, 15.0), channel(255.0, 21.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charts_put_every_point_inside_the_plot() {
+        let steps: Vec<Value> = (1..=20)
+            .map(|i| serde_json::json!({"stage": if i <= 15 { "sft" } else { "qat" }, "step": if i <= 15 { i } else { i - 15 }, "train_loss": 3.0 / i as f64, "learning_rate": 1e-4}))
+            .collect();
+        let chart = loss_chart(&on_one_axis(&steps));
+        assert_eq!(chart.series.iter().map(|s| s.count).collect::<Vec<_>>(), [15, 5]);
+        for point in chart.series.iter().flat_map(|s| s.points.split(' ')) {
+            let (x, y) = point.split_once(',').unwrap();
+            let (x, y): (f64, f64) = (x.parse().unwrap(), y.parse().unwrap());
+            assert!((MARGIN..=CHART_WIDTH - MARGIN).contains(&x) && (MARGIN..=CHART_HEIGHT - MARGIN).contains(&y), "{point}");
+        }
+        // QAT continues the SFT axis: its first point is right of SFT's last.
+        let last_sft: f64 = chart.series[0].points.split(' ').last().unwrap().split(',').next().unwrap().parse().unwrap();
+        let first_qat: f64 = chart.series[1].points.split(' ').next().unwrap().split(',').next().unwrap().parse().unwrap();
+        assert!(first_qat > last_sft);
+        // A constant learning rate still gets a drawable scale.
+        assert!(!lr_chart(&on_one_axis(&steps)).series[0].points.contains("NaN"));
+    }
+
+    #[test]
+    fn heatmap_has_a_cell_per_layer_and_check() {
+        let check = |step: u64, share: f64| serde_json::json!({"stage": "sft", "step": step, "layers": [{"layer": 0, "top1_share": share, "entropy_norm": 0.9}, {"layer": 1, "top1_share": 0.2, "entropy_norm": 0.95}]});
+        let map = heatmap(&[check(10, 0.2), check(20, 0.9)]);
+        assert_eq!(map.cells.len(), 4);
+        assert_eq!(map.rows.len(), 2);
+        assert_ne!(map.cells[0].fill, map.cells[2].fill, "a collapsing layer darkens");
+        assert_eq!(share_colour(0.0), "#ffffff");
+    }
+}
