@@ -27,7 +27,7 @@ apt_install() {
 
 # Python venv with torch (libtorch for the runner) and the reference stack used as test oracles.
 ensure_venv() {
-  if "$VENV/bin/python" -c "import torch, transformers, peft, safetensors, tokenizers, modelopt.torch.quantization, schemathesis, openai, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+  if "$VENV/bin/python" -c "import torch, transformers, peft, safetensors, tokenizers, modelopt.torch.quantization, schemathesis, openai, kubernetes_validate, yaml, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
     return
   fi
   log "creating the torch venv in $VENV (one time, ~2 min)"
@@ -36,8 +36,10 @@ ensure_venv() {
   "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install -q "torch==$TORCH_VERSION"
   # Test oracles only: transformers + PEFT (model code, adapters), modelopt (NVFP4 rounding);
-  # schemathesis fuzzes the API against openapi/openapi.json; the official openai SDK checks we are a drop-in.
-  "$VENV/bin/pip" install -q "transformers>=5,<6" "peft>=0.21" "nvidia-modelopt>=0.40" "schemathesis>=4,<5" "openai>=2" requests safetensors tokenizers numpy
+  # schemathesis fuzzes the API against openapi/openapi.json; the official openai SDK checks we are a drop-in;
+  # kubernetes-validate checks deploy/k8s against the Kubernetes schemas.
+  "$VENV/bin/pip" install -q "transformers>=5,<6" "peft>=0.21" "nvidia-modelopt>=0.40" "schemathesis>=4,<5" "openai>=2" \
+    "kubernetes-validate>=1.31" pyyaml requests safetensors tokenizers numpy
 }
 
 # Environment for building gpu-runner: torch-sys finds libtorch through the venv's python.
