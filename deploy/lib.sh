@@ -8,6 +8,10 @@ VENV="$MOETUNE_HOME/venv"
 STATE="${MOETUNE_STATE:-$MOETUNE_HOME/state}"
 TORCH_VERSION="2.11.0"
 GARAGE_VERSION="2.5.0"
+# SDK generators (sdk/generate): pinned so the checked-in SDKs regenerate byte for byte.
+OPENAPI_PYTHON_CLIENT_VERSION="0.29.1"
+RUFF_VERSION="0.17.6"
+DOWN_CONVERT_VERSION="0.14.2"
 export PATH="$HOME/.cargo/bin:$PATH"
 mkdir -p "$STATE/logs" "$STATE/pids"
 
@@ -27,7 +31,7 @@ apt_install() {
 
 # Python venv with torch (libtorch for the runner) and the reference stack used as test oracles.
 ensure_venv() {
-  if "$VENV/bin/python" -c "import torch, transformers, peft, safetensors, tokenizers, modelopt.torch.quantization, schemathesis, openai, kubernetes_validate, yaml, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+  if "$VENV/bin/python" -c "import torch, transformers, peft, safetensors, tokenizers, modelopt.torch.quantization, schemathesis, openai, kubernetes_validate, yaml, httpx, attrs, dateutil, sys, importlib.metadata as m; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION' or m.version('openapi-python-client') != '$OPENAPI_PYTHON_CLIENT_VERSION' or m.version('ruff') != '$RUFF_VERSION')" 2>/dev/null; then
     return
   fi
   log "creating the torch venv in $VENV (one time, ~2 min)"
@@ -40,6 +44,8 @@ ensure_venv() {
   # kubernetes-validate checks deploy/k8s against the Kubernetes schemas.
   "$VENV/bin/pip" install -q "transformers>=5,<6" "peft>=0.21" "nvidia-modelopt>=0.40" "schemathesis>=4,<5" "openai>=2" \
     "kubernetes-validate>=1.31" pyyaml requests safetensors tokenizers numpy
+  # The Python SDK's generator and formatter (sdk/generate), and its runtime dependencies.
+  "$VENV/bin/pip" install -q "openapi-python-client==$OPENAPI_PYTHON_CLIENT_VERSION" "ruff==$RUFF_VERSION" httpx attrs python-dateutil
 }
 
 # Environment for building gpu-runner: torch-sys finds libtorch through the venv's python.

@@ -41,6 +41,12 @@ pub struct FileObject {
     pub sha256: String,
 }
 
+/// A response body of raw bytes (a dataset, an artifact), as generated clients should read it.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub struct BinaryContent(Vec<u8>);
+
 /// Seconds since the Unix epoch, as OpenAI's objects carry timestamps.
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 #[serde(transparent)]

@@ -52,7 +52,8 @@ use utoipa::{Modify, OpenApi};
         crate::routes::webhooks::redeliver,
         crate::routes::webhooks::events,
     ),
-    modifiers(&BearerAuth, &CommonResponses)
+    components(schemas(crate::files::Order)),
+    modifiers(&BearerAuth, &CommonResponses, &NoObjectDefaults, &UniqueOperationIds)
 )]
 pub struct ApiDoc;
 
@@ -116,6 +117,47 @@ fn add_common(operation: &mut Operation, method: Method) {
             .schema(Some(utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::schema::Type::String).min_length(Some(1)).max_length(Some(255))))
             .build();
         operation.parameters.get_or_insert_with(Vec::new).push(header);
+    }
+}
+
+/// Drops the `default` of properties whose schema is another object (`lora`, `qat`, `monitor`, … of
+/// `MoeSftQatOptions`): each field of that object documents its own default, and client generators
+/// (openapi-python-client among them) cannot represent an object-valued default.
+struct NoObjectDefaults;
+
+impl Modify for NoObjectDefaults {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::Schema;
+        let Some(components) = openapi.components.as_mut() else { return };
+        for schema in components.schemas.values_mut() {
+            let RefOr::T(Schema::Object(object)) = schema else { continue };
+            for property in object.properties.values_mut() {
+                match property {
+                    RefOr::T(Schema::OneOf(one_of)) => one_of.default = None,
+                    RefOr::T(Schema::AllOf(all_of)) => all_of.default = None,
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Operation ids must be unique across the spec (generated clients name their methods after them),
+/// while handlers are named per module (`files::list`, `jobs::list`): prefix each with its tag.
+struct UniqueOperationIds;
+
+impl Modify for UniqueOperationIds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [&mut item.get, &mut item.post, &mut item.patch, &mut item.delete].into_iter().flatten() {
+                let tag = operation.tags.iter().flatten().next().cloned().unwrap_or_default();
+                if let Some(id) = operation.operation_id.as_mut() {
+                    if !id.starts_with(&tag) {
+                        *id = format!("{tag}_{id}");
+                    }
+                }
+            }
+        }
     }
 }
 

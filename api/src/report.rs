@@ -150,10 +150,12 @@ fn line_chart(title: &'static str, data: Vec<(&str, &'static str, Vec<(f64, f64)
             count: points.len(),
         })
         .collect();
-    let ticks = |min: f64, max: f64, to: &dyn Fn(f64) -> f64| -> Vec<(f64, String)> {
-        (0..=4).map(|i| min + (max - min) * i as f64 / 4.0).map(|v| (to(v), short(v))).collect()
+    let ticks = |min: f64, max: f64, to: &dyn Fn(f64) -> f64, label: &dyn Fn(f64) -> String| -> Vec<(f64, String)> {
+        (0..=4).map(|i| min + (max - min) * i as f64 / 4.0).map(|v| (to(v), label(v))).collect()
     };
-    LineChart { title, series, x_ticks: ticks(x_min, x_max, &x), y_ticks: ticks(y_min, y_max, &y), width: CHART_WIDTH, height: CHART_HEIGHT }
+    // Steps are whole numbers.
+    let x_ticks = ticks(x_min, x_max, &x, &|v| format!("{:.0}", v.round()));
+    LineChart { title, series, x_ticks, y_ticks: ticks(y_min, y_max, &y, &short), width: CHART_WIDTH, height: CHART_HEIGHT }
 }
 
 /// Min and max, widened when equal (a flat line still gets a scale).

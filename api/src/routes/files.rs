@@ -159,7 +159,7 @@ pub async fn delete(caller: Principal, state: web::Data<AppState>, id: web::Path
 /// Download a file's content as uploaded; streamed from storage.
 #[utoipa::path(get, path = "/v1/files/{id}/content", tag = "files",
     params(("id" = String, Path, description = "File id")),
-    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = ErrorBody)),
+    responses((status = 200, content_type = "application/octet-stream", body = crate::files::BinaryContent), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn content(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let (bucket, key, bytes, filename) = files::location(&state, caller.tenant, &id).await?;

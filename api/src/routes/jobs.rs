@@ -54,6 +54,7 @@ pub async fn resume(caller: Principal, state: web::Data<AppState>, id: web::Path
 /// Query of `GET /v1/fine_tuning/jobs` as documented; the handler reads the raw pairs because
 /// `metadata[KEY]` keys are open-ended.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct JobsQuery {
     /// Id of the last job from the previous page.
@@ -208,7 +209,7 @@ pub async fn list_checkpoints(caller: Principal, state: web::Data<AppState>, id:
 /// Download one artifact; streamed from storage.
 #[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/artifacts/{name}/content", tag = "fine_tuning",
     params(("id" = String, Path, description = "Job id"), ("name" = String, Path, description = "Artifact name, e.g. model.safetensors")),
-    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = ErrorBody)),
+    responses((status = 200, content_type = "application/octet-stream", body = crate::files::BinaryContent), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn download_artifact(caller: Principal, state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
     let (id, name) = path.into_inner();

@@ -32,7 +32,7 @@ pub async fn retrieve(_caller: Principal, state: web::Data<AppState>, id: web::P
 }
 
 /// Register a base model stored in S3 (admin).
-#[utoipa::path(post, path = "/v1/admin/models", tag = "admin",
+#[utoipa::path(post, path = "/v1/admin/models", operation_id = "admin_register_model", tag = "admin",
     request_body = RegisterModelRequest,
     responses((status = 200, body = ModelObject), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]

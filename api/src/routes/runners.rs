@@ -51,7 +51,7 @@ pub struct RunnerList {
 }
 
 /// Every runner that registered, with its state, last heartbeat, capabilities and current jobs.
-#[utoipa::path(get, path = "/v1/runners", tag = "admin",
+#[utoipa::path(get, path = "/v1/runners", operation_id = "admin_list_runners", tag = "admin",
     responses((status = 200, body = RunnerList)),
     security(("bearer" = [])))]
 pub async fn list(_admin: Principal, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -60,7 +60,7 @@ pub async fn list(_admin: Principal, state: web::Data<AppState>) -> Result<HttpR
 }
 
 /// One runner.
-#[utoipa::path(get, path = "/v1/runners/{id}", tag = "admin",
+#[utoipa::path(get, path = "/v1/runners/{id}", operation_id = "admin_retrieve_runner", tag = "admin",
     params(("id" = String, Path, description = "Runner id")),
     responses((status = 200, body = RunnerObject), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -70,7 +70,7 @@ pub async fn retrieve(_admin: Principal, state: web::Data<AppState>, id: web::Pa
 }
 
 /// Drain a runner: it finishes the jobs it holds and claims no new ones until undrained.
-#[utoipa::path(post, path = "/v1/runners/{id}/drain", tag = "admin",
+#[utoipa::path(post, path = "/v1/runners/{id}/drain", operation_id = "admin_drain_runner", tag = "admin",
     params(("id" = String, Path, description = "Runner id")),
     responses((status = 200, body = RunnerObject), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -79,7 +79,7 @@ pub async fn drain(admin: Principal, state: web::Data<AppState>, id: web::Path<S
 }
 
 /// Undrain a runner: it takes new jobs again.
-#[utoipa::path(post, path = "/v1/runners/{id}/undrain", tag = "admin",
+#[utoipa::path(post, path = "/v1/runners/{id}/undrain", operation_id = "admin_undrain_runner", tag = "admin",
     params(("id" = String, Path, description = "Runner id")),
     responses((status = 200, body = RunnerObject), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]

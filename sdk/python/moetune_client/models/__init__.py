@@ -1,0 +1,155 @@
+"""Contains all the data models used in inputs/outputs"""
+
+from .api_key_list import ApiKeyList
+from .api_key_object import ApiKeyObject
+from .artifact import Artifact
+from .artifact_list import ArtifactList
+from .checkpoint_list import CheckpointList
+from .complete_upload_request import CompleteUploadRequest
+from .create_api_key_request import CreateApiKeyRequest
+from .create_endpoint_request import CreateEndpointRequest
+from .create_job_request import CreateJobRequest
+from .create_job_request_metadata_type_0 import CreateJobRequestMetadataType0
+from .create_upload_request import CreateUploadRequest
+from .created_api_key import CreatedApiKey
+from .device_request import DeviceRequest
+from .error_body import ErrorBody
+from .error_detail import ErrorDetail
+from .eval_prompt import EvalPrompt
+from .event_list import EventList
+from .file_deleted import FileDeleted
+from .file_list import FileList
+from .file_object import FileObject
+from .hyperparameters import Hyperparameters
+from .hyperparameters_batch_size import HyperparametersBatchSize
+from .hyperparameters_learning_rate_multiplier import (
+    HyperparametersLearningRateMultiplier,
+)
+from .hyperparameters_n_epochs import HyperparametersNEpochs
+from .job_checkpoint import JobCheckpoint
+from .job_error import JobError
+from .job_event import JobEvent
+from .job_event_data_type_0 import JobEventDataType0
+from .job_list import JobList
+from .job_object import JobObject
+from .job_object_metadata import JobObjectMetadata
+from .job_object_method import JobObjectMethod
+from .job_object_result_type_0 import JobObjectResultType0
+from .job_requirements import JobRequirements
+from .job_status import JobStatus
+from .line_error import LineError
+from .lora_options import LoraOptions
+from .method import Method
+from .model_list import ModelList
+from .model_object import ModelObject
+from .model_object_inspect_type_0 import ModelObjectInspectType0
+from .moe_sft_qat_options import MoeSftQatOptions
+from .monitor_options import MonitorOptions
+from .order import Order
+from .part_form import PartForm
+from .qat_format import QatFormat
+from .qat_options import QatOptions
+from .register_model_request import RegisterModelRequest
+from .register_model_request_inspect import RegisterModelRequestInspect
+from .resolved_hyperparameters import ResolvedHyperparameters
+from .rotate_secret_request import RotateSecretRequest
+from .router_mode import RouterMode
+from .router_options import RouterOptions
+from .runner_info import RunnerInfo
+from .runner_info_labels import RunnerInfoLabels
+from .runner_list import RunnerList
+from .runner_object import RunnerObject
+from .sft_method import SftMethod
+from .streamed_event import StreamedEvent
+from .supervised_method import SupervisedMethod
+from .tenant_object import TenantObject
+from .tenant_request import TenantRequest
+from .update_endpoint_request import UpdateEndpointRequest
+from .upload_form import UploadForm
+from .upload_object import UploadObject
+from .upload_part import UploadPart
+from .webhook_attempt import WebhookAttempt
+from .webhook_attempt_list import WebhookAttemptList
+from .webhook_delivery import WebhookDelivery
+from .webhook_endpoint import WebhookEndpoint
+from .webhook_endpoint_list import WebhookEndpointList
+from .webhook_event import WebhookEvent
+from .webhook_event_data import WebhookEventData
+from .webhook_event_list import WebhookEventList
+
+__all__ = (
+    "ApiKeyList",
+    "ApiKeyObject",
+    "Artifact",
+    "ArtifactList",
+    "CheckpointList",
+    "CompleteUploadRequest",
+    "CreateApiKeyRequest",
+    "CreateEndpointRequest",
+    "CreateJobRequest",
+    "CreateJobRequestMetadataType0",
+    "CreateUploadRequest",
+    "CreatedApiKey",
+    "DeviceRequest",
+    "ErrorBody",
+    "ErrorDetail",
+    "EvalPrompt",
+    "EventList",
+    "FileDeleted",
+    "FileList",
+    "FileObject",
+    "Hyperparameters",
+    "HyperparametersBatchSize",
+    "HyperparametersLearningRateMultiplier",
+    "HyperparametersNEpochs",
+    "JobCheckpoint",
+    "JobError",
+    "JobEvent",
+    "JobEventDataType0",
+    "JobList",
+    "JobObject",
+    "JobObjectMetadata",
+    "JobObjectMethod",
+    "JobObjectResultType0",
+    "JobRequirements",
+    "JobStatus",
+    "LineError",
+    "LoraOptions",
+    "Method",
+    "ModelList",
+    "ModelObject",
+    "ModelObjectInspectType0",
+    "MoeSftQatOptions",
+    "MonitorOptions",
+    "Order",
+    "PartForm",
+    "QatFormat",
+    "QatOptions",
+    "RegisterModelRequest",
+    "RegisterModelRequestInspect",
+    "ResolvedHyperparameters",
+    "RotateSecretRequest",
+    "RouterMode",
+    "RouterOptions",
+    "RunnerInfo",
+    "RunnerInfoLabels",
+    "RunnerList",
+    "RunnerObject",
+    "SftMethod",
+    "StreamedEvent",
+    "SupervisedMethod",
+    "TenantObject",
+    "TenantRequest",
+    "UpdateEndpointRequest",
+    "UploadForm",
+    "UploadObject",
+    "UploadPart",
+    "WebhookAttempt",
+    "WebhookAttemptList",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEndpointList",
+    "WebhookEvent",
+    "WebhookEventData",
+    "WebhookEventList",
+)

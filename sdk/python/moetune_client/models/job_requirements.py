@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Self, TypeVar
+
+from attrs import define as _attrs_define
+from attrs import field as _attrs_field
+
+from ..models.device_request import DeviceRequest
+
+T = TypeVar("T", bound="JobRequirements")
+
+
+@_attrs_define
+class JobRequirements:
+    """What a job needs from the runner that takes it.
+
+    Attributes:
+        device (DeviceRequest): Which kind of runner may take a job.
+        memory_bytes (int): Estimated peak training memory (GPU memory on CUDA, host memory on CPU); 0 when the model
+            has
+            no recorded estimate.
+    """
+
+    device: DeviceRequest
+    memory_bytes: int
+    additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        device = self.device.value
+
+        memory_bytes = self.memory_bytes
+
+        field_dict: dict[str, Any] = {}
+        field_dict.update(self.additional_properties)
+        field_dict.update(
+            {
+                "device": device,
+                "memory_bytes": memory_bytes,
+            }
+        )
+
+        return field_dict
+
+    @classmethod
+    def from_dict(cls, src_dict: Mapping[str, Any]) -> Self:
+        d = dict(src_dict)
+        device = DeviceRequest(d.pop("device"))
+
+        memory_bytes = d.pop("memory_bytes")
+
+        job_requirements = cls(
+            device=device,
+            memory_bytes=memory_bytes,
+        )
+
+        job_requirements.additional_properties = d
+        return job_requirements
+
+    @property
+    def additional_keys(self) -> list[str]:
+        return list(self.additional_properties.keys())
+
+    def __getitem__(self, key: str) -> Any:
+        return self.additional_properties[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.additional_properties[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.additional_properties[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.additional_properties

@@ -1,0 +1,9 @@
+from enum import StrEnum
+
+
+class QatFormat(StrEnum):
+    MXFP4 = "mxfp4"
+    NVFP4 = "nvfp4"
+
+    def __str__(self) -> str:
+        return str(self.value)

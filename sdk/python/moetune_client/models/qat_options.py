@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Self, TypeVar
+
+from attrs import define as _attrs_define
+
+from ..models.qat_format import QatFormat
+from ..types import UNSET, Unset
+
+T = TypeVar("T", bound="QatOptions")
+
+
+@_attrs_define
+class QatOptions:
+    """Quantization-aware training after SFT.
+
+    Attributes:
+        calibration_batches (int | Unset): Batches of training data the calibration pass runs. Default 8. Default: 8.
+        format_ (QatFormat | Unset): FP4 format the QAT stage fake-quantizes expert weights to, and the FP4 checkpoint
+            is exported in.
+        learning_rate (float | Unset): Peak learning rate (cosine annealed). Default 1e-5. Default: 1e-05.
+        quantize_activations (bool | Unset): NVFP4 only: also fake-quantize the experts' input activations, with per-
+            tensor scales from a
+            calibration pass. Default false (weight-only, `*_MLP_WEIGHT_ONLY`). Default: False.
+        steps (int | Unset): Optimiser steps; 0 skips QAT (the FP4 export is then plain PTQ). Default 500. Default: 500.
+    """
+
+    calibration_batches: int | Unset = 8
+    format_: QatFormat | Unset = UNSET
+    learning_rate: float | Unset = 1e-05
+    quantize_activations: bool | Unset = False
+    steps: int | Unset = 500
+
+    def to_dict(self) -> dict[str, Any]:
+        calibration_batches = self.calibration_batches
+
+        format_: str | Unset = UNSET
+        if not isinstance(self.format_, Unset):
+            format_ = self.format_.value
+
+        learning_rate = self.learning_rate
+
+        quantize_activations = self.quantize_activations
+
+        steps = self.steps
+
+        field_dict: dict[str, Any] = {}
+
+        field_dict.update({})
+        if calibration_batches is not UNSET:
+            field_dict["calibration_batches"] = calibration_batches
+        if format_ is not UNSET:
+            field_dict["format"] = format_
+        if learning_rate is not UNSET:
+            field_dict["learning_rate"] = learning_rate
+        if quantize_activations is not UNSET:
+            field_dict["quantize_activations"] = quantize_activations
+        if steps is not UNSET:
+            field_dict["steps"] = steps
+
+        return field_dict
+
+    @classmethod
+    def from_dict(cls, src_dict: Mapping[str, Any]) -> Self:
+        d = dict(src_dict)
+        calibration_batches = d.pop("calibration_batches", UNSET)
+
+        _format_ = d.pop("format", UNSET)
+        format_: QatFormat | Unset
+        if isinstance(_format_, Unset):
+            format_ = UNSET
+        else:
+            format_ = QatFormat(_format_)
+
+        learning_rate = d.pop("learning_rate", UNSET)
+
+        quantize_activations = d.pop("quantize_activations", UNSET)
+
+        steps = d.pop("steps", UNSET)
+
+        qat_options = cls(
+            calibration_batches=calibration_batches,
+            format_=format_,
+            learning_rate=learning_rate,
+            quantize_activations=quantize_activations,
+            steps=steps,
+        )
+
+        return qat_options
