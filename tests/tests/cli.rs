@@ -1,0 +1,97 @@
+//! The `moetune` CLI against the real server: login, uploads (bad lines reported), a job created from
+//! a YAML spec and followed to the end, artifacts downloaded and checked, runners, `--json`, and exit
+//! codes that mean something.
+
+use std::process::{Command, Output};
+
+use moetune_e2e::{spawn_runner, workspace_binary, TestEnv};
+use sqlx::PgPool;
+
+struct Cli {
+    config_dir: std::path::PathBuf,
+    base: String,
+}
+
+impl Cli {
+    fn new(base: &str) -> Self {
+        let config_dir = std::env::temp_dir().join(format!("moetune-cli-{}", uuid::Uuid::new_v4().simple()));
+        Self { config_dir, base: base.to_string() }
+    }
+
+    /// Runs `moetune ARGS` (blocking, off the async runtime) with its own config directory.
+    async fn run(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(workspace_binary("moetune"));
+        command.args(args).env("MOETUNE_CONFIG_DIR", &self.config_dir).env_remove("MOETUNE_API_URL").env_remove("MOETUNE_API_KEY");
+        tokio::task::spawn_blocking(move || command.output().expect("moetune runs")).await.unwrap()
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args).await;
+        assert_eq!(output.status.code(), Some(0), "moetune {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_cli_runs_a_job_from_login_to_artifacts(pool: PgPool) {
+    let env = TestEnv::start(pool.clone()).await;
+    let _scheduler = tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool, std::future::pending()));
+    let _runner = spawn_runner(&env, "cli-runner");
+    let cli = Cli::new(&env.base);
+
+    assert_eq!(cli.run(&["jobs", "list"]).await.status.code(), Some(5), "not logged in");
+    assert_eq!(cli.run(&["login", "--base-url", &cli.base, "--token", "not-a-token"]).await.status.code(), Some(3));
+    cli.ok(&["login", "--base-url", &cli.base, "--token", &env.token]).await;
+    let saved = cli.config_dir.join("credentials.toml");
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&saved).unwrap().permissions()) & 0o777, 0o600);
+
+    // A bad dataset: exit 3, the line at fault named.
+    let bad = cli.config_dir.join("bad.jsonl");
+    std::fs::write(&bad, "{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": 7}\n").unwrap();
+    let refused = cli.run(&["files", "upload", bad.to_str().unwrap()]).await;
+    assert_eq!(refused.status.code(), Some(3));
+    assert!(text(&refused.stderr).contains("line 2"), "{}", text(&refused.stderr));
+
+    // A job from a YAML spec, uploaded and followed to the end in one command.
+    let spec = cli.config_dir.join("job.yaml");
+    std::fs::write(&spec, "model: moetune/tiny-mixtral\nsuffix: cli\nmethod:\n  type: moe_sft_qat\n  moe_sft_qat:\n    max_steps: 6\n    qat: {steps: 2}\n").unwrap();
+    let dataset = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/demo/finance-alpaca-mini.jsonl");
+    let followed = cli.run(&["jobs", "create", "-f", spec.to_str().unwrap(), "--upload", dataset, "--follow"]).await;
+    let (stdout, stderr) = (text(&followed.stdout), text(&followed.stderr));
+    assert_eq!(followed.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("succeeded") && stdout.contains(":cli:"), "{stdout}");
+    assert!(stderr.contains("sft step 6/6: loss") && stderr.contains("qat step 2/2"), "progress without a terminal is one line per step:\n{stderr}");
+    let job_id = stdout.split_whitespace().next().unwrap().to_string();
+
+    // --json: one object per line.
+    let listed = cli.ok(&["--json", "jobs", "list"]).await;
+    let jobs: Vec<serde_json::Value> = listed.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(jobs[0]["id"], job_id.as_str());
+    assert_eq!(jobs[0]["status"], "succeeded");
+
+    let out = cli.config_dir.join("artifacts");
+    let saved = cli.ok(&["--json", "artifacts", "download", &job_id, "merged/config.json", "adapter/adapter_model.safetensors", "-o", out.to_str().unwrap()]).await;
+    assert_eq!(saved.lines().count(), 2);
+    assert!(saved.lines().all(|l| l.contains("\"sha256_ok\":true")), "{saved}");
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("merged/config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "MixtralForCausalLM");
+    assert_eq!(cli.run(&["artifacts", "download", &job_id, "no/such/file"]).await.status.code(), Some(3));
+
+    // A cancelled job: follow ends with exit 1.
+    let created = cli.ok(&["--json", "jobs", "create", "-f", spec.to_str().unwrap(), "--upload", dataset]).await;
+    let cancelled_id = serde_json::from_str::<serde_json::Value>(created.lines().last().unwrap()).unwrap()["id"].as_str().unwrap().to_string();
+    cli.ok(&["jobs", "cancel", &cancelled_id]).await;
+    assert_eq!(cli.run(&["jobs", "follow", &cancelled_id]).await.status.code(), Some(1));
+
+    // Runners need an admin credential: refused (403 → exit 3), then listed with one.
+    assert_eq!(cli.run(&["runners", "list"]).await.status.code(), Some(3));
+    let admin = env.admin_token().await;
+    let runners = cli.ok(&["--token", &admin, "runners", "list"]).await;
+    assert!(runners.contains("cli-runner"), "{runners}");
+    assert_eq!(cli.run(&["jobs", "get", "ftjob-nope"]).await.status.code(), Some(3));
+    std::fs::remove_dir_all(&cli.config_dir).ok();
+}
