@@ -9,7 +9,6 @@ use actix_web::middleware::Next;
 use actix_web::HttpMessage;
 use tracing::Span;
 use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder};
-use tracing_subscriber::EnvFilter;
 
 pub struct RequestSpan;
 
@@ -32,15 +31,4 @@ pub async fn request_id_header(req: ServiceRequest, next: Next<impl MessageBody>
         response.headers_mut().insert(HeaderName::from_static("x-request-id"), value);
     }
     Ok(response)
-}
-
-/// Installs the global subscriber: text by default, JSON with MOETUNE_LOG_FORMAT=json.
-pub fn init(default_level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if std::env::var("MOETUNE_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().flatten_event(true).with_current_span(true).init();
-    } else {
-        builder.init();
-    }
 }

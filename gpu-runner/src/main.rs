@@ -6,7 +6,6 @@ use moetune_runner::config::RunnerConfig;
 use moetune_runner::{commands, export, model, train, worker::Worker};
 use moetune_types::dataset::parse_jsonl;
 use moetune_types::{Example, MoeSftQatOptions, QatFormat, TrainingSpec};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(name = "moetune-runner", about = "moetune GPU runner: MoE SFT → QAT with libtorch")]
@@ -156,7 +155,7 @@ fn read_examples(path: &std::path::Path) -> anyhow::Result<Vec<Example>> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    moetune_types::settings::init_logging("info");
     let config = RunnerConfig::load()?;
     if config.threads > 0 {
         tch::set_num_threads(config.threads);

@@ -179,9 +179,13 @@ impl Worker {
             runner_id: self.config.runner_id.clone(),
             metrics: self.metrics.clone(),
         };
+        tracing::info!(attempt = assignment.attempt, model = %assignment.spec.model, "job started");
         sink.emit(RunnerEventKind::Started { device: format!("{:?}", self.device).to_lowercase(), dtype: "float32".into() }).await?;
         match self.train_and_upload(&assignment, &sink).await {
-            Ok((trained_tokens, result)) => sink.emit(RunnerEventKind::Succeeded { trained_tokens, result }).await,
+            Ok((trained_tokens, result)) => {
+                tracing::info!(trained_tokens, "job succeeded");
+                sink.emit(RunnerEventKind::Succeeded { trained_tokens, result }).await
+            }
             Err(e) if e.downcast_ref::<train::Cancelled>().is_some() => {
                 tracing::info!(job = %job_id, "job cancelled; stopped training");
                 Ok(())

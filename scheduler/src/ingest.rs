@@ -86,7 +86,12 @@ impl Ingester {
                     Some(Ok(event)) => {
                         // The job id on every span, as on the api's request spans and the runner's job span.
                         let span = tracing::info_span!("runner_event", job_id = %event.job_id, attempt = event.attempt, runner = %event.runner_id);
-                        let applied = tracing::Instrument::instrument(apply(&self.pool, &event, Some(&entry.id)), span).await?;
+                        let applying = async {
+                            let applied = apply(&self.pool, &event, Some(&entry.id)).await?;
+                            tracing::debug!(outcome = ?applied, "runner event applied");
+                            anyhow::Ok(applied)
+                        };
+                        let applied = tracing::Instrument::instrument(applying, span).await?;
                         self.observe(&event, &applied).await?;
                         if applied == Applied::Stale {
                             tracing::warn!(job = %event.job_id, attempt = event.attempt, "refused stale runner event");

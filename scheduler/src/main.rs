@@ -1,9 +1,8 @@
 use moetune_scheduler::SchedulerConfig;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    moetune_types::settings::init_logging("info");
     let config = SchedulerConfig::load()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let [command, runner_id] = args.as_slice() {

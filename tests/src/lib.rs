@@ -226,18 +226,22 @@ pub async fn serve_api(binary: &std::path::Path, port: u16, settings: &[(&str, S
     anyhow::bail!("{} did not come up on port {port}", binary.display())
 }
 
-/// Starts `moetune-scheduler` as its own process for the test's database, Redis prefix and bucket.
-pub fn spawn_scheduler(env: &TestEnv) -> KillOnDrop {
-    let scheduler = std::process::Command::new(workspace_binary("moetune-scheduler"))
+/// The command line of `moetune-scheduler` for the test's database, Redis prefix and bucket.
+pub fn scheduler_command(env: &TestEnv) -> std::process::Command {
+    let mut command = std::process::Command::new(workspace_binary("moetune-scheduler"));
+    command
         .env("MOETUNE_DATABASE_URL", database_url(&env.pool))
         .env("MOETUNE_REDIS_PREFIX", &env.config.redis_prefix)
         .env("MOETUNE_S3_BUCKET", &env.config.s3.bucket)
         .env("MOETUNE_RECONCILE_INTERVAL_MS", "300")
         .env("MOETUNE_METRICS_ADDR", "")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("scheduler starts");
-    KillOnDrop(scheduler)
+        .stdout(std::process::Stdio::null());
+    command
+}
+
+/// Starts `moetune-scheduler` as its own process (see `scheduler_command`).
+pub fn spawn_scheduler(env: &TestEnv) -> KillOnDrop {
+    KillOnDrop(scheduler_command(env).spawn().expect("scheduler starts"))
 }
 
 /// Path of a workspace binary built by `cargo build` (deploy/test builds them before testing).
