@@ -22,3 +22,10 @@ pub async fn cursor(db: &PgPool, table: &'static str, tenant: Uuid, after: Optio
         .map(Some)
         .ok_or_else(|| ApiError::invalid("invalid_cursor", "after", format!("`after` must be the id of one of your {table}; '{id}' is not.")))
 }
+
+/// A page from rows fetched with `LIMIT limit + 1`: the first `limit`, and whether there were more.
+pub fn page<T>(mut rows: Vec<T>, limit: i64) -> (Vec<T>, bool) {
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    (rows, has_more)
+}

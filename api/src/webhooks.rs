@@ -175,7 +175,7 @@ pub async fn get(state: &AppState, tenant: Uuid, id: &str) -> Result<WebhookEndp
 /// Newest first.
 pub async fn list(state: &AppState, tenant: Uuid, after: Option<&str>, limit: i64) -> Result<(Vec<WebhookEndpoint>, bool), ApiError> {
     let cursor = pagination::cursor(&state.db, "webhook_endpoints", tenant, after).await?;
-    let mut rows: Vec<WebhookEndpoint> = sqlx::query_as(&format!(
+    let rows: Vec<WebhookEndpoint> = sqlx::query_as(&format!(
         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE tenant_id = $1
            AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
          ORDER BY created_at DESC, id DESC LIMIT $4"
@@ -186,8 +186,7 @@ pub async fn list(state: &AppState, tenant: Uuid, after: Option<&str>, limit: i6
     .bind(limit + 1)
     .fetch_all(&state.db)
     .await?;
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
+    let (mut rows, has_more) = pagination::page(rows, limit);
     rows.iter_mut().for_each(|e| e.object = "webhook_endpoint");
     Ok((rows, has_more))
 }
@@ -273,7 +272,7 @@ pub struct WebhookEvent {
 /// The tenant's events, newest first.
 pub async fn events(state: &AppState, tenant: Uuid, after: Option<&str>, limit: i64) -> Result<(Vec<WebhookEvent>, bool), ApiError> {
     let cursor = pagination::cursor(&state.db, "webhook_events", tenant, after).await?;
-    let mut rows: Vec<(Value,)> = sqlx::query_as(
+    let rows: Vec<(Value,)> = sqlx::query_as(
         "SELECT payload FROM webhook_events WHERE tenant_id = $1
            AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
          ORDER BY created_at DESC, id DESC LIMIT $4",
@@ -284,8 +283,7 @@ pub async fn events(state: &AppState, tenant: Uuid, after: Option<&str>, limit: 
     .bind(limit + 1)
     .fetch_all(&state.db)
     .await?;
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
+    let (rows, has_more) = pagination::page(rows, limit);
     let events = rows.into_iter().map(|(payload,)| serde_json::from_value(payload)).collect::<Result<_, _>>().map_err(ApiError::internal)?;
     Ok((events, has_more))
 }
@@ -329,7 +327,7 @@ pub async fn attempts(state: &AppState, tenant: Uuid, endpoint_id: &str, event_i
                 .ok_or_else(|| ApiError::invalid("invalid_cursor", "after", format!("`after` must be the id of one of this endpoint's attempts; '{after}' is not.")))?,
         ),
     };
-    let mut rows: Vec<WebhookAttempt> = sqlx::query_as(
+    let rows: Vec<WebhookAttempt> = sqlx::query_as(
         "SELECT id, event_id, endpoint_id, trigger, status, response_status_code, response_body, error, duration_ms, created_at
          FROM webhook_attempts WHERE endpoint_id = $1 AND ($2::text IS NULL OR event_id = $2)
            AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
@@ -342,8 +340,7 @@ pub async fn attempts(state: &AppState, tenant: Uuid, endpoint_id: &str, event_i
     .bind(limit + 1)
     .fetch_all(&state.db)
     .await?;
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
+    let (mut rows, has_more) = pagination::page(rows, limit);
     rows.iter_mut().for_each(|a| a.object = "webhook_attempt");
     Ok((rows, has_more))
 }
