@@ -114,11 +114,17 @@ struct Failure {
     message: String,
 }
 
-impl<E: std::fmt::Debug> From<moetune_client::Error<E>> for Failure {
+impl<E: serde::Serialize + std::fmt::Debug> From<moetune_client::Error<E>> for Failure {
     fn from(error: moetune_client::Error<E>) -> Self {
         match &error {
             moetune_client::Error::ErrorResponse(response) if response.status().is_client_error() => {
-                Failure { code: 3, message: format!("{}: {:?}", response.status(), response.as_ref()) }
+                // The API's error body: its message says what to fix, its code is stable.
+                let body = serde_json::to_value(response.as_ref()).unwrap_or_default();
+                let message = match (body["error"]["message"].as_str(), body["error"]["code"].as_str()) {
+                    (Some(message), Some(code)) => format!("{}: {message} ({code})", response.status()),
+                    _ => format!("{}: {:?}", response.status(), response.as_ref()),
+                };
+                Failure { code: 3, message }
             }
             _ if error.status().is_some_and(|s| s.is_client_error()) => Failure { code: 3, message: error.to_string() },
             _ => Failure { code: 4, message: error.to_string() },

@@ -92,6 +92,8 @@ async fn the_cli_runs_a_job_from_login_to_artifacts(pool: PgPool) {
     let admin = env.admin_token().await;
     let runners = cli.ok(&["--token", &admin, "runners", "list"]).await;
     assert!(runners.contains("cli-runner"), "{runners}");
-    assert_eq!(cli.run(&["jobs", "get", "ftjob-nope"]).await.status.code(), Some(3));
+    let unknown = cli.run(&["jobs", "get", "ftjob-nope"]).await;
+    assert_eq!(unknown.status.code(), Some(3));
+    assert!(text(&unknown.stderr).contains("No fine-tuning job found with id 'ftjob-nope'. (not_found)"), "{}", text(&unknown.stderr));
     std::fs::remove_dir_all(&cli.config_dir).ok();
 }

@@ -216,6 +216,8 @@ async fn a_rotated_secret_keeps_signing_through_its_grace_period(pool: PgPool) {
     let endpoint = register(&env, json!({"url": receiver.url})).await;
     let endpoint_id = endpoint["id"].as_str().unwrap();
     let old = endpoint["secret"].as_str().unwrap().to_string();
+    let typo = env.post_json(&format!("/v1/webhook_endpoints/{endpoint_id}/rotate_secret"), json!({"grace_period": 60})).await;
+    assert_eq!(error_code(typo, 400).await, "invalid_request_body", "an unknown field is refused, not ignored");
     let chosen = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let rotated: Value = env.post_json(&format!("/v1/webhook_endpoints/{endpoint_id}/rotate_secret"), json!({"secret": chosen, "grace_period_seconds": 3600})).await.json().await.unwrap();
     assert_eq!(rotated["secret"], chosen);

@@ -111,8 +111,13 @@ pub async fn delete(caller: Principal, state: web::Data<AppState>, id: web::Path
     request_body(content = RotateSecretRequest, description = "Optional: the new secret and grace period"),
     responses((status = 200, body = WebhookEndpoint), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn rotate_secret(caller: Principal, state: web::Data<AppState>, id: web::Path<String>, body: Option<web::Json<RotateSecretRequest>>) -> Result<HttpResponse, ApiError> {
-    let request = body.map(web::Json::into_inner).unwrap_or_default();
+pub async fn rotate_secret(caller: Principal, state: web::Data<AppState>, id: web::Path<String>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    // The body is optional, but one that is there must parse: a typo must not rotate with defaults.
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateSecretRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid("invalid_request_body", "body", format!("Invalid request body: {e}")))?
+    };
     Ok(HttpResponse::Ok().json(webhooks::rotate_secret(&state, caller.tenant, &id, request).await?))
 }
 
