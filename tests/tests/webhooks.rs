@@ -311,3 +311,32 @@ async fn events_commit_and_roll_back_with_their_state_change(pool: PgPool) {
     let event = env.get_json("/v1/webhook_events").await["data"][0].clone();
     assert_eq!((event["type"].as_str(), event["data"]["id"].as_str()), (Some("fine_tuning.job.running"), Some(id)));
 }
+
+/// Old events go with their deliveries and attempts, except while a delivery is pending.
+#[sqlx::test(migrations = "../migrations")]
+async fn events_past_their_retention_are_pruned(pool: PgPool) {
+    let env = start(pool).await;
+    let receiver = Receiver::start().await;
+    register(&env, json!({"url": receiver.url})).await;
+    let file = env.upload_demo_dataset().await;
+    for _ in 0..3 {
+        cancelled_job(&env, &file["id"]).await;
+    }
+    // Age two of the three events past the 30 days; one of those still has its delivery pending.
+    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM webhook_events ORDER BY created_at").fetch_all(&env.pool).await.unwrap();
+    sqlx::query("UPDATE webhook_events SET created_at = now() - interval '40 days' WHERE id = ANY($1)").bind(&ids[..2]).execute(&env.pool).await.unwrap();
+    sqlx::query("UPDATE webhook_deliveries SET status = 'delivered' WHERE event_id <> $1").bind(&ids[1]).execute(&env.pool).await.unwrap();
+    sqlx::query("INSERT INTO webhook_attempts (id, delivery_id, event_id, endpoint_id, trigger, status, duration_ms) SELECT 'atmpt_old', id, event_id, endpoint_id, 'scheduled', 'succeeded', 1 FROM webhook_deliveries WHERE event_id = $1")
+        .bind(&ids[0])
+        .execute(&env.pool)
+        .await
+        .unwrap();
+
+    let metrics = std::sync::Arc::new(moetune_scheduler::metrics::Metrics::default());
+    let dispatcher = moetune_scheduler::webhooks::dispatch::Dispatcher::new(env.pool.clone(), scheduler(&env, "0").webhooks, metrics).unwrap();
+    assert_eq!(dispatcher.prune().await.unwrap(), 1);
+    let left: Vec<String> = sqlx::query_scalar("SELECT id FROM webhook_events ORDER BY created_at").fetch_all(&env.pool).await.unwrap();
+    assert_eq!(left, ids[1..], "the old delivered event went; the old pending one and the recent one stay");
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_attempts WHERE id = 'atmpt_old'").fetch_one(&env.pool).await.unwrap();
+    assert_eq!(attempts, 0, "its attempts went with it");
+}

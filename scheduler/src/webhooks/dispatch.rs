@@ -16,6 +16,8 @@ use crate::metrics::Metrics;
 
 /// What a receiver's answer body is kept to.
 const KEPT_BODY_BYTES: usize = 1024;
+/// How often events past their retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 pub struct Dispatcher {
     pool: PgPool,
@@ -76,7 +78,14 @@ impl Dispatcher {
 
     pub async fn run(&self) -> anyhow::Result<()> {
         let idle = Duration::from_millis(self.config.poll_interval_ms);
+        let mut pruned_at = Instant::now() - PRUNE_EVERY;
         loop {
+            if pruned_at.elapsed() >= PRUNE_EVERY {
+                pruned_at = Instant::now();
+                if let Err(e) = self.prune().await {
+                    tracing::warn!(error = %e, "pruning old webhook events failed");
+                }
+            }
             match self.dispatch_due().await {
                 Ok(0) => tokio::time::sleep(idle).await,
                 Ok(_) => {}
@@ -86,6 +95,22 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// Deletes events older than `retention_days` with their deliveries and attempts, unless one of
+    /// their deliveries is still pending; returns how many events went.
+    pub async fn prune(&self) -> anyhow::Result<u64> {
+        let deleted = sqlx::query(
+            "DELETE FROM webhook_events e WHERE e.created_at < now() - make_interval(days => $1)
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.status = 'pending')",
+        )
+        .bind(self.config.retention_days)
+        .execute(&self.pool)
+        .await?;
+        if deleted.rows_affected() > 0 {
+            tracing::info!(events = deleted.rows_affected(), "pruned old webhook events");
+        }
+        Ok(deleted.rows_affected())
     }
 
     /// Claims the deliveries that are due and attempts each; returns how many it claimed.

@@ -74,4 +74,6 @@ pub struct WebhookConfig {
     pub concurrency: usize,
     /// Comma-separated CIDRs of private networks endpoints may be on nonetheless (empty: none).
     pub allowed_private_networks: String,
+    /// Events (with their deliveries and attempts) are kept this many days, pending ones longer.
+    pub retention_days: i32,
 }
