@@ -8,7 +8,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 pub struct ApiMetrics {
     registry: Registry,
@@ -35,12 +35,6 @@ impl ApiMetrics {
         registry.register(Box::new(latency.clone()))?;
         Ok(Self { registry, requests, latency })
     }
-
-    pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
-        String::from_utf8(out).expect("prometheus text is UTF-8")
-    }
 }
 
 /// Middleware: counts and times every request.
@@ -59,5 +53,5 @@ pub async fn record(req: ServiceRequest, next: Next<impl MessageBody>) -> Result
 }
 
 pub async fn serve(metrics: web::Data<ApiMetrics>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(metrics.render())
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(moetune_types::metrics::render(&metrics.registry))
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use moetune_types::RunnerEventKind;
-use prometheus::{Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 pub struct RunnerMetrics {
     registry: Registry,
@@ -66,29 +66,11 @@ impl RunnerMetrics {
             _ => {}
         }
     }
-
-    pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
-        String::from_utf8(out).expect("prometheus text is UTF-8")
-    }
 }
 
 /// Binds `GET /metrics` and `GET /healthz` on `addr`; the returned server runs when awaited.
-pub fn serve(addr: &str, metrics: Arc<RunnerMetrics>) -> anyhow::Result<actix_web::dev::Server> {
-    use actix_web::{web, App, HttpResponse, HttpServer};
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::new(metrics.clone()))
-            .route(
-                "/metrics",
-                web::get().to(|m: web::Data<Arc<RunnerMetrics>>| async move { HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(m.render()) }),
-            )
-            .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok") }))
-    })
-    .workers(1)
-    .disable_signals()
-    .bind(addr)?;
-    tracing::info!(addr = ?server.addrs(), "serving runner metrics");
-    Ok(server.run())
+pub fn serve(addr: &str, metrics: Arc<RunnerMetrics>) -> anyhow::Result<moetune_types::metrics::Server> {
+    let server = moetune_types::metrics::serve(addr, metrics.registry.clone())?;
+    tracing::info!(addr, "serving runner metrics");
+    Ok(server)
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use sqlx::PgPool;
 
 use crate::registry::{RunnerState, RunnerView};
@@ -67,13 +67,6 @@ impl Metrics {
         Ok(metrics)
     }
 
-    /// The text exposition format.
-    pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
-        String::from_utf8(out).expect("prometheus text is UTF-8")
-    }
-
     /// Refreshes the gauges from Redis, Postgres and the registry as read (`runners`).
     pub async fn sample(&self, queue: &JobQueue, pool: &PgPool, runners: &[RunnerView]) -> anyhow::Result<()> {
         let waiting = queue.waiting_counts().await?;
@@ -97,20 +90,8 @@ impl Metrics {
 }
 
 /// Binds `GET /metrics` (and `GET /healthz`) on `addr`; the returned server runs when awaited.
-pub fn serve(addr: &str, metrics: Arc<Metrics>) -> anyhow::Result<actix_web::dev::Server> {
-    use actix_web::{web, App, HttpResponse, HttpServer};
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::new(metrics.clone()))
-            .route(
-                "/metrics",
-                web::get().to(|m: web::Data<Arc<Metrics>>| async move { HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(m.render()) }),
-            )
-            .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok") }))
-    })
-    .workers(1)
-    .disable_signals()
-    .bind(addr)?;
-    tracing::info!(addr = ?server.addrs(), "serving scheduler metrics");
-    Ok(server.run())
+pub fn serve(addr: &str, metrics: Arc<Metrics>) -> anyhow::Result<moetune_types::metrics::Server> {
+    let server = moetune_types::metrics::serve(addr, metrics.registry.clone())?;
+    tracing::info!(addr, "serving scheduler metrics");
+    Ok(server)
 }

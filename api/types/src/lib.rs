@@ -16,6 +16,9 @@ pub use job::{
 pub use placement::{DeviceRequest, JobRequirements, MemoryModel};
 pub use protocol::{JobAssignment, Placement, CLAIM_DEPTH, CLAIM_TENANTS, QUEUE_SCRIPT, LayerUsage, RedisKeys, RunnerEvent, RunnerEventKind, RunnerInfo, S3Location};
 
+#[cfg(feature = "metrics")]
+pub mod metrics;
+
 #[cfg(feature = "s3")]
 pub mod s3;
 
