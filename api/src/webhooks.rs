@@ -26,8 +26,7 @@ pub struct WebhookEndpoint {
     /// `we_…`
     pub id: String,
     /// Always `webhook_endpoint`.
-    #[sqlx(skip)]
-    pub object: &'static str,
+    pub object: String,
     pub url: String,
     pub description: String,
     /// The event types it receives; empty: all of them.
@@ -69,7 +68,7 @@ impl From<OptionalTime> for Option<UnixTime> {
     }
 }
 
-const ENDPOINT_COLUMNS: &str = "id, url, description, event_types, NOT disabled AS enabled, disabled_reason, created_at, updated_at, \
+const ENDPOINT_COLUMNS: &str = "id, 'webhook_endpoint' AS object, url, description, event_types, NOT disabled AS enabled, disabled_reason, created_at, updated_at, \
      CASE WHEN previous_secret_expires_at > now() THEN previous_secret_expires_at END AS previous_secret_expires_at";
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -156,7 +155,6 @@ pub async fn create(state: &AppState, tenant: Uuid, request: CreateEndpointReque
     .fetch_one(&state.db)
     .await?;
     tracing::info!(endpoint = %id, "webhook endpoint registered");
-    endpoint.object = "webhook_endpoint";
     endpoint.secret = Some(secret);
     Ok(endpoint)
 }
@@ -167,9 +165,7 @@ pub async fn get(state: &AppState, tenant: Uuid, id: &str) -> Result<WebhookEndp
         .bind(tenant)
         .fetch_optional(&state.db)
         .await?;
-    let mut endpoint = endpoint.ok_or_else(|| ApiError::not_found("webhook endpoint", id))?;
-    endpoint.object = "webhook_endpoint";
-    Ok(endpoint)
+    endpoint.ok_or_else(|| ApiError::not_found("webhook endpoint", id))
 }
 
 /// Newest first.
@@ -186,35 +182,34 @@ pub async fn list(state: &AppState, tenant: Uuid, after: Option<&str>, limit: i6
     .bind(limit + 1)
     .fetch_all(&state.db)
     .await?;
-    let (mut rows, has_more) = pagination::page(rows, limit);
-    rows.iter_mut().for_each(|e| e.object = "webhook_endpoint");
-    Ok((rows, has_more))
+    Ok(pagination::page(rows, limit))
 }
 
 pub async fn update(state: &AppState, tenant: Uuid, id: &str, request: UpdateEndpointRequest) -> Result<WebhookEndpoint, ApiError> {
+    // An unknown id is a 404 before the URL check (which may wait on DNS).
     get(state, tenant, id).await?;
     let event_types = request.event_types.map(|t| checked_event_types(Some(t))).transpose()?;
     let url = match &request.url {
         Some(url) => Some(checked_url(state, url).await?),
         None => None,
     };
-    sqlx::query(
+    let updated: Option<WebhookEndpoint> = sqlx::query_as(&format!(
         "UPDATE webhook_endpoints SET url = coalesce($3, url), event_types = coalesce($4, event_types),
                 description = coalesce($5, description),
                 disabled = coalesce(NOT $6, disabled),
                 disabled_reason = CASE WHEN $6 IS NULL THEN disabled_reason WHEN $6 THEN NULL ELSE 'Disabled by the tenant.' END,
                 updated_at = now()
-         WHERE id = $1 AND tenant_id = $2",
-    )
+         WHERE id = $1 AND tenant_id = $2 RETURNING {ENDPOINT_COLUMNS}"
+    ))
     .bind(id)
     .bind(tenant)
     .bind(url)
     .bind(event_types)
     .bind(request.description)
     .bind(request.enabled)
-    .execute(&state.db)
+    .fetch_optional(&state.db)
     .await?;
-    get(state, tenant, id).await
+    updated.ok_or_else(|| ApiError::not_found("webhook endpoint", id))
 }
 
 /// Deletes the endpoint with its deliveries and attempts.
@@ -234,21 +229,18 @@ pub async fn rotate_secret(state: &AppState, tenant: Uuid, id: &str, request: Ro
         return Err(ApiError::invalid("invalid_grace_period", "grace_period_seconds", format!("`grace_period_seconds` must be from 0 to {MAX_GRACE_SECONDS}.")));
     }
     let secret = checked_secret(request.secret)?;
-    let rotated = sqlx::query(
+    let rotated: Option<WebhookEndpoint> = sqlx::query_as(&format!(
         "UPDATE webhook_endpoints SET previous_secret = secret, secret = $3,
                 previous_secret_expires_at = now() + make_interval(secs => $4), updated_at = now()
-         WHERE id = $1 AND tenant_id = $2",
-    )
+         WHERE id = $1 AND tenant_id = $2 RETURNING {ENDPOINT_COLUMNS}"
+    ))
     .bind(id)
     .bind(tenant)
     .bind(&secret)
     .bind(grace as f64)
-    .execute(&state.db)
+    .fetch_optional(&state.db)
     .await?;
-    if rotated.rows_affected() == 0 {
-        return Err(ApiError::not_found("webhook endpoint", id));
-    }
-    let mut endpoint = get(state, tenant, id).await?;
+    let mut endpoint = rotated.ok_or_else(|| ApiError::not_found("webhook endpoint", id))?;
     endpoint.secret = Some(secret);
     Ok(endpoint)
 }
@@ -294,8 +286,7 @@ pub struct WebhookAttempt {
     /// `atmpt_…`
     pub id: String,
     /// Always `webhook_attempt`.
-    #[sqlx(skip)]
-    pub object: &'static str,
+    pub object: String,
     pub event_id: String,
     pub endpoint_id: String,
     /// `scheduled` or `manual` (a redelivery the tenant asked for).
@@ -328,7 +319,7 @@ pub async fn attempts(state: &AppState, tenant: Uuid, endpoint_id: &str, event_i
         ),
     };
     let rows: Vec<WebhookAttempt> = sqlx::query_as(
-        "SELECT id, event_id, endpoint_id, trigger, status, response_status_code, response_body, error, duration_ms, created_at
+        "SELECT id, 'webhook_attempt' AS object, event_id, endpoint_id, trigger, status, response_status_code, response_body, error, duration_ms, created_at
          FROM webhook_attempts WHERE endpoint_id = $1 AND ($2::text IS NULL OR event_id = $2)
            AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
          ORDER BY created_at DESC, id DESC LIMIT $5",
@@ -340,9 +331,7 @@ pub async fn attempts(state: &AppState, tenant: Uuid, endpoint_id: &str, event_i
     .bind(limit + 1)
     .fetch_all(&state.db)
     .await?;
-    let (mut rows, has_more) = pagination::page(rows, limit);
-    rows.iter_mut().for_each(|a| a.object = "webhook_attempt");
-    Ok((rows, has_more))
+    Ok(pagination::page(rows, limit))
 }
 
 /// The state of one event's delivery to one endpoint.
