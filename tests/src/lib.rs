@@ -276,3 +276,16 @@ pub fn attribute_of(dom: &str, id: &str, attribute: &str) -> Option<String> {
     let value = tag.split(&format!("{attribute}=\"")).nth(1)?;
     Some(value[..value.find('"')?].to_string())
 }
+
+/// The `error` object of an API error response, after checking its status and request id.
+pub async fn error_of(response: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status);
+    assert!(response.headers().contains_key("x-request-id"));
+    let body: serde_json::Value = response.json().await.expect("json error body");
+    body["error"].clone()
+}
+
+/// A path inside the repository, as a string (for commands the tests run).
+pub fn repo_path(path: &str) -> String {
+    format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))
+}

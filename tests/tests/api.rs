@@ -1,17 +1,10 @@
 //! Bad input at the HTTP boundary: each gets a clear 4xx naming what to fix, and nothing is stored.
 
-use moetune_e2e::TestEnv;
+use moetune_e2e::{error_of, TestEnv};
 use serde_json::json;
 use sqlx::PgPool;
 
 const GOOD: &str = "{\"prompt\": \"2+2?\", \"completion\": \"4\"}\n{\"prompt\": \"3+3?\", \"completion\": \"6\"}\n";
-
-async fn error_of(response: reqwest::Response, status: u16) -> serde_json::Value {
-    assert_eq!(response.status().as_u16(), status);
-    assert!(response.headers().contains_key("x-request-id"));
-    let body: serde_json::Value = response.json().await.expect("json error body");
-    body["error"].clone()
-}
 
 #[sqlx::test(migrations = "../migrations")]
 async fn missing_or_bad_token_is_401(pool: PgPool) {

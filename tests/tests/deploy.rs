@@ -4,15 +4,11 @@
 
 use std::process::Command;
 
-use moetune_e2e::run_ok;
-
-fn repo(path: &str) -> String {
-    format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))
-}
+use moetune_e2e::{repo_path, run_ok};
 
 #[test]
 fn kubernetes_manifests_validate_strictly() {
-    let manifests: Vec<String> = std::fs::read_dir(repo("deploy/k8s"))
+    let manifests: Vec<String> = std::fs::read_dir(repo_path("deploy/k8s"))
         .unwrap()
         .map(|entry| entry.unwrap().path().display().to_string())
         .filter(|path| path.ends_with(".yaml"))
@@ -24,7 +20,7 @@ fn kubernetes_manifests_validate_strictly() {
 
 #[test]
 fn deploy_files_name_only_real_settings_and_wire_everything() {
-    run_ok(Command::new("python3").arg(repo("tests/python/check_deploy.py")));
+    run_ok(Command::new("python3").arg(repo_path("tests/python/check_deploy.py")));
 }
 
 /// systemd-analyze checks the units as systemd would load them; their binaries are swapped for stubs
@@ -40,7 +36,7 @@ fn systemd_units_verify() {
         std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     }
     let mut units = Vec::new();
-    for entry in std::fs::read_dir(repo("deploy/systemd")).unwrap() {
+    for entry in std::fs::read_dir(repo_path("deploy/systemd")).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap().replace("/usr/local/bin/", &format!("{}/", bin.display()));
         // A template unit is verified as one of its instances.

@@ -6,21 +6,17 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use moetune_client::types;
-use moetune_e2e::{run_ok, spawn_runner, TestEnv};
+use moetune_e2e::{repo_path, run_ok, spawn_runner, TestEnv};
 use serde_json::json;
 use sha2::Digest;
 use sqlx::PgPool;
-
-fn repo(path: &str) -> String {
-    format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))
-}
 
 const DATASET: &str = "deploy/demo/finance-alpaca-mini.jsonl";
 
 /// sdk/generate --check regenerates both SDKs into a temporary directory and compares.
 #[test]
 fn generated_sdks_match_the_contract() {
-    run_ok(Command::new(repo("sdk/generate")).arg("--check"));
+    run_ok(Command::new(repo_path("sdk/generate")).arg("--check"));
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -30,7 +26,7 @@ async fn the_python_sdk_runs_a_job(pool: PgPool) {
     let _runner = spawn_runner(&env, "python-sdk-runner");
     let (base, token) = (env.base.clone(), env.token.clone());
     let output = tokio::task::spawn_blocking(move || {
-        run_ok(Command::new("python3").arg(repo("tests/python/sdk_job.py")).args([&base, &token, &repo(DATASET)]).env("PYTHONPATH", repo("sdk/python")))
+        run_ok(Command::new("python3").arg(repo_path("tests/python/sdk_job.py")).args([&base, &token, &repo_path(DATASET)]).env("PYTHONPATH", repo_path("sdk/python")))
     })
     .await
     .unwrap();
@@ -50,7 +46,7 @@ async fn the_rust_sdk_runs_a_job(pool: PgPool) {
     let _runner = spawn_runner(&env, "rust-sdk-runner");
     let client = moetune_client::Client::with_token(&env.base, &env.token).unwrap();
 
-    let dataset = std::fs::read(repo(DATASET)).unwrap();
+    let dataset = std::fs::read(repo_path(DATASET)).unwrap();
     let length = dataset.len() as u64;
     let file = client.upload_file("fine-tune", "finance.jsonl", dataset.into(), length).await.expect("upload");
     assert_eq!(file.format.as_deref(), Some("alpaca"));

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use moetune_e2e::webhook_receiver::Receiver;
-use moetune_e2e::TestEnv;
+use moetune_e2e::{error_of, TestEnv};
 use moetune_scheduler::SchedulerConfig;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -47,9 +47,7 @@ async fn cancelled_job(env: &TestEnv, file_id: &Value) -> String {
 }
 
 async fn error_code(response: reqwest::Response, status: u16) -> String {
-    assert_eq!(response.status(), status);
-    let body: Value = response.json().await.unwrap();
-    body["error"]["code"].as_str().unwrap().to_string()
+    error_of(response, status).await["code"].as_str().unwrap().to_string()
 }
 
 async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
@@ -99,6 +97,7 @@ async fn a_cancelled_job_is_announced_signed_and_listed(pool: PgPool) {
     assert_eq!((attempt["status"].as_str(), attempt["response_status_code"].as_i64()), (Some("succeeded"), Some(200)));
     assert_eq!((attempt["trigger"].as_str(), attempt["response_body"].as_str()), (Some("scheduled"), Some("answered 200")));
     assert_eq!(attempt["event_id"], payload["id"]);
+    assert_eq!(attempt["object"], "webhook_attempt");
 
     // Another tenant sees none of it.
     let other = env.token_for("globex", None).await;
