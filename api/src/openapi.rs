@@ -75,13 +75,18 @@ struct CommonResponses;
 impl Modify for CommonResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for item in openapi.paths.paths.values_mut() {
-            for (method, operation) in [(Method::Get, &mut item.get), (Method::Post, &mut item.post), (Method::Patch, &mut item.patch), (Method::Delete, &mut item.delete)] {
-                if let Some(operation) = operation.as_mut() {
-                    add_common(operation, method);
-                }
+            for (method, operation) in operations(item) {
+                add_common(operation, method);
             }
         }
     }
+}
+
+/// The operations of a path, with their method (the API uses no other methods).
+fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = (Method, &mut Operation)> {
+    [(Method::Get, &mut item.get), (Method::Post, &mut item.post), (Method::Patch, &mut item.patch), (Method::Delete, &mut item.delete)]
+        .into_iter()
+        .filter_map(|(method, operation)| Some((method, operation.as_mut()?)))
 }
 
 #[derive(PartialEq)]
@@ -149,7 +154,7 @@ struct UniqueOperationIds;
 impl Modify for UniqueOperationIds {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for item in openapi.paths.paths.values_mut() {
-            for operation in [&mut item.get, &mut item.post, &mut item.patch, &mut item.delete].into_iter().flatten() {
+            for (_, operation) in operations(item) {
                 let tag = operation.tags.iter().flatten().next().cloned().unwrap_or_default();
                 if let Some(id) = operation.operation_id.as_mut() {
                     if !id.starts_with(&tag) {
