@@ -6,6 +6,7 @@ use moetune_scheduler::store;
 use moetune_types::{JobRequirements, JobStatus, MoeSftQatOptions, TrainingSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sqlx::types::Json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -137,63 +138,134 @@ pub fn resolve(request: &CreateJobRequest) -> Result<(TrainingSpec, ResolvedHype
     Ok((spec, resolved))
 }
 
-/// Creates the job: validating_files → queued in one transaction, then publishes it to Redis.
+/// Creates the job. Its files are validated at upload (direct) or right after completion (Uploads API),
+/// so usually they already are: then the job is created `queued` and published to Redis. Otherwise it
+/// waits in `validating_files` until its last file's validation ends.
+///
+/// The usual path is six round trips to Postgres (the model, then a transaction: the files, the quota
+/// lock, the count, the job with its events) and one to Redis; the response comes from the inserted row.
 pub async fn create(state: &AppState, tenant: Uuid, request: CreateJobRequest) -> Result<JobObject, ApiError> {
     let (spec, hyperparameters) = resolve(&request)?;
-    let requirements = crate::models::require(state, &spec).await?;
-    check_file(state, tenant, &request.training_file, "training_file").await?;
-    if let Some(validation_file) = &request.validation_file {
-        check_file(state, tenant, validation_file, "validation_file").await?;
-    }
+    let model = crate::models::require(state, &spec).await?;
     let id = format!("ftjob-{}", Uuid::new_v4().simple());
     let mut tx = state.db.begin().await?;
+    let files = lock_files(&mut tx, tenant, &request).await?;
     crate::quotas::reserve_job(&mut tx, tenant, &state.config.quotas).await?;
-    // Share locks: a concurrent DELETE of one of these files waits for this job, then sees it.
-    let files: Vec<&String> = std::iter::once(&request.training_file).chain(request.validation_file.as_ref()).collect();
-    let mut files_processed = true;
-    for file in files {
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM files WHERE id = $1 AND deleted_at IS NULL FOR SHARE").bind(file).fetch_optional(&mut *tx).await?;
-        match status {
-            None => return Err(ApiError::not_found("file", file)),
-            Some(status) => files_processed &= status == "processed",
-        }
+    let row = insert_job(&mut tx, &id, tenant, &request, &spec, &hyperparameters, &model.requirements, files.processed).await?;
+    tx.commit().await?;
+    if !files.processed {
+        advance_validating(state).await?;
+        return get(state, tenant, &id).await;
     }
-    sqlx::query(
-        "INSERT INTO jobs (id, tenant_id, model, training_file, suffix, spec, hyperparameters, status, metadata, validation_file, method_type, priority, requirements)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'validating_files', $8, $9, $10, $11, $12)",
+    let parts = store::AssignmentParts {
+        attempt: row.attempt,
+        spec,
+        training_file_key: files.training_key,
+        validation_file_key: files.validation_key,
+        model_location: model.location,
+        tenant,
+        priority: row.priority,
+        created_at: row.created_at,
+        requirements: model.requirements,
+        resume_from: None,
+    };
+    enqueue(state, &parts.into_assignment(&id, &state.config.s3.bucket)).await;
+    job_object(row, Vec::new())
+}
+
+/// A new job's files, share-locked so that a concurrent DELETE of one waits for this job, then sees it.
+struct JobFiles {
+    training_key: String,
+    validation_key: Option<String>,
+    /// Every file has passed validation.
+    processed: bool,
+}
+
+/// 400 unless each file is a live fine-tune file of the tenant that did not fail validation.
+async fn lock_files(tx: &mut sqlx::PgConnection, tenant: Uuid, request: &CreateJobRequest) -> Result<JobFiles, ApiError> {
+    let ids: Vec<&str> = std::iter::once(&request.training_file).chain(&request.validation_file).map(String::as_str).collect();
+    let rows: Vec<(String, String, String, Option<String>, String)> = sqlx::query_as(
+        "SELECT id, purpose, status, status_details, s3_key FROM files WHERE id = ANY($1) AND tenant_id = $2 AND deleted_at IS NULL FOR SHARE",
     )
-    .bind(&id)
+    .bind(&ids)
+    .bind(tenant)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut processed = true;
+    let mut key_of = |id: &str, param: &str| -> Result<String, ApiError> {
+        let (_, purpose, status, details, key) = rows
+            .iter()
+            .find(|row| row.0 == id)
+            .ok_or_else(|| ApiError::invalid("file_not_found", param, format!("No file found with id '{id}'; upload one with POST /v1/files.")))?;
+        if purpose != "fine-tune" {
+            return Err(ApiError::invalid("invalid_file_purpose", param, format!("File '{id}' has purpose '{purpose}'; {param} needs purpose 'fine-tune'.")));
+        }
+        if status == "error" {
+            let details = details.as_deref().unwrap_or_default();
+            return Err(ApiError::invalid("invalid_file_status", param, format!("File '{id}' failed validation, fix it and upload it again: {details}")));
+        }
+        processed &= status == "processed";
+        Ok(key.clone())
+    };
+    let training_key = key_of(&request.training_file, "training_file")?;
+    let validation_key = request.validation_file.as_deref().map(|id| key_of(id, "validation_file")).transpose()?;
+    Ok(JobFiles { training_key, validation_key, processed })
+}
+
+/// Inserts the job with its first events in one statement: `validating_files`, or `queued` at once
+/// (with the event `store::transition` would record for it) when its files are processed.
+#[allow(clippy::too_many_arguments)]
+async fn insert_job(
+    tx: &mut sqlx::PgConnection,
+    id: &str,
+    tenant: Uuid,
+    request: &CreateJobRequest,
+    spec: &TrainingSpec,
+    hyperparameters: &ResolvedHyperparameters,
+    requirements: &JobRequirements,
+    queued: bool,
+) -> Result<JobRow, ApiError> {
+    let mut events = vec![store::NewEvent::message(id, 1, format!("Validating training file: {}", request.training_file))];
+    let status = if queued {
+        // Queued publishes no webhook event, so the outbox has nothing to write for it.
+        debug_assert!(moetune_scheduler::webhooks::EventType::for_status(JobStatus::Queued).is_none());
+        events.push(store::NewEvent::transition(id, 1, JobStatus::Queued, "Files validated, job queued".into()));
+        JobStatus::Queued
+    } else {
+        JobStatus::ValidatingFiles
+    };
+    let json = |value: serde_json::Result<Value>| value.map_err(ApiError::internal);
+    let row = sqlx::query_as(
+        "WITH job AS (
+            INSERT INTO jobs (id, tenant_id, model, training_file, suffix, spec, hyperparameters, status, metadata, validation_file, method_type, priority, requirements, queued_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, CASE WHEN $8 = 'queued' THEN now() END)
+            RETURNING *
+         ), events AS (
+            INSERT INTO job_events (job_id, attempt, level, type, message, data)
+            SELECT job.id, 1, e.level, 'message', e.message, e.data
+            FROM job, unnest($14::text[], $15::text[], $16::jsonb[]) WITH ORDINALITY AS e (level, message, data, n) ORDER BY e.n
+         )
+         SELECT * FROM job",
+    )
+    .bind(id)
     .bind(tenant)
     .bind(&request.model)
     .bind(&request.training_file)
     .bind(&request.suffix)
-    .bind(serde_json::to_value(&spec).map_err(ApiError::internal)?)
-    .bind(serde_json::to_value(&hyperparameters).map_err(ApiError::internal)?)
-    .bind(serde_json::to_value(request.metadata.unwrap_or_default()).map_err(ApiError::internal)?)
+    .bind(json(serde_json::to_value(spec))?)
+    .bind(json(serde_json::to_value(hyperparameters))?)
+    .bind(status.as_str())
+    .bind(json(serde_json::to_value(request.metadata.clone().unwrap_or_default()))?)
     .bind(&request.validation_file)
     .bind(request.method.as_ref().map_or("supervised", |m| m.kind.as_str()))
     .bind(request.priority.unwrap_or(0))
-    .bind(serde_json::to_value(requirements).map_err(ApiError::internal)?)
-    .execute(&mut *tx)
+    .bind(json(serde_json::to_value(requirements))?)
+    .bind(events.iter().map(|e| e.level).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.data.clone()).collect::<Vec<_>>())
+    .fetch_one(&mut *tx)
     .await?;
-    let message = format!("Validating training file: {}", request.training_file);
-    store::insert_event(&mut tx, store::NewEvent { job_id: &id, attempt: 1, level: "info", kind: "message", message, data: None, source_id: None }).await?;
-    // Files are validated at upload (direct) or right after completion (Uploads API). Usually they
-    // are already: the job is queued in this same transaction. Otherwise it waits in
-    // `validating_files` until its last file's validation ends.
-    let assignment = if files_processed {
-        store::transition(&mut tx, &id, 1, JobStatus::Queued, "Files validated, job queued".into()).await?;
-        Some(store::assignment(&mut tx, &id, &state.config.s3.bucket).await?)
-    } else {
-        None
-    };
-    tx.commit().await?;
-    match assignment {
-        Some(assignment) => enqueue(state, &assignment).await,
-        None => advance_validating(state).await?,
-    }
-    get(state, tenant, &id).await
+    Ok(row)
 }
 
 /// Moves jobs waiting in `validating_files`: to `queued` (and onto the Redis queue) once all their
@@ -244,28 +316,6 @@ async fn enqueue(state: &AppState, assignment: &moetune_types::JobAssignment) {
     }
 }
 
-/// 400 unless `id` is a fine-tune file of the tenant.
-async fn check_file(state: &AppState, tenant: Uuid, id: &str, param: &str) -> Result<(), ApiError> {
-    let file: Option<(String, String, Option<String>)> =
-        sqlx::query_as("SELECT purpose, status, status_details FROM files WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL")
-            .bind(id)
-            .bind(tenant)
-            .fetch_optional(&state.db)
-            .await?;
-    match file {
-        None => Err(ApiError::invalid("file_not_found", param, format!("No file found with id '{id}'; upload one with POST /v1/files."))),
-        Some((purpose, _, _)) if purpose != "fine-tune" => {
-            Err(ApiError::invalid("invalid_file_purpose", param, format!("File '{id}' has purpose '{purpose}'; {param} needs purpose 'fine-tune'.")))
-        }
-        Some((_, status, details)) if status == "error" => Err(ApiError::invalid(
-            "invalid_file_status",
-            param,
-            format!("File '{id}' failed validation, fix it and upload it again: {}", details.unwrap_or_default()),
-        )),
-        Some(_) => Ok(()),
-    }
-}
-
 /// The OpenAI fine-tuning job object, with moetune's additions (`attempt`, `artifacts`, `result`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobObject {
@@ -284,7 +334,7 @@ pub struct JobObject {
     /// The method as created (`supervised` or `moe_sft_qat`); `moe_sft_qat` holds every resolved
     /// workflow option either way.
     #[schema(value_type = Object)]
-    pub method: Value,
+    pub method: MethodEcho,
     pub result_files: Vec<String>,
     pub trained_tokens: Option<i64>,
     pub error: Option<JobError>,
@@ -343,8 +393,9 @@ struct JobRow {
     validation_file: Option<String>,
     stop_reason: Option<String>,
     suffix: Option<String>,
-    spec: Value,
-    hyperparameters: Value,
+    // Typed JSON columns decode straight from Postgres' bytes, without a `Value` in between.
+    spec: Json<TrainingSpec>,
+    hyperparameters: Json<ResolvedHyperparameters>,
     status: String,
     method_type: String,
     priority: i16,
@@ -356,7 +407,7 @@ struct JobRow {
     metadata: Value,
     created_at: chrono::DateTime<chrono::Utc>,
     finished_at: Option<chrono::DateTime<chrono::Utc>>,
-    requirements: Value,
+    requirements: Json<JobRequirements>,
     status_details: Option<String>,
 }
 
@@ -372,10 +423,10 @@ pub async fn get(state: &AppState, tenant: Uuid, id: &str) -> Result<JobObject, 
 }
 
 fn job_object(row: JobRow, artifacts: Vec<Artifact>) -> Result<JobObject, ApiError> {
-    let spec: TrainingSpec = serde_json::from_value(row.spec).map_err(ApiError::internal)?;
+    let (Json(spec), Json(hyperparameters)) = (row.spec, row.hyperparameters);
     let status = JobStatus::parse(&row.status).ok_or_else(|| ApiError::internal(format!("bad status {}", row.status)))?;
-    let hyperparameters: ResolvedHyperparameters = serde_json::from_value(row.hyperparameters).map_err(ApiError::internal)?;
-    let method = echo_method(&row.method_type, &hyperparameters, &spec);
+    let seed = spec.seed;
+    let method = MethodEcho::new(&row.method_type, &hyperparameters, spec.moe);
     let fine_tuned_model = (status == JobStatus::Succeeded).then(|| {
         let suffix = row.suffix.as_deref().map(|s| format!("{s}:")).unwrap_or_default();
         format!("ft:{}:{suffix}{}", row.model, row.id)
@@ -394,7 +445,7 @@ fn job_object(row: JobRow, artifacts: Vec<Artifact>) -> Result<JobObject, ApiErr
         result_files: Vec::new(),
         trained_tokens: row.trained_tokens,
         error: row.error_code.map(|code| JobError { code, message: row.error_message.unwrap_or_default(), param: None }),
-        seed: spec.seed,
+        seed,
         estimated_finish: None,
         integrations: Vec::new(),
         metadata: row.metadata,
@@ -403,7 +454,7 @@ fn job_object(row: JobRow, artifacts: Vec<Artifact>) -> Result<JobObject, ApiErr
         attempt: row.attempt,
         artifacts,
         result: row.result,
-        requirements: serde_json::from_value(row.requirements).map_err(ApiError::internal)?,
+        requirements: row.requirements.0,
         status_details: row.status_details,
         id: row.id,
         model: row.model,
@@ -413,10 +464,26 @@ fn job_object(row: JobRow, artifacts: Vec<Artifact>) -> Result<JobObject, ApiErr
 
 /// The job's `method` as created: OpenAI's `supervised` shape for jobs created the OpenAI way (so their
 /// SDKs' types hold), `moe_sft_qat` otherwise; both carry every resolved workflow option in `moe_sft_qat`.
-fn echo_method(method_type: &str, hyperparameters: &ResolvedHyperparameters, spec: &TrainingSpec) -> Value {
-    match method_type {
-        "supervised" => serde_json::json!({ "type": "supervised", "supervised": { "hyperparameters": hyperparameters }, "moe_sft_qat": spec.moe }),
-        _ => serde_json::json!({ "type": "moe_sft_qat", "moe_sft_qat": spec.moe }),
+#[derive(Debug, Serialize)]
+pub struct MethodEcho {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    supervised: Option<SupervisedEcho>,
+    moe_sft_qat: MoeSftQatOptions,
+}
+
+#[derive(Debug, Serialize)]
+struct SupervisedEcho {
+    hyperparameters: ResolvedHyperparameters,
+}
+
+impl MethodEcho {
+    fn new(method_type: &str, hyperparameters: &ResolvedHyperparameters, moe_sft_qat: MoeSftQatOptions) -> Self {
+        match method_type {
+            "supervised" => Self { kind: "supervised", supervised: Some(SupervisedEcho { hyperparameters: hyperparameters.clone() }), moe_sft_qat },
+            _ => Self { kind: "moe_sft_qat", supervised: None, moe_sft_qat },
+        }
     }
 }
 
@@ -552,20 +619,13 @@ pub async fn checkpoints(state: &AppState, tenant: Uuid, job_id: &str) -> Result
 pub async fn list(state: &AppState, tenant: Uuid, after: Option<&str>, limit: i64, metadata: &HashMap<String, String>) -> Result<(Vec<JobObject>, bool), ApiError> {
     let cursor = crate::pagination::cursor(&state.db, "jobs", tenant, after).await?;
     // One query for the page and one for its artifacts (not one per job: a page of 20 was 40 queries).
-    let mut rows: Vec<JobRow> = sqlx::query_as(
-        "SELECT * FROM jobs WHERE tenant_id = $1 AND metadata @> $2
-           AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
-         ORDER BY created_at DESC, id DESC LIMIT $5",
-    )
-    .bind(tenant)
-    .bind(serde_json::to_value(metadata).map_err(ApiError::internal)?)
-    .bind(cursor.as_ref().map(|c| c.0))
-    .bind(cursor.as_ref().map(|c| c.1.clone()))
-    .bind(limit + 1)
-    .fetch_all(&state.db)
-    .await?;
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
+    let mut query = sqlx::QueryBuilder::new("SELECT * FROM jobs WHERE tenant_id = ");
+    query.push_bind(tenant);
+    if !metadata.is_empty() {
+        query.push(" AND metadata @> ").push_bind(serde_json::to_value(metadata).map_err(ApiError::internal)?);
+    }
+    crate::pagination::finish_page(&mut query, cursor, true, limit);
+    let (rows, has_more) = crate::pagination::page(query.build_query_as::<JobRow>().fetch_all(&state.db).await?, limit);
     let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
     let mut by_job: HashMap<String, Vec<Artifact>> = HashMap::new();
     for artifact in artifact_rows(state, &ids).await? {

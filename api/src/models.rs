@@ -2,7 +2,7 @@
 //! admin registers others — Hugging Face model directories already in S3 — together with the output of
 //! `moetune-runner inspect` on them, which the API checks against the stored `config.json`.
 
-use moetune_types::{JobRequirements, MemoryModel, TrainingSpec};
+use moetune_types::{JobRequirements, MemoryModel, S3Location, TrainingSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -63,14 +63,23 @@ pub async fn get(state: &AppState, id: &str) -> Result<ModelObject, ApiError> {
     row.map(object).ok_or_else(|| ApiError::not_found("model", id))
 }
 
+/// What a job learns from the registry about its base model.
+pub struct RequiredModel {
+    /// What the job needs from a runner.
+    pub requirements: JobRequirements,
+    /// Where a registered model's weights are (none for a built-in one).
+    pub location: Option<S3Location>,
+}
+
 /// 400 unless the spec's model is registered and its experts can be packed in the job's QAT format
 /// (checked on the model's recorded `inspect` output, so a mismatch is refused now rather than failing
 /// at QAT). Returns what the job needs from a runner, estimated from the same `inspect` output.
-pub async fn require(state: &AppState, spec: &TrainingSpec) -> Result<JobRequirements, ApiError> {
+pub async fn require(state: &AppState, spec: &TrainingSpec) -> Result<RequiredModel, ApiError> {
     let id = spec.model.as_str();
-    let known: Vec<(String, Option<Value>)> = sqlx::query_as("SELECT id, inspect FROM models ORDER BY id").fetch_all(&state.db).await?;
-    let Some((_, inspect)) = known.iter().find(|(k, _)| k == id) else {
-        let ids: Vec<&str> = known.iter().map(|(k, _)| k.as_str()).collect();
+    let row: Option<(Option<Value>, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT inspect, s3_bucket, s3_prefix FROM models WHERE id = $1").bind(id).fetch_optional(&state.db).await?;
+    let Some((inspect, bucket, prefix)) = row else {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM models ORDER BY id").fetch_all(&state.db).await?;
         return Err(ApiError::invalid("model_not_found", "model", format!("Model '{id}' is not available for fine-tuning. Available: {}.", ids.join(", "))));
     };
     let field = |name: &str| inspect.as_ref().and_then(|i| i.get(name)).and_then(Value::as_i64);
@@ -84,7 +93,10 @@ pub async fn require(state: &AppState, spec: &TrainingSpec) -> Result<JobRequire
     }
     // A model registered before inspect reported its memory model has no estimate: it fits any runner.
     let memory_model: Option<MemoryModel> = inspect.as_ref().and_then(|i| i.get("memory_model")).and_then(|m| serde_json::from_value(m.clone()).ok());
-    Ok(JobRequirements { device: spec.moe.device, memory_bytes: memory_model.map_or(0, |m| m.peak_bytes(spec)) })
+    Ok(RequiredModel {
+        requirements: JobRequirements { device: spec.moe.device, memory_bytes: memory_model.map_or(0, |m| m.peak_bytes(spec)) },
+        location: bucket.zip(prefix).map(|(bucket, prefix)| S3Location { bucket, prefix }),
+    })
 }
 
 fn parse_uri(uri: &str) -> Result<(String, String), ApiError> {

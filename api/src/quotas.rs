@@ -40,15 +40,17 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>
     Option::<i64>::deserialize(d).map(Some)
 }
 
+/// Jobs holding a concurrent-job slot. A paused job holds no runner and does not count; resuming it
+/// reserves a slot again.
+const ACTIVE_JOBS: &str = "SELECT count(*) FROM jobs WHERE tenant_id = $1 AND status IN ('validating_files', 'queued', 'running', 'pausing')";
+const STORED_BYTES: &str = "SELECT coalesce(sum(bytes), 0)::bigint FROM files WHERE tenant_id = $1 AND deleted_at IS NULL";
+
 async fn usage<'e>(db: impl sqlx::PgExecutor<'e>, tenant: Uuid) -> Result<(i64, i64), ApiError> {
-    Ok(sqlx::query_as(
-        // A paused job holds no runner and does not count; resuming it reserves a slot again.
-        "SELECT (SELECT count(*) FROM jobs WHERE tenant_id = $1 AND status IN ('validating_files', 'queued', 'running', 'pausing')),
-                (SELECT coalesce(sum(bytes), 0)::bigint FROM files WHERE tenant_id = $1 AND deleted_at IS NULL)",
-    )
-    .bind(tenant)
-    .fetch_one(db)
-    .await?)
+    Ok(sqlx::query_as(&format!("SELECT ({ACTIVE_JOBS}), ({STORED_BYTES})")).bind(tenant).fetch_one(db).await?)
+}
+
+async fn stored_bytes<'e>(db: impl sqlx::PgExecutor<'e>, tenant: Uuid) -> Result<i64, ApiError> {
+    Ok(sqlx::query_scalar(STORED_BYTES).bind(tenant).fetch_one(db).await?)
 }
 
 /// Locks the tenant row and returns its effective limits.
@@ -63,7 +65,8 @@ async fn lock_limits(tx: &mut sqlx::PgConnection, tenant: Uuid, defaults: &Quota
 /// 429 unless the tenant may start one more job. Call inside the job-creating transaction.
 pub async fn reserve_job(tx: &mut sqlx::PgConnection, tenant: Uuid, defaults: &QuotaDefaults) -> Result<(), ApiError> {
     let (max_jobs, _) = lock_limits(tx, tenant, defaults).await?;
-    let (active, _) = usage(&mut *tx, tenant).await?;
+    // A statement of its own after the lock: its snapshot sees every job committed before the lock was ours.
+    let active: i64 = sqlx::query_scalar(ACTIVE_JOBS).bind(tenant).fetch_one(&mut *tx).await?;
     if active >= max_jobs {
         return Err(ApiError::quota_exceeded(format!(
             "Your organization has {active} unfinished fine-tuning job(s), its limit is {max_jobs}; wait for one to finish or cancel one, then retry."
@@ -75,14 +78,14 @@ pub async fn reserve_job(tx: &mut sqlx::PgConnection, tenant: Uuid, defaults: &Q
 /// 429 unless `incoming` more bytes fit the tenant's storage. Call inside the transaction recording them.
 pub async fn reserve_storage(tx: &mut sqlx::PgConnection, tenant: Uuid, incoming: i64, defaults: &QuotaDefaults) -> Result<(), ApiError> {
     let (_, max_bytes) = lock_limits(tx, tenant, defaults).await?;
-    let (_, stored) = usage(&mut *tx, tenant).await?;
+    let stored = stored_bytes(&mut *tx, tenant).await?;
     check_storage(stored, incoming, max_bytes)
 }
 
 /// The same check without a lock, to refuse an upload before streaming it when its size is announced.
 pub async fn precheck_storage(db: &sqlx::PgPool, tenant: Uuid, incoming: i64, defaults: &QuotaDefaults) -> Result<(), ApiError> {
     let max: Option<i64> = sqlx::query_scalar("SELECT max_storage_bytes FROM tenants WHERE id = $1").bind(tenant).fetch_one(db).await?;
-    let (_, stored) = usage(db, tenant).await?;
+    let stored = stored_bytes(db, tenant).await?;
     check_storage(stored, incoming, max.unwrap_or(defaults.max_storage_bytes))
 }
 

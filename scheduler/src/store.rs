@@ -1,6 +1,6 @@
 //! Job state in Postgres: status transitions and the job's event log.
 
-use moetune_types::{JobAssignment, JobStatus, Placement, S3Location, TrainingSpec};
+use moetune_types::{JobAssignment, JobRequirements, JobStatus, Placement, S3Location, TrainingSpec};
 use sqlx::{PgConnection, PgPool};
 
 use crate::webhooks::{outbox, EventType};
@@ -15,6 +15,20 @@ pub struct NewEvent<'a> {
     pub data: Option<serde_json::Value>,
     /// Redis stream entry id for runner events, so a replayed entry is recorded once.
     pub source_id: Option<&'a str>,
+}
+
+impl<'a> NewEvent<'a> {
+    /// An informational message.
+    pub fn message(job_id: &'a str, attempt: i32, message: String) -> Self {
+        Self { job_id, attempt, level: "info", kind: "message", message, data: None, source_id: None }
+    }
+
+    /// The event recording a move to status `to`.
+    pub fn transition(job_id: &'a str, attempt: i32, to: JobStatus, message: String) -> Self {
+        let level = if to == JobStatus::Failed { "error" } else { "info" };
+        let data = Some(serde_json::json!({ "status": to.as_str() }));
+        Self { job_id, attempt, level, kind: "message", message, data, source_id: None }
+    }
 }
 
 /// Appends an event; returns false when its `source_id` was recorded before.
@@ -57,13 +71,7 @@ pub async fn transition(
     .bind(finished)
     .execute(&mut *conn)
     .await?;
-    let level = if to == JobStatus::Failed { "error" } else { "info" };
-    let data = serde_json::json!({ "status": to.as_str() });
-    insert_event(
-        &mut *conn,
-        NewEvent { job_id, attempt, level, kind: "message", message, data: Some(data), source_id: None },
-    )
-    .await?;
+    insert_event(&mut *conn, NewEvent::transition(job_id, attempt, to, message)).await?;
     if let Some(event) = EventType::for_status(to) {
         outbox::publish(conn, job_id, event, serde_json::json!({})).await?;
     }
@@ -88,7 +96,48 @@ pub async fn active_jobs(pool: &PgPool) -> sqlx::Result<Vec<ActiveJob>> {
     .await
 }
 
-/// Builds what a runner needs for a job from Postgres (the reconciler republishes it after data loss).
+/// What an attempt's assignment is made of: the job's stored fields and where its inputs are.
+pub struct AssignmentParts {
+    pub attempt: i32,
+    pub spec: TrainingSpec,
+    pub training_file_key: String,
+    pub validation_file_key: Option<String>,
+    pub model_location: Option<S3Location>,
+    pub tenant: uuid::Uuid,
+    pub priority: i16,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub requirements: JobRequirements,
+    /// The newest accepted checkpoint's prefix (none for a new job).
+    pub resume_from: Option<String>,
+}
+
+impl AssignmentParts {
+    /// The assignment of `job_id` (every attempt gets its own checkpoint and artifact prefix).
+    pub fn into_assignment(self, job_id: &str, bucket: &str) -> JobAssignment {
+        let attempt = self.attempt;
+        JobAssignment {
+            job_id: job_id.to_string(),
+            attempt,
+            spec: self.spec,
+            bucket: bucket.to_string(),
+            training_file_key: self.training_file_key,
+            validation_file_key: self.validation_file_key,
+            checkpoint_prefix: format!("checkpoints/{job_id}/attempt-{attempt}"),
+            resume_from: self.resume_from,
+            artifact_prefix: format!("artifacts/{job_id}/attempt-{attempt}"),
+            model_location: self.model_location,
+            placement: Placement {
+                tenant: self.tenant.simple().to_string(),
+                priority: self.priority,
+                created_at_ms: self.created_at.timestamp_millis(),
+                requirements: self.requirements,
+            },
+        }
+    }
+}
+
+/// Builds what a runner needs for a job's current attempt from Postgres (the reconciler republishes it
+/// after data loss).
 pub async fn assignment(conn: &mut PgConnection, job_id: &str, bucket: &str) -> anyhow::Result<JobAssignment> {
     type Row = (i32, serde_json::Value, String, Option<String>, Option<String>, Option<String>, uuid::Uuid, i16, chrono::DateTime<chrono::Utc>, serde_json::Value);
     let (attempt, spec, key, validation_key, model_bucket, model_prefix, tenant, priority, created_at, requirements): Row = sqlx::query_as(
@@ -99,27 +148,21 @@ pub async fn assignment(conn: &mut PgConnection, job_id: &str, bucket: &str) -> 
     .bind(job_id)
     .fetch_one(&mut *conn)
     .await?;
-    let spec: TrainingSpec = serde_json::from_value(spec)?;
     let resume_from: Option<String> = sqlx::query_scalar("SELECT s3_prefix FROM checkpoints WHERE job_id = $1 ORDER BY created_at DESC, step DESC LIMIT 1")
         .bind(job_id)
         .fetch_optional(&mut *conn)
         .await?;
-    Ok(JobAssignment {
-        job_id: job_id.to_string(),
+    let parts = AssignmentParts {
         attempt,
-        spec,
-        bucket: bucket.to_string(),
+        spec: serde_json::from_value(spec)?,
         training_file_key: key,
         validation_file_key: validation_key,
-        checkpoint_prefix: format!("checkpoints/{job_id}/attempt-{attempt}"),
-        resume_from,
-        artifact_prefix: format!("artifacts/{job_id}/attempt-{attempt}"),
         model_location: model_bucket.zip(model_prefix).map(|(bucket, prefix)| S3Location { bucket, prefix }),
-        placement: Placement {
-            tenant: tenant.simple().to_string(),
-            priority,
-            created_at_ms: created_at.timestamp_millis(),
-            requirements: serde_json::from_value(requirements)?,
-        },
-    })
+        tenant,
+        priority,
+        created_at,
+        requirements: serde_json::from_value(requirements)?,
+        resume_from,
+    };
+    Ok(parts.into_assignment(job_id, bucket))
 }
