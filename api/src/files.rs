@@ -175,25 +175,14 @@ pub enum Order {
 /// last file of the previous page.
 pub async fn list(state: &AppState, tenant: Uuid, purpose: Option<&str>, after: Option<&str>, limit: i64, order: Order) -> Result<(Vec<FileObject>, bool), ApiError> {
     let cursor = crate::pagination::cursor(&state.db, "files", tenant, after).await?;
-    let (comparison, direction) = match order {
-        Order::Asc => (">", "ASC"),
-        Order::Desc => ("<", "DESC"),
-    };
-    let rows: Vec<FileObject> = sqlx::query_as(&format!(
-        "SELECT {FILE_COLUMNS} FROM files
-         WHERE tenant_id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR purpose = $2)
-           AND ($3::timestamptz IS NULL OR (created_at, id) {comparison} ($3, $4))
-         ORDER BY created_at {direction}, id {direction} LIMIT $5"
-    ))
-    .bind(tenant)
-    .bind(purpose)
-    .bind(cursor.as_ref().map(|c| c.0))
-    .bind(cursor.as_ref().map(|c| c.1.clone()))
-    .bind(limit + 1)
-    .fetch_all(&state.db)
-    .await?;
-    let has_more = rows.len() as i64 > limit;
-    Ok((rows.into_iter().take(limit as usize).map(FileObject::with_object).collect(), has_more))
+    let mut query = sqlx::QueryBuilder::new(format!("SELECT {FILE_COLUMNS} FROM files WHERE deleted_at IS NULL AND tenant_id = "));
+    query.push_bind(tenant);
+    if let Some(purpose) = purpose {
+        query.push(" AND purpose = ").push_bind(purpose);
+    }
+    crate::pagination::finish_page(&mut query, cursor, matches!(order, Order::Desc), limit);
+    let (rows, has_more) = crate::pagination::page(query.build_query_as::<FileObject>().fetch_all(&state.db).await?, limit);
+    Ok((rows.into_iter().map(FileObject::with_object).collect(), has_more))
 }
 
 /// The stored location of a live file of the tenant.

@@ -1,7 +1,7 @@
 //! Cursor pagination shared by the list endpoints: `after` is the id of the last item of the previous
 //! page, and pages are ordered by `(created_at, id)`.
 
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -28,4 +28,16 @@ pub fn page<T>(mut rows: Vec<T>, limit: i64) -> (Vec<T>, bool) {
     let has_more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     (rows, has_more)
+}
+
+/// Ends a list query: the cursor condition when there is one, then the order and `LIMIT limit + 1`.
+/// Conditions are written only when they apply: an `$n IS NULL OR …` predicate would make the generic
+/// plan Postgres switches to after a statement's fifth run read and sort every row of the tenant,
+/// where `WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC LIMIT n` reads n rows off the index.
+pub fn finish_page(query: &mut QueryBuilder<'_, Postgres>, cursor: Option<Cursor>, descending: bool, limit: i64) {
+    let (comparison, direction) = if descending { ("<", "DESC") } else { (">", "ASC") };
+    if let Some((created_at, id)) = cursor {
+        query.push(format!(" AND (created_at, id) {comparison} (")).push_bind(created_at).push(", ").push_bind(id).push(")");
+    }
+    query.push(format!(" ORDER BY created_at {direction}, id {direction} LIMIT ")).push_bind(limit + 1);
 }

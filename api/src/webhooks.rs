@@ -171,18 +171,10 @@ pub async fn get(state: &AppState, tenant: Uuid, id: &str) -> Result<WebhookEndp
 /// Newest first.
 pub async fn list(state: &AppState, tenant: Uuid, after: Option<&str>, limit: i64) -> Result<(Vec<WebhookEndpoint>, bool), ApiError> {
     let cursor = pagination::cursor(&state.db, "webhook_endpoints", tenant, after).await?;
-    let rows: Vec<WebhookEndpoint> = sqlx::query_as(&format!(
-        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE tenant_id = $1
-           AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
-         ORDER BY created_at DESC, id DESC LIMIT $4"
-    ))
-    .bind(tenant)
-    .bind(cursor.as_ref().map(|c| c.0))
-    .bind(cursor.map(|c| c.1))
-    .bind(limit + 1)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(pagination::page(rows, limit))
+    let mut query = sqlx::QueryBuilder::new(format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE tenant_id = "));
+    query.push_bind(tenant);
+    pagination::finish_page(&mut query, cursor, true, limit);
+    Ok(pagination::page(query.build_query_as::<WebhookEndpoint>().fetch_all(&state.db).await?, limit))
 }
 
 pub async fn update(state: &AppState, tenant: Uuid, id: &str, request: UpdateEndpointRequest) -> Result<WebhookEndpoint, ApiError> {
@@ -264,18 +256,10 @@ pub struct WebhookEvent {
 /// The tenant's events, newest first.
 pub async fn events(state: &AppState, tenant: Uuid, after: Option<&str>, limit: i64) -> Result<(Vec<WebhookEvent>, bool), ApiError> {
     let cursor = pagination::cursor(&state.db, "webhook_events", tenant, after).await?;
-    let rows: Vec<(Value,)> = sqlx::query_as(
-        "SELECT payload FROM webhook_events WHERE tenant_id = $1
-           AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
-         ORDER BY created_at DESC, id DESC LIMIT $4",
-    )
-    .bind(tenant)
-    .bind(cursor.as_ref().map(|c| c.0))
-    .bind(cursor.map(|c| c.1))
-    .bind(limit + 1)
-    .fetch_all(&state.db)
-    .await?;
-    let (rows, has_more) = pagination::page(rows, limit);
+    let mut query = sqlx::QueryBuilder::new("SELECT payload FROM webhook_events WHERE tenant_id = ");
+    query.push_bind(tenant);
+    pagination::finish_page(&mut query, cursor, true, limit);
+    let (rows, has_more) = pagination::page(query.build_query_as::<(Value,)>().fetch_all(&state.db).await?, limit);
     let events = rows.into_iter().map(|(payload,)| serde_json::from_value(payload)).collect::<Result<_, _>>().map_err(ApiError::internal)?;
     Ok((events, has_more))
 }
@@ -318,20 +302,16 @@ pub async fn attempts(state: &AppState, tenant: Uuid, endpoint_id: &str, event_i
                 .ok_or_else(|| ApiError::invalid("invalid_cursor", "after", format!("`after` must be the id of one of this endpoint's attempts; '{after}' is not.")))?,
         ),
     };
-    let rows: Vec<WebhookAttempt> = sqlx::query_as(
+    let mut query = sqlx::QueryBuilder::new(
         "SELECT id, 'webhook_attempt' AS object, event_id, endpoint_id, trigger, status, response_status_code, response_body, error, duration_ms, created_at
-         FROM webhook_attempts WHERE endpoint_id = $1 AND ($2::text IS NULL OR event_id = $2)
-           AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
-         ORDER BY created_at DESC, id DESC LIMIT $5",
-    )
-    .bind(endpoint_id)
-    .bind(event_id)
-    .bind(cursor.as_ref().map(|c| c.0))
-    .bind(cursor.map(|c| c.1))
-    .bind(limit + 1)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(pagination::page(rows, limit))
+         FROM webhook_attempts WHERE endpoint_id = ",
+    );
+    query.push_bind(endpoint_id);
+    if let Some(event_id) = event_id {
+        query.push(" AND event_id = ").push_bind(event_id);
+    }
+    pagination::finish_page(&mut query, cursor, true, limit);
+    Ok(pagination::page(query.build_query_as::<WebhookAttempt>().fetch_all(&state.db).await?, limit))
 }
 
 /// The state of one event's delivery to one endpoint.
