@@ -108,8 +108,9 @@ impl Bench {
             async move {
                 let response = client.get(url).bearer_auth(&tenant.token).send().await?;
                 ensure!(response.status() == 200, "list jobs: {}", response.status());
-                let page: Value = response.json().await?;
-                ensure!(page["data"].as_array().is_some_and(|d| !d.is_empty()), "a page of jobs");
+                // Only what the check needs is decoded: the load generator shares the CPU with the API.
+                let page: Page = response.json().await?;
+                ensure!(!page.data.is_empty(), "a page of jobs");
                 Ok(())
             }
         })
@@ -206,6 +207,12 @@ impl Bench {
         }
         Ok(())
     }
+}
+
+/// A page of the list, decoded no further than its length.
+#[derive(serde::Deserialize)]
+struct Page {
+    data: Vec<serde::de::IgnoredAny>,
 }
 
 struct Api {
