@@ -142,8 +142,8 @@ pub fn resolve(request: &CreateJobRequest) -> Result<(TrainingSpec, ResolvedHype
 /// so usually they already are: then the job is created `queued` and published to Redis. Otherwise it
 /// waits in `validating_files` until its last file's validation ends.
 ///
-/// The usual path is six round trips to Postgres (the model, then a transaction: the files, the quota
-/// lock, the count, the job with its events) and one to Redis; the response comes from the inserted row.
+/// The usual path is seven round trips to Postgres (the model; BEGIN, the files, the quota lock, the
+/// count, the job with its events, COMMIT) and one to Redis; the response comes from the inserted row.
 pub async fn create(state: &AppState, tenant: Uuid, request: CreateJobRequest) -> Result<JobObject, ApiError> {
     let (spec, hyperparameters) = resolve(&request)?;
     let model = crate::models::require(state, &spec).await?;
