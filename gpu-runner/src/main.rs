@@ -155,6 +155,7 @@ fn read_examples(path: &std::path::Path) -> anyhow::Result<Vec<Example>> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    moetune_runner::host_memory::keep_freed_memory();
     moetune_types::settings::init_logging("info");
     let config = RunnerConfig::load()?;
     if config.threads > 0 {

@@ -4,6 +4,7 @@ labels, backward, clip to 1.0, AdamW). Prints one JSON line. A benchmark oracle,
 
 import argparse
 import json
+import os
 import re
 import statistics
 import time
@@ -79,6 +80,9 @@ def main():
         "batch": args.batch, "seq": args.seq, "steps": args.steps, "trained_params": sum(p.numel() for p in params),
         "step_s": step_s, "tokens_per_s": args.batch * args.seq / step_s,
         "attn_implementation": getattr(model.config, "_attn_implementation", None),
+        # deploy/bench runs the anchor twice on the CPU: as HF users run it (glibc malloc defaults), and
+        # with the allocator settings the moetune runner applies to itself (gpu-runner/src/host_memory.rs).
+        "allocator": "keep-freed" if os.environ.get("MALLOC_MMAP_MAX_") == "0" else "default",
     }))
 
 

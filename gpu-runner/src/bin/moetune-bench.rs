@@ -73,6 +73,8 @@ enum Method {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the runner does (see the module): part of what the training step costs on the CPU.
+    moetune_runner::host_memory::keep_freed_memory();
     let cli = Cli::parse();
     let device = match cli.device.as_str() {
         "cpu" => Device::Cpu,

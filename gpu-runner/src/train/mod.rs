@@ -3,6 +3,7 @@
 //! of its post-training quantization (PTQ); LoRA merged; QAT with FP4 fake-quantized experts; evaluation
 //! again. Checkpoints along the way make the job resumable with identical subsequent losses.
 
+mod adamw_cpu;
 pub mod data;
 pub mod eval;
 pub mod lora;
