@@ -241,7 +241,15 @@ impl DatasetValidator {
         if text.trim().is_empty() {
             return Err("line is empty (remove blank lines)".into());
         }
-        let (format, example) = parse_line(text)?;
+        // The fast path answers for ordinary valid lines; everything else (and every error message)
+        // comes from parse_line.
+        let (format, chars) = match crate::line_summary::summarize(text) {
+            Some(summary) => summary,
+            None => {
+                let (format, example) = parse_line(text)?;
+                (format, (example.instruction.len() + example.input.len() + example.response.len()) as u64)
+            }
+        };
         match self.format {
             None => self.format = Some(format),
             Some(first) if first != format => {
@@ -254,7 +262,7 @@ impl DatasetValidator {
             Some(_) => {}
         }
         self.examples += 1;
-        self.chars += (example.instruction.len() + example.input.len() + example.response.len()) as u64;
+        self.chars += chars;
         Ok(())
     }
 

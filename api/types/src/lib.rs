@@ -5,6 +5,7 @@
 
 pub mod dataset;
 pub mod job;
+mod line_summary;
 pub mod placement;
 pub mod protocol;
 
