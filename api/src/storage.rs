@@ -1,12 +1,19 @@
 //! Streaming writes to S3: small objects in one PUT, large ones as a multipart upload, and nothing
 //! left behind when the caller aborts.
 
+use std::collections::VecDeque;
+
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 
 /// Parts are buffered to this size before upload: bounds memory per upload (S3's minimum is 5 MiB).
 pub const PART_SIZE: usize = 8 << 20;
+
+/// Parts being sent while the next one fills. Sending a part waits on the store (it receives, hashes
+/// and writes 8 MiB); with parts in flight that wait overlaps reading and validating the next part
+/// instead of stalling the client's stream. Memory per upload stays under (1 + this) × `PART_SIZE`.
+const PARTS_IN_FLIGHT: usize = 2;
 
 /// An object being written. Bytes are buffered until a part is full; nothing is visible in the
 /// bucket until [`StagedObject::commit`], and [`StagedObject::abort`] removes every uploaded part.
@@ -21,6 +28,19 @@ pub struct StagedObject {
 struct Multipart {
     upload_id: String,
     parts: Vec<CompletedPart>,
+    /// Parts being sent, oldest first; each yields its `CompletedPart`.
+    in_flight: VecDeque<tokio::task::JoinHandle<anyhow::Result<CompletedPart>>>,
+    next_number: i32,
+}
+
+impl Multipart {
+    /// Waits for the oldest part in flight and records it.
+    async fn settle_oldest(&mut self) -> anyhow::Result<()> {
+        if let Some(sending) = self.in_flight.pop_front() {
+            self.parts.push(sending.await??);
+        }
+        Ok(())
+    }
 }
 
 impl StagedObject {
@@ -40,22 +60,26 @@ impl StagedObject {
         if self.multipart.is_none() {
             let created = self.client.create_multipart_upload().bucket(&self.bucket).key(&self.key).send().await?;
             let upload_id = created.upload_id().ok_or_else(|| anyhow::anyhow!("S3 returned no upload id"))?;
-            self.multipart = Some(Multipart { upload_id: upload_id.to_string(), parts: Vec::new() });
+            self.multipart = Some(Multipart { upload_id: upload_id.to_string(), parts: Vec::new(), in_flight: VecDeque::new(), next_number: 1 });
         }
         let multipart = self.multipart.as_mut().expect("created above");
-        let number = multipart.parts.len() as i32 + 1;
-        let body = ByteStream::from(std::mem::take(&mut self.buffer));
-        let part = self
+        if multipart.in_flight.len() >= PARTS_IN_FLIGHT {
+            multipart.settle_oldest().await?;
+        }
+        let number = multipart.next_number;
+        multipart.next_number += 1;
+        let request = self
             .client
             .upload_part()
             .bucket(&self.bucket)
             .key(&self.key)
             .upload_id(&multipart.upload_id)
             .part_number(number)
-            .body(body)
-            .send()
-            .await?;
-        multipart.parts.push(CompletedPart::builder().part_number(number).set_e_tag(part.e_tag).build());
+            .body(ByteStream::from(std::mem::replace(&mut self.buffer, Vec::with_capacity(PART_SIZE + (64 << 10)))));
+        multipart.in_flight.push_back(tokio::spawn(async move {
+            let part = request.send().await?;
+            Ok(CompletedPart::builder().part_number(number).set_e_tag(part.e_tag).build())
+        }));
         Ok(())
     }
 
@@ -68,7 +92,14 @@ impl StagedObject {
         if !self.buffer.is_empty() {
             self.flush_part().await?;
         }
-        let multipart = self.multipart.take().expect("checked above");
+        let mut multipart = self.multipart.take().expect("checked above");
+        while !multipart.in_flight.is_empty() {
+            if let Err(e) = multipart.settle_oldest().await {
+                // The caller only aborts what it still holds: clean up here.
+                Self::abort_multipart(&self.client, &self.bucket, &self.key, multipart).await;
+                return Err(e);
+            }
+        }
         let completed = CompletedMultipartUpload::builder().set_parts(Some(multipart.parts)).build();
         self.client
             .complete_multipart_upload()
@@ -83,17 +114,19 @@ impl StagedObject {
 
     pub async fn abort(self) {
         if let Some(multipart) = self.multipart {
-            let aborted = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&self.key)
-                .upload_id(multipart.upload_id)
-                .send()
-                .await;
-            if let Err(e) = aborted {
-                tracing::error!(key = %self.key, error = %e, "could not abort multipart upload");
-            }
+            Self::abort_multipart(&self.client, &self.bucket, &self.key, multipart).await;
+        }
+    }
+
+    /// Lets the parts in flight finish first (a part that lands after the abort would be left
+    /// behind), then aborts the upload, which deletes every part.
+    async fn abort_multipart(client: &Client, bucket: &str, key: &str, mut multipart: Multipart) {
+        for sending in multipart.in_flight.drain(..) {
+            let _ = sending.await;
+        }
+        let aborted = client.abort_multipart_upload().bucket(bucket).key(key).upload_id(multipart.upload_id).send().await;
+        if let Err(e) = aborted {
+            tracing::error!(key = %key, error = %e, "could not abort multipart upload");
         }
     }
 }

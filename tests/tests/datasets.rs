@@ -17,6 +17,11 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Vec<(u64, &'static str)>)> {
     let mut oversized = format!("{PC}\n{{\"prompt\": \"").into_bytes();
     oversized.extend(std::iter::repeat_n(b'a', (1 << 20) + 10));
     oversized.extend(b"\", \"completion\": \"b\"}\n");
+    // Past several 8 MiB S3 parts, so parts are still being sent when the bad last line arrives.
+    let many = (24 << 20) / (PC.len() + 1);
+    let mut long_then_bad = format!("{PC}\n").repeat(many).into_bytes();
+    long_then_bad.extend(b"{\"prompt\": \"a\", ");
+    let long_then_bad_line = many as u64 + 1;
     vec![
         ("truncated JSON", lines(&[PC, r#"{"prompt": "a", "#]), vec![(2, "invalid JSON: EOF while parsing")]),
         ("trailing comma", lines(&[r#"{"prompt": "a", "completion": "b",}"#]), vec![(1, "invalid JSON: trailing comma")]),
@@ -43,6 +48,7 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Vec<(u64, &'static str)>)> {
         ("line over 1 MiB", oversized, vec![(2, "longer than 1048576 bytes")]),
         ("several bad lines", lines(&[PC, "nope", PC, "{}", r#"{"prompt": 1, "completion": "b"}"#]), vec![(2, "invalid JSON"), (4, "unrecognised record"), (5, "`prompt` must be a string")]),
         ("only whitespace", b"\n\n".to_vec(), vec![(1, "line is empty"), (2, "line is empty")]),
+        ("bad last line of a 24 MiB file", long_then_bad, vec![(long_then_bad_line, "invalid JSON: EOF while parsing")]),
     ]
 }
 
