@@ -27,20 +27,26 @@ end
 
 -- Re-scores a tenant: fewest jobs held by runners first, ties to the tenant served least recently
 -- (round robin, so with one runner tenants alternate); drops it when it has nothing waiting.
-local function refresh(t)
+-- `running` and `served` are read from their hashes unless the caller has just written them.
+local function refresh(t, running, served)
   if redis.call('ZCARD', tenant_queue(t)) == 0 then
     redis.call('ZREM', TENANTS, t)
     return
   end
-  local running = tonumber(redis.call('HGET', RUNNING, t) or '0')
+  running = running or tonumber(redis.call('HGET', RUNNING, t) or '0')
   running = math.max(0, math.min(running, 800))
-  local served = tonumber(redis.call('HGET', SERVED, t) or '0')
+  served = served or tonumber(redis.call('HGET', SERVED, t) or '0')
   redis.call('ZADD', TENANTS, running * E13 + served, t)
 end
 
+-- Returns the tenant's new count.
 local function add_running(t, n)
   local now = redis.call('HINCRBY', RUNNING, t, n)
-  if now <= 0 then redis.call('HDEL', RUNNING, t) end
+  if now <= 0 then
+    redis.call('HDEL', RUNNING, t)
+    return 0
+  end
+  return now
 end
 
 -- Puts a job (back) in its tenant's line: ticket, assignment, order.
@@ -58,8 +64,7 @@ local function unclaim(runner, job)
   local ticket = redis.call('HGET', TICKETS, job)
   if ticket then
     local t = parse(ticket)
-    add_running(t, -1)
-    refresh(t)
+    refresh(t, add_running(t, -1))
   end
   return true
 end
@@ -103,9 +108,9 @@ elseif op == 'claim' then
         if fits then
           redis.call('ZREM', queue, job)
           redis.call('LPUSH', claimed(runner), job)
-          redis.call('HSET', SERVED, t, redis.call('INCR', CLOCK))
-          add_running(t, 1)
-          refresh(t)
+          local clock = redis.call('INCR', CLOCK)
+          redis.call('HSET', SERVED, t, clock)
+          refresh(t, add_running(t, 1), clock)
           return job
         end
       end
