@@ -73,9 +73,12 @@ enum Method {
 }
 
 fn main() -> anyhow::Result<()> {
-    // As the runner does (see the module): part of what the training step costs on the CPU.
-    moetune_runner::host_memory::keep_freed_memory();
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Train { .. }) {
+        // As the runner does (see the module): part of what a training step costs on the CPU. Not for
+        // `fp4`, whose outputs, like the torch reference's, are fresh memory each time.
+        moetune_runner::host_memory::keep_freed_memory();
+    }
     let device = match cli.device.as_str() {
         "cpu" => Device::Cpu,
         "cuda" => Device::Cuda(0),

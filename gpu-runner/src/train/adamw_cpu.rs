@@ -1,8 +1,8 @@
 //! AdamW's update as one pass over contiguous fp32 CPU memory.
 //!
-//! The tensor form (`optim::AdamW::step` on other devices) walks the parameter, gradient and both
-//! moments about fourteen times per step, with temporaries the size of the parameter; for full SFT of
-//! the tiny MoE that was 0.8 s of a 4 s CPU step. Here each element is read and written once, with the
+//! The tensor form (`optim::step_tensors`, which other devices use) walks the parameter, gradient and
+//! both moments about fourteen times per step, with temporaries the size of the parameter; for full
+//! SFT of the tiny MoE that was 0.8 s of a 4 s CPU step. Here each element is read and written once, with the
 //! same f32 operations in the same order as the tensor form (Rust never fuses a multiply and add on
 //! its own). The one difference: the square root here is correctly rounded, torch's vectorised one is
 //! within an ulp of it.

@@ -168,8 +168,8 @@ impl Scalars {
 }
 
 /// The update in tensor operations: any device and dtype (GPU, bf16). The same operations in the same
-/// order as the textbook form (so the same bits as `adamw_cpu::step`), with the temporaries updated in
-/// place.
+/// order as the textbook form and as `adamw_cpu::step` (which differs only in rounding its square root
+/// correctly), with the temporaries updated in place.
 fn step_tensors(param: &mut Tensor, grad: &Tensor, m: &mut Tensor, v: &mut Tensor, s: &Scalars, decay: Option<f64>) {
     let grad = grad.to_kind(Kind::Float);
     if let Some(decay) = decay {
