@@ -1,6 +1,7 @@
 //! A dataset stream written to S3 while every line is validated and the bytes are hashed: the one
 //! path by which training data enters storage (direct uploads and assembled multi-part uploads). Holds
-//! at most one line and one S3 part in memory, whatever the file's size.
+//! at most one line and three S3 parts (one filling, two being sent) in memory, whatever the file's
+//! size.
 
 use moetune_types::dataset::MAX_LINE_BYTES;
 use moetune_types::{DatasetSummary, DatasetValidator, LineError};
