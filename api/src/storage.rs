@@ -30,7 +30,6 @@ struct Multipart {
     parts: Vec<CompletedPart>,
     /// Parts being sent, oldest first; each yields its `CompletedPart`.
     in_flight: VecDeque<tokio::task::JoinHandle<anyhow::Result<CompletedPart>>>,
-    next_number: i32,
 }
 
 impl Multipart {
@@ -60,14 +59,14 @@ impl StagedObject {
         if self.multipart.is_none() {
             let created = self.client.create_multipart_upload().bucket(&self.bucket).key(&self.key).send().await?;
             let upload_id = created.upload_id().ok_or_else(|| anyhow::anyhow!("S3 returned no upload id"))?;
-            self.multipart = Some(Multipart { upload_id: upload_id.to_string(), parts: Vec::new(), in_flight: VecDeque::new(), next_number: 1 });
+            self.multipart = Some(Multipart { upload_id: upload_id.to_string(), parts: Vec::new(), in_flight: VecDeque::new() });
         }
         let multipart = self.multipart.as_mut().expect("created above");
         if multipart.in_flight.len() >= PARTS_IN_FLIGHT {
             multipart.settle_oldest().await?;
         }
-        let number = multipart.next_number;
-        multipart.next_number += 1;
+        // Parts are numbered from 1 in the order they were filled: those done, then those in flight.
+        let number = (multipart.parts.len() + multipart.in_flight.len()) as i32 + 1;
         let request = self
             .client
             .upload_part()
@@ -75,6 +74,8 @@ impl StagedObject {
             .key(&self.key)
             .upload_id(&multipart.upload_id)
             .part_number(number)
+            // The next part's buffer is sized at once (PART_SIZE plus room for the usual 64 KiB chunk
+            // that crosses it) rather than grown by doubling, which would copy it several times.
             .body(ByteStream::from(std::mem::replace(&mut self.buffer, Vec::with_capacity(PART_SIZE + (64 << 10)))));
         multipart.in_flight.push_back(tokio::spawn(async move {
             let part = request.send().await?;

@@ -46,6 +46,11 @@ pub struct Example {
 }
 
 impl Example {
+    /// The characters validation counts for the token estimate: instruction, input and response.
+    pub fn text_len(&self) -> u64 {
+        (self.instruction.len() + self.input.len() + self.response.len()) as u64
+    }
+
     /// Renders the plain-text prompt of DESIGN.md §1; the loss is taken on `response` only.
     pub fn render_prompt(&self, default_system: Option<&str>) -> String {
         let mut out = String::new();
@@ -247,7 +252,7 @@ impl DatasetValidator {
             Some(summary) => summary,
             None => {
                 let (format, example) = parse_line(text)?;
-                (format, (example.instruction.len() + example.input.len() + example.response.len()) as u64)
+                (format, example.text_len())
             }
         };
         match self.format {

@@ -18,8 +18,8 @@ use serde_json::Value;
 
 use crate::DatasetFormat;
 
-/// `(format, characters of instruction + input + response)` for a line `parse_line` accepts; `None`
-/// when the caller must ask `parse_line`.
+/// `(format, Example::text_len)` for a line `parse_line` accepts; `None` when the caller must ask
+/// `parse_line`.
 pub(crate) fn summarize(text: &str) -> Option<(DatasetFormat, u64)> {
     let line: Line = serde_json::from_str(text).ok()?;
     if let Some(messages) = line.messages {
@@ -204,7 +204,7 @@ mod tests {
     /// `summarize` answers only where `parse_line` accepts, and with its format and count.
     fn agrees(line: &str) -> bool {
         let fast = summarize(line);
-        let slow = parse_line(line).map(|(format, e)| (format, (e.instruction.len() + e.input.len() + e.response.len()) as u64));
+        let slow = parse_line(line).map(|(format, e)| (format, e.text_len()));
         match (fast, slow) {
             (Some(fast), Ok(slow)) => assert_eq!(fast, slow, "{line}"),
             (Some(fast), Err(e)) => panic!("fast path accepted {line} as {fast:?}; parse_line: {e}"),
