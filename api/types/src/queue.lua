@@ -25,28 +25,31 @@ local function parse(ticket)
   return t, device, tonumber(memory), tonumber(order)
 end
 
--- Re-scores a tenant: fewest jobs held by runners first, ties to the tenant served least recently
--- (round robin, so with one runner tenants alternate); drops it when it has nothing waiting.
--- `running` and `served` are read from their hashes unless the caller has just written them.
-local function refresh(t, running, served)
+-- Re-scores a tenant from its hashes: fewest jobs held by runners first, ties to the tenant served
+-- least recently (round robin, so with one runner tenants alternate); drops it when it has nothing
+-- waiting.
+local function refresh(t)
   if redis.call('ZCARD', tenant_queue(t)) == 0 then
     redis.call('ZREM', TENANTS, t)
     return
   end
-  running = running or tonumber(redis.call('HGET', RUNNING, t) or '0')
-  running = math.max(0, math.min(running, 800))
-  served = served or tonumber(redis.call('HGET', SERVED, t) or '0')
+  local running = math.max(0, math.min(tonumber(redis.call('HGET', RUNNING, t) or '0'), 800))
+  local served = tonumber(redis.call('HGET', SERVED, t) or '0')
   redis.call('ZADD', TENANTS, running * E13 + served, t)
 end
 
--- Returns the tenant's new count.
+-- Returns the tenant's count before and after.
 local function add_running(t, n)
   local now = redis.call('HINCRBY', RUNNING, t, n)
-  if now <= 0 then
-    redis.call('HDEL', RUNNING, t)
-    return 0
-  end
-  return now
+  if now <= 0 then redis.call('HDEL', RUNNING, t) end
+  return math.max(0, now - n), math.max(0, now)
+end
+
+-- Moves a listed tenant's score from one running count to another, keeping when it was last served:
+-- one call where `refresh` takes three, for changes that leave its line (so whether it is listed) as it was.
+local function shift_running(t, before, after)
+  before, after = math.min(before, 800), math.min(after, 800)
+  if after ~= before then redis.call('ZADD', TENANTS, 'XX', 'INCR', (after - before) * E13, t) end
 end
 
 -- Puts a job (back) in its tenant's line: ticket, assignment, order.
@@ -64,7 +67,7 @@ local function unclaim(runner, job)
   local ticket = redis.call('HGET', TICKETS, job)
   if ticket then
     local t = parse(ticket)
-    refresh(t, add_running(t, -1))
+    shift_running(t, add_running(t, -1))
   end
   return true
 end
@@ -92,47 +95,66 @@ elseif op == 'requeue' then
   return 1
 elseif op == 'claim' then
   -- runner, device, memory_bytes, tenants to look at, jobs to look at per tenant.
-  -- Tenants in fair order; in each, the first job (by priority, then age) this runner fits.
+  -- Tenants in fair order; in each, the first job (by priority, then age) this runner fits. The first
+  -- few tenants are read alone: one of them nearly always has a job that fits.
   local runner, device, memory = ARGV[3], ARGV[4], tonumber(ARGV[5])
-  for _, t in ipairs(redis.call('ZRANGE', TENANTS, 0, tonumber(ARGV[6]) - 1)) do
-    local queue = tenant_queue(t)
-    local jobs = redis.call('ZRANGE', queue, 0, tonumber(ARGV[7]) - 1)
-    if #jobs > 0 then
-      local tickets = redis.call('HMGET', TICKETS, unpack(jobs))
-      for i, job in ipairs(jobs) do
-        local fits = true
-        if tickets[i] then
-          local _, wanted, needs = parse(tickets[i])
-          fits = (wanted == 'auto' or wanted == device) and needs <= memory
-        end
-        if fits then
-          redis.call('ZREM', queue, job)
-          redis.call('LPUSH', claimed(runner), job)
-          local clock = redis.call('INCR', CLOCK)
-          redis.call('HSET', SERVED, t, clock)
-          refresh(t, add_running(t, 1), clock)
-          return job
+  local limit, depth = tonumber(ARGV[6]), tonumber(ARGV[7])
+  local first = 0
+  while first < limit do
+    local last = (first == 0) and math.min(4, limit) - 1 or limit - 1
+    local tenants = redis.call('ZRANGE', TENANTS, first, last)
+    for _, t in ipairs(tenants) do
+      local queue = tenant_queue(t)
+      local jobs = redis.call('ZRANGE', queue, 0, depth - 1)
+      if #jobs > 0 then
+        local tickets = redis.call('HMGET', TICKETS, unpack(jobs))
+        for i, job in ipairs(jobs) do
+          local fits = true
+          if tickets[i] then
+            local _, wanted, needs = parse(tickets[i])
+            fits = (wanted == 'auto' or wanted == device) and needs <= memory
+          end
+          if fits then
+            redis.call('ZREM', queue, job)
+            redis.call('LPUSH', claimed(runner), job)
+            local clock = redis.call('INCR', CLOCK)
+            redis.call('HSET', SERVED, t, clock)
+            local _, running = add_running(t, 1)
+            -- Fewer jobs than asked for were the whole line; a full read says nothing of the rest.
+            local emptied = #jobs == 1 and (depth > 1 or redis.call('ZCARD', queue) == 0)
+            if emptied then
+              redis.call('ZREM', TENANTS, t)
+            else
+              redis.call('ZADD', TENANTS, math.min(running, 800) * E13 + clock, t)
+            end
+            return job
+          end
         end
       end
     end
+    if #tenants <= last - first then break end
+    first = last + 1
   end
   return false
 elseif op == 'finish' then
   -- runner, job: the runner is done with the job (whatever became of it)
   unclaim(ARGV[3], ARGV[4])
-  if redis.call('HEXISTS', TICKETS, ARGV[4]) == 1 then
-    local t = parse(redis.call('HGET', TICKETS, ARGV[4]))
-    if not redis.call('ZSCORE', tenant_queue(t), ARGV[4]) then redis.call('HDEL', TICKETS, ARGV[4]) end
-  end
+  local ticket = redis.call('HGET', TICKETS, ARGV[4])
+  if ticket and not redis.call('ZSCORE', tenant_queue(parse(ticket)), ARGV[4]) then redis.call('HDEL', TICKETS, ARGV[4]) end
   return 1
 elseif op == 'withdraw' then
   -- job: cancelled, or paused before it started
   withdraw(ARGV[3])
   return 1
 elseif op == 'forget' then
-  -- runner (or ''), job: the job is finished
-  if unclaim(ARGV[3], ARGV[4]) then redis.call('HDEL', TICKETS, ARGV[4]) end
-  withdraw(ARGV[4])
+  -- runner (or ''), job: the job is finished. A claimed job is in no waiting line: only its ticket
+  -- and assignment are left to drop.
+  if unclaim(ARGV[3], ARGV[4]) then
+    redis.call('HDEL', TICKETS, ARGV[4])
+    redis.call('DEL', p .. ':job:' .. ARGV[4])
+  else
+    withdraw(ARGV[4])
+  end
   return 1
 elseif op == 'set_running' then
   -- tenant, count, tenant, count, ...: the reconciler's recount from the claimed lists

@@ -74,6 +74,16 @@ fn runner(i: usize) -> (String, &'static str, i64) {
     }
 }
 
+/// The Redis server's CPU time so far (user + system, all its threads), from `INFO cpu`.
+async fn redis_cpu_seconds(redis: &mut redis::aio::ConnectionManager) -> anyhow::Result<f64> {
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(redis).await?;
+    let field = |name: &str| -> anyhow::Result<f64> {
+        let line = info.lines().find_map(|l| l.strip_prefix(name)).ok_or_else(|| anyhow::anyhow!("INFO cpu has no {name}"))?;
+        Ok(line.trim_start_matches(':').trim().parse()?)
+    };
+    Ok(field("used_cpu_user:")? + field("used_cpu_sys:")?)
+}
+
 fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
 }
@@ -136,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
     let queue = Arc::new(queue);
     let mut storm = Vec::new();
     let mut empty_handed = 0;
+    let redis_cpu_before = redis_cpu_seconds(&mut queue.connection()).await?;
     let storm_start = Instant::now();
     for _round in 0..5 {
         let tasks: Vec<_> = (0..runners)
@@ -160,9 +171,16 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let storm_secs = storm_start.elapsed().as_secs_f64();
+    // How busy the storm kept Redis (its own CPU time over the wall time): near 1 when the server is
+    // the limit, well under 1 when the clients are.
+    let redis_busy = (redis_cpu_seconds(&mut queue.connection()).await? - redis_cpu_before) / storm_secs;
     let claims = storm.len();
     results.push(summary(&format!("claim, {runners} runners at once (x5 rounds)"), storm));
-    println!("  {claims} claims in {storm_secs:.2} s ({:.0} claims/s); {empty_handed} found nothing they fit", claims as f64 / storm_secs);
+    println!(
+        "  {claims} claims in {storm_secs:.2} s ({:.0} claims/s, Redis busy {:.0} % of the time); {empty_handed} found nothing they fit",
+        claims as f64 / storm_secs,
+        redis_busy * 100.0
+    );
 
     // The registry the placement pass reads every second: 1,000 runners' entries.
     let mut redis = queue.connection();
@@ -210,7 +228,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::json!({ "bench": "placement", "runners": runners, "jobs": jobs, "tenants": tenants, "results": results,
-            "enqueue_per_s": jobs as f64 / enqueue_secs, "claims_per_s": claims as f64 / storm_secs,
+            "enqueue_per_s": jobs as f64 / enqueue_secs, "claims_per_s": claims as f64 / storm_secs, "storm_redis_busy": redis_busy,
             "registry_ms": registry_ms, "snapshot_ms": snapshot_ms })
     );
     Ok(())
