@@ -75,13 +75,7 @@ struct LineSplitter {
 impl LineSplitter {
     fn feed(&mut self, mut chunk: &[u8], validator: &mut DatasetValidator) {
         while let Some(newline) = memchr::memchr(b'\n', chunk) {
-            let line = &chunk[..newline];
-            if self.carry.is_empty() && !self.oversized && line.len() <= MAX_LINE_BYTES {
-                // The whole line is in this chunk: validate it where it lies instead of copying it.
-                validator.push_line(line);
-            } else {
-                self.take(line, validator, true);
-            }
+            self.take(&chunk[..newline], validator, true);
             chunk = &chunk[newline + 1..];
         }
         self.take(chunk, validator, false);
@@ -92,18 +86,23 @@ impl LineSplitter {
             self.oversized = true;
             self.carry.clear();
         }
-        if !self.oversized {
-            self.carry.extend_from_slice(piece);
-        }
-        if line_ends {
-            if self.oversized {
-                validator.push_oversized_line();
-            } else {
-                validator.push_line(&self.carry);
+        if !line_ends {
+            if !self.oversized {
+                self.carry.extend_from_slice(piece);
             }
-            self.carry.clear();
-            self.oversized = false;
+            return;
         }
+        if self.oversized {
+            validator.push_oversized_line();
+        } else if self.carry.is_empty() {
+            // The whole line is in this chunk: validated where it lies instead of copied.
+            validator.push_line(piece);
+        } else {
+            self.carry.extend_from_slice(piece);
+            validator.push_line(&self.carry);
+        }
+        self.carry.clear();
+        self.oversized = false;
     }
 
     /// The last line may lack a trailing newline.
@@ -113,7 +112,6 @@ impl LineSplitter {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -79,7 +79,7 @@ async fn redis_cpu_seconds(redis: &mut redis::aio::ConnectionManager) -> anyhow:
     let info: String = redis::cmd("INFO").arg("cpu").query_async(redis).await?;
     let field = |name: &str| -> anyhow::Result<f64> {
         let line = info.lines().find_map(|l| l.strip_prefix(name)).ok_or_else(|| anyhow::anyhow!("INFO cpu has no {name}"))?;
-        Ok(line.trim_start_matches(':').trim().parse()?)
+        Ok(line.trim().parse()?)
     };
     Ok(field("used_cpu_user:")? + field("used_cpu_sys:")?)
 }
