@@ -6,7 +6,9 @@ use moetune_scheduler::store;
 use moetune_types::{JobRequirements, JobStatus, MoeSftQatOptions, TrainingSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sqlx::postgres::PgRow;
 use sqlx::types::Json;
+use sqlx::{FromRow, Row};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -142,130 +144,108 @@ pub fn resolve(request: &CreateJobRequest) -> Result<(TrainingSpec, ResolvedHype
 /// so usually they already are: then the job is created `queued` and published to Redis. Otherwise it
 /// waits in `validating_files` until its last file's validation ends.
 ///
-/// The usual path is seven round trips to Postgres (the model; BEGIN, the files, the quota lock, the
-/// count, the job with its events, COMMIT) and one to Redis; the response comes from the inserted row.
+/// The usual path is one round trip to Postgres (the `create_job` function: file checks, quota, the
+/// job with its events; the model comes from the registry's cache) and one to Redis; the response
+/// comes from the inserted row.
 pub async fn create(state: &AppState, tenant: Uuid, request: CreateJobRequest) -> Result<JobObject, ApiError> {
     let (spec, hyperparameters) = resolve(&request)?;
     let model = crate::models::require(state, &spec).await?;
     let id = format!("ftjob-{}", Uuid::new_v4().simple());
-    let mut tx = state.db.begin().await?;
-    let files = lock_files(&mut tx, tenant, &request).await?;
-    crate::quotas::reserve_job(&mut tx, tenant, &state.config.quotas).await?;
-    let row = insert_job(&mut tx, &id, tenant, &request, &spec, &hyperparameters, &model.requirements, files.processed).await?;
-    tx.commit().await?;
-    if !files.processed {
+    let created = insert_job(state, &id, tenant, &request, &spec, &hyperparameters, &model.requirements).await?;
+    if created.row.status != JobStatus::Queued.as_str() {
         advance_validating(state).await?;
         return get(state, tenant, &id).await;
     }
     let parts = store::AssignmentParts {
-        attempt: row.attempt,
+        attempt: created.row.attempt,
         spec,
-        training_file_key: files.training_key,
-        validation_file_key: files.validation_key,
+        training_file_key: created.training_key,
+        validation_file_key: created.validation_key,
         model_location: model.location,
         tenant,
-        priority: row.priority,
-        created_at: row.created_at,
+        priority: created.row.priority,
+        created_at: created.row.created_at,
         requirements: model.requirements,
         resume_from: None,
     };
     enqueue(state, &parts.into_assignment(&id, &state.config.s3.bucket)).await;
-    job_object(row, Vec::new())
+    job_object(created.row)
 }
 
-/// A new job's files, share-locked so that a concurrent DELETE of one waits for this job, then sees it.
-struct JobFiles {
+/// A job as `create_job` inserted it, with its files' S3 keys.
+struct CreatedJob {
+    row: JobRow,
     training_key: String,
     validation_key: Option<String>,
-    /// Every file has passed validation.
-    processed: bool,
 }
 
-/// 400 unless each file is a live fine-tune file of the tenant that did not fail validation.
-async fn lock_files(tx: &mut sqlx::PgConnection, tenant: Uuid, request: &CreateJobRequest) -> Result<JobFiles, ApiError> {
-    let ids: Vec<&str> = std::iter::once(&request.training_file).chain(&request.validation_file).map(String::as_str).collect();
-    let rows: Vec<(String, String, String, Option<String>, String)> = sqlx::query_as(
-        "SELECT id, purpose, status, status_details, s3_key FROM files WHERE id = ANY($1) AND tenant_id = $2 AND deleted_at IS NULL FOR SHARE",
-    )
-    .bind(&ids)
-    .bind(tenant)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut processed = true;
-    let mut key_of = |id: &str, param: &str| -> Result<String, ApiError> {
-        let (_, purpose, status, details, key) = rows
-            .iter()
-            .find(|row| row.0 == id)
-            .ok_or_else(|| ApiError::invalid("file_not_found", param, format!("No file found with id '{id}'; upload one with POST /v1/files.")))?;
-        if purpose != "fine-tune" {
-            return Err(ApiError::invalid("invalid_file_purpose", param, format!("File '{id}' has purpose '{purpose}'; {param} needs purpose 'fine-tune'.")));
-        }
-        if status == "error" {
-            let details = details.as_deref().unwrap_or_default();
-            return Err(ApiError::invalid("invalid_file_status", param, format!("File '{id}' failed validation, fix it and upload it again: {details}")));
-        }
-        processed &= status == "processed";
-        Ok(key.clone())
-    };
-    let training_key = key_of(&request.training_file, "training_file")?;
-    let validation_key = request.validation_file.as_deref().map(|id| key_of(id, "validation_file")).transpose()?;
-    Ok(JobFiles { training_key, validation_key, processed })
-}
-
-/// Inserts the job with its first events in one statement: `validating_files`, or `queued` at once
-/// (with the event `store::transition` would record for it) when its files are processed.
+/// Runs `create_job` (migrations/20261129000001_create_job_function.sql): in one statement, share-locks
+/// the files against deletion and checks them, takes a quota slot under the tenant's lock, and inserts
+/// the job with its first events, `queued` at once (with the event `store::transition` would record
+/// for it) when its files are processed. A refusal leaves nothing behind and becomes a 400 or 429.
 #[allow(clippy::too_many_arguments)]
 async fn insert_job(
-    tx: &mut sqlx::PgConnection,
+    state: &AppState,
     id: &str,
     tenant: Uuid,
     request: &CreateJobRequest,
     spec: &TrainingSpec,
     hyperparameters: &ResolvedHyperparameters,
     requirements: &JobRequirements,
-    queued: bool,
-) -> Result<JobRow, ApiError> {
-    let mut events = vec![store::NewEvent::message(id, 1, format!("Validating training file: {}", request.training_file))];
-    let status = if queued {
-        // Queued publishes no webhook event, so the outbox has nothing to write for it.
-        debug_assert!(moetune_scheduler::webhooks::EventType::for_status(JobStatus::Queued).is_none());
-        events.push(store::NewEvent::transition(id, 1, JobStatus::Queued, "Files validated, job queued".into()));
-        JobStatus::Queued
-    } else {
-        JobStatus::ValidatingFiles
-    };
+) -> Result<CreatedJob, ApiError> {
+    // Queued publishes no webhook event, so the outbox has nothing to write for it.
+    debug_assert!(moetune_scheduler::webhooks::EventType::for_status(JobStatus::Queued).is_none());
+    let events = [
+        store::NewEvent::message(id, 1, format!("Validating training file: {}", request.training_file)),
+        store::NewEvent::transition(id, 1, JobStatus::Queued, "Files validated, job queued".into()),
+    ];
     let json = |value: serde_json::Result<Value>| value.map_err(ApiError::internal);
-    let row = sqlx::query_as(
-        "WITH job AS (
-            INSERT INTO jobs (id, tenant_id, model, training_file, suffix, spec, hyperparameters, status, metadata, validation_file, method_type, priority, requirements, queued_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, CASE WHEN $8 = 'queued' THEN now() END)
-            RETURNING *
-         ), events AS (
-            INSERT INTO job_events (job_id, attempt, level, type, message, data)
-            SELECT job.id, 1, e.level, 'message', e.message, e.data
-            FROM job, unnest($14::text[], $15::text[], $16::jsonb[]) WITH ORDINALITY AS e (level, message, data, n) ORDER BY e.n
-         )
-         SELECT * FROM job",
+    let row = sqlx::query(
+        "SELECT refusal, refused_param, refused_file, file_purpose, file_details, active_jobs, job_limit, training_key, validation_key, (job).*
+         FROM create_job($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
     .bind(id)
     .bind(tenant)
-    .bind(&request.model)
+    .bind(state.config.quotas.max_concurrent_jobs)
     .bind(&request.training_file)
+    .bind(&request.validation_file)
+    .bind(&request.model)
     .bind(&request.suffix)
     .bind(json(serde_json::to_value(spec))?)
     .bind(json(serde_json::to_value(hyperparameters))?)
-    .bind(status.as_str())
     .bind(json(serde_json::to_value(request.metadata.clone().unwrap_or_default()))?)
-    .bind(&request.validation_file)
     .bind(request.method.as_ref().map_or("supervised", |m| m.kind.as_str()))
     .bind(request.priority.unwrap_or(0))
     .bind(json(serde_json::to_value(requirements))?)
     .bind(events.iter().map(|e| e.level).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.data.clone()).collect::<Vec<_>>())
-    .fetch_one(&mut *tx)
+    .fetch_one(&state.db)
     .await?;
-    Ok(row)
+    if let Some(refusal) = row.try_get::<Option<String>, _>("refusal")? {
+        return Err(refusal_error(&refusal, &row)?);
+    }
+    let training_key = row.try_get::<Option<String>, _>("training_key")?.ok_or_else(|| ApiError::internal("create_job returned no training key"))?;
+    Ok(CreatedJob { training_key, validation_key: row.try_get("validation_key")?, row: JobRow::from_row(&row)? })
+}
+
+/// The error for a `create_job` refusal, worded from the facts it returned.
+fn refusal_error(refusal: &str, row: &PgRow) -> Result<ApiError, ApiError> {
+    let text = |column: &str| -> Result<String, ApiError> { Ok(row.try_get::<Option<String>, _>(column)?.unwrap_or_default()) };
+    let (param, id) = (text("refused_param")?, text("refused_file")?);
+    Ok(match refusal {
+        "file_not_found" => ApiError::invalid("file_not_found", &param, format!("No file found with id '{id}'; upload one with POST /v1/files.")),
+        "invalid_file_purpose" => {
+            let purpose = text("file_purpose")?;
+            ApiError::invalid("invalid_file_purpose", &param, format!("File '{id}' has purpose '{purpose}'; {param} needs purpose 'fine-tune'."))
+        }
+        "invalid_file_status" => {
+            let details = text("file_details")?;
+            ApiError::invalid("invalid_file_status", &param, format!("File '{id}' failed validation, fix it and upload it again: {details}"))
+        }
+        "quota_exceeded" => crate::quotas::job_quota_exceeded(row.try_get("active_jobs")?, row.try_get("job_limit")?),
+        other => ApiError::internal(format!("create_job refused with an unknown reason '{other}'")),
+    })
 }
 
 /// Moves jobs waiting in `validating_files`: to `queued` (and onto the Redis queue) once all their
@@ -409,20 +389,46 @@ struct JobRow {
     finished_at: Option<chrono::DateTime<chrono::Utc>>,
     requirements: Json<JobRequirements>,
     status_details: Option<String>,
+    /// The job's artifacts by name, when the query is `SELECT_JOBS`.
+    #[sqlx(default)]
+    artifact_list: Option<Json<Vec<ArtifactRecord>>>,
+}
+
+/// Jobs with their artifacts as one JSON column, so a job or a page of jobs is one query; the caller
+/// appends the conditions.
+pub const SELECT_JOBS: &str = "SELECT *, (SELECT json_agg(json_build_object('name', a.name, 's3_bucket', a.s3_bucket, 's3_key', a.s3_key, 'bytes', a.bytes, 'sha256', a.sha256) ORDER BY a.name)
+     FROM artifacts a WHERE a.job_id = jobs.id) AS artifact_list
+ FROM jobs WHERE ";
+
+/// An artifact row as `SELECT_JOBS` aggregates it.
+#[derive(Deserialize)]
+struct ArtifactRecord {
+    name: String,
+    s3_bucket: String,
+    s3_key: String,
+    bytes: i64,
+    sha256: String,
+}
+
+impl From<ArtifactRecord> for Artifact {
+    fn from(ArtifactRecord { name, s3_bucket, s3_key, bytes, sha256 }: ArtifactRecord) -> Self {
+        let uri = format!("s3://{s3_bucket}/{s3_key}");
+        Artifact { name, uri, s3_bucket, s3_key, bytes, sha256 }
+    }
 }
 
 pub async fn get(state: &AppState, tenant: Uuid, id: &str) -> Result<JobObject, ApiError> {
-    let row: JobRow = sqlx::query_as("SELECT * FROM jobs WHERE id = $1 AND tenant_id = $2")
+    let row: JobRow = sqlx::query_as(&format!("{SELECT_JOBS}id = $1 AND tenant_id = $2"))
         .bind(id)
         .bind(tenant)
         .fetch_optional(&state.db)
         .await?
         .ok_or_else(|| ApiError::not_found("fine-tuning job", id))?;
-    let artifacts = artifacts(state, &row.id).await?;
-    job_object(row, artifacts)
+    job_object(row)
 }
 
-fn job_object(row: JobRow, artifacts: Vec<Artifact>) -> Result<JobObject, ApiError> {
+fn job_object(row: JobRow) -> Result<JobObject, ApiError> {
+    let artifacts = row.artifact_list.map_or_else(Vec::new, |Json(list)| list.into_iter().map(Artifact::from).collect());
     let (Json(spec), Json(hyperparameters)) = (row.spec, row.hyperparameters);
     let status = JobStatus::parse(&row.status).ok_or_else(|| ApiError::internal(format!("bad status {}", row.status)))?;
     let seed = spec.seed;
@@ -488,24 +494,9 @@ impl MethodEcho {
 }
 
 pub async fn artifacts(state: &AppState, job_id: &str) -> Result<Vec<Artifact>, ApiError> {
-    Ok(artifact_rows(state, &[job_id]).await?.into_iter().map(|(_, a)| a).collect())
-}
-
-/// The artifacts of `job_ids`, with their job, by job then name.
-async fn artifact_rows(state: &AppState, job_ids: &[&str]) -> Result<Vec<(String, Artifact)>, ApiError> {
-    let rows: Vec<(String, String, String, String, i64, String)> = sqlx::query_as(
-        "SELECT job_id, name, s3_bucket, s3_key, bytes, sha256 FROM artifacts WHERE job_id = ANY($1) ORDER BY job_id, name",
-    )
-    .bind(job_ids)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(job, name, s3_bucket, s3_key, bytes, sha256)| {
-            let uri = format!("s3://{s3_bucket}/{s3_key}");
-            (job, Artifact { name, uri, s3_bucket, s3_key, bytes, sha256 })
-        })
-        .collect())
+    let rows: Vec<(String, String, String, i64, String)> =
+        sqlx::query_as("SELECT name, s3_bucket, s3_key, bytes, sha256 FROM artifacts WHERE job_id = $1 ORDER BY name").bind(job_id).fetch_all(&state.db).await?;
+    Ok(rows.into_iter().map(|(name, s3_bucket, s3_key, bytes, sha256)| Artifact::from(ArtifactRecord { name, s3_bucket, s3_key, bytes, sha256 })).collect())
 }
 
 /// One entry of the job's event log (OpenAI `fine_tuning.job.event`).
@@ -618,26 +609,15 @@ pub async fn checkpoints(state: &AppState, tenant: Uuid, job_id: &str) -> Result
 /// page; `metadata` pairs must all match.
 pub async fn list(state: &AppState, tenant: Uuid, after: Option<&str>, limit: i64, metadata: &HashMap<String, String>) -> Result<(Vec<JobObject>, bool), ApiError> {
     let cursor = crate::pagination::cursor(&state.db, "jobs", tenant, after).await?;
-    // One query for the page and one for its artifacts (not one per job: a page of 20 was 40 queries).
-    let mut query = sqlx::QueryBuilder::new("SELECT * FROM jobs WHERE tenant_id = ");
-    query.push_bind(tenant);
+    // One query for the page with its artifacts (a page of 20 was once 40 queries, then 2).
+    let mut query = sqlx::QueryBuilder::new(SELECT_JOBS);
+    query.push("tenant_id = ").push_bind(tenant);
     if !metadata.is_empty() {
         query.push(" AND metadata @> ").push_bind(serde_json::to_value(metadata).map_err(ApiError::internal)?);
     }
     crate::pagination::finish_page(&mut query, cursor, true, limit);
     let (rows, has_more) = crate::pagination::page(query.build_query_as::<JobRow>().fetch_all(&state.db).await?, limit);
-    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-    let mut by_job: HashMap<String, Vec<Artifact>> = HashMap::new();
-    for artifact in artifact_rows(state, &ids).await? {
-        by_job.entry(artifact.0).or_default().push(artifact.1);
-    }
-    let jobs = rows
-        .into_iter()
-        .map(|row| {
-            let artifacts = by_job.remove(&row.id).unwrap_or_default();
-            job_object(row, artifacts)
-        })
-        .collect::<Result<_, _>>()?;
+    let jobs = rows.into_iter().map(job_object).collect::<Result<_, _>>()?;
     Ok((jobs, has_more))
 }
 

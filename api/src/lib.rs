@@ -35,6 +35,7 @@ pub struct AppState {
     pub db: PgPool,
     pub s3: aws_sdk_s3::Client,
     pub queue: JobQueue,
+    pub models: models::ModelCache,
 }
 
 /// A bound, migrated, ready-to-run server. Owns its listener so tests can bind port 0.
@@ -59,6 +60,7 @@ impl Application {
             s3: config.s3.client(),
             queue: JobQueue::connect(&config.redis_url, &config.redis_prefix).await?,
             db,
+            models: Default::default(),
             config: config.clone(),
         });
         tokio::spawn(uploads::sweep_forever(state.clone().into_inner()));

@@ -2,6 +2,9 @@
 //! admin registers others — Hugging Face model directories already in S3 — together with the output of
 //! `moetune-runner inspect` on them, which the API checks against the stored `config.json`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
 use moetune_types::{JobRequirements, MemoryModel, S3Location, TrainingSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -71,31 +74,61 @@ pub struct RequiredModel {
     pub location: Option<S3Location>,
 }
 
+/// The registry rows jobs have asked for, parsed, by id. A model row never changes once it exists:
+/// registration inserts with `ON CONFLICT DO NOTHING`, and nothing updates or deletes models. So a row
+/// read once is kept for the life of the process, and every API instance's copy stays true. Unknown
+/// ids are not cached: a model another instance registers is seen at once.
+#[derive(Default)]
+pub struct ModelCache(RwLock<HashMap<String, Arc<RegistryEntry>>>);
+
+/// What job creation needs of a registry row.
+pub struct RegistryEntry {
+    /// `inspect`'s `hidden_size` and `expert_intermediate_size`, when it recorded them.
+    expert_dims: Option<(i64, i64)>,
+    /// A model registered before inspect reported its memory model has none.
+    memory_model: Option<MemoryModel>,
+    location: Option<S3Location>,
+}
+
+impl ModelCache {
+    async fn entry(&self, db: &sqlx::PgPool, id: &str) -> Result<Option<Arc<RegistryEntry>>, ApiError> {
+        if let Some(entry) = self.0.read().expect("model cache lock").get(id) {
+            return Ok(Some(entry.clone()));
+        }
+        let row: Option<(Option<Value>, Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT inspect, s3_bucket, s3_prefix FROM models WHERE id = $1").bind(id).fetch_optional(db).await?;
+        let Some((inspect, bucket, prefix)) = row else { return Ok(None) };
+        let field = |name: &str| inspect.as_ref().and_then(|i| i.get(name)).and_then(Value::as_i64);
+        let entry = Arc::new(RegistryEntry {
+            expert_dims: field("hidden_size").zip(field("expert_intermediate_size")),
+            memory_model: inspect.as_ref().and_then(|i| i.get("memory_model")).and_then(|m| serde_json::from_value(m.clone()).ok()),
+            location: bucket.zip(prefix).map(|(bucket, prefix)| S3Location { bucket, prefix }),
+        });
+        self.0.write().expect("model cache lock").insert(id.to_string(), entry.clone());
+        Ok(Some(entry))
+    }
+}
+
 /// 400 unless the spec's model is registered and its experts can be packed in the job's QAT format
 /// (checked on the model's recorded `inspect` output, so a mismatch is refused now rather than failing
 /// at QAT). Returns what the job needs from a runner, estimated from the same `inspect` output.
 pub async fn require(state: &AppState, spec: &TrainingSpec) -> Result<RequiredModel, ApiError> {
     let id = spec.model.as_str();
-    let row: Option<(Option<Value>, Option<String>, Option<String>)> =
-        sqlx::query_as("SELECT inspect, s3_bucket, s3_prefix FROM models WHERE id = $1").bind(id).fetch_optional(&state.db).await?;
-    let Some((inspect, bucket, prefix)) = row else {
+    let Some(entry) = state.models.entry(&state.db, id).await? else {
         let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM models ORDER BY id").fetch_all(&state.db).await?;
         return Err(ApiError::invalid("model_not_found", "model", format!("Model '{id}' is not available for fine-tuning. Available: {}.", ids.join(", "))));
     };
-    let field = |name: &str| inspect.as_ref().and_then(|i| i.get(name)).and_then(Value::as_i64);
-    let dims = (field("hidden_size"), field("expert_intermediate_size"));
-    if let (Some(hidden), Some(intermediate)) = dims {
+    if let Some((hidden, intermediate)) = entry.expert_dims {
         spec.moe
             .qat
             .format
             .check_expert_dims(id, hidden, intermediate)
             .map_err(|message| ApiError::invalid("model_incompatible_with_format", "method.moe_sft_qat.qat.format", message))?;
     }
-    // A model registered before inspect reported its memory model has no estimate: it fits any runner.
-    let memory_model: Option<MemoryModel> = inspect.as_ref().and_then(|i| i.get("memory_model")).and_then(|m| serde_json::from_value(m.clone()).ok());
+    // A model with no memory model has no estimate: it fits any runner.
     Ok(RequiredModel {
-        requirements: JobRequirements { device: spec.moe.device, memory_bytes: memory_model.map_or(0, |m| m.peak_bytes(spec)) },
-        location: bucket.zip(prefix).map(|(bucket, prefix)| S3Location { bucket, prefix }),
+        requirements: JobRequirements { device: spec.moe.device, memory_bytes: entry.memory_model.as_ref().map_or(0, |m| m.peak_bytes(spec)) },
+        location: entry.location.clone(),
     })
 }
 

@@ -40,9 +40,9 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>
     Option::<i64>::deserialize(d).map(Some)
 }
 
-/// Jobs holding a concurrent-job slot. A paused job holds no runner and does not count; resuming it
-/// reserves a slot again.
-const ACTIVE_JOBS: &str = "SELECT count(*) FROM jobs WHERE tenant_id = $1 AND status IN ('validating_files', 'queued', 'running', 'pausing')";
+/// Jobs holding a concurrent-job slot (`job_holds_slot` is defined with the `create_job` function that
+/// enforces the limit, migrations/20261129000001_create_job_function.sql).
+const ACTIVE_JOBS: &str = "SELECT count(*) FROM jobs WHERE tenant_id = $1 AND job_holds_slot(status)";
 const STORED_BYTES: &str = "SELECT coalesce(sum(bytes), 0)::bigint FROM files WHERE tenant_id = $1 AND deleted_at IS NULL";
 
 async fn usage<'e>(db: impl sqlx::PgExecutor<'e>, tenant: Uuid) -> Result<(i64, i64), ApiError> {
@@ -68,11 +68,16 @@ pub async fn reserve_job(tx: &mut sqlx::PgConnection, tenant: Uuid, defaults: &Q
     // A statement of its own after the lock: its snapshot sees every job committed before the lock was ours.
     let active: i64 = sqlx::query_scalar(ACTIVE_JOBS).bind(tenant).fetch_one(&mut *tx).await?;
     if active >= max_jobs {
-        return Err(ApiError::quota_exceeded(format!(
-            "Your organization has {active} unfinished fine-tuning job(s), its limit is {max_jobs}; wait for one to finish or cancel one, then retry."
-        )));
+        return Err(job_quota_exceeded(active, max_jobs));
     }
     Ok(())
+}
+
+/// The 429 for a tenant with `active` unfinished jobs and a limit of `max_jobs`.
+pub fn job_quota_exceeded(active: i64, max_jobs: i64) -> ApiError {
+    ApiError::quota_exceeded(format!(
+        "Your organization has {active} unfinished fine-tuning job(s), its limit is {max_jobs}; wait for one to finish or cancel one, then retry."
+    ))
 }
 
 /// 429 unless `incoming` more bytes fit the tenant's storage. Call inside the transaction recording them.

@@ -51,6 +51,25 @@ async fn concurrent_job_quota_refuses_with_429(pool: PgPool) {
     assert_eq!(restored["active_jobs"].as_i64(), Some(2));
 }
 
+/// Creations racing for the last slots: the tenant lock orders them, and each one counts the jobs
+/// committed before it got the lock, so exactly the limit's worth succeed.
+#[sqlx::test(migrations = "../migrations")]
+async fn concurrent_creations_never_exceed_the_job_quota(pool: PgPool) {
+    let env = TestEnv::start(pool).await;
+    let file = upload_file(&env).await;
+    set_quota(&env, json!({"name": "acme", "max_concurrent_jobs": 3})).await;
+    let mut racing = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let (http, url, token, body) = (env.http.clone(), env.url("/v1/fine_tuning/jobs"), env.token.clone(), job_body(&file));
+        racing.spawn(async move { http.post(url).bearer_auth(token).json(&body).send().await.unwrap().status().as_u16() });
+    }
+    let mut statuses = racing.join_all().await;
+    statuses.sort_unstable();
+    assert_eq!(statuses, [vec![200; 3], vec![429; 9]].concat());
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs").fetch_one(&env.pool).await.unwrap();
+    assert_eq!(jobs, 3);
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn storage_quota_refuses_uploads_and_stores_nothing(pool: PgPool) {
     let env = TestEnv::start(pool).await;
