@@ -13,6 +13,22 @@ AS $$ SELECT status IN ('validating_files', 'queued', 'running', 'pausing') $$;
 -- was lowered), not every job it ever ran: with the (tenant_id, created_at) index it fetched them all.
 CREATE INDEX jobs_tenant_holding_slot ON jobs (tenant_id) WHERE job_holds_slot(status);
 
+-- The quota check for one more job of the tenant, shared by job creation (`create_job`) and resume
+-- (api/src/quotas.rs): locks the tenant's row, so two concurrent callers cannot both take the last
+-- slot, then counts the jobs holding a slot. The slot is free when `active_jobs < job_limit`; the
+-- caller refuses otherwise, which rolls its statement back and releases the lock.
+CREATE FUNCTION reserve_job_slot(p_tenant uuid, p_default_max_jobs bigint, OUT active_jobs bigint, OUT job_limit bigint)
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    SELECT coalesce(tenants.max_concurrent_jobs, p_default_max_jobs) INTO STRICT job_limit
+    FROM tenants WHERE tenants.id = p_tenant FOR UPDATE;
+    -- A statement of its own after the lock: a VOLATILE function takes a fresh snapshot for each
+    -- statement, so this count sees every job committed before the lock was ours.
+    SELECT count(*) INTO active_jobs FROM jobs WHERE jobs.tenant_id = p_tenant AND job_holds_slot(jobs.status);
+END
+$$;
+
 -- Returns one row. Either `refusal` says why nothing was created:
 --   file_not_found        `refused_param`'s file `refused_file` is not a live file of the tenant;
 --   invalid_file_purpose  its purpose (`file_purpose`) is not fine-tune;
@@ -47,8 +63,6 @@ BEGIN
         FROM files
         WHERE files.id = file_ids[i] AND files.tenant_id = p_tenant AND files.deleted_at IS NULL
         FOR SHARE;
-        refused_param := params[i];
-        refused_file := file_ids[i];
         IF NOT FOUND THEN
             refusal := 'file_not_found';
         ELSIF f.purpose <> 'fine-tune' THEN
@@ -59,23 +73,19 @@ BEGIN
             file_details := f.status_details;
         END IF;
         IF refusal IS NOT NULL THEN
+            refused_param := params[i];
+            refused_file := file_ids[i];
             RETURN NEXT;
             RETURN;
         END IF;
         keys[i] := f.s3_key;
         queued := queued AND f.status = 'processed';
     END LOOP;
-    refused_param := NULL;
-    refused_file := NULL;
     training_key := keys[1];
     validation_key := keys[2];
 
-    -- Then the quota: lock the tenant's row, so two concurrent creations cannot both take the last slot.
-    SELECT coalesce(tenants.max_concurrent_jobs, p_default_max_jobs) INTO STRICT job_limit
-    FROM tenants WHERE tenants.id = p_tenant FOR UPDATE;
-    -- A statement of its own after the lock: a VOLATILE function takes a fresh snapshot for each
-    -- statement, so this count sees every job committed before the lock was ours.
-    SELECT count(*) INTO active_jobs FROM jobs WHERE jobs.tenant_id = p_tenant AND job_holds_slot(jobs.status);
+    -- Then the quota, under the tenant's lock.
+    SELECT slot.active_jobs, slot.job_limit INTO active_jobs, job_limit FROM reserve_job_slot(p_tenant, p_default_max_jobs) AS slot;
     IF active_jobs >= job_limit THEN
         refusal := 'quota_exceeded';
         RETURN NEXT;

@@ -82,7 +82,7 @@ pub struct RequiredModel {
 pub struct ModelCache(RwLock<HashMap<String, Arc<RegistryEntry>>>);
 
 /// What job creation needs of a registry row.
-pub struct RegistryEntry {
+struct RegistryEntry {
     /// `inspect`'s `hidden_size` and `expert_intermediate_size`, when it recorded them.
     expert_dims: Option<(i64, i64)>,
     /// A model registered before inspect reported its memory model has none.

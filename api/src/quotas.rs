@@ -40,8 +40,8 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>
     Option::<i64>::deserialize(d).map(Some)
 }
 
-/// Jobs holding a concurrent-job slot (`job_holds_slot` is defined with the `create_job` function that
-/// enforces the limit, migrations/20261129000001_create_job_function.sql).
+/// Jobs holding a concurrent-job slot (`job_holds_slot` is defined with `reserve_job_slot`, which
+/// enforces the limit, in migrations/20261129000001_create_job_function.sql).
 const ACTIVE_JOBS: &str = "SELECT count(*) FROM jobs WHERE tenant_id = $1 AND job_holds_slot(status)";
 const STORED_BYTES: &str = "SELECT coalesce(sum(bytes), 0)::bigint FROM files WHERE tenant_id = $1 AND deleted_at IS NULL";
 
@@ -53,20 +53,11 @@ async fn stored_bytes<'e>(db: impl sqlx::PgExecutor<'e>, tenant: Uuid) -> Result
     Ok(sqlx::query_scalar(STORED_BYTES).bind(tenant).fetch_one(db).await?)
 }
 
-/// Locks the tenant row and returns its effective limits.
-async fn lock_limits(tx: &mut sqlx::PgConnection, tenant: Uuid, defaults: &QuotaDefaults) -> Result<(i64, i64), ApiError> {
-    let (jobs, bytes): (Option<i64>, Option<i64>) = sqlx::query_as("SELECT max_concurrent_jobs, max_storage_bytes FROM tenants WHERE id = $1 FOR UPDATE")
-        .bind(tenant)
-        .fetch_one(&mut *tx)
-        .await?;
-    Ok((jobs.unwrap_or(defaults.max_concurrent_jobs), bytes.unwrap_or(defaults.max_storage_bytes)))
-}
-
-/// 429 unless the tenant may start one more job. Call inside the job-creating transaction.
+/// 429 unless the tenant may start one more job. Call inside the transaction that starts it: the
+/// tenant's row stays locked until it ends (`reserve_job_slot`, which `create_job` uses too).
 pub async fn reserve_job(tx: &mut sqlx::PgConnection, tenant: Uuid, defaults: &QuotaDefaults) -> Result<(), ApiError> {
-    let (max_jobs, _) = lock_limits(tx, tenant, defaults).await?;
-    // A statement of its own after the lock: its snapshot sees every job committed before the lock was ours.
-    let active: i64 = sqlx::query_scalar(ACTIVE_JOBS).bind(tenant).fetch_one(&mut *tx).await?;
+    let (active, max_jobs): (i64, i64) =
+        sqlx::query_as("SELECT active_jobs, job_limit FROM reserve_job_slot($1, $2)").bind(tenant).bind(defaults.max_concurrent_jobs).fetch_one(&mut *tx).await?;
     if active >= max_jobs {
         return Err(job_quota_exceeded(active, max_jobs));
     }
@@ -82,7 +73,8 @@ pub fn job_quota_exceeded(active: i64, max_jobs: i64) -> ApiError {
 
 /// 429 unless `incoming` more bytes fit the tenant's storage. Call inside the transaction recording them.
 pub async fn reserve_storage(tx: &mut sqlx::PgConnection, tenant: Uuid, incoming: i64, defaults: &QuotaDefaults) -> Result<(), ApiError> {
-    let (_, max_bytes) = lock_limits(tx, tenant, defaults).await?;
+    let max_bytes: Option<i64> = sqlx::query_scalar("SELECT max_storage_bytes FROM tenants WHERE id = $1 FOR UPDATE").bind(tenant).fetch_one(&mut *tx).await?;
+    let max_bytes = max_bytes.unwrap_or(defaults.max_storage_bytes);
     let stored = stored_bytes(&mut *tx, tenant).await?;
     check_storage(stored, incoming, max_bytes)
 }
