@@ -1,7 +1,8 @@
 """Turns the raw lines `deploy/bench` recorded (one JSON object per measurement, every run) into
 min / median / max tables: printed (--print) or written (--write DOCS) to DOCS/benchmarks.json and
-between the generated-results markers of DOCS/benchmarks.md. A GPU section is replaced only by a run
-that measured one; otherwise the earlier GPU figures stay, with their date."""
+between the generated-results markers of DOCS/benchmarks.md. Every section carries its own date and
+number of runs: a section this run did not measure (`deploy/bench api upload`, say, or a GPU section on
+a machine without one) keeps its earlier figures, with their date."""
 
 import argparse
 import datetime
@@ -123,19 +124,57 @@ def machine():
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
 
 
+def dated(section, runs):
+    """A measured section with when and over how many runs; None when this run did not measure it."""
+    if not section or (isinstance(section, dict) and "rows" in section and not section["rows"]):
+        return None
+    today = datetime.date.today().isoformat()
+    return {"measured_at": today, "runs": runs, **section} if isinstance(section, dict) else {"measured_at": today, "runs": runs, "rows": section}
+
+
 def summarise(lines):
-    runs = max(1, sum(1 for l in lines if l["bench"] == "gemm" and l["device"] == "cpu"))
-    gpu_lines = [l for l in lines if l.get("device") == "cuda"]
+    count = lambda bench, **match: sum(1 for l in lines if l["bench"] == bench and all(l.get(k) == v for k, v in match.items()))
     gpu = None
-    if gpu_lines:
-        gpu = {"measured_at": datetime.date.today().isoformat(), "device": gpu_lines[0].get("gpu", "cuda"), **train_section(lines, "cuda")}
+    if any(l.get("device") == "cuda" for l in lines):
+        gpu = {"device": next(l.get("gpu", "cuda") for l in lines if l.get("device") == "cuda"), **train_section(lines, "cuda")}
+        gpu = dated(gpu, count("gemm", device="cuda"))
     elif any(l["bench"] == "gpu" for l in lines):
         gpu = {"skipped": next(l["skipped"] for l in lines if l["bench"] == "gpu")}
     return {
-        "measured_at": datetime.date.today().isoformat(), "machine": machine(), "runs": runs,
-        "train": train_section(lines, "cpu"), "fp4": fp4_section(lines), "api": api_section(lines),
-        "upload": upload_section(lines), "placement": placement_section(lines), "gpu": gpu,
+        "measured_at": datetime.date.today().isoformat(), "machine": machine(),
+        "train": dated(train_section(lines, "cpu"), count("gemm", device="cpu")),
+        "fp4": dated(fp4_section(lines), count("fp4", impl="moetune")),
+        "api": dated(api_section(lines), count("api_create_job")),
+        "upload": dated(upload_section(lines), count("upload")),
+        "placement": dated(placement_section(lines), count("placement")),
+        "gpu": gpu,
     }
+
+
+SECTIONS = ("train", "fp4", "api", "upload", "placement", "gpu")
+
+
+def keep_earlier(s, earlier):
+    """Sections this run did not measure keep the earlier figures. Files written before sections were
+    dated carry one date and run count for all; those go onto each kept section."""
+    for name in SECTIONS:
+        old = earlier.get(name)
+        if s[name] is not None and "skipped" not in s[name]:
+            continue
+        if not old or "skipped" in old or (name == "train" and not old.get("rows")):
+            continue
+        if isinstance(old, list):
+            old = {"rows": old}
+        # The old top-level run count was the CPU runs'; an undated GPU section keeps what it has.
+        shared = {"measured_at": earlier.get("measured_at")} if name == "gpu" else {"measured_at": earlier.get("measured_at"), "runs": earlier.get("runs")}
+        s[name] = {**shared, **old}
+    return s
+
+
+def when(section):
+    runs = section.get("runs")
+    count = f"{runs} run{'s' if runs != 1 else ''}" if runs else "runs not recorded"
+    return f"Measured {section['measured_at']}, {count}; min / median / max."
 
 
 def train_table(t, title):
@@ -156,28 +195,28 @@ def train_table(t, title):
 
 
 def markdown(s):
-    out = [f"Measured {s['measured_at']} on {s['machine']['cpu']} ({s['machine']['cores']} cores); every cell is min / median / max over {s['runs']} runs.", ""]
-    if s["train"]["rows"]:
-        out += ["### Training throughput (CPU, fp32)", ""] + train_table(s["train"], "architecture, method (anchor)") + [""]
+    out = [f"On {s['machine']['cpu']} ({s['machine']['cores']} cores). Each section says when it was measured and over how many runs.", ""]
+    if s["train"]:
+        out += ["### Training throughput (CPU, fp32)", "", when(s["train"])] + train_table(s["train"], "architecture, method (anchor)") + [""]
     if s["fp4"]:
         f = s["fp4"]
-        out += ["### FP4 codecs", "", f"A {f['bytes'] / 2**30:.0f} GiB f32 weight; plain memory copy {fmt(f['memcpy_gbps'])} GB/s.", "",
+        out += ["### FP4 codecs", "", when(f) + f" A {f['bytes'] / 2**30:.0f} GiB f32 weight; plain memory copy {fmt(f['memcpy_gbps'])} GB/s.", "",
                 "| codec | moetune GB/s | torch reference GB/s | × torch | of memcpy |", "|---|---|---|---|---|"]
         for r in f["rows"]:
             out.append(f"| {r['op'].replace('_', ' ')} | {fmt(r['moetune_gbps'])} | {fmt(r['torch_gbps'])} | {fmt(r['ratio'], 1)} | {fmt(r['fraction_of_memcpy'], 0, 100)} % |")
         out.append("")
     if s["api"]:
-        out += ["### API at 64 connections", "", "| request | API req/s | p50 ms | p99 ms | baseline req/s | baseline p99 ms | × baseline |", "|---|---|---|---|---|---|---|"]
-        for r in s["api"]:
+        out += ["### API at 64 connections", "", when(s["api"]), "", "| request | API req/s | p50 ms | p99 ms | baseline req/s | baseline p99 ms | × baseline |", "|---|---|---|---|---|---|---|"]
+        for r in s["api"]["rows"]:
             out.append(f"| {r['name']} ({r['requests']} requests) | {fmt(r['per_s'], 0)} | {fmt(r['p50_ms'], 1)} | {fmt(r['p99_ms'], 1)} | {fmt(r['baseline_per_s'], 0)} | {fmt(r['baseline_p99_ms'], 1)} | {fmt(r['ratio'])} |")
         out.append("")
     if s["upload"]:
         u = s["upload"]
-        out += ["### Upload", "", f"{u['bytes'] / 2**30:.2f} GiB of JSONL.", "", "| POST /v1/files MB/s | direct S3 PUT MB/s | × direct | API RSS idle MiB | API RSS peak MiB |", "|---|---|---|---|---|",
+        out += ["### Upload", "", when(u) + f" {u['bytes'] / 2**30:.2f} GiB of JSONL.", "", "| POST /v1/files MB/s | direct S3 PUT MB/s | × direct | API RSS idle MiB | API RSS peak MiB |", "|---|---|---|---|---|",
                 f"| {fmt(u['api_mbps'], 0)} | {fmt(u['direct_mbps'], 0)} | {fmt(u['ratio'])} | {fmt(u['api_rss_idle_mib'], 0)} | {fmt(u['api_rss_peak_mib'], 0)} |", ""]
     if s["placement"]:
         p = s["placement"]
-        out += ["### Placement", "", f"{p['runners']:,} simulated runners, {p['jobs']:,} queued jobs, {p['tenants']} tenants.", "",
+        out += ["### Placement", "", when(p) + f" {p['runners']:,} simulated runners, {p['jobs']:,} queued jobs, {p['tenants']} tenants.", "",
                 "| measurement | p50 ms | p99 ms |", "|---|---|---|"]
         out += [f"| {r['name']} | {fmt(r['p50_ms'], 3)} | {fmt(r['p99_ms'], 3)} |" for r in p["rows"]]
         out += ["", f"Enqueue {fmt(p['enqueue_per_s'], 0)} jobs/s; claims {fmt(p['claims_per_s'], 0)}/s with every runner at once; "
@@ -190,7 +229,7 @@ def gpu_markdown(g):
         return ["Not measured yet."]
     if "skipped" in g:
         return [f"Skipped: {g['skipped']}."]
-    return [f"Measured {g['measured_at']} on {g['device']}; bf16.", ""] + train_table(g, "config, method (anchor)")
+    return [f"On {g['device']}, bf16. {when(g)}", ""] + train_table(g, "config, method (anchor)")
 
 
 def replace_between(text, name, lines):
@@ -210,11 +249,9 @@ def main():
     s = summarise(load(args.results))
     if args.write:
         json_path, md_path = os.path.join(args.write, "benchmarks.json"), os.path.join(args.write, "benchmarks.md")
-        if (s["gpu"] is None or "skipped" in s["gpu"]) and os.path.exists(json_path):
+        if os.path.exists(json_path):
             with open(json_path) as f:
-                earlier = json.load(f).get("gpu")
-            if earlier and "skipped" not in earlier:
-                s["gpu"] = earlier
+                s = keep_earlier(s, json.load(f))
         with open(json_path, "w") as f:
             json.dump(s, f, indent=1)
             f.write("\n")
