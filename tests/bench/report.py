@@ -94,7 +94,7 @@ def api_section(lines):
         if r:
             rows.append({"name": name, "connections": r[0]["connections"], "requests": r[0]["requests"],
                          **{k: spread([x[k] for x in r]) for k in ("per_s", "p50_ms", "p99_ms", "baseline_per_s", "baseline_p50_ms", "baseline_p99_ms", "ratio")}})
-    return rows or None
+    return {"rows": rows}
 
 
 def upload_section(lines):
@@ -126,10 +126,9 @@ def machine():
 
 def dated(section, runs):
     """A measured section with when and over how many runs; None when this run did not measure it."""
-    if not section or (isinstance(section, dict) and "rows" in section and not section["rows"]):
+    if not section or ("rows" in section and not section["rows"]):
         return None
-    today = datetime.date.today().isoformat()
-    return {"measured_at": today, "runs": runs, **section} if isinstance(section, dict) else {"measured_at": today, "runs": runs, "rows": section}
+    return {"measured_at": datetime.date.today().isoformat(), "runs": runs, **section}
 
 
 def summarise(lines):
@@ -155,26 +154,17 @@ SECTIONS = ("train", "fp4", "api", "upload", "placement", "gpu")
 
 
 def keep_earlier(s, earlier):
-    """Sections this run did not measure keep the earlier figures. Files written before sections were
-    dated carry one date and run count for all; those go onto each kept section."""
+    """Sections this run did not measure (or skipped) keep the earlier figures, which carry their date."""
     for name in SECTIONS:
         old = earlier.get(name)
-        if s[name] is not None and "skipped" not in s[name]:
-            continue
-        if not old or "skipped" in old or (name == "train" and not old.get("rows")):
-            continue
-        if isinstance(old, list):
-            old = {"rows": old}
-        # The old top-level run count was the CPU runs'; an undated GPU section keeps what it has.
-        shared = {"measured_at": earlier.get("measured_at")} if name == "gpu" else {"measured_at": earlier.get("measured_at"), "runs": earlier.get("runs")}
-        s[name] = {**shared, **old}
+        if (s[name] is None or "skipped" in s[name]) and old and "skipped" not in old:
+            s[name] = old
     return s
 
 
 def when(section):
-    runs = section.get("runs")
-    count = f"{runs} run{'s' if runs != 1 else ''}" if runs else "runs not recorded"
-    return f"Measured {section['measured_at']}, {count}; min / median / max."
+    runs = section["runs"]
+    return f"Measured {section['measured_at']}, {runs} run{'s' if runs != 1 else ''}; min / median / max."
 
 
 def train_table(t, title):

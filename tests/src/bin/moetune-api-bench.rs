@@ -266,10 +266,12 @@ async fn insert_and_enqueue(t: &Template, queue: &moetune_scheduler::JobQueue, p
 }
 
 /// The page `GET /v1/fine_tuning/jobs?limit=20` shows, read directly with the API's own query (the
-/// rows with their artifacts).
+/// rows with their artifacts), built by the API's own code so the statement text, and so its plan, match.
 async fn page_query(pool: &PgPool, tenant: Uuid) -> anyhow::Result<()> {
-    let query = format!("{}tenant_id = $1 ORDER BY created_at DESC, id DESC LIMIT 21", moetune_api::jobs::SELECT_JOBS);
-    let rows = sqlx::query(&query).bind(tenant).fetch_all(pool).await?;
+    let mut query = sqlx::QueryBuilder::new(moetune_api::jobs::SELECT_JOBS);
+    query.push("tenant_id = ").push_bind(tenant);
+    moetune_api::pagination::finish_page(&mut query, None, true, 20);
+    let rows = query.build().fetch_all(pool).await?;
     ensure!(!rows.is_empty(), "a page of jobs");
     Ok(())
 }
