@@ -9,13 +9,17 @@ pub struct ApiConfig {
     pub redis_url: String,
     pub redis_prefix: String,
     pub jwt_secret: String,
+    /// Development only: accept a `jwt_secret` shorter than 32 bytes or equal to a shipped placeholder.
+    pub allow_insecure_jwt_secret: bool,
     pub jwt_issuer: String,
     pub jwt_audience: String,
     pub jwt_rs256_public_key: String,
     pub token_ttl_days: i64,
+    pub upload_sweep_interval_ms: u64,
     pub quotas: QuotaDefaults,
     pub s3: S3Config,
     pub webhooks: WebhookSettings,
+    pub rate_limits: crate::rate_limit::RateLimits,
 }
 
 /// What the api checks when a tenant registers a webhook endpoint (the scheduler delivers).

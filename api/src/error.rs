@@ -29,16 +29,25 @@ pub struct ErrorDetail {
     pub lines: Option<Vec<LineError>>,
 }
 
+/// Longest error message sent, in characters.
+const MAX_MESSAGE_CHARS: usize = 2000;
+
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     pub detail: ErrorDetail,
+    /// Seconds for a `Retry-After` header (rate limits).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
+    /// Every message passes through here: messages quote what the caller sent (ids from the path, form
+    /// field names, option values), so control characters are escaped and the length bounded before
+    /// the message is logged, stored (idempotent replays) or sent.
     fn new(status: StatusCode, kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
-        let detail = ErrorDetail { message: message.into(), kind, param: None, code, lines: None };
-        Self { status, detail }
+        let message = moetune_types::text::message(&message.into(), MAX_MESSAGE_CHARS);
+        let detail = ErrorDetail { message, kind, param: None, code, lines: None };
+        Self { status, detail, retry_after: None }
     }
 
     pub fn invalid(code: &'static str, param: &str, message: impl Into<String>) -> Self {
@@ -57,8 +66,21 @@ impl ApiError {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "quota_exceeded", message)
     }
 
+    /// 429 for a rate limit, with the seconds to wait in `Retry-After`.
+    pub fn rate_limited(message: impl Into<String>, retry_after_seconds: u64) -> Self {
+        let mut error = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limited", message);
+        error.retry_after = Some(retry_after_seconds);
+        error
+    }
+
     pub fn not_found(what: &str, id: &str) -> Self {
+        let id = moetune_types::text::echo(id, moetune_types::text::MAX_ECHO_CHARS);
         Self::new(StatusCode::NOT_FOUND, "not_found_error", "not_found", format!("No {what} found with id '{id}'."))
+    }
+
+    /// No route matches the method and path (after authentication). The path is not echoed.
+    pub fn unknown_route() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found_error", "unknown_route", "No API route matches this method and path; /docs lists the routes.")
     }
 
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
@@ -75,7 +97,7 @@ impl ApiError {
     }
 
     pub fn with_param(mut self, param: &str) -> Self {
-        self.detail.param = Some(param.to_string());
+        self.detail.param = Some(moetune_types::text::echo(param, moetune_types::text::MAX_ECHO_CHARS));
         self
     }
 
@@ -97,7 +119,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(ErrorBody { error: self.detail.clone() })
+        let mut response = HttpResponse::build(self.status);
+        if let Some(seconds) = self.retry_after {
+            response.insert_header(("retry-after", seconds.to_string()));
+        }
+        response.json(ErrorBody { error: self.detail.clone() })
     }
 }
 

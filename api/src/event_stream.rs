@@ -3,8 +3,12 @@
 //! `Last-Event-ID` continues where it left off. The stream ends after the job's last event once the
 //! job has finished.
 //!
-//! Events are read from Postgres (the source of truth) every `POLL`: a reconnecting or late client
-//! sees exactly what polling `GET …/events` shows, and no event can be delivered that is not stored.
+//! Events are read from Postgres (the source of truth): a reconnecting or late client sees exactly
+//! what polling `GET …/events` shows, and no event can be delivered that is not stored. A stream reads
+//! when its job has something new: a trigger on `job_events` sends `NOTIFY moetune_job_events` with the
+//! job id, one `LISTEN` connection per API instance ([`Notifier`]) passes it on to the streams, and an
+//! idle stream costs no query at all. Every `IDLE_WAKE` a stream reads anyway (and sends a keep-alive),
+//! so a lost notification delays an event, never loses it.
 
 use std::time::Duration;
 
@@ -17,10 +21,62 @@ use sqlx::PgPool;
 use crate::error::ApiError;
 use crate::jobs::JobEvent;
 
-const POLL: Duration = Duration::from_millis(400);
-/// A comment line this often keeps proxies from closing an idle stream.
-const KEEPALIVE_EVERY: u32 = 38;
+/// The longest a stream waits without reading: also the keep-alive period for proxies.
+const IDLE_WAKE: Duration = Duration::from_secs(15);
+/// How long a stream waits between reads while no LISTEN connection is up.
+const NO_LISTENER_POLL: Duration = Duration::from_millis(500);
 const BATCH: i64 = 200;
+const CHANNEL: &str = "moetune_job_events";
+
+/// What wakes streams.
+#[derive(Debug, Clone)]
+enum Wake {
+    /// This job has a new event.
+    Job(std::sync::Arc<str>),
+    /// The LISTEN connection was (re)established: notifications may have been missed.
+    All,
+}
+
+/// One LISTEN connection per API instance, fanning notifications out to the open streams.
+#[derive(Clone)]
+pub struct Notifier {
+    wakes: tokio::sync::broadcast::Sender<Wake>,
+}
+
+impl Notifier {
+    /// Starts listening (reconnecting for as long as the process runs).
+    pub fn start(db: PgPool) -> Self {
+        let (wakes, _) = tokio::sync::broadcast::channel(1024);
+        let notifier = Self { wakes };
+        let sender = notifier.wakes.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = listen(&db, &sender).await {
+                    tracing::warn!(error = %e, "event notifications lost; streams poll until they are back");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        notifier
+    }
+}
+
+async fn listen(db: &PgPool, wakes: &tokio::sync::broadcast::Sender<Wake>) -> Result<(), sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(db).await?;
+    listener.listen(CHANNEL).await?;
+    let _ = wakes.send(Wake::All);
+    loop {
+        match listener.try_recv().await? {
+            Some(notification) => {
+                let _ = wakes.send(Wake::Job(notification.payload().into()));
+            }
+            // Reconnected: whatever was sent meanwhile is gone.
+            None => {
+                let _ = wakes.send(Wake::All);
+            }
+        }
+    }
+}
 
 /// Parses `Last-Event-ID` (or `after`): `ftevent-N` → N.
 pub fn parse_event_id(id: &str, param: &str) -> Result<i64, ApiError> {
@@ -30,10 +86,16 @@ pub fn parse_event_id(id: &str, param: &str) -> Result<i64, ApiError> {
 }
 
 struct Cursor {
+    /// Held for as long as the stream is open (the tenant's cap on open streams).
+    _slot: crate::rate_limit::StreamSlot,
     db: PgPool,
+    wakes: tokio::sync::broadcast::Receiver<Wake>,
+    /// Counts the stream's reads of Postgres (exported as a metric).
+    reads: prometheus::IntCounter,
     job_id: String,
     last_seq: i64,
-    idle_polls: u32,
+    /// The last wait ended without a wake-up: the next empty read sends a keep-alive.
+    timed_out: bool,
     finished: bool,
 }
 
@@ -41,6 +103,7 @@ type Row = (i64, chrono::DateTime<chrono::Utc>, String, String, String, Option<V
 
 impl Cursor {
     async fn next_batch(&self) -> Result<Vec<Row>, sqlx::Error> {
+        self.reads.inc();
         sqlx::query_as("SELECT seq, created_at, level, message, type, data FROM job_events WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
             .bind(&self.job_id)
             .bind(self.last_seq)
@@ -50,6 +113,7 @@ impl Cursor {
     }
 
     async fn job_finished(&self) -> Result<bool, sqlx::Error> {
+        self.reads.inc();
         let status: String = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1").bind(&self.job_id).fetch_one(&self.db).await?;
         Ok(JobStatus::parse(&status).is_some_and(JobStatus::is_terminal))
     }
@@ -70,18 +134,39 @@ impl Cursor {
                 Err(e) => return Some(Err(ApiError::internal(e).into())),
             };
             if !rows.is_empty() {
-                self.idle_polls = 0;
                 return Some(Ok(self.render(rows)));
             }
             if finished {
                 self.finished = true;
                 return Some(Ok(Bytes::from_static(b"event: done\ndata: {}\n\n")));
             }
-            self.idle_polls += 1;
-            if self.idle_polls % KEEPALIVE_EVERY == 0 {
+            if std::mem::take(&mut self.timed_out) {
                 return Some(Ok(Bytes::from_static(b": keep-alive\n\n")));
             }
-            tokio::time::sleep(POLL).await;
+            self.wait().await;
+        }
+    }
+
+    /// Until this job has news, the notifications were interrupted, or `IDLE_WAKE` passed.
+    async fn wait(&mut self) {
+        let idle = tokio::time::sleep(IDLE_WAKE);
+        tokio::pin!(idle);
+        loop {
+            tokio::select! {
+                wake = self.wakes.recv() => match wake {
+                    Ok(Wake::Job(job)) if *job == *self.job_id => return,
+                    Ok(Wake::Job(_)) => continue,
+                    Ok(Wake::All) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        tokio::time::sleep(NO_LISTENER_POLL).await;
+                        return;
+                    }
+                },
+                () = &mut idle => {
+                    self.timed_out = true;
+                    return;
+                }
+            }
         }
     }
 
@@ -98,7 +183,14 @@ impl Cursor {
 }
 
 /// The SSE body for a job the caller owns, continuing after `last_seq` (0 = from the first event).
-pub fn stream(db: PgPool, job_id: String, last_seq: i64) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
-    let cursor = Cursor { db, job_id, last_seq, idle_polls: 0, finished: false };
+pub fn stream(
+    db: PgPool,
+    notifier: &Notifier,
+    reads: prometheus::IntCounter,
+    job_id: String,
+    last_seq: i64,
+    slot: crate::rate_limit::StreamSlot,
+) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
+    let cursor = Cursor { _slot: slot, db, wakes: notifier.wakes.subscribe(), reads, job_id, last_seq, timed_out: false, finished: false };
     futures_util::stream::unfold(cursor, |mut cursor| async move { cursor.next_chunk().await.map(|chunk| (chunk, cursor)) })
 }

@@ -13,6 +13,7 @@ pub mod models;
 pub mod openapi;
 pub mod pagination;
 pub mod quotas;
+pub mod rate_limit;
 pub mod report;
 pub mod routes;
 pub mod storage;
@@ -36,6 +37,9 @@ pub struct AppState {
     pub s3: aws_sdk_s3::Client,
     pub queue: JobQueue,
     pub models: models::ModelCache,
+    pub tenants: auth::KnownTenants,
+    pub streams: rate_limit::StreamSlots,
+    pub notifier: event_stream::Notifier,
 }
 
 /// A bound, migrated, ready-to-run server. Owns its listener so tests can bind port 0.
@@ -54,17 +58,21 @@ impl Application {
 
     pub async fn build_with_pool(config: ApiConfig, db: PgPool) -> anyhow::Result<Self> {
         MIGRATOR.run(&db).await?;
+        // A weak JWT secret stops the start before anything listens or runs.
+        let keys = web::Data::new(auth::TokenKeys::from_config(&config)?);
         let listener = TcpListener::bind(&config.bind_addr)?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             s3: config.s3.client(),
             queue: JobQueue::connect(&config.redis_url, &config.redis_prefix).await?,
+            notifier: event_stream::Notifier::start(db.clone()),
             db,
             models: Default::default(),
+            tenants: Default::default(),
+            streams: Default::default(),
             config: config.clone(),
         });
         tokio::spawn(uploads::sweep_forever(state.clone().into_inner()));
-        let keys = web::Data::new(auth::TokenKeys::from_config(&config)?);
         let metrics = web::Data::new(metrics::ApiMetrics::default());
         let server = HttpServer::new(move || {
             App::new()

@@ -331,6 +331,7 @@ pub struct WebhookDelivery {
 /// it): a fresh retry schedule whose first attempt is immediate.
 pub async fn redeliver(state: &AppState, tenant: Uuid, endpoint_id: &str, event_id: &str) -> Result<WebhookDelivery, ApiError> {
     let endpoint = get(state, tenant, endpoint_id).await?;
+    crate::rate_limit::take(state, tenant, crate::rate_limit::Bucket::Redeliveries).await?;
     if !endpoint.enabled {
         return Err(ApiError::conflict("webhook_endpoint_disabled", format!("Endpoint '{endpoint_id}' is disabled; enable it (PATCH with enabled: true) before redelivering.")));
     }

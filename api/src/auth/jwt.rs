@@ -18,9 +18,27 @@ struct Claims {
     aud: String,
     iat: i64,
     exp: i64,
+    /// Not before; checked when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<i64>,
     /// Space-separated scopes; absent means every tenant scope (never `admin`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     scope: Option<String>,
+}
+
+/// Secrets shipped in this repository's example configurations; a server using one would accept tokens
+/// anyone can mint.
+const PLACEHOLDER_SECRETS: [&str; 3] = ["change-me-in-production", "change-me", "CHANGE-ME"];
+
+/// The HS256 secret must be at least 32 bytes (the HMAC-SHA256 key size) and not a shipped placeholder.
+fn check_secret(secret: &str) -> anyhow::Result<()> {
+    if PLACEHOLDER_SECRETS.iter().any(|p| p.eq_ignore_ascii_case(secret.trim())) {
+        anyhow::bail!("jwt_secret is the placeholder from an example configuration: set MOETUNE_JWT_SECRET to 32 or more random bytes (e.g. `openssl rand -hex 32`), or set MOETUNE_ALLOW_INSECURE_JWT_SECRET=true for local development");
+    }
+    if secret.len() < 32 {
+        anyhow::bail!("jwt_secret is {} bytes; it must be at least 32 (e.g. `openssl rand -hex 32`), or set MOETUNE_ALLOW_INSECURE_JWT_SECRET=true for local development", secret.len());
+    }
+    Ok(())
 }
 
 /// Signing and verification keys, built once from the configuration.
@@ -33,6 +51,9 @@ pub struct TokenKeys {
 
 impl TokenKeys {
     pub fn from_config(config: &ApiConfig) -> anyhow::Result<Self> {
+        if !config.allow_insecure_jwt_secret {
+            check_secret(&config.jwt_secret)?;
+        }
         let rs256 = match config.jwt_rs256_public_key.trim() {
             "" => None,
             path => {
@@ -58,6 +79,7 @@ impl TokenKeys {
             aud: self.audience.clone(),
             iat: now,
             exp: now + ttl_seconds,
+            nbf: None,
             scope: scopes.map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
         };
         Ok(encode(&Header::new(Algorithm::HS256), &claims, &self.hs256.0)?)
@@ -75,6 +97,7 @@ impl TokenKeys {
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
         validation.leeway = 30;
         let claims = decode::<Claims>(token, key, &validation).map_err(invalid)?.claims;
         let scopes = match claims.scope.as_deref() {

@@ -147,7 +147,14 @@ pub struct EventList {
                content((EventList = "application/json"), (StreamedEvent = "text/event-stream"))),
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn events(caller: Principal, req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>, query: web::Query<EventsQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn events(
+    caller: Principal,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    metrics: web::Data<crate::metrics::ApiMetrics>,
+    id: web::Path<String>,
+    query: web::Query<EventsQuery>,
+) -> Result<HttpResponse, ApiError> {
     if query.stream == Some(true) {
         jobs::get_owned(&state, caller.tenant, &id).await?;
         let resume = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(|v| (v.to_string(), "Last-Event-ID"));
@@ -155,11 +162,12 @@ pub async fn events(caller: Principal, req: HttpRequest, state: web::Data<AppSta
             Some((cursor, param)) => event_stream::parse_event_id(&cursor, param)?,
             None => 0,
         };
+        let slot = state.streams.acquire(caller.tenant, state.config.rate_limits.streams_per_tenant)?;
         return Ok(HttpResponse::Ok()
             .content_type("text/event-stream")
             .insert_header(("cache-control", "no-cache"))
             .insert_header(("x-accel-buffering", "no"))
-            .streaming(event_stream::stream(state.db.clone(), id.into_inner(), last_seq)));
+            .streaming(event_stream::stream(state.db.clone(), &state.notifier, metrics.stream_reads(), id.into_inner(), last_seq, slot)));
     }
     let limit = query.limit.unwrap_or(20);
     if !(1..=1000).contains(&limit) {
