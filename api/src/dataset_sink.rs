@@ -3,7 +3,7 @@
 //! at most one line and three S3 parts (one filling, two being sent) in memory, whatever the file's
 //! size.
 
-use moetune_types::dataset::MAX_LINE_BYTES;
+use moetune_types::dataset::LineSplitter;
 use moetune_types::{DatasetSummary, DatasetValidator, LineError};
 use sha2::{Digest, Sha256};
 
@@ -30,7 +30,7 @@ impl ValidatingSink {
         Self {
             object: StagedObject::new(s3, bucket, key),
             validator: DatasetValidator::new(),
-            splitter: LineSplitter { carry: Vec::new(), oversized: false },
+            splitter: LineSplitter::new(),
             hasher: Sha256::new(),
             bytes: 0,
         }
@@ -41,6 +41,11 @@ impl ValidatingSink {
         self.hasher.update(chunk);
         self.splitter.feed(chunk, &mut self.validator);
         self.object.write(chunk).await
+    }
+
+    /// Bytes written so far.
+    pub fn bytes(&self) -> i64 {
+        self.bytes
     }
 
     /// Ends the stream. The object stays staged: `commit` makes it visible, `abort` removes it.
@@ -66,60 +71,14 @@ pub fn describe_problems(lines: &[LineError], total: u64) -> String {
     format!("Invalid file: {total} line(s) have problems. {}{more}", shown.join("; "))
 }
 
-/// Line-splits a byte stream for the validator without holding more than one line.
-struct LineSplitter {
-    carry: Vec<u8>,
-    oversized: bool,
-}
-
-impl LineSplitter {
-    fn feed(&mut self, mut chunk: &[u8], validator: &mut DatasetValidator) {
-        while let Some(newline) = memchr::memchr(b'\n', chunk) {
-            self.take(&chunk[..newline], validator, true);
-            chunk = &chunk[newline + 1..];
-        }
-        self.take(chunk, validator, false);
-    }
-
-    fn take(&mut self, piece: &[u8], validator: &mut DatasetValidator, line_ends: bool) {
-        if !self.oversized && self.carry.len() + piece.len() > MAX_LINE_BYTES {
-            self.oversized = true;
-            self.carry.clear();
-        }
-        if !line_ends {
-            if !self.oversized {
-                self.carry.extend_from_slice(piece);
-            }
-            return;
-        }
-        if self.oversized {
-            validator.push_oversized_line();
-        } else if self.carry.is_empty() {
-            // The whole line is in this chunk: validated where it lies instead of copied.
-            validator.push_line(piece);
-        } else {
-            self.carry.extend_from_slice(piece);
-            validator.push_line(&self.carry);
-        }
-        self.carry.clear();
-        self.oversized = false;
-    }
-
-    /// The last line may lack a trailing newline.
-    fn finish(mut self, validator: &mut DatasetValidator) {
-        if self.oversized || !self.carry.is_empty() {
-            self.take(&[], validator, true);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use moetune_types::dataset::MAX_LINE_BYTES;
 
     fn validate(chunks: &[&[u8]]) -> Result<DatasetSummary, (Vec<LineError>, u64)> {
         let mut validator = DatasetValidator::new();
-        let mut splitter = LineSplitter { carry: Vec::new(), oversized: false };
+        let mut splitter = LineSplitter::new();
         for chunk in chunks {
             splitter.feed(chunk, &mut validator);
         }

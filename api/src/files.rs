@@ -71,13 +71,20 @@ pub struct StoredUpload {
     pub summary: DatasetSummary,
 }
 
-/// Streams the multipart `file` field to S3, validating each line on the way.
+/// Largest file `POST /v1/files` takes, as the Uploads API.
+pub const MAX_FILE_BYTES: i64 = crate::uploads::MAX_UPLOAD_BYTES;
+
+/// Streams the multipart `file` field to S3, validating each line on the way. The stream is cut off as
+/// soon as it passes [`MAX_FILE_BYTES`] or the tenant's free storage, whether or not the request
+/// announced its length.
 pub async fn store_upload(state: &AppState, tenant: Uuid, mut field: Field) -> Result<StoredUpload, ApiError> {
+    let room = crate::quotas::storage_room(&state.db, tenant, &state.config.quotas).await?;
     let filename = field
         .content_disposition()
         .and_then(|d| d.get_filename())
         .unwrap_or("upload.jsonl")
         .to_string();
+    check_filename(&filename)?;
     let id = format!("file-{}", Uuid::new_v4().simple());
     let key = format!("files/{tenant}/{id}.jsonl");
     let mut sink = ValidatingSink::new(state.s3.clone(), &state.config.s3.bucket, &key);
@@ -90,6 +97,10 @@ pub async fn store_upload(state: &AppState, tenant: Uuid, mut field: Field) -> R
                 return Err(ApiError::invalid("upload_interrupted", "file", format!("Upload failed: {e}")));
             }
         };
+        if sink.bytes() + chunk.len() as i64 > MAX_FILE_BYTES.min(room) {
+            sink.abort().await;
+            return Err(too_large(room));
+        }
         if let Err(e) = sink.write(&chunk).await {
             sink.abort().await;
             return Err(ApiError::internal(e));
@@ -105,6 +116,31 @@ pub async fn store_upload(state: &AppState, tenant: Uuid, mut field: Field) -> R
     };
     object.commit().await.map_err(ApiError::internal)?;
     Ok(StoredUpload { id, key, filename, bytes: finished.bytes, sha256: finished.sha256, summary })
+}
+
+fn too_large(room: i64) -> ApiError {
+    if room < MAX_FILE_BYTES {
+        return ApiError::quota_exceeded(format!(
+            "Storage quota exceeded: this upload goes past the {room} bytes your organization may still store; delete files you no longer need (DELETE /v1/files/{{id}}), then retry. Nothing was stored."
+        ));
+    }
+    ApiError::invalid("file_too_large", "file", format!("A file holds at most {MAX_FILE_BYTES} bytes (8 GiB). Nothing was stored."))
+}
+
+/// A file name is shown in listings, downloads' `content-disposition` and logs: 1 to 255 characters,
+/// none of them control characters.
+pub fn check_filename(name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.chars().count() > 255 {
+        return Err(ApiError::invalid("invalid_filename", "filename", "The file name must be 1 to 255 characters."));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "invalid_filename",
+            "filename",
+            format!("The file name '{}' contains control characters; rename the file.", moetune_types::text::echo(name, 100)),
+        ));
+    }
+    Ok(())
 }
 
 fn dataset_error(lines: Vec<moetune_types::LineError>, total: u64) -> ApiError {
@@ -185,14 +221,21 @@ pub async fn list(state: &AppState, tenant: Uuid, purpose: Option<&str>, after: 
     Ok((rows.into_iter().map(FileObject::with_object).collect(), has_more))
 }
 
-/// The stored location of a live file of the tenant.
+/// The stored location of a live file of the tenant; 409 while an upload's parts are still being
+/// assembled into it (its object does not exist yet).
 pub async fn location(state: &AppState, tenant: Uuid, id: &str) -> Result<(String, String, i64, String), ApiError> {
-    sqlx::query_as("SELECT s3_bucket, s3_key, bytes, filename FROM files WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL")
-        .bind(id)
-        .bind(tenant)
-        .fetch_optional(&state.db)
-        .await?
-        .ok_or_else(|| ApiError::not_found("file", id))
+    let row: (String, String, i64, String, String) =
+        sqlx::query_as("SELECT s3_bucket, s3_key, bytes, filename, status FROM files WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL")
+            .bind(id)
+            .bind(tenant)
+            .fetch_optional(&state.db)
+            .await?
+            .ok_or_else(|| ApiError::not_found("file", id))?;
+    let (bucket, key, bytes, filename, status) = row;
+    if status == "uploaded" {
+        return Err(ApiError::conflict("file_not_ready", format!("File '{id}' is still being assembled from its upload's parts; retry once its status is `processed` or `error`.")));
+    }
+    Ok((bucket, key, bytes, filename))
 }
 
 /// Deletes a file: refused while a queued or running job needs it; otherwise its data leaves S3 and the

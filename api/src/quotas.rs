@@ -43,14 +43,18 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>
 /// Jobs holding a concurrent-job slot (`job_holds_slot` is defined with `reserve_job_slot`, which
 /// enforces the limit, in migrations/20261129000001_create_job_function.sql).
 const ACTIVE_JOBS: &str = "SELECT count(*) FROM jobs WHERE tenant_id = $1 AND job_holds_slot(status)";
-const STORED_BYTES: &str = "SELECT coalesce(sum(bytes), 0)::bigint FROM files WHERE tenant_id = $1 AND deleted_at IS NULL";
+/// Live files, plus the parts of uploads not completed (pending, or cancelled and expired ones until
+/// the sweeper deletes them): parts take storage from the moment they are stored. A completed
+/// upload's parts are counted as its file.
+const STORED_BYTES: &str = "SELECT (SELECT coalesce(sum(bytes), 0) FROM files WHERE tenant_id = $1 AND deleted_at IS NULL)
+     + (SELECT coalesce(sum(p.bytes), 0) FROM upload_parts p JOIN uploads u ON u.id = p.upload_id WHERE u.tenant_id = $1 AND u.file_id IS NULL)";
 
 async fn usage<'e>(db: impl sqlx::PgExecutor<'e>, tenant: Uuid) -> Result<(i64, i64), ApiError> {
-    Ok(sqlx::query_as(&format!("SELECT ({ACTIVE_JOBS}), ({STORED_BYTES})")).bind(tenant).fetch_one(db).await?)
+    Ok(sqlx::query_as(&format!("SELECT ({ACTIVE_JOBS}), ({STORED_BYTES})::bigint")).bind(tenant).fetch_one(db).await?)
 }
 
 async fn stored_bytes<'e>(db: impl sqlx::PgExecutor<'e>, tenant: Uuid) -> Result<i64, ApiError> {
-    Ok(sqlx::query_scalar(STORED_BYTES).bind(tenant).fetch_one(db).await?)
+    Ok(sqlx::query_scalar(&format!("SELECT ({STORED_BYTES})::bigint")).bind(tenant).fetch_one(db).await?)
 }
 
 /// 429 unless the tenant may start one more job. Call inside the transaction that starts it: the
@@ -84,6 +88,14 @@ pub async fn precheck_storage(db: &sqlx::PgPool, tenant: Uuid, incoming: i64, de
     let max: Option<i64> = sqlx::query_scalar("SELECT max_storage_bytes FROM tenants WHERE id = $1").bind(tenant).fetch_one(db).await?;
     let stored = stored_bytes(db, tenant).await?;
     check_storage(stored, incoming, max.unwrap_or(defaults.max_storage_bytes))
+}
+
+/// Bytes the tenant may still store. Read without a lock, to stop a stream of unannounced size early;
+/// the transaction recording the data checks again under the lock.
+pub async fn storage_room(db: &sqlx::PgPool, tenant: Uuid, defaults: &QuotaDefaults) -> Result<i64, ApiError> {
+    let max: Option<i64> = sqlx::query_scalar("SELECT max_storage_bytes FROM tenants WHERE id = $1").bind(tenant).fetch_one(db).await?;
+    let stored = stored_bytes(db, tenant).await?;
+    Ok(max.unwrap_or(defaults.max_storage_bytes).saturating_sub(stored).max(0))
 }
 
 fn check_storage(stored: i64, incoming: i64, max_bytes: i64) -> Result<(), ApiError> {

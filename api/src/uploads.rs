@@ -152,9 +152,7 @@ pub async fn create(state: &AppState, tenant: Uuid, request: &CreateUploadReques
     if !MIME_TYPES.contains(&request.mime_type.as_str()) {
         return Err(ApiError::invalid("invalid_mime_type", "mime_type", format!("Unsupported mime_type '{}'; fine-tune files are JSONL: use 'application/jsonl'.", request.mime_type)));
     }
-    if request.filename.is_empty() || request.filename.len() > 255 {
-        return Err(ApiError::invalid("invalid_filename", "filename", "`filename` must be 1 to 255 characters."));
-    }
+    crate::files::check_filename(&request.filename)?;
     crate::quotas::precheck_storage(&state.db, tenant, request.bytes, &state.config.quotas).await?;
     let id = format!("upload_{}", Uuid::new_v4().simple());
     sqlx::query(&format!(
@@ -177,9 +175,13 @@ fn part_key(tenant: Uuid, upload: &str, part: &str) -> String {
     format!("uploads/{tenant}/{upload}/{part}")
 }
 
-/// Streams one part (the multipart field `data`) to S3; over 64 MiB it is refused and removed.
+/// Streams one part (the multipart field `data`) to S3. A part may hold up to 64 MiB and no more than
+/// the upload still lacks: the parts' sum never exceeds the size the upload declared. The part is
+/// recorded against the tenant's storage quota; over any limit it is refused and removed.
 pub async fn add_part(state: &AppState, tenant: Uuid, upload_id: &str, mut field: Field) -> Result<UploadPart, ApiError> {
-    row(&state.db, tenant, upload_id).await?.require_pending()?;
+    let upload = row(&state.db, tenant, upload_id).await?;
+    upload.require_pending()?;
+    let limit = MAX_PART_BYTES.min(upload.bytes - parts_bytes(&state.db, upload_id).await?);
     let id = format!("part_{}", Uuid::new_v4().simple());
     let key = part_key(tenant, upload_id, &id);
     let mut object = StagedObject::new(state.s3.clone(), &state.config.s3.bucket, &key);
@@ -196,9 +198,9 @@ pub async fn add_part(state: &AppState, tenant: Uuid, upload_id: &str, mut field
         };
         bytes += chunk.len() as i64;
         hasher.update(&chunk);
-        if bytes > MAX_PART_BYTES {
+        if bytes > limit {
             object.abort().await;
-            return Err(ApiError::invalid("part_too_large", "data", format!("A part holds at most {MAX_PART_BYTES} bytes (64 MiB); split the file into more parts.")));
+            return Err(part_too_large(&upload, limit));
         }
         if let Err(e) = object.write(&chunk).await {
             object.abort().await;
@@ -210,24 +212,55 @@ pub async fn add_part(state: &AppState, tenant: Uuid, upload_id: &str, mut field
         return Err(ApiError::invalid("empty_part", "data", "The part is empty; send its bytes in the form field `data`."));
     }
     object.commit().await.map_err(ApiError::internal)?;
-    // Recorded only if the upload is still pending: a part racing a cancel or completion is dropped.
-    let created: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
-        "INSERT INTO upload_parts (id, upload_id, s3_key, bytes)
-         SELECT $1, id, $3, $4 FROM uploads WHERE id = $2 AND status = 'pending' AND expires_at > now() FOR UPDATE
-         RETURNING created_at",
-    )
-    .bind(&id)
-    .bind(upload_id)
-    .bind(&key)
-    .bind(bytes)
-    .fetch_optional(&state.db)
-    .await?;
-    let Some(created_at) = created else {
-        crate::files::delete_object(state, &key).await;
-        return Err(row(&state.db, tenant, upload_id).await?.require_pending().err().unwrap_or_else(|| ApiError::internal("part not recorded")));
-    };
-    let sha256 = hex::encode(hasher.finalize());
-    Ok(UploadPart { id, object: "upload.part", created_at: created_at.into(), upload_id: upload_id.to_string(), bytes, sha256 })
+    match record_part(state, tenant, &upload, &id, &key, bytes).await {
+        Ok(created_at) => {
+            let sha256 = hex::encode(hasher.finalize());
+            Ok(UploadPart { id, object: "upload.part", created_at: created_at.into(), upload_id: upload_id.to_string(), bytes, sha256 })
+        }
+        Err(e) => {
+            crate::files::delete_object(state, &key).await;
+            Err(e)
+        }
+    }
+}
+
+async fn parts_bytes<'e>(db: impl sqlx::PgExecutor<'e>, upload_id: &str) -> Result<i64, ApiError> {
+    Ok(sqlx::query_scalar("SELECT coalesce(sum(bytes), 0)::bigint FROM upload_parts WHERE upload_id = $1").bind(upload_id).fetch_one(db).await?)
+}
+
+fn part_too_large(upload: &UploadRow, limit: i64) -> ApiError {
+    if limit < MAX_PART_BYTES {
+        let message = format!(
+            "This part would take the upload past the {} bytes it was created for (room left: {} bytes); parts must add up to the declared size.",
+            upload.bytes,
+            limit.max(0)
+        );
+        return ApiError::invalid("upload_size_exceeded", "data", message);
+    }
+    ApiError::invalid("part_too_large", "data", format!("A part holds at most {MAX_PART_BYTES} bytes (64 MiB); split the file into more parts."))
+}
+
+/// Records a stored part, in one transaction with the upload's row locked, so parts racing each other,
+/// a cancel or a completion are checked one at a time: the upload must still be pending, the parts'
+/// sum must stay within its size, and the tenant's storage must have room.
+async fn record_part(state: &AppState, tenant: Uuid, upload: &UploadRow, id: &str, key: &str, bytes: i64) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let current = row_query(&mut *tx, tenant, &upload.id, "FOR UPDATE").await?;
+    current.require_pending()?;
+    let room = current.bytes - parts_bytes(&mut *tx, &upload.id).await?;
+    if bytes > room {
+        return Err(part_too_large(&current, room));
+    }
+    crate::quotas::reserve_storage(&mut tx, tenant, bytes, &state.config.quotas).await?;
+    let created_at = sqlx::query_scalar("INSERT INTO upload_parts (id, upload_id, s3_key, bytes) VALUES ($1, $2, $3, $4) RETURNING created_at")
+        .bind(id)
+        .bind(&upload.id)
+        .bind(key)
+        .bind(bytes)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(created_at)
 }
 
 /// Creates the file from the parts in the given order; validation continues in the background.
@@ -259,7 +292,9 @@ pub async fn complete(state: &Arc<AppState>, tenant: Uuid, upload_id: &str, requ
             format!("The listed parts hold {total} bytes but the upload was created for {}; list every part, in order.", upload.bytes),
         ));
     }
-    crate::quotas::reserve_storage(&mut tx, tenant, total, &state.config.quotas).await?;
+    // The parts are already counted against the quota; from now on the file is, in their place.
+    let stored_parts: i64 = parts.iter().map(|(_, bytes)| bytes).sum();
+    crate::quotas::reserve_storage(&mut tx, tenant, total - stored_parts, &state.config.quotas).await?;
     let file_id = format!("file-{}", Uuid::new_v4().simple());
     sqlx::query(
         "INSERT INTO files (id, tenant_id, filename, purpose, bytes, s3_bucket, s3_key, sha256, status)
@@ -323,24 +358,84 @@ async fn delete_parts(state: &AppState, upload_id: &str) {
     }
 }
 
+/// Assembly attempts before a file that keeps failing is given up on (`error`); the waits between
+/// attempts double from 30 s.
+pub const MAX_ASSEMBLY_ATTEMPTS: i32 = 5;
+
 /// Streams the parts of a completed upload, in order, through the validator into the file's object,
 /// then records `processed` or `error`. Holds a lease on the file so only one API instance does it; a
 /// crash leaves the file `uploaded` and the sweeper tries again once the lease runs out.
+///
+/// A failure never loops: one the input decides (Postgres refusing a value, a part gone) ends the file
+/// in `error` at once; any other is retried with a doubling wait, and after
+/// [`MAX_ASSEMBLY_ATTEMPTS`] the file ends in `error` too, with a message saying to upload it again.
 pub async fn validate_assembled_file(state: &AppState, file_id: &str) {
-    let leased = sqlx::query("UPDATE files SET validating_until = now() + interval '10 minutes' WHERE id = $1 AND status = 'uploaded' AND (validating_until IS NULL OR validating_until < now())")
-        .bind(file_id)
-        .execute(&state.db)
-        .await;
-    if !matches!(leased, Ok(r) if r.rows_affected() == 1) {
-        return;
-    }
+    let leased = sqlx::query(
+        "UPDATE files SET validating_until = now() + interval '10 minutes', assembly_attempts = assembly_attempts + 1
+         WHERE id = $1 AND status = 'uploaded' AND deleted_at IS NULL AND (validating_until IS NULL OR validating_until < now())
+         RETURNING assembly_attempts",
+    )
+    .bind(file_id)
+    .fetch_optional(&state.db)
+    .await;
+    let attempt: i32 = match leased {
+        Ok(Some(row)) => sqlx::Row::get(&row, 0),
+        _ => return,
+    };
     if let Err(e) = assemble(state, file_id).await {
-        tracing::error!(file = file_id, error = %e, "could not assemble an upload; will retry");
-        let _ = sqlx::query("UPDATE files SET validating_until = now() + interval '30 seconds' WHERE id = $1").bind(file_id).execute(&state.db).await;
-        return;
+        let deterministic = is_deterministic(&e);
+        tracing::error!(file = file_id, attempt, deterministic, error = %format!("{e:#}"), "could not assemble an upload");
+        if deterministic || attempt >= MAX_ASSEMBLY_ATTEMPTS {
+            give_up_assembly(state, file_id, attempt, deterministic).await;
+        } else {
+            let wait_seconds = 30i64 << (attempt - 1).clamp(0, 6);
+            let _ = sqlx::query("UPDATE files SET validating_until = now() + make_interval(secs => $2) WHERE id = $1")
+                .bind(file_id)
+                .bind(wait_seconds as f64)
+                .execute(&state.db)
+                .await;
+            return;
+        }
     }
     if let Err(e) = crate::jobs::advance_validating(state).await {
         tracing::error!(error = %e, "could not advance jobs waiting on file validation");
+    }
+}
+
+/// Failures that would recur on every attempt: the data, not the moment, is at fault.
+fn is_deterministic(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        if let Some(sqlx::Error::Database(db)) = cause.downcast_ref::<sqlx::Error>() {
+            // Class 22: data exceptions (NUL in text, bad Unicode escapes, values too long).
+            return db.code().is_some_and(|code| code.starts_with("22"));
+        }
+        cause.downcast_ref::<MissingPart>().is_some()
+    })
+}
+
+/// A part listed at completion whose row or object is gone.
+#[derive(Debug, thiserror::Error)]
+#[error("part {0} of the upload is missing")]
+struct MissingPart(String);
+
+/// Ends a file that cannot be assembled in `error`, with a message the tenant can act on (the
+/// underlying error is only logged: it names hosts and buckets).
+async fn give_up_assembly(state: &AppState, file_id: &str, attempts: i32, deterministic: bool) {
+    let details = if deterministic {
+        "The file could not be assembled from its upload's parts: its content or a part could not be stored as sent. Upload it again; if this repeats, check the file's encoding.".to_string()
+    } else {
+        format!("The file could not be assembled from its upload's parts after {attempts} attempts. Upload it again.")
+    };
+    let marked = sqlx::query("UPDATE files SET status = 'error', status_details = $2, validating_until = NULL WHERE id = $1 AND status = 'uploaded'")
+        .bind(file_id)
+        .bind(details)
+        .execute(&state.db)
+        .await;
+    if let Err(e) = marked {
+        tracing::error!(file = file_id, error = %e, "could not mark an unassemblable file as failed");
+    }
+    if let Ok(Some(upload_id)) = sqlx::query_scalar::<_, String>("SELECT id FROM uploads WHERE file_id = $1").bind(file_id).fetch_optional(&state.db).await {
+        delete_parts(state, &upload_id).await;
     }
 }
 
@@ -354,8 +449,13 @@ async fn assemble(state: &AppState, file_id: &str) -> anyhow::Result<()> {
     let mut sink = ValidatingSink::new(state.s3.clone(), &bucket, &key);
     let mut md5_context = md5::Context::new();
     for part in &part_order {
-        let part_key: String = sqlx::query_scalar("SELECT s3_key FROM upload_parts WHERE id = $1").bind(part).fetch_one(&state.db).await?;
-        let object = state.s3.get_object().bucket(&bucket).key(&part_key).send().await?;
+        let part_key: Option<String> = sqlx::query_scalar("SELECT s3_key FROM upload_parts WHERE id = $1").bind(part).fetch_optional(&state.db).await?;
+        let part_key = part_key.ok_or_else(|| MissingPart(part.clone()))?;
+        let object = match state.s3.get_object().bucket(&bucket).key(&part_key).send().await {
+            Ok(object) => object,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Err(MissingPart(part.clone()).into()),
+            Err(e) => return Err(e.into()),
+        };
         let mut body = object.body;
         while let Some(chunk) = body.try_next().await? {
             md5_context.consume(&chunk);
@@ -372,10 +472,11 @@ async fn assemble(state: &AppState, file_id: &str) -> anyhow::Result<()> {
         (Ok(summary), _) => ("processed", None, None, Some(summary)),
         (Err((lines, total)), _) => ("error", Some(describe_problems(lines, *total)), Some(serde_json::to_value(lines)?), None),
     };
-    sqlx::query(
+    // Only a live file is updated: one deleted while it was being assembled keeps no object.
+    let updated = sqlx::query(
         "UPDATE files SET status = $2, status_details = $3, validation_errors = $4, sha256 = $5, format = $6, example_count = $7,
                           estimated_tokens = $8, validating_until = NULL
-         WHERE id = $1",
+         WHERE id = $1 AND deleted_at IS NULL",
     )
     .bind(file_id)
     .bind(status)
@@ -387,25 +488,60 @@ async fn assemble(state: &AppState, file_id: &str) -> anyhow::Result<()> {
     .bind(summary.map(|s| s.estimated_tokens as i64))
     .execute(&state.db)
     .await?;
+    if updated.rows_affected() == 0 {
+        crate::files::delete_object(state, &key).await;
+    }
     delete_parts(state, &upload_id).await;
     Ok(())
 }
 
-/// Every `SWEEP`: validates files left `uploaded` by a crash or restart, and advances jobs waiting on
-/// them. Runs in every API instance; the file lease keeps them from doing the same file twice.
+/// Deletes the parts nothing will assemble any more: those of expired and cancelled uploads, and of
+/// uploads whose file was deleted. Each object goes first, then its row, so a failed delete is retried
+/// on the next sweep instead of leaving an object nobody knows about.
+pub async fn sweep_abandoned_parts(state: &AppState) -> anyhow::Result<usize> {
+    let abandoned: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT p.id, p.s3_key, u.s3_bucket FROM upload_parts p JOIN uploads u ON u.id = p.upload_id LEFT JOIN files f ON f.id = u.file_id
+         WHERE (u.status = 'pending' AND u.expires_at < now()) OR u.status = 'cancelled' OR f.deleted_at IS NOT NULL
+         LIMIT 1000",
+    )
+    .fetch_all(&state.db)
+    .await?;
+    let mut deleted = 0;
+    for (id, key, bucket) in abandoned {
+        if let Err(e) = state.s3.delete_object().bucket(&bucket).key(&key).send().await {
+            tracing::warn!(key, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "could not delete an abandoned upload part; will retry");
+            continue;
+        }
+        sqlx::query("DELETE FROM upload_parts WHERE id = $1").bind(&id).execute(&state.db).await?;
+        deleted += 1;
+    }
+    Ok(deleted)
+}
+
+/// Every `upload_sweep_interval_ms`: validates files left `uploaded` by a crash or restart, advances
+/// jobs waiting on them, and deletes abandoned parts. Runs in every API instance; the file lease keeps
+/// them from doing the same file twice.
 pub async fn sweep_forever(state: Arc<AppState>) {
-    const SWEEP: Duration = Duration::from_secs(15);
+    let interval = Duration::from_millis(state.config.upload_sweep_interval_ms.max(50));
     loop {
-        let stale: Vec<String> = sqlx::query_scalar("SELECT id FROM files WHERE status = 'uploaded' AND (validating_until IS NULL OR validating_until < now())")
-            .fetch_all(&state.db)
-            .await
-            .unwrap_or_default();
+        let stale: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM files WHERE status = 'uploaded' AND deleted_at IS NULL AND (validating_until IS NULL OR validating_until < now())",
+        )
+        .fetch_all(&state.db)
+        .await
+        .unwrap_or_default();
         for file in stale {
             validate_assembled_file(&state, &file).await;
         }
         if let Err(e) = crate::jobs::advance_validating(&state).await {
             tracing::warn!(error = %e, "sweeper could not advance validating jobs");
         }
-        tokio::time::sleep(SWEEP).await;
+        if let Err(e) = sweep_abandoned_parts(&state).await {
+            tracing::warn!(error = %e, "sweeper could not delete abandoned upload parts");
+        }
+        if let Err(e) = crate::idempotency::expire(&state.db).await {
+            tracing::warn!(error = %e, "sweeper could not delete expired idempotency keys");
+        }
+        tokio::time::sleep(interval).await;
     }
 }

@@ -16,6 +16,7 @@ pub struct RunnerConfig {
     pub host_memory_gib: u64,
     pub claim_poll_ms: u64,
     pub metrics_addr: String,
+    pub max_dataset_bytes: i64,
     pub labels: std::collections::BTreeMap<String, String>,
     pub s3: S3Config,
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use aws_sdk_s3::primitives::ByteStream;
-use moetune_types::dataset::parse_jsonl;
+use moetune_types::dataset::JsonlReader;
 use moetune_types::{Example, JobAssignment, RedisKeys, RunnerEvent, RunnerEventKind, RunnerInfo, S3Location, CLAIM_DEPTH, CLAIM_TENANTS, QUEUE_SCRIPT};
 use redis::aio::ConnectionManager;
 use redis::streams::StreamMaxlen;
@@ -39,8 +39,15 @@ struct EventSink {
 }
 
 impl EventSink {
+    /// Sends one event. Free text (messages, failures) loses the runner's local paths and control
+    /// characters first: tenants read it.
     async fn emit(&self, kind: RunnerEventKind) -> anyhow::Result<()> {
         self.metrics.observe(&kind);
+        let kind = match kind {
+            RunnerEventKind::Message { level, message } => RunnerEventKind::Message { level, message: tenant_text(&message) },
+            RunnerEventKind::Failed { code, message } => RunnerEventKind::Failed { code, message: tenant_text(&message) },
+            other => other,
+        };
         let event = RunnerEvent { job_id: self.job_id.clone(), attempt: self.attempt, runner_id: self.runner_id.clone(), kind };
         let mut redis = self.redis.clone();
         let _: String = redis
@@ -48,6 +55,11 @@ impl EventSink {
             .await?;
         Ok(())
     }
+}
+
+/// Text for a tenant's eyes: no local paths, no control characters, bounded.
+fn tenant_text(message: &str) -> String {
+    moetune_types::text::message(&moetune_types::text::redact_local_paths(message), 4000)
 }
 
 impl Worker {
@@ -173,7 +185,7 @@ impl Worker {
         let assignment: JobAssignment = serde_json::from_str(&raw)?;
         let sink = EventSink {
             redis: self.redis.clone(),
-            stream: self.keys.events(),
+            stream: self.keys.runner_events(&self.config.runner_id),
             job_id: job_id.to_string(),
             attempt: assignment.attempt,
             runner_id: self.config.runner_id.clone(),
@@ -224,7 +236,7 @@ impl Worker {
         let work = Path::new(&self.config.work_dir).join(&assignment.job_id).join(format!("attempt-{}", assignment.attempt));
         let resume = self.download_resume_point(assignment, &work.join("resume")).await?;
         if let Some(point) = &resume {
-            sink.emit(RunnerEventKind::Message { level: "info".into(), message: format!("Resuming from checkpoint {}", point.dir.display()) }).await?;
+            sink.emit(RunnerEventKind::Message { level: "info".into(), message: format!("Resuming from the checkpoint at {} step {}", point.progress.stage.name(), point.progress.step) }).await?;
         }
         let mut spec = assignment.spec.clone();
         if let Some(location) = &assignment.model_location {
@@ -305,11 +317,31 @@ impl Worker {
         Ok(dir)
     }
 
+    /// Streams the stored file through the API's own reader (one line in memory at a time), so the
+    /// runner trains on exactly what the API accepted. Files over `max_dataset_bytes` are refused
+    /// before any of it is read: examples are held in memory for the whole job.
     async fn download_examples(&self, bucket: &str, key: &str, what: &str) -> anyhow::Result<Vec<Example>> {
         let object = self.s3.get_object().bucket(bucket).key(key).send().await.with_context(|| format!("downloading s3://{bucket}/{key}"))?;
-        let bytes = object.body.collect().await?.into_bytes();
-        let text = std::str::from_utf8(&bytes).map_err(|_| UserError(format!("{what} file is not UTF-8")))?;
-        parse_jsonl(text).map_err(|e| UserError(format!("{what} file line {}: {}", e.line, e.message)).into())
+        let size = object.content_length().unwrap_or(0);
+        let limit = self.config.max_dataset_bytes;
+        if size > limit {
+            return Err(UserError(format!("{what} file is {size} bytes; this runner trains on files up to {limit} bytes")).into());
+        }
+        let mut body = object.body;
+        let mut reader = JsonlReader::new();
+        let mut read = 0i64;
+        while let Some(chunk) = body.try_next().await.with_context(|| format!("reading s3://{bucket}/{key}"))? {
+            read += chunk.len() as i64;
+            anyhow::ensure!(read <= limit, UserError(format!("{what} file is over {limit} bytes; this runner trains on files up to that size")));
+            reader.feed(&chunk);
+        }
+        match reader.finish() {
+            Ok((_, examples)) => Ok(examples),
+            Err((errors, _)) => {
+                let first = &errors[0];
+                Err(UserError(if first.line == 0 { format!("{what} file is empty") } else { format!("{what} file line {}: {}", first.line, first.message) }).into())
+            }
+        }
     }
 }
 

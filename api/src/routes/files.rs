@@ -38,7 +38,7 @@ pub async fn upload(caller: Principal, req: HttpRequest, state: web::Data<AppSta
     let print = idempotency::fingerprint(&[b"POST /v1/files", purpose.as_bytes(), upload.filename.as_bytes(), upload.sha256.as_bytes()]);
     let stored_key = upload.key.clone();
     let record = async { Ok(HttpResponse::Ok().json(files::record_upload(&state, caller.tenant, upload, &purpose).await?)) };
-    idempotency::settle_streamed(&state.db, caller.tenant, &key, &print, record, files::delete_object(&state, &stored_key)).await
+    idempotency::settle_streamed(&state, caller.tenant, &key, &print, record, files::delete_object(&state, &stored_key)).await
 }
 
 /// Reads `purpose` and `file` (streamed to storage); on any error nothing stays stored.
@@ -156,10 +156,12 @@ pub async fn delete(caller: Principal, state: web::Data<AppState>, id: web::Path
     Ok(HttpResponse::Ok().json(FileDeleted { id: id.into_inner(), object: "file", deleted: true }))
 }
 
-/// Download a file's content as uploaded; streamed from storage.
+/// Download a file's content as uploaded; streamed from storage. 409 while a file made by the Uploads
+/// API is still being assembled.
 #[utoipa::path(get, path = "/v1/files/{id}/content", tag = "files",
     params(("id" = String, Path, description = "File id")),
-    responses((status = 200, content_type = "application/octet-stream", body = crate::files::BinaryContent), (status = 404, body = ErrorBody)),
+    responses((status = 200, content_type = "application/octet-stream", body = crate::files::BinaryContent), (status = 404, body = ErrorBody),
+              (status = 409, description = "The file is still being assembled from its upload's parts (`file_not_ready`)", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn content(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let (bucket, key, bytes, filename) = files::location(&state, caller.tenant, &id).await?;

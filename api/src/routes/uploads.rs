@@ -55,7 +55,7 @@ pub async fn add_part(caller: Principal, req: HttpRequest, state: web::Data<AppS
         // The same bytes sent again under the same key are the same part: keep the first.
         let print = idempotency::fingerprint(&[b"POST /v1/uploads/parts", id.as_bytes(), part.sha256.as_bytes()]);
         let record = async { Ok(HttpResponse::Ok().json(&part)) };
-        return idempotency::settle_streamed(&state.db, caller.tenant, &key, &print, record, uploads::drop_part(&state, &part)).await;
+        return idempotency::settle_streamed(&state, caller.tenant, &key, &print, record, uploads::drop_part(&state, &part)).await;
     }
     Err(ApiError::invalid("missing_parameter", "data", "Missing form field `data` with the part's bytes."))
 }

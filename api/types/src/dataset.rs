@@ -1,7 +1,10 @@
 //! Training data: one JSON object per line, in one of three formats, checked line by line.
 //!
-//! The API validates uploads with [`DatasetValidator`] and the runner parses the same lines with
-//! [`parse_line`], so what the API accepts is exactly what the runner can train on.
+//! There is one reader: bytes are cut into lines by [`LineSplitter`] and checked by
+//! [`DatasetValidator`]. The API validates uploads with it as they stream; the runner streams the
+//! stored file through the same pair with [`DatasetValidator::collecting`], so a byte-order mark, CRLF
+//! line ends, a blank line or an over-long line mean the same on both sides, and what the API accepts
+//! is exactly what the runner trains on.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -73,13 +76,41 @@ pub struct LineError {
     pub message: String,
 }
 
-/// Parses a whole JSONL text into examples (blank lines skipped); the first bad line is the error.
+/// Reads a whole JSONL text into examples, as the API validates and the runner reads a stored file;
+/// the first bad line is the error.
 pub fn parse_jsonl(text: &str) -> Result<Vec<Example>, LineError> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| parse_line(line).map(|(_, e)| e).map_err(|message| LineError { line: i as u64 + 1, message }))
-        .collect()
+    let mut reader = JsonlReader::new();
+    reader.feed(text.as_bytes());
+    reader.finish().map(|(_, examples)| examples).map_err(|(mut errors, _)| errors.remove(0))
+}
+
+/// A JSONL stream read chunk by chunk into examples: the splitter and validator the API uses, keeping
+/// the examples. Holds one line of the input at a time.
+pub struct JsonlReader {
+    splitter: LineSplitter,
+    validator: DatasetValidator,
+}
+
+impl Default for JsonlReader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl JsonlReader {
+    pub fn new() -> Self {
+        Self { splitter: LineSplitter::new(), validator: DatasetValidator::collecting() }
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        self.splitter.feed(chunk, &mut self.validator);
+    }
+
+    /// The summary and examples, or the line errors (the first 20) and how many lines had one.
+    pub fn finish(mut self) -> Result<(DatasetSummary, Vec<Example>), (Vec<LineError>, u64)> {
+        self.splitter.finish(&mut self.validator);
+        self.validator.finish_collected()
+    }
 }
 
 /// Parses one non-empty line, returning its format and the example.
@@ -210,6 +241,8 @@ pub struct DatasetValidator {
     chars: u64,
     errors: Vec<LineError>,
     error_count: u64,
+    /// The examples, when reading for training rather than only validating.
+    collected: Option<Vec<Example>>,
 }
 
 impl DatasetValidator {
@@ -217,7 +250,12 @@ impl DatasetValidator {
         Self::default()
     }
 
-    /// Feeds the next line (without its trailing newline).
+    /// A validator that also keeps every example (see [`JsonlReader`]).
+    pub fn collecting() -> Self {
+        Self { collected: Some(Vec::new()), ..Self::default() }
+    }
+
+    /// Feeds the next line (without its trailing newline; [`LineSplitter`] cuts them).
     pub fn push_line(&mut self, raw: &[u8]) {
         self.line += 1;
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
@@ -234,10 +272,12 @@ impl DatasetValidator {
         self.error(format!("line is longer than {MAX_LINE_BYTES} bytes"));
     }
 
+    /// Records a problem. Messages quote the caller's data (a role, a key): control characters are
+    /// escaped and the length bounded, so the message can be stored, logged and shown as it is.
     fn error(&mut self, message: String) {
         self.error_count += 1;
         if self.errors.len() < MAX_REPORTED_ERRORS {
-            self.errors.push(LineError { line: self.line, message });
+            self.errors.push(LineError { line: self.line, message: crate::text::echo(&message, 2 * crate::text::MAX_ECHO_CHARS) });
         }
     }
 
@@ -247,12 +287,16 @@ impl DatasetValidator {
             return Err("line is empty (remove blank lines)".into());
         }
         // The fast path answers for ordinary valid lines; everything else (and every error message)
-        // comes from parse_line.
-        let (format, chars) = match crate::line_summary::summarize(text) {
+        // comes from parse_line, as does every example kept for training.
+        let mut example = None;
+        let summary = if self.collected.is_some() { None } else { crate::line_summary::summarize(text) };
+        let (format, chars) = match summary {
             Some(summary) => summary,
             None => {
-                let (format, example) = parse_line(text)?;
-                (format, example.text_len())
+                let (format, parsed) = parse_line(text)?;
+                let chars = parsed.text_len();
+                example = Some(parsed);
+                (format, chars)
             }
         };
         match self.format {
@@ -268,7 +312,16 @@ impl DatasetValidator {
         }
         self.examples += 1;
         self.chars += chars;
+        if let (Some(collected), Some(example)) = (self.collected.as_mut(), example) {
+            collected.push(example);
+        }
         Ok(())
+    }
+
+    /// Like [`finish`](Self::finish), with the examples of a [`collecting`](Self::collecting) validator.
+    pub fn finish_collected(mut self) -> Result<(DatasetSummary, Vec<Example>), (Vec<LineError>, u64)> {
+        let examples = self.collected.take().unwrap_or_default();
+        self.finish().map(|summary| (summary, examples))
     }
 
     /// Ends validation: a summary, or every reported problem (first [`MAX_REPORTED_ERRORS`]).
@@ -283,6 +336,59 @@ impl DatasetValidator {
                 estimated_tokens: self.chars / 4,
             }),
             None => Err((vec![LineError { line: 0, message: "file is empty".into() }], 1)),
+        }
+    }
+}
+
+/// Cuts a byte stream into lines for a [`DatasetValidator`] without holding more than one line: a line
+/// over [`MAX_LINE_BYTES`] is reported as such and never buffered whole.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    carry: Vec<u8>,
+    oversized: bool,
+}
+
+impl LineSplitter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn feed(&mut self, mut chunk: &[u8], validator: &mut DatasetValidator) {
+        while let Some(newline) = memchr::memchr(b'\n', chunk) {
+            self.take(&chunk[..newline], validator, true);
+            chunk = &chunk[newline + 1..];
+        }
+        self.take(chunk, validator, false);
+    }
+
+    fn take(&mut self, piece: &[u8], validator: &mut DatasetValidator, line_ends: bool) {
+        if !self.oversized && self.carry.len() + piece.len() > MAX_LINE_BYTES {
+            self.oversized = true;
+            self.carry.clear();
+        }
+        if !line_ends {
+            if !self.oversized {
+                self.carry.extend_from_slice(piece);
+            }
+            return;
+        }
+        if self.oversized {
+            validator.push_oversized_line();
+        } else if self.carry.is_empty() {
+            // The whole line is in this chunk: validated where it lies instead of copied.
+            validator.push_line(piece);
+        } else {
+            self.carry.extend_from_slice(piece);
+            validator.push_line(&self.carry);
+        }
+        self.carry.clear();
+        self.oversized = false;
+    }
+
+    /// The last line may lack a trailing newline.
+    pub fn finish(mut self, validator: &mut DatasetValidator) {
+        if self.oversized || !self.carry.is_empty() {
+            self.take(&[], validator, true);
         }
     }
 }
@@ -319,6 +425,22 @@ mod tests {
         assert!(errors[0].message.starts_with("invalid JSON"), "{}", errors[0].message);
         assert_eq!(errors[1].line, 3);
         assert_eq!(errors[1].message, "`completion` must be a string, found a number");
+    }
+
+    /// The reader the runner uses sees the same lines as the API's validator: a byte-order mark, CRLF
+    /// and a missing final newline are fine, a blank line is an error on both sides.
+    #[test]
+    fn the_training_reader_accepts_exactly_what_validation_accepts() {
+        let pc = r#"{"prompt":"p","completion":"c"}"#;
+        for text in [format!("\u{feff}{pc}\r\n{pc}\r\n"), format!("{pc}\n{pc}"), format!("\u{feff}{pc}\n{pc}\n")] {
+            assert!(validate(&text).is_ok(), "{text:?}");
+            assert_eq!(parse_jsonl(&text).unwrap().len(), 2, "{text:?}");
+        }
+        let blank = format!("{pc}\n\n{pc}\n");
+        assert_eq!(validate(&blank).unwrap_err().0[0].line, 2);
+        assert_eq!(parse_jsonl(&blank).unwrap_err(), LineError { line: 2, message: "line is empty (remove blank lines)".into() });
+        // A byte-order mark is only a mark at the very start.
+        assert!(parse_jsonl(&format!("{pc}\n\u{feff}{pc}\n")).is_err());
     }
 
     #[test]

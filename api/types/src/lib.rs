@@ -8,6 +8,7 @@ pub mod job;
 mod line_summary;
 pub mod placement;
 pub mod protocol;
+pub mod text;
 
 pub use dataset::{DatasetFormat, DatasetSummary, DatasetValidator, Example, LineError};
 pub use job::{

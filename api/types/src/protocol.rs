@@ -87,9 +87,15 @@ impl RedisKeys {
         format!("{}:job:{job_id}:pause", self.prefix)
     }
 
-    /// STREAM of [`RunnerEvent`]s, consumed by the scheduler's group.
-    pub fn events(&self) -> String {
-        format!("{}:events", self.prefix)
+    /// STREAM of one runner's [`RunnerEvent`]s, consumed by the scheduler's group. Only that runner's
+    /// Redis user may write it, so the stream names the sender.
+    pub fn runner_events(&self, runner_id: &str) -> String {
+        format!("{}:runner:{runner_id}:events", self.prefix)
+    }
+
+    /// STREAM of runner events that could not be applied, each with its error (kept for operators).
+    pub fn dead_events(&self) -> String {
+        format!("{}:events:dead", self.prefix)
     }
 }
 
@@ -255,10 +261,29 @@ pub enum RunnerEventKind {
     /// The runner stopped for a pause request after storing a checkpoint at `stage` `step`.
     Paused { stage: String, step: u32 },
     /// The runner is shutting down (SIGTERM): it stored a checkpoint at `stage` `step` and handed the
-    /// job back, to be continued by another runner under the same attempt.
+    /// job back, to be continued from there as the job's next attempt.
     Released { stage: String, step: u32 },
     /// The job finished; `result` summarises it (losses, steps, timings).
     Succeeded { trained_tokens: i64, result: serde_json::Value },
     /// The job failed; `code` is machine readable, `message` tells the user what went wrong.
     Failed { code: String, message: String },
+}
+
+impl RunnerEventKind {
+    /// The event's `type`, for messages about it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Started { .. } => "started",
+            Self::Message { .. } => "message",
+            Self::Metrics { .. } => "metrics",
+            Self::Monitor { .. } => "monitor",
+            Self::Evaluation { .. } => "evaluation",
+            Self::Checkpoint { .. } => "checkpoint",
+            Self::Artifact { .. } => "artifact",
+            Self::Paused { .. } => "paused",
+            Self::Released { .. } => "released",
+            Self::Succeeded { .. } => "succeeded",
+            Self::Failed { .. } => "failed",
+        }
+    }
 }
