@@ -1,4 +1,17 @@
-//! Applies runner events from the Redis stream to Postgres, refusing stale attempts.
+//! Applies runner events from the runners' Redis streams to Postgres, refusing what a runner may not
+//! say.
+//!
+//! Each runner writes only its own stream (`{prefix}:runner:{id}:events`; its Redis user may touch no
+//! other runner's keys), so the stream an event arrives on names its sender, whatever the event says.
+//! An event is applied only for the job's current attempt, from the runner holding it: `Started` from
+//! a runner whose claimed list has the job, everything after from the runner that started it; stored
+//! URIs must lie under the attempt's own prefix. One entry that cannot be applied is retried, then
+//! dead-lettered (kept in `{prefix}:events:dead` with the error) and its job failed with a clear
+//! message; the rest of the batch goes on. While Postgres is unreachable nothing is dead-lettered:
+//! the entry waits until it can be applied.
+
+use std::collections::HashSet;
+use std::time::Duration;
 
 use moetune_types::{JobStatus, RunnerEvent, RunnerEventKind};
 use redis::streams::{StreamReadOptions, StreamReadReply};
@@ -11,12 +24,15 @@ use crate::webhooks::{outbox, EventType};
 use crate::JobQueue;
 
 const GROUP: &str = "scheduler";
+/// Tries of one entry, with Postgres reachable, before it is dead-lettered.
+const MAX_ENTRY_TRIES: u32 = 5;
 
 pub struct Ingester {
     queue: JobQueue,
     pool: PgPool,
     consumer: String,
-    /// Bucket of job data, for the assignment of a job handed out again.
+    /// Bucket of job data: for the assignment of a job handed out again, and the only bucket runners'
+    /// URIs may name.
     bucket: String,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
@@ -29,6 +45,8 @@ pub enum Applied {
     Stale,
     /// The same stream entry was applied before.
     Duplicate,
+    /// From a runner that does not hold the job, or naming storage outside the attempt's prefix.
+    Refused(String),
 }
 
 impl Ingester {
@@ -41,77 +59,176 @@ impl Ingester {
     }
 
     pub async fn run(&self) -> anyhow::Result<()> {
-        // First entries delivered to us but never acknowledged (a crash mid-apply), then new ones.
-        let mut cursor = "0".to_string();
-        self.ensure_group().await;
+        // Streams whose group exists; and those whose pending entries (delivered, never acknowledged:
+        // a crash mid-apply) are read again before new ones.
+        let mut known: HashSet<String> = HashSet::new();
+        let mut unsettled: HashSet<String> = HashSet::new();
         loop {
-            match self.poll(&cursor).await {
-                Ok(0) if cursor == "0" => cursor = ">".into(),
-                Ok(_) => {}
-                Err(e) => {
-                    // After a Redis flush the stream and its group are gone: recreate them.
-                    if e.downcast_ref::<redis::RedisError>().and_then(|r| r.code()) == Some("NOGROUP") {
-                        self.ensure_group().await;
-                        continue;
-                    }
-                    tracing::warn!(error = %e, "event ingest failed; retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            if let Err(e) = self.discover(&mut known, &mut unsettled).await {
+                tracing::warn!(error = %e, "reading the runner registry failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            if known.is_empty() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            if let Err(e) = self.poll(&known, &mut unsettled).await {
+                // After a Redis flush the streams and their groups are gone: recreate them.
+                if e.downcast_ref::<redis::RedisError>().and_then(|r| r.code()) == Some("NOGROUP") {
+                    known.clear();
+                    continue;
+                }
+                tracing::warn!(error = %e, "event ingest failed; retrying");
+                unsettled.extend(known.iter().cloned());
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+
+    /// Adds the streams of runners registered since the last look (creating their groups).
+    async fn discover(&self, known: &mut HashSet<String>, unsettled: &mut HashSet<String>) -> anyhow::Result<()> {
+        let mut redis = self.queue.connection();
+        let runners: Vec<String> = redis.smembers(self.queue.keys().runners()).await?;
+        for runner in runners {
+            if known.contains(&runner) {
+                continue;
+            }
+            let created: redis::RedisResult<()> = redis.xgroup_create_mkstream(self.queue.keys().runner_events(&runner), GROUP, "0").await;
+            match created {
+                Err(e) if e.code() != Some("BUSYGROUP") => tracing::warn!(runner, error = %e, "could not create a runner's event group"),
+                _ => {
+                    unsettled.insert(runner.clone());
+                    known.insert(runner);
                 }
             }
         }
+        Ok(())
     }
 
-    /// Creates the stream and consumer group if missing (BUSYGROUP, "exists already", is fine).
-    async fn ensure_group(&self) {
+    async fn poll(&self, known: &HashSet<String>, unsettled: &mut HashSet<String>) -> anyhow::Result<()> {
         let mut redis = self.queue.connection();
-        let created: redis::RedisResult<()> = redis.xgroup_create_mkstream(self.queue.keys().events(), GROUP, "0").await;
-        if let Err(e) = created {
-            if e.code() != Some("BUSYGROUP") {
-                tracing::warn!(error = %e, "could not create the event consumer group");
+        let runners: Vec<&String> = known.iter().collect();
+        let streams: Vec<String> = runners.iter().map(|r| self.queue.keys().runner_events(r)).collect();
+        let cursors: Vec<&str> = runners.iter().map(|r| if unsettled.contains(*r) { "0" } else { ">" }).collect();
+        let options = StreamReadOptions::default().group(GROUP, &self.consumer).count(100).block(1000);
+        let reply: StreamReadReply = redis.xread_options(&streams, &cursors, &options).await?;
+        // A stream read from "0" that returned nothing has no pending entries left.
+        for (runner, stream) in runners.iter().zip(&streams) {
+            if unsettled.contains(*runner) && reply.keys.iter().find(|k| &k.key == stream).is_none_or(|k| k.ids.is_empty()) {
+                unsettled.remove(*runner);
             }
         }
-    }
-
-    async fn poll(&self, cursor: &str) -> anyhow::Result<usize> {
-        let mut redis = self.queue.connection();
-        let stream = self.queue.keys().events();
-        let options = StreamReadOptions::default().group(GROUP, &self.consumer).count(100).block(1000);
-        let reply: StreamReadReply = redis.xread_options(&[&stream], &[cursor], &options).await?;
-        let mut handled = 0;
         for key in reply.keys {
+            let Some(runner) = runners.iter().find(|r| self.queue.keys().runner_events(r) == key.key) else { continue };
             for entry in key.ids {
-                handled += 1;
                 let payload: Option<String> = entry.get("event");
                 match payload.map(|p| serde_json::from_str::<RunnerEvent>(&p)) {
-                    Some(Ok(event)) => {
-                        // The job id on every span, as on the api's request spans and the runner's job span.
-                        let span = tracing::info_span!("runner_event", job_id = %event.job_id, attempt = event.attempt, runner = %event.runner_id);
-                        let applying = async {
-                            let applied = apply(&self.pool, &event, Some(&entry.id)).await?;
-                            tracing::debug!(outcome = ?applied, "runner event applied");
-                            anyhow::Ok(applied)
-                        };
-                        let applied = tracing::Instrument::instrument(applying, span).await?;
-                        self.observe(&event, &applied).await?;
-                        if applied == Applied::Stale {
-                            tracing::warn!(job = %event.job_id, attempt = event.attempt, "refused stale runner event");
-                        }
-                        if let RunnerEventKind::Succeeded { .. } | RunnerEventKind::Failed { .. } | RunnerEventKind::Paused { .. } = event.kind {
-                            if applied != Applied::Stale {
-                                self.queue.forget(Some(&event.runner_id), &event.job_id).await?;
-                            }
-                        }
-                        if let RunnerEventKind::Released { .. } = event.kind {
-                            self.hand_out_again(&event).await?;
-                        }
+                    Some(Ok(mut event)) => {
+                        // The stream names the sender; what the event claims does not count.
+                        event.runner_id = runner.to_string();
+                        self.handle_entry(&event, &entry.id).await?;
                     }
-                    _ => tracing::error!(id = %entry.id, "dropping malformed runner event"),
+                    _ => tracing::error!(id = %entry.id, runner = %runner, "dropping malformed runner event"),
                 }
-                let _: () = redis.xack(&stream, GROUP, &[&entry.id]).await?;
+                let _: () = redis.xack(&key.key, GROUP, &[&entry.id]).await?;
             }
         }
-        Ok(handled)
+        Ok(())
     }
+
+    /// Applies one entry, retrying it while it fails; Err only for what should stop the batch (Redis).
+    async fn handle_entry(&self, event: &RunnerEvent, entry_id: &str) -> anyhow::Result<()> {
+        let mut tries = 0;
+        loop {
+            match self.handle(event, entry_id).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.downcast_ref::<redis::RedisError>().is_some() => return Err(e),
+                Err(e) => {
+                    if sqlx::query("SELECT 1").execute(&self.pool).await.is_err() {
+                        // Postgres is down: not this entry's fault. Wait, and try it again.
+                        tracing::warn!(error = %format!("{e:#}"), "postgres unreachable while applying a runner event; waiting");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                    tries += 1;
+                    if tries >= MAX_ENTRY_TRIES {
+                        return self.dead_letter(event, entry_id, &e).await;
+                    }
+                    tracing::warn!(tries, error = %format!("{e:#}"), "applying a runner event failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 << tries)).await;
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, event: &RunnerEvent, entry_id: &str) -> anyhow::Result<()> {
+        // The job id on every span, as on the api's request spans and the runner's job span.
+        let span = tracing::info_span!("runner_event", job_id = %event.job_id, attempt = event.attempt, runner = %event.runner_id);
+        let applying = async {
+            let holds_claim = match event.kind {
+                RunnerEventKind::Started { .. } => self.queue.holds(&event.runner_id, &event.job_id).await?,
+                _ => false,
+            };
+            let applied = apply_as(&self.pool, event, Some(entry_id), &Lease { bucket: Some(&self.bucket), holds_claim }).await?;
+            tracing::debug!(outcome = ?applied, "runner event applied");
+            anyhow::Ok(applied)
+        };
+        let applied = tracing::Instrument::instrument(applying, span).await?;
+        self.observe(event, &applied).await?;
+        match &applied {
+            Applied::Stale => tracing::warn!(job = %event.job_id, attempt = event.attempt, "refused stale runner event"),
+            Applied::Refused(why) => tracing::error!(job = %event.job_id, runner = %event.runner_id, why, "refused a runner event"),
+            _ => {}
+        }
+        let accepted = matches!(applied, Applied::Recorded | Applied::Duplicate);
+        if let RunnerEventKind::Succeeded { .. } | RunnerEventKind::Failed { .. } | RunnerEventKind::Paused { .. } = event.kind {
+            if accepted {
+                self.queue.forget(Some(&event.runner_id), &event.job_id).await?;
+            }
+        }
+        if let (RunnerEventKind::Released { .. }, true) = (&event.kind, accepted) {
+            self.hand_out_again(event).await?;
+        }
+        Ok(())
+    }
+
+    /// Keeps an entry that cannot be applied beside its error, and fails its job with a message saying
+    /// so, instead of holding up every later event.
+    async fn dead_letter(&self, event: &RunnerEvent, entry_id: &str, error: &anyhow::Error) -> anyhow::Result<()> {
+        tracing::error!(job = %event.job_id, entry = entry_id, error = %format!("{error:#}"), "dead-lettering a runner event");
+        let mut redis = self.queue.connection();
+        let fields = [("event", serde_json::to_string(event)?), ("entry", entry_id.to_string()), ("error", format!("{error:#}"))];
+        let _: String = redis.xadd_maxlen(self.queue.keys().dead_events(), redis::streams::StreamMaxlen::Approx(10_000), "*", &fields).await?;
+        self.metrics.runner_events.with_label_values(&["dead_lettered"]).inc();
+        let message = format!("An event from the job's runner ({}) could not be recorded; the job was stopped so that its results are not incomplete. Retry the job.", event.kind.name());
+        let failed = fail_job(&self.pool, &event.job_id, event.attempt, "event_not_recorded", &message).await;
+        match failed {
+            Ok(true) => {
+                self.queue.cancel(&event.job_id).await?;
+                self.queue.forget(Some(&event.runner_id), &event.job_id).await
+            }
+            Ok(false) => Ok(()),
+            Err(e) => {
+                tracing::error!(job = %event.job_id, error = %e, "could not fail the job of a dead-lettered event");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Fails the job's current attempt if it is still that attempt and unfinished; true when it did.
+async fn fail_job(pool: &PgPool, job_id: &str, attempt: i32, code: &str, message: &str) -> sqlx::Result<bool> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(i32, String)> = sqlx::query_as("SELECT attempt, status FROM jobs WHERE id = $1 FOR UPDATE").bind(job_id).fetch_optional(&mut *tx).await?;
+    let Some((current, status)) = row else { return Ok(false) };
+    if current != attempt || JobStatus::parse(&status).is_none_or(JobStatus::is_terminal) {
+        return Ok(false);
+    }
+    sqlx::query("UPDATE jobs SET error_code = $2, error_message = $3 WHERE id = $1").bind(job_id).bind(code).bind(message).execute(&mut *tx).await?;
+    store::transition(&mut tx, job_id, attempt, JobStatus::Failed, format!("The job failed: {message}")).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 impl Ingester {
@@ -121,6 +238,7 @@ impl Ingester {
             Applied::Recorded => "recorded",
             Applied::Stale => "stale",
             Applied::Duplicate => "duplicate",
+            Applied::Refused(_) => "refused",
         };
         self.metrics.runner_events.with_label_values(&[outcome]).inc();
         if let (Applied::Recorded, RunnerEventKind::Started { .. }) = (applied, &event.kind) {
@@ -139,33 +257,48 @@ impl Ingester {
     /// settled as `paused` leaves Redis. (If this fails, the reconciler republishes the queued job.)
     async fn hand_out_again(&self, event: &RunnerEvent) -> anyhow::Result<()> {
         let (status, attempt): (String, i32) = sqlx::query_as("SELECT status, attempt FROM jobs WHERE id = $1").bind(&event.job_id).fetch_one(&self.pool).await?;
-        if attempt != event.attempt {
-            return Ok(());
-        }
-        if status == JobStatus::Queued.as_str() {
+        // A released running job was requeued as the next attempt; a pausing one settled as paused.
+        if status == JobStatus::Queued.as_str() && attempt == event.attempt + 1 {
             let mut conn = self.pool.acquire().await?;
             let assignment = store::assignment(&mut conn, &event.job_id, &self.bucket).await?;
             self.queue.requeue_from(&event.runner_id, &assignment).await?;
             self.metrics.requeued.with_label_values(&["released"]).inc();
-        } else if status == JobStatus::Paused.as_str() {
+        } else if status == JobStatus::Paused.as_str() && attempt == event.attempt {
             self.queue.forget(Some(&event.runner_id), &event.job_id).await?;
         }
         Ok(())
     }
 }
 
+/// What the ingester knows about an event's sender beyond Postgres.
+pub struct Lease<'a> {
+    /// The only bucket stored URIs may name (None: not checked).
+    pub bucket: Option<&'a str>,
+    /// Whether the sender's claimed list holds the job (Redis); only such a runner may start it.
+    pub holds_claim: bool,
+}
+
+/// Applies one runner event whose sender has been checked to hold the job's claim (tests, and callers
+/// that verified it themselves); see [`apply_as`].
+pub async fn apply(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str>) -> anyhow::Result<Applied> {
+    apply_as(pool, event, source_id, &Lease { bucket: None, holds_claim: true }).await
+}
+
 /// Applies one runner event in one transaction. The job row is locked so that fencing holds even
 /// against a concurrent requeue by the reconciler.
-pub async fn apply(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str>) -> anyhow::Result<Applied> {
+pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str>, lease: &Lease<'_>) -> anyhow::Result<Applied> {
     let mut tx = pool.begin().await?;
-    let row: Option<(i32, String)> = sqlx::query_as("SELECT attempt, status FROM jobs WHERE id = $1 FOR UPDATE")
+    let row: Option<(i32, String, Option<String>)> = sqlx::query_as("SELECT attempt, status, runner_id FROM jobs WHERE id = $1 FOR UPDATE")
         .bind(&event.job_id)
         .fetch_optional(&mut *tx)
         .await?;
-    let Some((attempt, status)) = row else { return Ok(Applied::Stale) };
+    let Some((attempt, status, holder)) = row else { return Ok(Applied::Stale) };
     let finished = JobStatus::parse(&status).is_none_or(JobStatus::is_terminal);
     if attempt != event.attempt || finished {
         return Ok(Applied::Stale);
+    }
+    if let Err(why) = check_lease(event, holder.as_deref(), lease) {
+        return Ok(Applied::Refused(why));
     }
     let (job_id, attempt) = (event.job_id.as_str(), event.attempt);
     let log = |level: &'static str, kind: &'static str, message: String, data| NewEvent {
@@ -275,10 +408,12 @@ pub async fn apply(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str>) 
             if fresh && status == JobStatus::Pausing.as_str() {
                 store::transition(&mut tx, job_id, attempt, JobStatus::Paused, format!("Job paused at {stage} step {step}; resume continues from its checkpoint")).await?;
             } else if fresh && status == JobStatus::Running.as_str() {
-                // Same attempt: the releasing runner writes nothing more, so there is nothing to fence off.
-                sqlx::query("UPDATE jobs SET runner_id = NULL WHERE id = $1").bind(job_id).execute(&mut *tx).await?;
-                let message = format!("Job requeued from its checkpoint at {stage} step {step}");
-                store::transition(&mut tx, job_id, attempt, JobStatus::Queued, message).await?;
+                // A new attempt: the next runner writes under its own prefix, and anything the releasing
+                // runner still sends is refused as stale.
+                let next = attempt + 1;
+                sqlx::query("UPDATE jobs SET runner_id = NULL, attempt = $2 WHERE id = $1").bind(job_id).bind(next).execute(&mut *tx).await?;
+                let message = format!("Job requeued from its checkpoint at {stage} step {step} as attempt {next}");
+                store::transition(&mut tx, job_id, next, JobStatus::Queued, message).await?;
             }
             fresh
         }
@@ -309,6 +444,31 @@ pub async fn apply(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str>) 
     };
     tx.commit().await?;
     Ok(if fresh { Applied::Recorded } else { Applied::Duplicate })
+}
+
+/// Whether the sender may say this about the job: start it only with the claim in hand, say anything
+/// else only as the runner that started it, and name storage only under the attempt's own prefixes.
+fn check_lease(event: &RunnerEvent, holder: Option<&str>, lease: &Lease<'_>) -> Result<(), String> {
+    let runner = event.runner_id.as_str();
+    match (&event.kind, holder) {
+        (RunnerEventKind::Started { .. }, _) if !lease.holds_claim => return Err(format!("runner {runner} has not claimed the job")),
+        (RunnerEventKind::Started { .. }, Some(other)) if other != runner => return Err(format!("the job is held by runner {other}")),
+        (RunnerEventKind::Started { .. }, _) => {}
+        (_, Some(held)) if held == runner => {}
+        _ => return Err(format!("runner {runner} does not hold the job's current attempt")),
+    }
+    let (uri, kind) = match &event.kind {
+        RunnerEventKind::Checkpoint { uri, .. } => (uri, "checkpoints"),
+        RunnerEventKind::Artifact { uri, .. } => (uri, "artifacts"),
+        _ => return Ok(()),
+    };
+    let (bucket, key) = parse_s3_uri(uri).map_err(|e| e.to_string())?;
+    let prefix = format!("{kind}/{}/attempt-{}/", event.job_id, event.attempt);
+    let inside = key.starts_with(&prefix) && key.len() > prefix.len() && !key.split('/').any(|segment| segment == ".." || segment == "." || segment.is_empty());
+    if !inside || lease.bucket.is_some_and(|expected| expected != bucket) {
+        return Err(format!("{uri} is not under the attempt's prefix s3://{}/{prefix}", lease.bucket.unwrap_or(bucket)));
+    }
+    Ok(())
 }
 
 fn level_static(level: &str) -> &'static str {

@@ -99,6 +99,19 @@ impl JobQueue {
         self.op::<()>("withdraw", &[job_id]).await
     }
 
+    /// Whether `runner_id`'s claimed list holds the job.
+    pub async fn holds(&self, runner_id: &str, job_id: &str) -> anyhow::Result<bool> {
+        let mut redis = self.redis.clone();
+        let position: Option<i64> = redis::cmd("LPOS").arg(self.keys.claimed(runner_id)).arg(job_id).query_async(&mut redis).await?;
+        Ok(position.is_some())
+    }
+
+    /// Whether the job's cancel flag is set.
+    pub async fn is_cancelled(&self, job_id: &str) -> anyhow::Result<bool> {
+        let mut redis = self.redis.clone();
+        Ok(redis.exists(self.keys.cancelled(job_id)).await?)
+    }
+
     /// Asks `attempt`'s runner to checkpoint and let the job go at its next step. With `withdraw` (a job
     /// not yet started) the job also leaves its line and its assignment is removed, so no runner claims
     /// it; one that already has stops at its first step.

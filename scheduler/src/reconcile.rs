@@ -40,8 +40,28 @@ impl Reconciler {
         let jobs = store::active_jobs(&self.pool).await?;
         let snapshot = self.queue.snapshot().await?;
         self.queue.set_running(&snapshot.claimed_per_tenant()).await?;
+        self.withdraw_cancelled(&jobs, &snapshot).await?;
         for job in jobs {
             self.reconcile_job(&job, &snapshot).await?;
+        }
+        Ok(())
+    }
+
+    /// Jobs Redis still holds (waiting or claimed) that Postgres says were cancelled: the API could not
+    /// reach Redis when the tenant cancelled, so the runner never saw the flag and would train on to the
+    /// end. The flag is set now; the runner stops at its next step.
+    async fn withdraw_cancelled(&self, active: &[ActiveJob], snapshot: &QueueSnapshot) -> anyhow::Result<()> {
+        let active: std::collections::HashSet<&str> = active.iter().map(|j| j.id.as_str()).collect();
+        let held: Vec<String> = snapshot.pending.iter().chain(snapshot.claimed.keys()).filter(|id| !active.contains(id.as_str())).cloned().collect();
+        if held.is_empty() {
+            return Ok(());
+        }
+        let cancelled: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs WHERE id = ANY($1) AND status = 'cancelled'").bind(&held).fetch_all(&self.pool).await?;
+        for job in cancelled {
+            if !self.queue.is_cancelled(&job).await? {
+                tracing::info!(job = %job, "delivering a cancel Redis missed");
+                self.queue.cancel(&job).await?;
+            }
         }
         Ok(())
     }

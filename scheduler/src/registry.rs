@@ -109,7 +109,6 @@ pub fn runner_acl_rules(prefix: &str, runner_id: &str) -> Vec<String> {
         format!("~{prefix}:queue:*"),
         format!("~{prefix}:runner:{runner_id}:*"),
         format!("~{prefix}:runners"),
-        format!("~{prefix}:events"),
         format!("%R~{prefix}:job:*"),
     ];
     commands.iter().map(|c| c.to_string()).chain(keys).collect()

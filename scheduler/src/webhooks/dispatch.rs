@@ -2,6 +2,7 @@
 //! `FOR UPDATE SKIP LOCKED` and leased by pushing its `next_attempt_at` past the request timeout, so
 //! one that a crashed dispatcher held is tried again (at least once, never lost).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,15 +71,22 @@ impl Dispatcher {
             .dns_resolver(Arc::new(PolicyResolver(policy.clone())))
             // A redirect could lead anywhere, private networks included: a 3xx is a failed attempt.
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy from HTTP(S)_PROXY would resolve tenants' hosts itself, past the policy resolver.
+            .no_proxy()
             .timeout(Duration::from_millis(config.request_timeout_ms))
             .user_agent(concat!("moetune-webhooks/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self { pool, http, policy, schedule, config, metrics })
     }
 
+    /// Delivers until the process stops. Each delivery runs on its own as soon as it is claimed; a new
+    /// claim takes only as many as there are free slots, and none for an endpoint that already has
+    /// `per_endpoint_concurrency` in flight, so a slow endpoint delays only its own deliveries.
     pub async fn run(&self) -> anyhow::Result<()> {
         let idle = Duration::from_millis(self.config.poll_interval_ms);
         let mut pruned_at = Instant::now() - PRUNE_EVERY;
+        let mut in_flight = futures_util::stream::FuturesUnordered::new();
+        let mut per_endpoint: HashMap<String, usize> = HashMap::new();
         loop {
             if pruned_at.elapsed() >= PRUNE_EVERY {
                 pruned_at = Instant::now();
@@ -86,13 +94,39 @@ impl Dispatcher {
                     tracing::warn!(error = %e, "pruning old webhook events failed");
                 }
             }
-            match self.dispatch_due().await {
-                Ok(0) => tokio::time::sleep(idle).await,
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhook dispatch failed; retrying");
-                    tokio::time::sleep(idle).await;
+            let free = self.config.concurrency.max(1).saturating_sub(in_flight.len());
+            let mut claimed = 0;
+            if free > 0 {
+                match self.claim_due(free, &per_endpoint).await {
+                    Ok(due) => {
+                        claimed = due.len();
+                        for due in due {
+                            *per_endpoint.entry(due.endpoint_id.clone()).or_default() += 1;
+                            in_flight.push(async move {
+                                let endpoint = due.endpoint_id.clone();
+                                (endpoint, self.deliver(due).await)
+                            });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "claiming due webhook deliveries failed; retrying"),
                 }
+            }
+            if claimed > 0 && in_flight.len() < self.config.concurrency {
+                continue;
+            }
+            tokio::select! {
+                Some((endpoint, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    if let Some(count) = per_endpoint.get_mut(&endpoint) {
+                        *count -= 1;
+                        if *count == 0 {
+                            per_endpoint.remove(&endpoint);
+                        }
+                    }
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, "recording a webhook attempt failed; the delivery is retried after its lease");
+                    }
+                }
+                () = tokio::time::sleep(idle) => {}
             }
         }
     }
@@ -113,13 +147,31 @@ impl Dispatcher {
         Ok(deleted.rows_affected())
     }
 
-    /// Claims the deliveries that are due and attempts each; returns how many it claimed.
+    /// Claims the deliveries that are due and attempts each (one pass, waiting for all); returns how
+    /// many it claimed.
     pub async fn dispatch_due(&self) -> anyhow::Result<usize> {
+        let due = self.claim_due(self.config.concurrency.max(1) * 2, &HashMap::new()).await?;
+        let claimed = due.len();
+        let results: Vec<anyhow::Result<()>> =
+            futures_util::stream::iter(due).map(|d| self.deliver(d)).buffer_unordered(self.config.concurrency.max(1)).collect().await;
+        results.into_iter().collect::<anyhow::Result<()>>()?;
+        Ok(claimed)
+    }
+
+    /// Claims up to `limit` due deliveries, oldest first, at most `per_endpoint_concurrency` per
+    /// endpoint less what `busy` says is already in flight there.
+    async fn claim_due(&self, limit: usize, busy: &HashMap<String, usize>) -> anyhow::Result<Vec<Due>> {
         let lease_secs = (self.config.request_timeout_ms / 1000 + 30) as f64;
-        let due: Vec<Due> = sqlx::query_as(
+        let (busy_endpoints, busy_counts): (Vec<String>, Vec<i32>) = busy.iter().map(|(e, n)| (e.clone(), *n as i32)).unzip();
+        Ok(sqlx::query_as(
             "UPDATE webhook_deliveries d SET next_attempt_at = now() + make_interval(secs => $2)
              FROM webhook_events e, webhook_endpoints w
-             WHERE d.id IN (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= now()
+             WHERE d.id IN (SELECT id FROM webhook_deliveries WHERE id IN (
+                                SELECT id FROM (
+                                    SELECT id, endpoint_id, row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at, id) AS nth
+                                    FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= now()) due
+                                LEFT JOIN unnest($3::text[], $4::int[]) AS busy(endpoint_id, in_flight) USING (endpoint_id)
+                                WHERE due.nth <= $5 - coalesce(busy.in_flight, 0))
                             ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
                AND e.id = d.event_id AND w.id = d.endpoint_id
              RETURNING d.id AS delivery_id, d.attempts, d.manual, e.id AS event_id, e.payload::text AS body,
@@ -127,15 +179,13 @@ impl Dispatcher {
                        CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END AS previous_secret,
                        w.disabled",
         )
-        .bind((self.config.concurrency * 2) as i64)
+        .bind(limit as i64)
         .bind(lease_secs)
+        .bind(&busy_endpoints)
+        .bind(&busy_counts)
+        .bind(self.config.per_endpoint_concurrency.max(1) as i64)
         .fetch_all(&self.pool)
-        .await?;
-        let claimed = due.len();
-        let results: Vec<anyhow::Result<()>> =
-            futures_util::stream::iter(due).map(|d| self.deliver(d)).buffer_unordered(self.config.concurrency.max(1)).collect().await;
-        results.into_iter().collect::<anyhow::Result<()>>()?;
-        Ok(claimed)
+        .await?)
     }
 
     async fn deliver(&self, due: Due) -> anyhow::Result<()> {

@@ -72,6 +72,9 @@ pub struct WebhookConfig {
     pub poll_interval_ms: u64,
     /// Deliveries in flight at once, per scheduler.
     pub concurrency: usize,
+    /// Deliveries in flight at once to one endpoint, per scheduler: a slow endpoint holds at most this
+    /// many of the `concurrency` slots, and the rest keep serving other endpoints.
+    pub per_endpoint_concurrency: usize,
     /// Comma-separated CIDRs of private networks endpoints may be on nonetheless (empty: none).
     pub allowed_private_networks: String,
     /// Events (with their deliveries and attempts) are kept this many days, pending ones longer.
