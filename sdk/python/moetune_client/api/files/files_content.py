@@ -48,6 +48,16 @@ def _parse_response(
 
         return response_404
 
+    if response.status_code == 409:
+        response_409 = ErrorBody.from_dict(response.json())
+
+        return response_409
+
+    if response.status_code == 429:
+        response_429 = ErrorBody.from_dict(response.json())
+
+        return response_429
+
     if client.raise_on_unexpected_status:
         raise errors.UnexpectedStatus(response.status_code, response.content)
     else:
@@ -70,7 +80,8 @@ def sync_detailed(
     *,
     client: AuthenticatedClient,
 ) -> Response[ErrorBody | File]:
-    """Download a file's content as uploaded; streamed from storage.
+    """Download a file's content as uploaded; streamed from storage. 409 while a file made by the Uploads
+    API is still being assembled.
 
     Args:
         id (str):
@@ -99,7 +110,8 @@ def sync(
     *,
     client: AuthenticatedClient,
 ) -> ErrorBody | File | None:
-    """Download a file's content as uploaded; streamed from storage.
+    """Download a file's content as uploaded; streamed from storage. 409 while a file made by the Uploads
+    API is still being assembled.
 
     Args:
         id (str):
@@ -123,7 +135,8 @@ async def asyncio_detailed(
     *,
     client: AuthenticatedClient,
 ) -> Response[ErrorBody | File]:
-    """Download a file's content as uploaded; streamed from storage.
+    """Download a file's content as uploaded; streamed from storage. 409 while a file made by the Uploads
+    API is still being assembled.
 
     Args:
         id (str):
@@ -150,7 +163,8 @@ async def asyncio(
     *,
     client: AuthenticatedClient,
 ) -> ErrorBody | File | None:
-    """Download a file's content as uploaded; streamed from storage.
+    """Download a file's content as uploaded; streamed from storage. 409 while a file made by the Uploads
+    API is still being assembled.
 
     Args:
         id (str):
