@@ -39,6 +39,8 @@ struct Shared {
     received: Mutex<Vec<Delivery>>,
     /// Answers to give, in order (status, Retry-After); then 200.
     script: Mutex<VecDeque<(u16, Option<String>)>>,
+    /// How long each answer takes.
+    delay: Mutex<Duration>,
 }
 
 pub struct Receiver {
@@ -67,6 +69,11 @@ impl Receiver {
     pub fn script(&self, answers: &[(u16, Option<&str>)]) {
         let mut script = self.shared.script.lock().unwrap();
         script.extend(answers.iter().map(|(code, retry_after)| (*code, retry_after.map(str::to_string))));
+    }
+
+    /// Takes `delay` to answer each delivery from now on (a slow endpoint).
+    pub fn answer_after(&self, delay: Duration) {
+        *self.shared.delay.lock().unwrap() = delay;
     }
 
     pub fn received(&self) -> Vec<Delivery> {
@@ -101,6 +108,8 @@ async fn receive(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) 
             headers.append(name, value);
         }
     }
+    let delay = *shared.delay.lock().unwrap();
+    tokio::time::sleep(delay).await;
     let (status, retry_after) = shared.script.lock().unwrap().pop_front().unwrap_or((200, None));
     shared.received.lock().unwrap().push(Delivery { at: Instant::now(), headers, body: body.to_vec(), answered: status });
     let mut response = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("valid status"));

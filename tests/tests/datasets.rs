@@ -133,7 +133,9 @@ async fn uploads_assemble_parts_in_the_given_order_then_validate(pool: PgPool) {
     let part_c = uploads.part_id(&upload, c.as_bytes()).await;
     let part_a = uploads.part_id(&upload, a.as_bytes()).await;
     let part_b = uploads.part_id(&upload, b.as_bytes()).await;
-    let stray = uploads.part_id(&upload, b"unused").await;
+    // The parts already add up to the declared size: one more byte is refused, and nothing of it kept.
+    let stray: Value = uploads.part(&upload, b"unused").await.json().await.unwrap();
+    assert_eq!(stray["error"]["code"], "upload_size_exceeded", "{stray}");
 
     let error: Value = uploads.complete(&upload, &[part_a.clone(), part_b.clone()]).await.json().await.unwrap();
     assert_eq!(error["error"]["code"], "upload_size_mismatch");
@@ -155,7 +157,6 @@ async fn uploads_assemble_parts_in_the_given_order_then_validate(pool: PgPool) {
     assert_eq!(file["sha256"].as_str().unwrap(), hex::encode(sha2::Sha256::digest(&content)));
     let (keys, open) = env.stored_objects().await;
     assert_eq!((keys.len(), open), (1, 0), "only the file remains: {keys:?}");
-    let _ = stray;
 
     // A completed upload takes no more parts and cannot be completed or cancelled again.
     assert_eq!(uploads.part(&upload, b"more").await.status(), 409);

@@ -262,7 +262,8 @@ async fn cancelling_a_running_job_frees_its_runner(pool: PgPool) {
 }
 
 /// SIGTERM is a graceful handover: the runner checkpoints at its next step, hands the job back and
-/// exits; the next runner continues from that very step under the same attempt, re-running none.
+/// exits; the next runner continues from that very step as the next attempt (writing under its own
+/// prefix), re-running none.
 #[sqlx::test(migrations = "../migrations")]
 async fn a_runner_stopped_with_sigterm_hands_its_job_over_without_losing_a_step(pool: PgPool) {
     let env = TestEnv::start(pool.clone()).await;
@@ -289,14 +290,15 @@ async fn a_runner_stopped_with_sigterm_hands_its_job_over_without_losing_a_step(
     let _next = spawn_runner(&env, "next-runner");
     let job = env.wait_for_job(&id, Duration::from_secs(240)).await;
     assert_eq!(job["status"], "succeeded", "{job:#}");
-    assert_eq!(job["attempt"], 1, "a handover is not a lost runner");
+    assert_eq!(job["attempt"], 2, "the runner taking over writes as a new attempt");
     let rows: Vec<(String, String, serde_json::Value)> = sqlx::query_as("SELECT type, message, coalesce(data, 'null') FROM job_events WHERE job_id = $1 ORDER BY seq")
         .bind(&id)
         .fetch_all(&pool)
         .await
         .unwrap();
     let requeued = rows.iter().find_map(|(_, m, _)| m.strip_prefix("Job requeued from its checkpoint at sft step ")).expect("a requeue event");
-    let handed_at: u64 = requeued.parse().unwrap();
+    assert!(requeued.ends_with(" as attempt 2"), "{requeued}");
+    let handed_at: u64 = requeued.split(' ').next().unwrap().parse().unwrap();
     let steps: Vec<u64> = rows.iter().filter(|(t, _, d)| t == "metrics" && d["stage"] == "sft").map(|(_, _, d)| d["step"].as_u64().unwrap()).collect();
     assert_eq!(steps, (1..=60).collect::<Vec<_>>(), "every SFT step ran exactly once across the two runners");
     assert!(rows.iter().any(|(_, m, _)| m == &format!("Resumed sft at step {handed_at}/60 from checkpoint")), "the next runner did not resume at step {handed_at}");

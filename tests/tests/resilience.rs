@@ -97,3 +97,36 @@ async fn runners_racing_for_one_job_run_it_once(pool: PgPool) {
         .unwrap();
     assert_eq!(starts.len(), 1, "{starts:?}");
 }
+
+/// A cancel the API could not pass on to Redis (it commits the cancel in Postgres first): the
+/// reconciler sets the flag later and the runner stops, instead of training to the end for nothing.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_cancel_redis_missed_is_delivered_by_the_reconciler(pool: PgPool) {
+    let env = TestEnv::start(pool.clone()).await;
+    let _scheduler = spawn_scheduler(&env);
+    let _runner = spawn_runner(&env, "cancel-runner");
+    let file = env.upload_demo_dataset().await;
+    let body = json!({"model": "moetune/tiny-mixtral", "training_file": file["id"], "hyperparameters": {"batch_size": 4},
+        "method": {"type": "moe_sft_qat", "moe_sft_qat": {"max_steps": 5000, "qat": {"steps": 0}}}});
+    let job: Value = env.post_json("/v1/fine_tuning/jobs", body).await.json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    env.wait_for_steps(&id, 2).await;
+    // What the API's cancel commits, without the Redis half.
+    let mut tx = pool.begin().await.unwrap();
+    moetune_scheduler::store::transition(&mut tx, &id, 1, moetune_types::JobStatus::Cancelled, "Job cancelled".into()).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let flag = moetune_types::RedisKeys::new(&env.config.redis_prefix).cancelled(&id);
+    let mut redis = env.queue().await.connection();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !redis.exists::<_, bool>(&flag).await.unwrap() {
+        assert!(tokio::time::Instant::now() < deadline, "the reconciler never set the cancel flag");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The runner stops at its next step and lets the job go (it would otherwise train 5,000 steps).
+    let claimed = moetune_types::RedisKeys::new(&env.config.redis_prefix).claimed("cancel-runner");
+    while redis.llen::<_, i64>(&claimed).await.unwrap() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the runner kept the cancelled job");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

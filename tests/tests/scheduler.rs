@@ -105,17 +105,21 @@ async fn jobs_survive_losing_redis_and_fail_after_max_attempts(pool: PgPool) {
 async fn ingest_recovers_when_the_event_stream_is_lost(pool: PgPool) {
     let env = TestEnv::start(pool.clone()).await;
     let job = queued_job(&env).await;
-    let (config, _queue, keys, mut redis) = scheduler_parts(&env).await;
+    let (config, queue, keys, mut redis) = scheduler_parts(&env).await;
+    let _: () = redis.sadd(keys.runners(), "r1").await.unwrap();
+    let _: () = redis.set(keys.runner_alive("r1"), "1").await.unwrap();
+    assert_eq!(claim(&queue, "r1").await.as_deref(), Some(job.as_str()));
     tokio::spawn(moetune_scheduler::run(config, pool.clone(), std::future::pending()));
 
     let send = |kind: RunnerEventKind| serde_json::to_string(&event(&job, 1, "r1", kind)).unwrap();
+    let stream = keys.runner_events("r1");
     let started = send(RunnerEventKind::Started { device: "cpu".into(), dtype: "float32".into() });
-    let _: String = redis.xadd(keys.events(), "*", &[("event", started)]).await.unwrap();
+    let _: String = redis.xadd(&stream, "*", &[("event", started)]).await.unwrap();
     wait_until(&pool, &job, "SELECT count(*) FROM job_events WHERE job_id = $1 AND message = 'Fine-tuning job started'").await;
 
-    let _: () = redis.del(keys.events()).await.unwrap(); // the stream and its group are gone
+    let _: () = redis.del(&stream).await.unwrap(); // the stream and its group are gone
     let message = send(RunnerEventKind::Message { level: "info".into(), message: "after the flush".into() });
-    let _: String = redis.xadd(keys.events(), "*", &[("event", message)]).await.unwrap();
+    let _: String = redis.xadd(&stream, "*", &[("event", message)]).await.unwrap();
     wait_until(&pool, &job, "SELECT count(*) FROM job_events WHERE job_id = $1 AND message = 'after the flush'").await;
 }
 

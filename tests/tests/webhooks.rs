@@ -339,3 +339,37 @@ async fn events_past_their_retention_are_pruned(pool: PgPool) {
     let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_attempts WHERE id = 'atmpt_old'").fetch_one(&env.pool).await.unwrap();
     assert_eq!(attempts, 0, "its attempts went with it");
 }
+
+/// A slow endpoint holds at most `per_endpoint_concurrency` of the dispatcher's slots: another
+/// tenant's delivery goes out at once instead of waiting behind its backlog.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_slow_endpoint_does_not_delay_other_tenants(pool: PgPool) {
+    let env = start(pool).await;
+    let slow = Receiver::start().await;
+    slow.answer_after(Duration::from_millis(1500));
+    let fast = Receiver::start().await;
+    register(&env, json!({"url": slow.url})).await;
+    let file = env.upload_demo_dataset().await;
+    for _ in 0..8 {
+        cancelled_job(&env, &file["id"]).await;
+    }
+    let mut config = scheduler(&env, "0,60000");
+    (config.webhooks.concurrency, config.webhooks.per_endpoint_concurrency) = (2, 1);
+    let _scheduler = spawn_scheduler(&env, config);
+    slow.wait_for(1, Duration::from_secs(10)).await;
+
+    // Another tenant's endpoint and event, while the slow backlog (about 12 s of answers) drains.
+    let globex = env.token_for("globex", None).await;
+    let registered = env.http.post(env.url("/v1/webhook_endpoints")).bearer_auth(&globex).json(&json!({"url": fast.url})).send().await.unwrap();
+    assert_eq!(registered.status(), 200);
+    let form = reqwest::multipart::Form::new().text("purpose", "fine-tune").part("file", reqwest::multipart::Part::bytes(b"{\"prompt\": \"a\", \"completion\": \"b\"}\n".to_vec()).file_name("d.jsonl"));
+    let file: Value = env.http.post(env.url("/v1/files")).bearer_auth(&globex).multipart(form).send().await.unwrap().json().await.unwrap();
+    let job: Value = env.http.post(env.url("/v1/fine_tuning/jobs")).bearer_auth(&globex).json(&json!({"model": "moetune/tiny-mixtral", "training_file": file["id"]})).send().await.unwrap().json().await.unwrap();
+    let sent = std::time::Instant::now();
+    let cancelled = env.http.post(env.url(&format!("/v1/fine_tuning/jobs/{}/cancel", job["id"].as_str().unwrap()))).bearer_auth(&globex).send().await.unwrap();
+    assert_eq!(cancelled.status(), 200);
+    let delivered = fast.wait_for(1, Duration::from_secs(10)).await;
+    let waited = delivered[0].at.duration_since(sent);
+    assert!(waited < Duration::from_millis(1200), "the other tenant's delivery waited {waited:?} behind the slow endpoint");
+    assert!(slow.received().len() < 8, "the slow backlog was still draining");
+}
