@@ -67,8 +67,8 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Responses every route of a kind can give, added in one place so no annotation can miss them: 401/403
-/// on authenticated routes; on every POST the `Idempotency-Key` header with its 409s, and 400 for a
+/// Responses every route of a kind can give, added in one place so no annotation can miss them:
+/// 401/403/429 on authenticated routes; on every POST the `Idempotency-Key` header with its 409s, and 400 for a
 /// malformed header or body; 400 for a PATCH's body and wherever a query string is parsed.
 struct CommonResponses;
 
@@ -107,6 +107,7 @@ fn add_common(operation: &mut Operation, method: Method) {
     if operation.security.is_some() {
         add("401", "Missing, malformed, expired or revoked credential (`invalid_api_key`)");
         add("403", "The credential lacks the scope this route needs (`insufficient_scope`)");
+        add("429", "Too many requests from the tenant (`rate_limited`, with `Retry-After` in seconds), or a quota reached (`quota_exceeded`)");
     }
     let has_query = operation.parameters.iter().flatten().any(|p| p.parameter_in == ParameterIn::Query);
     if is_post || method == Method::Patch || has_query {
