@@ -18,3 +18,9 @@ BEGIN
     RETURN NULL;
 END $$;
 CREATE TRIGGER job_events_notify AFTER INSERT ON job_events FOR EACH ROW EXECUTE FUNCTION notify_job_event();
+
+-- Checkpoint retention: a job keeps its newest periodic checkpoints and its stage finals; the scheduler
+-- marks older ones deleted, the API's sweeper removes their objects and then the rows. Kept
+-- checkpoints count against the tenant's storage.
+ALTER TABLE checkpoints ADD COLUMN deleted_at timestamptz;
+CREATE INDEX checkpoints_pruned ON checkpoints (job_id) WHERE deleted_at IS NOT NULL;

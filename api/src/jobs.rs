@@ -131,6 +131,16 @@ pub fn resolve(request: &CreateJobRequest) -> Result<(TrainingSpec, ResolvedHype
         }
     };
     moe.validate().map_err(|e| ApiError::invalid("invalid_method", &e.param, e.message))?;
+    // A checkpoint is the trainable tensors and their optimiser state: one every few steps would spend
+    // the job's time (and the bucket's bandwidth) writing them. The runner's own CLI has no such floor.
+    let every = moe.checkpoint_every_n_steps;
+    if every != 0 && every < MIN_CHECKPOINT_INTERVAL {
+        return Err(ApiError::invalid(
+            "invalid_method",
+            "method.moe_sft_qat.checkpoint_every_n_steps",
+            format!("`checkpoint_every_n_steps` must be 0 (only the stage-final checkpoints) or at least {MIN_CHECKPOINT_INTERVAL}."),
+        ));
+    }
     moe.learning_rate *= resolved.learning_rate_multiplier;
     if moe.learning_rate >= 1.0 {
         return Err(ApiError::invalid("invalid_hyperparameter", "hyperparameters.learning_rate_multiplier", "`learning_rate_multiplier` makes the learning rate 1 or more; lower it."));
@@ -139,6 +149,9 @@ pub fn resolve(request: &CreateJobRequest) -> Result<(TrainingSpec, ResolvedHype
     let spec = TrainingSpec { model: request.model.clone(), n_epochs: resolved.n_epochs, batch_size: resolved.batch_size, seed, moe };
     Ok((spec, resolved))
 }
+
+/// The fewest steps between two periodic checkpoints a job may ask for.
+pub const MIN_CHECKPOINT_INTERVAL: u32 = 10;
 
 /// Creates the job. Its files are validated at upload (direct) or right after completion (Uploads API),
 /// so usually they already are: then the job is created `queued` and published to Redis. Otherwise it
@@ -583,7 +596,7 @@ pub async fn checkpoints(state: &AppState, tenant: Uuid, job_id: &str) -> Result
     get_owned(state, tenant, job_id).await?;
     let rows: Vec<(String, i32, String, i32, String, String, i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
         "SELECT name, attempt, stage, step, s3_bucket, s3_prefix, bytes, created_at FROM checkpoints
-         WHERE job_id = $1 ORDER BY created_at DESC, name DESC",
+         WHERE job_id = $1 AND deleted_at IS NULL ORDER BY created_at DESC, name DESC",
     )
     .bind(job_id)
     .fetch_all(&state.db)

@@ -43,11 +43,12 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>
 /// Jobs holding a concurrent-job slot (`job_holds_slot` is defined with `reserve_job_slot`, which
 /// enforces the limit, in migrations/20261129000001_create_job_function.sql).
 const ACTIVE_JOBS: &str = "SELECT count(*) FROM jobs WHERE tenant_id = $1 AND job_holds_slot(status)";
-/// Live files, plus the parts of uploads not completed (pending, or cancelled and expired ones until
-/// the sweeper deletes them): parts take storage from the moment they are stored. A completed
-/// upload's parts are counted as its file.
+/// Live files, the parts of uploads not completed (pending, or cancelled and expired ones until the
+/// sweeper deletes them: parts take storage from the moment they are stored; a completed upload's
+/// parts are counted as its file), and the jobs' kept checkpoints.
 const STORED_BYTES: &str = "SELECT (SELECT coalesce(sum(bytes), 0) FROM files WHERE tenant_id = $1 AND deleted_at IS NULL)
-     + (SELECT coalesce(sum(p.bytes), 0) FROM upload_parts p JOIN uploads u ON u.id = p.upload_id WHERE u.tenant_id = $1 AND u.file_id IS NULL)";
+     + (SELECT coalesce(sum(p.bytes), 0) FROM upload_parts p JOIN uploads u ON u.id = p.upload_id WHERE u.tenant_id = $1 AND u.file_id IS NULL)
+     + (SELECT coalesce(sum(c.bytes), 0) FROM checkpoints c JOIN jobs j ON j.id = c.job_id WHERE j.tenant_id = $1 AND c.deleted_at IS NULL)";
 
 async fn usage<'e>(db: impl sqlx::PgExecutor<'e>, tenant: Uuid) -> Result<(i64, i64), ApiError> {
     Ok(sqlx::query_as(&format!("SELECT ({ACTIVE_JOBS}), ({STORED_BYTES})::bigint")).bind(tenant).fetch_one(db).await?)

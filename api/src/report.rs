@@ -65,24 +65,41 @@ struct Step {
     validation_loss: Option<f64>,
 }
 
+/// Events are read a page at a time; past these many points a series is thinned (every other point
+/// dropped, the curve keeps its shape), so a job of any length renders in bounded memory.
+const PAGE: i64 = 2000;
+const MAX_POINTS: usize = 4000;
+const MAX_CHECKS: usize = 400;
+
 pub async fn render(state: &AppState, tenant: Uuid, job_id: &str) -> Result<String, ApiError> {
     let job = jobs::get(state, tenant, job_id).await?;
-    let rows: Vec<(String, Option<Value>)> = sqlx::query_as(
-        "SELECT type, data FROM job_events WHERE job_id = $1 AND type IN ('metrics', 'monitor', 'evaluation') ORDER BY seq",
-    )
-    .bind(job_id)
-    .fetch_all(&state.db)
-    .await?;
-    let (mut steps, mut checks, mut evaluation) = (Vec::new(), Vec::new(), None);
-    for (kind, data) in rows {
-        let Some(data) = data else { continue };
-        match kind.as_str() {
-            "metrics" => steps.push(data),
-            "monitor" => checks.push(data),
-            _ => evaluation = data.get("report").cloned(),
+    let (mut steps, mut checks, mut evaluation, mut after) = (Vec::new(), Vec::new(), None, 0i64);
+    loop {
+        let rows: Vec<(i64, String, Option<Value>)> = sqlx::query_as(
+            "SELECT seq, type, data FROM job_events WHERE job_id = $1 AND seq > $2 AND type IN ('metrics', 'monitor', 'evaluation') ORDER BY seq LIMIT $3",
+        )
+        .bind(job_id)
+        .bind(after)
+        .bind(PAGE)
+        .fetch_all(&state.db)
+        .await?;
+        let full_page = rows.len() as i64 == PAGE;
+        for (seq, kind, data) in rows {
+            after = seq;
+            let Some(data) = data else { continue };
+            match kind.as_str() {
+                "metrics" => steps.extend(step_of(&data)),
+                "monitor" => checks.push(data),
+                _ => evaluation = data.get("report").cloned(),
+            }
+            thin(&mut steps, MAX_POINTS);
+            thin(&mut checks, MAX_CHECKS);
+        }
+        if !full_page {
+            break;
         }
     }
-    let steps = on_one_axis(&steps);
+    let steps = on_one_axis(steps);
     let evaluation_table = evaluation.as_ref().and_then(|r| r.get("table")).or_else(|| job_json_eval(&job.result)).cloned();
     let context = serde_json::json!({
         "job": serde_json::to_value(&job).map_err(ApiError::internal)?,
@@ -104,23 +121,35 @@ fn job_json_eval(result: &Option<Value>) -> Option<&Value> {
     result.as_ref().and_then(|r| r.get("eval"))
 }
 
+/// Drops every other element once there are more than `max`.
+fn thin<T>(items: &mut Vec<T>, max: usize) {
+    if items.len() > max {
+        let mut index = 0;
+        items.retain(|_| {
+            index += 1;
+            index % 2 == 1
+        });
+    }
+}
+
+/// A metrics event as a point of the charts (x still the stage's own step).
+fn step_of(event: &Value) -> Option<Step> {
+    Some(Step {
+        stage: event["stage"].as_str()?.to_string(),
+        x: event["step"].as_f64()?,
+        loss: event["train_loss"].as_f64()?,
+        learning_rate: event["learning_rate"].as_f64()?,
+        validation_loss: event["validation_loss"].as_f64(),
+    })
+}
+
 /// SFT steps, then QAT steps after them, on one x axis.
-fn on_one_axis(events: &[Value]) -> Vec<Step> {
-    let sft_steps = events.iter().filter(|e| e["stage"] == "sft").filter_map(|e| e["step"].as_f64()).fold(0.0, f64::max);
-    events
-        .iter()
-        .filter_map(|e| {
-            let stage = e["stage"].as_str()?.to_string();
-            let offset = if stage == "qat" { sft_steps } else { 0.0 };
-            Some(Step {
-                x: e["step"].as_f64()? + offset,
-                loss: e["train_loss"].as_f64()?,
-                learning_rate: e["learning_rate"].as_f64()?,
-                validation_loss: e["validation_loss"].as_f64(),
-                stage,
-            })
-        })
-        .collect()
+fn on_one_axis(mut steps: Vec<Step>) -> Vec<Step> {
+    let sft_steps = steps.iter().filter(|s| s.stage == "sft").map(|s| s.x).fold(0.0, f64::max);
+    for step in steps.iter_mut().filter(|s| s.stage == "qat") {
+        step.x += sft_steps;
+    }
+    steps
 }
 
 fn loss_chart(steps: &[Step]) -> LineChart {
@@ -225,7 +254,8 @@ mod tests {
         let steps: Vec<Value> = (1..=20)
             .map(|i| serde_json::json!({"stage": if i <= 15 { "sft" } else { "qat" }, "step": if i <= 15 { i } else { i - 15 }, "train_loss": 3.0 / i as f64, "learning_rate": 1e-4}))
             .collect();
-        let chart = loss_chart(&on_one_axis(&steps));
+        let steps: Vec<Step> = steps.iter().filter_map(step_of).collect();
+        let chart = loss_chart(&on_one_axis(steps));
         assert_eq!(chart.series.iter().map(|s| s.count).collect::<Vec<_>>(), [15, 5]);
         for point in chart.series.iter().flat_map(|s| s.points.split(' ')) {
             let (x, y) = point.split_once(',').unwrap();
@@ -237,7 +267,21 @@ mod tests {
         let first_qat: f64 = chart.series[1].points.split(' ').next().unwrap().split(',').next().unwrap().parse().unwrap();
         assert!(first_qat > last_sft);
         // A constant learning rate still gets a drawable scale.
-        assert!(!lr_chart(&on_one_axis(&steps)).series[0].points.contains("NaN"));
+        let flat: Vec<Step> = (1..=5).map(|i| Step { stage: "sft".into(), x: i as f64, loss: 1.0, learning_rate: 1e-4, validation_loss: None }).collect();
+        assert!(!lr_chart(&on_one_axis(flat)).series[0].points.contains("NaN"));
+    }
+
+    /// However many steps a job ran, the charts hold a bounded number of points spread over all of it.
+    #[test]
+    fn thinning_bounds_the_points_and_keeps_the_whole_run() {
+        let mut steps = Vec::new();
+        for i in 1..=100_000 {
+            steps.push(i);
+            thin(&mut steps, MAX_POINTS);
+        }
+        assert!(steps.len() <= MAX_POINTS && steps.len() > MAX_POINTS / 2, "{}", steps.len());
+        assert_eq!(steps[0], 1);
+        assert!(*steps.last().unwrap() > 99_000);
     }
 
     #[test]

@@ -518,8 +518,30 @@ pub async fn sweep_abandoned_parts(state: &AppState) -> anyhow::Result<usize> {
     Ok(deleted)
 }
 
+/// Deletes from storage the checkpoints the scheduler's retention marked deleted (a job keeps its
+/// newest few and its stage finals), then their rows.
+pub async fn sweep_pruned_checkpoints(state: &AppState) -> anyhow::Result<usize> {
+    let pruned: Vec<(String, String, String, String)> =
+        sqlx::query_as("SELECT job_id, name, s3_bucket, s3_prefix FROM checkpoints WHERE deleted_at IS NOT NULL LIMIT 100").fetch_all(&state.db).await?;
+    let mut removed = 0;
+    for (job_id, name, bucket, prefix) in pruned {
+        let listed = state.s3.list_objects_v2().bucket(&bucket).prefix(format!("{prefix}/")).send().await?;
+        for object in listed.contents() {
+            if let Some(key) = object.key() {
+                state.s3.delete_object().bucket(&bucket).key(key).send().await?;
+            }
+        }
+        if listed.is_truncated() == Some(true) {
+            continue; // the rest next sweep
+        }
+        sqlx::query("DELETE FROM checkpoints WHERE job_id = $1 AND name = $2 AND deleted_at IS NOT NULL").bind(&job_id).bind(&name).execute(&state.db).await?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
 /// Every `upload_sweep_interval_ms`: validates files left `uploaded` by a crash or restart, advances
-/// jobs waiting on them, and deletes abandoned parts. Runs in every API instance; the file lease keeps
+/// jobs waiting on them, deletes abandoned parts and pruned checkpoints. Runs in every API instance; the file lease keeps
 /// them from doing the same file twice.
 pub async fn sweep_forever(state: Arc<AppState>) {
     let interval = Duration::from_millis(state.config.upload_sweep_interval_ms.max(50));
@@ -538,6 +560,9 @@ pub async fn sweep_forever(state: Arc<AppState>) {
         }
         if let Err(e) = sweep_abandoned_parts(&state).await {
             tracing::warn!(error = %e, "sweeper could not delete abandoned upload parts");
+        }
+        if let Err(e) = sweep_pruned_checkpoints(&state).await {
+            tracing::warn!(error = %e, "sweeper could not delete pruned checkpoints");
         }
         if let Err(e) = crate::idempotency::expire(&state.db).await {
             tracing::warn!(error = %e, "sweeper could not delete expired idempotency keys");

@@ -278,6 +278,10 @@ pub struct Lease<'a> {
     pub holds_claim: bool,
 }
 
+/// Periodic checkpoints a job keeps (besides its stage finals); older ones are marked deleted for
+/// the API's sweeper to remove from storage.
+pub const CHECKPOINTS_KEPT: i64 = 3;
+
 /// Applies one runner event whose sender has been checked to hold the job's claim (tests, and callers
 /// that verified it themselves); see [`apply_as`].
 pub async fn apply(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str>) -> anyhow::Result<Applied> {
@@ -359,7 +363,7 @@ pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str
             let (bucket, prefix) = parse_s3_uri(uri)?;
             sqlx::query(
                 "INSERT INTO checkpoints (job_id, name, attempt, stage, step, s3_bucket, s3_prefix, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                 ON CONFLICT (job_id, name) DO UPDATE SET attempt = $3, s3_bucket = $6, s3_prefix = $7, bytes = $8, created_at = now()",
+                 ON CONFLICT (job_id, name) DO UPDATE SET attempt = $3, s3_bucket = $6, s3_prefix = $7, bytes = $8, created_at = now(), deleted_at = NULL",
             )
             .bind(job_id)
             .bind(name)
@@ -369,6 +373,16 @@ pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str
             .bind(bucket)
             .bind(prefix)
             .bind(bytes)
+            .execute(&mut *tx)
+            .await?;
+            // Retention: the newest periodic checkpoints and every stage final; older ones go.
+            sqlx::query(
+                "UPDATE checkpoints SET deleted_at = now() WHERE job_id = $1 AND deleted_at IS NULL AND name NOT LIKE '%-final'
+                   AND name NOT IN (SELECT name FROM checkpoints WHERE job_id = $1 AND deleted_at IS NULL AND name NOT LIKE '%-final'
+                                    ORDER BY created_at DESC, step DESC LIMIT $2)",
+            )
+            .bind(job_id)
+            .bind(CHECKPOINTS_KEPT)
             .execute(&mut *tx)
             .await?;
             let fresh = store::insert_event(&mut tx, log("info", "message", format!("Checkpoint {name} saved ({bytes} bytes)"), None)).await?;

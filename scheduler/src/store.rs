@@ -148,7 +148,7 @@ pub async fn assignment(conn: &mut PgConnection, job_id: &str, bucket: &str) -> 
     .bind(job_id)
     .fetch_one(&mut *conn)
     .await?;
-    let resume_from: Option<String> = sqlx::query_scalar("SELECT s3_prefix FROM checkpoints WHERE job_id = $1 ORDER BY created_at DESC, step DESC LIMIT 1")
+    let resume_from: Option<String> = sqlx::query_scalar("SELECT s3_prefix FROM checkpoints WHERE job_id = $1 AND deleted_at IS NULL ORDER BY created_at DESC, step DESC LIMIT 1")
         .bind(job_id)
         .fetch_optional(&mut *conn)
         .await?;

@@ -1,6 +1,8 @@
 //! The checked-in contract holds on a running server: schemathesis (from the test venv) generates
-//! requests for every operation in openapi/openapi.json and checks that none gets a 5xx, and that every
-//! response's status code, content type and body are the ones the schema documents.
+//! requests for every operation in openapi/openapi.json, in every phase (explicit examples, coverage
+//! of the schema's edge values, random fuzzing, and stateful sequences that feed one response's ids into
+//! the next request), and checks that none gets a 5xx, and that every response's status code, content
+//! type and body are the ones the schema documents.
 
 use std::process::Command;
 
@@ -11,7 +13,8 @@ use sqlx::PgPool;
 
 #[sqlx::test(migrations = "../migrations")]
 async fn schemathesis_finds_no_server_errors_or_schema_violations(pool: PgPool) {
-    let env = TestEnv::start(pool).await;
+    // No request rate limit here: generated requests should reach the handlers, not the limiter.
+    let env = TestEnv::start_with(pool, |c| c.rate_limits.requests_per_second = 0.0).await;
     // Real resources, so generated requests also reach the paths where ids exist.
     let file: Value = env.upload("fine-tune", "d.jsonl", b"{\"prompt\": \"a\", \"completion\": \"b\"}\n".to_vec()).await.json().await.unwrap();
     env.post_json("/v1/fine_tuning/jobs", json!({"model": "moetune/tiny-mixtral", "training_file": file["id"]})).await;
@@ -32,7 +35,8 @@ async fn schemathesis_finds_no_server_errors_or_schema_violations(pool: PgPool) 
                 .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"])
                 // No example database: each run starts fresh, as in CI (a database replayed against a
                 // changed schema is what trips hypothesis up most).
-                .args(["--max-examples", "25", "--seed", &seed.to_string(), "--workers", "2", "--generation-database", "none", "--no-color", "--report-dir"])
+                .args(["--phases", "examples,coverage,fuzzing,stateful", "--max-examples", "50"])
+                .args(["--seed", &seed.to_string(), "--workers", "2", "--generation-database", "none", "--no-color", "--report-dir"])
                 .arg(&report)
                 .output()
         })
@@ -49,6 +53,9 @@ async fn schemathesis_finds_no_server_errors_or_schema_violations(pool: PgPool) 
     };
     let (success, stdout, stderr) = output;
     assert!(success, "schemathesis found problems:\n{stdout}\n{stderr}");
+    for phase in ["Coverage", "Fuzzing", "Stateful"] {
+        assert!(stdout.contains(&format!("✅ {phase}")), "the {phase} phase did not run:\n{stdout}");
+    }
 }
 
 /// The spec the server serves is the checked-in one, and the docs page works with nothing from a CDN.

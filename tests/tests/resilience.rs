@@ -130,3 +130,44 @@ async fn a_cancel_redis_missed_is_delivered_by_the_reconciler(pool: PgPool) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Postgres goes away while a job streams metrics and comes back: the scheduler waits with the entry it
+/// could not apply instead of dropping it or the rest of its batch, and every step is recorded once.
+#[sqlx::test(migrations = "../migrations")]
+async fn events_sent_while_postgres_is_down_are_applied_when_it_is_back(pool: PgPool) {
+    let env = TestEnv::start(pool.clone()).await;
+    let proxy = moetune_e2e::TcpProxy::start("127.0.0.1:5432").await;
+    let database = pool.connect_options().get_database().unwrap().to_string();
+    let through_proxy = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(60))
+        .connect(&format!("postgres://postgres:postgres@127.0.0.1:{}/{database}", proxy.port))
+        .await
+        .unwrap();
+    tokio::spawn(moetune_scheduler::run(env.scheduler_config(), through_proxy, std::future::pending()));
+    let _runner = spawn_runner(&env, "steady");
+    let file = env.upload_demo_dataset().await;
+    let body = json!({"model": "moetune/tiny-mixtral", "training_file": file["id"], "hyperparameters": {"batch_size": 4},
+        "method": {"type": "moe_sft_qat", "moe_sft_qat": {"max_steps": 80, "checkpoint_every_n_steps": 0, "validation_split": 0.0, "qat": {"steps": 2}}}});
+    let job: Value = env.post_json("/v1/fine_tuning/jobs", body).await.json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    env.wait_for_steps(&id, 3).await;
+
+    proxy.cut();
+    let steps = || sqlx::query_scalar::<_, i64>("SELECT count(*) FROM job_events WHERE job_id = $1 AND type = 'metrics'").bind(&id).fetch_one(&pool);
+    let at_cut = steps().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(steps().await.unwrap() <= at_cut + 2, "nothing is applied while the scheduler cannot reach Postgres");
+    proxy.restore();
+
+    let job = env.wait_for_job(&id, Duration::from_secs(120)).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    let recorded: Vec<i64> = sqlx::query_scalar("SELECT (data->>'step')::bigint FROM job_events WHERE job_id = $1 AND type = 'metrics' AND data->>'stage' = 'sft' ORDER BY seq")
+        .bind(&id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded, (1..=80).collect::<Vec<i64>>(), "every SFT step recorded exactly once");
+    let dead: i64 = env.queue().await.connection().xlen(moetune_types::RedisKeys::new(&env.config.redis_prefix).dead_events()).await.unwrap();
+    assert_eq!(dead, 0, "an outage dead-letters nothing");
+}

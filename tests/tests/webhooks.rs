@@ -373,3 +373,26 @@ async fn a_slow_endpoint_does_not_delay_other_tenants(pool: PgPool) {
     assert!(waited < Duration::from_millis(1200), "the other tenant's delivery waited {waited:?} behind the slow endpoint");
     assert!(slow.received().len() < 8, "the slow backlog was still draining");
 }
+
+/// The dispatcher ignores proxy variables: a proxy would resolve tenants' hosts itself, past the
+/// network policy's resolver (and here it does not even exist).
+#[sqlx::test(migrations = "../migrations")]
+async fn deliveries_ignore_proxy_variables(pool: PgPool) {
+    let env = start(pool).await;
+    let receiver = Receiver::start().await;
+    register(&env, json!({"url": receiver.url})).await;
+    let _scheduler = moetune_e2e::KillOnDrop(
+        moetune_e2e::scheduler_command(&env)
+            .env("MOETUNE_WEBHOOKS__ALLOWED_PRIVATE_NETWORKS", LOOPBACK)
+            .env("MOETUNE_WEBHOOKS__POLL_INTERVAL_MS", "50")
+            .env("HTTP_PROXY", "http://127.0.0.1:9")
+            .env("HTTPS_PROXY", "http://127.0.0.1:9")
+            .env("ALL_PROXY", "http://127.0.0.1:9")
+            .spawn()
+            .unwrap(),
+    );
+    let file = env.upload_demo_dataset().await;
+    cancelled_job(&env, &file["id"]).await;
+    let delivered = receiver.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(delivered[0].json()["type"], "fine_tuning.job.cancelled");
+}

@@ -282,7 +282,9 @@ pub struct MoeSftQatOptions {
     pub qat: QatOptions,
     /// Optional task accuracy: prompts with expected answers, scored by greedy decoding.
     pub eval_prompts: Vec<EvalPrompt>,
-    /// Save a resumable checkpoint every this many steps (and at each stage end); 0 = stage ends only. Default 100.
+    /// Save a resumable checkpoint every this many steps (and at each stage end); 0 = stage ends only.
+    /// Default 100; jobs created through the API take 0 or at least 10. A job keeps its newest 3
+    /// periodic checkpoints and its stage finals; kept checkpoints count against storage.
     pub checkpoint_every_n_steps: u32,
     /// Emit a metrics event every this many steps. Default 1.
     pub log_every_n_steps: u32,

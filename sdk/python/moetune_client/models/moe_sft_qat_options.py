@@ -26,7 +26,9 @@ class MoeSftQatOptions:
 
     Attributes:
         checkpoint_every_n_steps (int | Unset): Save a resumable checkpoint every this many steps (and at each stage
-            end); 0 = stage ends only. Default 100. Default: 100.
+            end); 0 = stage ends only.
+            Default 100; jobs created through the API take 0 or at least 10. A job keeps its newest 3
+            periodic checkpoints and its stage finals; kept checkpoints count against storage. Default: 100.
         device (DeviceRequest | Unset): Which kind of runner may take a job.
         eval_prompts (list[EvalPrompt] | Unset): Optional task accuracy: prompts with expected answers, scored by greedy
             decoding.
