@@ -120,6 +120,18 @@ impl TestEnv {
         self.upload("fine-tune", "finance.jsonl", dataset).await.json().await.expect("file object")
     }
 
+    /// The file once it has left `uploaded` (validated, or failed), at most 20 s.
+    pub async fn settled_file(&self, id: &str) -> serde_json::Value {
+        for _ in 0..200 {
+            let file = self.get_json(&format!("/v1/files/{id}")).await;
+            if file["status"] != "uploaded" {
+                return file;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("file {id} still uploaded after 20 s");
+    }
+
     /// Waits until the job has reported `steps` training steps (metrics events), at most 120 s.
     pub async fn wait_for_steps(&self, job_id: &str, steps: i64) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);

@@ -109,17 +109,6 @@ impl Uploads<'_> {
     async fn complete(&self, upload: &Value, part_ids: &[String]) -> reqwest::Response {
         self.env.post_json(&format!("/v1/uploads/{}/complete", upload["id"].as_str().unwrap()), json!({"part_ids": part_ids})).await
     }
-
-    async fn wait_for_file(&self, id: &str) -> Value {
-        for _ in 0..100 {
-            let file = self.env.get_json(&format!("/v1/files/{id}")).await;
-            if file["status"] != "uploaded" {
-                return file;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("file {id} still uploaded");
-    }
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -147,7 +136,7 @@ async fn uploads_assemble_parts_in_the_given_order_then_validate(pool: PgPool) {
     let completed: Value = completed.json().await.unwrap();
     assert_eq!(completed["status"], "completed");
     let file_id = completed["file"]["id"].as_str().unwrap().to_string();
-    let file = uploads.wait_for_file(&file_id).await;
+    let file = env.settled_file(&file_id).await;
     assert_eq!((file["status"].as_str(), file["example_count"].as_i64(), file["format"].as_str()), (Some("processed"), Some(4), Some("prompt_completion")), "{file}");
 
     // The content is the parts in order, its sha256 recorded; the parts (and the stray one) are gone.
@@ -182,7 +171,7 @@ async fn an_invalid_uploaded_file_errors_and_fails_the_job_waiting_on_it(pool: P
     let created = env.post_json("/v1/fine_tuning/jobs", json!({"model": "moetune/tiny-mixtral", "training_file": file_id})).await;
     let waited = created.status() == 200;
     let job: Value = created.json().await.unwrap();
-    let file = uploads.wait_for_file(&file_id).await;
+    let file = env.settled_file(&file_id).await;
     assert_eq!(file["status"], "error");
     assert!(file["status_details"].as_str().unwrap().contains("line 100001: missing required field `completion`"), "{file}");
     assert_eq!(file["validation_errors"][0]["line"], 100_001);

@@ -53,18 +53,6 @@ async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut done:
     panic!("{what} did not happen within 20 s");
 }
 
-/// The file once it has left `uploaded` (at most 20 s).
-async fn settled_file(env: &TestEnv, id: &str) -> Value {
-    for _ in 0..200 {
-        let file = env.get_json(&format!("/v1/files/{id}")).await;
-        if file["status"] != "uploaded" {
-            return file;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("file {id} still uploaded after 20 s");
-}
-
 #[sqlx::test(migrations = "../migrations")]
 async fn parts_stay_within_the_declared_size_and_the_storage_quota(pool: PgPool) {
     let env = TestEnv::start(pool).await;
@@ -137,7 +125,7 @@ async fn inputs_that_cannot_be_stored_end_in_error_instead_of_retrying(pool: PgP
     let upload = create_upload(&env, line.len()).await;
     let part: Value = add_part(&env, &upload, line.as_bytes().to_vec()).await.json().await.unwrap();
     let file_id = complete(&env, &upload, &[part["id"].as_str().unwrap()]).await["file"]["id"].as_str().unwrap().to_string();
-    let file = settled_file(&env, &file_id).await;
+    let file = env.settled_file(&file_id).await;
     assert_eq!(file["status"], "error", "{file}");
     let details = file["status_details"].as_str().unwrap();
     assert!(details.contains("unknown role `\\u{0000}`") && !details.contains('\0'), "{details}");
@@ -148,7 +136,7 @@ async fn inputs_that_cannot_be_stored_end_in_error_instead_of_retrying(pool: PgP
     let key: String = sqlx::query_scalar("SELECT s3_key FROM upload_parts WHERE id = $1").bind(part["id"].as_str()).fetch_one(&env.pool).await.unwrap();
     env.s3.delete_object().bucket(&env.config.s3.bucket).key(&key).send().await.unwrap();
     let file_id = complete(&env, &upload, &[part["id"].as_str().unwrap()]).await["file"]["id"].as_str().unwrap().to_string();
-    let file = settled_file(&env, &file_id).await;
+    let file = env.settled_file(&file_id).await;
     assert_eq!(file["status"], "error", "{file}");
     assert!(file["status_details"].as_str().unwrap().contains("could not be assembled"), "{file}");
     let attempts: i32 = sqlx::query_scalar("SELECT assembly_attempts FROM files WHERE id = $1").bind(&file_id).fetch_one(&env.pool).await.unwrap();
@@ -160,7 +148,8 @@ async fn inputs_that_cannot_be_stored_end_in_error_instead_of_retrying(pool: PgP
     let part: Value = add_part(&env, &upload, format!("{PC}\n").into_bytes()).await.json().await.unwrap();
     sqlx::query("UPDATE uploads SET s3_bucket = 'no-such-bucket' WHERE id = $1").bind(upload["id"].as_str()).execute(&env.pool).await.unwrap();
     let file_id = complete(&env, &upload, &[part["id"].as_str().unwrap()]).await["file"]["id"].as_str().unwrap().to_string();
-    let attempts = || sqlx::query_as::<_, (i32, String, bool)>("SELECT assembly_attempts, status, coalesce(validating_until > now() + interval '20 seconds', false) FROM files WHERE id = $1").bind(&file_id).fetch_one(&env.pool);
+    let attempts = || sqlx::query_as::<_, (i32, String, bool)>("SELECT assembly_attempts, status, coalesce(validating_until BETWEEN now() + interval '20 seconds' AND now() + interval '40 seconds', false) FROM files WHERE id = $1").bind(&file_id).fetch_one(&env.pool);
+    // The first failure puts the next attempt 30 s out (the lease taken for the attempt was 10 min).
     eventually("the first attempt fails", || async { attempts().await.unwrap().0 == 1 && attempts().await.unwrap().2 }).await;
     assert_eq!(attempts().await.unwrap().1, "uploaded", "one failure is retried later");
     sqlx::query("UPDATE files SET assembly_attempts = $2, validating_until = NULL WHERE id = $1")
@@ -232,4 +221,62 @@ async fn the_runner_trains_on_every_file_shape_the_api_accepts(pool: PgPool) {
             .unwrap();
         assert_eq!(loaded, ["Loaded 8 training and 0 validation examples"], "{name}");
     }
+}
+
+/// A job keeps its newest periodic checkpoints and its stage finals; the rest leave storage, and what
+/// is kept counts against the tenant's storage. The API refuses a checkpoint every few steps, and the
+/// job's events never show the runner's local paths.
+#[sqlx::test(migrations = "../migrations")]
+async fn checkpoints_are_bounded_and_counted(pool: PgPool) {
+    let env = TestEnv::start_with(pool, |c| c.upload_sweep_interval_ms = 200).await;
+    let file = env.upload_demo_dataset().await;
+    let too_often = json!({"model": "moetune/tiny-mixtral", "training_file": file["id"], "method": {"type": "moe_sft_qat", "moe_sft_qat": {"checkpoint_every_n_steps": 3}}});
+    let error = error_of(env.post_json("/v1/fine_tuning/jobs", too_often).await, 400).await;
+    assert_eq!(error["param"], "method.moe_sft_qat.checkpoint_every_n_steps", "{error}");
+
+    let _scheduler = spawn_scheduler(&env);
+    let _runner = spawn_runner(&env, "checkpointing-runner");
+    let body = json!({"model": "moetune/tiny-mixtral", "training_file": file["id"], "hyperparameters": {"batch_size": 4},
+        "method": {"type": "moe_sft_qat", "moe_sft_qat": {"max_steps": 60, "checkpoint_every_n_steps": 10, "qat": {"steps": 2}}}});
+    let job: Value = env.post_json("/v1/fine_tuning/jobs", body).await.json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!(env.wait_for_job(&id, Duration::from_secs(240)).await["status"], "succeeded");
+
+    let listed = env.get_json(&format!("/v1/fine_tuning/jobs/{id}/checkpoints")).await;
+    let mut names: Vec<String> = listed["data"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect();
+    names.sort();
+    assert_eq!(names, ["qat-final", "sft-final", "sft-step-000030", "sft-step-000040", "sft-step-000050"], "the newest three of steps 10 to 50, and the finals");
+    let prefix = format!("checkpoints/{id}/");
+    let stored_under = |names: Vec<String>| {
+        let mut dirs: Vec<String> = names.iter().filter_map(|k| k.strip_prefix(&prefix)?.split('/').nth(1).map(String::from)).collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    };
+    eventually("pruned checkpoints leave storage", || async { stored_under(env.stored_objects().await.0) == names }).await;
+    let kept: i64 = sqlx::query_scalar("SELECT sum(bytes)::bigint FROM checkpoints WHERE job_id = $1 AND deleted_at IS NULL").bind(&id).fetch_one(&env.pool).await.unwrap();
+    assert_eq!(storage_used(&env).await, file["bytes"].as_i64().unwrap() + kept, "kept checkpoints count against storage");
+
+    let work_dir = std::env::var("MOETUNE_WORK_DIR").unwrap_or_else(|_| "/tmp/moetune-runner".into());
+    let leaked: i64 = sqlx::query_scalar("SELECT count(*) FROM job_events WHERE job_id = $1 AND (message LIKE '%' || $2 || '%' OR message LIKE '%/tmp/%')")
+        .bind(&id)
+        .bind(&work_dir)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(leaked, 0, "an event message shows the runner's local paths");
+}
+
+/// A runner refuses a file over its `max_dataset_bytes` with a clear error instead of loading it.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_runner_refuses_a_dataset_over_its_size_cap(pool: PgPool) {
+    let env = TestEnv::start(pool).await;
+    let _scheduler = spawn_scheduler(&env);
+    let _runner = moetune_e2e::KillOnDrop(moetune_e2e::runner_command(&env, "small-runner").env("MOETUNE_MAX_DATASET_BYTES", "1000").spawn().unwrap());
+    let file = env.upload_demo_dataset().await;
+    let job: Value = env.post_json("/v1/fine_tuning/jobs", json!({"model": "moetune/tiny-mixtral", "training_file": file["id"]})).await.json().await.unwrap();
+    let job = env.wait_for_job(job["id"].as_str().unwrap(), Duration::from_secs(120)).await;
+    assert_eq!((job["status"].as_str(), job["error"]["code"].as_str()), (Some("failed"), Some("invalid_training_file")), "{job}");
+    let message = job["error"]["message"].as_str().unwrap();
+    assert!(message.contains("trains on files up to 1000 bytes"), "{message}");
 }

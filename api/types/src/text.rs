@@ -9,31 +9,23 @@ pub const MAX_ECHO_CHARS: usize = 200;
 /// `value` made safe to quote inside a message: control characters (NUL included) written as
 /// `\u{…}`, and cut to `max_chars` characters with a trailing `…`.
 pub fn echo(value: &str, max_chars: usize) -> String {
-    let mut out = String::with_capacity(value.len().min(max_chars * 2));
-    for (taken, c) in value.chars().enumerate() {
-        if taken == max_chars {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.push_str(&format!("\\u{{{:04x}}}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    escaped(value, max_chars, |_| false)
 }
 
 /// A whole message made safe to store and show: control characters other than newline and tab
 /// escaped, cut to `max_chars`.
 pub fn message(value: &str, max_chars: usize) -> String {
+    escaped(value, max_chars, |c| c == '\n' || c == '\t')
+}
+
+fn escaped(value: &str, max_chars: usize, keep: impl Fn(char) -> bool) -> String {
     let mut out = String::with_capacity(value.len().min(max_chars * 2));
     for (taken, c) in value.chars().enumerate() {
         if taken == max_chars {
             out.push('…');
             break;
         }
-        if c.is_control() && c != '\n' && c != '\t' {
+        if c.is_control() && !keep(c) {
             out.push_str(&format!("\\u{{{:04x}}}", c as u32));
         } else {
             out.push(c);
