@@ -24,3 +24,7 @@ CREATE TRIGGER job_events_notify AFTER INSERT ON job_events FOR EACH ROW EXECUTE
 -- checkpoints count against the tenant's storage.
 ALTER TABLE checkpoints ADD COLUMN deleted_at timestamptz;
 CREATE INDEX checkpoints_pruned ON checkpoints (job_id) WHERE deleted_at IS NOT NULL;
+
+-- Lost runners are counted on their own: a pause or a graceful hand-back (SIGTERM) starts a new attempt
+-- too, and must not use up the job's `max_attempts` (scheduler/src/reconcile.rs).
+ALTER TABLE jobs ADD COLUMN runner_losses integer NOT NULL DEFAULT 0;

@@ -7,8 +7,8 @@
 //! what polling `GET …/events` shows, and no event can be delivered that is not stored. A stream reads
 //! when its job has something new: a trigger on `job_events` sends `NOTIFY moetune_job_events` with the
 //! job id, one `LISTEN` connection per API instance ([`Notifier`]) passes it on to the streams, and an
-//! idle stream costs no query at all. Every `IDLE_WAKE` a stream reads anyway (and sends a keep-alive),
-//! so a lost notification delays an event, never loses it.
+//! idle stream reads only once every `IDLE_WAKE` (and sends a keep-alive), so a lost notification delays
+//! an event, never loses it; while the LISTEN connection is down, streams read every `NO_LISTENER_POLL`.
 
 use std::time::Duration;
 
@@ -37,45 +37,58 @@ enum Wake {
     All,
 }
 
-/// One LISTEN connection per API instance, fanning notifications out to the open streams.
+/// One LISTEN connection per API instance, fanning notifications out to the open streams. While it
+/// is down, streams poll every `NO_LISTENER_POLL` instead of waiting for a wake-up.
 #[derive(Clone)]
 pub struct Notifier {
     wakes: tokio::sync::broadcast::Sender<Wake>,
+    listening: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Notifier {
     /// Starts listening (reconnecting for as long as the process runs).
     pub fn start(db: PgPool) -> Self {
         let (wakes, _) = tokio::sync::broadcast::channel(1024);
-        let notifier = Self { wakes };
-        let sender = notifier.wakes.clone();
+        let notifier = Self { wakes, listening: Default::default() };
+        let (sender, listening) = (notifier.wakes.clone(), notifier.listening.clone());
         tokio::spawn(async move {
             loop {
-                if let Err(e) = listen(&db, &sender).await {
-                    tracing::warn!(error = %e, "event notifications lost; streams poll until they are back");
+                match listen(&db, &sender, &listening).await {
+                    Ok(()) => tracing::warn!("event notifications interrupted; listening again"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event notifications down; streams poll until they are back");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
         notifier
     }
+
+    fn listening(&self) -> bool {
+        self.listening.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
-async fn listen(db: &PgPool, wakes: &tokio::sync::broadcast::Sender<Wake>) -> Result<(), sqlx::Error> {
+/// Listens until the connection is lost (Ok) or cannot be made (Err). Streams are woken to read once
+/// LISTEN is in place, since anything sent before it was missed.
+async fn listen(db: &PgPool, wakes: &tokio::sync::broadcast::Sender<Wake>, listening: &std::sync::atomic::AtomicBool) -> Result<(), sqlx::Error> {
+    use std::sync::atomic::Ordering::SeqCst;
     let mut listener = sqlx::postgres::PgListener::connect_with(db).await?;
     listener.listen(CHANNEL).await?;
+    listening.store(true, SeqCst);
     let _ = wakes.send(Wake::All);
-    loop {
-        match listener.try_recv().await? {
-            Some(notification) => {
+    let outcome = loop {
+        match listener.try_recv().await {
+            Ok(Some(notification)) => {
                 let _ = wakes.send(Wake::Job(notification.payload().into()));
             }
-            // Reconnected: whatever was sent meanwhile is gone.
-            None => {
-                let _ = wakes.send(Wake::All);
-            }
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
         }
-    }
+    };
+    listening.store(false, SeqCst);
+    outcome
 }
 
 /// Parses `Last-Event-ID` (or `after`): `ftevent-N` → N.
@@ -90,12 +103,13 @@ struct Cursor {
     _slot: crate::rate_limit::StreamSlot,
     db: PgPool,
     wakes: tokio::sync::broadcast::Receiver<Wake>,
+    notifier: Notifier,
     /// Counts the stream's reads of Postgres (exported as a metric).
     reads: prometheus::IntCounter,
     job_id: String,
     last_seq: i64,
-    /// The last wait ended without a wake-up: the next empty read sends a keep-alive.
-    timed_out: bool,
+    /// When the stream last sent something: after `IDLE_WAKE` of silence it sends a keep-alive.
+    quiet_since: tokio::time::Instant,
     finished: bool,
 }
 
@@ -134,22 +148,26 @@ impl Cursor {
                 Err(e) => return Some(Err(ApiError::internal(e).into())),
             };
             if !rows.is_empty() {
+                self.quiet_since = tokio::time::Instant::now();
                 return Some(Ok(self.render(rows)));
             }
             if finished {
                 self.finished = true;
                 return Some(Ok(Bytes::from_static(b"event: done\ndata: {}\n\n")));
             }
-            if std::mem::take(&mut self.timed_out) {
+            if self.quiet_since.elapsed() >= IDLE_WAKE {
+                self.quiet_since = tokio::time::Instant::now();
                 return Some(Ok(Bytes::from_static(b": keep-alive\n\n")));
             }
             self.wait().await;
         }
     }
 
-    /// Until this job has news, the notifications were interrupted, or `IDLE_WAKE` passed.
+    /// Until this job has news, the notifications were interrupted, or it is time to read anyway
+    /// (`IDLE_WAKE`, or `NO_LISTENER_POLL` while no LISTEN connection is up).
     async fn wait(&mut self) {
-        let idle = tokio::time::sleep(IDLE_WAKE);
+        let limit = if self.notifier.listening() { IDLE_WAKE.saturating_sub(self.quiet_since.elapsed()) } else { NO_LISTENER_POLL };
+        let idle = tokio::time::sleep(limit);
         tokio::pin!(idle);
         loop {
             tokio::select! {
@@ -162,10 +180,7 @@ impl Cursor {
                         return;
                     }
                 },
-                () = &mut idle => {
-                    self.timed_out = true;
-                    return;
-                }
+                () = &mut idle => return,
             }
         }
     }
@@ -191,6 +206,16 @@ pub fn stream(
     last_seq: i64,
     slot: crate::rate_limit::StreamSlot,
 ) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
-    let cursor = Cursor { _slot: slot, db, wakes: notifier.wakes.subscribe(), reads, job_id, last_seq, timed_out: false, finished: false };
+    let cursor = Cursor {
+        _slot: slot,
+        db,
+        wakes: notifier.wakes.subscribe(),
+        notifier: notifier.clone(),
+        reads,
+        job_id,
+        last_seq,
+        quiet_since: tokio::time::Instant::now(),
+        finished: false,
+    };
     futures_util::stream::unfold(cursor, |mut cursor| async move { cursor.next_chunk().await.map(|chunk| (chunk, cursor)) })
 }

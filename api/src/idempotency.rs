@@ -2,11 +2,13 @@
 //! a retry with the same key and the same request gets that stored response (header
 //! `idempotent-replayed: true`); the same key with a different request, or while the first is still
 //! running, gets 409. Keys are per tenant and kept 24 hours (the upload sweeper deletes older ones).
-//! Server errors (5xx) are not stored, so a retry after one runs again.
+//! Server errors (5xx) and limits (429) are not stored, so a retry after one runs again; a claim whose
+//! request never finished (the process died) is given up after 10 minutes.
 //!
 //! Stored responses can hold secrets (a new API key, a webhook signing secret), so nothing readable is
-//! stored: the row is addressed by an HMAC of the tenant and key under the server's JWT secret, and
-//! the response is sealed (ChaCha20-Poly1305) under a key derived the same way. Reading the database
+//! stored: the row is addressed by an HMAC of the tenant and key under the server's JWT secret, the
+//! request's fingerprint is keyed the same way, and the response is sealed (ChaCha20-Poly1305) under a
+//! key derived the same way. Reading the database
 //! alone reveals neither the Idempotency-Key values nor the responses.
 //!
 //! JSON routes go through [`middleware`], which buffers the (small) body to fingerprint it. Streaming
@@ -75,6 +77,13 @@ impl Record {
         Self { tenant, address: hex::encode(derive(b"idempotency-address\0")), seal: derive(b"idempotency-seal\0") }
     }
 
+    /// What is stored of a request's fingerprint: keyed, so a guessed body cannot be confirmed.
+    fn keyed(&self, fingerprint: &str) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.seal).expect("HMAC takes any key length");
+        mac.update(fingerprint.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
     fn seal(&self, body: &[u8]) -> Vec<u8> {
         let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
         let mut sealed = nonce.to_vec();
@@ -92,8 +101,13 @@ impl Record {
 /// Records the first use of `key` or finds the earlier one.
 pub async fn claim(state: &AppState, tenant: Uuid, key: &str, fingerprint: &str) -> Result<Claim, ApiError> {
     let record = Record::new(state, tenant, key);
+    let fingerprint = &record.keyed(fingerprint);
     let db = &state.db;
-    sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND created_at < now() - interval '24 hours'")
+    // Expired keys go, and so do claims whose request never finished (the API process died mid-request).
+    sqlx::query(
+        "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2
+           AND (created_at < now() - interval '24 hours' OR (status_code IS NULL AND created_at < now() - interval '10 minutes'))",
+    )
         .bind(tenant)
         .bind(&record.address)
         .execute(db)
@@ -113,7 +127,7 @@ pub async fn claim(state: &AppState, tenant: Uuid, key: &str, fingerprint: &str)
             .bind(&record.address)
             .fetch_one(db)
             .await?;
-    if stored != fingerprint {
+    if &stored != fingerprint {
         return Err(ApiError::conflict(
             "idempotency_key_reused",
             format!("Idempotency-Key '{key}' was already used with a different request; use a new key for a new request."),
@@ -167,7 +181,8 @@ pub async fn release(state: &AppState, tenant: Uuid, key: &str) {
 /// Stores `response` under the key (or releases the key on a 5xx) and returns it unchanged.
 pub async fn finish(state: &AppState, tenant: Uuid, key: &str, response: HttpResponse) -> Result<HttpResponse, ApiError> {
     let status = response.status();
-    if status.is_server_error() {
+    // Server errors and limits (429) say nothing final about the request: a retry runs it again.
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
         release(state, tenant, key).await;
         return Ok(response);
     }

@@ -102,7 +102,7 @@ pub async fn storage_room(db: &sqlx::PgPool, tenant: Uuid, defaults: &QuotaDefau
 fn check_storage(stored: i64, incoming: i64, max_bytes: i64) -> Result<(), ApiError> {
     if stored.saturating_add(incoming) > max_bytes {
         return Err(ApiError::quota_exceeded(format!(
-            "Storage quota exceeded: your organization stores {stored} bytes of files, this upload adds {incoming}, the limit is {max_bytes}; delete files you no longer need (DELETE /v1/files/{{id}}), then retry."
+            "Storage quota exceeded: your organization stores {stored} bytes (files, upload parts not yet assembled, and checkpoints of jobs), this upload adds {incoming}, the limit is {max_bytes}; delete files you no longer need (DELETE /v1/files/{{id}}), then retry."
         )));
     }
     Ok(())

@@ -175,13 +175,22 @@ fn part_key(tenant: Uuid, upload: &str, part: &str) -> String {
     format!("uploads/{tenant}/{upload}/{part}")
 }
 
-/// Streams one part (the multipart field `data`) to S3. A part may hold up to 64 MiB and no more than
-/// the upload still lacks: the parts' sum never exceeds the size the upload declared. The part is
-/// recorded against the tenant's storage quota; over any limit it is refused and removed.
-pub async fn add_part(state: &AppState, tenant: Uuid, upload_id: &str, mut field: Field) -> Result<UploadPart, ApiError> {
+/// A part's bytes stored in S3, not yet recorded against its upload.
+pub struct StoredPart {
+    upload: UploadRow,
+    id: String,
+    pub key: String,
+    bytes: i64,
+    pub sha256: String,
+}
+
+/// Streams one part (the multipart field `data`) to S3. A part may hold up to 64 MiB and, with
+/// `within_room`, no more than the upload still lacks (a retry under an Idempotency-Key streams without
+/// that bound, since its first try may be what filled the upload; [`record`] checks it either way).
+pub async fn store_part(state: &AppState, tenant: Uuid, upload_id: &str, mut field: Field, within_room: bool) -> Result<StoredPart, ApiError> {
     let upload = row(&state.db, tenant, upload_id).await?;
     upload.require_pending()?;
-    let limit = MAX_PART_BYTES.min(upload.bytes - parts_bytes(&state.db, upload_id).await?);
+    let limit = if within_room { MAX_PART_BYTES.min(upload.bytes - parts_bytes(&state.db, upload_id).await?) } else { MAX_PART_BYTES };
     let id = format!("part_{}", Uuid::new_v4().simple());
     let key = part_key(tenant, upload_id, &id);
     let mut object = StagedObject::new(state.s3.clone(), &state.config.s3.bucket, &key);
@@ -212,16 +221,25 @@ pub async fn add_part(state: &AppState, tenant: Uuid, upload_id: &str, mut field
         return Err(ApiError::invalid("empty_part", "data", "The part is empty; send its bytes in the form field `data`."));
     }
     object.commit().await.map_err(ApiError::internal)?;
-    match record_part(state, tenant, &upload, &id, &key, bytes).await {
-        Ok(created_at) => {
-            let sha256 = hex::encode(hasher.finalize());
-            Ok(UploadPart { id, object: "upload.part", created_at: created_at.into(), upload_id: upload_id.to_string(), bytes, sha256 })
-        }
+    Ok(StoredPart { upload, id, key, bytes, sha256: hex::encode(hasher.finalize()) })
+}
+
+/// Records a stored part against its upload (the parts' sum within the declared size, the tenant's
+/// storage quota); on refusal its object is deleted.
+pub async fn record(state: &AppState, tenant: Uuid, part: StoredPart) -> Result<UploadPart, ApiError> {
+    match record_part(state, tenant, &part.upload, &part.id, &part.key, part.bytes).await {
+        Ok(created_at) => Ok(UploadPart { id: part.id, object: "upload.part", created_at: created_at.into(), upload_id: part.upload.id, bytes: part.bytes, sha256: part.sha256 }),
         Err(e) => {
-            crate::files::delete_object(state, &key).await;
+            crate::files::delete_object(state, &part.key).await;
             Err(e)
         }
     }
+}
+
+/// Stores and records one part.
+pub async fn add_part(state: &AppState, tenant: Uuid, upload_id: &str, field: Field) -> Result<UploadPart, ApiError> {
+    let stored = store_part(state, tenant, upload_id, field, true).await?;
+    record(state, tenant, stored).await
 }
 
 async fn parts_bytes<'e>(db: impl sqlx::PgExecutor<'e>, upload_id: &str) -> Result<i64, ApiError> {
@@ -320,14 +338,6 @@ pub async fn complete(state: &Arc<AppState>, tenant: Uuid, upload_id: &str, requ
     let background = state.clone();
     tokio::spawn(async move { validate_assembled_file(&background, &file_id).await });
     get(state, tenant, upload_id).await
-}
-
-/// Forgets a part (an idempotent retry stored a duplicate of one already recorded).
-pub async fn drop_part(state: &AppState, part: &UploadPart) {
-    let key: Option<String> = sqlx::query_scalar("DELETE FROM upload_parts WHERE id = $1 RETURNING s3_key").bind(&part.id).fetch_optional(&state.db).await.unwrap_or(None);
-    if let Some(key) = key {
-        crate::files::delete_object(state, &key).await;
-    }
 }
 
 /// Cancels a pending upload and removes its parts.
@@ -448,19 +458,10 @@ async fn assemble(state: &AppState, file_id: &str) -> anyhow::Result<()> {
     .await?;
     let mut sink = ValidatingSink::new(state.s3.clone(), &bucket, &key);
     let mut md5_context = md5::Context::new();
-    for part in &part_order {
-        let part_key: Option<String> = sqlx::query_scalar("SELECT s3_key FROM upload_parts WHERE id = $1").bind(part).fetch_optional(&state.db).await?;
-        let part_key = part_key.ok_or_else(|| MissingPart(part.clone()))?;
-        let object = match state.s3.get_object().bucket(&bucket).key(&part_key).send().await {
-            Ok(object) => object,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Err(MissingPart(part.clone()).into()),
-            Err(e) => return Err(e.into()),
-        };
-        let mut body = object.body;
-        while let Some(chunk) = body.try_next().await? {
-            md5_context.consume(&chunk);
-            sink.write(&chunk).await?;
-        }
+    // A failed attempt aborts its multipart upload: nothing of it stays in the bucket.
+    if let Err(e) = copy_parts(state, &bucket, &part_order, &mut sink, &mut md5_context).await {
+        sink.abort().await;
+        return Err(e);
     }
     let (finished, object) = sink.finish();
     object.commit().await?;
@@ -495,13 +496,33 @@ async fn assemble(state: &AppState, file_id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Streams the parts, in order, into the sink.
+async fn copy_parts(state: &AppState, bucket: &str, part_order: &[String], sink: &mut ValidatingSink, md5_context: &mut md5::Context) -> anyhow::Result<()> {
+    for part in part_order {
+        let part_key: Option<String> = sqlx::query_scalar("SELECT s3_key FROM upload_parts WHERE id = $1").bind(part).fetch_optional(&state.db).await?;
+        let part_key = part_key.ok_or_else(|| MissingPart(part.clone()))?;
+        let object = match state.s3.get_object().bucket(bucket).key(&part_key).send().await {
+            Ok(object) => object,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Err(MissingPart(part.clone()).into()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut body = object.body;
+        while let Some(chunk) = body.try_next().await? {
+            md5_context.consume(&chunk);
+            sink.write(&chunk).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Deletes the parts nothing will assemble any more: those of expired and cancelled uploads, and of
-/// uploads whose file was deleted. Each object goes first, then its row, so a failed delete is retried
+/// uploads whose file was deleted. An expired upload is left 10 minutes more, so that a completion
+/// racing the expiry (judged by the API host's clock) never loses its parts. Each object goes first, then its row, so a failed delete is retried
 /// on the next sweep instead of leaving an object nobody knows about.
 pub async fn sweep_abandoned_parts(state: &AppState) -> anyhow::Result<usize> {
     let abandoned: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT p.id, p.s3_key, u.s3_bucket FROM upload_parts p JOIN uploads u ON u.id = p.upload_id LEFT JOIN files f ON f.id = u.file_id
-         WHERE (u.status = 'pending' AND u.expires_at < now()) OR u.status = 'cancelled' OR f.deleted_at IS NOT NULL
+         WHERE (u.status = 'pending' AND u.expires_at < now() - interval '10 minutes') OR u.status = 'cancelled' OR f.deleted_at IS NOT NULL
          LIMIT 1000",
     )
     .fetch_all(&state.db)
@@ -525,19 +546,29 @@ pub async fn sweep_pruned_checkpoints(state: &AppState) -> anyhow::Result<usize>
         sqlx::query_as("SELECT job_id, name, s3_bucket, s3_prefix FROM checkpoints WHERE deleted_at IS NOT NULL LIMIT 100").fetch_all(&state.db).await?;
     let mut removed = 0;
     for (job_id, name, bucket, prefix) in pruned {
-        let listed = state.s3.list_objects_v2().bucket(&bucket).prefix(format!("{prefix}/")).send().await?;
-        for object in listed.contents() {
-            if let Some(key) = object.key() {
-                state.s3.delete_object().bucket(&bucket).key(key).send().await?;
-            }
+        // One that fails is tried again next sweep; the others go on.
+        match remove_checkpoint(state, &job_id, &name, &bucket, &prefix).await {
+            Ok(true) => removed += 1,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(job = job_id, checkpoint = name, error = %e, "could not delete a pruned checkpoint; will retry"),
         }
-        if listed.is_truncated() == Some(true) {
-            continue; // the rest next sweep
-        }
-        sqlx::query("DELETE FROM checkpoints WHERE job_id = $1 AND name = $2 AND deleted_at IS NOT NULL").bind(&job_id).bind(&name).execute(&state.db).await?;
-        removed += 1;
     }
     Ok(removed)
+}
+
+/// Deletes one pruned checkpoint's objects, then its row once none is left; false while more remain.
+async fn remove_checkpoint(state: &AppState, job_id: &str, name: &str, bucket: &str, prefix: &str) -> anyhow::Result<bool> {
+    let listed = state.s3.list_objects_v2().bucket(bucket).prefix(format!("{prefix}/")).send().await?;
+    for object in listed.contents() {
+        if let Some(key) = object.key() {
+            state.s3.delete_object().bucket(bucket).key(key).send().await?;
+        }
+    }
+    if listed.is_truncated() == Some(true) {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM checkpoints WHERE job_id = $1 AND name = $2 AND deleted_at IS NOT NULL").bind(job_id).bind(name).execute(&state.db).await?;
+    Ok(true)
 }
 
 /// Every `upload_sweep_interval_ms`: validates files left `uploaded` by a crash or restart, advances

@@ -138,25 +138,28 @@ impl Ingester {
     }
 
     /// Applies one entry, retrying it while it fails; Err only for what should stop the batch (Redis).
+    /// A failure the entry itself causes (a value Postgres refuses, a URI that does not parse) is tried
+    /// a few times and then dead-lettered; any other (Postgres down, read-only after a failover, out of
+    /// disk, a deadlock, a timeout) is waited out, however long it takes, and nothing is lost.
     async fn handle_entry(&self, event: &RunnerEvent, entry_id: &str) -> anyhow::Result<()> {
         let mut tries = 0;
+        let mut waited = 0u32;
         loop {
             match self.handle(event, entry_id).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.downcast_ref::<redis::RedisError>().is_some() => return Err(e),
-                Err(e) => {
-                    if sqlx::query("SELECT 1").execute(&self.pool).await.is_err() {
-                        // Postgres is down: not this entry's fault. Wait, and try it again.
-                        tracing::warn!(error = %format!("{e:#}"), "postgres unreachable while applying a runner event; waiting");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
+                Err(e) if caused_by_the_entry(&e) => {
                     tries += 1;
                     if tries >= MAX_ENTRY_TRIES {
                         return self.dead_letter(event, entry_id, &e).await;
                     }
                     tracing::warn!(tries, error = %format!("{e:#}"), "applying a runner event failed; retrying");
                     tokio::time::sleep(Duration::from_millis(100 << tries)).await;
+                }
+                Err(e) => {
+                    waited += 1;
+                    tracing::warn!(waited, error = %format!("{e:#}"), "postgres cannot take a runner event now; waiting");
+                    tokio::time::sleep(Duration::from_millis(250 << waited.min(3))).await;
                 }
             }
         }
@@ -170,7 +173,10 @@ impl Ingester {
                 RunnerEventKind::Started { .. } => self.queue.holds(&event.runner_id, &event.job_id).await?,
                 _ => false,
             };
-            let applied = apply_as(&self.pool, event, Some(entry_id), &Lease { bucket: Some(&self.bucket), holds_claim }).await?;
+            // Entry ids are unique per stream, and every runner has its own: the runner makes the
+            // recorded id unique across them (two runners may write in the same millisecond).
+            let source_id = format!("{}/{entry_id}", event.runner_id);
+            let applied = apply_as(&self.pool, event, Some(&source_id), &Lease { bucket: Some(&self.bucket), holds_claim }).await?;
             tracing::debug!(outcome = ?applied, "runner event applied");
             anyhow::Ok(applied)
         };
@@ -214,6 +220,18 @@ impl Ingester {
                 Ok(())
             }
         }
+    }
+}
+
+/// Whether applying the entry failed because of what it carries, so that trying again cannot help:
+/// Postgres' data exceptions and constraint violations (classes 22 and 23), and what our own code
+/// refused (an error that is not a database or connection error at all).
+fn caused_by_the_entry(error: &anyhow::Error) -> bool {
+    match error.chain().find_map(|cause| cause.downcast_ref::<sqlx::Error>()) {
+        Some(sqlx::Error::Database(db)) => db.code().is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
+        Some(sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::Encode(_)) => true,
+        Some(_) => false,
+        None => true,
     }
 }
 
@@ -332,7 +350,7 @@ pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str
         }
         RunnerEventKind::Message { level, message } => {
             let level = if level == "warn" || level == "error" { level_static(level) } else { "info" };
-            store::insert_event(&mut tx, log(level, "message", message.clone(), None)).await?
+            store::insert_event(&mut tx, log(level, "message", runner_text(message), None)).await?
         }
         RunnerEventKind::Metrics { stage, step, total_steps, train_loss, .. } => {
             let message = format!("{stage} step {step}/{total_steps}: training loss={train_loss:.4}");
@@ -445,10 +463,11 @@ pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str
             true
         }
         RunnerEventKind::Failed { code, message } => {
+            let (code, message) = (moetune_types::text::echo(code, 64), runner_text(message));
             sqlx::query("UPDATE jobs SET error_code = $2, error_message = $3 WHERE id = $1")
                 .bind(job_id)
-                .bind(code)
-                .bind(message)
+                .bind(&code)
+                .bind(&message)
                 .execute(&mut *tx)
                 .await?;
             store::transition(&mut tx, job_id, attempt, JobStatus::Failed, format!("The job failed: {message}"))
@@ -471,11 +490,15 @@ fn check_lease(event: &RunnerEvent, holder: Option<&str>, lease: &Lease<'_>) -> 
         (_, Some(held)) if held == runner => {}
         _ => return Err(format!("runner {runner} does not hold the job's current attempt")),
     }
-    let (uri, kind) = match &event.kind {
-        RunnerEventKind::Checkpoint { uri, .. } => (uri, "checkpoints"),
-        RunnerEventKind::Artifact { uri, .. } => (uri, "artifacts"),
+    let (name, uri, kind) = match &event.kind {
+        RunnerEventKind::Checkpoint { name, uri, .. } => (name, uri, "checkpoints"),
+        RunnerEventKind::Artifact { name, uri, .. } => (name, uri, "artifacts"),
         _ => return Ok(()),
     };
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._-/".contains(c);
+    if name.is_empty() || name.len() > 255 || !name.chars().all(plain) || name.split('/').any(|s| s.is_empty() || s == "..") {
+        return Err(format!("the name {:?} is not a plain relative name", moetune_types::text::echo(name, 80)));
+    }
     let (bucket, key) = parse_s3_uri(uri).map_err(|e| e.to_string())?;
     let prefix = format!("{kind}/{}/attempt-{}/", event.job_id, event.attempt);
     let inside = key.starts_with(&prefix) && key.len() > prefix.len() && !key.split('/').any(|segment| segment == ".." || segment == "." || segment.is_empty());
@@ -483,6 +506,12 @@ fn check_lease(event: &RunnerEvent, holder: Option<&str>, lease: &Lease<'_>) -> 
         return Err(format!("{uri} is not under the attempt's prefix s3://{}/{prefix}", lease.bucket.unwrap_or(bucket)));
     }
     Ok(())
+}
+
+/// A runner's free text as tenants may read it: the runner already strips its local paths and control
+/// characters, and a compromised one is not trusted to.
+fn runner_text(message: &str) -> String {
+    moetune_types::text::message(&moetune_types::text::redact_local_paths(message), 4000)
 }
 
 fn level_static(level: &str) -> &'static str {

@@ -107,16 +107,19 @@ impl Reconciler {
         self.queue.forget(runner, &job.id).await
     }
 
-    /// Bumps the attempt (fencing off the lost runner) and requeues, or fails after max attempts.
+    /// Bumps the attempt (fencing off the lost runner) and requeues, or fails once `max_attempts`
+    /// runners were lost.
     async fn requeue_lost(&self, job: &ActiveJob, runner: &str) -> anyhow::Result<()> {
         let Some(mut tx) = self.lock_unchanged(job).await? else { return Ok(()) };
-        if job.attempt >= self.config.max_attempts {
+        let losses = job.runner_losses + 1;
+        sqlx::query("UPDATE jobs SET runner_losses = $2 WHERE id = $1").bind(&job.id).bind(losses).execute(&mut *tx).await?;
+        if losses >= self.config.max_attempts {
             sqlx::query("UPDATE jobs SET error_code = 'runner_lost', error_message = $2 WHERE id = $1")
                 .bind(&job.id)
-                .bind(format!("the job's runner was lost {} times", job.attempt))
+                .bind(format!("the job's runner was lost {losses} times"))
                 .execute(&mut *tx)
                 .await?;
-            let message = format!("Runner {runner} was lost; giving up after {} attempts", job.attempt);
+            let message = format!("Runner {runner} was lost; giving up after {losses} lost runners");
             store::transition(&mut tx, &job.id, job.attempt, JobStatus::Failed, message).await?;
             tx.commit().await?;
             return self.queue.forget(Some(runner), &job.id).await;

@@ -41,7 +41,8 @@ pub async fn insert_event(conn: &mut PgConnection, event: NewEvent<'_>) -> sqlx:
     .bind(event.attempt)
     .bind(event.level)
     .bind(event.kind)
-    .bind(event.message)
+    // Messages quote runners and tenants: no control characters (Postgres refuses NUL), bounded.
+    .bind(moetune_types::text::message(&event.message, 4000))
     .bind(event.data)
     .bind(event.source_id)
     .execute(conn)
@@ -71,6 +72,14 @@ pub async fn transition(
     .bind(finished)
     .execute(&mut *conn)
     .await?;
+    if finished {
+        // A finished job cannot be resumed: its periodic checkpoints go (the sweeper deletes them from
+        // storage), its stage finals stay.
+        sqlx::query("UPDATE checkpoints SET deleted_at = now() WHERE job_id = $1 AND deleted_at IS NULL AND name NOT LIKE '%-final'")
+            .bind(job_id)
+            .execute(&mut *conn)
+            .await?;
+    }
     insert_event(&mut *conn, NewEvent::transition(job_id, attempt, to, message)).await?;
     if let Some(event) = EventType::for_status(to) {
         outbox::publish(conn, job_id, event, serde_json::json!({})).await?;
@@ -85,11 +94,14 @@ pub struct ActiveJob {
     pub status: String,
     pub attempt: i32,
     pub runner_id: Option<String>,
+    /// How many of its runners were lost (a pause or a graceful hand-back starts an attempt too, but
+    /// is no loss).
+    pub runner_losses: i32,
 }
 
 pub async fn active_jobs(pool: &PgPool) -> sqlx::Result<Vec<ActiveJob>> {
     sqlx::query_as(
-        "SELECT id, status, attempt, runner_id FROM jobs
+        "SELECT id, status, attempt, runner_id, runner_losses FROM jobs
          WHERE status IN ('queued', 'running', 'pausing') ORDER BY created_at",
     )
     .fetch_all(pool)

@@ -175,3 +175,31 @@ async fn pausing_jobs_settle_as_paused_whether_or_not_their_runner_answers(pool:
     apply(&pool, &event(&jobs[0], 1, "answers", started), None).await.unwrap();
     assert_eq!(job_state(&pool, &jobs[0]).await, ("paused".into(), 1));
 }
+
+/// A running job keeps its newest 3 periodic checkpoints and every stage final; a resumed attempt
+/// starts from the newest kept one.
+#[sqlx::test(migrations = "../migrations")]
+async fn periodic_checkpoints_beyond_the_newest_three_are_pruned(pool: PgPool) {
+    let env = TestEnv::start(pool.clone()).await;
+    let job = queued_job(&env).await;
+    let (config, queue, keys, mut redis) = scheduler_parts(&env).await;
+    let _: () = redis.sadd(keys.runners(), "keeper").await.unwrap();
+    assert_eq!(claim(&queue, "keeper").await.as_deref(), Some(job.as_str()));
+    apply(&pool, &event(&job, 1, "keeper", RunnerEventKind::Started { device: "cpu".into(), dtype: "float32".into() }), None).await.unwrap();
+    let checkpoint = |name: &str, step: u32| {
+        let uri = format!("s3://{}/checkpoints/{job}/attempt-1/{name}", config.s3_bucket);
+        event(&job, 1, "keeper", RunnerEventKind::Checkpoint { name: name.into(), stage: "sft".into(), step, uri, bytes: 10 })
+    };
+    for step in [10, 20] {
+        apply(&pool, &checkpoint(&format!("sft-step-{step:06}"), step), None).await.unwrap();
+    }
+    apply(&pool, &checkpoint("sft-final", 25), None).await.unwrap();
+    for step in [30, 40, 50] {
+        apply(&pool, &checkpoint(&format!("sft-step-{step:06}"), step), None).await.unwrap();
+    }
+    let kept: Vec<String> = sqlx::query_scalar("SELECT name FROM checkpoints WHERE job_id = $1 AND deleted_at IS NULL ORDER BY name").bind(&job).fetch_all(&pool).await.unwrap();
+    assert_eq!(kept, ["sft-final", "sft-step-000030", "sft-step-000040", "sft-step-000050"]);
+    let mut conn = pool.acquire().await.unwrap();
+    let assignment = moetune_scheduler::store::assignment(&mut conn, &job, &config.s3_bucket).await.unwrap();
+    assert!(assignment.resume_from.unwrap().ends_with("sft-step-000050"));
+}

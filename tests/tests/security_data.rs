@@ -98,7 +98,7 @@ async fn the_sweeper_removes_parts_nobody_will_assemble(pool: PgPool) {
     assert_eq!(add_part(&env, &cancelled, b"part of a cancelled upload".to_vec()).await.status(), 200);
     // A cancel whose own cleanup failed leaves its parts recorded: the sweeper finishes the job.
     sqlx::query("UPDATE uploads SET status = 'cancelled' WHERE id = $1").bind(cancelled["id"].as_str()).execute(&env.pool).await.unwrap();
-    sqlx::query("UPDATE uploads SET expires_at = now() - interval '1 second' WHERE id = $1").bind(expired["id"].as_str()).execute(&env.pool).await.unwrap();
+    sqlx::query("UPDATE uploads SET expires_at = now() - interval '11 minutes' WHERE id = $1").bind(expired["id"].as_str()).execute(&env.pool).await.unwrap();
     eventually("abandoned parts deleted", || async { env.stored_objects().await.0.is_empty() }).await;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM upload_parts").fetch_one(&env.pool).await.unwrap();
     assert_eq!(rows, 0);
@@ -245,7 +245,11 @@ async fn checkpoints_are_bounded_and_counted(pool: PgPool) {
     let listed = env.get_json(&format!("/v1/fine_tuning/jobs/{id}/checkpoints")).await;
     let mut names: Vec<String> = listed["data"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect();
     names.sort();
-    assert_eq!(names, ["qat-final", "sft-final", "sft-step-000030", "sft-step-000040", "sft-step-000050"], "the newest three of steps 10 to 50, and the finals");
+    // While training, the newest three periodic checkpoints were kept; once the job finished, only its
+    // stage finals remain.
+    assert_eq!(names, ["qat-final", "sft-final"]);
+    let pruned: Vec<String> = sqlx::query_scalar("SELECT message FROM job_events WHERE job_id = $1 AND message LIKE 'Checkpoint sft-step-%'").bind(&id).fetch_all(&env.pool).await.unwrap();
+    assert_eq!(pruned.len(), 5, "steps 10 to 50 were checkpointed: {pruned:?}");
     let prefix = format!("checkpoints/{id}/");
     let stored_under = |names: Vec<String>| {
         let mut dirs: Vec<String> = names.iter().filter_map(|k| k.strip_prefix(&prefix)?.split('/').nth(1).map(String::from)).collect();
@@ -279,4 +283,24 @@ async fn a_runner_refuses_a_dataset_over_its_size_cap(pool: PgPool) {
     assert_eq!((job["status"].as_str(), job["error"]["code"].as_str()), (Some("failed"), Some("invalid_training_file")), "{job}");
     let message = job["error"]["message"].as_str().unwrap();
     assert!(message.contains("trains on files up to 1000 bytes"), "{message}");
+}
+
+/// Retrying the part that filled an upload, under the same Idempotency-Key, gets the first answer
+/// back (not a 400 for a full upload), and the retry's copy is not kept.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_retried_last_part_replays_its_first_answer(pool: PgPool) {
+    let env = TestEnv::start(pool).await;
+    let upload = create_upload(&env, 5).await;
+    let send = || {
+        let form = reqwest::multipart::Form::new().part("data", reqwest::multipart::Part::bytes(b"12345".to_vec()));
+        let url = env.url(&format!("/v1/uploads/{}/parts", upload["id"].as_str().unwrap()));
+        env.http.post(url).bearer_auth(&env.token).header("Idempotency-Key", "part-1").multipart(form).send()
+    };
+    let first: Value = send().await.unwrap().json().await.unwrap();
+    assert_eq!(first["object"], "upload.part", "{first}");
+    let retry = send().await.unwrap();
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let replayed: Value = retry.json().await.unwrap();
+    assert_eq!(replayed["id"], first["id"]);
+    assert_eq!(env.stored_objects().await.0.len(), 1, "the retry's copy was deleted");
 }

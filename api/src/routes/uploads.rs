@@ -50,12 +50,14 @@ pub async fn add_part(caller: Principal, req: HttpRequest, state: web::Data<AppS
             let name = field.name().unwrap_or_default().to_string();
             return Err(ApiError::invalid("unexpected_field", &name, format!("Unexpected form field '{name}'; send the part's bytes as `data`.")));
         }
-        let part = uploads::add_part(&state, caller.tenant, &id, field).await?;
-        let Some(key) = idempotency_key else { return Ok(HttpResponse::Ok().json(part)) };
-        // The same bytes sent again under the same key are the same part: keep the first.
-        let print = idempotency::fingerprint(&[b"POST /v1/uploads/parts", id.as_bytes(), part.sha256.as_bytes()]);
-        let record = async { Ok(HttpResponse::Ok().json(&part)) };
-        return idempotency::settle_streamed(&state, caller.tenant, &key, &print, record, uploads::drop_part(&state, &part)).await;
+        let Some(key) = idempotency_key else { return Ok(HttpResponse::Ok().json(uploads::add_part(&state, caller.tenant, &id, field).await?)) };
+        // The same bytes sent again under the same key are the same part: the first one's answer is
+        // replayed and the copy deleted; only a first try is recorded against the upload.
+        let stored = uploads::store_part(&state, caller.tenant, &id, field, false).await?;
+        let print = idempotency::fingerprint(&[b"POST /v1/uploads/parts", id.as_bytes(), stored.sha256.as_bytes()]);
+        let stored_key = stored.key.clone();
+        let record = async { Ok(HttpResponse::Ok().json(uploads::record(&state, caller.tenant, stored).await?)) };
+        return idempotency::settle_streamed(&state, caller.tenant, &key, &print, record, crate::files::delete_object(&state, &stored_key)).await;
     }
     Err(ApiError::invalid("missing_parameter", "data", "Missing form field `data` with the part's bytes."))
 }
