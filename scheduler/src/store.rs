@@ -72,14 +72,6 @@ pub async fn transition(
     .bind(finished)
     .execute(&mut *conn)
     .await?;
-    if finished {
-        // A finished job cannot be resumed: its periodic checkpoints go (the sweeper deletes them from
-        // storage), its stage finals stay.
-        sqlx::query("UPDATE checkpoints SET deleted_at = now() WHERE job_id = $1 AND deleted_at IS NULL AND name NOT LIKE '%-final'")
-            .bind(job_id)
-            .execute(&mut *conn)
-            .await?;
-    }
     insert_event(&mut *conn, NewEvent::transition(job_id, attempt, to, message)).await?;
     if let Some(event) = EventType::for_status(to) {
         outbox::publish(conn, job_id, event, serde_json::json!({})).await?;
