@@ -3,7 +3,7 @@
 //! holds open on one instance. Over a limit: 429 `rate_limited` with `Retry-After`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use serde::Deserialize;
 use uuid::Uuid;
@@ -46,6 +46,9 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
 return wait
 ";
 
+/// The script, hashed once: every authenticated request runs it.
+static TOKEN_BUCKET_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(TOKEN_BUCKET));
+
 /// What a bucket is for.
 #[derive(Debug, Clone, Copy)]
 pub enum Bucket {
@@ -67,7 +70,7 @@ pub async fn take(state: &AppState, tenant: Uuid, bucket: Bucket) -> Result<(), 
     }
     let key = format!("{}:ratelimit:{tenant}:{name}", state.queue.keys().prefix());
     let mut redis = state.queue.connection();
-    let waited: redis::RedisResult<u64> = redis::Script::new(TOKEN_BUCKET).key(key).arg(rate).arg(burst).arg(1).invoke_async(&mut redis).await;
+    let waited: redis::RedisResult<u64> = TOKEN_BUCKET_SCRIPT.key(key).arg(rate).arg(burst).arg(1).invoke_async(&mut redis).await;
     match waited {
         Ok(0) => Ok(()),
         Ok(wait_ms) => {
