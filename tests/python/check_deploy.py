@@ -78,7 +78,7 @@ def check_kubernetes():
 def check_compose():
     compose = yaml.safe_load(open(os.path.join(ROOT, "deploy/docker-compose.yml")))
     services = compose["services"]
-    for name in ["api", "scheduler", "runner-cpu", "runner-cuda", "postgres", "redis", "garage"]:
+    for name in ["api", "scheduler", "runner-cpu", "runner-cuda", "postgres", "redis", "seaweedfs"]:
         if name not in services:
             problems.append(f"deploy/docker-compose.yml: no service {name}")
     for name, service in services.items():

@@ -2,7 +2,8 @@
 
 use serde::Deserialize;
 
-/// Where objects live. Garage on loopback in development and tests; any S3 in production.
+/// Where objects live. SeaweedFS on loopback in development and tests; any S3 (AWS, MinIO, Garage,
+/// SeaweedFS) in production.
 #[derive(Debug, Clone, Deserialize)]
 pub struct S3Config {
     pub endpoint: String,
@@ -24,7 +25,7 @@ impl S3Config {
             .region(Region::new(self.region.clone()))
             .credentials_provider(credentials)
             .endpoint_url(&self.endpoint)
-            // Garage (like MinIO) serves buckets on the path, not on virtual-host subdomains.
+            // Local S3 servers (SeaweedFS, MinIO, Garage) serve buckets on the path, not on subdomains.
             .force_path_style(true)
             .build();
         aws_sdk_s3::Client::from_conf(config)
