@@ -192,7 +192,8 @@ impl Worker {
             metrics: self.metrics.clone(),
         };
         tracing::info!(attempt = assignment.attempt, model = %assignment.spec.model, "job started");
-        sink.emit(RunnerEventKind::Started { device: format!("{:?}", self.device).to_lowercase(), dtype: "float32".into() }).await?;
+        let dtype = crate::model::kind_name(train::training_kind(assignment.spec.moe.precision, self.device));
+        sink.emit(RunnerEventKind::Started { device: format!("{:?}", self.device).to_lowercase(), dtype: dtype.into() }).await?;
         match self.train_and_upload(&assignment, &sink).await {
             Ok((trained_tokens, result)) => {
                 tracing::info!(trained_tokens, "job succeeded");

@@ -220,6 +220,41 @@ impl Default for MonitorOptions {
     }
 }
 
+/// What QAT trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum QatTrainable {
+    /// The SFT adapters keep training on top of the fake-quantized `W + BA`; merged at the end.
+    /// Only adapters (and a trained router) get gradients and optimiser state.
+    Lora,
+    /// Every weight the full SFT method trains, after the adapters are merged.
+    Full,
+}
+
+/// Numeric precision of training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// bf16 on CUDA, fp32 on CPU (bf16 matmuls are slow on CPUs).
+    #[default]
+    Auto,
+    /// Everything in fp32.
+    Fp32,
+    /// Weights and activations in bf16; trainable tensors keep fp32 master copies and fp32 AdamW
+    /// moments; router logits, softmax, top-k, router losses and the cross-entropy in fp32.
+    Bf16,
+}
+
+impl Precision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Fp32 => "fp32",
+            Self::Bf16 => "bf16",
+        }
+    }
+}
+
 /// Quantization-aware training after SFT.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -234,11 +269,13 @@ pub struct QatOptions {
     pub quantize_activations: bool,
     /// Batches of training data the calibration pass runs. Default 8.
     pub calibration_batches: u32,
+    /// `lora` or `full`. Default: `lora` when `sft_method` is `lora`, else `full`.
+    pub trainable: Option<QatTrainable>,
 }
 
 impl Default for QatOptions {
     fn default() -> Self {
-        Self { steps: 500, learning_rate: 1e-5, format: QatFormat::Mxfp4, quantize_activations: false, calibration_batches: 8 }
+        Self { steps: 500, learning_rate: 1e-5, format: QatFormat::Mxfp4, quantize_activations: false, calibration_batches: 8, trainable: None }
     }
 }
 
@@ -290,6 +327,11 @@ pub struct MoeSftQatOptions {
     pub log_every_n_steps: u32,
     /// Which runners may take the job: `auto` (default: any with enough memory), `cpu` or `cuda`.
     pub device: crate::placement::DeviceRequest,
+    /// `auto` (default: bf16 on CUDA, fp32 on CPU), `fp32` or `bf16`.
+    pub precision: Precision,
+    /// Recompute each decoder layer in the backward instead of keeping its activations (less memory,
+    /// about one more forward of compute). Default: on for CUDA, off on CPU.
+    pub gradient_checkpointing: Option<bool>,
 }
 
 impl Default for MoeSftQatOptions {
@@ -314,6 +356,8 @@ impl Default for MoeSftQatOptions {
             checkpoint_every_n_steps: 100,
             log_every_n_steps: 1,
             device: crate::placement::DeviceRequest::Auto,
+            precision: Precision::Auto,
+            gradient_checkpointing: None,
         }
     }
 }
@@ -346,6 +390,14 @@ fn check(ok: bool, param: &str, message: &str) -> Result<(), InvalidOption> {
 const ATTENTION_TARGETS: [&str; 4] = ["q_proj", "k_proj", "v_proj", "o_proj"];
 
 impl MoeSftQatOptions {
+    /// What QAT trains, defaults resolved.
+    pub fn qat_trainable(&self) -> QatTrainable {
+        self.qat.trainable.unwrap_or(match self.sft_method {
+            SftMethod::Lora => QatTrainable::Lora,
+            SftMethod::Full => QatTrainable::Full,
+        })
+    }
+
     /// Checks every option's range; the API refuses a job with the first problem found.
     pub fn validate(&self) -> Result<(), InvalidOption> {
         let lr_ok = |lr: f64| lr > 0.0 && lr < 1.0;
@@ -392,6 +444,11 @@ impl MoeSftQatOptions {
         check(lr_ok(qat.learning_rate), "qat.learning_rate", "`qat.learning_rate` must be in (0, 1).")?;
         check(!qat.quantize_activations || qat.format == QatFormat::Nvfp4, "qat.quantize_activations", "activation quantization is available for `nvfp4` only.")?;
         check((1..=1024).contains(&qat.calibration_batches), "qat.calibration_batches", "`qat.calibration_batches` must be from 1 to 1024.")?;
+        check(
+            !(qat.trainable == Some(QatTrainable::Lora) && self.sft_method == SftMethod::Full),
+            "qat.trainable",
+            "`qat.trainable: lora` needs `sft_method: lora` (a full SFT has no adapters to train).",
+        )?;
         check(self.eval_prompts.len() <= 1024, "eval_prompts", "at most 1024 eval prompts.")?;
         Ok(())
     }

@@ -46,7 +46,9 @@ impl Adapters {
         let base = x.linear(weight, bias);
         let Some(pair) = self.linear.get(name) else { return base };
         let input = if self.dropout > 0.0 { x.dropout(self.dropout, self.training.get()) } else { x.shallow_clone() };
-        base + input.linear(&pair.a, None::<Tensor>).linear(&pair.b, None::<Tensor>) * self.scale
+        // The adapters are fp32 masters; they compute in the activations' dtype (a no-op in fp32).
+        let (a, b) = (pair.a.to_kind(x.kind()), pair.b.to_kind(x.kind()));
+        base + input.linear(&a, None::<Tensor>).linear(&b, None::<Tensor>) * self.scale
     }
 
     /// The update of a fused expert parameter, shaped like it (`transposed`: stored `[E, in, out]`).

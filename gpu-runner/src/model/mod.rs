@@ -63,6 +63,16 @@ pub struct ForwardMode<'a> {
     pub adapters: Option<&'a Adapters>,
     /// Applied to the experts' input activations (NVFP4 activation QAT and its calibration).
     pub expert_inputs: Option<ActivationHook<'a>>,
+    /// Reseeds the random generator before each decoder layer (training): router jitter and LoRA
+    /// dropout then draw the same numbers when a checkpointed layer is recomputed in the backward.
+    pub seed: Option<i64>,
+}
+
+/// What one decoder layer produced.
+pub struct LayerOutput {
+    pub hidden: Tensor,
+    /// MoE layers: router logits `[tokens, experts]` and chosen experts `[tokens, k]`.
+    pub router: Option<(Tensor, Tensor)>,
 }
 
 pub struct MoeModel {
@@ -180,30 +190,65 @@ impl MoeModel {
         matches!(self.config.moe.activation, config::ExpertActivation::GptOssClamped { .. })
     }
 
-    pub fn forward(&self, input_ids: &Tensor, mode: ForwardMode) -> ForwardOutput {
-        let c = &self.config;
-        let seq = input_ids.size()[1];
-        let mut h = Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false);
-        let (cos, sin) = rope_tables(&c.rope, c.head_dim, seq, input_ids.device(), h.kind());
-        let (mut router_logits, mut router_top_k) = (Vec::new(), Vec::new());
-        let norm = |x: &Tensor, w: &Tensor| rms_norm(x, w, c.rms_norm_eps, c.norm_weight_in_fp32);
-        for (i, layer) in self.layers.iter().enumerate() {
-            h = &h + layer.self_attn.forward(&norm(&h, &layer.input_layernorm), &cos, &sin, mode.adapters);
-            let normed = norm(&h, &layer.post_attention_layernorm);
-            let mlp_out = match &layer.mlp {
-                Mlp::Sparse(moe) => {
-                    let hooks = ExpertHooks { transform: mode.expert_transform, adapters: mode.adapters, inputs: mode.expert_inputs };
-                    let out = moe.forward(&normed, mode.routing, hooks);
-                    router_logits.push((i, out.router_logits));
-                    router_top_k.push((i, out.top_k));
-                    out.hidden
-                }
-                Mlp::Dense(mlp) => mlp.forward(&normed),
-            };
-            h = h + mlp_out;
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Token embeddings `[batch, seq, hidden]`.
+    pub fn embed(&self, input_ids: &Tensor) -> Tensor {
+        Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false)
+    }
+
+    /// Whether the embedding is being trained (its gradient must flow back past the first layer).
+    pub fn embedding_trainable(&self) -> bool {
+        self.embed_tokens.requires_grad()
+    }
+
+    /// Rotary tables for `seq` positions, in the dtype of the hidden states.
+    pub fn rope(&self, seq: i64, device: Device, kind: Kind) -> (Tensor, Tensor) {
+        rope_tables(&self.config.rope, self.config.head_dim, seq, device, kind)
+    }
+
+    fn rms(&self, x: &Tensor, weight: &Tensor) -> Tensor {
+        rms_norm(x, weight, self.config.rms_norm_eps, self.config.norm_weight_in_fp32)
+    }
+
+    /// Decoder layer `i` on hidden states `h`.
+    pub fn layer_forward(&self, i: usize, h: &Tensor, rope: &(Tensor, Tensor), mode: ForwardMode) -> LayerOutput {
+        if let Some(seed) = mode.seed {
+            tch::manual_seed(seed.wrapping_add(7919 * i as i64));
         }
-        let logits = norm(&h, &self.norm).linear(&self.lm_head, None::<Tensor>);
-        ForwardOutput { logits, router_logits, router_top_k }
+        let layer = &self.layers[i];
+        let h = h + layer.self_attn.forward(&self.rms(h, &layer.input_layernorm), &rope.0, &rope.1, mode.adapters);
+        let normed = self.rms(&h, &layer.post_attention_layernorm);
+        match &layer.mlp {
+            Mlp::Sparse(moe) => {
+                let hooks = ExpertHooks { transform: mode.expert_transform, adapters: mode.adapters, inputs: mode.expert_inputs };
+                let out = moe.forward(&normed, mode.routing, hooks);
+                LayerOutput { hidden: h + out.hidden, router: Some((out.router_logits, out.top_k)) }
+            }
+            Mlp::Dense(mlp) => LayerOutput { hidden: &h + mlp.forward(&normed), router: None },
+        }
+    }
+
+    /// Logits of final hidden states (any leading shape): the final norm, then the LM head.
+    pub fn head(&self, h: &Tensor) -> Tensor {
+        self.rms(h, &self.norm).linear(&self.lm_head, None::<Tensor>)
+    }
+
+    pub fn forward(&self, input_ids: &Tensor, mode: ForwardMode) -> ForwardOutput {
+        let mut h = self.embed(input_ids);
+        let rope = self.rope(input_ids.size()[1], input_ids.device(), h.kind());
+        let (mut router_logits, mut router_top_k) = (Vec::new(), Vec::new());
+        for i in 0..self.layers.len() {
+            let out = self.layer_forward(i, &h, &rope, mode);
+            if let Some((logits, top_k)) = out.router {
+                router_logits.push((i, logits));
+                router_top_k.push((i, top_k));
+            }
+            h = out.hidden;
+        }
+        ForwardOutput { logits: self.head(&h), router_logits, router_top_k }
     }
 
     /// Greedy decoding without a KV cache (sanity checks and evaluation prompts, not serving): appends

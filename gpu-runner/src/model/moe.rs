@@ -4,7 +4,7 @@
 
 use tch::{Kind, Tensor};
 
-use super::adapters::{ActivationHook, Adapters, ExpertInput};
+use super::adapters::{ActivationHook, Adapters, ExpertInput, LoraPair};
 use super::config::{ArchConfig, ExpertActivation, MoeSpec, Routing};
 use super::layers::{linear, DenseMlp};
 use super::params::{normal, Params, Role};
@@ -53,6 +53,38 @@ struct ExpertWeights<'a> {
     down: &'a Tensor,
     gate_up_bias: Option<&'a Tensor>,
     down_bias: Option<&'a Tensor>,
+    gate_up_lora: Option<ExpertLora<'a>>,
+    down_lora: Option<ExpertLora<'a>>,
+}
+
+/// One expert's LoRA factors: `a` `[r, in]`, `b` `[out, r]`, in the activations' dtype.
+#[derive(Clone, Copy)]
+struct ExpertLora<'a> {
+    a: &'a Tensor,
+    b: &'a Tensor,
+    scale: f64,
+}
+
+/// Every expert's factors of one fused weight, split once per forward pass.
+struct FactorSlices {
+    a: Vec<Tensor>,
+    b: Vec<Tensor>,
+    scale: f64,
+}
+
+impl FactorSlices {
+    /// From PEFT's expert-major `a` `[E·r, in]` and rank-major `b` `[out, r·E]`.
+    fn new(pair: &LoraPair, scale: f64, experts: i64, kind: Kind) -> Self {
+        let (out, in_features) = (pair.b.size()[0], pair.a.size()[1]);
+        let rank = pair.a.size()[0] / experts;
+        let a = pair.a.to_kind(kind).view([experts, rank, in_features]).unbind(0);
+        let b = pair.b.to_kind(kind).view([out, rank, experts]).permute([2, 0, 1]).unbind(0);
+        Self { a, b, scale }
+    }
+
+    fn get(&self, expert: usize) -> ExpertLora<'_> {
+        ExpertLora { a: &self.a[expert], b: &self.b[expert], scale: self.scale }
+    }
 }
 
 /// What the experts of one forward pass see besides their weights.
@@ -107,50 +139,69 @@ impl MoeBlock {
             }
             Routing::TopKSoftmax => {
                 let (values, experts) = logits.topk(k, -1, true, true);
-                (values.softmax(-1, values.kind()), experts)
+                (values.softmax(-1, Kind::Float).to_kind(kind), experts)
             }
         }
     }
 
-    /// Expert weights as the forward pass uses them: base plus LoRA update (merged before QAT sees
-    /// them, as PEFT's `ParamWrapper`), then `transform` applied along the input dimension.
-    pub fn expert_weights(&self, hooks: ExpertHooks) -> (Tensor, Tensor) {
-        let (experts, transposed) = (self.spec.num_experts, self.is_transposed());
-        let with_update = |w: &Tensor, name: &str| match hooks.adapters.and_then(|a| a.expert_delta(name, experts, transposed)) {
-            Some(delta) => w + delta,
-            None => w.shallow_clone(),
-        };
-        let gate_up = with_update(&self.gate_up_proj, &self.gate_up_name);
-        let down = with_update(&self.down_proj, &self.down_name);
-        let Some(f) = hooks.transform else { return (gate_up, down) };
-        if transposed {
+    /// The fused expert weights with `transform` applied along the input dimension (QAT without
+    /// adapters: one call for all experts).
+    fn transformed_weights(&self, f: WeightTransform) -> (Tensor, Tensor) {
+        if self.is_transposed() {
             let along_input = |w: &Tensor| f(&w.transpose(1, 2)).transpose(1, 2);
-            (along_input(&gate_up), along_input(&down))
+            (along_input(&self.gate_up_proj), along_input(&self.down_proj))
         } else {
-            (f(&gate_up), f(&down))
+            (f(&self.gate_up_proj), f(&self.down_proj))
         }
     }
 
-    /// `weights`: this expert's slices (gate_up, down, and gpt-oss's two biases).
+    /// One expert's `[out, in]`-or-transposed weight `w` with its LoRA update merged and `transform`
+    /// applied (LoRA-QAT and PTQ of an adapted model: the quantizer must see `W + BA`). Only this
+    /// expert's merged copy exists at a time.
+    fn merged_expert_weight(&self, w: &Tensor, lora: Option<ExpertLora>, f: WeightTransform) -> Tensor {
+        let merged = match lora {
+            Some(l) => {
+                let delta = l.b.matmul(l.a) * l.scale; // [out, in]
+                w + if self.is_transposed() { delta.transpose(0, 1) } else { delta }.to_kind(w.kind())
+            }
+            None => w.shallow_clone(),
+        };
+        if self.is_transposed() {
+            f(&merged.transpose(0, 1).unsqueeze(0)).squeeze_dim(0).transpose(0, 1)
+        } else {
+            f(&merged.unsqueeze(0)).squeeze_dim(0)
+        }
+    }
+
+    /// `weights`: this expert's slices (gate_up, down, and gpt-oss's two biases) and LoRA factors.
     fn expert_forward<'a>(&self, x: &Tensor, weights: &ExpertWeights<'a>, inputs: Option<ActivationHook>) -> Tensor {
         let hook = |which: ExpertInput, x: Tensor| match inputs {
             Some(f) => f(self.layer, which, &x),
             None => x,
         };
+        // `x·Wᵀ` (or `x·W` for gpt-oss's orientation) plus `s·(x·Aᵀ)·Bᵀ`: the update is applied to the
+        // activations through the rank-r factors, never materialised as a weight.
+        let project = |x: &Tensor, w: &Tensor, lora: Option<ExpertLora>| {
+            let base = if self.is_transposed() { x.matmul(w) } else { linear(x, w, None) };
+            match lora {
+                Some(l) => base + x.linear(l.a, None::<Tensor>).linear(l.b, None::<Tensor>) * l.scale,
+                None => base,
+            }
+        };
         let x = hook(ExpertInput::GateUp, x.shallow_clone());
         match self.spec.activation {
             ExpertActivation::SwiGlu => {
-                let projected = linear(&x, weights.gate_up, None);
+                let projected = project(&x, weights.gate_up, weights.gate_up_lora);
                 let parts = projected.chunk(2, -1);
-                linear(&hook(ExpertInput::Down, parts[0].silu() * &parts[1]), weights.down, None)
+                project(&hook(ExpertInput::Down, parts[0].silu() * &parts[1]), weights.down, weights.down_lora)
             }
             ExpertActivation::GptOssClamped { alpha, limit } => {
                 let bias = |b: Option<&'a Tensor>| b.expect("gpt-oss expert biases");
-                let projected = x.matmul(weights.gate_up) + bias(weights.gate_up_bias);
+                let projected = project(&x, weights.gate_up, weights.gate_up_lora) + bias(weights.gate_up_bias);
                 let gate = projected.slice(-1, 0, None, 2).clamp_max(limit);
                 let up = projected.slice(-1, 1, None, 2).clamp(-limit, limit);
                 let glu = &gate * (&gate * alpha).sigmoid();
-                hook(ExpertInput::Down, (up + 1.0) * glu).matmul(weights.down) + bias(weights.down_bias)
+                project(&hook(ExpertInput::Down, (up + 1.0) * glu), weights.down, weights.down_lora) + bias(weights.down_bias)
             }
         }
     }
@@ -164,7 +215,10 @@ impl MoeBlock {
             Some(o) if o.jitter > 0.0 => &tokens * tokens.empty_like().uniform_(1.0 - o.jitter, 1.0 + o.jitter),
             _ => tokens.shallow_clone(),
         };
-        let router_logits = linear(&router_input, &self.router, self.router_bias.as_ref());
+        // Router logits, softmax and top-k in fp32 whatever the weights' dtype: routing decisions are
+        // where MoE models are fragile to precision.
+        let float = |t: &Tensor| t.to_kind(Kind::Float);
+        let router_logits = linear(&float(&router_input), &float(&self.router), self.router_bias.as_ref().map(float).as_ref());
         let (top_weights, top_experts) = self.route(&router_logits, x.kind());
 
         let k = self.spec.top_k;
@@ -179,7 +233,18 @@ impl MoeBlock {
             .and_then(|o| o.capacity_factor)
             .map(|f| (f * (tokens.size()[0] * k) as f64 / num_experts as f64).ceil() as i64);
 
-        let (gate_up, down) = self.expert_weights(hooks);
+        let factors = |name: &str| {
+            let adapters = hooks.adapters?;
+            adapters.experts.get(name).map(|pair| FactorSlices::new(pair, adapters.scale, num_experts, x.kind()))
+        };
+        let (gate_up_factors, down_factors) = (factors(&self.gate_up_name), factors(&self.down_name));
+        let any_factors = gate_up_factors.is_some() || down_factors.is_some();
+        // Without adapters a transform is applied to the fused weights at once; with them, per expert
+        // to `W + BA` (below).
+        let (gate_up, down) = match hooks.transform {
+            Some(f) if !any_factors => self.transformed_weights(f),
+            _ => (self.gate_up_proj.shallow_clone(), self.down_proj.shallow_clone()),
+        };
         // Split once: indexing the fused [E, …] weight per expert would make each expert's backward
         // allocate and fill a gradient the size of the whole weight (E times per step); unbind's
         // backward stacks the slices once.
@@ -193,11 +258,32 @@ impl MoeBlock {
             if kept > 0 {
                 let idx = token_of_slot.narrow(0, offset, kept);
                 let gate_w = weight_of_slot.narrow(0, offset, kept).unsqueeze(1);
-                let weights = ExpertWeights {
-                    gate_up: &gate_ups[expert],
-                    down: &downs[expert],
-                    gate_up_bias: gate_up_biases.as_ref().map(|b| &b[expert]),
-                    down_bias: down_biases.as_ref().map(|b| &b[expert]),
+                let gate_up_lora = gate_up_factors.as_ref().map(|f| f.get(expert));
+                let down_lora = down_factors.as_ref().map(|f| f.get(expert));
+                let merged = match hooks.transform {
+                    Some(f) if any_factors => Some((
+                        self.merged_expert_weight(&gate_ups[expert], gate_up_lora, f),
+                        self.merged_expert_weight(&downs[expert], down_lora, f),
+                    )),
+                    _ => None,
+                };
+                let weights = match &merged {
+                    Some((gate_up, down)) => ExpertWeights {
+                        gate_up,
+                        down,
+                        gate_up_bias: gate_up_biases.as_ref().map(|b| &b[expert]),
+                        down_bias: down_biases.as_ref().map(|b| &b[expert]),
+                        gate_up_lora: None,
+                        down_lora: None,
+                    },
+                    None => ExpertWeights {
+                        gate_up: &gate_ups[expert],
+                        down: &downs[expert],
+                        gate_up_bias: gate_up_biases.as_ref().map(|b| &b[expert]),
+                        down_bias: down_biases.as_ref().map(|b| &b[expert]),
+                        gate_up_lora,
+                        down_lora,
+                    },
                 };
                 let y = self.expert_forward(&tokens.index_select(0, &idx), &weights, hooks.inputs);
                 out = out.index_add(0, &idx, &(y * gate_w).to_kind(out.kind()));

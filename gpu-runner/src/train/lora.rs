@@ -59,6 +59,21 @@ pub fn create(model: &MoeModel, options: &LoraOptions, device: tch::Device) -> A
     Adapters { scale: scale(options), dropout: options.dropout, training: std::cell::Cell::new(false), linear, experts }
 }
 
+/// A detached copy of `adapters` (the SFT adapters, kept for the LoRA artifact while LoRA-QAT goes on
+/// training the live ones).
+pub fn snapshot(adapters: &Adapters) -> Adapters {
+    let copy = |pairs: &HashMap<String, LoraPair>| {
+        pairs.iter().map(|(name, p)| (name.clone(), LoraPair { a: p.a.detach().copy(), b: p.b.detach().copy() })).collect()
+    };
+    Adapters {
+        scale: adapters.scale,
+        dropout: adapters.dropout,
+        training: std::cell::Cell::new(false),
+        linear: copy(&adapters.linear),
+        experts: copy(&adapters.experts),
+    }
+}
+
 /// PEFT's key for the adapter of `weight_name`. With both expert parameters targeted, PEFT nests its
 /// `ParamWrapper`s: `gate_up_proj` (wrapped first) sits under `experts.base_layer`, `down_proj` under
 /// `experts`.

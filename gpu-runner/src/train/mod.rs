@@ -13,9 +13,10 @@ pub mod quantizer;
 pub mod resume;
 pub mod router;
 mod stage;
+pub mod step;
 
 use anyhow::{bail, Context};
-use moetune_types::{Example, QatFormat, RouterMode, RunnerEventKind, SftMethod, TrainingSpec};
+use moetune_types::{Example, Precision, QatFormat, QatTrainable, RouterMode, RunnerEventKind, SftMethod, TrainingSpec};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
@@ -86,17 +87,28 @@ pub struct TrainOutput {
     pub report: serde_json::Value,
 }
 
-/// The base model and its tokenizer: the built-in tiny model, or a Hugging Face model directory.
-pub fn base_model(name: &str, device: Device) -> anyhow::Result<(nn::VarStore, MoeModel, TextCodec)> {
+/// The dtype weights and activations train in: `auto` is bf16 on CUDA and fp32 on CPU, where bf16
+/// matmuls are two orders of magnitude slower.
+pub fn training_kind(precision: Precision, device: Device) -> Kind {
+    match precision {
+        Precision::Auto if device.is_cuda() => Kind::BFloat16,
+        Precision::Auto | Precision::Fp32 => Kind::Float,
+        Precision::Bf16 => Kind::BFloat16,
+    }
+}
+
+/// The base model and its tokenizer in `kind`: the built-in tiny model, or a Hugging Face model directory.
+pub fn base_model(name: &str, device: Device, kind: Kind) -> anyhow::Result<(nn::VarStore, MoeModel, TextCodec)> {
     if name == tiny::NAME {
-        let vars = nn::VarStore::new(device);
+        let mut vars = nn::VarStore::new(device);
+        // Drawn in fp32 so every precision starts from the same base weights.
         let model = crate::model::new_seeded(&vars, tiny::config(), tiny::BASE_SEED);
+        vars.set_kind(kind);
         return Ok((vars, model, TextCodec::tiny()?));
     }
     let dir = std::path::Path::new(name);
     if dir.join("config.json").exists() {
-        // Training runs in fp32 (DESIGN.md §4: bf16 is not usable on CPU; on CUDA this is a later option).
-        let (vars, model) = MoeModel::load_dir(dir, device, Kind::Float)?;
+        let (vars, model) = MoeModel::load_dir(dir, device, kind)?;
         return Ok((vars, model, TextCodec::from_dir(dir)?));
     }
     bail!("model '{name}' is not available on this runner (supported: {}, or a local model directory)", tiny::NAME)
@@ -146,7 +158,10 @@ fn batches(samples: &[Sample], batch: usize, pad: i64, device: Device, limit: us
 /// Runs the workflow. `resume`: a checkpoint to continue from (a previous attempt's latest).
 pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<ResumePoint>, reporter: &mut dyn Reporter) -> anyhow::Result<TrainOutput> {
     let options = &spec.moe;
-    let (vars, model, codec) = base_model(&spec.model, device)?;
+    let kind = training_kind(options.precision, device);
+    let checkpointing = options.gradient_checkpointing.unwrap_or(device.is_cuda());
+    let lora_qat = options.sft_method == SftMethod::Lora && options.qat_trainable() == QatTrainable::Lora;
+    let (vars, model, codec) = base_model(&spec.model, device, kind)?;
     // Before any training: a format the experts cannot be packed in would only fail at QAT.
     let (hidden, expert_intermediate) = (model.config.hidden_size, model.config.moe.intermediate_size);
     options.qat.format.check_expert_dims(&spec.model, hidden, expert_intermediate).map_err(anyhow::Error::msg)?;
@@ -188,14 +203,16 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
         }
         let router = if options.router.mode == RouterMode::Train { "trained under the load-balancing loss" } else { "frozen" };
         reporter.event(info(&format!(
-            "SFT ({}): {sft_steps} steps, batch {batch}×{} accumulation, {} sequences, router {router}; base validation loss {:.4}",
+            "SFT ({}, {}{}): {sft_steps} steps, batch {batch}×{} accumulation, {} sequences, router {router}; base validation loss {:.4}",
             serde_json::to_value(options.sft_method)?.as_str().unwrap_or("lora"),
+            crate::model::kind_name(kind),
+            if checkpointing { ", activation checkpointing" } else { "" },
             options.gradient_accumulation_steps,
             samples.len(),
             base_scores.loss
         )));
         let warmup = (f64::from(sft_steps) * options.warmup_ratio) as u32;
-        let stage = Stage { kind: StageKind::Sft, steps: sft_steps, peak_lr: options.learning_rate, warmup, spec, pad, device, extra: vec![] };
+        let stage = Stage { kind: StageKind::Sft, steps: sft_steps, peak_lr: options.learning_rate, warmup, spec, pad, device, checkpointing, extra: vec![] };
         stage.train(&model, sft_mode, trainables, &samples, &eval_batches, &diagnostic, &mut progress, resume.as_ref(), adapters.as_ref(), reporter)?;
     }
 
@@ -211,6 +228,7 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
     let act_hook = |layer: usize, which: ExpertInput, x: &Tensor| quantizer.activation(layer, which, x);
     let fp4 = |adapters| fp4_mode(&weight_hook, options.qat.quantize_activations.then_some(&act_hook as ActHook), adapters);
 
+    let mut sft_adapters: Option<Adapters> = None;
     let sft_top_k = if !resumed_past_sft {
         // ---- SFT and PTQ evaluation ----
         let (sft, sft_top_k) = eval::score(&model, sft_mode, &eval_batches);
@@ -224,48 +242,59 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
             ptq_agreement: eval::routing_agreement(&sft_top_k, &ptq_top_k, &eval_batches),
         });
 
-        // ---- merge LoRA; the stage-end checkpoint is where QAT starts ----
-        if let Some(a) = &adapters {
+        // ---- the stage-end checkpoint is where QAT starts ----
+        // LoRA-QAT keeps the adapters apart (they go on training); full QAT trains the merged weights.
+        if let (Some(a), false) = (&adapters, lora_qat) {
             lora::merge_into(a, &model, &vars)?;
         }
+        sft_adapters = adapters.as_ref().map(lora::snapshot);
         progress.enter_qat(samples.len(), batch, spec.seed);
-        let trainables = set_trainable(&model, &vars, &full_roles(options.router.mode));
-        let qat_stage = Stage { kind: StageKind::Qat, steps: options.qat.steps, peak_lr: options.qat.learning_rate, warmup: 0, spec, pad, device, extra: qat_extra(&sft_top_k, adapters.as_ref()) };
-        qat_stage.checkpoint("sft-final", &progress, &optim::AdamW::new(trainables, options.weight_decay), reporter)?;
+        let trainables = qat_trainables(&model, &vars, options, adapters.as_ref(), lora_qat);
+        let extra = qat_extra(&sft_top_k, sft_adapters.as_ref());
+        let qat_stage = Stage { kind: StageKind::Qat, steps: options.qat.steps, peak_lr: options.qat.learning_rate, warmup: 0, spec, pad, device, checkpointing, extra };
+        qat_stage.checkpoint_with("sft-final", &progress, &trainables, None, reporter)?;
         sft_top_k
     } else {
-        // Resumed after SFT: the adapters (for the export) and the SFT routing come from the checkpoint.
+        // Resumed after SFT: the SFT adapters (for the export) and the SFT routing come from the checkpoint.
         let point = resume.as_ref().expect("a job past SFT was resumed");
         if let Some(a) = &adapters {
-            lora::load_values(a, &point.dir.join(resume::ADAPTERS))?;
+            let saved = lora::snapshot(a);
+            lora::load_values(&saved, &point.dir.join(resume::ADAPTERS))?;
+            sft_adapters = Some(saved);
         }
+        // What QAT trains, as the checkpoint has it: the merged weights, or the adapters of LoRA-QAT.
+        point.restore_values(&qat_trainables(&model, &vars, options, adapters.as_ref(), lora_qat))?;
         top_k_from_tensors(&resume::read(&point.dir.join(resume::SFT_TOP_K))?)
     };
     let sft_eval = progress.sft_eval.clone().context("SFT evaluation missing from the checkpoint")?;
 
     // ---- QAT ----
-    let qat_mode = fp4(None);
+    // LoRA-QAT: the quantizer sees each expert's `W + BA` while the adapters train.
+    let qat_mode = fp4(if lora_qat { adapters.as_ref() } else { None });
     let qat_steps = if progress.stopped_early() { 0 } else { options.qat.steps };
     if progress.stage == StageKind::Qat && qat_steps > 0 {
-        let trainables = set_trainable(&model, &vars, &full_roles(options.router.mode));
+        let trainables = qat_trainables(&model, &vars, options, adapters.as_ref(), lora_qat);
         reporter.event(info(&format!(
-            "QAT ({} {}): {qat_steps} steps at lr {:e}; validation loss after SFT {:.4}, after PTQ {:.4}",
+            "QAT ({} {}, training {}): {qat_steps} steps at lr {:e}; validation loss after SFT {:.4}, after PTQ {:.4}",
             options.qat.format.as_str(),
             if options.qat.quantize_activations { "weights+activations" } else { "weight-only" },
+            if lora_qat { "the adapters on the quantized weights" } else { "every weight" },
             options.qat.learning_rate,
             sft_eval.sft.loss,
             sft_eval.ptq.loss
         )));
-        let extra = qat_extra(&sft_top_k, adapters.as_ref());
-        let stage = Stage { kind: StageKind::Qat, steps: qat_steps, peak_lr: options.qat.learning_rate, warmup: 0, spec, pad, device, extra };
-        let optimizer = stage.train(&model, qat_mode, trainables, &samples, &eval_batches, &diagnostic, &mut progress, resume.as_ref(), None, reporter)?;
+        let extra = qat_extra(&sft_top_k, sft_adapters.as_ref());
+        let stage = Stage { kind: StageKind::Qat, steps: qat_steps, peak_lr: options.qat.learning_rate, warmup: 0, spec, pad, device, checkpointing, extra };
+        let qat_adapters = if lora_qat { adapters.as_ref() } else { None };
+        let optimizer = stage.train(&model, qat_mode, trainables, &samples, &eval_batches, &diagnostic, &mut progress, resume.as_ref(), qat_adapters, reporter)?;
         progress.stage = StageKind::Done;
         stage.checkpoint("qat-final", &progress, &optimizer, reporter)?;
-    } else if progress.stage == StageKind::Done {
-        let point = resume.as_ref().expect("a finished job was resumed");
-        let mut optimizer = optim::AdamW::new(set_trainable(&model, &vars, &full_roles(options.router.mode)), options.weight_decay);
-        point.restore(&mut optimizer)?;
     }
+    // The QAT-trained adapters become part of the weights the FP4 model is exported from.
+    if let (Some(a), true) = (&adapters, lora_qat) {
+        lora::merge_into(a, &model, &vars)?;
+    }
+    let qat_mode = fp4(None);
     set_trainable(&model, &vars, &[]);
     let (qat, qat_top_k) = eval::score(&model, qat_mode, &eval_batches);
     let qat_task = task(qat_mode);
@@ -280,7 +309,9 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
     reporter.event(RunnerEventKind::Evaluation { report: report.clone() });
     let summary = serde_json::json!({
         "device": format!("{device:?}").to_lowercase(),
-        "dtype": "float32",
+        "dtype": crate::model::kind_name(kind),
+        "activation_checkpointing": checkpointing,
+        "qat_trainable": if lora_qat { "lora" } else { "full" },
         "sft": { "method": options.sft_method, "steps": progress.sft_losses.len(), "first_loss": progress.sft_losses.first(), "last_loss": progress.sft_losses.last() },
         "qat": { "format": options.qat.format, "steps": progress.qat_losses.len(), "first_loss": progress.qat_losses.first(), "last_loss": progress.qat_losses.last() },
         "stop_reason": progress.stop_reason.clone().unwrap_or_else(|| "completed".into()),
@@ -288,7 +319,7 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
         "routing_agreement": report["routing_agreement"].clone(),
     });
     let activation_amax = quantizer.activations;
-    Ok(TrainOutput { model, vars, codec, adapters, activation_amax, trained_tokens: progress.tokens, summary, report })
+    Ok(TrainOutput { model, vars, codec, adapters: sft_adapters, activation_amax, trained_tokens: progress.tokens, summary, report })
 }
 
 type WeightHook<'a> = &'a dyn Fn(&Tensor) -> Tensor;
@@ -297,6 +328,18 @@ type ActHook<'a> = &'a dyn Fn(usize, ExpertInput, &Tensor) -> Tensor;
 /// The FP4 forward: fake-quantized expert weights (and activations), optionally with adapters.
 fn fp4_mode<'a>(weights: WeightHook<'a>, activations: Option<ActHook<'a>>, adapters: Option<&'a Adapters>) -> ForwardMode<'a> {
     ForwardMode { expert_transform: Some(weights), expert_inputs: activations, adapters, ..Default::default() }
+}
+
+/// What QAT trains: the adapters (and a trained router) in LoRA-QAT, else every weight full SFT trains.
+fn qat_trainables(model: &MoeModel, vars: &nn::VarStore, options: &moetune_types::MoeSftQatOptions, adapters: Option<&Adapters>, lora_qat: bool) -> Vec<optim::Trainable> {
+    match adapters {
+        Some(a) if lora_qat => {
+            let mut trainables = sft_trainables(model, vars, SftMethod::Lora, options.router.mode);
+            trainables.extend(lora::trainables(a));
+            trainables
+        }
+        _ => set_trainable(model, vars, &full_roles(options.router.mode)),
+    }
 }
 
 fn qat_extra(sft_top_k: &[Vec<Tensor>], adapters: Option<&Adapters>) -> Vec<(&'static str, Vec<(String, Tensor)>)> {

@@ -1,6 +1,10 @@
 //! AdamW with decoupled weight decay, global-norm gradient clipping and warmup + cosine schedule.
 //! Written out (rather than tch's optimiser) because its state must be saved to and restored from
 //! checkpoints, so a resumed job continues with exactly the same updates.
+//!
+//! Mixed precision: a trainable tensor held in bf16 gets an fp32 master copy here. The update is
+//! computed on the master (moments are always fp32) and the tensor the model uses is its rounding,
+//! so small updates accumulate instead of vanishing under bf16's 8-bit mantissa.
 
 use std::path::Path;
 
@@ -18,6 +22,8 @@ pub struct Trainable {
 
 pub struct AdamW {
     params: Vec<Trainable>,
+    /// fp32 master copies of trainables held in a narrower dtype.
+    masters: Vec<Option<Tensor>>,
     exp_avg: Vec<Tensor>,
     exp_avg_sq: Vec<Tensor>,
     pub step: i64,
@@ -35,11 +41,23 @@ impl AdamW {
         let zeros = |p: &Trainable| tch::no_grad(|| p.tensor.zeros_like().to_kind(Kind::Float));
         let exp_avg = params.iter().map(zeros).collect();
         let exp_avg_sq = params.iter().map(zeros).collect();
-        Self { params, exp_avg, exp_avg_sq, step: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, fused_cpu: true }
+        let masters = params.iter().map(|p| (p.tensor.kind() != Kind::Float).then(|| p.tensor.detach().to_kind(Kind::Float))).collect();
+        Self { params, masters, exp_avg, exp_avg_sq, step: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, fused_cpu: true }
     }
 
     pub fn params(&self) -> &[Trainable] {
         &self.params
+    }
+
+    /// Sets the fp32 masters from the trainables' current values (after they were restored).
+    pub fn sync_masters(&mut self) {
+        tch::no_grad(|| {
+            for (p, master) in self.params.iter().zip(&mut self.masters) {
+                if let Some(master) = master {
+                    master.copy_(&p.tensor);
+                }
+            }
+        });
     }
 
     pub fn zero_grad(&mut self) {
@@ -80,20 +98,24 @@ impl AdamW {
         let scalars = self.scalars(lr);
         let fused = self.fused_cpu;
         tch::no_grad(|| {
-            for ((p, m), v) in self.params.iter_mut().zip(&mut self.exp_avg).zip(&mut self.exp_avg_sq) {
+            for (((p, master), m), v) in self.params.iter_mut().zip(&mut self.masters).zip(&mut self.exp_avg).zip(&mut self.exp_avg_sq) {
                 let grad = p.tensor.grad();
                 if !grad.defined() {
                     continue;
                 }
                 let decay = (p.decay && scalars.weight_decay > 0.0).then_some(1.0 - lr * scalars.weight_decay);
-                if fused && [&p.tensor, &grad, &*m, &*v].into_iter().all(is_cpu_f32) {
+                let target = master.as_mut().unwrap_or(&mut p.tensor);
+                if fused && [&*target, &grad, &*m, &*v].into_iter().all(is_cpu_f32) {
                     // SAFETY: four distinct contiguous f32 CPU tensors (checked above), each `numel` long;
                     // nothing else reads or writes them during the step (autograd is off).
                     unsafe {
-                        adamw_cpu::step(f32_slice_mut(&p.tensor), f32_slice(&grad), f32_slice_mut(m), f32_slice_mut(v), scalars.as_f32(decay), intra_op_threads());
+                        adamw_cpu::step(f32_slice_mut(target), f32_slice(&grad), f32_slice_mut(m), f32_slice_mut(v), scalars.as_f32(decay), intra_op_threads());
                     }
                 } else {
-                    step_tensors(&mut p.tensor, &grad, m, v, &scalars, decay);
+                    step_tensors(target, &grad, m, v, &scalars, decay);
+                }
+                if let Some(master) = master {
+                    p.tensor.copy_(master);
                 }
             }
         });
@@ -115,9 +137,12 @@ impl AdamW {
     /// Writes the moment estimates and step count (safetensors) next to the weights of a checkpoint.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         let mut named: Vec<(String, Tensor)> = Vec::with_capacity(self.params.len() * 2 + 1);
-        for ((p, m), v) in self.params.iter().zip(&self.exp_avg).zip(&self.exp_avg_sq) {
+        for (((p, master), m), v) in self.params.iter().zip(&self.masters).zip(&self.exp_avg).zip(&self.exp_avg_sq) {
             named.push((format!("{}.exp_avg", p.name), m.shallow_clone()));
             named.push((format!("{}.exp_avg_sq", p.name), v.shallow_clone()));
+            if let Some(master) = master {
+                named.push((format!("{}.master", p.name), master.shallow_clone()));
+            }
         }
         named.push(("step".into(), Tensor::from_slice(&[self.step])));
         Tensor::write_safetensors(&named, path).with_context(|| format!("writing {}", path.display()))
@@ -128,9 +153,16 @@ impl AdamW {
             Tensor::read_safetensors(path).with_context(|| format!("reading {}", path.display()))?.into_iter().collect();
         let get = |name: &str| saved.get(name).with_context(|| format!("optimiser state lacks {name}"));
         tch::no_grad(|| -> anyhow::Result<()> {
-            for ((p, m), v) in self.params.iter().zip(&mut self.exp_avg).zip(&mut self.exp_avg_sq) {
+            for (((p, master), m), v) in self.params.iter().zip(&mut self.masters).zip(&mut self.exp_avg).zip(&mut self.exp_avg_sq) {
                 m.copy_(get(&format!("{}.exp_avg", p.name))?);
                 v.copy_(get(&format!("{}.exp_avg_sq", p.name))?);
+                if let Some(master) = master {
+                    // Without a saved master (a checkpoint of an fp32 run), the restored weight is it.
+                    match saved.get(&format!("{}.master", p.name)) {
+                        Some(saved) => master.copy_(saved),
+                        None => master.copy_(&p.tensor),
+                    }
+                }
             }
             Ok(())
         })?;

@@ -12,7 +12,7 @@ use tch::Tensor;
 use super::data::BatchPlan;
 use super::eval::Scores;
 use super::monitor::Monitor;
-use super::optim::AdamW;
+use super::optim::{AdamW, Trainable};
 use super::stage::StageKind;
 use crate::export::fp4::ActivationAmax;
 use crate::model::ExpertInput;
@@ -113,17 +113,31 @@ impl ResumePoint {
         Ok(Self { dir: dir.to_path_buf(), progress: serde_json::from_slice(&raw)? })
     }
 
-    /// Copies saved trainable values into the optimiser's tensors and restores its moments.
+    /// Copies saved trainable values into the optimiser's tensors and restores its moments (fresh
+    /// ones when the checkpoint has none: a stage's final checkpoint is where the next one starts).
     pub fn restore(&self, optimizer: &mut AdamW) -> anyhow::Result<()> {
+        self.restore_values(optimizer.params())?;
+        let state = self.dir.join(OPTIMIZER);
+        if state.exists() {
+            optimizer.load(&state)
+        } else {
+            optimizer.sync_masters();
+            Ok(())
+        }
+    }
+}
+
+impl ResumePoint {
+    /// Copies the saved values of `trainables` into them (no optimiser state).
+    pub fn restore_values(&self, trainables: &[Trainable]) -> anyhow::Result<()> {
         let saved = read(&self.dir.join(TRAINABLE))?;
-        tch::no_grad(|| -> anyhow::Result<()> {
-            for p in optimizer.params() {
+        tch::no_grad(|| {
+            for p in trainables {
                 let value = saved.get(&p.name).with_context(|| format!("checkpoint lacks {}", p.name))?;
                 p.tensor.shallow_clone().copy_(value);
             }
             Ok(())
-        })?;
-        optimizer.load(&self.dir.join(OPTIMIZER))
+        })
     }
 }
 
@@ -131,12 +145,15 @@ pub fn read(path: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
     Ok(Tensor::read_safetensors(path).with_context(|| format!("reading {}", path.display()))?.into_iter().collect())
 }
 
-/// Writes a checkpoint into `dir`: progress, trainables, optimiser state, and `extra` files' tensors.
-pub fn save(dir: &Path, progress: &Progress, optimizer: &AdamW, extra: &[(&str, Vec<(String, Tensor)>)]) -> anyhow::Result<()> {
+/// Writes a checkpoint into `dir`: progress, trainables, optimiser state (none at a stage's end, where
+/// the next stage starts afresh), and `extra` files' tensors.
+pub fn save(dir: &Path, progress: &Progress, trainables: &[Trainable], optimizer: Option<&AdamW>, extra: &[(&str, Vec<(String, Tensor)>)]) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let trainables: Vec<(String, Tensor)> = optimizer.params().iter().map(|p| (p.name.clone(), p.tensor.detach())).collect();
+    let trainables: Vec<(String, Tensor)> = trainables.iter().map(|p| (p.name.clone(), p.tensor.detach())).collect();
     Tensor::write_safetensors(&trainables, dir.join(TRAINABLE))?;
-    optimizer.save(&dir.join(OPTIMIZER))?;
+    if let Some(optimizer) = optimizer {
+        optimizer.save(&dir.join(OPTIMIZER))?;
+    }
     for (file, tensors) in extra {
         Tensor::write_safetensors(tensors, dir.join(file))?;
     }

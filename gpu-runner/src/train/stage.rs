@@ -13,7 +13,8 @@ use super::eval::{self, Batch};
 use super::monitor::layer_usage;
 use super::optim::{self, AdamW, Trainable};
 use super::resume::{self, Progress, ResumePoint};
-use super::{router, Reporter, StopRequest};
+use super::step::{self, StepOptions};
+use super::{Reporter, StopRequest};
 use crate::model::{Adapters, ForwardMode, MoeModel, RoutingOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +44,8 @@ pub struct Stage<'a> {
     pub spec: &'a TrainingSpec,
     pub pad: i64,
     pub device: Device,
+    /// Activation checkpointing per decoder layer.
+    pub checkpointing: bool,
     /// Files every checkpoint of this stage carries besides trainables and optimiser state (QAT: the
     /// SFT adapters and SFT routing, so a job resumed in QAT can still export and report them).
     pub extra: Vec<(&'static str, Vec<(String, Tensor)>)>,
@@ -76,6 +79,13 @@ impl Stage<'_> {
         let routing = RoutingOptions { capacity_factor: options.router.capacity_factor, jitter: options.router.jitter };
         let train_mode = ForwardMode { routing: Some(&routing), ..mode };
         let router_trained = options.router.mode == RouterMode::Train;
+        let step_options = StepOptions {
+            checkpointing: self.checkpointing,
+            chunk_tokens: None,
+            aux_loss_coef: if router_trained { options.router.aux_loss_coef } else { 0.0 },
+            z_loss_coef: options.router.z_loss_coef,
+            grad_scale: 1.0 / f64::from(options.gradient_accumulation_steps),
+        };
         let top_k = i64::from(options.monitor.top_k);
         while progress.step < self.steps {
             match reporter.stop_request() {
@@ -92,7 +102,9 @@ impl Stage<'_> {
             let step = progress.step;
             let started = Instant::now();
             // Per-step seeding: dropout and jitter draw the same numbers whether or not the job resumed.
-            tch::manual_seed((self.spec.seed as i64).wrapping_mul(1_000_003).wrapping_add(i64::from(step)) ^ (self.kind as i64) << 40);
+            let step_seed = (self.spec.seed as i64).wrapping_mul(1_000_003).wrapping_add(i64::from(step)) ^ (self.kind as i64) << 40;
+            tch::manual_seed(step_seed);
+            let mut micro_batch = 0i64;
             let lr = self.peak_lr * optim::warmup_cosine(step, self.warmup, self.steps) * progress.monitor.lr_multiplier;
             optimizer.zero_grad();
             let (mut step_loss, mut step_tokens) = (0.0, 0i64);
@@ -100,24 +112,15 @@ impl Stage<'_> {
             for _ in 0..accumulation {
                 let picked: Vec<&Sample> = progress.plan.next_batch().into_iter().map(|i| &samples[i]).collect();
                 let batch = Batch::new(&picked, self.pad, self.device);
+                // Each micro-batch's layers draw their random numbers from seeds of their own, so a
+                // layer recomputed by activation checkpointing draws the same jitter and dropout.
+                micro_batch += 1;
+                let seeded = ForwardMode { seed: Some(step_seed.wrapping_mul(31).wrapping_add(micro_batch)), ..train_mode };
                 // LoRA dropout is active in training forwards only.
                 let set_training = |on: bool| if let Some(a) = adapters { a.training.set(on) };
                 set_training(true);
-                let out = model.forward(&batch.ids, train_mode);
+                let value = step::forward_backward(model, &batch, seeded, &step_options);
                 set_training(false);
-                let ce = eval::token_loss(&out.logits, &batch.labels);
-                let mut total = ce.shallow_clone();
-                let layers = out.router_logits.len().max(1) as f64;
-                if router_trained && options.router.aux_loss_coef > 0.0 {
-                    let aux: Tensor = out.router_logits.iter().zip(&out.router_top_k).map(|((_, l), (_, k))| router::load_balancing_loss(l, k, &batch.valid)).sum();
-                    total = total + aux * (options.router.aux_loss_coef / layers);
-                }
-                if options.router.z_loss_coef > 0.0 {
-                    let z: Tensor = out.router_logits.iter().map(|(_, l)| router::z_loss(l, &batch.valid)).sum();
-                    total = total + z * (options.router.z_loss_coef / layers);
-                }
-                (total / f64::from(accumulation)).backward();
-                let value = ce.double_value(&[]);
                 if !value.is_finite() {
                     bail!("{} loss became {value} at step {}; lower the learning rate", self.kind.name(), step + 1);
                 }
@@ -198,8 +201,13 @@ impl Stage<'_> {
 
     /// Saves a checkpoint locally and hands it to the reporter (which stores it).
     pub fn checkpoint(&self, name: &str, progress: &Progress, optimizer: &AdamW, reporter: &mut dyn Reporter) -> anyhow::Result<()> {
+        self.checkpoint_with(name, progress, optimizer.params(), Some(optimizer), reporter)
+    }
+
+    /// A checkpoint of `trainables` with `optimizer`'s state, or with none (the start of a stage).
+    pub fn checkpoint_with(&self, name: &str, progress: &Progress, trainables: &[Trainable], optimizer: Option<&AdamW>, reporter: &mut dyn Reporter) -> anyhow::Result<()> {
         let dir = std::env::temp_dir().join(format!("moetune-ckpt-{}-{name}", std::process::id()));
-        resume::save(&dir, progress, optimizer, &self.extra)?;
+        resume::save(&dir, progress, trainables, optimizer, &self.extra)?;
         let result = reporter.checkpoint(name, progress.stage.name(), progress.step, &dir);
         let _ = std::fs::remove_dir_all(&dir);
         result

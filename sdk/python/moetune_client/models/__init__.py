@@ -47,8 +47,10 @@ from .moe_sft_qat_options import MoeSftQatOptions
 from .monitor_options import MonitorOptions
 from .order import Order
 from .part_form import PartForm
+from .precision import Precision
 from .qat_format import QatFormat
 from .qat_options import QatOptions
+from .qat_trainable import QatTrainable
 from .register_model_request import RegisterModelRequest
 from .register_model_request_inspect import RegisterModelRequestInspect
 from .resolved_hyperparameters import ResolvedHyperparameters
@@ -123,8 +125,10 @@ __all__ = (
     "MonitorOptions",
     "Order",
     "PartForm",
+    "Precision",
     "QatFormat",
     "QatOptions",
+    "QatTrainable",
     "RegisterModelRequest",
     "RegisterModelRequestInspect",
     "ResolvedHyperparameters",

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 from attrs import define as _attrs_define
 
 from ..models.device_request import DeviceRequest
+from ..models.precision import Precision
 from ..models.sft_method import SftMethod
 from ..types import UNSET, Unset
 
@@ -33,6 +34,9 @@ class MoeSftQatOptions:
         eval_prompts (list[EvalPrompt] | Unset): Optional task accuracy: prompts with expected answers, scored by greedy
             decoding.
         gradient_accumulation_steps (int | Unset): Micro-batches accumulated per optimiser step. Default 1. Default: 1.
+        gradient_checkpointing (bool | None | Unset): Recompute each decoder layer in the backward instead of keeping
+            its activations (less memory,
+            about one more forward of compute). Default: on for CUDA, off on CPU.
         learning_rate (float | Unset): Peak SFT learning rate. Default 1e-5 (seed 001's MoE range; dense-LoRA rates
             collapse routers). Default: 1e-05.
         log_every_n_steps (int | Unset): Emit a metrics event every this many steps. Default 1. Default: 1.
@@ -43,6 +47,7 @@ class MoeSftQatOptions:
             options.
         packing (bool | Unset): Pack several examples into each sequence of `seq_len` tokens. Default false. Default:
             False.
+        precision (Precision | Unset): Numeric precision of training.
         qat (QatOptions | Unset): Quantization-aware training after SFT.
         response_only_loss (bool | Unset): Compute the loss on response tokens only. Default true. Default: True.
         router (RouterOptions | Unset): Router protection (DESIGN.md §1).
@@ -58,6 +63,7 @@ class MoeSftQatOptions:
     device: DeviceRequest | Unset = UNSET
     eval_prompts: list[EvalPrompt] | Unset = UNSET
     gradient_accumulation_steps: int | Unset = 1
+    gradient_checkpointing: bool | None | Unset = UNSET
     learning_rate: float | Unset = 1e-05
     log_every_n_steps: int | Unset = 1
     lora: LoraOptions | Unset = UNSET
@@ -65,6 +71,7 @@ class MoeSftQatOptions:
     max_steps: int | None | Unset = UNSET
     monitor: MonitorOptions | Unset = UNSET
     packing: bool | Unset = False
+    precision: Precision | Unset = UNSET
     qat: QatOptions | Unset = UNSET
     response_only_loss: bool | Unset = True
     router: RouterOptions | Unset = UNSET
@@ -90,6 +97,12 @@ class MoeSftQatOptions:
 
         gradient_accumulation_steps = self.gradient_accumulation_steps
 
+        gradient_checkpointing: bool | None | Unset
+        if isinstance(self.gradient_checkpointing, Unset):
+            gradient_checkpointing = UNSET
+        else:
+            gradient_checkpointing = self.gradient_checkpointing
+
         learning_rate = self.learning_rate
 
         log_every_n_steps = self.log_every_n_steps
@@ -111,6 +124,10 @@ class MoeSftQatOptions:
             monitor = self.monitor.to_dict()
 
         packing = self.packing
+
+        precision: str | Unset = UNSET
+        if not isinstance(self.precision, Unset):
+            precision = self.precision.value
 
         qat: dict[str, Any] | Unset = UNSET
         if not isinstance(self.qat, Unset):
@@ -145,6 +162,8 @@ class MoeSftQatOptions:
             field_dict["eval_prompts"] = eval_prompts
         if gradient_accumulation_steps is not UNSET:
             field_dict["gradient_accumulation_steps"] = gradient_accumulation_steps
+        if gradient_checkpointing is not UNSET:
+            field_dict["gradient_checkpointing"] = gradient_checkpointing
         if learning_rate is not UNSET:
             field_dict["learning_rate"] = learning_rate
         if log_every_n_steps is not UNSET:
@@ -159,6 +178,8 @@ class MoeSftQatOptions:
             field_dict["monitor"] = monitor
         if packing is not UNSET:
             field_dict["packing"] = packing
+        if precision is not UNSET:
+            field_dict["precision"] = precision
         if qat is not UNSET:
             field_dict["qat"] = qat
         if response_only_loss is not UNSET:
@@ -207,6 +228,17 @@ class MoeSftQatOptions:
 
         gradient_accumulation_steps = d.pop("gradient_accumulation_steps", UNSET)
 
+        def _parse_gradient_checkpointing(data: object) -> bool | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(bool | None | Unset, data)
+
+        gradient_checkpointing = _parse_gradient_checkpointing(
+            d.pop("gradient_checkpointing", UNSET)
+        )
+
         learning_rate = d.pop("learning_rate", UNSET)
 
         log_every_n_steps = d.pop("log_every_n_steps", UNSET)
@@ -237,6 +269,13 @@ class MoeSftQatOptions:
             monitor = MonitorOptions.from_dict(_monitor)
 
         packing = d.pop("packing", UNSET)
+
+        _precision = d.pop("precision", UNSET)
+        precision: Precision | Unset
+        if isinstance(_precision, Unset):
+            precision = UNSET
+        else:
+            precision = Precision(_precision)
 
         _qat = d.pop("qat", UNSET)
         qat: QatOptions | Unset
@@ -274,6 +313,7 @@ class MoeSftQatOptions:
             device=device,
             eval_prompts=eval_prompts,
             gradient_accumulation_steps=gradient_accumulation_steps,
+            gradient_checkpointing=gradient_checkpointing,
             learning_rate=learning_rate,
             log_every_n_steps=log_every_n_steps,
             lora=lora,
@@ -281,6 +321,7 @@ class MoeSftQatOptions:
             max_steps=max_steps,
             monitor=monitor,
             packing=packing,
+            precision=precision,
             qat=qat,
             response_only_loss=response_only_loss,
             router=router,

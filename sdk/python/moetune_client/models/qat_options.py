@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 from attrs import define as _attrs_define
 
 from ..models.qat_format import QatFormat
+from ..models.qat_trainable import QatTrainable
 from ..types import UNSET, Unset
 
 T = TypeVar("T", bound="QatOptions")
@@ -24,6 +25,7 @@ class QatOptions:
             tensor scales from a
             calibration pass. Default false (weight-only, `*_MLP_WEIGHT_ONLY`). Default: False.
         steps (int | Unset): Optimiser steps; 0 skips QAT (the FP4 export is then plain PTQ). Default 500. Default: 500.
+        trainable (None | QatTrainable | Unset):
     """
 
     calibration_batches: int | Unset = 8
@@ -31,6 +33,7 @@ class QatOptions:
     learning_rate: float | Unset = 1e-05
     quantize_activations: bool | Unset = False
     steps: int | Unset = 500
+    trainable: None | QatTrainable | Unset = UNSET
 
     def to_dict(self) -> dict[str, Any]:
         calibration_batches = self.calibration_batches
@@ -45,6 +48,14 @@ class QatOptions:
 
         steps = self.steps
 
+        trainable: None | str | Unset
+        if isinstance(self.trainable, Unset):
+            trainable = UNSET
+        elif isinstance(self.trainable, QatTrainable):
+            trainable = self.trainable.value
+        else:
+            trainable = self.trainable
+
         field_dict: dict[str, Any] = {}
 
         field_dict.update({})
@@ -58,6 +69,8 @@ class QatOptions:
             field_dict["quantize_activations"] = quantize_activations
         if steps is not UNSET:
             field_dict["steps"] = steps
+        if trainable is not UNSET:
+            field_dict["trainable"] = trainable
 
         return field_dict
 
@@ -79,12 +92,30 @@ class QatOptions:
 
         steps = d.pop("steps", UNSET)
 
+        def _parse_trainable(data: object) -> None | QatTrainable | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            try:
+                if not isinstance(data, str):
+                    raise TypeError()
+                trainable_type_1 = QatTrainable(data)
+
+                return trainable_type_1
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(None | QatTrainable | Unset, data)
+
+        trainable = _parse_trainable(d.pop("trainable", UNSET))
+
         qat_options = cls(
             calibration_batches=calibration_batches,
             format_=format_,
             learning_rate=learning_rate,
             quantize_activations=quantize_activations,
             steps=steps,
+            trainable=trainable,
         )
 
         return qat_options
