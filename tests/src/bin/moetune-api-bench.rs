@@ -177,7 +177,7 @@ impl Bench {
         drop(api);
 
         let s3 = self.config.s3.client();
-        // Read first (not timed): a streamed file body is sent aws-chunked, which Garage refuses.
+        // Read first (not timed): a streamed file body is sent aws-chunked, which some S3 servers (Garage) refuse.
         let bytes = tokio::fs::read(&path).await?;
         let started = Instant::now();
         let body = aws_sdk_s3::primitives::ByteStream::from(bytes);
