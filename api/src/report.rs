@@ -106,6 +106,7 @@ pub async fn render(state: &AppState, tenant: Uuid, job_id: &str) -> Result<Stri
         "loss": loss_chart(&steps),
         "learning_rate": lr_chart(&steps),
         "heatmap": heatmap(&checks),
+        "experts": expert_shares(checks.last(), collapse_threshold(&job)),
         "alerts": checks.iter().filter(|c| c["alert"] == true).collect::<Vec<_>>(),
         "checks": checks.len(),
         "table": evaluation_table,
@@ -239,6 +240,78 @@ fn heatmap(checks: &[Value]) -> Heatmap {
     Heatmap { cells, rows, columns, cell_width, cell_height, width, height }
 }
 
+/// The monitor's top-1 share threshold the job runs with (its alert fires at or above it).
+fn collapse_threshold(job: &jobs::JobObject) -> f64 {
+    serde_json::to_value(job)
+        .ok()
+        .and_then(|j| j["method"]["moe_sft_qat"]["monitor"]["top1_share_threshold"].as_f64())
+        .unwrap_or(moetune_types::MonitorOptions::default().top1_share_threshold)
+}
+
+/// Every expert's share of its layer's routed tokens at the latest monitor check: rows are MoE
+/// layers, columns experts. A cell at or above the collapse threshold is outlined.
+#[derive(Debug, Serialize)]
+struct ExpertShares {
+    cells: Vec<ShareCell>,
+    rows: Vec<(f64, String)>,
+    columns: Vec<(f64, String)>,
+    cell_width: f64,
+    cell_height: f64,
+    width: f64,
+    height: f64,
+    threshold: f64,
+    /// The threshold's position on the colour scale legend.
+    threshold_x: f64,
+    /// The colour scale, share 0 → 1: (x, fill) of each segment.
+    scale: Vec<(f64, String)>,
+    scale_y: f64,
+    title: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ShareCell {
+    x: f64,
+    y: f64,
+    fill: String,
+    title: String,
+    over: bool,
+}
+
+const SCALE_WIDTH: f64 = 200.0;
+
+fn expert_shares(check: Option<&Value>, threshold: f64) -> Option<ExpertShares> {
+    let check = check?;
+    let layers: Vec<&Value> = check["layers"].as_array()?.iter().filter(|l| l["counts"].as_array().is_some_and(|c| !c.is_empty())).collect();
+    let experts = layers.iter().filter_map(|l| l["counts"].as_array().map(Vec::len)).max()?;
+    let (label_w, label_h) = (70.0, 40.0);
+    let cell_width = ((CHART_WIDTH - label_w) / experts as f64).clamp(4.0, 40.0);
+    let cell_height = 18.0;
+    let mut cells = Vec::new();
+    for (row, usage) in layers.iter().enumerate() {
+        let counts: Vec<f64> = usage["counts"].as_array().into_iter().flatten().map(|c| c.as_f64().unwrap_or(0.0)).collect();
+        let total: f64 = counts.iter().sum::<f64>().max(1.0);
+        for (expert, count) in counts.iter().enumerate() {
+            let share = count / total;
+            cells.push(ShareCell {
+                x: label_w + expert as f64 * cell_width,
+                y: label_h + row as f64 * cell_height,
+                fill: share_colour(share),
+                title: format!("layer {}, expert {expert}: {share:.3} of the routed tokens", usage["layer"]),
+                over: share >= threshold,
+            });
+        }
+    }
+    let rows = layers.iter().enumerate().map(|(i, l)| (label_h + (i as f64 + 0.7) * cell_height, format!("layer {}", l["layer"]))).collect();
+    let every = experts.div_ceil(16).max(1);
+    let columns = (0..experts).filter(|e| e % every == 0).map(|e| (label_w + (e as f64 + 0.5) * cell_width, e.to_string())).collect();
+    let width = (label_w + experts as f64 * cell_width + 10.0).max(SCALE_WIDTH + 80.0);
+    let height = label_h + layers.len() as f64 * cell_height + 50.0;
+    let title = format!("{} step {}", check["stage"].as_str().unwrap_or("?"), check["step"]);
+    let scale = (0..20).map(|i| (10.0 + f64::from(i) * SCALE_WIDTH / 20.0, share_colour((f64::from(i) + 0.5) / 20.0))).collect();
+    let scale_y = height - 34.0;
+    Some(ExpertShares { cells, rows, columns, cell_width, cell_height, width, height, threshold, threshold_x: 10.0 + threshold.clamp(0.0, 1.0) * SCALE_WIDTH, scale, scale_y, title })
+}
+
 fn share_colour(share: f64) -> String {
     let t = share.clamp(0.0, 1.0);
     let channel = |from: f64, to: f64| (from + (to - from) * t).round() as u8;
@@ -292,5 +365,18 @@ mod tests {
         assert_eq!(map.rows.len(), 2);
         assert_ne!(map.cells[0].fill, map.cells[2].fill, "a collapsing layer darkens");
         assert_eq!(share_colour(0.0), "#ffffff");
+    }
+
+    #[test]
+    fn expert_shares_show_every_expert_and_outline_those_past_the_threshold() {
+        let check = serde_json::json!({"stage": "sft", "step": 30, "layers": [
+            {"layer": 0, "top1_share": 0.8, "counts": [80, 10, 5, 5]},
+            {"layer": 1, "top1_share": 0.25, "counts": [25, 25, 25, 25]}]});
+        let shares = expert_shares(Some(&check), 0.7).unwrap();
+        assert_eq!(shares.cells.len(), 8);
+        assert_eq!(shares.cells.iter().filter(|c| c.over).count(), 1);
+        assert!(shares.cells[0].title.contains("expert 0: 0.800"), "{}", shares.cells[0].title);
+        assert_eq!(shares.rows.len(), 2);
+        assert!(expert_shares(None, 0.7).is_none());
     }
 }

@@ -1,4 +1,4 @@
-//! Forward tokens/s on the tiny MoE of DESIGN.md §4 (d=512, 4 layers, 8 experts top-2, batch 8 × seq 256,
+//! Forward tokens/s on the tiny benchmark MoE (d=512, 4 layers, 8 experts top-2, batch 8 × seq 256,
 //! fp32 on CPU) for each architecture, random weights. A quick measurement, not the benchmark suite:
 //! `cargo run --release -p moetune-runner --example forward_speed`.
 

@@ -1,4 +1,4 @@
-//! The miniature fidelity experiment (`moetune-runner fidelity`): seed 002's comparison, reproduced on
+//! The miniature fidelity experiment (`moetune-runner fidelity`): the base / SFT / PTQ / SFT+QAT comparison, reproduced on
 //! CPU in minutes.
 //!
 //! 1. Pre-train the tiny MoE from scratch on a synthetic multi-domain task (copy, reverse, sort and

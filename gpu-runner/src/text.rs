@@ -1,7 +1,7 @@
 //! From training examples to token ids: the model's `tokenizer.json` (tokenizers crate) and, for chat
 //! datasets, its chat template (`chat_template.jinja` or `tokenizer_config.json`, rendered with
 //! minijinja as transformers renders it with Jinja2). Everything else uses the plain
-//! `### System/Instruction/Input/Response` template of DESIGN.md §1.
+//! `### System/Instruction/Input/Response` template.
 
 use std::path::Path;
 

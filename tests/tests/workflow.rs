@@ -162,7 +162,7 @@ fn resumed_jobs_continue_with_identical_losses() {
     assert!(tensors.names().iter().any(|n| n.ends_with("experts.0.w1.input_scale")));
 }
 
-/// Seed 001's monitor: training the router at a high learning rate without the aux loss collapses
+/// The expert-usage monitor: training the router at a high learning rate without the aux loss collapses
 /// routing; the monitor halves the learning rate, then stops the job. Under the defaults it stays quiet.
 #[test]
 fn monitor_drops_the_rate_then_stops_a_collapsing_router_and_stays_quiet_by_default() {
@@ -192,7 +192,7 @@ fn monitor_drops_the_rate_then_stops_a_collapsing_router_and_stays_quiet_by_defa
     assert_eq!(events.last().unwrap()["summary"]["stop_reason"], "completed");
 }
 
-/// Seed 002's comparison in miniature (`moetune-runner fidelity`): pre-train on four synthetic domains,
+/// The base / SFT / PTQ / SFT+QAT comparison in miniature (`moetune-runner fidelity`): pre-train on four synthetic domains,
 /// fine-tune on a held-out one; SFT+QAT in MXFP4 keeps ≥ 99% of the SFT accuracy and beats PTQ, and the
 /// monitor fires on a collapsing router but not under the defaults.
 #[test]

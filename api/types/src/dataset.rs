@@ -54,7 +54,7 @@ impl Example {
         (self.instruction.len() + self.input.len() + self.response.len()) as u64
     }
 
-    /// Renders the plain-text prompt of DESIGN.md §1; the loss is taken on `response` only.
+    /// Renders the plain-text prompt (`### System/Instruction/Input/Response`); the loss is taken on `response` only.
     pub fn render_prompt(&self, default_system: Option<&str>) -> String {
         let mut out = String::new();
         if let Some(system) = self.system.as_deref().or(default_system) {

@@ -239,7 +239,7 @@ pub enum RunnerEventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         validation_token_accuracy: Option<f64>,
     },
-    /// One expert-usage monitor check (DESIGN.md §1): per-layer figures, the alert, and what was done.
+    /// One expert-usage monitor check (docs/design.md): per-layer figures, the alert, and what was done.
     Monitor {
         stage: String,
         step: u32,

@@ -1,4 +1,4 @@
-//! The expert-usage monitor of seed 001, reproduced: every `every_n_steps`, the diagnostic prompts run
+//! The expert-usage monitor (docs/design.md): every `every_n_steps`, the diagnostic prompts run
 //! through the model and each router layer's top-k choices give `top1_share`, `entropy_norm`,
 //! `kl_to_uniform` and `avg_token_entropy`. Alert when the layer means cross both thresholds; on alert
 //! halve the learning rate (floor, cooldown) and stop after K consecutive alerts.

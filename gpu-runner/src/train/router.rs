@@ -1,4 +1,4 @@
-//! Router losses (DESIGN.md §1): the load-balancing auxiliary loss and the router z-loss.
+//! Router losses (docs/design.md): the load-balancing auxiliary loss and the router z-loss.
 
 use tch::{Kind, Tensor};
 
