@@ -107,6 +107,34 @@ fn full_sft_with_trained_router_exports_mxfp4_that_transformers_loads() {
     assert!(!tensors.names().iter().any(|n| *n == "model.layers.0.mlp.experts.gate_up_proj"));
 }
 
+/// LoRA on gpt-oss with its frozen experts held packed in MXFP4 on the device (quantised on load: the
+/// oracle's base is fp32): the artifacts are still what PEFT and transformers compute from them, and the
+/// summary says how the experts were held.
+#[test]
+fn lora_over_packed_mxfp4_experts_exports_what_peft_and_transformers_compute() {
+    let dir = scratch("packed");
+    let base = dir.join("base");
+    run_ok(Command::new("python3").arg(ORACLE).arg("base").arg(&base).arg("gpt_oss"));
+    let options = r#"{"learning_rate": 3e-3, "max_steps": 6, "base_expert_format": "mxfp4", "lora": {"target_experts": true, "r": 4},
+                      "qat": {"steps": 3, "learning_rate": 1e-4, "format": "mxfp4"}, "checkpoint_every_n_steps": 0}"#;
+    let out = dir.join("out");
+    let events = train(&["--model", base.to_str().unwrap()], options, &out);
+    let summary = &events.iter().find(|e| e["type"] == "summary").expect("summary")["summary"];
+    assert_eq!(summary["base_experts"]["format"], "mxfp4", "{summary}");
+    assert!(summary["base_experts"]["bytes_on_device"].as_i64().unwrap() > 0, "{summary}");
+    let ids = dir.join("ids.json");
+    std::fs::write(&ids, IDS).unwrap();
+    let stdout = run_ok(Command::new("python3").arg(ORACLE).arg("check").arg(&out).arg(&base).arg(&ids).arg("mxfp4"));
+    assert!(stdout.contains("ok"), "{stdout}");
+    let oracle = out.join("oracle.safetensors");
+    let peft = max_diff(&ours(&base, Some(&out.join("adapter")), &ids, &out.join("a.safetensors")), &logits(&oracle, "peft"));
+    assert!(peft < TOLERANCE, "PEFT differs by {peft}");
+    let merged = max_diff(&ours(&out.join("merged"), None, &ids, &out.join("m.safetensors")), &logits(&oracle, "merged"));
+    assert!(merged < TOLERANCE, "merged differs by {merged}");
+    let fp4 = max_diff(&ours(&out.join("mxfp4"), None, &ids, &out.join("f.safetensors")), &logits(&oracle, "fp4"));
+    assert!(fp4 < TOLERANCE, "transformers' MXFP4 load differs by {fp4}");
+}
+
 #[test]
 fn quantize_command_exports_an_existing_checkpoint() {
     let dir = scratch("quantize");

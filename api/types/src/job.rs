@@ -155,7 +155,7 @@ pub enum RouterMode {
     Train,
 }
 
-/// Router protection (DESIGN.md §1).
+/// Router protection (docs/design.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouterOptions {
@@ -176,7 +176,7 @@ impl Default for RouterOptions {
     }
 }
 
-/// The expert-usage monitor of seed 001 (DESIGN.md §1); thresholds are job options.
+/// The expert-usage monitor (docs/design.md); thresholds are job options.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct MonitorOptions {
@@ -255,6 +255,28 @@ impl Precision {
     }
 }
 
+/// How frozen routed experts are held on the training device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BaseExpertFormat {
+    /// Dense, in the training precision (bf16 on CUDA, fp32 on CPU).
+    Bf16,
+    /// Packed MXFP4 (4.25 bits per weight), dequantised one expert at a time in the forward.
+    Mxfp4,
+    /// Packed NVFP4 (4.5 bits per weight), dequantised one expert at a time in the forward.
+    Nvfp4,
+}
+
+impl BaseExpertFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bf16 => "bf16",
+            Self::Mxfp4 => "mxfp4",
+            Self::Nvfp4 => "nvfp4",
+        }
+    }
+}
+
 /// Quantization-aware training after SFT.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -294,7 +316,7 @@ pub struct MoeSftQatOptions {
     /// `lora` (default) or `full`.
     pub sft_method: SftMethod,
     pub lora: LoraOptions,
-    /// Peak SFT learning rate. Default 1e-5 (seed 001's MoE range; dense-LoRA rates collapse routers).
+    /// Peak SFT learning rate. Default 1e-5 (the MoE range; dense-LoRA rates collapse routers).
     pub learning_rate: f64,
     /// SFT optimiser steps; default: `n_epochs` passes over the training data.
     pub max_steps: Option<u32>,
@@ -332,6 +354,10 @@ pub struct MoeSftQatOptions {
     /// Recompute each decoder layer in the backward instead of keeping its activations (less memory,
     /// about one more forward of compute). Default: on for CUDA, off on CPU.
     pub gradient_checkpointing: Option<bool>,
+    /// How the frozen experts of a LoRA job are held: `bf16`, `mxfp4` or `nvfp4` (packed, quantised
+    /// on load unless the checkpoint ships that format). Default: as the checkpoint ships them (gpt-oss:
+    /// MXFP4; the others: dense). Experts a job trains (full SFT, full QAT) are always dense.
+    pub base_expert_format: Option<BaseExpertFormat>,
 }
 
 impl Default for MoeSftQatOptions {
@@ -358,6 +384,7 @@ impl Default for MoeSftQatOptions {
             device: crate::placement::DeviceRequest::Auto,
             precision: Precision::Auto,
             gradient_checkpointing: None,
+            base_expert_format: None,
         }
     }
 }
@@ -390,6 +417,11 @@ fn check(ok: bool, param: &str, message: &str) -> Result<(), InvalidOption> {
 const ATTENTION_TARGETS: [&str; 4] = ["q_proj", "k_proj", "v_proj", "o_proj"];
 
 impl MoeSftQatOptions {
+    /// Whether the routed experts stay frozen through the whole job (so they may be kept packed).
+    pub fn experts_frozen(&self) -> bool {
+        self.sft_method == SftMethod::Lora && (self.qat.steps == 0 || self.qat_trainable() == QatTrainable::Lora)
+    }
+
     /// What QAT trains, defaults resolved.
     pub fn qat_trainable(&self) -> QatTrainable {
         self.qat.trainable.unwrap_or(match self.sft_method {
@@ -449,6 +481,12 @@ impl MoeSftQatOptions {
             "qat.trainable",
             "`qat.trainable: lora` needs `sft_method: lora` (a full SFT has no adapters to train).",
         )?;
+        let packed_base = matches!(self.base_expert_format, Some(BaseExpertFormat::Mxfp4 | BaseExpertFormat::Nvfp4));
+        check(
+            !packed_base || self.experts_frozen(),
+            "base_expert_format",
+            "packed base experts (`mxfp4`, `nvfp4`) need frozen experts: `sft_method: lora` and `qat.trainable: lora` (or `qat.steps: 0`).",
+        )?;
         check(self.eval_prompts.len() <= 1024, "eval_prompts", "at most 1024 eval prompts.")?;
         Ok(())
     }
@@ -457,6 +495,21 @@ impl MoeSftQatOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packed_base_experts_need_frozen_experts() {
+        let packed = |edit: fn(&mut MoeSftQatOptions)| {
+            let mut o = MoeSftQatOptions { base_expert_format: Some(BaseExpertFormat::Nvfp4), ..Default::default() };
+            edit(&mut o);
+            o.validate().map_err(|e| e.param)
+        };
+        assert_eq!(packed(|_| {}), Ok(()));
+        assert_eq!(packed(|o| o.sft_method = SftMethod::Full), Err("method.moe_sft_qat.base_expert_format".into()));
+        assert_eq!(packed(|o| o.qat.trainable = Some(QatTrainable::Full)), Err("method.moe_sft_qat.base_expert_format".into()));
+        assert_eq!(packed(|o| (o.qat.trainable, o.qat.steps) = (Some(QatTrainable::Full), 0)), Ok(()));
+        let dense = MoeSftQatOptions { sft_method: SftMethod::Full, base_expert_format: Some(BaseExpertFormat::Bf16), ..Default::default() };
+        assert_eq!(dense.validate().map_err(|e| e.param), Ok(()));
+    }
 
     #[test]
     fn defaults_are_valid_and_errors_name_the_option() {

@@ -46,6 +46,7 @@ fn layer_of(name: &str) -> anyhow::Result<usize> {
 
 /// Writes the FP4 checkpoint of `model` (weights in `vars`) into `dir`; returns the files.
 pub fn write(model: &MoeModel, vars: &nn::VarStore, format: QatFormat, activations: Option<&ActivationAmax>, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    anyhow::ensure!(!model.has_packed_experts(), "experts are packed: unpack them before the export");
     std::fs::create_dir_all(dir)?;
     let variables = vars.variables();
     // Expert weight matrices are encoded; everything else (gpt-oss expert biases included) stays fp32.

@@ -1,7 +1,7 @@
 //! Reading and writing Hugging Face checkpoints: `model.safetensors` or sharded
 //! `model.safetensors.index.json`, memory-mapped (each tensor is copied once, into its parameter),
 //! bf16/fp16/fp32 converted to the model's dtype, per-expert tensors stacked into the fused layout and
-//! gpt-oss MXFP4 experts decoded. Every failure names the file and tensor.
+//! gpt-oss MXFP4 experts decoded (or kept packed: `load_packed`). Every failure names the file and tensor.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -12,8 +12,9 @@ use safetensors::tensor::{Metadata, TensorView};
 use safetensors::{Dtype, SafeTensors};
 use tch::{Kind, Tensor};
 
-use super::config::{ArchConfig, ExpertCheckpoint};
+use super::config::{ArchConfig, ExpertActivation, ExpertCheckpoint};
 use super::params::{ParamInfo, Role};
+use super::resident::{PackedExperts, PackedFormat};
 use crate::quant::fp4;
 
 struct File {
@@ -254,11 +255,15 @@ fn fetch_mxfp4(ckpt: &Checkpoint, param: &ParamInfo, layout: ExpertCheckpoint, u
     Ok(Some(if transposed { decoded.transpose(1, 2).contiguous() } else { decoded }))
 }
 
-/// Copies every parameter from the checkpoint. Returns the checkpoint tensors nothing used.
-pub fn load_into(vars: &tch::nn::VarStore, params: &[ParamInfo], config: &ArchConfig, ckpt: &Checkpoint) -> anyhow::Result<Vec<String>> {
+/// Copies every parameter from the checkpoint, except those in `packed` (experts kept in FP4), which
+/// `load_packed` reads. Returns the checkpoint tensors nothing used.
+pub fn load_into(vars: &tch::nn::VarStore, params: &[ParamInfo], config: &ArchConfig, ckpt: &Checkpoint, packed: &mut dyn FnMut(&ParamInfo, &mut HashSet<String>) -> anyhow::Result<bool>) -> anyhow::Result<Vec<String>> {
     let variables = vars.variables();
     let mut used = HashSet::new();
     for param in params {
+        if packed(param, &mut used)? {
+            continue;
+        }
         let source = fetch(ckpt, param, config, &mut used)?;
         let mut var = variables.get(&param.name).with_context(|| format!("model has no variable {}", param.name))?.shallow_clone();
         tch::no_grad(|| var.f_copy_(&source)).with_context(|| format!("copying {}", param.name))?;
@@ -268,7 +273,34 @@ pub fn load_into(vars: &tch::nn::VarStore, params: &[ParamInfo], config: &ArchCo
     Ok(unused)
 }
 
-/// A tensor to write: name, dtype and little-endian bytes.
+/// The packed format the checkpoint ships its routed experts in (gpt-oss: MXFP4 `_blocks`/`_scales`).
+pub fn shipped_expert_format(ckpt: &Checkpoint, params: &[ParamInfo]) -> Option<PackedFormat> {
+    let expert = params.iter().find(|p| p.role == Role::Expert && p.shape.len() == 3)?;
+    ckpt.get(&format!("{}_blocks", expert.name)).map(|_| PackedFormat::Mxfp4)
+}
+
+/// A fused expert weight kept packed in `format` on `device`: MXFP4 blocks as shipped when the
+/// checkpoint has them and MXFP4 is asked for; otherwise the dense weights, quantised expert by expert.
+pub fn load_packed(ckpt: &Checkpoint, param: &ParamInfo, config: &ArchConfig, format: PackedFormat, device: tch::Device, used: &mut HashSet<String>) -> anyhow::Result<PackedExperts> {
+    let transposed = matches!(config.moe.activation, ExpertActivation::GptOssClamped { .. });
+    let e = param.shape[0];
+    // `[experts, out, in]`: gpt-oss's parameters are `[experts, in, out]`.
+    let shape = if transposed { [e, param.shape[2], param.shape[1]] } else { [e, param.shape[1], param.shape[2]] };
+    let (blocks_name, scales_name) = (format!("{}_blocks", param.name), format!("{}_scales", param.name));
+    if let (PackedFormat::Mxfp4, Some(blocks), Some(scales)) = (format, ckpt.get(&blocks_name), ckpt.get(&scales_name)) {
+        let [_, out, input] = shape;
+        expect_shape(&blocks, &[e, out, input / 32, 16])?;
+        expect_shape(&scales, &[e, out, input / 32])?;
+        let packed = PackedExperts::from_mxfp4(blocks.bytes, scales.bytes, shape, device).with_context(|| blocks_name.clone())?;
+        used.insert(blocks_name);
+        used.insert(scales_name);
+        return Ok(packed);
+    }
+    let dense = fetch(ckpt, param, config, used)?;
+    let dense = if transposed { dense.transpose(1, 2) } else { dense };
+    PackedExperts::quantize(&dense, format, device).with_context(|| format!("quantizing {} to {}", param.name, format.as_str()))
+}
+
 pub struct Owned {
     pub name: String,
     pub dtype: Dtype,

@@ -13,6 +13,7 @@ pub mod moe;
 pub mod params;
 pub mod qwen2_moe;
 pub mod qwen3_moe;
+pub mod resident;
 pub mod tiny;
 
 use std::cell::RefCell;
@@ -29,6 +30,8 @@ pub use adapters::{ActivationHook, Adapters, ExpertInput, LoraPair};
 pub use moe::WeightTransform;
 use moe::{ExpertHooks, MoeBlock};
 use params::{ParamInfo, Params, Role};
+pub use resident::PackedFormat;
+use resident::PackedExperts;
 
 enum Mlp {
     Sparse(MoeBlock),
@@ -84,6 +87,17 @@ pub struct MoeModel {
     lm_head: Tensor,
 }
 
+/// How routed experts are held on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpertStorage {
+    /// Dense, in the model's dtype (trainable).
+    Dense,
+    /// Packed in this FP4 format (frozen), quantised on load unless the checkpoint ships it.
+    Packed(PackedFormat),
+    /// Packed in the checkpoint's own packed format (gpt-oss: MXFP4), dense if it ships none.
+    AsShipped,
+}
+
 /// Device and dtype: CUDA bf16 when a GPU is visible, else CPU fp32 (bf16 is ~500× slower there).
 pub fn default_placement() -> (Device, Kind) {
     let device = Device::cuda_if_available();
@@ -108,7 +122,8 @@ pub fn kind_name(kind: Kind) -> &'static str {
 }
 
 impl MoeModel {
-    fn build(p: &Params, config: ArchConfig, recorded: &RefCell<Vec<ParamInfo>>) -> Self {
+    /// `packed_experts`: routed expert weights are created empty, to be loaded packed.
+    fn build(p: &Params, config: ArchConfig, recorded: &RefCell<Vec<ParamInfo>>, packed_experts: bool) -> Self {
         let c = &config;
         let model = p.sub("model");
         let layers = (0..c.num_hidden_layers as usize)
@@ -120,7 +135,7 @@ impl MoeModel {
                     self_attn: Attention::new(&l.sub("self_attn"), c, i),
                     post_attention_layernorm: l.norm("post_attention_layernorm", c.hidden_size),
                     mlp: if c.sparse_layers[i] {
-                        Mlp::Sparse(MoeBlock::new(&mlp_path, c, i))
+                        Mlp::Sparse(MoeBlock::new(&mlp_path, c, i, packed_experts))
                     } else {
                         Mlp::Dense(DenseMlp::new(&mlp_path, c.hidden_size, c.dense_intermediate_size, Role::DenseMlp))
                     },
@@ -140,31 +155,99 @@ impl MoeModel {
     /// New parameters in `vars` (its device and kind), initialised as transformers initialises them.
     pub fn new(vars: &nn::VarStore, config: ArchConfig) -> Self {
         let recorded = RefCell::new(Vec::new());
-        Self::build(&Params::vars(vars.root(), &recorded), config, &recorded)
+        Self::build(&Params::vars(vars.root(), &recorded), config, &recorded, false)
     }
 
     /// Names, shapes and roles only; allocates nothing.
     pub fn param_infos(config: &ArchConfig) -> Vec<ParamInfo> {
         let recorded = RefCell::new(Vec::new());
-        Self::build(&Params::shapes_only(&recorded), config.clone(), &recorded).params
+        Self::build(&Params::shapes_only(&recorded), config.clone(), &recorded, false).params
     }
 
     /// Loads a Hugging Face model directory (config.json + safetensors) onto `device` as `kind`.
     pub fn load_dir(dir: &Path, device: Device, kind: Kind) -> anyhow::Result<(nn::VarStore, Self)> {
+        Self::load_dir_with(dir, device, kind, ExpertStorage::Dense)
+    }
+
+    /// Like `load_dir`, with the routed experts held as `experts` says.
+    pub fn load_dir_with(dir: &Path, device: Device, kind: Kind, experts: ExpertStorage) -> anyhow::Result<(nn::VarStore, Self)> {
         let config = ArchConfig::from_dir(dir)?;
         let ckpt = checkpoint::Checkpoint::open(dir)?;
+        let format = match experts {
+            ExpertStorage::Dense => None,
+            ExpertStorage::Packed(format) => Some(format),
+            ExpertStorage::AsShipped => checkpoint::shipped_expert_format(&ckpt, &Self::param_infos(&config)),
+        };
         let mut vars = nn::VarStore::new(device);
         vars.set_kind(kind);
-        let model = tch::no_grad(|| Self::new(&vars, config));
-        let unused = checkpoint::load_into(&vars, &model.params, &model.config, &ckpt).with_context(|| format!("loading {}", dir.display()))?;
+        let recorded = RefCell::new(Vec::new());
+        let model = tch::no_grad(|| Self::build(&Params::vars(vars.root(), &recorded), config, &recorded, format.is_some()));
+        let mut packed: std::collections::HashMap<String, PackedExperts> = Default::default();
+        let mut load_packed = |param: &ParamInfo, used: &mut std::collections::HashSet<String>| -> anyhow::Result<bool> {
+            let Some(format) = format.filter(|_| param.role == Role::Expert && param.shape.len() == 3) else { return Ok(false) };
+            packed.insert(param.name.clone(), checkpoint::load_packed(&ckpt, param, &model.config, format, device, used)?);
+            Ok(true)
+        };
+        let unused = checkpoint::load_into(&vars, &model.params, &model.config, &ckpt, &mut load_packed).with_context(|| format!("loading {}", dir.display()))?;
+        for moe in model.moe_blocks() {
+            let (gate_up, down) = moe.expert_names();
+            if let (Some(g), Some(d)) = (packed.remove(gate_up), packed.remove(down)) {
+                moe.set_packed(g, d);
+            }
+        }
         if !unused.is_empty() {
             tracing::warn!(count = unused.len(), first = %unused[0], "checkpoint tensors the model does not use");
         }
         Ok((vars, model))
     }
 
+    fn moe_blocks(&self) -> impl Iterator<Item = &MoeBlock> {
+        self.layers.iter().filter_map(|l| match &l.mlp {
+            Mlp::Sparse(moe) => Some(moe),
+            Mlp::Dense(_) => None,
+        })
+    }
+
+    /// Packs dense routed experts into `format` (quantised with the FP4 codecs), freeing their dense
+    /// storage. For models built in memory (the tiny model); checkpoints are packed while loading.
+    pub fn pack_experts(&self, format: PackedFormat) -> anyhow::Result<()> {
+        for moe in self.moe_blocks() {
+            if moe.is_packed() {
+                continue;
+            }
+            let (gate_up, down) = moe.dense_experts();
+            let device = gate_up.device();
+            let (gate_up, down) = (PackedExperts::quantize(&gate_up, format, device)?, PackedExperts::quantize(&down, format, device)?);
+            moe.set_packed(gate_up, down);
+        }
+        Ok(())
+    }
+
+    /// Dequantises packed experts back into dense variables in `kind` (before merging adapters into
+    /// them, training them, or exporting).
+    pub fn unpack_experts(&self, kind: Kind) {
+        for moe in self.moe_blocks() {
+            moe.unpack(kind);
+        }
+    }
+
+    pub fn has_packed_experts(&self) -> bool {
+        self.moe_blocks().any(MoeBlock::is_packed)
+    }
+
+    /// The format packed experts are held in (None when dense).
+    pub fn packed_expert_format(&self) -> Option<PackedFormat> {
+        self.moe_blocks().find_map(MoeBlock::packed_format)
+    }
+
+    /// Bytes the packed experts hold on the device.
+    pub fn packed_expert_bytes(&self) -> i64 {
+        self.moe_blocks().map(MoeBlock::packed_bytes).sum()
+    }
+
     /// Writes config.json and the weights in the layout transformers saves, sharded above `max_shard_bytes`.
     pub fn save_pretrained(&self, vars: &nn::VarStore, dir: &Path, kind: Kind, max_shard_bytes: u64) -> anyhow::Result<Vec<PathBuf>> {
+        anyhow::ensure!(!self.has_packed_experts(), "experts are packed: unpack them before saving");
         std::fs::create_dir_all(dir)?;
         let tensors = checkpoint::to_disk_layout(&self.params, &vars.variables(), &self.config, kind)?;
         let mut written = checkpoint::write_safetensors(dir, tensors, max_shard_bytes)?;

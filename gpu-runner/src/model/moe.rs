@@ -2,12 +2,15 @@
 //! dispatch. Tokens are sorted by expert once and each expert multiplies only its own tokens, so work is
 //! proportional to tokens × k, never tokens × experts.
 
+use std::cell::RefCell;
+
 use tch::{Kind, Tensor};
 
 use super::adapters::{ActivationHook, Adapters, ExpertInput, LoraPair};
 use super::config::{ArchConfig, ExpertActivation, MoeSpec, Routing};
 use super::layers::{linear, DenseMlp};
 use super::params::{normal, Params, Role};
+use super::resident::PackedExperts;
 
 /// Training-time routing options (ignored at evaluation).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -34,8 +37,12 @@ pub struct MoeOutput {
 pub struct MoeBlock {
     router: Tensor,
     router_bias: Option<Tensor>,
+    /// The fused expert weights (variables of the model's `VarStore`); empty while `packed` holds them.
     gate_up_proj: Tensor,
     down_proj: Tensor,
+    /// Frozen experts kept in FP4 (gate_up, down), dequantised one expert at a time in the forward.
+    /// (A cell: the training loop hands them back to dense storage between stages.)
+    packed: RefCell<Option<(PackedExperts, PackedExperts)>>,
     gate_up_proj_bias: Option<Tensor>,
     down_proj_bias: Option<Tensor>,
     shared_expert: Option<(DenseMlp, Tensor)>,
@@ -87,6 +94,12 @@ impl FactorSlices {
     }
 }
 
+/// The experts of one forward pass: the dense weights split per expert, or the packed ones.
+enum StoredExperts<'a> {
+    Dense(Vec<Tensor>, Vec<Tensor>),
+    Packed(&'a (PackedExperts, PackedExperts)),
+}
+
 /// What the experts of one forward pass see besides their weights.
 #[derive(Default, Clone, Copy)]
 pub struct ExpertHooks<'a> {
@@ -96,7 +109,8 @@ pub struct ExpertHooks<'a> {
 }
 
 impl MoeBlock {
-    pub fn new(p: &Params, c: &ArchConfig, layer: usize) -> Self {
+    /// `packed`: the fused expert weights are created empty, to be filled packed (`set_packed`).
+    pub fn new(p: &Params, c: &ArchConfig, layer: usize, packed: bool) -> Self {
         let (h, m) = (c.hidden_size, &c.moe);
         let (e, i) = (m.num_experts, m.intermediate_size);
         let router_path = p.sub(m.router_name);
@@ -107,12 +121,20 @@ impl MoeBlock {
         // gpt-oss keeps its experts in `x @ W` orientation; the others in `linear` (`[out, in]`) orientation.
         let (gate_up_shape, down_shape) = if gpt_oss { ([e, h, 2 * i], [e, i, h]) } else { ([e, 2 * i, h], [e, h, i]) };
         let zeros = tch::nn::Init::Const(0.0);
+        let weight = |name: &str, shape: &[i64]| {
+            if packed {
+                experts.placeholder(name, shape, Role::Expert)
+            } else {
+                experts.param(name, shape, Role::Expert, normal())
+            }
+        };
         Self {
             router,
             router_bias,
-            gate_up_proj: experts.param("gate_up_proj", &gate_up_shape, Role::Expert, normal()),
+            gate_up_proj: weight("gate_up_proj", &gate_up_shape),
             gate_up_proj_bias: gpt_oss.then(|| experts.param("gate_up_proj_bias", &[e, 2 * i], Role::Expert, zeros)),
-            down_proj: experts.param("down_proj", &down_shape, Role::Expert, normal()),
+            down_proj: weight("down_proj", &down_shape),
+            packed: RefCell::new(None),
             down_proj_bias: gpt_oss.then(|| experts.param("down_proj_bias", &[e, h], Role::Expert, zeros)),
             shared_expert: m.shared_expert_intermediate_size.map(|size| {
                 (DenseMlp::new(&p.sub("shared_expert"), h, size, Role::SharedExpert), p.linear("shared_expert_gate", 1, h, Role::SharedExpert))
@@ -126,6 +148,52 @@ impl MoeBlock {
 
     fn is_transposed(&self) -> bool {
         matches!(self.spec.activation, ExpertActivation::GptOssClamped { .. })
+    }
+
+    /// Names of the fused expert weights (gate_up, down).
+    pub fn expert_names(&self) -> (&str, &str) {
+        (&self.gate_up_name, &self.down_name)
+    }
+
+    /// The dense fused weights in `[experts, out, in]` orientation (to pack them).
+    pub fn dense_experts(&self) -> (Tensor, Tensor) {
+        let orient = |w: &Tensor| if self.is_transposed() { w.transpose(1, 2) } else { w.shallow_clone() };
+        (orient(&self.gate_up_proj), orient(&self.down_proj))
+    }
+
+    pub fn is_packed(&self) -> bool {
+        self.packed.borrow().is_some()
+    }
+
+    /// Keeps the experts packed from now on; the dense variables are emptied (their memory freed).
+    pub fn set_packed(&self, gate_up: PackedExperts, down: PackedExperts) {
+        let empty = |w: &Tensor| w.new_empty([0], (w.kind(), w.device()));
+        let (mut gate_up_var, mut down_var) = (self.gate_up_proj.shallow_clone(), self.down_proj.shallow_clone());
+        tch::no_grad(|| {
+            gate_up_var.set_data(&empty(&gate_up_var));
+            down_var.set_data(&empty(&down_var));
+        });
+        *self.packed.borrow_mut() = Some((gate_up, down));
+    }
+
+    /// Dequantises packed experts back into the dense variables (before a merge or an export).
+    pub fn unpack(&self, kind: Kind) {
+        let Some((gate_up, down)) = self.packed.borrow_mut().take() else { return };
+        let orient = |w: Tensor| if self.is_transposed() { w.transpose(1, 2).contiguous() } else { w };
+        let (mut gate_up_var, mut down_var) = (self.gate_up_proj.shallow_clone(), self.down_proj.shallow_clone());
+        tch::no_grad(|| {
+            gate_up_var.set_data(&orient(gate_up.dequantize_all(kind)));
+            down_var.set_data(&orient(down.dequantize_all(kind)));
+        });
+    }
+
+    pub fn packed_format(&self) -> Option<super::resident::PackedFormat> {
+        self.packed.borrow().as_ref().map(|(g, _)| g.format)
+    }
+
+    /// Bytes the packed experts hold on the device (0 when dense).
+    pub fn packed_bytes(&self) -> i64 {
+        self.packed.borrow().as_ref().map_or(0, |(g, d)| g.bytes() + d.bytes())
     }
 
     /// Top-k experts and their weights from router logits, as the architecture's router computes them.
@@ -170,6 +238,19 @@ impl MoeBlock {
             f(&merged.transpose(0, 1).unsqueeze(0)).squeeze_dim(0).transpose(0, 1)
         } else {
             f(&merged.unsqueeze(0)).squeeze_dim(0)
+        }
+    }
+
+    /// Expert `e`'s (gate_up, down) weights in the stored orientation: a slice of the dense weights, or
+    /// dequantised from the packed ones in the activations' `kind`.
+    fn expert_weights(&self, e: usize, experts: &StoredExperts, kind: Kind) -> (Tensor, Tensor) {
+        match experts {
+            StoredExperts::Dense(gate_ups, downs) => (gate_ups[e].shallow_clone(), downs[e].shallow_clone()),
+            StoredExperts::Packed((gate_up, down)) => {
+                // Packed experts are `[out, in]`; gpt-oss multiplies `x @ W` with `W` `[in, out]`.
+                let orient = |w: Tensor| if self.is_transposed() { w.transpose(0, 1) } else { w };
+                (orient(gate_up.expert(e as i64, kind)), orient(down.expert(e as i64, kind)))
+            }
         }
     }
 
@@ -239,16 +320,21 @@ impl MoeBlock {
         };
         let (gate_up_factors, down_factors) = (factors(&self.gate_up_name), factors(&self.down_name));
         let any_factors = gate_up_factors.is_some() || down_factors.is_some();
-        // Without adapters a transform is applied to the fused weights at once; with them, per expert
-        // to `W + BA` (below).
+        // A transform (QAT's fake quantization) goes on the fused weights at once when it can; with
+        // adapters it must see each expert's `W + BA`, and packed experts exist one at a time.
+        let packed = self.packed.borrow();
+        let per_expert_transform = hooks.transform.is_some() && (any_factors || packed.is_some());
         let (gate_up, down) = match hooks.transform {
-            Some(f) if !any_factors => self.transformed_weights(f),
+            Some(f) if !per_expert_transform => self.transformed_weights(f),
             _ => (self.gate_up_proj.shallow_clone(), self.down_proj.shallow_clone()),
         };
         // Split once: indexing the fused [E, …] weight per expert would make each expert's backward
         // allocate and fill a gradient the size of the whole weight (E times per step); unbind's
         // backward stacks the slices once.
-        let (gate_ups, downs) = (gate_up.unbind(0), down.unbind(0));
+        let experts = match packed.as_ref() {
+            Some(packed) => StoredExperts::Packed(packed),
+            None => StoredExperts::Dense(gate_up.unbind(0), down.unbind(0)),
+        };
         let gate_up_biases = self.gate_up_proj_bias.as_ref().map(|b| b.unbind(0));
         let down_biases = self.down_proj_bias.as_ref().map(|b| b.unbind(0));
         let mut out = tokens.zeros_like();
@@ -258,32 +344,22 @@ impl MoeBlock {
             if kept > 0 {
                 let idx = token_of_slot.narrow(0, offset, kept);
                 let gate_w = weight_of_slot.narrow(0, offset, kept).unsqueeze(1);
+                let (gate_up_w, down_w) = self.expert_weights(expert, &experts, x.kind());
                 let gate_up_lora = gate_up_factors.as_ref().map(|f| f.get(expert));
                 let down_lora = down_factors.as_ref().map(|f| f.get(expert));
-                let merged = match hooks.transform {
-                    Some(f) if any_factors => Some((
-                        self.merged_expert_weight(&gate_ups[expert], gate_up_lora, f),
-                        self.merged_expert_weight(&downs[expert], down_lora, f),
-                    )),
-                    _ => None,
+                let (gate_up_w, down_w, gate_up_lora, down_lora) = match hooks.transform {
+                    Some(f) if per_expert_transform => {
+                        (self.merged_expert_weight(&gate_up_w, gate_up_lora, f), self.merged_expert_weight(&down_w, down_lora, f), None, None)
+                    }
+                    _ => (gate_up_w, down_w, gate_up_lora, down_lora),
                 };
-                let weights = match &merged {
-                    Some((gate_up, down)) => ExpertWeights {
-                        gate_up,
-                        down,
-                        gate_up_bias: gate_up_biases.as_ref().map(|b| &b[expert]),
-                        down_bias: down_biases.as_ref().map(|b| &b[expert]),
-                        gate_up_lora: None,
-                        down_lora: None,
-                    },
-                    None => ExpertWeights {
-                        gate_up: &gate_ups[expert],
-                        down: &downs[expert],
-                        gate_up_bias: gate_up_biases.as_ref().map(|b| &b[expert]),
-                        down_bias: down_biases.as_ref().map(|b| &b[expert]),
-                        gate_up_lora,
-                        down_lora,
-                    },
+                let weights = ExpertWeights {
+                    gate_up: &gate_up_w,
+                    down: &down_w,
+                    gate_up_bias: gate_up_biases.as_ref().map(|b| &b[expert]),
+                    down_bias: down_biases.as_ref().map(|b| &b[expert]),
+                    gate_up_lora,
+                    down_lora,
                 };
                 let y = self.expert_forward(&tokens.index_select(0, &idx), &weights, hooks.inputs);
                 out = out.index_add(0, &idx, &(y * gate_w).to_kind(out.kind()));

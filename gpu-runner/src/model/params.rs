@@ -72,7 +72,7 @@ impl<'a> Params<'a> {
     }
 
     /// A parameter initialised like transformers does (`init`); routers are created non-trainable
-    /// because SFT keeps them frozen unless a job asks otherwise (DESIGN.md §1).
+    /// because SFT keeps them frozen unless a job asks otherwise (docs/design.md).
     pub fn param(&self, name: &str, shape: &[i64], role: Role, init: Init) -> Tensor {
         let full = self.name(name);
         self.recorded.borrow_mut().push(ParamInfo { name: full, shape: shape.to_vec(), role });
@@ -82,6 +82,17 @@ impl<'a> Params<'a> {
                 let tensor = nn::f_init(init, shape, path.device(), path.kind()).expect("allocating a parameter");
                 path.add(name, tensor, role != Role::Router)
             }
+        }
+    }
+
+    /// A parameter recorded with its full shape but created empty and frozen: its values arrive later
+    /// in another form (experts kept packed in FP4), so its dense size is never allocated.
+    pub fn placeholder(&self, name: &str, shape: &[i64], role: Role) -> Tensor {
+        let full = self.name(name);
+        self.recorded.borrow_mut().push(ParamInfo { name: full, shape: shape.to_vec(), role });
+        match &self.target {
+            Target::Shapes => Tensor::zeros([0], (Kind::Float, Device::Cpu)),
+            Target::Vars(path) => path.add(name, Tensor::zeros([0], (path.kind(), path.device())), false),
         }
     }
 

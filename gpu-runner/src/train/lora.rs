@@ -181,6 +181,7 @@ pub fn load_peft(dir: &Path, device: tch::Device) -> anyhow::Result<Adapters> {
 
 /// Adds every adapter's update into the base weights in `vars` (PEFT's `merge_and_unload`).
 pub fn merge_into(adapters: &Adapters, model: &MoeModel, vars: &nn::VarStore) -> anyhow::Result<()> {
+    anyhow::ensure!(adapters.experts.is_empty() || !model.has_packed_experts(), "experts are packed: unpack them before merging adapters");
     let variables = vars.variables();
     let transposed = model.experts_transposed();
     tch::no_grad(|| {

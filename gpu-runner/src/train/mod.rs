@@ -1,4 +1,4 @@
-//! The SFT → QAT workflow on one device (DESIGN.md §1): SFT (LoRA or full, router frozen or trained
+//! The SFT → QAT workflow on one device (docs/design.md): SFT (LoRA or full, router frozen or trained
 //! under the load-balancing loss) watched by the expert-usage monitor; evaluation of the SFT model and
 //! of its post-training quantization (PTQ); LoRA merged; QAT with FP4 fake-quantized experts; evaluation
 //! again. Checkpoints along the way make the job resumable with identical subsequent losses.
@@ -16,7 +16,7 @@ mod stage;
 pub mod step;
 
 use anyhow::{bail, Context};
-use moetune_types::{Example, Precision, QatFormat, QatTrainable, RouterMode, RunnerEventKind, SftMethod, TrainingSpec};
+use moetune_types::{BaseExpertFormat, Example, Precision, QatFormat, QatTrainable, RouterMode, RunnerEventKind, SftMethod, TrainingSpec};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
@@ -27,7 +27,7 @@ use self::resume::{Progress, ResumePoint, SftEval};
 use self::stage::{Stage, StageKind};
 use crate::export::fp4::ActivationAmax;
 use crate::model::params::Role;
-use crate::model::{tiny, Adapters, ExpertInput, ForwardMode, MoeModel};
+use crate::model::{tiny, Adapters, ExpertInput, ExpertStorage, ForwardMode, MoeModel, PackedFormat};
 use crate::text::TextCodec;
 
 /// Where training reports to: events for the job log, and checkpoints to persist.
@@ -98,20 +98,36 @@ pub fn training_kind(precision: Precision, device: Device) -> Kind {
 }
 
 /// The base model and its tokenizer in `kind`: the built-in tiny model, or a Hugging Face model directory.
-pub fn base_model(name: &str, device: Device, kind: Kind) -> anyhow::Result<(nn::VarStore, MoeModel, TextCodec)> {
+pub fn base_model(name: &str, device: Device, kind: Kind, experts: ExpertStorage) -> anyhow::Result<(nn::VarStore, MoeModel, TextCodec)> {
     if name == tiny::NAME {
         let mut vars = nn::VarStore::new(device);
         // Drawn in fp32 so every precision starts from the same base weights.
         let model = crate::model::new_seeded(&vars, tiny::config(), tiny::BASE_SEED);
+        if let ExpertStorage::Packed(format) = experts {
+            model.pack_experts(format)?;
+        }
         vars.set_kind(kind);
         return Ok((vars, model, TextCodec::tiny()?));
     }
     let dir = std::path::Path::new(name);
     if dir.join("config.json").exists() {
-        let (vars, model) = MoeModel::load_dir(dir, device, kind)?;
+        let (vars, model) = MoeModel::load_dir_with(dir, device, kind, experts)?;
         return Ok((vars, model, TextCodec::from_dir(dir)?));
     }
     bail!("model '{name}' is not available on this runner (supported: {}, or a local model directory)", tiny::NAME)
+}
+
+/// How the job holds its routed experts: packed only while they stay frozen for the whole job.
+pub fn expert_storage(options: &moetune_types::MoeSftQatOptions) -> ExpertStorage {
+    if !options.experts_frozen() {
+        return ExpertStorage::Dense;
+    }
+    match options.base_expert_format {
+        None => ExpertStorage::AsShipped,
+        Some(BaseExpertFormat::Bf16) => ExpertStorage::Dense,
+        Some(BaseExpertFormat::Mxfp4) => ExpertStorage::Packed(PackedFormat::Mxfp4),
+        Some(BaseExpertFormat::Nvfp4) => ExpertStorage::Packed(PackedFormat::Nvfp4),
+    }
 }
 
 /// The base weights an SFT method trains (set to require gradients, the rest frozen); LoRA's adapters
@@ -132,6 +148,8 @@ fn set_trainable(model: &MoeModel, vars: &nn::VarStore, roles: &[Role]) -> Vec<o
     for info in &model.params {
         let Some(tensor) = variables.get(&info.name) else { continue };
         let on = roles.contains(&info.role);
+        // Packed experts are frozen by construction; their dense variables are empty.
+        assert!(!on || tensor.numel() > 0 || info.numel() == 0, "{} is packed and cannot be trained", info.name);
         let _ = tensor.shallow_clone().set_requires_grad(on);
         if on {
             let decay = info.shape.len() >= 2; // no weight decay on biases and norms
@@ -161,7 +179,8 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
     let kind = training_kind(options.precision, device);
     let checkpointing = options.gradient_checkpointing.unwrap_or(device.is_cuda());
     let lora_qat = options.sft_method == SftMethod::Lora && options.qat_trainable() == QatTrainable::Lora;
-    let (vars, model, codec) = base_model(&spec.model, device, kind)?;
+    let (vars, model, codec) = base_model(&spec.model, device, kind, expert_storage(options))?;
+    let packed_experts = model.has_packed_experts().then(|| (model.packed_expert_format(), model.packed_expert_bytes()));
     // Before any training: a format the experts cannot be packed in would only fail at QAT.
     let (hidden, expert_intermediate) = (model.config.hidden_size, model.config.moe.intermediate_size);
     options.qat.format.check_expert_dims(&spec.model, hidden, expert_intermediate).map_err(anyhow::Error::msg)?;
@@ -245,6 +264,7 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
         // ---- the stage-end checkpoint is where QAT starts ----
         // LoRA-QAT keeps the adapters apart (they go on training); full QAT trains the merged weights.
         if let (Some(a), false) = (&adapters, lora_qat) {
+            model.unpack_experts(kind);
             lora::merge_into(a, &model, &vars)?;
         }
         sft_adapters = adapters.as_ref().map(lora::snapshot);
@@ -290,7 +310,9 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
         progress.stage = StageKind::Done;
         stage.checkpoint("qat-final", &progress, &optimizer, reporter)?;
     }
-    // The QAT-trained adapters become part of the weights the FP4 model is exported from.
+    // The export needs dense weights (one model in memory at a time; packed experts end here). The
+    // QAT-trained adapters become part of the weights the FP4 model is exported from.
+    model.unpack_experts(kind);
     if let (Some(a), true) = (&adapters, lora_qat) {
         lora::merge_into(a, &model, &vars)?;
     }
@@ -312,6 +334,10 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
         "dtype": crate::model::kind_name(kind),
         "activation_checkpointing": checkpointing,
         "qat_trainable": if lora_qat { "lora" } else { "full" },
+        "base_experts": match packed_experts {
+            Some((format, bytes)) => serde_json::json!({ "format": format.map(|f| f.as_str()), "bytes_on_device": bytes }),
+            None => serde_json::json!({ "format": crate::model::kind_name(kind) }),
+        },
         "sft": { "method": options.sft_method, "steps": progress.sft_losses.len(), "first_loss": progress.sft_losses.first(), "last_loss": progress.sft_losses.last() },
         "qat": { "format": options.qat.format, "steps": progress.qat_losses.len(), "first_loss": progress.qat_losses.first(), "last_loss": progress.qat_losses.last() },
         "stop_reason": progress.stop_reason.clone().unwrap_or_else(|| "completed".into()),
@@ -410,7 +436,7 @@ fn calibrate(model: &MoeModel, mode: ForwardMode, samples: &[Sample], count: usi
 
 type Row = (&'static str, Scores, Option<f64>);
 
-/// Seed 002's table for this job, plus routing agreement of the FP4 models with the SFT model.
+/// The base / SFT / PTQ / SFT+QAT table for this job, plus routing agreement of the FP4 models with the SFT model.
 fn report(format: QatFormat, rows: [Row; 4], ptq_agreement: Vec<f64>, qat_agreement: Vec<f64>, layers: Vec<usize>) -> serde_json::Value {
     let table: Vec<serde_json::Value> = rows
         .iter()

@@ -4,6 +4,7 @@ from .api_key_list import ApiKeyList
 from .api_key_object import ApiKeyObject
 from .artifact import Artifact
 from .artifact_list import ArtifactList
+from .base_expert_format import BaseExpertFormat
 from .checkpoint_list import CheckpointList
 from .complete_upload_request import CompleteUploadRequest
 from .create_api_key_request import CreateApiKeyRequest
@@ -84,6 +85,7 @@ __all__ = (
     "ApiKeyObject",
     "Artifact",
     "ArtifactList",
+    "BaseExpertFormat",
     "CheckpointList",
     "CompleteUploadRequest",
     "CreateApiKeyRequest",

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 from attrs import define as _attrs_define
 
+from ..models.base_expert_format import BaseExpertFormat
 from ..models.device_request import DeviceRequest
 from ..models.precision import Precision
 from ..models.sft_method import SftMethod
@@ -26,6 +27,7 @@ class MoeSftQatOptions:
     """Native MoE options (`method.moe_sft_qat`). Every field has a documented default.
 
     Attributes:
+        base_expert_format (BaseExpertFormat | None | Unset):
         checkpoint_every_n_steps (int | Unset): Save a resumable checkpoint every this many steps (and at each stage
             end); 0 = stage ends only.
             Default 100; jobs created through the API take 0 or at least 10. A job keeps its newest 3
@@ -37,20 +39,19 @@ class MoeSftQatOptions:
         gradient_checkpointing (bool | None | Unset): Recompute each decoder layer in the backward instead of keeping
             its activations (less memory,
             about one more forward of compute). Default: on for CUDA, off on CPU.
-        learning_rate (float | Unset): Peak SFT learning rate. Default 1e-5 (seed 001's MoE range; dense-LoRA rates
-            collapse routers). Default: 1e-05.
+        learning_rate (float | Unset): Peak SFT learning rate. Default 1e-5 (the MoE range; dense-LoRA rates collapse
+            routers). Default: 1e-05.
         log_every_n_steps (int | Unset): Emit a metrics event every this many steps. Default 1. Default: 1.
         lora (LoraOptions | Unset): LoRA settings (PEFT's names and meanings).
         max_grad_norm (float | Unset): Gradients are clipped to this global norm. Default 1.0. Default: 1.0.
         max_steps (int | None | Unset): SFT optimiser steps; default: `n_epochs` passes over the training data.
-        monitor (MonitorOptions | Unset): The expert-usage monitor of seed 001 (DESIGN.md §1); thresholds are job
-            options.
+        monitor (MonitorOptions | Unset): The expert-usage monitor (docs/design.md); thresholds are job options.
         packing (bool | Unset): Pack several examples into each sequence of `seq_len` tokens. Default false. Default:
             False.
         precision (Precision | Unset): Numeric precision of training.
         qat (QatOptions | Unset): Quantization-aware training after SFT.
         response_only_loss (bool | Unset): Compute the loss on response tokens only. Default true. Default: True.
-        router (RouterOptions | Unset): Router protection (DESIGN.md §1).
+        router (RouterOptions | Unset): Router protection (docs/design.md).
         seq_len (int | Unset): Tokens per training sequence (longer examples are truncated). Default 512. Default: 512.
         sft_method (SftMethod | Unset): What the SFT stage trains.
         validation_split (float | Unset): Fraction of the training file held out for validation when no
@@ -59,6 +60,7 @@ class MoeSftQatOptions:
         weight_decay (float | Unset): AdamW weight decay (not applied to norms and biases). Default 0. Default: 0.0.
     """
 
+    base_expert_format: BaseExpertFormat | None | Unset = UNSET
     checkpoint_every_n_steps: int | Unset = 100
     device: DeviceRequest | Unset = UNSET
     eval_prompts: list[EvalPrompt] | Unset = UNSET
@@ -82,6 +84,14 @@ class MoeSftQatOptions:
     weight_decay: float | Unset = 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        base_expert_format: None | str | Unset
+        if isinstance(self.base_expert_format, Unset):
+            base_expert_format = UNSET
+        elif isinstance(self.base_expert_format, BaseExpertFormat):
+            base_expert_format = self.base_expert_format.value
+        else:
+            base_expert_format = self.base_expert_format
+
         checkpoint_every_n_steps = self.checkpoint_every_n_steps
 
         device: str | Unset = UNSET
@@ -154,6 +164,8 @@ class MoeSftQatOptions:
         field_dict: dict[str, Any] = {}
 
         field_dict.update({})
+        if base_expert_format is not UNSET:
+            field_dict["base_expert_format"] = base_expert_format
         if checkpoint_every_n_steps is not UNSET:
             field_dict["checkpoint_every_n_steps"] = checkpoint_every_n_steps
         if device is not UNSET:
@@ -208,6 +220,26 @@ class MoeSftQatOptions:
         from ..models.router_options import RouterOptions
 
         d = dict(src_dict)
+
+        def _parse_base_expert_format(data: object) -> BaseExpertFormat | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            try:
+                if not isinstance(data, str):
+                    raise TypeError()
+                base_expert_format_type_1 = BaseExpertFormat(data)
+
+                return base_expert_format_type_1
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(BaseExpertFormat | None | Unset, data)
+
+        base_expert_format = _parse_base_expert_format(
+            d.pop("base_expert_format", UNSET)
+        )
+
         checkpoint_every_n_steps = d.pop("checkpoint_every_n_steps", UNSET)
 
         _device = d.pop("device", UNSET)
@@ -309,6 +341,7 @@ class MoeSftQatOptions:
         weight_decay = d.pop("weight_decay", UNSET)
 
         moe_sft_qat_options = cls(
+            base_expert_format=base_expert_format,
             checkpoint_every_n_steps=checkpoint_every_n_steps,
             device=device,
             eval_prompts=eval_prompts,

@@ -12,7 +12,7 @@ T = TypeVar("T", bound="MonitorOptions")
 
 @_attrs_define
 class MonitorOptions:
-    """The expert-usage monitor of seed 001 (DESIGN.md §1); thresholds are job options.
+    """The expert-usage monitor (docs/design.md); thresholds are job options.
 
     Attributes:
         cooldown_steps (int | Unset): Steps between two learning-rate drops. Default 200. Default: 200.

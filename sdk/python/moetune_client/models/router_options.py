@@ -13,7 +13,7 @@ T = TypeVar("T", bound="RouterOptions")
 
 @_attrs_define
 class RouterOptions:
-    """Router protection (DESIGN.md §1).
+    """Router protection (docs/design.md).
 
     Attributes:
         aux_loss_coef (float | Unset): λ of the load-balancing loss `λ·N·Σ f_i·P_i`, added when the router is trained.

@@ -1,0 +1,156 @@
+//! Frozen experts kept packed in FP4 against the straightforward path: the same model with those
+//! experts dequantised into dense weights. Logits and adapter gradients are equal, the dense storage is
+//! freed, and a shipped MXFP4 checkpoint loads packed as it is.
+
+use moetune_runner::export;
+use moetune_runner::model::{new_seeded, Adapters, ArchConfig, ExpertStorage, ForwardMode, MoeModel, PackedFormat};
+use moetune_runner::train::lora;
+use moetune_types::{LoraOptions, QatFormat};
+use serde_json::json;
+use tch::{nn, Device, Kind, Tensor};
+
+/// The tests seed libtorch's one global generator: run them one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn small(extra: serde_json::Value) -> ArchConfig {
+    let mut config = json!({
+        "vocab_size": 96, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "num_experts_per_tok": 2, "rms_norm_eps": 1e-6, "intermediate_size": 64,
+    });
+    config.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    ArchConfig::from_json(config).unwrap()
+}
+
+fn configs() -> Vec<(&'static str, ArchConfig)> {
+    vec![
+        ("mixtral", small(json!({"architectures": ["MixtralForCausalLM"], "num_local_experts": 4}))),
+        (
+            "qwen2_moe",
+            small(json!({"architectures": ["Qwen2MoeForCausalLM"], "num_experts": 4, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48, "mlp_only_layers": [1]})),
+        ),
+        ("gpt_oss", small(json!({"architectures": ["GptOssForCausalLM"], "num_local_experts": 4, "head_dim": 16, "sliding_window": 3}))),
+    ]
+}
+
+fn ids(vocab: i64) -> Tensor {
+    Tensor::from_slice(&(0..24).map(|i| (i * 7 + 3) % vocab).collect::<Vec<i64>>()).view([2, 12])
+}
+
+/// LoRA on attention and experts with non-zero B, drawn from a fixed seed (equal for equal models).
+fn adapters(model: &MoeModel) -> Adapters {
+    tch::manual_seed(21);
+    let adapters = lora::create(model, &LoraOptions { target_experts: true, r: 4, ..LoraOptions::default() }, Device::Cpu);
+    // In name order: the maps' own order differs between two equal models.
+    let mut pairs: Vec<_> = adapters.linear.iter().chain(&adapters.experts).collect();
+    pairs.sort_by_key(|(name, _)| name.as_str());
+    tch::no_grad(|| {
+        for (_, pair) in pairs {
+            let _ = pair.b.shallow_clone().copy_(&(Tensor::randn_like(&pair.b) * 0.05));
+        }
+    });
+    adapters
+}
+
+/// Logits and the adapters' gradients of a weighted sum of the logits.
+fn logits_and_gradients(model: &MoeModel, adapters: &Adapters, ids: &Tensor, transform: Option<&dyn Fn(&Tensor) -> Tensor>) -> (Tensor, Vec<Tensor>) {
+    let mode = ForwardMode { adapters: Some(adapters), expert_transform: transform, ..Default::default() };
+    let logits = model.forward(ids, mode).logits;
+    let vocab = logits.size()[2];
+    (&logits * Tensor::linspace(-1.0, 1.0, vocab, (Kind::Float, Device::Cpu))).sum(Kind::Float).backward();
+    let grads = lora::trainables(adapters).iter().map(|t| t.tensor.grad().copy()).collect();
+    (logits.detach(), grads)
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+#[test]
+fn packed_experts_compute_what_the_dequantised_dense_experts_compute() {
+    let _serial = serial();
+    for (arch, config) in configs() {
+        for format in [PackedFormat::Mxfp4, PackedFormat::Nvfp4] {
+            // Both models hold the same values: the reference is packed, then unpacked to dense.
+            let (packed_vars, dense_vars) = (nn::VarStore::new(Device::Cpu), nn::VarStore::new(Device::Cpu));
+            let packed = new_seeded(&packed_vars, config.clone(), 5);
+            let dense = new_seeded(&dense_vars, config.clone(), 5);
+            packed.pack_experts(format).unwrap();
+            dense.pack_experts(format).unwrap();
+            dense.unpack_experts(Kind::Float);
+            assert!(packed.has_packed_experts() && !dense.has_packed_experts());
+            assert_eq!(packed.packed_expert_format(), Some(format));
+
+            // The packed model's dense expert variables hold nothing; the packed bytes are ~4.25–4.5 bits
+            // per weight.
+            let expert_params: Vec<_> = packed.params.iter().filter(|p| p.name.ends_with("experts.gate_up_proj") || p.name.ends_with("experts.down_proj")).collect();
+            let weights: i64 = expert_params.iter().map(|p| p.numel()).sum();
+            let variables = packed_vars.variables();
+            assert!(expert_params.iter().all(|p| variables[&p.name].numel() == 0), "{arch}: dense experts still allocated");
+            let bits = packed.packed_expert_bytes() as f64 * 8.0 / weights as f64;
+            assert!((4.2..4.6).contains(&bits), "{arch} {format:?}: {bits} bits per weight");
+            let dense_variables = dense_vars.variables();
+            assert!(expert_params.iter().all(|p| dense_variables[&p.name].size() == p.shape), "{arch}: unpacked shapes");
+
+            let ids = ids(config.vocab_size);
+            let (a, b) = (adapters(&packed), adapters(&dense));
+            let (packed_logits, packed_grads) = logits_and_gradients(&packed, &a, &ids, None);
+            let (dense_logits, dense_grads) = logits_and_gradients(&dense, &b, &ids, None);
+            let scale = dense_logits.abs().max().double_value(&[]);
+            let diff = max_diff(&packed_logits, &dense_logits);
+            assert!(diff <= 1e-6 * scale, "{arch} {format:?}: logits differ by {diff} (up to {scale})");
+            for (g, r) in packed_grads.iter().zip(&dense_grads) {
+                assert!(max_diff(g, r) <= 1e-5 * r.abs().max().double_value(&[]).max(1e-9), "{arch} {format:?}: adapter gradients differ");
+            }
+            // LoRA-QAT's path: a transform over each expert's `W + BA`, packed or dense.
+            let fake = |w: &Tensor| moetune_runner::quant::mxfp4::fake_quantize_ste(w);
+            let (packed_qat, _) = logits_and_gradients(&packed, &a, &ids, Some(&fake));
+            let (dense_qat, _) = logits_and_gradients(&dense, &b, &ids, Some(&fake));
+            assert!(max_diff(&packed_qat, &dense_qat) <= 1e-6 * scale, "{arch} {format:?}: QAT logits differ");
+
+            // Merging needs dense weights: refused while packed, and equal once unpacked.
+            assert!(lora::merge_into(&a, &packed, &packed_vars).is_err());
+            packed.unpack_experts(Kind::Float);
+            lora::merge_into(&a, &packed, &packed_vars).unwrap();
+            let merged = tch::no_grad(|| packed.forward(&ids, ForwardMode::default()).logits);
+            assert!(max_diff(&merged, &dense_logits) <= 1e-5 * scale, "{arch} {format:?}: merged logits differ");
+        }
+    }
+}
+
+#[test]
+fn a_shipped_mxfp4_checkpoint_stays_packed_as_shipped() {
+    let _serial = serial();
+    let dir = std::env::temp_dir().join(format!("moetune-resident-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (_, config) = configs().pop().unwrap();
+    let vars = nn::VarStore::new(Device::Cpu);
+    let model = new_seeded(&vars, config.clone(), 9);
+    // gpt-oss as released: MXFP4 `*_blocks` / `*_scales` experts, everything else unquantised.
+    export::fp4::write(&model, &vars, QatFormat::Mxfp4, None, &dir).unwrap();
+
+    let (_decoded_vars, decoded) = MoeModel::load_dir(&dir, Device::Cpu, Kind::Float).unwrap();
+    let (packed_vars, packed) = MoeModel::load_dir_with(&dir, Device::Cpu, Kind::Float, ExpertStorage::AsShipped).unwrap();
+    assert_eq!(packed.packed_expert_format(), Some(PackedFormat::Mxfp4));
+    let ids = ids(config.vocab_size);
+    let logits = |m: &MoeModel| tch::no_grad(|| m.forward(&ids, ForwardMode::default()).logits);
+    // Same weights; the packed expert is a transposed view where the decoded one is contiguous, so the
+    // matmul may sum in another order: equal to float rounding.
+    let (want, got) = (logits(&decoded), logits(&packed));
+    let diff = max_diff(&want, &got);
+    assert!(diff <= 1e-6 * want.abs().max().double_value(&[]), "shipped MXFP4 kept packed differs from the decoded model by {diff}");
+    // The packed bytes are the checkpoint's blocks and scales, byte for byte.
+    let expected: i64 = packed.params.iter().filter(|p| p.name.ends_with("_proj") && p.name.contains("experts")).map(|p| p.numel() / 2 + p.numel() / 32).sum();
+    assert_eq!(packed.packed_expert_bytes(), expected);
+    assert!(packed_vars.variables().values().all(|v| v.kind() == Kind::Float));
+
+    // Asking for NVFP4 re-quantises the decoded values on load; dense storage loads them decoded.
+    let (_v, nvfp4) = MoeModel::load_dir_with(&dir, Device::Cpu, Kind::Float, ExpertStorage::Packed(PackedFormat::Nvfp4)).unwrap();
+    assert_eq!(nvfp4.packed_expert_format(), Some(PackedFormat::Nvfp4));
+    let (_v, dense) = MoeModel::load_dir_with(&dir, Device::Cpu, Kind::Float, ExpertStorage::Dense).unwrap();
+    assert!(!dense.has_packed_experts());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
