@@ -127,7 +127,7 @@ pub async fn require(state: &AppState, spec: &TrainingSpec) -> Result<RequiredMo
     }
     // A model with no memory model has no estimate: it fits any runner.
     Ok(RequiredModel {
-        requirements: JobRequirements { device: spec.moe.device, memory_bytes: entry.memory_model.as_ref().map_or(0, |m| m.peak_bytes(spec)) },
+        requirements: entry.memory_model.as_ref().map_or(JobRequirements { device: spec.moe.device, ..Default::default() }, |m| m.requirements(spec)),
         location: entry.location.clone(),
     })
 }

@@ -65,15 +65,13 @@ enum Command {
     /// active per token), dtype on disk and estimated peak training memory for lora, full and qat.
     Inspect {
         model_dir: PathBuf,
-        #[arg(long, default_value_t = 8)]
-        batch: i64,
-        #[arg(long, default_value_t = 256)]
-        seq_len: i64,
-        /// Training dtype the estimate is for.
-        #[arg(long, default_value = "bfloat16")]
-        dtype: String,
-        #[arg(long, default_value_t = 16)]
-        lora_rank: i64,
+        /// Sequences per micro-batch of the job the estimate is for.
+        #[arg(long, default_value_t = 1)]
+        batch: u32,
+        /// The job's `method.moe_sft_qat` options as JSON (sft_method, lora, seq_len, precision,
+        /// gradient_checkpointing, base_expert_format, qat, ...); defaults as in a job.
+        #[arg(long, default_value = "{}")]
+        options: String,
     },
     /// Forward pass on token ids: IDS.json is a list of equal-length lists of ids. Writes `logits`
     /// [B,T,V] f32 and `router_topk.{layer}` [B·T,k] i64 per MoE layer to OUT (safetensors).
@@ -188,10 +186,11 @@ async fn main() -> anyhow::Result<()> {
                 println!("wrote {}", path.display());
             }
         }
-        Some(Command::Inspect { model_dir, batch, seq_len, dtype, lora_rank }) => {
-            let dtype_bytes = model::parse_kind(&dtype)?.elt_size_in_bytes() as i64;
-            let input = moetune_types::placement::EstimateInput { batch, seq_len, dtype_bytes, lora_rank };
-            println!("{}", serde_json::to_string_pretty(&model::inspect::inspect(&model_dir, input)?)?);
+        Some(Command::Inspect { model_dir, batch, options }) => {
+            let moe: moetune_types::MoeSftQatOptions = serde_json::from_str(&options).context("--options must be the job's moe_sft_qat options as JSON")?;
+            moe.validate().map_err(|e| anyhow::anyhow!("{}: {}", e.param, e.message))?;
+            let spec = moetune_types::TrainingSpec { model: model_dir.display().to_string(), n_epochs: 1, batch_size: batch.max(1), seed: 0, moe };
+            println!("{}", serde_json::to_string_pretty(&model::inspect::inspect(&model_dir, &spec)?)?);
         }
         Some(Command::Logits { model_dir, adapter, input, out, placement }) => commands::logits(&model_dir, adapter.as_deref(), &input, &out, placement.resolve()?)?,
         Some(Command::Generate { model_dir, prompt, ids, max_new_tokens, placement }) => {

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use moetune_runner::model::checkpoint::{write_safetensors, Owned};
 use moetune_runner::model::inspect::inspect;
-use moetune_types::placement::EstimateInput;
+use moetune_types::placement::TrainingDevice;
+use moetune_types::{MoeSftQatOptions, SftMethod, TrainingSpec};
 use moetune_runner::model::{new_seeded, tiny, ArchConfig, ForwardMode, MoeModel};
 use safetensors::SafeTensors;
 use serde_json::json;
@@ -165,7 +166,8 @@ fn a_config_missing_a_field_says_which() {
 fn inspect_counts_total_and_active_parameters() {
     let dir = scratch("inspect");
     let _ = saved(tiny::config(), &dir, u64::MAX);
-    let report = inspect(&dir, EstimateInput { batch: 8, seq_len: 256, dtype_bytes: 2, lora_rank: 16 }).unwrap();
+    let spec = |sft_method| TrainingSpec { model: "tiny".into(), n_epochs: 1, batch_size: 8, seed: 0, moe: MoeSftQatOptions { sft_method, seq_len: 256, ..Default::default() } };
+    let report = inspect(&dir, &spec(SftMethod::Lora)).unwrap();
     // tiny-mixtral: embeddings + lm_head 2·1024·128; per layer attention 128·(128+64+64) + 128·128,
     // norms 2·128, router 4·128, experts 4·3·128·256; final norm 128.
     let per_layer_experts = 4 * 3 * 128 * 256;
@@ -174,8 +176,70 @@ fn inspect_counts_total_and_active_parameters() {
     assert_eq!(report.parameters.total, total);
     assert_eq!(report.parameters.active_per_token, total - 2 * per_layer_experts / 2);
     assert_eq!(report.dtype_on_disk.as_deref(), Some("f32"));
-    let (lora, full, qat) = (&report.memory["lora"], &report.memory["full"], &report.memory["qat"]);
-    assert!(lora.total_bytes < full.total_bytes && full.total_bytes < qat.total_bytes);
-    assert_eq!(full.trainable_params, total - 2 * 4 * 128, "the router is frozen");
+    let (cuda, cpu) = (&report.memory["cuda"], &report.memory["cpu"]);
+    assert_eq!((cuda.dtype, cpu.dtype), ("bf16", "fp32"));
+    assert_eq!(cuda.stages["sft"].weights_bytes, total * 2);
+    let full = report.memory_model.job_memory(&spec(SftMethod::Full), TrainingDevice::Cuda);
+    assert_eq!(full.stages["sft"].trainable_params, total - 2 * 4 * 128, "the router is frozen");
+    assert!(cuda.peak_bytes < full.peak_bytes);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The estimate for the models users train, from their config.json alone (the shapes as published):
+/// a LoRA job at batch 1 × 4096 tokens, LoRA-QAT after it. Printed for docs/benchmarks.md; the bounds
+/// only pin what packing and checkpointing must give.
+#[test]
+fn estimates_for_the_published_models() {
+    let gpt_oss = |layers: i64, experts: i64| {
+        json!({"architectures": ["GptOssForCausalLM"], "vocab_size": 201088, "hidden_size": 2880, "num_hidden_layers": layers,
+               "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 64, "num_local_experts": experts,
+               "num_experts_per_tok": 4, "intermediate_size": 2880, "sliding_window": 128, "rms_norm_eps": 1e-5,
+               "quantization_config": {"quant_method": "mxfp4"}})
+    };
+    let models = [
+        ("gpt-oss-20b", gpt_oss(24, 32), json!({})),
+        ("gpt-oss-120b", gpt_oss(36, 128), json!({})),
+        (
+            "Qwen3-30B-A3B",
+            json!({"architectures": ["Qwen3MoeForCausalLM"], "vocab_size": 151936, "hidden_size": 2048, "num_hidden_layers": 48,
+                   "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128, "num_experts": 128, "num_experts_per_tok": 8,
+                   "moe_intermediate_size": 768, "intermediate_size": 6144, "rms_norm_eps": 1e-6}),
+            json!({"base_expert_format": "nvfp4", "qat": {"format": "nvfp4"}}),
+        ),
+        (
+            "Mixtral-8x7B",
+            json!({"architectures": ["MixtralForCausalLM"], "vocab_size": 32000, "hidden_size": 4096, "num_hidden_layers": 32,
+                   "num_attention_heads": 32, "num_key_value_heads": 8, "num_local_experts": 8, "num_experts_per_tok": 2,
+                   "intermediate_size": 14336, "rms_norm_eps": 1e-5}),
+            json!({"base_expert_format": "nvfp4", "qat": {"format": "nvfp4"}}),
+        ),
+    ];
+    let gib = |b: i64| b as f64 / f64::from(1 << 30);
+    for (name, config, extra) in models {
+        let dir = scratch(&format!("published-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        let mut options = json!({"seq_len": 4096, "lora": {"target_experts": true}});
+        options.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let moe: MoeSftQatOptions = serde_json::from_value(options).unwrap();
+        let spec = TrainingSpec { model: name.into(), n_epochs: 1, batch_size: 1, seed: 0, moe };
+        let report = inspect(&dir, &spec).unwrap();
+        let cuda = &report.memory["cuda"];
+        let stage = |s: &str| cuda.stages.get(s).map_or(0.0, |m| gib(m.total_bytes));
+        println!(
+            "{name}: {} params, experts {}: SFT {:.1} GiB (weights {:.1}), LoRA-QAT {:.1} GiB, merge {:.1} GiB; peak {:.1} GiB",
+            report.parameters.total,
+            cuda.base_experts,
+            stage("sft"),
+            gib(cuda.stages["sft"].weights_bytes),
+            stage("qat"),
+            stage("merge"),
+            gib(cuda.peak_bytes)
+        );
+        assert_ne!(cuda.base_experts, "bf16", "{name}: frozen experts are packed");
+        assert!(cuda.activation_checkpointing);
+        // Packed experts at ~4.3 bits: the SFT weights are well under half the dense model's.
+        assert!(cuda.stages["sft"].weights_bytes * 3 < cuda.stages["merge"].weights_bytes, "{name}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -10,13 +10,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{RunnerInfo, SftMethod, TrainingSpec};
+use crate::{BaseExpertFormat, Precision, QatTrainable, RouterMode, RunnerInfo, SftMethod, TrainingSpec};
 
-/// The runner trains in fp32 on every device (bf16 matmuls are ~500× slower on CPU, and one dtype keeps
-/// results identical across runners), so requirements are for 4-byte elements.
-pub const TRAINING_DTYPE_BYTES: i64 = 4;
-
-/// Everything the memory estimate needs about a model; `inspect` fills it from config.json.
+/// Everything the memory estimate needs about a model; `inspect` fills it from config.json (and the
+/// checkpoint's headers: whether it ships its experts packed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MemoryModel {
     pub total_params: i64,
@@ -32,83 +29,164 @@ pub struct MemoryModel {
     pub activation_elements_per_token: i64,
     /// Extra elements per token per token of sequence (eager attention keeps its probabilities).
     pub activation_elements_per_token_per_seq: i64,
+    /// Decoder layers with routed experts, experts per layer and their intermediate size (the shapes of
+    /// expert LoRA).
+    #[serde(default)]
+    pub moe_layers: i64,
+    #[serde(default)]
+    pub num_experts: i64,
+    #[serde(default)]
+    pub expert_intermediate_size: i64,
+    /// `mxfp4` when the checkpoint ships its routed experts packed (gpt-oss).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipped_expert_format: Option<String>,
 }
 
-/// Training settings an estimate is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EstimateInput {
-    pub batch: i64,
-    pub seq_len: i64,
-    /// Bytes per element of the training dtype (2 for bf16).
-    pub dtype_bytes: i64,
-    pub lora_rank: i64,
+/// The device kind an estimate is for: it decides the default precision and checkpointing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainingDevice {
+    Cuda,
+    Cpu,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemoryEstimate {
+/// One stage's peak on the training device, in bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageMemory {
     pub trainable_params: i64,
+    /// Model weights as held (dense in the training dtype, or experts packed).
     pub weights_bytes: i64,
-    pub gradients_bytes: i64,
-    pub optimizer_bytes: i64,
+    /// Trainable tensors' gradients, fp32 masters (bf16) and AdamW moments; adapters included.
+    pub trainable_bytes: i64,
+    /// Activations kept for the backward (layer inputs only with checkpointing, plus one layer).
     pub activations_bytes: i64,
+    /// Held only inside one layer or one loss chunk: dequantised or fake-quantised expert weights kept
+    /// for the backward, and one cross-entropy chunk's logits.
+    pub transient_bytes: i64,
     pub total_bytes: i64,
 }
 
+/// A job's memory on one device kind: each stage and the peak over them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobMemory {
+    pub device: TrainingDevice,
+    pub dtype: &'static str,
+    pub activation_checkpointing: bool,
+    /// `bf16`/`fp32` (dense) or the packed format of the frozen experts.
+    pub base_experts: String,
+    /// `sft`, `qat` (when it runs) and `merge` (dense weights for merging and export).
+    pub stages: BTreeMap<&'static str, StageMemory>,
+    pub peak_bytes: i64,
+}
+
+/// Logits per cross-entropy chunk (the runner's `CHUNK_LOGIT_ELEMENTS`).
+const CHUNK_LOGIT_ELEMENTS: i64 = 1 << 27;
+/// Bytes per trainable element beyond the weight itself: gradient, fp32 master when the weight is
+/// bf16, two fp32 AdamW moments.
+fn optimiser_bytes(weight_bytes: i64) -> i64 {
+    weight_bytes + if weight_bytes < 4 { 4 } else { 0 } + 8
+}
+
 impl MemoryModel {
-    /// Peak training memory for `lora` and `full` SFT and for `qat`.
-    pub fn estimate(&self, input: EstimateInput) -> BTreeMap<&'static str, MemoryEstimate> {
-        let b = input.dtype_bytes;
-        let tokens = input.batch * input.seq_len;
-        // Logits in the training dtype, their fp32 copy for the loss and its gradient.
-        let logits = tokens * self.vocab_size * (b + 8);
-        let per_token = self.activation_elements_per_token + self.activation_elements_per_token_per_seq * input.seq_len;
-        let activations = tokens * per_token * b + logits;
-        let weights = self.total_params * b;
-        // Mixed precision keeps an fp32 master copy next to AdamW's two fp32 moments.
-        let optimizer_per_param = 8 + if b < 4 { 4 } else { 0 };
-        let full_trainable = self.total_params - self.router_params;
-        let full = MemoryEstimate {
-            trainable_params: full_trainable,
-            weights_bytes: weights,
-            gradients_bytes: full_trainable * b,
-            optimizer_bytes: full_trainable * optimizer_per_param,
-            activations_bytes: activations,
-            total_bytes: 0,
+    /// The peak memory of the job `spec` describes, on a device of kind `device`.
+    pub fn job_memory(&self, spec: &TrainingSpec, device: TrainingDevice) -> JobMemory {
+        let o = &spec.moe;
+        let cuda = device == TrainingDevice::Cuda;
+        let b: i64 = match o.precision {
+            Precision::Fp32 => 4,
+            Precision::Bf16 => 2,
+            Precision::Auto => if cuda { 2 } else { 4 },
         };
-        // LoRA on q/k/v/o: r · (in + out) per projection; adapters, their gradients and moments in fp32.
+        let checkpointing = o.gradient_checkpointing.unwrap_or(cuda);
+        let packed_bits: Option<(f64, &str)> = if !o.experts_frozen() {
+            None
+        } else {
+            match o.base_expert_format {
+                Some(BaseExpertFormat::Mxfp4) => Some((4.25, "mxfp4")),
+                Some(BaseExpertFormat::Nvfp4) => Some((4.5, "nvfp4")),
+                Some(BaseExpertFormat::Bf16) => None,
+                None => self.shipped_expert_format.as_deref().filter(|f| *f == "mxfp4").map(|_| (4.25, "mxfp4")),
+            }
+        };
+        let (experts, dense_rest) = (self.expert_params, self.total_params - self.expert_params);
+        let moe_layers = self.moe_layers.max(1);
+        let layer_experts = experts / moe_layers;
+        let layers = self.num_hidden_layers.max(1);
+
+        // Activations of one micro-batch.
+        let seq = i64::from(o.seq_len);
+        let tokens = i64::from(spec.batch_size.max(1)) * seq;
+        let per_token = self.activation_elements_per_token + self.activation_elements_per_token_per_seq * seq;
+        let activations = if checkpointing {
+            tokens * (layers * self.hidden_size + per_token / layers) * b
+        } else {
+            tokens * per_token * b
+        };
+        // Held for the backward of the layers alive at once: all of them, or one when recomputed.
+        let alive_layers = if checkpointing { 1 } else { moe_layers };
+        let chunk_tokens = tokens.min((CHUNK_LOGIT_ELEMENTS / self.vocab_size.max(1)).max(1));
+        let loss_chunk = chunk_tokens * self.vocab_size * (b + 8);
+
+        // LoRA adapters (attention targets, and every expert when targeted).
+        let r = i64::from(o.lora.r);
         let (h, q, kv) = (self.hidden_size, self.q_dim, self.kv_dim);
-        let lora_trainable = self.num_hidden_layers * input.lora_rank * ((h + q) + 2 * (h + kv) + (q + h));
-        let lora = MemoryEstimate {
-            trainable_params: lora_trainable,
-            weights_bytes: weights + lora_trainable * 4,
-            gradients_bytes: lora_trainable * 4,
-            optimizer_bytes: lora_trainable * 8,
-            activations_bytes: activations,
-            total_bytes: 0,
+        let attention: i64 = o.lora.target_modules.iter().map(|t| match t.as_str() {
+            "q_proj" => h + q,
+            "k_proj" | "v_proj" => h + kv,
+            "o_proj" => q + h,
+            _ => 0,
+        }).sum();
+        let expert_lora = if o.lora.target_experts { moe_layers * self.num_experts * (2 * h + 3 * self.expert_intermediate_size) } else { 0 };
+        let adapters = r * (layers * attention + expert_lora);
+        let lora = o.sft_method == SftMethod::Lora;
+
+        let dense_weights = self.total_params * b;
+        let frozen_weights = match packed_bits {
+            Some((bits, _)) => dense_rest * b + (experts as f64 * bits / 8.0).ceil() as i64,
+            None => dense_weights,
         };
-        // QAT trains like full fine-tuning and also keeps every layer's fake-quantized expert weights for backward.
-        let qat = MemoryEstimate { activations_bytes: activations + self.expert_params * b, ..full.clone() };
-        let mut out = BTreeMap::from([("lora", lora), ("full", full), ("qat", qat)]);
-        for e in out.values_mut() {
-            e.total_bytes = e.weights_bytes + e.gradients_bytes + e.optimizer_bytes + e.activations_bytes;
+        let stage = |trainable_params: i64, weights: i64, trainable: i64, transient: i64| StageMemory {
+            trainable_params,
+            weights_bytes: weights,
+            trainable_bytes: trainable,
+            activations_bytes: activations,
+            transient_bytes: transient,
+            total_bytes: weights + trainable + activations + transient,
+        };
+        // Packed experts are dequantised for their tokens and kept for the input gradient.
+        let dequantised = if packed_bits.is_some() { alive_layers * layer_experts * b } else { 0 };
+        let router = if o.router.mode == RouterMode::Train { self.router_params } else { 0 };
+        let full_trainable = self.total_params - self.router_params + router;
+        let sft = if lora {
+            stage(adapters + router, frozen_weights, adapters * (4 + 12) + router * optimiser_bytes(b), dequantised + loss_chunk)
+        } else {
+            stage(full_trainable, dense_weights, full_trainable * optimiser_bytes(b), loss_chunk)
+        };
+        let mut stages = BTreeMap::from([("sft", sft)]);
+        if o.qat.steps > 0 {
+            let qat = if lora && o.qat_trainable() == QatTrainable::Lora {
+                // Each expert's `W + BA` and its fake quantization, kept for the backward.
+                stage(adapters + router, frozen_weights, adapters * (4 + 12) + router * optimiser_bytes(b), dequantised + 2 * alive_layers * layer_experts * b + loss_chunk)
+            } else {
+                // Fake-quantized copies of the experts kept for the backward.
+                stage(full_trainable, dense_weights, full_trainable * optimiser_bytes(b), alive_layers * layer_experts * b + loss_chunk)
+            };
+            stages.insert("qat", qat);
         }
-        out
+        // Merging the adapters and exporting hold the dense model (and the adapters) on the device.
+        stages.insert("merge", StageMemory { weights_bytes: dense_weights, trainable_bytes: adapters * 4, total_bytes: dense_weights + adapters * 4, ..Default::default() });
+        let peak_bytes = stages.values().map(|s| s.total_bytes).max().unwrap_or(0);
+        let base_experts = packed_bits.map_or(if b == 2 { "bf16" } else { "fp32" }, |(_, name)| name).to_string();
+        JobMemory { device, dtype: if b == 2 { "bf16" } else { "fp32" }, activation_checkpointing: checkpointing, base_experts, stages, peak_bytes }
     }
 
-    /// The job's peak: the larger of its SFT stage and its QAT stage.
-    pub fn peak_bytes(&self, spec: &TrainingSpec) -> i64 {
-        let input = EstimateInput {
-            batch: i64::from(spec.batch_size.max(1)),
-            seq_len: i64::from(spec.moe.seq_len),
-            dtype_bytes: TRAINING_DTYPE_BYTES,
-            lora_rank: i64::from(spec.moe.lora.r),
-        };
-        let stages = self.estimate(input);
-        let sft = match spec.moe.sft_method {
-            SftMethod::Lora => "lora",
-            SftMethod::Full => "full",
-        };
-        stages[sft].total_bytes.max(stages["qat"].total_bytes)
+    /// The job's peak on a CUDA runner (`memory_bytes`) and on a CPU runner (`cpu_memory_bytes`).
+    pub fn requirements(&self, spec: &TrainingSpec) -> JobRequirements {
+        JobRequirements {
+            device: spec.moe.device,
+            memory_bytes: self.job_memory(spec, TrainingDevice::Cuda).peak_bytes,
+            cpu_memory_bytes: self.job_memory(spec, TrainingDevice::Cpu).peak_bytes,
+        }
     }
 }
 
@@ -145,9 +223,20 @@ impl DeviceRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 pub struct JobRequirements {
     pub device: DeviceRequest,
-    /// Estimated peak training memory (GPU memory on CUDA, host memory on CPU); 0 when the model has
-    /// no recorded estimate.
+    /// Estimated peak training memory on one GPU of a CUDA runner (bf16 unless the job asks for fp32);
+    /// 0 when the model has no recorded estimate.
     pub memory_bytes: i64,
+    /// The same on a CPU runner's host memory (fp32 unless the job asks for bf16). Absent in jobs
+    /// queued before it existed: `memory_bytes` then stands for both.
+    #[serde(default)]
+    pub cpu_memory_bytes: i64,
+}
+
+impl JobRequirements {
+    /// The memory the job needs on a runner of kind `device` (`cuda` or `cpu`).
+    pub fn memory_on(&self, device: &str) -> i64 {
+        if device == "cuda" || self.cpu_memory_bytes == 0 { self.memory_bytes } else { self.cpu_memory_bytes }
+    }
 }
 
 impl RunnerInfo {
@@ -157,7 +246,7 @@ impl RunnerInfo {
     }
 
     pub fn fits(&self, needs: &JobRequirements) -> bool {
-        needs.device.allows(&self.device) && needs.memory_bytes <= self.training_memory_bytes()
+        needs.device.allows(&self.device) && needs.memory_on(&self.device) <= self.training_memory_bytes()
     }
 }
 
@@ -165,7 +254,7 @@ impl RunnerInfo {
 /// runners that are not lost; None when one does.
 pub fn unplaceable_reason(needs: &JobRequirements, largest: &BTreeMap<String, i64>) -> Option<String> {
     let candidates: Vec<(&String, &i64)> = largest.iter().filter(|(device, _)| needs.device.allows(device)).collect();
-    if candidates.iter().any(|(_, memory)| needs.memory_bytes <= **memory) {
+    if candidates.iter().any(|(device, memory)| needs.memory_on(device) <= **memory) {
         return None;
     }
     let wanted = match needs.device {
@@ -176,7 +265,7 @@ pub fn unplaceable_reason(needs: &JobRequirements, largest: &BTreeMap<String, i6
         None => format!("Waiting for a {wanted}: none is registered."),
         Some((device, memory)) => format!(
             "Waiting for a {wanted} with {} of training memory: the largest registered {device} runner has {}. Lower batch_size or seq_len, use sft_method=lora, or add a larger runner.",
-            gib(needs.memory_bytes),
+            gib(needs.memory_on(device)),
             gib(**memory)
         ),
     })
@@ -210,42 +299,96 @@ mod tests {
 
     #[test]
     fn a_cuda_runner_is_judged_by_its_gpu_memory() {
-        let needs = JobRequirements { device: DeviceRequest::Auto, memory_bytes: 40 << 30 };
+        let needs = JobRequirements { device: DeviceRequest::Auto, memory_bytes: 40 << 30, ..Default::default() };
         assert!(runner("cuda", 80).fits(&needs));
         assert!(!runner("cuda", 24).fits(&needs), "host memory must not count for a GPU job");
-        assert!(!runner("cpu", 24).fits(&JobRequirements { device: DeviceRequest::Cuda, memory_bytes: 1 }));
+        assert!(!runner("cpu", 24).fits(&JobRequirements { device: DeviceRequest::Cuda, memory_bytes: 1, ..Default::default() }));
     }
 
     #[test]
     fn the_reason_names_the_gap() {
         let largest = BTreeMap::from([("cpu".to_string(), 24i64 << 30)]);
-        let small = JobRequirements { device: DeviceRequest::Auto, memory_bytes: 1 << 30 };
+        let small = JobRequirements { device: DeviceRequest::Auto, memory_bytes: 1 << 30, ..Default::default() };
         assert_eq!(unplaceable_reason(&small, &largest), None);
-        let cuda = JobRequirements { device: DeviceRequest::Cuda, memory_bytes: 1 << 30 };
+        let cuda = JobRequirements { device: DeviceRequest::Cuda, memory_bytes: 1 << 30, ..Default::default() };
         assert_eq!(unplaceable_reason(&cuda, &largest).unwrap(), "Waiting for a cuda runner: none is registered.");
-        let big = JobRequirements { device: DeviceRequest::Auto, memory_bytes: 30 << 30 };
+        let big = JobRequirements { device: DeviceRequest::Auto, memory_bytes: 30 << 30, ..Default::default() };
         assert!(unplaceable_reason(&big, &largest).unwrap().contains("30.00 GiB of training memory: the largest registered cpu runner has 24.00 GiB"));
     }
 
     #[test]
-    fn qat_dominates_and_activations_grow_with_tokens() {
-        let model = MemoryModel {
-            total_params: 1000,
-            router_params: 10,
-            expert_params: 800,
-            vocab_size: 100,
-            hidden_size: 8,
-            num_hidden_layers: 2,
-            q_dim: 8,
-            kv_dim: 4,
-            activation_elements_per_token: 50,
+    fn a_cpu_runner_is_judged_by_the_cpu_estimate() {
+        let needs = JobRequirements { device: DeviceRequest::Auto, memory_bytes: 10 << 30, cpu_memory_bytes: 20 << 30 };
+        assert!(runner("cuda", 12).fits(&needs));
+        assert!(!runner("cpu", 16).fits(&needs));
+        let largest = BTreeMap::from([("cpu".to_string(), 16i64 << 30)]);
+        assert!(unplaceable_reason(&needs, &largest).unwrap().contains("20.00 GiB of training memory"));
+        // Queued before the CPU figure existed: one figure for both.
+        assert!(runner("cpu", 16).fits(&JobRequirements { memory_bytes: 10 << 30, ..needs }.with_cpu(0)));
+    }
+
+    impl JobRequirements {
+        fn with_cpu(mut self, bytes: i64) -> Self {
+            self.cpu_memory_bytes = bytes;
+            self
+        }
+    }
+
+    fn model() -> MemoryModel {
+        MemoryModel {
+            total_params: 10_000_000,
+            router_params: 1_000,
+            expert_params: 8_000_000,
+            vocab_size: 1_000,
+            hidden_size: 64,
+            num_hidden_layers: 4,
+            q_dim: 64,
+            kv_dim: 32,
+            activation_elements_per_token: 4_000,
             activation_elements_per_token_per_seq: 0,
-        };
-        let input = EstimateInput { batch: 2, seq_len: 16, dtype_bytes: 4, lora_rank: 8 };
-        let e = model.estimate(input);
-        assert_eq!(e["full"].activations_bytes, 32 * 50 * 4 + 32 * 100 * 12);
-        assert_eq!(e["qat"].total_bytes, e["full"].total_bytes + 800 * 4);
-        let doubled = model.estimate(EstimateInput { batch: 4, ..input });
-        assert_eq!(doubled["full"].activations_bytes, 2 * e["full"].activations_bytes);
+            moe_layers: 4,
+            num_experts: 8,
+            expert_intermediate_size: 128,
+            shipped_expert_format: None,
+        }
+    }
+
+    fn spec(edit: impl FnOnce(&mut crate::MoeSftQatOptions)) -> TrainingSpec {
+        let mut moe = crate::MoeSftQatOptions::default();
+        edit(&mut moe);
+        TrainingSpec { model: "m".into(), n_epochs: 1, batch_size: 2, seed: 0, moe }
+    }
+
+    #[test]
+    fn the_job_estimate_follows_precision_packing_and_checkpointing() {
+        let m = model();
+        let lora = m.job_memory(&spec(|_| {}), TrainingDevice::Cuda);
+        assert_eq!((lora.dtype, lora.activation_checkpointing, lora.base_experts.as_str()), ("bf16", true, "bf16"));
+        assert_eq!(lora.stages["sft"].weights_bytes, 10_000_000 * 2);
+        // On CPU: fp32 and no checkpointing by default.
+        let cpu = m.job_memory(&spec(|_| {}), TrainingDevice::Cpu);
+        assert_eq!(cpu.stages["sft"].weights_bytes, 10_000_000 * 4);
+        assert!(cpu.stages["sft"].activations_bytes > lora.stages["sft"].activations_bytes * 2);
+        // Packed MXFP4 experts: 4.25 bits each, and one layer's experts dequantised at a time.
+        let packed = m.job_memory(&spec(|o| o.base_expert_format = Some(BaseExpertFormat::Mxfp4)), TrainingDevice::Cuda);
+        assert_eq!(packed.base_experts, "mxfp4");
+        assert_eq!(packed.stages["sft"].weights_bytes, 2_000_000 * 2 + 8_000_000 * 17 / 32);
+        assert_eq!(packed.stages["sft"].transient_bytes - lora.stages["sft"].transient_bytes, 2_000_000 * 2);
+        // As shipped: gpt-oss-like checkpoints stay MXFP4 unless the experts train.
+        let shipped = MemoryModel { shipped_expert_format: Some("mxfp4".into()), ..m.clone() };
+        assert_eq!(shipped.job_memory(&spec(|_| {}), TrainingDevice::Cuda).base_experts, "mxfp4");
+        assert_eq!(shipped.job_memory(&spec(|o| o.sft_method = SftMethod::Full), TrainingDevice::Cuda).base_experts, "bf16");
+        // Full SFT: every weight but the frozen router with gradient, fp32 master and moments.
+        let full = m.job_memory(&spec(|o| o.sft_method = SftMethod::Full), TrainingDevice::Cuda);
+        assert_eq!(full.stages["sft"].trainable_bytes, (10_000_000 - 1_000) * (2 + 4 + 8));
+        assert!(full.peak_bytes > lora.peak_bytes);
+        // No QAT stage when it does not run; the merge stage holds the dense model.
+        assert!(!m.job_memory(&spec(|o| o.qat.steps = 0), TrainingDevice::Cuda).stages.contains_key("qat"));
+        assert_eq!(lora.stages["merge"].weights_bytes, 10_000_000 * 2);
+        // Activations grow with tokens.
+        let longer = m.job_memory(&spec(|o| o.seq_len = 1024), TrainingDevice::Cuda);
+        assert_eq!(longer.stages["sft"].activations_bytes, 2 * lora.stages["sft"].activations_bytes);
+        let requirements = m.requirements(&spec(|_| {}));
+        assert_eq!((requirements.memory_bytes, requirements.cpu_memory_bytes), (lora.peak_bytes, cpu.peak_bytes));
     }
 }

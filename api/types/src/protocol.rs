@@ -178,13 +178,15 @@ pub struct JobAssignment {
 }
 
 impl JobAssignment {
-    /// The queue's record of the job: `tenant device memory_bytes order`, where the order score sorts a
-    /// tenant's jobs by priority, then age (both fit a double exactly).
+    /// The queue's record of the job: `tenant device cuda_bytes cpu_bytes order` (the memory it needs on
+    /// a CUDA and on a CPU runner), where the order score sorts a tenant's jobs by priority, then age
+    /// (both fit a double exactly).
     pub fn ticket(&self) -> String {
         let p = &self.placement;
         let order = i64::from(9 - p.priority.clamp(0, 9)) * 10_000_000_000_000 + p.created_at_ms;
         let tenant = if p.tenant.is_empty() { "-" } else { p.tenant.as_str() };
-        format!("{tenant} {} {} {order}", p.requirements.device.as_str(), p.requirements.memory_bytes)
+        let needs = &p.requirements;
+        format!("{tenant} {} {} {} {order}", needs.device.as_str(), needs.memory_on("cuda"), needs.memory_on("cpu"))
     }
 }
 

@@ -3,7 +3,8 @@
 -- Keys (see docs/architecture.md, "Redis keys"):
 --   P:queue:tenants          ZSET tenant -> fair-share score (running * 1e13 + when it was last served)
 --   P:queue:tenant:{t}       ZSET job -> order score ((9 - priority) * 1e13 + created ms)
---   P:queue:tickets          HASH job -> "tenant device memory_bytes order" for every waiting or claimed job
+--   P:queue:tickets          HASH job -> "tenant device cuda_bytes cpu_bytes order" for every waiting or claimed
+--                            job (the memory it needs on a CUDA and on a CPU runner)
 --   P:queue:running          HASH tenant -> jobs claimed by runners
 --   P:queue:served           HASH tenant -> the claim clock when a runner last took one of its jobs
 --   P:queue:clock            STRING counter, one tick per claim
@@ -20,9 +21,15 @@ local E13 = 10000000000000
 local function tenant_queue(t) return p .. ':queue:tenant:' .. t end
 local function claimed(r) return p .. ':runner:' .. r .. ':claimed' end
 
+-- tenant, device, memory on CUDA, memory on CPU, order. Tickets written before the CPU figure
+-- existed have one memory figure for both.
 local function parse(ticket)
-  local t, device, memory, order = string.match(ticket, '^(%S+) (%S+) (%S+) (%S+)$')
-  return t, device, tonumber(memory), tonumber(order)
+  local t, device, cuda, cpu, order = string.match(ticket, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
+  if not t then
+    t, device, cuda, order = string.match(ticket, '^(%S+) (%S+) (%S+) (%S+)$')
+    cpu = cuda
+  end
+  return t, device, tonumber(cuda), tonumber(cpu), tonumber(order)
 end
 
 -- Re-scores a tenant from its hashes: fewest jobs held by runners first, ties to the tenant served
@@ -54,7 +61,7 @@ end
 
 -- Puts a job (back) in its tenant's line: ticket, assignment, order.
 local function enqueue(job, ticket, assignment)
-  local t, _, _, order = parse(ticket)
+  local t, _, _, _, order = parse(ticket)
   redis.call('SET', p .. ':job:' .. job, assignment)
   redis.call('HSET', TICKETS, job, ticket)
   redis.call('ZADD', tenant_queue(t), order, job)
@@ -111,7 +118,8 @@ elseif op == 'claim' then
         for i, job in ipairs(jobs) do
           local fits = true
           if tickets[i] then
-            local _, wanted, needs = parse(tickets[i])
+            local _, wanted, cuda, cpu = parse(tickets[i])
+            local needs = (device == 'cuda') and cuda or cpu
             fits = (wanted == 'auto' or wanted == device) and needs <= memory
           end
           if fits then

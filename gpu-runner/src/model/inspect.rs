@@ -11,7 +11,8 @@ use super::checkpoint::Checkpoint;
 use super::config::ArchConfig;
 use super::params::Role;
 use super::MoeModel;
-use moetune_types::placement::{EstimateInput, MemoryEstimate, MemoryModel};
+use moetune_types::placement::{JobMemory, MemoryModel, TrainingDevice};
+use moetune_types::TrainingSpec;
 
 #[derive(Debug, Serialize)]
 pub struct ParameterCounts {
@@ -36,8 +37,10 @@ pub struct Inspection {
     pub dtype_on_disk: Option<String>,
     pub bytes_on_disk: BTreeMap<String, u64>,
     pub quantization: Option<String>,
+    /// The job the estimate is for: batch size and the method options, defaults filled in.
     pub estimate_for: serde_json::Value,
-    pub memory: BTreeMap<&'static str, MemoryEstimate>,
+    /// That job's peak per stage on a GPU of a CUDA runner and on a CPU runner.
+    pub memory: BTreeMap<&'static str, JobMemory>,
     /// What the scheduler recomputes `memory` from for each job's batch and sequence length.
     pub memory_model: MemoryModel,
 }
@@ -59,6 +62,7 @@ fn activation_elements_per_token(c: &ArchConfig, seq: i64) -> i64 {
 /// The memory model of a config: what the shared estimate (and the scheduler's placement) needs.
 pub fn memory_model(config: &ArchConfig, by_role: &BTreeMap<Role, i64>) -> MemoryModel {
     let role = |r: Role| by_role.get(&r).copied().unwrap_or(0);
+    let quant_method = config.raw.get("quantization_config").and_then(|q| q.get("quant_method")).and_then(|m| m.as_str());
     MemoryModel {
         total_params: by_role.values().sum(),
         router_params: role(Role::Router),
@@ -70,10 +74,16 @@ pub fn memory_model(config: &ArchConfig, by_role: &BTreeMap<Role, i64>) -> Memor
         kv_dim: config.num_key_value_heads * config.head_dim,
         activation_elements_per_token: activation_elements_per_token(config, 0),
         activation_elements_per_token_per_seq: activation_elements_per_token(config, 1) - activation_elements_per_token(config, 0),
+        moe_layers: config.moe_layers().count() as i64,
+        num_experts: config.moe.num_experts,
+        expert_intermediate_size: config.moe.intermediate_size,
+        // gpt-oss ships its experts MXFP4 (`quantization_config.quant_method: mxfp4`).
+        shipped_expert_format: (quant_method == Some("mxfp4")).then(|| "mxfp4".to_string()),
     }
 }
 
-pub fn inspect(dir: &Path, input: EstimateInput) -> anyhow::Result<Inspection> {
+/// What the checkpoint in `dir` is, and the memory of the job `spec` on it.
+pub fn inspect(dir: &Path, spec: &TrainingSpec) -> anyhow::Result<Inspection> {
     let config = ArchConfig::from_dir(dir)?;
     let params = MoeModel::param_infos(&config);
     let mut by_role: BTreeMap<Role, i64> = BTreeMap::new();
@@ -98,7 +108,7 @@ pub fn inspect(dir: &Path, input: EstimateInput) -> anyhow::Result<Inspection> {
         hidden_size: config.hidden_size,
         expert_intermediate_size: config.moe.intermediate_size,
         vocab_size: config.vocab_size,
-        memory: model.estimate(input),
+        memory: BTreeMap::from([("cuda", model.job_memory(spec, TrainingDevice::Cuda)), ("cpu", model.job_memory(spec, TrainingDevice::Cpu))]),
         memory_model: model,
         parameters: ParameterCounts {
             total,
@@ -108,10 +118,7 @@ pub fn inspect(dir: &Path, input: EstimateInput) -> anyhow::Result<Inspection> {
         dtype_on_disk,
         bytes_on_disk,
         quantization,
-        estimate_for: serde_json::json!({
-            "batch": input.batch, "seq_len": input.seq_len, "dtype_bytes": input.dtype_bytes, "lora_rank": input.lora_rank,
-            "lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj"], "router": "frozen",
-        }),
+        estimate_for: serde_json::json!({ "batch_size": spec.batch_size, "moe_sft_qat": spec.moe }),
     })
 }
 
@@ -132,7 +139,11 @@ mod tests {
         let migration = include_str!("../../../migrations/20261126000001_placement.sql");
         let recorded = migration.split_once("SET inspect = '").and_then(|(_, rest)| rest.split_once("' WHERE")).map(|(json, _)| json).expect("the migration records the tiny model's inspect");
         let recorded: serde_json::Value = serde_json::from_str(recorded).unwrap();
-        assert_eq!(recorded["memory_model"], computed, "update the migration's memory_model to {computed}");
+        // The memory model as the latest migration that sets it leaves it.
+        let update = include_str!("../../../migrations/20261205000001_memory_model.sql");
+        let latest = update.split_once("'{memory_model}', '").and_then(|(_, rest)| rest.split_once("')")).map(|(json, _)| json).expect("the migration sets the memory model");
+        let latest: serde_json::Value = serde_json::from_str(latest).unwrap();
+        assert_eq!(latest, computed, "add a migration that sets the memory_model to {computed}");
         assert_eq!(recorded["hidden_size"], config.hidden_size);
         assert_eq!(recorded["expert_intermediate_size"], config.moe.intermediate_size);
     }

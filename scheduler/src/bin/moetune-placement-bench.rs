@@ -59,7 +59,7 @@ fn job(i: usize, rng: &mut Rng, tenants: usize) -> JobAssignment {
             tenant: format!("tenant{tenant:03}"),
             priority: rng.below(10) as i16,
             created_at_ms: 1_790_000_000_000 + i as i64,
-            requirements: JobRequirements { device, memory_bytes: memory },
+            requirements: JobRequirements { device, memory_bytes: memory, ..Default::default() },
         },
     }
 }

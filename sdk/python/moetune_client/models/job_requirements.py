@@ -7,6 +7,7 @@ from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
 from ..models.device_request import DeviceRequest
+from ..types import UNSET, Unset
 
 T = TypeVar("T", bound="JobRequirements")
 
@@ -17,19 +18,25 @@ class JobRequirements:
 
     Attributes:
         device (DeviceRequest): Which kind of runner may take a job.
-        memory_bytes (int): Estimated peak training memory (GPU memory on CUDA, host memory on CPU); 0 when the model
-            has
-            no recorded estimate.
+        memory_bytes (int): Estimated peak training memory on one GPU of a CUDA runner (bf16 unless the job asks for
+            fp32);
+            0 when the model has no recorded estimate.
+        cpu_memory_bytes (int | Unset): The same on a CPU runner's host memory (fp32 unless the job asks for bf16).
+            Absent in jobs
+            queued before it existed: `memory_bytes` then stands for both.
     """
 
     device: DeviceRequest
     memory_bytes: int
+    cpu_memory_bytes: int | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         device = self.device.value
 
         memory_bytes = self.memory_bytes
+
+        cpu_memory_bytes = self.cpu_memory_bytes
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
@@ -39,6 +46,8 @@ class JobRequirements:
                 "memory_bytes": memory_bytes,
             }
         )
+        if cpu_memory_bytes is not UNSET:
+            field_dict["cpu_memory_bytes"] = cpu_memory_bytes
 
         return field_dict
 
@@ -49,9 +58,12 @@ class JobRequirements:
 
         memory_bytes = d.pop("memory_bytes")
 
+        cpu_memory_bytes = d.pop("cpu_memory_bytes", UNSET)
+
         job_requirements = cls(
             device=device,
             memory_bytes=memory_bytes,
+            cpu_memory_bytes=cpu_memory_bytes,
         )
 
         job_requirements.additional_properties = d
