@@ -114,6 +114,19 @@ def placement_section(lines):
             **{k: spread([x[k] for x in r]) for k in ("enqueue_per_s", "claims_per_s", "registry_ms", "snapshot_ms")}}
 
 
+def memory_section(lines):
+    r = [l for l in lines if l["bench"] == "memory"]
+    if not r:
+        return None
+    rows = []
+    for key in dict.fromkeys((x["config"], x["activation_checkpointing"]) for x in r):
+        runs = [x for x in r if (x["config"], x["activation_checkpointing"]) == key]
+        first = runs[0]
+        rows.append({k: first[k] for k in ("config", "architecture", "base_experts", "dtype", "activation_checkpointing", "batch", "seq_len", "estimated_weights_gib", "estimated_peak_gib")}
+                    | {k: spread([x[k] for x in runs]) for k in ("measured_weights_gib", "measured_peak_gib", "measured_over_estimate")})
+    return {"rows": rows}
+
+
 def machine():
     cpu = "unknown"
     try:
@@ -146,18 +159,19 @@ def summarise(lines):
         "api": dated(api_section(lines), count("api_create_job")),
         "upload": dated(upload_section(lines), count("upload")),
         "placement": dated(placement_section(lines), count("placement")),
+        "memory": dated(memory_section(lines), count("memory") // max(1, len({(l["config"], l["activation_checkpointing"]) for l in lines if l["bench"] == "memory"}))),
         "gpu": gpu,
     }
 
 
-SECTIONS = ("train", "fp4", "api", "upload", "placement", "gpu")
+SECTIONS = ("train", "fp4", "api", "upload", "placement", "memory", "gpu")
 
 
 def keep_earlier(s, earlier):
     """Sections this run did not measure (or skipped) keep the earlier figures, which carry their date."""
     for name in SECTIONS:
         old = earlier.get(name)
-        if (s[name] is None or "skipped" in s[name]) and old and "skipped" not in old:
+        if (s.get(name) is None or "skipped" in s[name]) and old and "skipped" not in old:
             s[name] = old
     return s
 
@@ -211,6 +225,14 @@ def markdown(s):
         out += [f"| {r['name']} | {fmt(r['p50_ms'], 3)} | {fmt(r['p99_ms'], 3)} |" for r in p["rows"]]
         out += ["", f"Enqueue {fmt(p['enqueue_per_s'], 0)} jobs/s; claims {fmt(p['claims_per_s'], 0)}/s with every runner at once; "
                 f"registry read {fmt(p['registry_ms'], 1)} ms; reconciler snapshot {fmt(p['snapshot_ms'], 1)} ms.", ""]
+    if s.get("memory"):
+        m = s["memory"]
+        out += ["### Memory of one training step (CPU)", "", when(m) + " One SFT step's peak host memory (`VmHWM`, the runner's malloc settings) on a model of the config's shapes with random weights, against the estimate `inspect` gives for the same job on a CPU runner.", "",
+                "| config | experts | dtype, checkpointing | tokens | weights: estimate / measured GiB | peak: estimate GiB | peak: measured GiB | measured / estimate |", "|---|---|---|---|---|---|---|---|"]
+        for r in m["rows"]:
+            out.append(f"| {os.path.basename(r['config'])} ({r['architecture']}) | {r['base_experts']} | {r['dtype']}, {'on' if r['activation_checkpointing'] else 'off'} | {r['batch']} × {r['seq_len']} | "
+                       f"{r['estimated_weights_gib']:.2f} / {fmt(r['measured_weights_gib'])} | {r['estimated_peak_gib']:.2f} | {fmt(r['measured_peak_gib'])} | {fmt(r['measured_over_estimate'])} |")
+        out.append("")
     return out
 
 

@@ -145,31 +145,37 @@ impl MemoryModel {
             Some((bits, _)) => dense_rest * b + (experts as f64 * bits / 8.0).ceil() as i64,
             None => dense_weights,
         };
-        let stage = |trainable_params: i64, weights: i64, trainable: i64, transient: i64| StageMemory {
-            trainable_params,
-            weights_bytes: weights,
-            trainable_bytes: trainable,
-            activations_bytes: activations,
-            transient_bytes: transient,
-            total_bytes: weights + trainable + activations + transient,
+        // `layer`: what one layer holds for its backward beyond activations. Without checkpointing it is
+        // alive with every other layer's when the loss is taken; with it, a layer is recomputed after
+        // the loss, so the layer and the loss chunk are never alive together.
+        let stage = |trainable_params: i64, weights: i64, trainable: i64, layer: i64| {
+            let transient = if checkpointing { layer.max(loss_chunk) } else { layer + loss_chunk };
+            StageMemory {
+                trainable_params,
+                weights_bytes: weights,
+                trainable_bytes: trainable,
+                activations_bytes: activations,
+                transient_bytes: transient,
+                total_bytes: weights + trainable + activations + transient,
+            }
         };
         // Packed experts are dequantised for their tokens and kept for the input gradient.
         let dequantised = if packed_bits.is_some() { alive_layers * layer_experts * b } else { 0 };
         let router = if o.router.mode == RouterMode::Train { self.router_params } else { 0 };
         let full_trainable = self.total_params - self.router_params + router;
         let sft = if lora {
-            stage(adapters + router, frozen_weights, adapters * (4 + 12) + router * optimiser_bytes(b), dequantised + loss_chunk)
+            stage(adapters + router, frozen_weights, adapters * (4 + 12) + router * optimiser_bytes(b), dequantised)
         } else {
-            stage(full_trainable, dense_weights, full_trainable * optimiser_bytes(b), loss_chunk)
+            stage(full_trainable, dense_weights, full_trainable * optimiser_bytes(b), 0)
         };
         let mut stages = BTreeMap::from([("sft", sft)]);
         if o.qat.steps > 0 {
             let qat = if lora && o.qat_trainable() == QatTrainable::Lora {
                 // Each expert's `W + BA` and its fake quantization, kept for the backward.
-                stage(adapters + router, frozen_weights, adapters * (4 + 12) + router * optimiser_bytes(b), dequantised + 2 * alive_layers * layer_experts * b + loss_chunk)
+                stage(adapters + router, frozen_weights, adapters * (4 + 12) + router * optimiser_bytes(b), dequantised + 2 * alive_layers * layer_experts * b)
             } else {
                 // Fake-quantized copies of the experts kept for the backward.
-                stage(full_trainable, dense_weights, full_trainable * optimiser_bytes(b), alive_layers * layer_experts * b + loss_chunk)
+                stage(full_trainable, dense_weights, full_trainable * optimiser_bytes(b), alive_layers * layer_experts * b)
             };
             stages.insert("qat", qat);
         }
@@ -373,7 +379,9 @@ mod tests {
         let packed = m.job_memory(&spec(|o| o.base_expert_format = Some(BaseExpertFormat::Mxfp4)), TrainingDevice::Cuda);
         assert_eq!(packed.base_experts, "mxfp4");
         assert_eq!(packed.stages["sft"].weights_bytes, 2_000_000 * 2 + 8_000_000 * 17 / 32);
-        assert_eq!(packed.stages["sft"].transient_bytes - lora.stages["sft"].transient_bytes, 2_000_000 * 2);
+        // Without checkpointing (CPU) every layer's dequantised experts are alive with the loss chunk.
+        let packed_cpu = m.job_memory(&spec(|o| o.base_expert_format = Some(BaseExpertFormat::Mxfp4)), TrainingDevice::Cpu);
+        assert_eq!(packed_cpu.stages["sft"].transient_bytes - cpu.stages["sft"].transient_bytes, 4 * 2_000_000 * 4);
         // As shipped: gpt-oss-like checkpoints stay MXFP4 unless the experts train.
         let shipped = MemoryModel { shipped_expert_format: Some("mxfp4".into()), ..m.clone() };
         assert_eq!(shipped.job_memory(&spec(|_| {}), TrainingDevice::Cuda).base_experts, "mxfp4");

@@ -1,4 +1,4 @@
-//! Measurements for `deploy/bench` (issue #8), one JSON object per line on stdout. Not part of the
+//! Measurements for `deploy/bench`, one JSON object per line on stdout. Not part of the
 //! runner: it drives the runner's own training step and FP4 codecs on synthetic inputs.
 //!
 //! * `gemm`: the GEMM peak of this device (fp32 on CPU, bf16 on CUDA), the ceiling model FLOP/s are
@@ -6,6 +6,10 @@
 //! * `train`: tokens/s of the SFT training step (forward, loss, backward, clipping, AdamW) for LoRA on
 //!   attention (router frozen) or full SFT (everything but the router), on a config from
 //!   `tests/bench/tiny_moe.json`.
+//! * `memory`: the peak host memory of one SFT step of a job (options as in a job) on a model of a
+//!   config's shapes with random weights, against the estimate `inspect` gives for the same job on a CPU
+//!   runner. Run it in a process of its own: the peak is the process's (`VmHWM`), with every large
+//!   allocation mapped on its own so that freed memory leaves the process.
 //! * `fp4`: MXFP4 and NVFP4 encode (quantize + pack) and decode GB/s on a weight of `--bytes` f32,
 //!   and a plain memory copy of the same buffer.
 
@@ -13,9 +17,12 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use moetune_runner::model::{new_seeded, ArchConfig, ForwardMode, RoutingOptions};
-use moetune_runner::train::{eval, lora, optim::AdamW, sft_trainables};
-use moetune_types::{LoraOptions, RouterMode, SftMethod};
+use moetune_runner::model::{inspect, new_seeded, ArchConfig, ExpertStorage, ForwardMode, MoeModel, PackedFormat, RoutingOptions};
+use moetune_runner::train::data::Sample;
+use moetune_runner::train::step::{forward_backward, StepOptions};
+use moetune_runner::train::{self, eval, lora, optim::AdamW, sft_trainables};
+use moetune_types::placement::TrainingDevice;
+use moetune_types::{LoraOptions, MoeSftQatOptions, RouterMode, SftMethod, TrainingSpec};
 use serde_json::{json, Value};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -54,6 +61,16 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         warmup: usize,
     },
+    Memory {
+        /// A config.json (its shapes; the weights are random, packed experts random codes).
+        #[arg(long)]
+        config: std::path::PathBuf,
+        /// The job's `moe_sft_qat` options as JSON.
+        #[arg(long, default_value = "{}")]
+        options: String,
+        #[arg(long, default_value_t = 1)]
+        batch: u32,
+    },
     Fp4 {
         /// Size of the f32 weight in bytes.
         #[arg(long, default_value_t = 1 << 30)]
@@ -74,6 +91,16 @@ enum Method {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Memory { .. } = cli.command {
+        // Every allocation above 64 KiB mapped on its own and unmapped when freed, so the process's
+        // resident peak is the peak of live tensors, not of a heap that keeps freed pages (what the
+        // runner's own malloc settings do, for speed).
+        // SAFETY: mallopt only changes allocator parameters, under glibc's arena lock.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 10);
+        }
+    }
     if matches!(cli.command, Command::Train { .. }) {
         // As the runner does (see the module): part of what a training step costs on the CPU. Not for
         // `fp4`, whose outputs, like the torch reference's, are fresh memory each time.
@@ -92,6 +119,7 @@ fn main() -> anyhow::Result<()> {
             train(&config_for(&configs, &arch)?, &arch, method, batch, seq, steps, warmup, device, kind)?
         }
         Command::Fp4 { bytes, cols } => fp4(bytes, cols)?,
+        Command::Memory { config, options, batch } => memory(&config, &options, batch, device, kind)?,
     };
     println!("{line}");
     Ok(())
@@ -226,6 +254,88 @@ fn train(raw: &Value, arch: &str, method: Method, batch: i64, seq: i64, steps: u
         "batch": batch, "seq": seq, "steps": steps, "trained_params": trained_params,
         "step_s": step_s, "forward_s": forward_s, "backward_s": backward_s, "optimizer_s": optimizer_s, "tokens_per_s": tokens / step_s, "model_flops_per_token": train_flops / tokens,
         "model_gflops": train_flops / step_s / 1e9,
+    }))
+}
+
+/// `VmRSS` or `VmHWM` of this process, in bytes.
+fn proc_status(field: &str) -> anyhow::Result<i64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let line = status.lines().find(|l| l.starts_with(field)).with_context(|| format!("no {field} in /proc/self/status"))?;
+    let kib: i64 = line.split_whitespace().nth(1).context("value")?.parse()?;
+    Ok(kib << 10)
+}
+
+fn memory(config_path: &std::path::Path, options: &str, batch: u32, device: Device, kind: Kind) -> anyhow::Result<Value> {
+    anyhow::ensure!(!device.is_cuda(), "the memory bench measures host memory: run it with --device cpu");
+    let raw: Value = serde_json::from_slice(&std::fs::read(config_path).with_context(|| format!("reading {}", config_path.display()))?)?;
+    let config = ArchConfig::from_json(raw)?;
+    let moe: MoeSftQatOptions = serde_json::from_str(options).context("--options: the job's moe_sft_qat options")?;
+    moe.validate().map_err(|e| anyhow::anyhow!("{}: {}", e.param, e.message))?;
+    let spec = TrainingSpec { model: config_path.display().to_string(), n_epochs: 1, batch_size: batch, seed: 0, moe };
+    let o = &spec.moe;
+    // The estimate `inspect` gives for this job on a CPU runner.
+    let mut by_role = std::collections::BTreeMap::new();
+    for p in MoeModel::param_infos(&config) {
+        *by_role.entry(p.role).or_insert(0i64) += p.numel();
+    }
+    let estimate = inspect::memory_model(&config, &by_role).job_memory(&spec, TrainingDevice::Cpu);
+    let sft = &estimate.stages["sft"];
+
+    let _ = Tensor::zeros([1], (Kind::Float, device)) + 1; // libtorch's own start-up, not the job's
+    let before = proc_status("VmRSS:")?;
+    tch::manual_seed(1);
+    let mut vars = nn::VarStore::new(device);
+    let model = match (train::expert_storage(o), estimate.base_experts.as_str()) {
+        (ExpertStorage::Dense, _) | (ExpertStorage::AsShipped, "fp32" | "bf16") => new_seeded(&vars, config.clone(), 1),
+        (_, "nvfp4") => MoeModel::new_with_random_packed_experts(&vars, config.clone(), PackedFormat::Nvfp4),
+        _ => MoeModel::new_with_random_packed_experts(&vars, config.clone(), PackedFormat::Mxfp4),
+    };
+    vars.set_kind(kind);
+    let weights = proc_status("VmRSS:")? - before;
+    let adapters = (o.sft_method == SftMethod::Lora).then(|| lora::create(&model, &o.lora, device));
+    let mut trainables = sft_trainables(&model, &vars, o.sft_method, o.router.mode);
+    if let Some(a) = &adapters {
+        trainables.extend(lora::trainables(a));
+    }
+    let mut optimizer = AdamW::new(trainables, o.weight_decay);
+    let routing = RoutingOptions { capacity_factor: o.router.capacity_factor, jitter: o.router.jitter };
+    let mode = ForwardMode { routing: Some(&routing), adapters: adapters.as_ref(), seed: Some(1), ..Default::default() };
+    let seq = i64::from(o.seq_len);
+    let samples: Vec<Sample> = (0..i64::from(batch))
+        .map(|b| {
+            let ids: Vec<i64> = (0..seq).map(|i| (i * 7919 + b * 104_729) % config.vocab_size).collect();
+            Sample { labels: ids.clone(), ids, example_count: 1 }
+        })
+        .collect();
+    let batch_tensors = eval::Batch::new(&samples.iter().collect::<Vec<_>>(), 0, device);
+    let step_options = StepOptions {
+        checkpointing: estimate.activation_checkpointing,
+        chunk_tokens: None,
+        aux_loss_coef: if o.router.mode == RouterMode::Train { o.router.aux_loss_coef } else { 0.0 },
+        z_loss_coef: o.router.z_loss_coef,
+        grad_scale: 1.0,
+    };
+    let before_step = proc_status("VmRSS:")? - before;
+    // Two steps: the optimiser's moments (and fp32 masters) appear in the first.
+    let mut seconds = Vec::new();
+    for _ in 0..2 {
+        let started = Instant::now();
+        optimizer.zero_grad();
+        forward_backward(&model, &batch_tensors, mode, &step_options);
+        optimizer.clip_grad_norm(o.max_grad_norm);
+        optimizer.step(o.learning_rate);
+        seconds.push(started.elapsed().as_secs_f64());
+    }
+    let peak = proc_status("VmHWM:")? - before;
+    let gib = |b: i64| b as f64 / f64::from(1 << 30);
+    Ok(json!({
+        "bench": "memory", "config": config_path.display().to_string(), "architecture": config.architecture.class_name(),
+        "device": device_name(device), "dtype": estimate.dtype, "base_experts": estimate.base_experts,
+        "activation_checkpointing": estimate.activation_checkpointing, "batch": batch, "seq_len": seq,
+        "estimated_weights_gib": gib(sft.weights_bytes), "measured_weights_gib": gib(weights), "measured_before_step_gib": gib(before_step),
+        "estimated_peak_gib": gib(sft.total_bytes), "measured_peak_gib": gib(peak),
+        "measured_over_estimate": peak as f64 / sft.total_bytes as f64,
+        "step_s": seconds,
     }))
 }
 

@@ -158,6 +158,19 @@ impl MoeModel {
         Self::build(&Params::vars(vars.root(), &recorded), config, &recorded, false)
     }
 
+    /// A random model whose routed experts are packed in `format` from the start (random codes): the
+    /// dense experts are never allocated. For benchmarks of models too large to hold dense.
+    pub fn new_with_random_packed_experts(vars: &nn::VarStore, config: ArchConfig, format: PackedFormat) -> Self {
+        let recorded = RefCell::new(Vec::new());
+        let model = tch::no_grad(|| Self::build(&Params::vars(vars.root(), &recorded), config, &recorded, true));
+        let device = vars.device();
+        let (e, h, i) = (model.config.moe.num_experts, model.config.hidden_size, model.config.moe.intermediate_size);
+        for moe in model.moe_blocks() {
+            moe.set_packed(PackedExperts::random([e, 2 * i, h], format, device), PackedExperts::random([e, h, i], format, device));
+        }
+        model
+    }
+
     /// Names, shapes and roles only; allocates nothing.
     pub fn param_infos(config: &ArchConfig) -> Vec<ParamInfo> {
         let recorded = RefCell::new(Vec::new());

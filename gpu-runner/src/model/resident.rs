@@ -105,6 +105,21 @@ impl PackedExperts {
         Ok(Self::assemble(format, codes, scales, global, shape))
     }
 
+    /// Packed experts of random codes and plausible scales, for benchmarks that measure memory and
+    /// speed (neither depends on the values) on shapes too large to quantise from dense weights.
+    pub fn random(shape: [i64; 3], format: PackedFormat, device: Device) -> Self {
+        let [e, out, input] = shape;
+        let bytes = |size: [i64; 3], low: i64, high: i64| Tensor::randint_low(low, high, size, (Kind::Uint8, device));
+        let codes = bytes([e, out, input / 2], 0, 256);
+        let global = (format == PackedFormat::Nvfp4).then(|| Tensor::full([e], 1e-3, (Kind::Float, device)));
+        // MXFP4: exponents 2^-7 … 2^-4; NVFP4: E4M3 bytes 0x30 … 0x3F (0.5 … 0.94).
+        let scales = match format {
+            PackedFormat::Mxfp4 => bytes([e, out, input / 32], 120, 124),
+            PackedFormat::Nvfp4 => bytes([e, out, input / 16], 0x30, 0x40),
+        };
+        Self::assemble(format, codes, scales, global, shape)
+    }
+
     fn assemble(format: PackedFormat, codes: Tensor, scales: Tensor, global: Option<Tensor>, shape: [i64; 3]) -> Self {
         let device = codes.device();
         let e2m1 = Tensor::from_slice(&fp4::E2M1_VALUES).to_device(device);

@@ -1,4 +1,4 @@
-//! API and upload measurements for `deploy/bench` (issue #8), one JSON object per line on stdout.
+//! API and upload measurements for `deploy/bench`, one JSON object per line on stdout.
 //!
 //! Starts the release `moetune-api` as its own process on a fresh database, Redis prefix and bucket
 //! (the settings come from the `MOETUNE_*` env `deploy/bench` exports), then measures:
