@@ -119,10 +119,10 @@ def memory_section(lines):
     if not r:
         return None
     rows = []
-    for key in dict.fromkeys((x["config"], x["activation_checkpointing"]) for x in r):
-        runs = [x for x in r if (x["config"], x["activation_checkpointing"]) == key]
+    for key in dict.fromkeys((x["config"], x["activation_checkpointing"], x.get("stage", "sft")) for x in r):
+        runs = [x for x in r if (x["config"], x["activation_checkpointing"], x.get("stage", "sft")) == key]
         first = runs[0]
-        rows.append({k: first[k] for k in ("config", "architecture", "base_experts", "dtype", "activation_checkpointing", "batch", "seq_len", "estimated_weights_gib", "estimated_peak_gib")}
+        rows.append({"stage": first.get("stage", "sft")} | {k: first[k] for k in ("config", "architecture", "base_experts", "dtype", "activation_checkpointing", "batch", "seq_len", "estimated_weights_gib", "estimated_peak_gib")}
                     | {k: spread([x[k] for x in runs]) for k in ("measured_weights_gib", "measured_peak_gib", "measured_over_estimate")})
     return {"rows": rows}
 
@@ -159,7 +159,7 @@ def summarise(lines):
         "api": dated(api_section(lines), count("api_create_job")),
         "upload": dated(upload_section(lines), count("upload")),
         "placement": dated(placement_section(lines), count("placement")),
-        "memory": dated(memory_section(lines), count("memory") // max(1, len({(l["config"], l["activation_checkpointing"]) for l in lines if l["bench"] == "memory"}))),
+        "memory": dated(memory_section(lines), count("memory") // max(1, len({(l["config"], l["activation_checkpointing"], l.get("stage", "sft")) for l in lines if l["bench"] == "memory"}))),
         "gpu": gpu,
     }
 
@@ -228,9 +228,9 @@ def markdown(s):
     if s.get("memory"):
         m = s["memory"]
         out += ["### Memory of one training step (CPU)", "", when(m) + " One SFT step's peak host memory (`VmHWM`, the runner's malloc settings) on a model of the config's shapes with random weights, against the estimate `inspect` gives for the same job on a CPU runner.", "",
-                "| config | experts | dtype, checkpointing | tokens | weights: estimate / measured GiB | peak: estimate GiB | peak: measured GiB | measured / estimate |", "|---|---|---|---|---|---|---|---|"]
+                "| config | stage | experts | dtype, checkpointing | tokens | weights: estimate / measured GiB | peak: estimate GiB | peak: measured GiB | measured / estimate |", "|---|---|---|---|---|---|---|---|---|"]
         for r in m["rows"]:
-            out.append(f"| {os.path.basename(r['config'])} ({r['architecture']}) | {r['base_experts']} | {r['dtype']}, {'on' if r['activation_checkpointing'] else 'off'} | {r['batch']} × {r['seq_len']} | "
+            out.append(f"| {os.path.basename(r['config'])} ({r['architecture']}) | {r['stage']} | {r['base_experts']} | {r['dtype']}, {'on' if r['activation_checkpointing'] else 'off'} | {r['batch']} × {r['seq_len']} | "
                        f"{r['estimated_weights_gib']:.2f} / {fmt(r['measured_weights_gib'])} | {r['estimated_peak_gib']:.2f} | {fmt(r['measured_peak_gib'])} | {fmt(r['measured_over_estimate'])} |")
         out.append("")
     return out

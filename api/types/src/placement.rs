@@ -74,9 +74,13 @@ pub struct JobMemory {
     pub activation_checkpointing: bool,
     /// `bf16`/`fp32` (dense) or the packed format of the frozen experts.
     pub base_experts: String,
-    /// `sft`, `qat` (when it runs) and `merge` (dense weights for merging and export).
+    /// `sft`, `qat` (when it runs) and, on a CPU runner, `merge` (the dense model for merging and
+    /// export).
     pub stages: BTreeMap<&'static str, StageMemory>,
     pub peak_bytes: i64,
+    /// Host memory the merge and export take (the dense model in the training dtype and the adapters):
+    /// a CUDA runner merges on the host, so this is not part of its GPU peak.
+    pub host_bytes: i64,
 }
 
 /// Logits per cross-entropy chunk (the runner's `CHUNK_LOGIT_ELEMENTS`).
@@ -171,19 +175,25 @@ impl MemoryModel {
         let mut stages = BTreeMap::from([("sft", sft)]);
         if o.qat.steps > 0 {
             let qat = if lora && o.qat_trainable() == QatTrainable::Lora {
-                // Each expert's `W + BA` and its fake quantization, kept for the backward.
-                stage(adapters + router, frozen_weights, adapters * (4 + 12) + router * optimiser_bytes(b), dequantised + 2 * alive_layers * layer_experts * b)
+                // Each expert's fake-quantized `W + BA`, kept for its input gradient (the dequantised
+                // and merged weights it comes from are not).
+                stage(adapters + router, frozen_weights, adapters * (4 + 12) + router * optimiser_bytes(b), alive_layers * layer_experts * b)
             } else {
                 // Fake-quantized copies of the experts kept for the backward.
                 stage(full_trainable, dense_weights, full_trainable * optimiser_bytes(b), alive_layers * layer_experts * b)
             };
             stages.insert("qat", qat);
         }
-        // Merging the adapters and exporting hold the dense model (and the adapters) on the device.
-        stages.insert("merge", StageMemory { weights_bytes: dense_weights, trainable_bytes: adapters * 4, total_bytes: dense_weights + adapters * 4, ..Default::default() });
+        // Merging the adapters and exporting hold the dense model and the adapters, on the host: on a
+        // CPU runner that is the training device.
+        let merge = StageMemory { weights_bytes: dense_weights, trainable_bytes: adapters * 4, total_bytes: dense_weights + adapters * 4, ..Default::default() };
+        let host_bytes = merge.total_bytes;
+        if !cuda {
+            stages.insert("merge", merge);
+        }
         let peak_bytes = stages.values().map(|s| s.total_bytes).max().unwrap_or(0);
         let base_experts = packed_bits.map_or(if b == 2 { "bf16" } else { "fp32" }, |(_, name)| name).to_string();
-        JobMemory { device, dtype: if b == 2 { "bf16" } else { "fp32" }, activation_checkpointing: checkpointing, base_experts, stages, peak_bytes }
+        JobMemory { device, dtype: if b == 2 { "bf16" } else { "fp32" }, activation_checkpointing: checkpointing, base_experts, stages, peak_bytes, host_bytes }
     }
 
     /// The job's peak on a CUDA runner (`memory_bytes`) and on a CPU runner (`cpu_memory_bytes`).
@@ -390,9 +400,13 @@ mod tests {
         let full = m.job_memory(&spec(|o| o.sft_method = SftMethod::Full), TrainingDevice::Cuda);
         assert_eq!(full.stages["sft"].trainable_bytes, (10_000_000 - 1_000) * (2 + 4 + 8));
         assert!(full.peak_bytes > lora.peak_bytes);
-        // No QAT stage when it does not run; the merge stage holds the dense model.
+        // No QAT stage when it does not run. The merge holds the dense model: on the host, which on a
+        // CPU runner is the device.
         assert!(!m.job_memory(&spec(|o| o.qat.steps = 0), TrainingDevice::Cuda).stages.contains_key("qat"));
-        assert_eq!(lora.stages["merge"].weights_bytes, 10_000_000 * 2);
+        assert!(!lora.stages.contains_key("merge"));
+        assert_eq!(packed.host_bytes, lora.host_bytes);
+        assert!(lora.host_bytes > 10_000_000 * 2);
+        assert_eq!(cpu.stages["merge"].weights_bytes, 10_000_000 * 4);
         // Activations grow with tokens.
         let longer = m.job_memory(&spec(|o| o.seq_len = 1024), TrainingDevice::Cuda);
         assert_eq!(longer.stages["sft"].activations_bytes, 2 * lora.stages["sft"].activations_bytes);

@@ -19,6 +19,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use moetune_runner::model::{inspect, new_seeded, ArchConfig, ExpertStorage, ForwardMode, MoeModel, PackedFormat, RoutingOptions};
 use moetune_runner::train::data::Sample;
+use moetune_runner::train::quantizer::Quantizer;
 use moetune_runner::train::step::{forward_backward, StepOptions};
 use moetune_runner::train::{self, eval, lora, optim::AdamW, sft_trainables};
 use moetune_types::placement::TrainingDevice;
@@ -70,6 +71,9 @@ enum Command {
         options: String,
         #[arg(long, default_value_t = 1)]
         batch: u32,
+        /// `sft`, or `qat`: the step with the experts fake-quantized (LoRA-QAT for LoRA jobs).
+        #[arg(long, default_value = "sft")]
+        stage: String,
     },
     Fp4 {
         /// Size of the f32 weight in bytes.
@@ -119,7 +123,7 @@ fn main() -> anyhow::Result<()> {
             train(&config_for(&configs, &arch)?, &arch, method, batch, seq, steps, warmup, device, kind)?
         }
         Command::Fp4 { bytes, cols } => fp4(bytes, cols)?,
-        Command::Memory { config, options, batch } => memory(&config, &options, batch, device, kind)?,
+        Command::Memory { config, options, batch, stage } => memory(&config, &options, batch, &stage, device, kind)?,
     };
     println!("{line}");
     Ok(())
@@ -265,8 +269,9 @@ fn proc_status(field: &str) -> anyhow::Result<i64> {
     Ok(kib << 10)
 }
 
-fn memory(config_path: &std::path::Path, options: &str, batch: u32, device: Device, kind: Kind) -> anyhow::Result<Value> {
+fn memory(config_path: &std::path::Path, options: &str, batch: u32, stage: &str, device: Device, kind: Kind) -> anyhow::Result<Value> {
     anyhow::ensure!(!device.is_cuda(), "the memory bench measures host memory: run it with --device cpu");
+    anyhow::ensure!(stage == "sft" || stage == "qat", "--stage is sft or qat");
     let raw: Value = serde_json::from_slice(&std::fs::read(config_path).with_context(|| format!("reading {}", config_path.display()))?)?;
     let config = ArchConfig::from_json(raw)?;
     let moe: MoeSftQatOptions = serde_json::from_str(options).context("--options: the job's moe_sft_qat options")?;
@@ -279,7 +284,7 @@ fn memory(config_path: &std::path::Path, options: &str, batch: u32, device: Devi
         *by_role.entry(p.role).or_insert(0i64) += p.numel();
     }
     let estimate = inspect::memory_model(&config, &by_role).job_memory(&spec, TrainingDevice::Cpu);
-    let sft = &estimate.stages["sft"];
+    let sft = estimate.stages.get(stage).context("the job has no such stage (qat.steps 0?)")?;
 
     let _ = Tensor::zeros([1], (Kind::Float, device)) + 1; // libtorch's own start-up, not the job's
     let before = proc_status("VmRSS:")?;
@@ -293,13 +298,17 @@ fn memory(config_path: &std::path::Path, options: &str, batch: u32, device: Devi
     vars.set_kind(kind);
     let weights = proc_status("VmRSS:")? - before;
     let adapters = (o.sft_method == SftMethod::Lora).then(|| lora::create(&model, &o.lora, device));
+    anyhow::ensure!(stage == "sft" || o.experts_frozen(), "--stage qat measures LoRA-QAT: a LoRA job with qat.trainable lora");
     let mut trainables = sft_trainables(&model, &vars, o.sft_method, o.router.mode);
     if let Some(a) = &adapters {
         trainables.extend(lora::trainables(a));
     }
     let mut optimizer = AdamW::new(trainables, o.weight_decay);
     let routing = RoutingOptions { capacity_factor: o.router.capacity_factor, jitter: o.router.jitter };
-    let mode = ForwardMode { routing: Some(&routing), adapters: adapters.as_ref(), seed: Some(1), ..Default::default() };
+    let quantizer = Quantizer { format: o.qat.format, activations: None };
+    let fake_quantize = |w: &Tensor| quantizer.weights(w);
+    let transform = (stage == "qat").then_some(&fake_quantize as &dyn Fn(&Tensor) -> Tensor);
+    let mode = ForwardMode { routing: Some(&routing), adapters: adapters.as_ref(), seed: Some(1), expert_transform: transform, ..Default::default() };
     let seq = i64::from(o.seq_len);
     let samples: Vec<Sample> = (0..i64::from(batch))
         .map(|b| {
@@ -329,7 +338,7 @@ fn memory(config_path: &std::path::Path, options: &str, batch: u32, device: Devi
     let peak = proc_status("VmHWM:")? - before;
     let gib = |b: i64| b as f64 / f64::from(1 << 30);
     Ok(json!({
-        "bench": "memory", "config": config_path.display().to_string(), "architecture": config.architecture.class_name(),
+        "bench": "memory", "stage": stage, "config": config_path.display().to_string(), "architecture": config.architecture.class_name(),
         "device": device_name(device), "dtype": estimate.dtype, "base_experts": estimate.base_experts,
         "activation_checkpointing": estimate.activation_checkpointing, "batch": batch, "seq_len": seq,
         "estimated_weights_gib": gib(sft.weights_bytes), "measured_weights_gib": gib(weights), "measured_before_step_gib": gib(before_step),

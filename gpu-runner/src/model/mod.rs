@@ -244,6 +244,15 @@ impl MoeModel {
         }
     }
 
+    /// Moves the whole model to `device`: the variables in place (the model's handles follow) and the
+    /// packed experts.
+    pub fn to_device(&self, vars: &mut nn::VarStore, device: Device) {
+        vars.set_device(device);
+        for moe in self.moe_blocks() {
+            moe.move_packed(device);
+        }
+    }
+
     pub fn has_packed_experts(&self) -> bool {
         self.moe_blocks().any(MoeBlock::is_packed)
     }

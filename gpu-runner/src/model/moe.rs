@@ -176,6 +176,14 @@ impl MoeBlock {
         *self.packed.borrow_mut() = Some((gate_up, down));
     }
 
+    /// Moves the packed experts to `device` (the dense variables move with their `VarStore`).
+    pub fn move_packed(&self, device: tch::Device) {
+        if let Some((gate_up, down)) = self.packed.borrow_mut().as_mut() {
+            gate_up.to_device(device);
+            down.to_device(device);
+        }
+    }
+
     /// Dequantises packed experts back into the dense variables (before a merge or an export).
     pub fn unpack(&self, kind: Kind) {
         let Some((gate_up, down)) = self.packed.borrow_mut().take() else { return };

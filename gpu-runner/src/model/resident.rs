@@ -130,6 +130,16 @@ impl PackedExperts {
         Self { format, codes, scales, global, e2m1, e4m3, shape }
     }
 
+    /// Moves the packed tensors (and the decoding tables) to `device`.
+    pub fn to_device(&mut self, device: Device) {
+        for t in [&mut self.codes, &mut self.scales, &mut self.e2m1] {
+            *t = t.to_device(device);
+        }
+        for t in [&mut self.global, &mut self.e4m3].into_iter().flatten() {
+            *t = t.to_device(device);
+        }
+    }
+
     pub fn num_experts(&self) -> i64 {
         self.shape[0]
     }

@@ -188,12 +188,12 @@ pub fn merge_into(adapters: &Adapters, model: &MoeModel, vars: &nn::VarStore) ->
         for (name, pair) in &adapters.linear {
             let mut weight = variables.get(name).with_context(|| format!("no base weight {name}"))?.shallow_clone();
             let delta = pair.b.matmul(&pair.a) * adapters.scale;
-            let _ = weight.g_add_(&delta.to_kind(weight.kind()));
+            let _ = weight.g_add_(&delta.to_kind(weight.kind()).to_device(weight.device()));
         }
         for (name, pair) in &adapters.experts {
             let mut weight = variables.get(name).with_context(|| format!("no base weight {name}"))?.shallow_clone();
             let delta = expert_delta(pair, adapters.scale, model.config.moe.num_experts, transposed);
-            let _ = weight.g_add_(&delta.to_kind(weight.kind()));
+            let _ = weight.g_add_(&delta.to_kind(weight.kind()).to_device(weight.device()));
         }
         Ok(())
     })

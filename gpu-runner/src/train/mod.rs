@@ -179,7 +179,7 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
     let kind = training_kind(options.precision, device);
     let checkpointing = options.gradient_checkpointing.unwrap_or(device.is_cuda());
     let lora_qat = options.sft_method == SftMethod::Lora && options.qat_trainable() == QatTrainable::Lora;
-    let (vars, model, codec) = base_model(&spec.model, device, kind, expert_storage(options))?;
+    let (mut vars, model, codec) = base_model(&spec.model, device, kind, expert_storage(options))?;
     let packed_experts = model.has_packed_experts().then(|| (model.packed_expert_format(), model.packed_expert_bytes()));
     // Before any training: a format the experts cannot be packed in would only fail at QAT.
     let (hidden, expert_intermediate) = (model.config.hidden_size, model.config.moe.intermediate_size);
@@ -310,16 +310,20 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
         progress.stage = StageKind::Done;
         stage.checkpoint("qat-final", &progress, &optimizer, reporter)?;
     }
-    // The export needs dense weights (one model in memory at a time; packed experts end here). The
-    // QAT-trained adapters become part of the weights the FP4 model is exported from.
+    // The QAT model evaluated on the training device: with LoRA-QAT, the adapters on each expert's
+    // quantized `W + BA` (what merging, then quantizing, gives) without forming the merged model.
+    let qat_mode = fp4(if lora_qat { adapters.as_ref() } else { None });
+    set_trainable(&model, &vars, &[]);
+    let (qat, qat_top_k) = eval::score(&model, qat_mode, &eval_batches);
+    let qat_task = task(qat_mode);
+    // Merging and exporting need the dense model: on the host, so the training device never holds it
+    // (with packed experts it would be the job's peak). The QAT-trained adapters become part of the
+    // weights the FP4 model is exported from.
+    model.to_device(&mut vars, Device::Cpu);
     model.unpack_experts(kind);
     if let (Some(a), true) = (&adapters, lora_qat) {
         lora::merge_into(a, &model, &vars)?;
     }
-    let qat_mode = fp4(None);
-    set_trainable(&model, &vars, &[]);
-    let (qat, qat_top_k) = eval::score(&model, qat_mode, &eval_batches);
-    let qat_task = task(qat_mode);
 
     let report = report(
         options.qat.format,
