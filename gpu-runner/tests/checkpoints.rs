@@ -7,6 +7,8 @@ use moetune_runner::model::checkpoint::{write_safetensors, Owned};
 use moetune_runner::model::inspect::inspect;
 use moetune_types::placement::TrainingDevice;
 use moetune_types::{MoeSftQatOptions, SftMethod, TrainingSpec};
+mod common;
+
 use moetune_runner::model::{new_seeded, tiny, ArchConfig, ForwardMode, MoeModel};
 use safetensors::SafeTensors;
 use serde_json::json;
@@ -18,22 +20,8 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn small(extra: serde_json::Value) -> ArchConfig {
-    let mut config = json!({
-        "vocab_size": 96, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "num_experts_per_tok": 2, "rms_norm_eps": 1e-6, "intermediate_size": 64,
-    });
-    config.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-    ArchConfig::from_json(config).unwrap()
-}
-
 fn configs() -> Vec<ArchConfig> {
-    vec![
-        small(json!({"architectures": ["MixtralForCausalLM"], "num_local_experts": 4})),
-        small(json!({"architectures": ["Qwen2MoeForCausalLM"], "num_experts": 4, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48, "mlp_only_layers": [1]})),
-        small(json!({"architectures": ["Qwen3MoeForCausalLM"], "num_experts": 4, "moe_intermediate_size": 32, "head_dim": 32, "tie_word_embeddings": true})),
-        small(json!({"architectures": ["GptOssForCausalLM"], "num_local_experts": 4, "head_dim": 16, "sliding_window": 3})),
-    ]
+    common::configs().into_iter().map(|(_, config)| config).collect()
 }
 
 fn logits(model: &MoeModel) -> Tensor {

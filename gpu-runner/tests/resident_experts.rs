@@ -3,38 +3,13 @@
 //! freed, and a shipped MXFP4 checkpoint loads packed as it is.
 
 use moetune_runner::export;
-use moetune_runner::model::{new_seeded, Adapters, ArchConfig, ExpertStorage, ForwardMode, MoeModel, PackedFormat};
+mod common;
+
+use common::{configs, serial};
+use moetune_runner::model::{new_seeded, Adapters, ExpertStorage, ForwardMode, MoeModel, PackedFormat};
 use moetune_runner::train::lora;
 use moetune_types::{LoraOptions, QatFormat};
-use serde_json::json;
 use tch::{nn, Device, Kind, Tensor};
-
-/// The tests seed libtorch's one global generator: run them one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn small(extra: serde_json::Value) -> ArchConfig {
-    let mut config = json!({
-        "vocab_size": 96, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "num_experts_per_tok": 2, "rms_norm_eps": 1e-6, "intermediate_size": 64,
-    });
-    config.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-    ArchConfig::from_json(config).unwrap()
-}
-
-fn configs() -> Vec<(&'static str, ArchConfig)> {
-    vec![
-        ("mixtral", small(json!({"architectures": ["MixtralForCausalLM"], "num_local_experts": 4}))),
-        (
-            "qwen2_moe",
-            small(json!({"architectures": ["Qwen2MoeForCausalLM"], "num_experts": 4, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48, "mlp_only_layers": [1]})),
-        ),
-        ("gpt_oss", small(json!({"architectures": ["GptOssForCausalLM"], "num_local_experts": 4, "head_dim": 16, "sliding_window": 3}))),
-    ]
-}
 
 fn ids(vocab: i64) -> Tensor {
     Tensor::from_slice(&(0..24).map(|i| (i * 7 + 3) % vocab).collect::<Vec<i64>>()).view([2, 12])

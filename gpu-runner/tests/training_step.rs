@@ -2,7 +2,10 @@
 //! LoRA on the factors against the materialised `W + BA`, the chunked cross-entropy and activation
 //! checkpointing against `loss.backward()` on the whole forward, and a bf16 step against the fp32 one.
 
-use moetune_runner::model::{new_seeded, Adapters, ArchConfig, ForwardMode, MoeModel, RoutingOptions};
+mod common;
+
+use common::{configs, serial, small};
+use moetune_runner::model::{new_seeded, Adapters, ForwardMode, MoeModel, RoutingOptions};
 use moetune_runner::train::data::{Sample, IGNORE};
 use moetune_runner::train::eval::{self, Batch};
 use moetune_runner::train::optim::{AdamW, Trainable};
@@ -11,34 +14,6 @@ use moetune_runner::train::{lora, router, sft_trainables};
 use moetune_types::{LoraOptions, RouterMode, SftMethod};
 use serde_json::json;
 use tch::{nn, Device, Kind, Tensor};
-
-/// The tests seed libtorch's one global generator (model init, router jitter): run them one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn small(extra: serde_json::Value) -> ArchConfig {
-    let mut config = json!({
-        "vocab_size": 96, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "num_experts_per_tok": 2, "rms_norm_eps": 1e-6, "intermediate_size": 64,
-    });
-    config.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-    ArchConfig::from_json(config).unwrap()
-}
-
-fn configs() -> Vec<(&'static str, ArchConfig)> {
-    vec![
-        ("mixtral", small(json!({"architectures": ["MixtralForCausalLM"], "num_local_experts": 4}))),
-        (
-            "qwen2_moe",
-            small(json!({"architectures": ["Qwen2MoeForCausalLM"], "num_experts": 4, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48, "mlp_only_layers": [1]})),
-        ),
-        ("qwen3_moe", small(json!({"architectures": ["Qwen3MoeForCausalLM"], "num_experts": 4, "moe_intermediate_size": 32, "head_dim": 32, "tie_word_embeddings": true}))),
-        ("gpt_oss", small(json!({"architectures": ["GptOssForCausalLM"], "num_local_experts": 4, "head_dim": 16, "sliding_window": 3}))),
-    ]
-}
 
 /// Two sequences of different lengths (padding), labels only on a response part (the rest IGNORE).
 fn batch(vocab: i64) -> Batch {

@@ -1,0 +1,38 @@
+//! Small models of every architecture, shared by the runner's integration tests.
+
+#![allow(dead_code)] // each test file uses its own part
+
+use moetune_runner::model::ArchConfig;
+use serde_json::json;
+
+/// The tests seed libtorch's one global generator (model init, router jitter, adapters): a test
+/// that draws from it holds this while it does.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A two-layer model of 64 hidden units, vocabulary 96, 2 of 4 experts per token, with `extra`.
+pub fn small(extra: serde_json::Value) -> ArchConfig {
+    let mut config = json!({
+        "vocab_size": 96, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "num_experts_per_tok": 2, "rms_norm_eps": 1e-6, "intermediate_size": 64,
+    });
+    config.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    ArchConfig::from_json(config).unwrap()
+}
+
+/// One small model per architecture: Mixtral, Qwen2-MoE (shared expert, a dense layer), Qwen3-MoE
+/// (tied embeddings) and gpt-oss (sinks, sliding window, expert biases, `[E, in, out]` experts).
+pub fn configs() -> Vec<(&'static str, ArchConfig)> {
+    vec![
+        ("mixtral", small(json!({"architectures": ["MixtralForCausalLM"], "num_local_experts": 4}))),
+        (
+            "qwen2_moe",
+            small(json!({"architectures": ["Qwen2MoeForCausalLM"], "num_experts": 4, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48, "mlp_only_layers": [1]})),
+        ),
+        ("qwen3_moe", small(json!({"architectures": ["Qwen3MoeForCausalLM"], "num_experts": 4, "moe_intermediate_size": 32, "head_dim": 32, "tie_word_embeddings": true}))),
+        ("gpt_oss", small(json!({"architectures": ["GptOssForCausalLM"], "num_local_experts": 4, "head_dim": 16, "sliding_window": 3}))),
+    ]
+}
