@@ -417,9 +417,11 @@ fn check(ok: bool, param: &str, message: &str) -> Result<(), InvalidOption> {
 const ATTENTION_TARGETS: [&str; 4] = ["q_proj", "k_proj", "v_proj", "o_proj"];
 
 impl MoeSftQatOptions {
-    /// Whether the routed experts stay frozen through the whole job (so they may be kept packed).
+    /// Whether the routed experts stay frozen through the whole job (so they may be kept packed): LoRA
+    /// SFT and LoRA-QAT. (With `qat.trainable: full` the SFT adapters are merged into the experts after
+    /// SFT, even when no QAT step follows.)
     pub fn experts_frozen(&self) -> bool {
-        self.sft_method == SftMethod::Lora && (self.qat.steps == 0 || self.qat_trainable() == QatTrainable::Lora)
+        self.sft_method == SftMethod::Lora && self.qat_trainable() == QatTrainable::Lora
     }
 
     /// What QAT trains, defaults resolved.
@@ -485,7 +487,7 @@ impl MoeSftQatOptions {
         check(
             !packed_base || self.experts_frozen(),
             "base_expert_format",
-            "packed base experts (`mxfp4`, `nvfp4`) need frozen experts: `sft_method: lora` and `qat.trainable: lora` (or `qat.steps: 0`).",
+            "packed base experts (`mxfp4`, `nvfp4`) need frozen experts: `sft_method: lora` and `qat.trainable: lora`.",
         )?;
         check(self.eval_prompts.len() <= 1024, "eval_prompts", "at most 1024 eval prompts.")?;
         Ok(())
@@ -506,7 +508,7 @@ mod tests {
         assert_eq!(packed(|_| {}), Ok(()));
         assert_eq!(packed(|o| o.sft_method = SftMethod::Full), Err("method.moe_sft_qat.base_expert_format".into()));
         assert_eq!(packed(|o| o.qat.trainable = Some(QatTrainable::Full)), Err("method.moe_sft_qat.base_expert_format".into()));
-        assert_eq!(packed(|o| (o.qat.trainable, o.qat.steps) = (Some(QatTrainable::Full), 0)), Ok(()));
+        assert_eq!(packed(|o| (o.qat.trainable, o.qat.steps) = (Some(QatTrainable::Full), 0)), Err("method.moe_sft_qat.base_expert_format".into()));
         let dense = MoeSftQatOptions { sft_method: SftMethod::Full, base_expert_format: Some(BaseExpertFormat::Bf16), ..Default::default() };
         assert_eq!(dense.validate().map_err(|e| e.param), Ok(()));
     }

@@ -78,8 +78,8 @@ pub struct JobMemory {
     /// export).
     pub stages: BTreeMap<&'static str, StageMemory>,
     pub peak_bytes: i64,
-    /// Host memory the merge and export take (the dense model in the training dtype and the adapters):
-    /// a CUDA runner merges on the host, so this is not part of its GPU peak.
+    /// Host memory the merge and export take (the dense model in the training dtype, the adapters and
+    /// the export's fp32 copy): a CUDA runner merges on the host, so this is not part of its GPU peak.
     pub host_bytes: i64,
 }
 
@@ -184,9 +184,17 @@ impl MemoryModel {
             };
             stages.insert("qat", qat);
         }
-        // Merging the adapters and exporting hold the dense model and the adapters, on the host: on a
-        // CPU runner that is the training device.
-        let merge = StageMemory { weights_bytes: dense_weights, trainable_bytes: adapters * 4, total_bytes: dense_weights + adapters * 4, ..Default::default() };
+        // Merging the adapters and exporting hold the dense model and the adapters, on the host (on a
+        // CPU runner that is the training device), and the export builds the fp32 file contents of
+        // every tensor before writing them.
+        let export_copy = self.total_params * 4;
+        let merge = StageMemory {
+            weights_bytes: dense_weights,
+            trainable_bytes: adapters * 4,
+            transient_bytes: export_copy,
+            total_bytes: dense_weights + adapters * 4 + export_copy,
+            ..Default::default()
+        };
         let host_bytes = merge.total_bytes;
         if !cuda {
             stages.insert("merge", merge);
@@ -405,7 +413,7 @@ mod tests {
         assert!(!m.job_memory(&spec(|o| o.qat.steps = 0), TrainingDevice::Cuda).stages.contains_key("qat"));
         assert!(!lora.stages.contains_key("merge"));
         assert_eq!(packed.host_bytes, lora.host_bytes);
-        assert!(lora.host_bytes > 10_000_000 * 2);
+        assert!(lora.host_bytes > 10_000_000 * (2 + 4));
         assert_eq!(cpu.stages["merge"].weights_bytes, 10_000_000 * 4);
         // Activations grow with tokens.
         let longer = m.job_memory(&spec(|o| o.seq_len = 1024), TrainingDevice::Cuda);

@@ -288,6 +288,9 @@ pub fn load_packed(ckpt: &Checkpoint, param: &ParamInfo, config: &ArchConfig, fo
     let shape = if transposed { [e, param.shape[2], param.shape[1]] } else { [e, param.shape[1], param.shape[2]] };
     let (blocks_name, scales_name) = (format!("{}_blocks", param.name), format!("{}_scales", param.name));
     if let (PackedFormat::Mxfp4, Some(blocks), Some(scales)) = (format, ckpt.get(&blocks_name), ckpt.get(&scales_name)) {
+        if blocks.dtype != Dtype::U8 || scales.dtype != Dtype::U8 {
+            bail!("{blocks_name} and {scales_name} must be U8, found {:?} and {:?}", blocks.dtype, scales.dtype);
+        }
         let [_, out, input] = shape;
         expect_shape(&blocks, &[e, out, input / 32, 16])?;
         expect_shape(&scales, &[e, out, input / 32])?;

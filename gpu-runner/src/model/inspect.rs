@@ -90,12 +90,17 @@ pub fn inspect(dir: &Path, spec: &TrainingSpec) -> anyhow::Result<Inspection> {
     for p in &params {
         *by_role.entry(p.role).or_default() += p.numel();
     }
-    let model = memory_model(&config, &by_role);
+    let mut model = memory_model(&config, &by_role);
     let total: i64 = by_role.values().sum();
     let experts = by_role.get(&Role::Expert).copied().unwrap_or(0);
     let active = total - experts + experts * config.moe.top_k / config.moe.num_experts;
     let has_weights = dir.join("model.safetensors").exists() || dir.join("model.safetensors.index.json").exists();
-    let bytes_on_disk = if has_weights { Checkpoint::open(dir)?.dtype_bytes() } else { BTreeMap::new() };
+    let checkpoint = has_weights.then(|| Checkpoint::open(dir)).transpose()?;
+    let bytes_on_disk = checkpoint.as_ref().map(Checkpoint::dtype_bytes).unwrap_or_default();
+    // With weights at hand, packed experts are what the loader finds (`_blocks`), as the runner decides.
+    if let Some(ckpt) = &checkpoint {
+        model.shipped_expert_format = super::checkpoint::shipped_expert_format(ckpt, &params).map(|f| f.as_str().to_string());
+    }
     let dtype_on_disk = bytes_on_disk.iter().filter(|(d, _)| *d != "u8").max_by_key(|(_, n)| **n).map(|(d, _)| d.clone());
     let quantization = config.raw.get("quantization_config").and_then(|q| q.get("quant_method")).and_then(|m| m.as_str()).map(str::to_string);
     Ok(Inspection {

@@ -178,8 +178,14 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
     let options = &spec.moe;
     let kind = training_kind(options.precision, device);
     let checkpointing = options.gradient_checkpointing.unwrap_or(device.is_cuda());
-    let lora_qat = options.sft_method == SftMethod::Lora && options.qat_trainable() == QatTrainable::Lora;
-    let (mut vars, model, codec) = base_model(&spec.model, device, kind, expert_storage(options))?;
+    let mut lora_qat = options.sft_method == SftMethod::Lora && options.qat_trainable() == QatTrainable::Lora;
+    // A LoRA job without `qat.trainable` checkpointed past SFT by a runner that defaulted to full QAT
+    // (merged weights in its checkpoints) goes on as it started.
+    if let Some(point) = resume.as_ref().filter(|p| lora_qat && options.qat.trainable.is_none() && p.progress.stage != StageKind::Sft) {
+        lora_qat = !point.holds_full_weights()?;
+    }
+    let storage = if lora_qat { expert_storage(options) } else { ExpertStorage::Dense };
+    let (mut vars, model, codec) = base_model(&spec.model, device, kind, storage)?;
     let packed_experts = model.has_packed_experts().then(|| (model.packed_expert_format(), model.packed_expert_bytes()));
     // Before any training: a format the experts cannot be packed in would only fail at QAT.
     let (hidden, expert_intermediate) = (model.config.hidden_size, model.config.moe.intermediate_size);

@@ -129,6 +129,21 @@ impl ResumePoint {
 
 impl ResumePoint {
     /// Copies the saved values of `trainables` into them (no optimiser state).
+    /// Whether the checkpoint holds every weight (full SFT or full QAT train the embeddings, LoRA and
+    /// LoRA-QAT never do), not adapters and routers only. Reads the safetensors header only.
+    pub fn holds_full_weights(&self) -> anyhow::Result<bool> {
+        let path = self.dir.join(TRAINABLE);
+        let mut file = std::fs::File::open(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut len = [0u8; 8];
+        std::io::Read::read_exact(&mut file, &mut len)?;
+        let len = usize::try_from(u64::from_le_bytes(len))?;
+        anyhow::ensure!(len <= 100 << 20, "{}: header of {len} bytes", path.display());
+        let mut header = vec![0u8; len];
+        std::io::Read::read_exact(&mut file, &mut header)?;
+        let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header).with_context(|| format!("{}: header", path.display()))?;
+        Ok(header.contains_key("model.embed_tokens.weight"))
+    }
+
     pub fn restore_values(&self, trainables: &[Trainable]) -> anyhow::Result<()> {
         let saved = read(&self.dir.join(TRAINABLE))?;
         tch::no_grad(|| {
@@ -160,4 +175,23 @@ pub fn save(dir: &Path, progress: &Progress, trainables: &[Trainable], optimizer
     // progress.json last: a directory with it is complete.
     std::fs::write(dir.join(PROGRESS), serde_json::to_vec_pretty(progress)?)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_of_every_weight_is_told_from_one_of_adapters() {
+        let dir = std::env::temp_dir().join(format!("moetune-resume-kind-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let point = ResumePoint { dir: dir.clone(), progress: Progress::new(4, 2, 0) };
+        let t = || Tensor::zeros([2, 2], (tch::Kind::Float, tch::Device::Cpu));
+        let adapters = [("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", t()), ("model.layers.0.mlp.gate.weight", t())];
+        Tensor::write_safetensors(&adapters, dir.join(TRAINABLE)).unwrap();
+        assert!(!point.holds_full_weights().unwrap(), "adapters and a trained router are not every weight");
+        Tensor::write_safetensors(&[("model.embed_tokens.weight", t()), ("model.layers.0.mlp.gate.weight", t())], dir.join(TRAINABLE)).unwrap();
+        assert!(point.holds_full_weights().unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
