@@ -65,8 +65,10 @@ def train_section(lines, device):
             "ratio_keep_freed": spread([o["tokens_per_s"] / a["tokens_per_s"] for o, a in zip(ours, tuned)]),
             "model_gflops": spread([o["model_gflops"] for o in ours]),
             "fraction_of_gemm_peak": spread(peaks),
-            # Where a moetune step goes (medians over runs): forward with the loss, backward, optimiser.
-            "phases_s": {k: statistics.median(o[k] for o in ours) for k in ("forward_s", "backward_s", "optimizer_s")} if ours else None,
+            # Where a moetune step goes (medians over runs): forward and backward (one call since the step
+            # interleaves them; older lines have them apart), optimiser.
+            "phases_s": {k: statistics.median(o[k] for o in ours) for k in
+                         (("forward_backward_s",) if "forward_backward_s" in ours[0] else ("forward_s", "backward_s")) + ("optimizer_s",)} if ours else None,
         })
     return {"gemm_gflops": spread(gemm), "rows": rows}
 
@@ -191,7 +193,10 @@ def train_table(t, title):
     for r in t["rows"]:
         p = r.get("phases_s")
         unit, scale = ("ms", 1e3) if t["rows"] and (r["moetune_tokens_per_s"] or {}).get("median", 0) > 5000 else ("s", 1.0)
-        phases = f"{p['forward_s'] * scale:.3g} + {p['backward_s'] * scale:.3g} + {p['optimizer_s'] * scale:.3g} {unit}" if p else "–"
+        if p and "forward_backward_s" in p:
+            phases = f"{p['forward_backward_s'] * scale:.3g} (together) + {p['optimizer_s'] * scale:.3g} {unit}"
+        else:
+            phases = f"{p['forward_s'] * scale:.3g} + {p['backward_s'] * scale:.3g} + {p['optimizer_s'] * scale:.3g} {unit}" if p else "–"
         extra = f" {fmt(r.get('anchor_keep_freed_tokens_per_s'), 0)} | {fmt(r.get('ratio_keep_freed'))} |" if tuned else ""
         out.append(f"| {r['arch']} {r['method']} ({r['anchor']}) | {fmt(r['moetune_tokens_per_s'], 0)} | {fmt(r['anchor_tokens_per_s'], 0)} | "
                    f"{fmt(r['ratio'])} |{extra} {fmt(r['model_gflops'], 0)} | {fmt(r['fraction_of_gemm_peak'], 1, 100)} % | {phases} |")

@@ -3,7 +3,8 @@
 //!
 //! * `gemm`: the GEMM peak of this device (fp32 on CPU, bf16 on CUDA), the ceiling model FLOP/s are
 //!   compared with.
-//! * `train`: tokens/s of the SFT training step (forward, loss, backward, clipping, AdamW) for LoRA on
+//! * `train`: tokens/s of the job's SFT training step (`step::forward_backward`: chunked loss, and
+//!   activation checkpointing on CUDA as a job has it; then clipping and AdamW) for LoRA on
 //!   attention (router frozen) or full SFT (everything but the router), on a config from
 //!   `tests/bench/tiny_moe.json`.
 //! * `memory`: the peak host memory of one SFT step of a job (options as in a job) on a model of a
@@ -221,17 +222,24 @@ fn train(raw: &Value, arch: &str, method: Method, batch: i64, seq: i64, steps: u
     let mode = ForwardMode { routing: Some(&routing), adapters: adapters.as_ref(), ..Default::default() };
     tch::manual_seed(7);
     let ids = Tensor::randint(config.vocab_size, [batch, seq], (Kind::Int64, device));
-    // Per step: total, and the forward (with the loss), backward and optimiser phases of it.
-    let mut phases: [Vec<f64>; 4] = Default::default();
+    // Every position labelled (the anchor takes the loss on all of them too).
+    let samples: Vec<Sample> = (0..batch)
+        .map(|b| {
+            let row = Vec::<i64>::try_from(ids.get(b).to_device(Device::Cpu)).expect("ids");
+            Sample { labels: row.clone(), ids: row, example_count: 1 }
+        })
+        .collect();
+    let inputs = eval::Batch::new(&samples.iter().collect::<Vec<_>>(), 0, device);
+    // The job's own step: chunked loss, and activation checkpointing where a job would have it (CUDA).
+    let step_options = StepOptions { checkpointing: device.is_cuda(), chunk_tokens: None, aux_loss_coef: 0.0, z_loss_coef: 0.0, grad_scale: 1.0 };
+    // Per step: total, forward + backward (one call: the chunked loss and checkpointing interleave
+    // them), and the optimiser.
+    let mut phases: [Vec<f64>; 3] = Default::default();
     for step in 0..warmup + steps {
         synchronize(device);
         let started = Instant::now();
         optimizer.zero_grad();
-        let out = model.forward(&ids, mode);
-        let loss = eval::token_loss(&out.logits, &ids);
-        synchronize(device);
-        let forward_done = Instant::now();
-        loss.backward();
+        forward_backward(&model, &inputs, mode, &step_options);
         synchronize(device);
         let backward_done = Instant::now();
         optimizer.clip_grad_norm(1.0);
@@ -240,12 +248,11 @@ fn train(raw: &Value, arch: &str, method: Method, batch: i64, seq: i64, steps: u
         if step >= warmup {
             let done = Instant::now();
             phases[0].push((done - started).as_secs_f64());
-            phases[1].push((forward_done - started).as_secs_f64());
-            phases[2].push((backward_done - forward_done).as_secs_f64());
-            phases[3].push((done - backward_done).as_secs_f64());
+            phases[1].push((backward_done - started).as_secs_f64());
+            phases[2].push((done - backward_done).as_secs_f64());
         }
     }
-    let [total, forward_s, backward_s, optimizer_s] = phases.map(median);
+    let [total, forward_backward_s, optimizer_s] = phases.map(median);
     let step_s = total;
     let tokens = (batch * seq) as f64;
     let forward = forward_flops_per_token(&config, seq);
@@ -256,7 +263,7 @@ fn train(raw: &Value, arch: &str, method: Method, batch: i64, seq: i64, steps: u
         "bench": "train", "impl": "moetune", "arch": arch, "method": if method == Method::Full { "full" } else { "lora" },
         "device": device_name(device), "dtype": format!("{kind:?}"), "threads": tch::get_num_threads(),
         "batch": batch, "seq": seq, "steps": steps, "trained_params": trained_params,
-        "step_s": step_s, "forward_s": forward_s, "backward_s": backward_s, "optimizer_s": optimizer_s, "tokens_per_s": tokens / step_s, "model_flops_per_token": train_flops / tokens,
+        "step_s": step_s, "forward_backward_s": forward_backward_s, "optimizer_s": optimizer_s, "tokens_per_s": tokens / step_s, "model_flops_per_token": train_flops / tokens,
         "model_gflops": train_flops / step_s / 1e9,
     }))
 }
