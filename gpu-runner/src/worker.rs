@@ -4,13 +4,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use aws_sdk_s3::primitives::ByteStream;
 use moetune_types::dataset::JsonlReader;
+use moetune_types::s3::{download_file, upload_file};
 use moetune_types::{Example, JobAssignment, RedisKeys, RunnerEvent, RunnerEventKind, RunnerInfo, S3Location, CLAIM_DEPTH, CLAIM_TENANTS, QUEUE_SCRIPT};
 use redis::aio::ConnectionManager;
 use redis::streams::StreamMaxlen;
 use redis::AsyncCommands;
-use sha2::{Digest, Sha256};
 
 use crate::config::RunnerConfig;
 use crate::{export, train};
@@ -268,7 +267,10 @@ impl Worker {
             sink.emit(RunnerEventKind::Artifact { name, uri, bytes, sha256 }).await?;
         }
         let _ = std::fs::remove_dir_all(&work);
-        Ok((output.trained_tokens, output.summary))
+        // With `training_seconds`, what the scheduler keeps for the estimates of jobs like this one.
+        let mut summary = output.summary;
+        summary["runner_class"] = moetune_types::estimate::runner_class(&self.info()).into();
+        Ok((output.trained_tokens, summary))
     }
 
     /// The checkpoint the scheduler chose for this attempt (`resume_from`), downloaded into `dir`.
@@ -281,8 +283,8 @@ impl Worker {
         for object in listed.contents() {
             let key = object.key().context("listed object without key")?;
             let file = key.strip_prefix(&prefix).context("key outside the prefix")?;
-            let body = self.s3.get_object().bucket(&assignment.bucket).key(key).send().await?.body.collect().await?.into_bytes();
-            std::fs::write(dir.join(file), &body)?;
+            anyhow::ensure!(!file.contains('/') && !file.starts_with('.'), "checkpoint file name {file:?} is not a plain name");
+            download_file(&self.s3, &assignment.bucket, key, &dir.join(file)).await?;
         }
         Ok(Some(train::resume::ResumePoint::open(dir)?))
     }
@@ -344,13 +346,6 @@ impl Worker {
             }
         }
     }
-}
-
-async fn upload_file(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, path: &Path) -> anyhow::Result<(i64, String)> {
-    let bytes = tokio::fs::read(path).await?;
-    let (size, sha256) = (bytes.len() as i64, hex::encode(Sha256::digest(&bytes)));
-    s3.put_object().bucket(bucket).key(key).body(ByteStream::from(bytes)).send().await.with_context(|| format!("uploading {key}"))?;
-    Ok((size, sha256))
 }
 
 /// Reports training events to the job's stream and stores checkpoints in S3 (from the blocking
