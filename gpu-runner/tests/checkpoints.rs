@@ -231,3 +231,43 @@ fn estimates_for_the_published_models() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// `fnmatch` as modelopt applies `exclude_modules`: `*` matches any run of characters, dots included.
+fn glob(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, rest)) => name.starts_with(head) && (0..=name.len() - head.len()).any(|skip| glob(rest, &name[head.len() + skip..])),
+    }
+}
+
+#[test]
+fn nvfp4_exports_list_every_linear_they_leave_unquantized() {
+    for (arch, config) in common::configs() {
+        let dir = scratch(&format!("exclude-{arch}"));
+        let vars = nn::VarStore::new(Device::Cpu);
+        let model = new_seeded(&vars, config, 7);
+        moetune_runner::export::fp4::write(&model, &vars, moetune_types::QatFormat::Nvfp4, None, &dir).unwrap();
+        let quant: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("hf_quant_config.json")).unwrap()).unwrap();
+        let exclude: Vec<&str> = quant["quantization"]["exclude_modules"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+        let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+        for name in &names {
+            let Some(module) = name.strip_suffix(".weight") else { continue };
+            let linear = st.tensor(name).unwrap().shape().len() == 2 && module != "model.embed_tokens";
+            let quantized = names.contains(&format!("{module}.weight_scale"));
+            if linear && !quantized {
+                assert!(exclude.iter().any(|p| glob(p, module)), "{arch}: {module} is not quantized and not excluded: {exclude:?}");
+            }
+            if quantized {
+                assert!(!exclude.iter().any(|p| glob(p, module)), "{arch}: {module} is quantized but excluded");
+            }
+        }
+        if arch == "qwen2_moe" {
+            for module in ["model.layers.0.mlp.shared_expert.down_proj", "model.layers.0.mlp.shared_expert_gate", "model.layers.1.mlp.gate_proj"] {
+                assert!(exclude.contains(&module), "{module} missing from {exclude:?}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

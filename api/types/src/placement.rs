@@ -43,7 +43,7 @@ pub struct MemoryModel {
 }
 
 /// The device kind an estimate is for: it decides the default precision and checkpointing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TrainingDevice {
     Cuda,
@@ -51,7 +51,7 @@ pub enum TrainingDevice {
 }
 
 /// One stage's peak on the training device, in bytes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StageMemory {
     pub trainable_params: i64,
     /// Model weights as held (dense in the training dtype, or experts packed).
@@ -67,7 +67,7 @@ pub struct StageMemory {
 }
 
 /// A job's memory on one device kind: each stage and the peak over them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobMemory {
     pub device: TrainingDevice,
     pub dtype: &'static str,
@@ -78,10 +78,13 @@ pub struct JobMemory {
     /// export).
     pub stages: BTreeMap<&'static str, StageMemory>,
     pub peak_bytes: i64,
-    /// Host memory the merge and export take (the dense model in the training dtype, the adapters and
-    /// the export's fp32 copy): a CUDA runner merges on the host, so this is not part of its GPU peak.
+    /// Host memory the merge and export take (the dense model in the training dtype, the adapters, one
+    /// export shard and one expert tensor in fp32): a CUDA runner merges on the host, so this is not part of its GPU peak.
     pub host_bytes: i64,
 }
+
+/// The runner's export shard size (`export::MAX_SHARD_BYTES`).
+const EXPORT_SHARD_BYTES: i64 = 5_000_000_000;
 
 /// Logits per cross-entropy chunk (the runner's `CHUNK_LOGIT_ELEMENTS`).
 const CHUNK_LOGIT_ELEMENTS: i64 = 1 << 27;
@@ -185,9 +188,10 @@ impl MemoryModel {
             stages.insert("qat", qat);
         }
         // Merging the adapters and exporting hold the dense model and the adapters, on the host (on a
-        // CPU runner that is the training device), and the export builds the fp32 file contents of
-        // every tensor before writing them.
-        let export_copy = self.total_params * 4;
+        // CPU runner that is the training device). The export writes shard by shard: one shard's bytes,
+        // and the fp32 values of the largest expert tensor while it is encoded to FP4.
+        let largest_expert_tensor = self.num_experts * 2 * self.expert_intermediate_size * self.hidden_size;
+        let export_copy = dense_weights.min(EXPORT_SHARD_BYTES) + largest_expert_tensor * 4;
         let merge = StageMemory {
             weights_bytes: dense_weights,
             trainable_bytes: adapters * 4,
@@ -413,7 +417,7 @@ mod tests {
         assert!(!m.job_memory(&spec(|o| o.qat.steps = 0), TrainingDevice::Cuda).stages.contains_key("qat"));
         assert!(!lora.stages.contains_key("merge"));
         assert_eq!(packed.host_bytes, lora.host_bytes);
-        assert!(lora.host_bytes > 10_000_000 * (2 + 4));
+        assert!(lora.host_bytes > 10_000_000 * (2 + 2));
         assert_eq!(cpu.stages["merge"].weights_bytes, 10_000_000 * 4);
         // Activations grow with tokens.
         let longer = m.job_memory(&spec(|o| o.seq_len = 1024), TrainingDevice::Cuda);

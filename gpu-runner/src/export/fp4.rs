@@ -1,6 +1,7 @@
 //! FP4 checkpoints. Expert weights are encoded by the pure-Rust codecs (`quant::fp4`), which produce
 //! exactly the values QAT's fake quantization trained against; everything else keeps the training
-//! dtype (fp32), so the exported model computes what the job evaluated.
+//! dtype (bf16 on GPU, fp32 on CPU), so the exported model computes what the job evaluated. Tensors
+//! go to disk shard by shard as they are encoded.
 //!
 //! * MXFP4, gpt-oss layout: `mlp.experts.{gate_up,down}_proj_{blocks,scales}` (`[E, out, in/32, 16]`
 //!   and `[E, out, in/32]`) and `quantization_config {quant_method: mxfp4, modules_to_not_convert}`.
@@ -8,7 +9,8 @@
 //!   fused names, which moetune-runner loads (transformers has MXFP4 kernels for gpt-oss only).
 //! * NVFP4, modelopt layout: per expert Linear `weight` (u8 `[out, in/2]`), `weight_scale`
 //!   (F8_E4M3 `[out, in/16]`), `weight_scale_2` (F32 scalar), `input_scale` (F32 scalar, when the
-//!   activations were quantized); `hf_quant_config.json` with routers, attention and lm_head excluded.
+//!   activations were quantized); `hf_quant_config.json` with routers, attention, lm_head and the
+//!   unquantized MLPs (shared experts, dense layers) excluded.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +21,7 @@ use safetensors::Dtype;
 use tch::{nn, Kind, Tensor};
 
 use crate::model::checkpoint::{self, Owned};
+use crate::model::shards::ShardWriter;
 use crate::model::config::ExpertCheckpoint;
 use crate::model::params::Role;
 use crate::model::{ExpertInput, MoeModel};
@@ -51,37 +54,45 @@ pub fn write(model: &MoeModel, vars: &nn::VarStore, format: QatFormat, activatio
     let variables = vars.variables();
     // Expert weight matrices are encoded; everything else (gpt-oss expert biases included) stays fp32.
     let (experts, others): (Vec<_>, Vec<_>) = model.params.iter().cloned().partition(|p| p.role == Role::Expert && !p.name.ends_with("_bias"));
-    let mut tensors = checkpoint::to_disk_layout(&others, &variables, &model.config, Kind::Float)?;
+    let kind = super::weight_kind(vars);
+    let mut shards = ShardWriter::new(dir, super::MAX_SHARD_BYTES)?;
+    checkpoint::for_each_on_disk(&others, &variables, &model.config, kind, |t| shards.push(t))?;
     for param in &experts {
         let w = out_in(model, variables.get(&param.name).with_context(|| format!("no variable {}", param.name))?);
-        match format {
-            QatFormat::Mxfp4 => tensors.extend(mxfp4_tensors(&param.name, &w)?),
+        let encoded = match format {
+            QatFormat::Mxfp4 => mxfp4_tensors(&param.name, &w)?,
             QatFormat::Nvfp4 => {
                 let which = if param.name.ends_with("gate_up_proj") { ExpertInput::GateUp } else { ExpertInput::Down };
                 let layer = layer_of(&param.name)?;
                 let amax = activations.and_then(|a| a.get(&(layer, which)).copied());
-                tensors.extend(nvfp4_tensors(model, &param.name, &w, amax)?);
+                nvfp4_tensors(model, &param.name, &w, amax)?
             }
+        };
+        for tensor in encoded {
+            shards.push(tensor)?;
         }
     }
-    let mut written = checkpoint::write_safetensors(dir, tensors, super::MAX_SHARD_BYTES)?;
+    let mut written = shards.finish()?;
     let mut config = model.config.raw.clone();
     let map = config.as_object_mut().context("config.json is an object")?;
-    map.insert("dtype".into(), "float32".into());
+    map.insert("dtype".into(), crate::model::kind_name(kind).into());
     map.remove("torch_dtype");
     let module = match model.config.moe.checkpoint {
         ExpertCheckpoint::PerExpert { module, .. } => module,
         ExpertCheckpoint::Fused => "mlp",
     };
     let router = format!("model.layers.*.{module}.{}", model.config.moe.router_name);
+    let dense_mlps = unquantized_mlps(model);
     match format {
         QatFormat::Mxfp4 => {
-            let not_converted = ["model.layers.*.self_attn".to_string(), router, "model.embed_tokens".into(), "lm_head".into()];
+            let mut not_converted = vec!["model.layers.*.self_attn".to_string(), router, "model.embed_tokens".into(), "lm_head".into()];
+            not_converted.extend(dense_mlps);
             map.insert("quantization_config".into(), serde_json::json!({ "quant_method": "mxfp4", "modules_to_not_convert": not_converted }));
         }
         QatFormat::Nvfp4 => {
             let algo = if activations.is_some() { "NVFP4" } else { "W4A16_NVFP4" };
-            let exclude = ["lm_head".to_string(), router, "model.layers.*.self_attn*".into()];
+            let mut exclude = vec!["lm_head".to_string(), router, "model.layers.*.self_attn*".into()];
+            exclude.extend(dense_mlps);
             let quant = serde_json::json!({ "quant_algo": algo, "kv_cache_quant_algo": null, "group_size": 16, "exclude_modules": exclude });
             let hf_quant = serde_json::json!({ "producer": { "name": "moetune", "version": env!("CARGO_PKG_VERSION") }, "quantization": quant });
             let path = dir.join("hf_quant_config.json");
@@ -96,6 +107,19 @@ pub fn write(model: &MoeModel, vars: &nn::VarStore, format: QatFormat, activatio
     std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
     written.push(path);
     Ok(written)
+}
+
+/// The Linear modules of MLPs that stay unquantized, as loaders name them: Qwen2-MoE's shared expert
+/// and its gate, and the dense MLP of layers without routed experts. Loaders that quantize every Linear
+/// not excluded would otherwise look for FP4 tensors these modules do not have.
+fn unquantized_mlps(model: &MoeModel) -> Vec<String> {
+    let layout = model.config.moe.checkpoint;
+    model
+        .params
+        .iter()
+        .filter(|p| matches!(p.role, Role::SharedExpert | Role::DenseMlp) && p.shape.len() == 2)
+        .filter_map(|p| p.name.strip_suffix(".weight").map(|module| layout.disk_name(module)))
+        .collect()
 }
 
 /// `{name}_blocks` `[E, out, in/32, 16]` and `{name}_scales` `[E, out, in/32]`.

@@ -10,12 +10,19 @@ use tch::{nn, Kind};
 use crate::model::MoeModel;
 use crate::text::TextCodec;
 
-/// Shard size of exported checkpoints.
-pub const MAX_SHARD_BYTES: u64 = 2 << 30;
+/// Shard size of exported checkpoints (transformers' default, 5 GB). Shards are written as they fill,
+/// so the host holds at most one beside the model.
+pub const MAX_SHARD_BYTES: u64 = 5_000_000_000;
 
-/// Writes config.json, the weights (HF names, sharded above 2 GiB) and tokenizer.json into `dir`.
+/// The dtype the model's weights are held in (bf16 on GPU, fp32 on CPU): exports keep it.
+pub fn weight_kind(vars: &nn::VarStore) -> Kind {
+    vars.variables().get("model.embed_tokens.weight").map_or(Kind::Float, |t| t.kind())
+}
+
+/// Writes config.json, the weights (HF names, in the training dtype, sharded above 5 GB) and
+/// tokenizer.json into `dir`.
 pub fn write_hf_checkpoint(model: &MoeModel, vars: &nn::VarStore, codec: &TextCodec, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut written = model.save_pretrained(vars, dir, Kind::Float, MAX_SHARD_BYTES)?;
+    let mut written = model.save_pretrained(vars, dir, weight_kind(vars), MAX_SHARD_BYTES)?;
     written.push(write_tokenizer(codec, dir)?);
     Ok(written)
 }

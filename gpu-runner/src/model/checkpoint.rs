@@ -340,46 +340,18 @@ pub fn write_file(path: &Path, tensors: &[Owned]) -> anyhow::Result<()> {
 
 /// Writes tensors as `model.safetensors`, or as `model-0000i-of-0000n.safetensors` shards plus
 /// `model.safetensors.index.json` when they exceed `max_shard_bytes`. Returns the files written.
-pub fn write_safetensors(dir: &Path, mut tensors: Vec<Owned>, max_shard_bytes: u64) -> anyhow::Result<Vec<PathBuf>> {
-    tensors.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut shards: Vec<Vec<Owned>> = vec![Vec::new()];
-    let mut size = 0u64;
-    for t in tensors {
-        let len = t.bytes.len() as u64;
-        if size + len > max_shard_bytes && !shards.last().expect("one shard").is_empty() {
-            shards.push(Vec::new());
-            size = 0;
-        }
-        size += len;
-        shards.last_mut().expect("one shard").push(t);
+pub fn write_safetensors(dir: &Path, tensors: Vec<Owned>, max_shard_bytes: u64) -> anyhow::Result<Vec<PathBuf>> {
+    let mut writer = super::shards::ShardWriter::new(dir, max_shard_bytes)?;
+    for tensor in tensors {
+        writer.push(tensor)?;
     }
-    let count = shards.len();
-    let mut written = Vec::new();
-    let mut weight_map = BTreeMap::new();
-    let mut total = 0u64;
-    for (i, shard) in shards.iter().enumerate() {
-        let file_name = if count == 1 { "model.safetensors".to_string() } else { format!("model-{:05}-of-{count:05}.safetensors", i + 1) };
-        let path = dir.join(&file_name);
-        write_file(&path, shard)?;
-        for t in shard {
-            weight_map.insert(t.name.clone(), file_name.clone());
-            total += t.bytes.len() as u64;
-        }
-        written.push(path);
-    }
-    if count > 1 {
-        let index = serde_json::json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
-        let path = dir.join("model.safetensors.index.json");
-        std::fs::write(&path, serde_json::to_vec_pretty(&index)?)?;
-        written.push(path);
-    }
-    Ok(written)
+    writer.finish()
 }
 
-/// The model's parameters under the names transformers saves (per-expert tensors for Mixtral and Qwen).
-pub fn to_disk_layout(params: &[ParamInfo], variables: &HashMap<String, Tensor>, config: &ArchConfig, kind: Kind) -> anyhow::Result<Vec<Owned>> {
+/// The model's parameters under the names transformers saves (per-expert tensors for Mixtral and Qwen),
+/// each converted to `kind` on the host and handed to `out` in turn (one parameter in host memory).
+pub fn for_each_on_disk(params: &[ParamInfo], variables: &HashMap<String, Tensor>, config: &ArchConfig, kind: Kind, mut out: impl FnMut(Owned) -> anyhow::Result<()>) -> anyhow::Result<()> {
     let layout = config.moe.checkpoint;
-    let mut out = Vec::new();
     for param in params {
         let tensor = variables.get(&param.name).with_context(|| format!("model has no variable {}", param.name))?;
         match (param.role, layout) {
@@ -390,15 +362,15 @@ pub fn to_disk_layout(params: &[ParamInfo], variables: &HashMap<String, Tensor>,
                     let name = |which: &str| per_expert_name(layout, &param.name, e, which);
                     if field == "gate_up_proj" {
                         let parts = w.chunk(2, 0);
-                        out.push(Owned::from_tensor(name(gate), &parts[0], kind)?);
-                        out.push(Owned::from_tensor(name(up), &parts[1], kind)?);
+                        out(Owned::from_tensor(name(gate), &parts[0], kind)?)?;
+                        out(Owned::from_tensor(name(up), &parts[1], kind)?)?;
                     } else {
-                        out.push(Owned::from_tensor(name(down), &w, kind)?);
+                        out(Owned::from_tensor(name(down), &w, kind)?)?;
                     }
                 }
             }
-            _ => out.push(Owned::from_tensor(layout.disk_name(&param.name), tensor, kind)?),
+            _ => out(Owned::from_tensor(layout.disk_name(&param.name), tensor, kind)?)?,
         }
     }
-    Ok(out)
+    Ok(())
 }

@@ -14,6 +14,7 @@ pub mod params;
 pub mod qwen2_moe;
 pub mod qwen3_moe;
 pub mod resident;
+pub mod shards;
 pub mod tiny;
 
 use std::cell::RefCell;
@@ -271,8 +272,9 @@ impl MoeModel {
     pub fn save_pretrained(&self, vars: &nn::VarStore, dir: &Path, kind: Kind, max_shard_bytes: u64) -> anyhow::Result<Vec<PathBuf>> {
         anyhow::ensure!(!self.has_packed_experts(), "experts are packed: unpack them before saving");
         std::fs::create_dir_all(dir)?;
-        let tensors = checkpoint::to_disk_layout(&self.params, &vars.variables(), &self.config, kind)?;
-        let mut written = checkpoint::write_safetensors(dir, tensors, max_shard_bytes)?;
+        let mut shards = shards::ShardWriter::new(dir, max_shard_bytes)?;
+        checkpoint::for_each_on_disk(&self.params, &vars.variables(), &self.config, kind, |t| shards.push(t))?;
+        let mut written = shards.finish()?;
         let mut raw = self.config.raw.clone();
         if let Some(map) = raw.as_object_mut() {
             map.insert("dtype".into(), kind_name(kind).into());
