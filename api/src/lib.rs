@@ -4,6 +4,7 @@ pub mod auth;
 pub mod config;
 pub mod dataset_sink;
 pub mod error;
+pub mod estimate;
 pub mod event_stream;
 pub mod files;
 pub mod idempotency;

@@ -72,6 +72,8 @@ pub struct RequiredModel {
     pub requirements: JobRequirements,
     /// Where a registered model's weights are (none for a built-in one).
     pub location: Option<S3Location>,
+    /// `inspect`'s memory model; none for a model registered before it had one.
+    pub memory_model: Option<MemoryModel>,
 }
 
 /// The registry rows jobs have asked for, parsed, by id. A model row never changes once it exists:
@@ -129,6 +131,7 @@ pub async fn require(state: &AppState, spec: &TrainingSpec) -> Result<RequiredMo
     Ok(RequiredModel {
         requirements: entry.memory_model.as_ref().map_or(JobRequirements { device: spec.moe.device, ..Default::default() }, |m| m.requirements(spec)),
         location: entry.location.clone(),
+        memory_model: entry.memory_model.clone(),
     })
 }
 

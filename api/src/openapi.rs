@@ -20,6 +20,7 @@ use utoipa::{Modify, OpenApi};
         crate::routes::uploads::complete,
         crate::routes::uploads::cancel,
         crate::routes::jobs::create,
+        crate::routes::jobs::estimate,
         crate::routes::jobs::retrieve,
         crate::routes::jobs::list,
         crate::routes::jobs::cancel,

@@ -81,6 +81,16 @@ enum JobsCommand {
         #[arg(long)]
         follow: bool,
     },
+    /// Estimate a job from the same spec as `create`, creating nothing: steps, tokens, memory, the
+    /// runner classes that fit it and the expected duration on each.
+    Estimate {
+        /// The spec file; `-` reads stdin.
+        #[arg(short = 'f', long = "file")]
+        spec: PathBuf,
+        /// Upload this dataset first and use it as `training_file`.
+        #[arg(long)]
+        upload: Option<PathBuf>,
+    },
     /// Follow a job live: a progress bar with step, loss, learning rate and ETA; monitor alerts stand out.
     Follow { id: String },
     Get { id: String },
@@ -217,6 +227,16 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 return follow::follow(&client, &base, &token, &job.id, json).await;
             }
         }
+        Command::Jobs(JobsCommand::Estimate { spec, upload: dataset }) => {
+            let mut body = read_spec(&spec)?;
+            if let Some(path) = dataset {
+                let file = upload(&client, &path, "fine-tune", json).await?;
+                body["training_file"] = serde_json::Value::String(file.id);
+            }
+            let request: types::CreateJobRequest = serde_json::from_value(body).map_err(|e| Failure { code: 3, message: format!("{}: {e}", spec.display()) })?;
+            let estimate = client.fine_tuning_estimate().body(request).send().await?.into_inner();
+            print(json, &estimate, || describe_estimate(&estimate));
+        }
         Command::Jobs(JobsCommand::Follow { id }) => return follow::follow(&client, &base, &token, &id, json).await,
         Command::Jobs(JobsCommand::Get { id }) => {
             let job = client.fine_tuning_retrieve().id(&id).send().await?.into_inner();
@@ -245,6 +265,30 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         }
     }
     Ok(0)
+}
+
+/// An estimate as a few lines: the plan, the memory, then one line per runner class.
+fn describe_estimate(e: &types::JobEstimate) -> String {
+    let gib = |bytes: i64| bytes as f64 / (1u64 << 30) as f64;
+    let mut lines = vec![
+        format!(
+            "{} ({}): {} SFT + {} QAT steps of {} sequences, ~{} trained tokens",
+            e.model, e.method, e.plan.sft_steps, e.plan.qat_steps, e.plan.sequences_per_step, e.expected_trained_tokens
+        ),
+        format!("memory: {:.2} GiB on a GPU, {:.2} GiB on a CPU host", gib(e.requirements.memory_bytes), gib(e.requirements.cpu_memory_bytes.unwrap_or(e.requirements.memory_bytes))),
+    ];
+    if let Some(reason) = &e.reason {
+        lines.push(format!("does not fit: {reason}"));
+    }
+    for class in &e.runner_classes {
+        let duration = match (class.expected_duration_seconds, class.measured.as_ref()) {
+            (Some(seconds), Some(m)) => format!("~{:.0} s ({:.0} tokens/s over {} recent jobs)", seconds, m.tokens_per_second, m.jobs),
+            _ => "no recent job of this model and method to time it by".into(),
+        };
+        let fit = class.reason.clone().unwrap_or_else(|| "fits".into());
+        lines.push(format!("  {:<20} {} runner(s)  {fit}; {duration}", class.class, class.runners));
+    }
+    lines.join("\n")
 }
 
 async fn login(base_url: &str, token: Option<String>) -> Result<u8, Failure> {

@@ -460,6 +460,7 @@ pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str
                 .await?;
             store::transition(&mut tx, job_id, attempt, JobStatus::Succeeded, "The job has successfully completed".into())
                 .await?;
+            record_measurement(&mut tx, job_id, *trained_tokens, result).await?;
             true
         }
         RunnerEventKind::Failed { code, message } => {
@@ -481,6 +482,47 @@ pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str
 
 /// Whether the sender may say this about the job: start it only with the claim in hand, say anything
 /// else only as the runner that started it, and name storage only under the attempt's own prefixes.
+/// Keeps what a succeeded job measured for the estimates of jobs like it (`moetune_types::estimate`):
+/// the runner's class and its time in training steps from its result, the plan from the job's spec
+/// and training file. A result without them (a runner older than the estimates) records nothing.
+async fn record_measurement(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, job_id: &str, trained_tokens: i64, result: &serde_json::Value) -> anyhow::Result<()> {
+    let timings = (result.get("runner_class").and_then(|c| c.as_str()), result.get("training_seconds").and_then(|s| s.as_f64()));
+    let (Some(class), Some(training_seconds)) = timings else { return Ok(()) };
+    if !training_seconds.is_finite() || training_seconds < 0.0 || class.is_empty() || class.len() > 64 || class.chars().any(char::is_control) {
+        tracing::warn!(job = %job_id, class, training_seconds, "not recording a measurement the runner reported oddly");
+        return Ok(());
+    }
+    type Row = (serde_json::Value, String, i64, i64, bool, i32, Option<f64>);
+    let (spec, model, examples, estimated_tokens, validation_file, attempt, wall_seconds): Row = sqlx::query_as(
+        "SELECT j.spec, j.model, coalesce(f.example_count, 0), coalesce(f.estimated_tokens, 0), j.validation_file IS NOT NULL, j.attempt,
+                extract(epoch FROM now() - j.started_at)::float8
+         FROM jobs j JOIN files f ON f.id = j.training_file WHERE j.id = $1",
+    )
+    .bind(job_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let Ok(spec) = serde_json::from_value::<moetune_types::TrainingSpec>(spec) else {
+        tracing::warn!(job = %job_id, "not recording a measurement: the job's spec does not parse");
+        return Ok(());
+    };
+    let plan = moetune_types::estimate::plan(&spec, examples.max(0) as u64, estimated_tokens.max(0) as u64, validation_file);
+    sqlx::query(
+        "INSERT INTO job_measurements (job_id, model, method, runner_class, estimated_tokens, trained_tokens, training_seconds, wall_seconds)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (job_id) DO NOTHING",
+    )
+    .bind(job_id)
+    .bind(&model)
+    .bind(spec.moe.sft_method.as_str())
+    .bind(class)
+    .bind(plan.estimated_tokens as i64)
+    .bind(trained_tokens)
+    .bind(training_seconds)
+    .bind(wall_seconds.filter(|_| attempt == 1))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 fn check_lease(event: &RunnerEvent, holder: Option<&str>, lease: &Lease<'_>) -> Result<(), String> {
     let runner = event.runner_id.as_str();
     match (&event.kind, holder) {

@@ -39,7 +39,7 @@ fn text(bytes: &[u8]) -> String {
 #[sqlx::test(migrations = "../migrations")]
 async fn the_cli_runs_a_job_from_login_to_artifacts(pool: PgPool) {
     let env = TestEnv::start(pool.clone()).await;
-    let _scheduler = tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool, std::future::pending()));
+    let _scheduler = tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool.clone(), std::future::pending()));
     let _runner = spawn_runner(&env, "cli-runner");
     let cli = Cli::new(&env.base);
 
@@ -80,6 +80,30 @@ async fn the_cli_runs_a_job_from_login_to_artifacts(pool: PgPool) {
     let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("merged/config.json")).unwrap()).unwrap();
     assert_eq!(config["architectures"][0], "MixtralForCausalLM");
     assert_eq!(cli.run(&["artifacts", "download", &job_id, "no/such/file"]).await.status.code(), Some(3));
+
+    // An estimate of a longer job on the same file, timed by what the first one measured; then that
+    // job, whose duration the estimate is compared with.
+    let job = serde_json::from_str::<serde_json::Value>(&cli.ok(&["--json", "jobs", "get", &job_id]).await).unwrap();
+    let longer = cli.config_dir.join("longer.yaml");
+    let training_file = job["training_file"].as_str().unwrap();
+    std::fs::write(&longer, format!("model: moetune/tiny-mixtral\ntraining_file: {training_file}\nmethod:\n  type: moe_sft_qat\n  moe_sft_qat:\n    max_steps: 60\n    log_every_n_steps: 5\n    qat: {{steps: 15}}\n")).unwrap();
+    let described = cli.ok(&["jobs", "estimate", "-f", longer.to_str().unwrap()]).await;
+    assert!(described.contains("60 SFT + 15 QAT steps") && described.contains("cpu") && described.contains("fits;") && described.contains("over 1 recent jobs"), "{described}");
+    let estimate: serde_json::Value = serde_json::from_str(&cli.ok(&["--json", "jobs", "estimate", "-f", longer.to_str().unwrap()]).await).unwrap();
+    let cpu = estimate["runner_classes"].as_array().unwrap().iter().find(|c| c["class"] == "cpu").expect("the CPU class").clone();
+    assert_eq!(cpu["measured"]["jobs"], 1, "{estimate:#}");
+    // Calibrated by the first job, the plan's tokens are what that job trained per planned token.
+    let first_ratio = job["trained_tokens"].as_f64().unwrap() / (8.0 * 4.0 * estimate["plan"]["tokens_per_sequence"].as_f64().unwrap());
+    assert!((estimate["tokens_per_estimated_token"].as_f64().unwrap() / first_ratio - 1.0).abs() < 0.01, "{estimate:#}");
+    let created = cli.ok(&["--json", "jobs", "create", "-f", longer.to_str().unwrap(), "--follow"]).await;
+    let longer_id = serde_json::from_str::<serde_json::Value>(created.lines().next().unwrap()).unwrap()["id"].as_str().unwrap().to_string();
+    let (trained_tokens, actual): (i64, f64) =
+        sqlx::query_as("SELECT trained_tokens, extract(epoch FROM finished_at - started_at)::float8 FROM jobs WHERE id = $1").bind(&longer_id).fetch_one(&pool).await.unwrap();
+    let expected = cpu["expected_duration_seconds"].as_f64().unwrap();
+    let expected_tokens = estimate["expected_trained_tokens"].as_f64().unwrap();
+    eprintln!("estimate: {expected:.1} s and {expected_tokens} tokens; the job: {actual:.1} s and {trained_tokens} tokens");
+    assert!((0.4..2.5).contains(&(expected / actual)), "estimated {expected:.1} s, took {actual:.1} s");
+    assert!((0.7..1.4).contains(&(expected_tokens / trained_tokens as f64)), "estimated {expected_tokens} tokens, trained {trained_tokens}");
 
     // A cancelled job: follow ends with exit 1.
     let created = cli.ok(&["--json", "jobs", "create", "-f", spec.to_str().unwrap(), "--upload", dataset]).await;

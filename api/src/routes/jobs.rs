@@ -5,6 +5,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
+use crate::estimate::JobEstimate;
 use crate::jobs::{self, Artifact, CreateJobRequest, JobCheckpoint, JobEvent, JobObject};
 use crate::{event_stream, AppState};
 
@@ -18,6 +19,18 @@ pub async fn create(caller: Principal, state: web::Data<AppState>, body: web::Js
     // The request span gets the new job's id, the key that joins api, scheduler and runner logs.
     tracing::Span::current().record("job_id", job.id.as_str());
     Ok(HttpResponse::Ok().json(job))
+}
+
+/// Estimate a fine-tuning job before creating it: from the same body as `POST /v1/fine_tuning/jobs`,
+/// the steps and tokens it would train, the memory it needs per stage, which classes of registered
+/// runners fit it (or why none does) and how long it would take on each, from what runners of the
+/// class measured on recent jobs of the same model and method. Creates nothing and takes no quota.
+#[utoipa::path(post, path = "/v1/fine_tuning/jobs/estimate", tag = "fine_tuning",
+    request_body = CreateJobRequest,
+    responses((status = 200, body = JobEstimate), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody, description = "A file is still being validated")),
+    security(("bearer" = [])))]
+pub async fn estimate(caller: Principal, state: web::Data<AppState>, body: web::Json<CreateJobRequest>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(crate::estimate::estimate(&state, caller.tenant, body.into_inner()).await?))
 }
 
 /// Retrieve a fine-tuning job.

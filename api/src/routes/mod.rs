@@ -55,6 +55,7 @@ v1_routes! {
     POST "/uploads/{id}/complete" FilesWrite => uploads::complete;
     POST "/uploads/{id}/cancel" FilesWrite => uploads::cancel;
     POST "/fine_tuning/jobs" JobsWrite => jobs::create;
+    POST "/fine_tuning/jobs/estimate" JobsWrite => jobs::estimate;
     GET "/fine_tuning/jobs" JobsRead => jobs::list;
     GET "/fine_tuning/jobs/{id}" JobsRead => jobs::retrieve;
     POST "/fine_tuning/jobs/{id}/cancel" JobsWrite => jobs::cancel;

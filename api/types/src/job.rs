@@ -245,6 +245,15 @@ pub enum Precision {
     Bf16,
 }
 
+impl SftMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lora => "lora",
+            Self::Full => "full",
+        }
+    }
+}
+
 impl Precision {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -4,6 +4,7 @@
 //! generated SDKs' tests, can depend on it.
 
 pub mod dataset;
+pub mod estimate;
 pub mod job;
 mod line_summary;
 pub mod placement;

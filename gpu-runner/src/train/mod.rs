@@ -351,6 +351,7 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
         "sft": { "method": options.sft_method, "steps": progress.sft_losses.len(), "first_loss": progress.sft_losses.first(), "last_loss": progress.sft_losses.last() },
         "qat": { "format": options.qat.format, "steps": progress.qat_losses.len(), "first_loss": progress.qat_losses.first(), "last_loss": progress.qat_losses.last() },
         "stop_reason": progress.stop_reason.clone().unwrap_or_else(|| "completed".into()),
+        "training_seconds": progress.training_seconds,
         "eval": report["table"].clone(),
         "routing_agreement": report["routing_agreement"].clone(),
     });

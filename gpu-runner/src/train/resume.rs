@@ -35,6 +35,10 @@ pub struct Progress {
     /// One entry per completed step of each stage.
     pub qat_losses: Vec<f64>,
     pub tokens: i64,
+    /// Time spent in the training stages' steps (forward, backward, update, the periodic validation
+    /// and monitor checks) over every attempt, for estimates.
+    #[serde(default)]
+    pub training_seconds: f64,
     pub stop_reason: Option<String>,
     pub base: Option<Scores>,
     /// SFT and PTQ results, kept so a job resumed in QAT still reports them.
@@ -61,6 +65,7 @@ impl Progress {
             sft_losses: Vec::new(),
             qat_losses: Vec::new(),
             tokens: 0,
+            training_seconds: 0.0,
             stop_reason: None,
             base: None,
             sft_eval: None,

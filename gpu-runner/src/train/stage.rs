@@ -129,6 +129,7 @@ impl Stage<'_> {
             }
             optimizer.clip_grad_norm(options.max_grad_norm);
             optimizer.step(lr);
+            let step_seconds = started.elapsed().as_secs_f64();
             progress.step += 1;
             progress.tokens += step_tokens;
             match self.kind {
@@ -145,12 +146,16 @@ impl Stage<'_> {
                     total_steps: self.steps,
                     train_loss: step_loss,
                     learning_rate: lr,
-                    tokens_per_second: step_tokens as f64 / started.elapsed().as_secs_f64(),
+                    tokens_per_second: step_tokens as f64 / step_seconds,
                     validation_loss: validation.map(|s| s.loss),
                     validation_token_accuracy: validation.map(|s| s.token_accuracy),
                 });
             }
-            if options.monitor.enabled && progress.step % options.monitor.every_n_steps == 0 && self.monitor(model, mode, diagnostic, progress, lr, top_k, reporter) {
+            let collapsed = options.monitor.enabled && progress.step % options.monitor.every_n_steps == 0 && self.monitor(model, mode, diagnostic, progress, lr, top_k, reporter);
+            // The stage's time per step, its periodic validation and monitor checks included (they grow
+            // with the steps): what estimates of later jobs scale by.
+            progress.training_seconds += started.elapsed().as_secs_f64();
+            if collapsed {
                 progress.stop_reason = Some("early_stop_router_collapse".into());
                 break;
             }

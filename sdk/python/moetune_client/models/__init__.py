@@ -16,6 +16,8 @@ from .created_api_key import CreatedApiKey
 from .device_request import DeviceRequest
 from .error_body import ErrorBody
 from .error_detail import ErrorDetail
+from .estimate_inputs import EstimateInputs
+from .estimate_memory import EstimateMemory
 from .eval_prompt import EvalPrompt
 from .event_list import EventList
 from .file_deleted import FileDeleted
@@ -29,9 +31,12 @@ from .hyperparameters_learning_rate_multiplier import (
 from .hyperparameters_n_epochs import HyperparametersNEpochs
 from .job_checkpoint import JobCheckpoint
 from .job_error import JobError
+from .job_estimate import JobEstimate
 from .job_event import JobEvent
 from .job_event_data_type_0 import JobEventDataType0
 from .job_list import JobList
+from .job_memory import JobMemory
+from .job_memory_stages import JobMemoryStages
 from .job_object import JobObject
 from .job_object_metadata import JobObjectMetadata
 from .job_object_method import JobObjectMethod
@@ -58,15 +63,20 @@ from .resolved_hyperparameters import ResolvedHyperparameters
 from .rotate_secret_request import RotateSecretRequest
 from .router_mode import RouterMode
 from .router_options import RouterOptions
+from .runner_class_estimate import RunnerClassEstimate
 from .runner_info import RunnerInfo
 from .runner_info_labels import RunnerInfoLabels
 from .runner_list import RunnerList
 from .runner_object import RunnerObject
 from .sft_method import SftMethod
+from .stage_memory import StageMemory
 from .streamed_event import StreamedEvent
 from .supervised_method import SupervisedMethod
 from .tenant_object import TenantObject
 from .tenant_request import TenantRequest
+from .throughput import Throughput
+from .training_device import TrainingDevice
+from .training_plan import TrainingPlan
 from .update_endpoint_request import UpdateEndpointRequest
 from .upload_form import UploadForm
 from .upload_object import UploadObject
@@ -97,6 +107,8 @@ __all__ = (
     "DeviceRequest",
     "ErrorBody",
     "ErrorDetail",
+    "EstimateInputs",
+    "EstimateMemory",
     "EvalPrompt",
     "EventList",
     "FileDeleted",
@@ -108,9 +120,12 @@ __all__ = (
     "HyperparametersNEpochs",
     "JobCheckpoint",
     "JobError",
+    "JobEstimate",
     "JobEvent",
     "JobEventDataType0",
     "JobList",
+    "JobMemory",
+    "JobMemoryStages",
     "JobObject",
     "JobObjectMetadata",
     "JobObjectMethod",
@@ -137,15 +152,20 @@ __all__ = (
     "RotateSecretRequest",
     "RouterMode",
     "RouterOptions",
+    "RunnerClassEstimate",
     "RunnerInfo",
     "RunnerInfoLabels",
     "RunnerList",
     "RunnerObject",
     "SftMethod",
+    "StageMemory",
     "StreamedEvent",
     "SupervisedMethod",
     "TenantObject",
     "TenantRequest",
+    "Throughput",
+    "TrainingDevice",
+    "TrainingPlan",
     "UpdateEndpointRequest",
     "UploadForm",
     "UploadObject",
