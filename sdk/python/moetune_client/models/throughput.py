@@ -18,7 +18,7 @@ class Throughput:
         overhead_seconds (float): Time outside the steps: loading the model and data, evaluations, the merge, the export
             and
             the uploads.
-        tokens_per_second (float): Trained tokens per second of optimiser steps.
+        tokens_per_second (float): Trained tokens per second of training steps (periodic validation included).
     """
 
     jobs: int
