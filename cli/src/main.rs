@@ -215,12 +215,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             }
         }
         Command::Jobs(JobsCommand::Create { spec, upload: dataset, follow }) => {
-            let mut body = read_spec(&spec)?;
-            if let Some(path) = dataset {
-                let file = upload(&client, &path, "fine-tune", json).await?;
-                body["training_file"] = serde_json::Value::String(file.id);
-            }
-            let request: types::CreateJobRequest = serde_json::from_value(body).map_err(|e| Failure { code: 3, message: format!("{}: {e}", spec.display()) })?;
+            let request = job_request(&client, &spec, dataset, json).await?;
             let job = client.fine_tuning_create().body(request).send().await?.into_inner();
             print(json, &job, || format!("{}  {}", job.id, job.status));
             if follow {
@@ -228,12 +223,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             }
         }
         Command::Jobs(JobsCommand::Estimate { spec, upload: dataset }) => {
-            let mut body = read_spec(&spec)?;
-            if let Some(path) = dataset {
-                let file = upload(&client, &path, "fine-tune", json).await?;
-                body["training_file"] = serde_json::Value::String(file.id);
-            }
-            let request: types::CreateJobRequest = serde_json::from_value(body).map_err(|e| Failure { code: 3, message: format!("{}: {e}", spec.display()) })?;
+            let request = job_request(&client, &spec, dataset, json).await?;
             let estimate = client.fine_tuning_estimate().body(request).send().await?.into_inner();
             print(json, &estimate, || describe_estimate(&estimate));
         }
@@ -307,6 +297,16 @@ async fn login(base_url: &str, token: Option<String>) -> Result<u8, Failure> {
     let path = config::save(&config::Credentials { base_url: base_url.trim_end_matches('/').to_string(), token })?;
     eprintln!("Logged in to {base_url}; saved to {}", path.display());
     Ok(0)
+}
+
+/// The job body in `spec`, with `dataset` uploaded first as its `training_file` when given.
+async fn job_request(client: &Client, spec: &PathBuf, dataset: Option<PathBuf>, quiet: bool) -> Result<types::CreateJobRequest, Failure> {
+    let mut body = read_spec(spec)?;
+    if let Some(path) = dataset {
+        let file = upload(client, &path, "fine-tune", quiet).await?;
+        body["training_file"] = serde_json::Value::String(file.id);
+    }
+    serde_json::from_value(body).map_err(|e| Failure { code: 3, message: format!("{}: {e}", spec.display()) })
 }
 
 fn read_spec(path: &PathBuf) -> Result<serde_json::Value, Failure> {
