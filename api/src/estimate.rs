@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::jobs::{self, CreateJobRequest};
+use crate::jobs::{self, CreateJobRequest, FileRefusal};
 use crate::AppState;
 
 /// The answer to `POST /v1/fine_tuning/jobs/estimate`.
@@ -169,17 +169,13 @@ async fn dataset_counts(state: &AppState, tenant: Uuid, id: &str, param: &str) -
     .fetch_optional(&state.db)
     .await?;
     let Some((purpose, status, details, examples, tokens)) = row else {
-        return Err(ApiError::invalid("file_not_found", param, format!("No file found with id '{id}'; upload one with POST /v1/files.")));
+        return Err(jobs::file_refusal(FileRefusal::NotFound, param, id));
     };
     if purpose != "fine-tune" {
-        return Err(ApiError::invalid("invalid_file_purpose", param, format!("File '{id}' has purpose '{purpose}'; {param} needs purpose 'fine-tune'.")));
+        return Err(jobs::file_refusal(FileRefusal::Purpose(&purpose), param, id));
     }
     match (status.as_str(), examples, tokens) {
-        ("error", _, _) => Err(ApiError::invalid(
-            "invalid_file_status",
-            param,
-            format!("File '{id}' failed validation, fix it and upload it again: {}", details.unwrap_or_default()),
-        )),
+        ("error", _, _) => Err(jobs::file_refusal(FileRefusal::FailedValidation(&details.unwrap_or_default()), param, id)),
         ("processed", Some(examples), Some(tokens)) => Ok((examples.max(0) as u64, tokens.max(0) as u64)),
         _ => Err(ApiError::conflict("file_not_ready", format!("File '{id}' is still being validated; estimate again once its status is `processed`.")).with_param(param)),
     }

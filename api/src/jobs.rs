@@ -242,20 +242,32 @@ async fn insert_job(
     Ok(CreatedJob { training_key, validation_key: row.try_get("validation_key")?, row: JobRow::from_row(&row)? })
 }
 
+/// Why a job's file (`param`) cannot be used.
+pub enum FileRefusal<'a> {
+    NotFound,
+    /// Its purpose is not `fine-tune`.
+    Purpose(&'a str),
+    /// It failed validation, with the details.
+    FailedValidation(&'a str),
+}
+
+/// The 400 for a file a job cannot use, worded the same wherever it is refused.
+pub fn file_refusal(why: FileRefusal, param: &str, id: &str) -> ApiError {
+    match why {
+        FileRefusal::NotFound => ApiError::invalid("file_not_found", param, format!("No file found with id '{id}'; upload one with POST /v1/files.")),
+        FileRefusal::Purpose(purpose) => ApiError::invalid("invalid_file_purpose", param, format!("File '{id}' has purpose '{purpose}'; {param} needs purpose 'fine-tune'.")),
+        FileRefusal::FailedValidation(details) => ApiError::invalid("invalid_file_status", param, format!("File '{id}' failed validation, fix it and upload it again: {details}")),
+    }
+}
+
 /// The error for a `create_job` refusal, worded from the facts it returned.
 fn refusal_error(refusal: &str, row: &PgRow) -> Result<ApiError, ApiError> {
     let text = |column: &str| -> Result<String, ApiError> { Ok(row.try_get::<Option<String>, _>(column)?.unwrap_or_default()) };
     let (param, id) = (text("refused_param")?, text("refused_file")?);
     Ok(match refusal {
-        "file_not_found" => ApiError::invalid("file_not_found", &param, format!("No file found with id '{id}'; upload one with POST /v1/files.")),
-        "invalid_file_purpose" => {
-            let purpose = text("file_purpose")?;
-            ApiError::invalid("invalid_file_purpose", &param, format!("File '{id}' has purpose '{purpose}'; {param} needs purpose 'fine-tune'."))
-        }
-        "invalid_file_status" => {
-            let details = text("file_details")?;
-            ApiError::invalid("invalid_file_status", &param, format!("File '{id}' failed validation, fix it and upload it again: {details}"))
-        }
+        "file_not_found" => file_refusal(FileRefusal::NotFound, &param, &id),
+        "invalid_file_purpose" => file_refusal(FileRefusal::Purpose(&text("file_purpose")?), &param, &id),
+        "invalid_file_status" => file_refusal(FileRefusal::FailedValidation(&text("file_details")?), &param, &id),
         "quota_exceeded" => crate::quotas::job_quota_exceeded(row.try_get("active_jobs")?, row.try_get("job_limit")?),
         other => ApiError::internal(format!("create_job refused with an unknown reason '{other}'")),
     })
