@@ -207,27 +207,31 @@ fn estimates_for_the_published_models() {
         let dir = scratch(&format!("published-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-        let mut options = json!({"seq_len": 4096, "lora": {"target_experts": true}});
-        options.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        let moe: MoeSftQatOptions = serde_json::from_value(options).unwrap();
-        let spec = TrainingSpec { model: name.into(), n_epochs: 1, batch_size: 1, seed: 0, moe };
-        let report = inspect(&dir, &spec).unwrap();
-        let cuda = &report.memory["cuda"];
-        let stage = |s: &str| cuda.stages.get(s).map_or(0.0, |m| gib(m.total_bytes));
-        println!(
-            "{name}: {} params, experts {}: SFT {:.1} GiB (weights {:.1}), LoRA-QAT {:.1} GiB; GPU peak {:.1} GiB; merge on the host {:.1} GiB",
-            report.parameters.total,
-            cuda.base_experts,
-            stage("sft"),
-            gib(cuda.stages["sft"].weights_bytes),
-            stage("qat"),
-            gib(cuda.peak_bytes),
-            gib(cuda.host_bytes)
-        );
-        assert_ne!(cuda.base_experts, "bf16", "{name}: frozen experts are packed");
-        assert!(cuda.activation_checkpointing);
-        // Packed experts at ~4.3 bits: the SFT weights are well under half the dense model's.
-        assert!(cuda.stages["sft"].weights_bytes * 3 < cuda.host_bytes, "{name}");
+        // LoRA on q/k/v/o and every expert, then on q/k/v/o only (the experts frozen and packed either way).
+        for target_experts in [true, false] {
+            let mut options = json!({"seq_len": 4096, "lora": {"target_experts": target_experts}});
+            options.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            let moe: MoeSftQatOptions = serde_json::from_value(options).unwrap();
+            let spec = TrainingSpec { model: name.into(), n_epochs: 1, batch_size: 1, seed: 0, moe };
+            let report = inspect(&dir, &spec).unwrap();
+            let cuda = &report.memory["cuda"];
+            let stage = |s: &str| cuda.stages.get(s).map_or(0.0, |m| gib(m.total_bytes));
+            println!(
+                "{name}, LoRA on {}: {} params, experts {}: SFT {:.1} GiB (weights {:.1}), LoRA-QAT {:.1} GiB; GPU peak {:.1} GiB; merge on the host {:.1} GiB",
+                if target_experts { "attention and experts" } else { "attention" },
+                report.parameters.total,
+                cuda.base_experts,
+                stage("sft"),
+                gib(cuda.stages["sft"].weights_bytes),
+                stage("qat"),
+                gib(cuda.peak_bytes),
+                gib(cuda.host_bytes)
+            );
+            assert_ne!(cuda.base_experts, "bf16", "{name}: frozen experts are packed");
+            assert!(cuda.activation_checkpointing);
+            // Packed experts at ~4.3 bits: the SFT weights are well under half the dense model's.
+            assert!(cuda.stages["sft"].weights_bytes * 3 < cuda.host_bytes, "{name}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
@@ -246,7 +250,7 @@ fn nvfp4_exports_list_every_linear_they_leave_unquantized() {
         let dir = scratch(&format!("exclude-{arch}"));
         let vars = nn::VarStore::new(Device::Cpu);
         let model = new_seeded(&vars, config, 7);
-        moetune_runner::export::fp4::write(&model, &vars, moetune_types::QatFormat::Nvfp4, None, &dir).unwrap();
+        moetune_runner::export::fp4::write(&model, &vars, moetune_types::QatFormat::Nvfp4, Default::default(), None, &dir).unwrap();
         let quant: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("hf_quant_config.json")).unwrap()).unwrap();
         let exclude: Vec<&str> = quant["quantization"]["exclude_modules"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
         let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();

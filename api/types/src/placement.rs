@@ -27,7 +27,9 @@ pub struct MemoryModel {
     pub kv_dim: i64,
     /// Activation elements kept for backward per token, over all layers.
     pub activation_elements_per_token: i64,
-    /// Extra elements per token per token of sequence (eager attention keeps its probabilities).
+    /// Extra elements per token per token of sequence: attention that keeps its `[heads, seq]`
+    /// probabilities. 0 since every architecture's attention runs through SDPA; models registered before
+    /// then carry the eager figure.
     pub activation_elements_per_token_per_seq: i64,
     /// Decoder layers with routed experts, experts per layer and their intermediate size (the shapes of
     /// expert LoRA).

@@ -47,16 +47,16 @@ pub struct Inspection {
 
 /// Activation bytes kept for backward, per token per layer, in elements of the training dtype:
 /// attention (norm input, q/k/v after rope, output) + MoE (norm input, router logits, each of the k
-/// routed copies: gathered input, gate_up, activation, output). Eager attention (sinks) also keeps the
-/// `[heads, seq]` probabilities. An estimate, documented in docs/architecture.md.
-fn activation_elements_per_token(c: &ArchConfig, seq: i64) -> i64 {
+/// routed copies: gathered input, gate_up, activation, output). Attention runs through SDPA (sinks
+/// included), which keeps no `[heads, seq]` probabilities, so nothing grows with the sequence. An
+/// estimate, documented in docs/architecture.md.
+fn activation_elements_per_token(c: &ArchConfig) -> i64 {
     let attn = 3 * c.hidden_size + 3 * c.num_attention_heads * c.head_dim + 4 * c.num_key_value_heads * c.head_dim;
-    let eager = if c.attention.sinks { 2 * c.num_attention_heads * seq } else { 0 };
     let m = &c.moe;
     let moe = m.num_experts + m.top_k * (2 * c.hidden_size + 4 * m.intermediate_size) + m.shared_expert_intermediate_size.map_or(0, |s| 4 * s + c.hidden_size);
     let dense = 4 * c.dense_intermediate_size + c.hidden_size;
     let mlp: i64 = c.sparse_layers.iter().map(|&sparse| if sparse { moe } else { dense }).sum();
-    c.num_hidden_layers * (attn + eager) + mlp
+    c.num_hidden_layers * attn + mlp
 }
 
 /// The memory model of a config: what the shared estimate (and the scheduler's placement) needs.
@@ -72,8 +72,8 @@ pub fn memory_model(config: &ArchConfig, by_role: &BTreeMap<Role, i64>) -> Memor
         num_hidden_layers: config.num_hidden_layers,
         q_dim: config.num_attention_heads * config.head_dim,
         kv_dim: config.num_key_value_heads * config.head_dim,
-        activation_elements_per_token: activation_elements_per_token(config, 0),
-        activation_elements_per_token_per_seq: activation_elements_per_token(config, 1) - activation_elements_per_token(config, 0),
+        activation_elements_per_token: activation_elements_per_token(config),
+        activation_elements_per_token_per_seq: 0,
         moe_layers: config.moe_layers().count() as i64,
         num_experts: config.moe.num_experts,
         expert_intermediate_size: config.moe.intermediate_size,

@@ -162,22 +162,51 @@ impl Attention {
         adapted_linear(adapters, o_name, &merged, &self.o_proj, self.o_bias.as_ref())
     }
 
-    /// gpt-oss: each head's learned sink logit joins the softmax as an extra key, then is dropped, so a
-    /// head can attend "nowhere".
     fn attention_with_sinks(&self, q: &Tensor, k: &Tensor, v: &Tensor, sinks: &Tensor) -> Tensor {
-        let (b, _, t, _) = q.size4().expect("[batch, heads, seq, dim]");
         let groups = self.heads / self.kv_heads;
         let repeat = |x: &Tensor| x.repeat_interleave_self_int(groups, 1, None::<i64>);
-        let (k, v) = (repeat(k), repeat(v));
-        let scale = (self.head_dim as f64).powf(-0.5);
-        let mask = causal_mask(t, self.window, q.device());
-        let scores = (q.matmul(&k.transpose(2, 3)) * scale).masked_fill(&mask.logical_not(), f64::NEG_INFINITY);
-        let sink = sinks.to_kind(scores.kind()).reshape([1, -1, 1, 1]).expand([b, self.heads, t, 1], false);
-        let combined = Tensor::cat(&[&scores, &sink], -1);
-        let combined = &combined - combined.amax(-1, true);
-        let probs = combined.softmax(-1, combined.kind()).narrow(-1, 0, t);
-        probs.to_kind(v.kind()).matmul(&v)
+        sink_attention(q, &repeat(k), &repeat(v), sinks, self.window)
     }
+}
+
+/// Query dimensions added for the sink: one holds it, the rest keep the head dimension a multiple of 8
+/// (what the fused attention kernels need).
+const SINK_DIMS: i64 = 8;
+
+/// Attention with sinks (gpt-oss): each head's learned sink logit joins the softmax as one more key whose
+/// value is zero, so a head can attend "nowhere". `q`, `k`, `v`: `[batch, heads, seq, dim]` (keys and
+/// values already repeated to every query head). Runs through `scaled_dot_product_attention`, so the
+/// fused kernels never hold the `[heads, seq, seq]` probabilities: the sink is a key at position 0
+/// that every query may attend to, found by one extra query dimension holding `sink / scale` where the
+/// sink key holds 1 and the real keys 0 (their scores are unchanged).
+pub fn sink_attention(q: &Tensor, k: &Tensor, v: &Tensor, sinks: &Tensor, window: Option<i64>) -> Tensor {
+    let (b, heads, t, d) = q.size4().expect("[batch, heads, seq, dim]");
+    let (device, kind) = (q.device(), q.kind());
+    let scale = (d as f64).powf(-0.5);
+    let sink_query = (sinks.to_kind(Kind::Float) / scale).to_kind(kind).reshape([1, heads, 1, 1]).expand([b, heads, t, 1], false);
+    let pad = |rows: i64, width: i64| Tensor::zeros([b, heads, rows, width], (kind, device));
+    let q = Tensor::cat(&[q, &sink_query, &pad(t, SINK_DIMS - 1)], -1);
+    let sink_key = pad(1, d + SINK_DIMS);
+    let _ = sink_key.narrow(-1, d, 1).fill_(1.0);
+    let k = Tensor::cat(&[&sink_key, &Tensor::cat(&[k, &pad(t, SINK_DIMS)], -1)], 2);
+    let v = Tensor::cat(&[&pad(1, v.size()[3]), v], 2);
+    let mask = Tensor::cat(&[&Tensor::ones([t, 1], (Kind::Bool, device)), &causal_mask(t, window, device)], 1);
+    Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, Some(scale), false)
+}
+
+/// The straightforward form of [`sink_attention`], as transformers' eager gpt-oss attention computes
+/// it: scores, the sink logit concatenated as one more column, softmax, the sink column dropped.
+#[cfg(test)]
+fn sink_attention_eager(q: &Tensor, k: &Tensor, v: &Tensor, sinks: &Tensor, window: Option<i64>) -> Tensor {
+    let (b, heads, t, d) = q.size4().expect("[batch, heads, seq, dim]");
+    let scale = (d as f64).powf(-0.5);
+    let mask = causal_mask(t, window, q.device());
+    let scores = (q.matmul(&k.transpose(2, 3)) * scale).masked_fill(&mask.logical_not(), f64::NEG_INFINITY);
+    let sink = sinks.to_kind(scores.kind()).reshape([1, -1, 1, 1]).expand([b, heads, t, 1], false);
+    let combined = Tensor::cat(&[&scores, &sink], -1);
+    let combined = &combined - combined.amax(-1, true);
+    let probs = combined.softmax(-1, combined.kind()).narrow(-1, 0, t);
+    probs.to_kind(v.kind()).matmul(v)
 }
 
 /// Dense SwiGLU MLP `down(silu(gate x) · up x)` (Qwen dense layers and the shared expert).
@@ -198,5 +227,37 @@ impl DenseMlp {
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
         (x.linear(&self.gate_proj, None::<Tensor>).silu() * x.linear(&self.up_proj, None::<Tensor>)).linear(&self.down_proj, None::<Tensor>)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    #[test]
+    fn sink_attention_through_sdpa_equals_the_eager_form_with_gradients() {
+        for window in [None, Some(3)] {
+            tch::manual_seed(3);
+            let leaf = |shape: &[i64]| (Tensor::randn(shape, (Kind::Float, Device::Cpu)) * 0.7).set_requires_grad(true);
+            let (q, k, v, sinks) = (leaf(&[2, 4, 9, 16]), leaf(&[2, 4, 9, 16]), leaf(&[2, 4, 9, 16]), leaf(&[4]));
+            let weights = Tensor::randn([2, 4, 9, 16], (Kind::Float, Device::Cpu));
+            let run = |f: fn(&Tensor, &Tensor, &Tensor, &Tensor, Option<i64>) -> Tensor| {
+                let out = f(&q, &k, &v, &sinks, window);
+                (&out * &weights).sum(Kind::Float).backward();
+                let grads: Vec<Tensor> = [&q, &k, &v, &sinks].iter().map(|t| t.grad().copy()).collect();
+                for t in [&q, &k, &v, &sinks] {
+                    let _ = t.grad().zero_();
+                }
+                (out.detach(), grads)
+            };
+            let (want, want_grads) = run(sink_attention_eager);
+            let (got, got_grads) = run(sink_attention);
+            let diff = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
+            assert!(diff(&want, &got) < 1e-5, "window {window:?}: outputs differ by {}", diff(&want, &got));
+            for (name, (a, b)) in ["q", "k", "v", "sinks"].iter().zip(want_grads.iter().zip(&got_grads)) {
+                assert!(diff(a, b) < 1e-5, "window {window:?}: gradient of {name} differs by {}", diff(a, b));
+            }
+        }
     }
 }
