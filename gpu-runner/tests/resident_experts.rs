@@ -81,7 +81,7 @@ fn packed_experts_compute_what_the_dequantised_dense_experts_compute() {
                 assert!(max_diff(g, r) <= 1e-5 * r.abs().max().double_value(&[]).max(1e-9), "{arch} {format:?}: adapter gradients differ");
             }
             // LoRA-QAT's path: a transform over each expert's `W + BA`, packed or dense.
-            let fake = |w: &Tensor| moetune_runner::quant::mxfp4::fake_quantize_ste(w);
+            let fake = |w: &Tensor| moetune_runner::quant::mxfp4::fake_quantize_ste(w, Default::default());
             let (packed_qat, _) = logits_and_gradients(&packed, &a, &ids, Some(&fake));
             let (dense_qat, _) = logits_and_gradients(&dense, &b, &ids, Some(&fake));
             assert!(max_diff(&packed_qat, &dense_qat) <= 1e-6 * scale, "{arch} {format:?}: QAT logits differ");
@@ -105,7 +105,7 @@ fn a_shipped_mxfp4_checkpoint_stays_packed_as_shipped() {
     let vars = nn::VarStore::new(Device::Cpu);
     let model = new_seeded(&vars, config.clone(), 9);
     // gpt-oss as released: MXFP4 `*_blocks` / `*_scales` experts, everything else unquantised.
-    export::fp4::write(&model, &vars, QatFormat::Mxfp4, None, &dir).unwrap();
+    export::fp4::write(&model, &vars, QatFormat::Mxfp4, Default::default(), None, &dir).unwrap();
 
     let (_decoded_vars, decoded) = MoeModel::load_dir(&dir, Device::Cpu, Kind::Float).unwrap();
     let (packed_vars, packed) = MoeModel::load_dir_with(&dir, Device::Cpu, Kind::Float, ExpertStorage::AsShipped).unwrap();
@@ -128,4 +128,39 @@ fn a_shipped_mxfp4_checkpoint_stays_packed_as_shipped() {
     let (_v, dense) = MoeModel::load_dir_with(&dir, Device::Cpu, Kind::Float, ExpertStorage::Dense).unwrap();
     assert!(!dense.has_packed_experts());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The dense routing a packed base is compared with (`eval::dense_base_top_k`: the checkpoint's experts
+/// read one layer at a time into the packed model) is exactly the routing of the model loaded dense,
+/// and the packed experts are back afterwards.
+#[test]
+fn the_dense_base_routing_is_read_layer_by_layer_from_the_checkpoint() {
+    use moetune_runner::train::eval::{self, Batch};
+    let _serial = serial();
+    for (arch, config) in configs() {
+        let dir = std::env::temp_dir().join(format!("moetune-dense-routing-{arch}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let vars = nn::VarStore::new(Device::Cpu);
+        let model = new_seeded(&vars, config.clone(), 13);
+        model.save_pretrained(&vars, &dir, Kind::Float, u64::MAX).unwrap();
+
+        let ids = ids(config.vocab_size);
+        let batches = [Batch { labels: ids.copy(), valid: Tensor::ones([24], (Kind::Bool, Device::Cpu)), ids }];
+        let (_dv, dense) = MoeModel::load_dir_with(&dir, Device::Cpu, Kind::Float, ExpertStorage::Dense).unwrap();
+        let (_pv, packed) = MoeModel::load_dir_with(&dir, Device::Cpu, Kind::Float, ExpertStorage::Packed(PackedFormat::Nvfp4)).unwrap();
+        let (_, dense_top_k) = eval::score(&dense, ForwardMode::default(), &batches);
+        let (_, packed_top_k) = eval::score(&packed, ForwardMode::default(), &batches);
+        let reference = eval::dense_base_top_k(&packed, &dir, &batches).unwrap();
+        assert_eq!(reference[0].len(), dense_top_k[0].len(), "{arch}: one top-k per MoE layer");
+        for (layer, (want, got)) in dense_top_k[0].iter().zip(&reference[0]).enumerate() {
+            assert!(want.equal(got), "{arch}: layer {layer} routes otherwise than the dense model");
+        }
+        assert!(packed.has_packed_experts(), "{arch}: the packed experts are restored");
+        let (_, again) = eval::score(&packed, ForwardMode::default(), &batches);
+        assert!(again[0].iter().zip(&packed_top_k[0]).all(|(a, b)| a.equal(b)), "{arch}: the packed model is unchanged");
+        let agreement = eval::routing_agreement(&reference, &packed_top_k, &batches);
+        assert!(agreement.iter().all(|a| (0.0..=1.0).contains(a)), "{arch}: {agreement:?}");
+        eprintln!("{arch}: NVFP4-packed base keeps the dense routing of {agreement:?} of tokens per MoE layer");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

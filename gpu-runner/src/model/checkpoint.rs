@@ -142,6 +142,11 @@ fn per_expert_name(layout: ExpertCheckpoint, fused: &str, e: i64, which: &str) -
     layout.disk_name(&format!("{experts}.{e}.{which}.weight"))
 }
 
+/// One parameter as the checkpoint holds it, dense (MXFP4 experts decoded), in the parameter's shape.
+pub fn read_param(ckpt: &Checkpoint, param: &ParamInfo, config: &ArchConfig) -> anyhow::Result<Tensor> {
+    fetch(ckpt, param, config, &mut HashSet::new())
+}
+
 /// Where one parameter comes from.
 fn fetch(ckpt: &Checkpoint, param: &ParamInfo, config: &ArchConfig, used: &mut HashSet<String>) -> anyhow::Result<Tensor> {
     let layout = config.moe.checkpoint;

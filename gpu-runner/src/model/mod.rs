@@ -297,6 +297,30 @@ impl MoeModel {
         matches!(self.config.moe.activation, config::ExpertActivation::GptOssClamped { .. })
     }
 
+    /// The routed experts of decoder layer `i` read dense from `ckpt` (the checkpoint the model was
+    /// loaded from), on the model's device and in `kind`; `None` unless that layer holds them packed.
+    pub fn checkpoint_experts(&self, ckpt: &checkpoint::Checkpoint, i: usize, kind: Kind) -> anyhow::Result<Option<(Tensor, Tensor)>> {
+        let Mlp::Sparse(moe) = &self.layers[i].mlp else { return Ok(None) };
+        if !moe.is_packed() {
+            return Ok(None);
+        }
+        let device = self.embed_tokens.device();
+        let read = |name: &str| -> anyhow::Result<Tensor> {
+            let param = self.params.iter().find(|p| p.name == name).with_context(|| format!("no parameter {name}"))?;
+            Ok(checkpoint::read_param(ckpt, param, &self.config)?.to_device(device).to_kind(kind))
+        };
+        let (gate_up, down) = moe.expert_names();
+        Ok(Some((read(gate_up)?, read(down)?)))
+    }
+
+    /// Runs `f` with decoder layer `i`'s packed experts replaced by the dense `gate_up` and `down`.
+    pub fn with_dense_experts<R>(&self, i: usize, gate_up: &Tensor, down: &Tensor, f: impl FnOnce() -> R) -> R {
+        match &self.layers[i].mlp {
+            Mlp::Sparse(moe) => moe.with_dense_experts(gate_up, down, f),
+            Mlp::Dense(_) => f(),
+        }
+    }
+
     pub fn num_layers(&self) -> usize {
         self.layers.len()
     }

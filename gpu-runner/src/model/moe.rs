@@ -176,6 +176,25 @@ impl MoeBlock {
         *self.packed.borrow_mut() = Some((gate_up, down));
     }
 
+    /// Runs `f` with the dense `gate_up` and `down` (the parameters' orientation) in place of the packed
+    /// experts, which are back when it returns.
+    pub fn with_dense_experts<R>(&self, gate_up: &Tensor, down: &Tensor, f: impl FnOnce() -> R) -> R {
+        let packed = self.packed.borrow_mut().take();
+        let (mut gate_up_var, mut down_var) = (self.gate_up_proj.shallow_clone(), self.down_proj.shallow_clone());
+        let (gate_up_empty, down_empty) = (gate_up_var.detach(), down_var.detach());
+        tch::no_grad(|| {
+            gate_up_var.set_data(gate_up);
+            down_var.set_data(down);
+        });
+        let out = f();
+        tch::no_grad(|| {
+            gate_up_var.set_data(&gate_up_empty);
+            down_var.set_data(&down_empty);
+        });
+        *self.packed.borrow_mut() = packed;
+        out
+    }
+
     /// Moves the packed experts to `device` (the dense variables move with their `VarStore`).
     pub fn move_packed(&self, device: tch::Device) {
         if let Some((gate_up, down)) = self.packed.borrow_mut().as_mut() {

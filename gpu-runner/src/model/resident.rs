@@ -210,7 +210,7 @@ mod tests {
     fn mxfp4_resident_equals_the_fake_quantiser() {
         let w = dense(2, 4, 96);
         let packed = PackedExperts::quantize(&w, PackedFormat::Mxfp4, Device::Cpu).unwrap();
-        let fake = crate::quant::mxfp4::quantize_dequantize(&w);
+        let fake = crate::quant::mxfp4::quantize_dequantize(&w, Default::default());
         assert!(packed.dequantize_all(Kind::Float).equal(&fake));
         // 4 bits per weight plus one scale byte per 32.
         assert_eq!(packed.bytes(), 2 * 4 * 96 / 2 + 2 * 4 * 96 / 32);

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use super::data::{collate, Sample, IGNORE};
+use crate::model::checkpoint::Checkpoint;
 use crate::model::{ForwardMode, MoeModel};
 use crate::text::TextCodec;
 
@@ -64,6 +65,34 @@ pub fn score(model: &MoeModel, mode: ForwardMode, batches: &[Batch]) -> (Scores,
         }
         let count_f = count.max(1) as f64;
         (Scores { loss: loss_sum / count_f, token_accuracy: correct as f64 / count_f }, top_k)
+    })
+}
+
+/// The router top-k of `batches` (as [`score`] gives them) had the packed experts not been quantised:
+/// each MoE layer's experts are read dense from the checkpoint in `dir`, one layer at a time, and all
+/// batches pass through that layer before the next is read, so at most one layer is dense at once.
+pub fn dense_base_top_k(model: &MoeModel, dir: &std::path::Path, batches: &[Batch]) -> anyhow::Result<Vec<Vec<Tensor>>> {
+    let ckpt = Checkpoint::open(dir)?;
+    tch::no_grad(|| {
+        let mut hidden: Vec<Tensor> = batches.iter().map(|b| model.embed(&b.ids)).collect();
+        let mut top_k: Vec<Vec<Tensor>> = batches.iter().map(|_| Vec::new()).collect();
+        let kind = hidden.first().map_or(Kind::Float, Tensor::kind);
+        for i in 0..model.num_layers() {
+            let dense = model.checkpoint_experts(&ckpt, i, kind)?;
+            for (h, chosen) in hidden.iter_mut().zip(&mut top_k) {
+                let rope = model.rope(h.size()[1], h.device(), h.kind());
+                let forward = || model.layer_forward(i, h, &rope, ForwardMode::default());
+                let out = match &dense {
+                    Some((gate_up, down)) => model.with_dense_experts(i, gate_up, down, forward),
+                    None => forward(),
+                };
+                if let Some((_, k)) = out.router {
+                    chosen.push(k.sort(-1, false).0.to_device(Device::Cpu));
+                }
+                *h = out.hidden;
+            }
+        }
+        Ok(top_k)
     })
 }
 

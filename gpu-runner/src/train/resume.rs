@@ -41,6 +41,10 @@ pub struct Progress {
     pub training_seconds: f64,
     pub stop_reason: Option<String>,
     pub base: Option<Scores>,
+    /// Per MoE layer, how often the base with its experts packed routes a token to the same top-k
+    /// experts as the dense base it was quantised from (jobs that hold their experts packed).
+    #[serde(default)]
+    pub packed_base_agreement: Option<Vec<f64>>,
     /// SFT and PTQ results, kept so a job resumed in QAT still reports them.
     pub sft_eval: Option<SftEval>,
     pub activation_amax: Option<Vec<(usize, String, f32)>>,
@@ -68,6 +72,7 @@ impl Progress {
             training_seconds: 0.0,
             stop_reason: None,
             base: None,
+            packed_base_agreement: None,
             sft_eval: None,
             activation_amax: None,
         }
