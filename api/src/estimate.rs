@@ -104,8 +104,8 @@ pub struct RunnerClassEstimate {
 /// unknown model, a file that is missing, of another purpose or invalid), and 409 for a file still
 /// being validated.
 pub async fn estimate(state: &AppState, tenant: Uuid, request: CreateJobRequest) -> Result<JobEstimate, ApiError> {
-    let (spec, _) = jobs::resolve(&request)?;
-    let model = crate::models::require(state, &spec).await?;
+    let (mut spec, _) = jobs::resolve(&request)?;
+    let model = crate::models::require(state, &mut spec).await?;
     let (examples, file_tokens) = dataset_counts(state, tenant, &request.training_file, "training_file").await?;
     if let Some(validation) = &request.validation_file {
         dataset_counts(state, tenant, validation, "validation_file").await?;

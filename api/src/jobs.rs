@@ -161,8 +161,8 @@ pub const MIN_CHECKPOINT_INTERVAL: u32 = 10;
 /// job with its events; the model comes from the registry's cache) and one to Redis; the response
 /// comes from the inserted row.
 pub async fn create(state: &AppState, tenant: Uuid, request: CreateJobRequest) -> Result<JobObject, ApiError> {
-    let (spec, hyperparameters) = resolve(&request)?;
-    let model = crate::models::require(state, &spec).await?;
+    let (mut spec, hyperparameters) = resolve(&request)?;
+    let model = crate::models::require(state, &mut spec).await?;
     let id = format!("ftjob-{}", Uuid::new_v4().simple());
     let created = insert_job(state, &id, tenant, &request, &spec, &hyperparameters, &model.requirements).await?;
     if created.row.status != JobStatus::Queued.as_str() {

@@ -85,6 +85,8 @@ pub struct ModelCache(RwLock<HashMap<String, Arc<RegistryEntry>>>);
 
 /// What job creation needs of a registry row.
 struct RegistryEntry {
+    /// `architectures[0]` of the model's config.json.
+    architecture: String,
     /// `inspect`'s `hidden_size` and `expert_intermediate_size`, when it recorded them.
     expert_dims: Option<(i64, i64)>,
     /// A model registered before inspect reported its memory model has none.
@@ -97,11 +99,12 @@ impl ModelCache {
         if let Some(entry) = self.0.read().expect("model cache lock").get(id) {
             return Ok(Some(entry.clone()));
         }
-        let row: Option<(Option<Value>, Option<String>, Option<String>)> =
-            sqlx::query_as("SELECT inspect, s3_bucket, s3_prefix FROM models WHERE id = $1").bind(id).fetch_optional(db).await?;
-        let Some((inspect, bucket, prefix)) = row else { return Ok(None) };
+        let row: Option<(String, Option<Value>, Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT architecture, inspect, s3_bucket, s3_prefix FROM models WHERE id = $1").bind(id).fetch_optional(db).await?;
+        let Some((architecture, inspect, bucket, prefix)) = row else { return Ok(None) };
         let field = |name: &str| inspect.as_ref().and_then(|i| i.get(name)).and_then(Value::as_i64);
         let entry = Arc::new(RegistryEntry {
+            architecture,
             expert_dims: field("hidden_size").zip(field("expert_intermediate_size")),
             memory_model: inspect.as_ref().and_then(|i| i.get("memory_model")).and_then(|m| serde_json::from_value(m.clone()).ok()),
             location: bucket.zip(prefix).map(|(bucket, prefix)| S3Location { bucket, prefix }),
@@ -113,17 +116,18 @@ impl ModelCache {
 
 /// 400 unless the spec's model is registered and its experts can be packed in the job's QAT format
 /// (checked on the model's recorded `inspect` output, so a mismatch is refused now rather than failing
-/// at QAT). Returns what the job needs from a runner, estimated from the same `inspect` output.
-pub async fn require(state: &AppState, spec: &TrainingSpec) -> Result<RequiredModel, ApiError> {
+/// at QAT). Fills in the QAT format the model's architecture defaults to when the spec names none.
+/// Returns what the job needs from a runner, estimated from the same `inspect` output.
+pub async fn require(state: &AppState, spec: &mut TrainingSpec) -> Result<RequiredModel, ApiError> {
     let id = spec.model.as_str();
     let Some(entry) = state.models.entry(&state.db, id).await? else {
         let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM models ORDER BY id").fetch_all(&state.db).await?;
         return Err(ApiError::invalid("model_not_found", "model", format!("Model '{id}' is not available for fine-tuning. Available: {}.", ids.join(", "))));
     };
+    spec.moe.resolve_qat_format(&entry.architecture);
     if let Some((hidden, intermediate)) = entry.expert_dims {
         spec.moe
-            .qat
-            .format
+            .qat_format()
             .check_expert_dims(id, hidden, intermediate)
             .map_err(|message| ApiError::invalid("model_incompatible_with_format", "method.moe_sft_qat.qat.format", message))?;
     }

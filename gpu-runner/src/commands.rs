@@ -78,10 +78,11 @@ pub fn dump_weights(model_dir: &Path, out: &Path) -> anyhow::Result<()> {
 }
 
 /// Post-training quantization of a checkpoint the user already has: loads MODEL_DIR (any supported
-/// architecture, plain or MXFP4/NVFP4) and writes its FP4 checkpoint with the exporter jobs use.
-pub fn quantize(model_dir: &Path, format: moetune_types::QatFormat, out: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+/// architecture, plain or MXFP4/NVFP4) and writes its FP4 checkpoint with the exporter jobs use;
+/// `rule` picks MXFP4's block scales.
+pub fn quantize(model_dir: &Path, format: moetune_types::QatFormat, rule: moetune_types::Mxfp4ScaleRule, out: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
     let (vars, model) = MoeModel::load_dir(model_dir, Device::Cpu, Kind::Float)?;
-    let mut written = crate::export::fp4::write(&model, &vars, format, None, out)?;
+    let mut written = crate::export::fp4::write(&model, &vars, format, crate::quant::mxfp4_scale_rule(rule), None, out)?;
     for file in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json", "chat_template.jinja"] {
         let source = model_dir.join(file);
         if source.exists() {

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use moetune_runner::config::RunnerConfig;
 use moetune_runner::{commands, export, model, train, worker::Worker};
 use moetune_types::dataset::parse_jsonl;
-use moetune_types::{Example, MoeSftQatOptions, QatFormat, TrainingSpec};
+use moetune_types::{Example, MoeSftQatOptions, Mxfp4ScaleRule, QatFormat, TrainingSpec};
 
 #[derive(Parser)]
 #[command(name = "moetune-runner", about = "moetune GPU runner: MoE SFT → QAT with libtorch")]
@@ -58,6 +58,9 @@ enum Command {
         model_dir: PathBuf,
         #[arg(long, value_parser = ["mxfp4", "nvfp4"])]
         format: String,
+        /// MXFP4 block scales: `ocp` 2^(floor(log2 amax) - 2), or `ceil` 2^ceil(log2(amax / 6)) as modelopt.
+        #[arg(long, value_parser = ["ocp", "ceil"], default_value = "ocp")]
+        mxfp4_scale_rule: String,
         #[arg(long)]
         out: PathBuf,
     },
@@ -180,9 +183,11 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", moetune_runner::fidelity::render(&result));
             anyhow::ensure!(result["passed"] == true, "fidelity acceptance failed: {}", result["acceptance"]);
         }
-        Some(Command::Quantize { model_dir, format, out }) => {
+        Some(Command::Quantize { model_dir, format, mxfp4_scale_rule, out }) => {
             let format = if format == "nvfp4" { QatFormat::Nvfp4 } else { QatFormat::Mxfp4 };
-            for path in commands::quantize(&model_dir, format, &out)? {
+            let rule = if mxfp4_scale_rule == "ceil" { Mxfp4ScaleRule::Ceil } else { Mxfp4ScaleRule::Ocp };
+            anyhow::ensure!(rule == Mxfp4ScaleRule::Ocp || format == QatFormat::Mxfp4, "--mxfp4-scale-rule applies to --format mxfp4 only");
+            for path in commands::quantize(&model_dir, format, rule, &out)? {
                 println!("wrote {}", path.display());
             }
         }

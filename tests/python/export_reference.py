@@ -1,7 +1,8 @@
 """Test oracle for the job outputs of the SFT → QAT workflow. Only a test oracle: nothing here runs in production.
 
-  python export_reference.py base OUT ARCH
-      A tiny random HF model (mixtral | gpt_oss) with the tiny tokenizer, to fine-tune with moetune-runner.
+  python export_reference.py base OUT ARCH [bf16-grid]
+      A tiny random HF model (mixtral | gpt_oss) with the tiny tokenizer, to fine-tune with moetune-runner;
+      with bf16-grid its weights are bf16 values (stored as f32), as real checkpoints' are.
   python export_reference.py check OUT_DIR BASE_DIR IDS.json FORMAT
       Loads what moetune-runner wrote under OUT_DIR and writes OUT_DIR/oracle.safetensors:
         merged      logits of transformers on merged/
@@ -9,6 +10,10 @@
         fp4         logits of transformers on the FP4 export: mxfp4/ loaded by transformers (gpt-oss),
                     nvfp4/ dequantized by modelopt's NVFP4QTensor into the base model class
       and checks the NVFP4 codes and scales are bit-identical to modelopt's quantization of merged/.
+  python export_reference.py mxfp4-modelopt MXFP4_DIR SOURCE_DIR
+      Checks an MXFP4 export made with `mxfp4_scale_rule: ceil` against modelopt's MXFP4QTensor applied
+      to SOURCE_DIR's expert weights: every scale byte equal, every element equal except at exact
+      midpoints between E2M1 values (modelopt rounds those toward zero, the exporter to even).
 """
 import json
 import os
@@ -28,7 +33,7 @@ ARCHS = {
 }
 
 
-def base(out, arch):
+def base(out, arch, grid=None):
     kwargs = dict(ARCHS[arch])
     config = AutoConfig.for_model(kwargs.pop("model_type"), **SHAPES, **kwargs)
     torch.manual_seed(7)
@@ -37,6 +42,8 @@ def base(out, arch):
         for name, p in model.named_parameters():
             if "norm" not in name:
                 p.normal_(0, 0.08)
+                if grid == "bf16-grid":
+                    p.copy_(p.bfloat16().float())
     model.save_pretrained(out)
     shutil.copy(TOKENIZER, os.path.join(out, "tokenizer.json"))
     json.dump({"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}, open(os.path.join(out, "tokenizer_config.json"), "w"))
@@ -104,8 +111,47 @@ def check(out_dir, base_dir, ids_path, fmt):
     print("ok")
 
 
+def load_dir(path):
+    tensors = {}
+    for name in sorted(os.listdir(path)):
+        if name.endswith(".safetensors"):
+            tensors.update(load_file(os.path.join(path, name)))
+    return tensors
+
+
+E2M1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
+MIDPOINTS = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0])
+
+
+def mxfp4_against_modelopt(fmt_dir, source_dir):
+    from modelopt.torch.quantization.qtensor.mxfp4_tensor import MXFP4QTensor
+    ours, source = load_dir(fmt_dir), load_dir(source_dir)
+    checked = elements = ties = 0
+    for key in sorted(k for k in ours if k.endswith("_blocks")):
+        name = key[: -len("_blocks")]
+        blocks, scales = ours[key], ours[name + "_scales"]
+        w = source[name].float().transpose(1, 2).contiguous()  # gpt-oss stores [E, in, out]; blocks run along in
+        quantized, their_scales = MXFP4QTensor.quantize(w, 32)
+        assert torch.equal(their_scales.view(-1), scales.view(-1)), f"{name}: scales differ from modelopt's"
+        theirs = quantized.dequantize(torch.float32, scale=their_scales, block_sizes={-1: 32}).view(-1, 32)
+        codes = torch.stack([blocks & 0x0F, blocks >> 4], dim=-1).view(-1, 32).long()
+        factor = torch.exp2(scales.view(-1, 1).float() - 127)
+        mine = E2M1[codes] * factor
+        differ = mine != theirs
+        scaled = (w.view(-1, 32) / factor).abs()
+        at_midpoint = (scaled.unsqueeze(-1) == MIDPOINTS).any(-1)
+        assert bool((at_midpoint | ~differ).all()), f"{name}: elements differ from modelopt's away from a midpoint"
+        step = (mine - theirs).abs() / factor.expand_as(mine)
+        assert bool((step[differ] <= 2).all()), f"{name}: a tie differs by more than one E2M1 step"
+        checked, elements, ties = checked + 1, elements + w.numel(), ties + int(differ.sum())
+    assert checked > 0, f"no MXFP4 tensors in {fmt_dir}"
+    print(f"mxfp4: {checked} tensors, scales equal modelopt's; {elements} elements equal but {ties} ties rounded to even")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "base":
-        base(sys.argv[2], sys.argv[3])
+        base(*sys.argv[2:5])
+    elif sys.argv[1] == "mxfp4-modelopt":
+        mxfp4_against_modelopt(sys.argv[2], sys.argv[3])
     else:
         check(*sys.argv[2:6])

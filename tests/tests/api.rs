@@ -123,6 +123,8 @@ async fn openai_method_hyperparameters_are_honoured(pool: PgPool) {
     assert_eq!(job["hyperparameters"], json!({"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 0.5}));
     assert_eq!(job["method"]["moe_sft_qat"]["learning_rate"], json!(5e-6)); // default 1e-5 × 0.5
     assert_eq!(job["method"]["moe_sft_qat"]["qat"]["steps"], json!(500)); // every default is echoed
+    // A Mixtral's FP4 export defaults to NVFP4 (transformers loads MXFP4 for gpt-oss only), resolved at creation.
+    assert_eq!((job["method"]["moe_sft_qat"]["qat"]["format"].as_str(), job["method"]["moe_sft_qat"]["qat"]["mxfp4_scale_rule"].as_str()), (Some("nvfp4"), Some("ocp")));
     assert_eq!((job["status"].as_str(), job["metadata"]["team"].as_str()), (Some("queued"), Some("risk")));
 
     let body = json!({"model": "moetune/tiny-mixtral", "training_file": file["id"], "method": method, "hyperparameters": {"n_epochs": 1}});
@@ -141,6 +143,7 @@ async fn moe_sft_qat_options_are_validated_and_passed_through(pool: PgPool) {
     let refused = [
         (json!({"lora": {"target_modules": ["gate"]}}), "method.moe_sft_qat.lora.target_modules", "never a LoRA target"),
         (json!({"qat": {"format": "mxfp4", "quantize_activations": true}}), "method.moe_sft_qat.qat.quantize_activations", "nvfp4"),
+        (json!({"qat": {"format": "nvfp4", "mxfp4_scale_rule": "ceil"}}), "method.moe_sft_qat.qat.mxfp4_scale_rule", "mxfp4"),
         (json!({"router": {"capacity_factor": 0.5}}), "method.moe_sft_qat.router.capacity_factor", "at least 1"),
         (json!({"monitor": {"top1_share_threshold": 1.5}}), "method.moe_sft_qat.monitor.top1_share_threshold", "[0, 1]"),
         (json!({"lora": {"dropout": 0.1, "target_experts": true}}), "method.moe_sft_qat.lora.dropout", "PEFT"),

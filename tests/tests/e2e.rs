@@ -115,7 +115,7 @@ async fn fine_tuning_job_runs_end_to_end(pool: PgPool) {
     let names: Vec<&str> = artifacts.iter().map(|a| a["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["eval_report.json", "merged/config.json", "merged/model.safetensors", "merged/tokenizer.json", "mxfp4/config.json", "mxfp4/model.safetensors", "mxfp4/tokenizer.json"]
+        ["eval_report.json", "merged/config.json", "merged/model.safetensors", "merged/tokenizer.json", "nvfp4/config.json", "nvfp4/hf_quant_config.json", "nvfp4/model.safetensors", "nvfp4/tokenizer.json"]
     );
     let model = artifacts.iter().find(|a| a["name"] == "merged/model.safetensors").unwrap();
     let uri = model["uri"].as_str().unwrap();

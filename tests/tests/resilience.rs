@@ -66,7 +66,7 @@ async fn redis_loss_and_api_and_scheduler_crashes_lose_no_job(pool: PgPool) {
         assert_eq!(job["status"], "succeeded", "{job:#}");
         eprintln!("{id}: succeeded on attempt {}", job["attempt"]);
         let artifacts: Vec<&str> = job["artifacts"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
-        assert!(artifacts.contains(&"mxfp4/model.safetensors"), "{artifacts:?}");
+        assert!(artifacts.contains(&"nvfp4/model.safetensors"), "{artifacts:?}");
         let completions: i64 = sqlx::query_scalar("SELECT count(*) FROM job_events WHERE job_id = $1 AND message = 'The job has successfully completed'")
             .bind(id)
             .fetch_one(&pool)

@@ -34,7 +34,7 @@ async fn the_python_sdk_runs_a_job(pool: PgPool) {
     assert_eq!(summary["status"], "succeeded", "{summary}");
     assert_eq!(summary["file_format"], "alpaca");
     assert!(summary["fine_tuned_model"].as_str().unwrap().contains(":python-sdk:"), "{summary}");
-    assert!(summary["artifacts"].as_array().unwrap().contains(&json!("mxfp4/model.safetensors")), "{summary}");
+    assert!(summary["artifacts"].as_array().unwrap().contains(&json!("nvfp4/model.safetensors")), "{summary}");
     assert_eq!(summary["config_sha256_matches"], true);
     assert_eq!(summary["metrics_events"], 8, "6 SFT steps and 2 QAT steps");
 }

@@ -90,10 +90,12 @@ fn lora_on_attention_and_experts_with_nvfp4_loads_in_peft_and_matches_modelopt()
     assert!(quant["quantization"]["exclude_modules"].as_array().unwrap().iter().any(|m| m == "lm_head"));
 }
 
+/// Full SFT and QAT on gpt-oss, with MXFP4 scales by modelopt's ceil rule: the export is what
+/// modelopt's MXFP4QTensor makes of the QAT weights, and transformers loads it.
 #[test]
 fn full_sft_with_trained_router_exports_mxfp4_that_transformers_loads() {
     let options = r#"{"sft_method": "full", "learning_rate": 1e-3, "max_steps": 6, "router": {"mode": "train", "z_loss_coef": 0.001},
-                      "qat": {"steps": 3, "learning_rate": 1e-4, "format": "mxfp4"}, "checkpoint_every_n_steps": 0}"#;
+                      "qat": {"steps": 3, "learning_rate": 1e-4, "mxfp4_scale_rule": "ceil"}, "checkpoint_every_n_steps": 0}"#;
     let (out, _, ids) = trained_on("gpt_oss", options, "mxfp4");
     let oracle = out.join("oracle.safetensors");
     let merged = max_diff(&ours(&out.join("merged"), None, &ids, &out.join("m.safetensors")), &logits(&oracle, "merged"));
@@ -105,6 +107,30 @@ fn full_sft_with_trained_router_exports_mxfp4_that_transformers_loads() {
     let blocks = tensors.tensor("model.layers.0.mlp.experts.gate_up_proj_blocks").unwrap();
     assert_eq!(blocks.shape(), [4, 128, 2, 16]); // [E, 2I, H/32, 16]
     assert!(!tensors.names().iter().any(|n| *n == "model.layers.0.mlp.experts.gate_up_proj"));
+    let stdout = run_ok(Command::new("python3").arg(ORACLE).arg("mxfp4-modelopt").arg(out.join("mxfp4")).arg(out.join("merged")));
+    assert!(stdout.contains("scales equal modelopt's"), "{stdout}");
+}
+
+/// `quantize --mxfp4-scale-rule ceil` on a checkpoint of bf16 values, where elements often fall exactly
+/// between two E2M1 values: the scales are modelopt's byte for byte, the elements too except those ties
+/// (rounded to even, where modelopt rounds toward zero), and transformers loads the export.
+#[test]
+fn quantize_command_follows_modelopts_mxfp4_scale_rule() {
+    let dir = scratch("quantize-ceil");
+    let base = dir.join("out/merged");
+    run_ok(Command::new("python3").arg(ORACLE).arg("base").arg(&base).arg("gpt_oss").arg("bf16-grid"));
+    let fp4_dir = dir.join("out/mxfp4");
+    run_ok(runner().arg("quantize").arg(&base).args(["--format", "mxfp4", "--mxfp4-scale-rule", "ceil", "--out"]).arg(&fp4_dir));
+    let stdout = run_ok(Command::new("python3").arg(ORACLE).arg("mxfp4-modelopt").arg(&fp4_dir).arg(&base));
+    let ties: u64 = stdout.split(" but ").nth(1).and_then(|t| t.split_whitespace().next()).and_then(|n| n.parse().ok()).expect(&stdout);
+    assert!(ties > 0, "bf16 weights should produce exact midpoints: {stdout}");
+    let ids = dir.join("ids.json");
+    std::fs::write(&ids, IDS).unwrap();
+    run_ok(Command::new("python3").arg(ORACLE).arg("check").arg(dir.join("out")).arg(&base).arg(&ids).arg("mxfp4"));
+    let fp4 = max_diff(&ours(&fp4_dir, None, &ids, &dir.join("f.safetensors")), &logits(&dir.join("out/oracle.safetensors"), "fp4"));
+    assert!(fp4 < TOLERANCE, "transformers' load of the ceil-rule export differs by {fp4}");
+    let refused = runner().arg("quantize").arg(&base).args(["--format", "nvfp4", "--mxfp4-scale-rule", "ceil", "--out"]).arg(dir.join("x")).output().unwrap();
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("applies to --format mxfp4 only"), "{}", String::from_utf8_lossy(&refused.stderr));
 }
 
 /// LoRA on gpt-oss with its frozen experts held packed in MXFP4 on the device (quantised on load: the
@@ -122,6 +148,13 @@ fn lora_over_packed_mxfp4_experts_exports_what_peft_and_transformers_compute() {
     let summary = &events.iter().find(|e| e["type"] == "summary").expect("summary")["summary"];
     assert_eq!(summary["base_experts"]["format"], "mxfp4", "{summary}");
     assert!(summary["base_experts"]["bytes_on_device"].as_i64().unwrap() > 0, "{summary}");
+    // Quantised on load (the base is fp32): how much of the dense base's routing survived, per MoE layer.
+    let agreement = summary["base_experts"]["routing_agreement_with_dense"].as_array().expect("routing agreement with the dense base");
+    assert_eq!(agreement.len(), 2, "{summary}");
+    // The first layer's router sees no expert output, quantised or not; the second sees the first's.
+    assert_eq!(agreement[0].as_f64(), Some(1.0), "{summary}");
+    assert!(agreement[1].as_f64().is_some_and(|a| a > 0.0 && a <= 1.0), "{summary}");
+    assert!(events.iter().any(|e| e["message"].as_str().is_some_and(|m| m.contains("routing of the dense base is kept for"))), "no event reports the agreement");
     let ids = dir.join("ids.json");
     std::fs::write(&ids, IDS).unwrap();
     let stdout = run_ok(Command::new("python3").arg(ORACLE).arg("check").arg(&out).arg(&base).arg(&ids).arg("mxfp4"));

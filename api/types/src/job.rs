@@ -54,11 +54,10 @@ impl JobStatus {
 }
 
 /// FP4 format the QAT stage fake-quantizes expert weights to, and the FP4 checkpoint is exported in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum QatFormat {
     /// E2M1 elements with one power-of-two (E8M0) scale per 32; exported in the gpt-oss layout.
-    #[default]
     Mxfp4,
     /// E2M1 elements with one FP8-E4M3 scale per 16 and one FP32 scale per tensor; modelopt layout.
     Nvfp4,
@@ -70,6 +69,14 @@ impl QatFormat {
             Self::Mxfp4 => "mxfp4",
             Self::Nvfp4 => "nvfp4",
         }
+    }
+
+    /// The format of a job that names none: the one its FP4 export is loaded in elsewhere. gpt-oss
+    /// ships MXFP4 and transformers loads its MXFP4 exports; transformers loads MXFP4 for no other
+    /// architecture, while vLLM, TensorRT-LLM and modelopt load NVFP4 for all of them. Activation
+    /// quantization exists for NVFP4 only, so asking for it picks NVFP4.
+    pub fn default_for(architecture: &str, quantize_activations: bool) -> Self {
+        if architecture == "GptOssForCausalLM" && !quantize_activations { Self::Mxfp4 } else { Self::Nvfp4 }
     }
 
     /// Elements sharing one scale, along a weight's input dimension.
@@ -294,7 +301,13 @@ pub struct QatOptions {
     pub steps: u32,
     /// Peak learning rate (cosine annealed). Default 1e-5.
     pub learning_rate: f64,
-    pub format: QatFormat,
+    /// `mxfp4` or `nvfp4`. Default: `mxfp4` for gpt-oss (the format it ships in), `nvfp4` for the other
+    /// architectures (transformers loads MXFP4 for gpt-oss only); `nvfp4` when `quantize_activations`
+    /// is set, `mxfp4` when `mxfp4_scale_rule` is `ceil`. The created job shows the format chosen.
+    pub format: Option<QatFormat>,
+    /// How an MXFP4 block's power-of-two scale follows from its largest magnitude: `ocp` (default) or
+    /// `ceil`. MXFP4 only.
+    pub mxfp4_scale_rule: Mxfp4ScaleRule,
     /// NVFP4 only: also fake-quantize the experts' input activations, with per-tensor scales from a
     /// calibration pass. Default false (weight-only, `*_MLP_WEIGHT_ONLY`).
     pub quantize_activations: bool,
@@ -306,7 +319,38 @@ pub struct QatOptions {
 
 impl Default for QatOptions {
     fn default() -> Self {
-        Self { steps: 500, learning_rate: 1e-5, format: QatFormat::Mxfp4, quantize_activations: false, calibration_batches: 8, trainable: None }
+        Self {
+            steps: 500,
+            learning_rate: 1e-5,
+            format: None,
+            mxfp4_scale_rule: Mxfp4ScaleRule::Ocp,
+            quantize_activations: false,
+            calibration_batches: 8,
+            trainable: None,
+        }
+    }
+}
+
+/// The scale of an MXFP4 block of 32 elements, a power of two, from the block's largest magnitude
+/// `amax`. Decoding is the same under both rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mxfp4ScaleRule {
+    /// `2^(floor(log2 amax) − 2)`, the OCP MX specification's rule: `amax` lands in E2M1's top binade,
+    /// and elements above 6 × scale saturate to 6 × scale.
+    #[default]
+    Ocp,
+    /// `2^ceil(log2(amax / 6))`, as modelopt's `MXFP4QTensor` and triton's MXFP4 downcast: the smallest
+    /// scale at which nothing saturates.
+    Ceil,
+}
+
+impl Mxfp4ScaleRule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ocp => "ocp",
+            Self::Ceil => "ceil",
+        }
     }
 }
 
@@ -433,6 +477,22 @@ impl MoeSftQatOptions {
         self.sft_method == SftMethod::Lora && self.qat_trainable() == QatTrainable::Lora
     }
 
+    /// Fills in the QAT format a job that names none gets on a model of `architecture` (the
+    /// transformers class name), so the job shows and the runner uses the format chosen.
+    pub fn resolve_qat_format(&mut self, architecture: &str) {
+        let qat = &mut self.qat;
+        if qat.format.is_none() {
+            let wants_mxfp4 = qat.mxfp4_scale_rule != Mxfp4ScaleRule::Ocp;
+            qat.format = Some(if wants_mxfp4 { QatFormat::Mxfp4 } else { QatFormat::default_for(architecture, qat.quantize_activations) });
+        }
+    }
+
+    /// The QAT format: as resolved by [`Self::resolve_qat_format`], else the default of every
+    /// architecture but gpt-oss.
+    pub fn qat_format(&self) -> QatFormat {
+        self.qat.format.unwrap_or_else(|| QatFormat::default_for("", self.qat.quantize_activations))
+    }
+
     /// What QAT trains, defaults resolved.
     pub fn qat_trainable(&self) -> QatTrainable {
         self.qat.trainable.unwrap_or(match self.sft_method {
@@ -485,7 +545,12 @@ impl MoeSftQatOptions {
         let qat = &self.qat;
         check(qat.steps <= 1_000_000, "qat.steps", "`qat.steps` must be at most 1000000.")?;
         check(lr_ok(qat.learning_rate), "qat.learning_rate", "`qat.learning_rate` must be in (0, 1).")?;
-        check(!qat.quantize_activations || qat.format == QatFormat::Nvfp4, "qat.quantize_activations", "activation quantization is available for `nvfp4` only.")?;
+        check(!qat.quantize_activations || qat.format != Some(QatFormat::Mxfp4), "qat.quantize_activations", "activation quantization is available for `nvfp4` only.")?;
+        check(
+            qat.mxfp4_scale_rule == Mxfp4ScaleRule::Ocp || (qat.format != Some(QatFormat::Nvfp4) && !qat.quantize_activations),
+            "qat.mxfp4_scale_rule",
+            "`qat.mxfp4_scale_rule` applies to `qat.format: mxfp4` only (NVFP4 scales are FP8, from amax / 6).",
+        )?;
         check((1..=1024).contains(&qat.calibration_batches), "qat.calibration_batches", "`qat.calibration_batches` must be from 1 to 1024.")?;
         check(
             !(qat.trainable == Some(QatTrainable::Lora) && self.sft_method == SftMethod::Full),
@@ -531,14 +596,36 @@ mod tests {
         assert_eq!(error.param, "method.moe_sft_qat.lora.target_modules");
         assert!(error.message.contains("never a LoRA target"));
         let mut options = MoeSftQatOptions::default();
-        options.qat.quantize_activations = true;
+        (options.qat.quantize_activations, options.qat.format) = (true, Some(QatFormat::Mxfp4));
         assert_eq!(options.validate().unwrap_err().param, "method.moe_sft_qat.qat.quantize_activations");
+        options.qat.format = None;
+        options.validate().unwrap();
+        options.qat.mxfp4_scale_rule = Mxfp4ScaleRule::Ceil;
+        assert_eq!(options.validate().unwrap_err().param, "method.moe_sft_qat.qat.mxfp4_scale_rule");
+        (options.qat.quantize_activations, options.qat.format) = (false, Some(QatFormat::Nvfp4));
+        assert_eq!(options.validate().unwrap_err().param, "method.moe_sft_qat.qat.mxfp4_scale_rule");
+    }
+
+    #[test]
+    fn the_qat_format_defaults_to_what_loads_the_architecture() {
+        let resolved = |architecture: &str, edit: fn(&mut QatOptions)| {
+            let mut options = MoeSftQatOptions::default();
+            edit(&mut options.qat);
+            options.resolve_qat_format(architecture);
+            options.qat.format.unwrap()
+        };
+        assert_eq!(resolved("GptOssForCausalLM", |_| {}), QatFormat::Mxfp4);
+        assert_eq!(resolved("MixtralForCausalLM", |_| {}), QatFormat::Nvfp4);
+        assert_eq!(resolved("Qwen3MoeForCausalLM", |_| {}), QatFormat::Nvfp4);
+        assert_eq!(resolved("GptOssForCausalLM", |q| q.quantize_activations = true), QatFormat::Nvfp4);
+        assert_eq!(resolved("MixtralForCausalLM", |q| q.mxfp4_scale_rule = Mxfp4ScaleRule::Ceil), QatFormat::Mxfp4);
+        assert_eq!(resolved("MixtralForCausalLM", |q| q.format = Some(QatFormat::Mxfp4)), QatFormat::Mxfp4);
     }
 
     #[test]
     fn partial_json_fills_documented_defaults() {
         let options: MoeSftQatOptions = serde_json::from_str(r#"{"qat": {"format": "nvfp4"}, "router": {"mode": "train"}}"#).unwrap();
-        assert_eq!(options.qat.format, QatFormat::Nvfp4);
+        assert_eq!(options.qat.format, Some(QatFormat::Nvfp4));
         assert_eq!(options.qat.steps, 500);
         assert_eq!(options.router.mode, RouterMode::Train);
         assert_eq!(options.router.aux_loss_coef, 0.001);

@@ -13,7 +13,7 @@ pub mod text;
 
 pub use dataset::{DatasetFormat, DatasetSummary, DatasetValidator, Example, LineError};
 pub use job::{
-    BaseExpertFormat, EvalPrompt, InvalidOption, JobStatus, LoraOptions, MoeSftQatOptions, MonitorOptions, Precision, QatFormat, QatOptions, QatTrainable, RouterMode, RouterOptions,
+    BaseExpertFormat, EvalPrompt, InvalidOption, JobStatus, LoraOptions, MoeSftQatOptions, MonitorOptions, Mxfp4ScaleRule, Precision, QatFormat, QatOptions, QatTrainable, RouterMode, RouterOptions,
     SftMethod, TrainingSpec,
 };
 pub use placement::{DeviceRequest, JobRequirements, MemoryModel};

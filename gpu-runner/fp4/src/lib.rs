@@ -2,9 +2,9 @@
 //! references do.
 //!
 //! * MXFP4 (OCP microscaling, gpt-oss checkpoints): 32 E2M1 codes share one E8M0 scale. Decoding is
-//!   transformers' `convert_moe_packed_tensors`; encoding picks the scale `2^(floor(log2 amax) − 2)` and
-//!   rounds to nearest, ties to even, saturating at 6 — the same values QAT trained against
-//!   (`quant::mxfp4`).
+//!   transformers' `convert_moe_packed_tensors`; encoding picks the scale by a [`Mxfp4ScaleRule`]
+//!   (the OCP rule `2^(floor(log2 amax) − 2)`, or modelopt's `2^ceil(log2(amax / 6))`) and rounds to
+//!   nearest, ties to even, saturating at 6 — the same values QAT trained against (`quant::mxfp4`).
 //! * NVFP4 (modelopt): 16 E2M1 codes share one FP8-E4M3 scale, times one FP32 scale per tensor.
 //!   Encoding follows modelopt's `NVFP4QTensor.quantize` step by step in f32, so codes and scales are
 //!   bit-identical to its export.
@@ -120,15 +120,55 @@ fn floor_log2(x: f32) -> i32 {
     ((x.to_bits() >> 23) & 0xFF) as i32 - 127
 }
 
+/// How an MXFP4 block's power-of-two scale follows from its largest magnitude `amax`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mxfp4ScaleRule {
+    /// The OCP MX specification's rule: `2^(floor(log2 amax) − 2)`, which puts `amax` in E2M1's top
+    /// binade [4, 8); magnitudes in (6, 8)·scale saturate to 6.
+    #[default]
+    Ocp,
+    /// `2^ceil(log2(amax / 6))`, the smallest power of two that maps `amax` to at most 6 (modelopt's
+    /// `MXFP4QTensor`, triton's round-up scale): nothing saturates, at the cost of a coarser grid for
+    /// blocks whose `amax / 6` is just above a power of two.
+    Ceil,
+}
+
+impl Mxfp4ScaleRule {
+    /// The scale's exponent for a block whose largest magnitude is `amax`, within E8M0's [−127, 127].
+    pub fn exponent(self, amax: f32) -> i32 {
+        let exponent = match self {
+            Self::Ocp => floor_log2(amax) - 2,
+            Self::Ceil => ceil_log2(f64::from(amax / E2M1_MAX)),
+        };
+        exponent.clamp(-127, 127)
+    }
+}
+
+/// Ceiling of log2 of `x`, exact (from the f64 bits, where every f32 is normal); −1023 for zero.
+fn ceil_log2(x: f64) -> i32 {
+    if x <= 0.0 || !x.is_finite() {
+        return if x.is_infinite() { 1024 } else { -1023 };
+    }
+    let bits = x.to_bits();
+    let floor = ((bits >> 52) & 0x7FF) as i32 - 1023;
+    let exact_power = bits & ((1u64 << 52) - 1) == 0;
+    if exact_power { floor } else { floor + 1 }
+}
+
 /// Encodes `values` (`rows × cols`, row-major, cols a multiple of 32) to MXFP4 blocks (`[rows, cols/32, 16]`)
-/// and E8M0 scales (`[rows, cols/32]`).
+/// and E8M0 scales (`[rows, cols/32]`), with the OCP scale rule.
 pub fn mxfp4_encode(values: &[f32], cols: usize) -> Result<(Vec<u8>, Vec<u8>), String> {
+    mxfp4_encode_with(values, cols, Mxfp4ScaleRule::Ocp)
+}
+
+/// [`mxfp4_encode`] with the scale picked by `rule`.
+pub fn mxfp4_encode_with(values: &[f32], cols: usize, rule: Mxfp4ScaleRule) -> Result<(Vec<u8>, Vec<u8>), String> {
     if cols == 0 || cols % MXFP4_BLOCK != 0 || values.len() % cols != 0 {
         return Err(format!("MXFP4 needs rows of a multiple of {MXFP4_BLOCK} values; got {} values in rows of {cols}", values.len()));
     }
     Ok(encode_blocks(values, MXFP4_BLOCK, |block, out| {
         let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let exponent = (floor_log2(amax) - 2).clamp(-127, 127);
+        let exponent = rule.exponent(amax);
         // The factor is a power of two, so multiplying by its (exact) inverse rounds exactly as
         // dividing by it does.
         let inverse = pow2(-exponent);
@@ -264,6 +304,24 @@ mod tests {
     #[test]
     fn refuses_mismatched_lengths() {
         assert!(mxfp4_decode(&[0; 15], &[127]).unwrap_err().contains("16 bytes per scale"));
+    }
+
+    #[test]
+    fn scale_rules_differ_only_where_the_ocp_rule_saturates() {
+        // (amax, OCP exponent, ceil exponent): equal when amax/6 is a power of two or amax sits in [4, 6]·2^k.
+        let cases = [(6.0, 0, 0), (4.0, 0, 0), (7.0, 0, 1), (3.0, -1, -1), (0.75, -3, -3), (0.8, -3, -2), (1e-30, -102, -102), (0.0, -127, -127), (3e38, 125, 126)];
+        for (amax, ocp, ceil) in cases {
+            assert_eq!(Mxfp4ScaleRule::Ocp.exponent(amax), ocp, "OCP, amax {amax}");
+            assert_eq!(Mxfp4ScaleRule::Ceil.exponent(amax), ceil, "ceil, amax {amax}");
+        }
+        // Under the ceil rule the block maximum never saturates: 7 → scale 2, 7/2 = 3.5 → 4 → 8.
+        let mut values = vec![0f32; 32];
+        values[0] = 7.0;
+        let (blocks, scales) = mxfp4_encode_with(&values, 32, Mxfp4ScaleRule::Ceil).unwrap();
+        assert_eq!(scales, [128]);
+        assert_eq!(mxfp4_decode(&blocks, &scales).unwrap()[0], 8.0);
+        let (blocks, scales) = mxfp4_encode(&values, 32).unwrap();
+        assert_eq!(mxfp4_decode(&blocks, &scales).unwrap()[0], 6.0);
     }
 
     #[test]

@@ -48,7 +48,7 @@ fn layer_of(name: &str) -> anyhow::Result<usize> {
 }
 
 /// Writes the FP4 checkpoint of `model` (weights in `vars`) into `dir`; returns the files.
-pub fn write(model: &MoeModel, vars: &nn::VarStore, format: QatFormat, activations: Option<&ActivationAmax>, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub fn write(model: &MoeModel, vars: &nn::VarStore, format: QatFormat, rule: fp4::Mxfp4ScaleRule, activations: Option<&ActivationAmax>, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     anyhow::ensure!(!model.has_packed_experts(), "experts are packed: unpack them before the export");
     std::fs::create_dir_all(dir)?;
     let variables = vars.variables();
@@ -60,7 +60,7 @@ pub fn write(model: &MoeModel, vars: &nn::VarStore, format: QatFormat, activatio
     for param in &experts {
         let w = out_in(model, variables.get(&param.name).with_context(|| format!("no variable {}", param.name))?);
         let encoded = match format {
-            QatFormat::Mxfp4 => mxfp4_tensors(&param.name, &w)?,
+            QatFormat::Mxfp4 => mxfp4_tensors(&param.name, &w, rule)?,
             QatFormat::Nvfp4 => {
                 let which = if param.name.ends_with("gate_up_proj") { ExpertInput::GateUp } else { ExpertInput::Down };
                 let layer = layer_of(&param.name)?;
@@ -123,9 +123,9 @@ fn unquantized_mlps(model: &MoeModel) -> Vec<String> {
 }
 
 /// `{name}_blocks` `[E, out, in/32, 16]` and `{name}_scales` `[E, out, in/32]`.
-fn mxfp4_tensors(name: &str, w: &Tensor) -> anyhow::Result<Vec<Owned>> {
+fn mxfp4_tensors(name: &str, w: &Tensor, rule: fp4::Mxfp4ScaleRule) -> anyhow::Result<Vec<Owned>> {
     let (e, out, input) = w.size3()?;
-    let (blocks, scales) = fp4::mxfp4_encode(&f32_values(w)?, input as usize).map_err(anyhow::Error::msg)?;
+    let (blocks, scales) = fp4::mxfp4_encode_with(&f32_values(w)?, input as usize, rule).map_err(anyhow::Error::msg)?;
     let (e, out, groups) = (e as usize, out as usize, input as usize / fp4::MXFP4_BLOCK);
     Ok(vec![
         raw(format!("{name}_blocks"), Dtype::U8, vec![e, out, groups, fp4::MXFP4_BLOCK_BYTES], blocks),

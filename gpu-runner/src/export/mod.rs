@@ -49,9 +49,10 @@ pub fn write_job_outputs(output: &crate::train::TrainOutput, spec: &moetune_type
         let adapter_dir = dir.join("adapter");
         add("adapter/", crate::train::lora::save_peft(adapters, &spec.moe.lora, &output.model, &spec.model, &adapter_dir)?);
     }
-    let format = spec.moe.qat.format;
+    let format = output.qat_format;
     let fp4_dir = dir.join(format.as_str());
-    let mut fp4_files = fp4::write(&output.model, &output.vars, format, output.activation_amax.as_ref(), &fp4_dir)?;
+    let rule = crate::quant::mxfp4_scale_rule(spec.moe.qat.mxfp4_scale_rule);
+    let mut fp4_files = fp4::write(&output.model, &output.vars, format, rule, output.activation_amax.as_ref(), &fp4_dir)?;
     fp4_files.push(write_tokenizer(&output.codec, &fp4_dir)?);
     add(&format!("{}/", format.as_str()), fp4_files);
     let report = dir.join("eval_report.json");

@@ -16,7 +16,7 @@ mod stage;
 pub mod step;
 
 use anyhow::{bail, Context};
-use moetune_types::{BaseExpertFormat, Example, Precision, QatFormat, QatTrainable, RouterMode, RunnerEventKind, SftMethod, TrainingSpec};
+use moetune_types::{BaseExpertFormat, Example, Mxfp4ScaleRule, Precision, QatFormat, QatTrainable, RouterMode, RunnerEventKind, SftMethod, TrainingSpec};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
@@ -81,6 +81,8 @@ pub struct TrainOutput {
     /// The SFT adapters (unmerged values) when the SFT method was LoRA.
     pub adapters: Option<Adapters>,
     pub activation_amax: Option<ActivationAmax>,
+    /// The format QAT trained for, which the FP4 checkpoint is exported in.
+    pub qat_format: QatFormat,
     pub trained_tokens: i64,
     /// Job result: steps, losses, stop reason and the evaluation report.
     pub summary: serde_json::Value,
@@ -95,6 +97,34 @@ pub fn training_kind(precision: Precision, device: Device) -> Kind {
         Precision::Auto | Precision::Fp32 => Kind::Float,
         Precision::Bf16 => Kind::BFloat16,
     }
+}
+
+/// Per MoE layer, the fraction of validation tokens the base model with packed experts (`packed_top_k`,
+/// its routing) routes to the same top-k experts as the dense base it was quantised from: the
+/// failure mode of quantising a MoE base, measured. The dense routing comes from the built-in model
+/// rebuilt dense, or from the checkpoint read one layer at a time.
+fn packed_base_agreement(name: &str, model: &MoeModel, packed_top_k: &[Vec<Tensor>], batches: &[Batch], device: Device, kind: Kind) -> anyhow::Result<Vec<f64>> {
+    let dense_top_k = if name == tiny::NAME {
+        let mut vars = nn::VarStore::new(device);
+        let dense = crate::model::new_seeded(&vars, tiny::config(), tiny::BASE_SEED);
+        vars.set_kind(kind);
+        eval::score(&dense, ForwardMode::default(), batches).1
+    } else {
+        eval::dense_base_top_k(model, std::path::Path::new(name), batches)?
+    };
+    Ok(eval::routing_agreement(&dense_top_k, packed_top_k, batches))
+}
+
+/// The transformers class of a job's base model, from its config.json (the built-in tiny model is a Mixtral).
+fn base_architecture(name: &str) -> anyhow::Result<&'static str> {
+    if name == tiny::NAME {
+        return Ok(tiny::config().architecture.class_name());
+    }
+    let dir = std::path::Path::new(name);
+    if !dir.join("config.json").exists() {
+        bail!("model '{name}' is not available on this runner (supported: {}, or a local model directory)", tiny::NAME)
+    }
+    Ok(crate::model::config::ArchConfig::from_dir(dir)?.architecture.class_name())
 }
 
 /// The base model and its tokenizer in `kind`: the built-in tiny model, or a Hugging Face model directory.
@@ -175,6 +205,12 @@ fn batches(samples: &[Sample], batch: usize, pad: i64, device: Device, limit: us
 
 /// Runs the workflow. `resume`: a checkpoint to continue from (a previous attempt's latest).
 pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<ResumePoint>, reporter: &mut dyn Reporter) -> anyhow::Result<TrainOutput> {
+    // A spec from the API names its QAT format; one given to the runner's CLI may leave it to the model.
+    let mut resolved = spec.clone();
+    if resolved.moe.qat.format.is_none() {
+        resolved.moe.resolve_qat_format(base_architecture(&spec.model)?);
+    }
+    let spec = &resolved;
     let options = &spec.moe;
     let kind = training_kind(options.precision, device);
     let checkpointing = options.gradient_checkpointing.unwrap_or(device.is_cuda());
@@ -189,7 +225,7 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
     let packed_experts = model.has_packed_experts().then(|| (model.packed_expert_format(), model.packed_expert_bytes()));
     // Before any training: a format the experts cannot be packed in would only fail at QAT.
     let (hidden, expert_intermediate) = (model.config.hidden_size, model.config.moe.intermediate_size);
-    options.qat.format.check_expert_dims(&spec.model, hidden, expert_intermediate).map_err(anyhow::Error::msg)?;
+    options.qat_format().check_expert_dims(&spec.model, hidden, expert_intermediate).map_err(anyhow::Error::msg)?;
     let (train_examples, validation_examples) = if data.validation.is_empty() {
         data::split_validation(data.train, options.validation_split)
     } else {
@@ -215,7 +251,25 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
     let sft_steps = options.max_steps.unwrap_or(spec.n_epochs * steps_per_epoch).max(1);
     let mut progress = resume.as_ref().map(|r| r.progress.clone()).unwrap_or_else(|| Progress::new(samples.len(), batch, spec.seed));
     let adapters = (options.sft_method == SftMethod::Lora).then(|| lora::create(&model, &options.lora, device));
-    let base_scores = *progress.base.get_or_insert_with(|| eval::score(&model, ForwardMode::default(), &eval_batches).0);
+    if progress.base.is_none() {
+        let (scores, top_k) = eval::score(&model, ForwardMode::default(), &eval_batches);
+        // Quantised on load (not as shipped, which is the checkpoint itself): measure what it cost the routing.
+        if let (Some((format, _)), ExpertStorage::Packed(_)) = (packed_experts, storage) {
+            let agreement = packed_base_agreement(&spec.model, &model, &top_k, &eval_batches, device, kind)?;
+            let mean = agreement.iter().sum::<f64>() / agreement.len().max(1) as f64;
+            let min = agreement.iter().copied().fold(1.0, f64::min);
+            reporter.event(info(&format!(
+                "Base experts held packed ({}): the routing of the dense base is kept for {:.1}% of tokens (mean over {} MoE layers; lowest layer {:.1}%)",
+                format.map_or("fp4", |f| f.as_str()),
+                100.0 * mean,
+                agreement.len(),
+                100.0 * min
+            )));
+            progress.packed_base_agreement = Some(agreement);
+        }
+        progress.base = Some(scores);
+    }
+    let base_scores = progress.base.expect("base scores were just computed");
     let task = |mode: ForwardMode| (!eval_prompts.is_empty()).then(|| eval::task_accuracy(&model, mode, &codec, &eval_prompts, device));
     let base_task = task(ForwardMode::default());
 
@@ -248,7 +302,7 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
         None => None,
     };
     progress.activation_amax = activations.as_ref().map(resume::amax_to_json);
-    let quantizer = Quantizer { format: options.qat.format, activations };
+    let quantizer = Quantizer { format: options.qat_format(), mxfp4_rule: crate::quant::mxfp4_scale_rule(options.qat.mxfp4_scale_rule), activations };
     let weight_hook = |w: &Tensor| quantizer.weights(w);
     let act_hook = |layer: usize, which: ExpertInput, x: &Tensor| quantizer.activation(layer, which, x);
     let fp4 = |adapters| fp4_mode(&weight_hook, options.qat.quantize_activations.then_some(&act_hook as ActHook), adapters);
@@ -301,8 +355,9 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
     if progress.stage == StageKind::Qat && qat_steps > 0 {
         let trainables = qat_trainables(&model, &vars, options, adapters.as_ref(), lora_qat);
         reporter.event(info(&format!(
-            "QAT ({} {}, training {}): {qat_steps} steps at lr {:e}; validation loss after SFT {:.4}, after PTQ {:.4}",
-            options.qat.format.as_str(),
+            "QAT ({}{} {}, training {}): {qat_steps} steps at lr {:e}; validation loss after SFT {:.4}, after PTQ {:.4}",
+            options.qat_format().as_str(),
+            if options.qat.mxfp4_scale_rule == Mxfp4ScaleRule::Ceil && options.qat_format() == QatFormat::Mxfp4 { ", ceil scales" } else { "" },
             if options.qat.quantize_activations { "weights+activations" } else { "weight-only" },
             if lora_qat { "the adapters on the quantized weights" } else { "every weight" },
             options.qat.learning_rate,
@@ -332,7 +387,7 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
     }
 
     let report = report(
-        options.qat.format,
+        options.qat_format(),
         [("base", base_scores, base_task), ("sft", sft_eval.sft, sft_eval.sft_task), ("ptq", sft_eval.ptq, sft_eval.ptq_task), ("sft_qat", qat, qat_task)],
         sft_eval.ptq_agreement.clone(),
         eval::routing_agreement(&sft_top_k, &qat_top_k, &eval_batches),
@@ -345,18 +400,23 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
         "activation_checkpointing": checkpointing,
         "qat_trainable": if lora_qat { "lora" } else { "full" },
         "base_experts": match packed_experts {
-            Some((format, bytes)) => serde_json::json!({ "format": format.map(|f| f.as_str()), "bytes_on_device": bytes }),
+            Some((format, bytes)) => serde_json::json!({
+                "format": format.map(|f| f.as_str()),
+                "bytes_on_device": bytes,
+                "routing_agreement_with_dense": progress.packed_base_agreement,
+            }),
             None => serde_json::json!({ "format": crate::model::kind_name(kind) }),
         },
         "sft": { "method": options.sft_method, "steps": progress.sft_losses.len(), "first_loss": progress.sft_losses.first(), "last_loss": progress.sft_losses.last() },
-        "qat": { "format": options.qat.format, "steps": progress.qat_losses.len(), "first_loss": progress.qat_losses.first(), "last_loss": progress.qat_losses.last() },
+        "qat": { "format": options.qat_format(), "mxfp4_scale_rule": options.qat.mxfp4_scale_rule, "steps": progress.qat_losses.len(), "first_loss": progress.qat_losses.first(), "last_loss": progress.qat_losses.last() },
         "stop_reason": progress.stop_reason.clone().unwrap_or_else(|| "completed".into()),
         "training_seconds": progress.training_seconds,
         "eval": report["table"].clone(),
         "routing_agreement": report["routing_agreement"].clone(),
     });
     let activation_amax = quantizer.activations;
-    Ok(TrainOutput { model, vars, codec, adapters: sft_adapters, activation_amax, trained_tokens: progress.tokens, summary, report })
+    let qat_format = options.qat_format();
+    Ok(TrainOutput { model, vars, codec, adapters: sft_adapters, activation_amax, qat_format, trained_tokens: progress.tokens, summary, report })
 }
 
 type WeightHook<'a> = &'a dyn Fn(&Tensor) -> Tensor;

@@ -13,6 +13,8 @@ use crate::quant::{mxfp4, nvfp4};
 
 pub struct Quantizer {
     pub format: QatFormat,
+    /// How MXFP4 picks its block scales.
+    pub mxfp4_rule: mxfp4::Mxfp4ScaleRule,
     /// Calibrated activation amax (NVFP4 with activation quantization only).
     pub activations: Option<ActivationAmax>,
 }
@@ -21,7 +23,7 @@ impl Quantizer {
     /// Fake quantization of expert weights (last dimension = input), straight-through.
     pub fn weights(&self, w: &Tensor) -> Tensor {
         match self.format {
-            QatFormat::Mxfp4 => mxfp4::fake_quantize_ste(w),
+            QatFormat::Mxfp4 => mxfp4::fake_quantize_ste(w, self.mxfp4_rule),
             QatFormat::Nvfp4 => fake_nvfp4_per_expert(w),
         }
     }
