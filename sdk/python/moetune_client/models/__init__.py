@@ -51,6 +51,7 @@ from .model_object import ModelObject
 from .model_object_inspect_type_0 import ModelObjectInspectType0
 from .moe_sft_qat_options import MoeSftQatOptions
 from .monitor_options import MonitorOptions
+from .mxfp_4_scale_rule import Mxfp4ScaleRule
 from .order import Order
 from .part_form import PartForm
 from .precision import Precision
@@ -140,6 +141,7 @@ __all__ = (
     "ModelObjectInspectType0",
     "MoeSftQatOptions",
     "MonitorOptions",
+    "Mxfp4ScaleRule",
     "Order",
     "PartForm",
     "Precision",
