@@ -1,11 +1,12 @@
 //! The memory-saving pieces of a training step against the straightforward path they replace: expert
 //! LoRA on the factors against the materialised `W + BA`, the chunked cross-entropy and activation
-//! checkpointing against `loss.backward()` on the whole forward, and a bf16 step against the fp32 one.
+//! checkpointing against `loss.backward()` on the whole forward (frozen packed experts backpropagated
+//! one at a time included), and a bf16 step against the fp32 one.
 
 mod common;
 
 use common::{configs, serial, small};
-use moetune_runner::model::{new_seeded, Adapters, ForwardMode, MoeModel, RoutingOptions};
+use moetune_runner::model::{new_seeded, Adapters, ForwardMode, MoeModel, PackedFormat, RoutingOptions};
 use moetune_runner::train::data::{Sample, IGNORE};
 use moetune_runner::train::eval::{self, Batch};
 use moetune_runner::train::optim::{AdamW, Trainable};
@@ -110,6 +111,46 @@ fn chunked_and_checkpointed_steps_give_the_gradients_of_the_plain_backward() {
                 let what = format!("{arch} {method:?} checkpointing={checkpointing} chunk={chunk:?}");
                 assert!((loss - reference_loss).abs() <= 1e-5 * reference_loss.abs(), "{what}: loss {loss} vs {reference_loss}");
                 assert_close(&what, &gradients(&trainables), &reference, 1e-5);
+            }
+        }
+    }
+}
+
+/// Frozen packed experts in a checkpointed step are backpropagated one expert at a time (each
+/// dequantised again and freed): the gradients equal `loss.backward()` over the whole forward, in
+/// LoRA SFT and in LoRA-QAT (fake quantization of each expert's `W + BA`), with capacity and jitter.
+#[test]
+fn frozen_experts_backpropagated_one_at_a_time_give_the_gradients_of_the_plain_backward() {
+    let _serial = serial();
+    let mxfp4 = |w: &Tensor| moetune_runner::quant::mxfp4::fake_quantize_ste(w, Default::default());
+    let nvfp4 = |w: &Tensor| moetune_runner::quant::nvfp4::fake_quantize_ste(w, None);
+    type Transform<'a> = Option<&'a dyn Fn(&Tensor) -> Tensor>;
+    let cases: [(PackedFormat, Transform); 3] = [(PackedFormat::Mxfp4, None), (PackedFormat::Mxfp4, Some(&mxfp4)), (PackedFormat::Nvfp4, Some(&nvfp4))];
+    for (arch, config) in configs() {
+        for (format, transform) in cases {
+            let vars = nn::VarStore::new(Device::Cpu);
+            let model = new_seeded(&vars, config.clone(), 3);
+            model.pack_experts(format).unwrap();
+            let lora_adapters = adapters(&model);
+            let mut trainables = sft_trainables(&model, &vars, SftMethod::Lora, RouterMode::Train);
+            trainables.extend(lora::trainables(&lora_adapters));
+            let routing = RoutingOptions { capacity_factor: Some(1.25), jitter: 0.05 };
+            let mode = ForwardMode { routing: Some(&routing), adapters: Some(&lora_adapters), expert_transform: transform, seed: Some(11), ..Default::default() };
+            let batch = batch(config.vocab_size);
+            let options = |checkpointing| StepOptions { checkpointing, chunk_tokens: Some(5), aux_loss_coef: 0.01, z_loss_coef: 0.001, grad_scale: 0.5 };
+
+            let reference_loss = reference_backward(&model, &batch, mode, &options(false));
+            let reference = gradients(&trainables);
+            zero_grads(&trainables);
+            let loss = forward_backward(&model, &batch, mode, &options(true));
+            let what = format!("{arch} {format:?} transform={}", transform.is_some());
+            assert!((loss - reference_loss).abs() <= 1e-5 * reference_loss.abs(), "{what}: loss {loss} vs {reference_loss}");
+            assert_close(&what, &gradients(&trainables), &reference, 1e-5);
+            // The deferred path is the one taken: every MoE layer of the packed model defers its experts.
+            let rope = model.rope(batch.ids.size()[1], Device::Cpu, Kind::Float);
+            let h = tch::no_grad(|| model.embed(&batch.ids));
+            for i in model.moe_layer_indices() {
+                assert!(model.layer_forward_deferring_experts(i, &h, &rope, mode).1.is_some(), "{what}: layer {i} does not defer its experts");
             }
         }
     }

@@ -141,12 +141,14 @@ fn lora_over_packed_mxfp4_experts_exports_what_peft_and_transformers_compute() {
     let dir = scratch("packed");
     let base = dir.join("base");
     run_ok(Command::new("python3").arg(ORACLE).arg("base").arg(&base).arg("gpt_oss"));
+    // With activation checkpointing: each recomputed layer backpropagates its packed experts one at a time.
     let options = r#"{"learning_rate": 3e-3, "max_steps": 6, "base_expert_format": "mxfp4", "lora": {"target_experts": true, "r": 4},
-                      "qat": {"steps": 3, "learning_rate": 1e-4, "format": "mxfp4"}, "checkpoint_every_n_steps": 0}"#;
+                      "qat": {"steps": 3, "learning_rate": 1e-4, "format": "mxfp4"}, "checkpoint_every_n_steps": 0, "gradient_checkpointing": true}"#;
     let out = dir.join("out");
     let events = train(&["--model", base.to_str().unwrap()], options, &out);
     let summary = &events.iter().find(|e| e["type"] == "summary").expect("summary")["summary"];
     assert_eq!(summary["base_experts"]["format"], "mxfp4", "{summary}");
+    assert_eq!(summary["activation_checkpointing"], true, "{summary}");
     assert!(summary["base_experts"]["bytes_on_device"].as_i64().unwrap() > 0, "{summary}");
     // Quantised on load (the base is fp32): how much of the dense base's routing survived, per MoE layer.
     let agreement = summary["base_experts"]["routing_agreement_with_dense"].as_array().expect("routing agreement with the dense base");

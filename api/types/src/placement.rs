@@ -168,8 +168,13 @@ impl MemoryModel {
                 total_bytes: weights + trainable + activations + transient,
             }
         };
+        // Frozen experts' weight copies kept for the backward (`copies` per expert: dequantised, merged,
+        // fake-quantised). Without checkpointing every layer keeps every expert's; a recomputed layer
+        // backpropagates its frozen experts one at a time, so one expert's copies exist at once.
+        let one_expert = layer_experts / self.num_experts.max(1);
+        let frozen_expert_copies = |copies: i64| if checkpointing { copies * one_expert * b } else { alive_layers * layer_experts * b };
         // Packed experts are dequantised for their tokens and kept for the input gradient.
-        let dequantised = if packed_bits.is_some() { alive_layers * layer_experts * b } else { 0 };
+        let dequantised = if packed_bits.is_some() { frozen_expert_copies(1) } else { 0 };
         let router = if o.router.mode == RouterMode::Train { self.router_params } else { 0 };
         let full_trainable = self.total_params - self.router_params + router;
         let sft = if lora {
@@ -181,8 +186,8 @@ impl MemoryModel {
         if o.qat.steps > 0 {
             let qat = if lora && o.qat_trainable() == QatTrainable::Lora {
                 // Each expert's fake-quantized `W + BA`, kept for its input gradient (the dequantised
-                // and merged weights it comes from are not).
-                stage(adapters + router, frozen_weights, adapters * (4 + 12) + router * optimiser_bytes(b), alive_layers * layer_experts * b)
+                // and merged weights it comes from are not, but exist while it is made).
+                stage(adapters + router, frozen_weights, adapters * (4 + 12) + router * optimiser_bytes(b), frozen_expert_copies(3))
             } else {
                 // Fake-quantized copies of the experts kept for the backward.
                 stage(full_trainable, dense_weights, full_trainable * optimiser_bytes(b), alive_layers * layer_experts * b)

@@ -29,6 +29,7 @@ use layers::{rms_norm, rope_tables, Attention, DenseMlp};
 pub use moe::RoutingOptions;
 pub use adapters::{ActivationHook, Adapters, ExpertInput, LoraPair};
 pub use moe::WeightTransform;
+pub use moe::DeferredExperts;
 use moe::{ExpertHooks, MoeBlock};
 use params::{ParamInfo, Params, Role};
 pub use resident::PackedFormat;
@@ -346,6 +347,18 @@ impl MoeModel {
 
     /// Decoder layer `i` on hidden states `h`.
     pub fn layer_forward(&self, i: usize, h: &Tensor, rope: &(Tensor, Tensor), mode: ForwardMode) -> LayerOutput {
+        self.layer_forward_with(i, h, rope, mode, false).0
+    }
+
+    /// [`Self::layer_forward`] for the backward of a recomputed (checkpointed) layer: where nothing in the
+    /// routed experts trains but LoRA factors, their contribution is left out of `hidden` and returned
+    /// to be backpropagated one expert at a time ([`DeferredExperts::backward`] with the gradient of
+    /// the layer's output), so one expert's dequantised weights exist at a time instead of the layer's.
+    pub fn layer_forward_deferring_experts<'s>(&'s self, i: usize, h: &Tensor, rope: &(Tensor, Tensor), mode: ForwardMode<'s>) -> (LayerOutput, Option<DeferredExperts<'s>>) {
+        self.layer_forward_with(i, h, rope, mode, true)
+    }
+
+    fn layer_forward_with<'s>(&'s self, i: usize, h: &Tensor, rope: &(Tensor, Tensor), mode: ForwardMode<'s>, defer: bool) -> (LayerOutput, Option<DeferredExperts<'s>>) {
         if let Some(seed) = mode.seed {
             tch::manual_seed(seed.wrapping_add(7919 * i as i64));
         }
@@ -355,10 +368,15 @@ impl MoeModel {
         match &layer.mlp {
             Mlp::Sparse(moe) => {
                 let hooks = ExpertHooks { transform: mode.expert_transform, adapters: mode.adapters, inputs: mode.expert_inputs };
-                let out = moe.forward(&normed, mode.routing, hooks);
-                LayerOutput { hidden: h + out.hidden, router: Some((out.router_logits, out.top_k)) }
+                let (out, deferred) = if defer && moe.can_defer_experts() {
+                    let (out, deferred) = moe.forward_deferring_experts(&normed, mode.routing, hooks);
+                    (out, Some(deferred))
+                } else {
+                    (moe.forward(&normed, mode.routing, hooks), None)
+                };
+                (LayerOutput { hidden: h + out.hidden, router: Some((out.router_logits, out.top_k)) }, deferred)
             }
-            Mlp::Dense(mlp) => LayerOutput { hidden: &h + mlp.forward(&normed), router: None },
+            Mlp::Dense(mlp) => (LayerOutput { hidden: &h + mlp.forward(&normed), router: None }, None),
         }
     }
 

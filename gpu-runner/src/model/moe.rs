@@ -80,13 +80,19 @@ struct FactorSlices {
 }
 
 impl FactorSlices {
-    /// From PEFT's expert-major `a` `[E·r, in]` and rank-major `b` `[out, r·E]`.
-    fn new(pair: &LoraPair, scale: f64, experts: i64, kind: Kind) -> Self {
+    /// From PEFT's expert-major `a` `[E·r, in]` and rank-major `b` `[out, r·E]`. `detached`: without
+    /// their autograd history.
+    fn new(pair: &LoraPair, scale: f64, experts: i64, kind: Kind, detached: bool) -> Self {
+        let (a, b) = Self::stacked(pair, experts, kind);
+        let (a, b) = if detached { (a.detach(), b.detach()) } else { (a, b) };
+        Self { a: a.unbind(0), b: b.unbind(0), scale }
+    }
+
+    /// Every expert's `a` `[E, r, in]` and `b` `[E, out, r]`, views of the pair in `kind`.
+    fn stacked(pair: &LoraPair, experts: i64, kind: Kind) -> (Tensor, Tensor) {
         let (out, in_features) = (pair.b.size()[0], pair.a.size()[1]);
         let rank = pair.a.size()[0] / experts;
-        let a = pair.a.to_kind(kind).view([experts, rank, in_features]).unbind(0);
-        let b = pair.b.to_kind(kind).view([out, rank, experts]).permute([2, 0, 1]).unbind(0);
-        Self { a, b, scale }
+        (pair.a.to_kind(kind).view([experts, rank, in_features]), pair.b.to_kind(kind).view([out, rank, experts]).permute([2, 0, 1]))
     }
 
     fn get(&self, expert: usize) -> ExpertLora<'_> {
@@ -314,10 +320,10 @@ impl MoeBlock {
         }
     }
 
-    /// `x`: `[batch, seq, hidden]`. `training`: routing options to apply (None at evaluation).
-    pub fn forward(&self, x: &Tensor, training: Option<&RoutingOptions>, hooks: ExpertHooks) -> MoeOutput {
-        let shape = x.size();
-        let hidden = *shape.last().expect("hidden dim");
+    /// Routes the tokens of `x` (`[batch, seq, hidden]`) and sorts them by expert. `training`: routing
+    /// options to apply (None at evaluation).
+    fn dispatch(&self, x: &Tensor, training: Option<&RoutingOptions>) -> Dispatch {
+        let hidden = *x.size().last().expect("hidden dim");
         let tokens = x.reshape([-1, hidden]);
         let router_input = match training {
             Some(o) if o.jitter > 0.0 => &tokens * tokens.empty_like().uniform_(1.0 - o.jitter, 1.0 + o.jitter),
@@ -327,11 +333,11 @@ impl MoeBlock {
         // where MoE models are fragile to precision.
         let float = |t: &Tensor| t.to_kind(Kind::Float);
         let router_logits = linear(&float(&router_input), &float(&self.router), self.router_bias.as_ref().map(float).as_ref());
-        let (top_weights, top_experts) = self.route(&router_logits, x.kind());
+        let (top_weights, top_k) = self.route(&router_logits, x.kind());
 
         let k = self.spec.top_k;
         let num_experts = self.spec.num_experts;
-        let flat_experts = top_experts.flatten(0, -1);
+        let flat_experts = top_k.flatten(0, -1);
         // Stable, so tokens keep batch order within an expert (capacity drops the latest ones).
         let order = flat_experts.argsort_stable(true, 0, false);
         let token_of_slot = order.floor_divide_scalar(k);
@@ -340,17 +346,20 @@ impl MoeBlock {
         let capacity = training
             .and_then(|o| o.capacity_factor)
             .map(|f| (f * (tokens.size()[0] * k) as f64 / num_experts as f64).ceil() as i64);
+        Dispatch { tokens, router_logits, top_k, token_of_slot, weight_of_slot, counts, capacity }
+    }
 
+    /// What every expert of one forward pass shares. `detached`: the LoRA factors without their
+    /// autograd history (the expert-by-expert backward makes its own leaves of them).
+    fn expert_run<'s>(&'s self, packed: Option<&'s (PackedExperts, PackedExperts)>, kind: Kind, hooks: ExpertHooks<'s>, detached: bool) -> ExpertRun<'s> {
         let factors = |name: &str| {
             let adapters = hooks.adapters?;
-            adapters.experts.get(name).map(|pair| FactorSlices::new(pair, adapters.scale, num_experts, x.kind()))
+            adapters.experts.get(name).map(|pair| FactorSlices::new(pair, adapters.scale, self.spec.num_experts, kind, detached))
         };
         let (gate_up_factors, down_factors) = (factors(&self.gate_up_name), factors(&self.down_name));
-        let any_factors = gate_up_factors.is_some() || down_factors.is_some();
         // A transform (QAT's fake quantization) goes on the fused weights at once when it can; with
         // adapters it must see each expert's `W + BA`, and packed experts exist one at a time.
-        let packed = self.packed.borrow();
-        let per_expert_transform = hooks.transform.is_some() && (any_factors || packed.is_some());
+        let per_expert_transform = hooks.transform.is_some() && (gate_up_factors.is_some() || down_factors.is_some() || packed.is_some());
         let (gate_up, down) = match hooks.transform {
             Some(f) if !per_expert_transform => self.transformed_weights(f),
             _ => (self.gate_up_proj.shallow_clone(), self.down_proj.shallow_clone()),
@@ -358,44 +367,195 @@ impl MoeBlock {
         // Split once: indexing the fused [E, …] weight per expert would make each expert's backward
         // allocate and fill a gradient the size of the whole weight (E times per step); unbind's
         // backward stacks the slices once.
-        let experts = match packed.as_ref() {
+        let experts = match packed {
             Some(packed) => StoredExperts::Packed(packed),
             None => StoredExperts::Dense(gate_up.unbind(0), down.unbind(0)),
         };
-        let gate_up_biases = self.gate_up_proj_bias.as_ref().map(|b| b.unbind(0));
-        let down_biases = self.down_proj_bias.as_ref().map(|b| b.unbind(0));
-        let mut out = tokens.zeros_like();
-        let mut offset = 0;
-        for (expert, &count) in counts.iter().enumerate() {
-            let kept = capacity.map_or(count, |c| count.min(c));
-            if kept > 0 {
-                let idx = token_of_slot.narrow(0, offset, kept);
-                let gate_w = weight_of_slot.narrow(0, offset, kept).unsqueeze(1);
-                let (gate_up_w, down_w) = self.expert_weights(expert, &experts, x.kind());
-                let gate_up_lora = gate_up_factors.as_ref().map(|f| f.get(expert));
-                let down_lora = down_factors.as_ref().map(|f| f.get(expert));
-                let (gate_up_w, down_w, gate_up_lora, down_lora) = match hooks.transform {
-                    Some(f) if per_expert_transform => {
-                        (self.merged_expert_weight(&gate_up_w, gate_up_lora, f), self.merged_expert_weight(&down_w, down_lora, f), None, None)
-                    }
-                    _ => (gate_up_w, down_w, gate_up_lora, down_lora),
-                };
-                let weights = ExpertWeights {
-                    gate_up: &gate_up_w,
-                    down: &down_w,
-                    gate_up_bias: gate_up_biases.as_ref().map(|b| &b[expert]),
-                    down_bias: down_biases.as_ref().map(|b| &b[expert]),
-                    gate_up_lora,
-                    down_lora,
-                };
-                let y = self.expert_forward(&tokens.index_select(0, &idx), &weights, hooks.inputs);
-                out = out.index_add(0, &idx, &(y * gate_w).to_kind(out.kind()));
-            }
-            offset += count;
+        ExpertRun {
+            block: self,
+            experts,
+            gate_up_factors,
+            down_factors,
+            gate_up_biases: self.gate_up_proj_bias.as_ref().map(|b| b.unbind(0)),
+            down_biases: self.down_proj_bias.as_ref().map(|b| b.unbind(0)),
+            per_expert_transform,
+            hooks,
+            kind,
         }
+    }
+
+    /// The MoE output from the routed experts' sum `routed` `[tokens, hidden]`: the shared expert added.
+    fn finish(&self, routed: Tensor, dispatch: &Dispatch, shape: &[i64]) -> MoeOutput {
+        let mut out = routed;
         if let Some((mlp, gate)) = &self.shared_expert {
-            out = out + linear(&tokens, gate, None).sigmoid() * mlp.forward(&tokens);
+            out = out + linear(&dispatch.tokens, gate, None).sigmoid() * mlp.forward(&dispatch.tokens);
         }
-        MoeOutput { hidden: out.reshape(shape.as_slice()), router_logits, top_k: top_experts }
+        MoeOutput { hidden: out.reshape(shape), router_logits: dispatch.router_logits.shallow_clone(), top_k: dispatch.top_k.shallow_clone() }
+    }
+
+    /// `x`: `[batch, seq, hidden]`. `training`: routing options to apply (None at evaluation).
+    pub fn forward(&self, x: &Tensor, training: Option<&RoutingOptions>, hooks: ExpertHooks) -> MoeOutput {
+        let dispatch = self.dispatch(x, training);
+        let packed = self.packed.borrow();
+        let run = self.expert_run(packed.as_ref(), x.kind(), hooks, false);
+        let mut out = dispatch.tokens.zeros_like();
+        for (expert, start, kept) in dispatch.runs() {
+            let idx = dispatch.token_of_slot.narrow(0, start, kept);
+            let gate_w = dispatch.weight_of_slot.narrow(0, start, kept).unsqueeze(1);
+            let y = run.output(expert, &dispatch.tokens.index_select(0, &idx), run.factors(expert));
+            out = out.index_add(0, &idx, &(y * gate_w).to_kind(out.kind()));
+        }
+        self.finish(out, &dispatch, &x.size())
+    }
+
+    /// Whether the routed experts can be left out of a recomputed forward and backpropagated one at a
+    /// time ([`Self::forward_deferring_experts`]): only when nothing in them trains but LoRA factors.
+    pub fn can_defer_experts(&self) -> bool {
+        let frozen = |t: &Tensor| !t.requires_grad();
+        frozen(&self.gate_up_proj) && frozen(&self.down_proj) && self.gate_up_proj_bias.iter().chain(&self.down_proj_bias).all(frozen)
+    }
+
+    /// [`Self::forward`] without the routed experts' contribution to `hidden` (router logits, top-k
+    /// and the shared expert as usual). The returned [`DeferredExperts`] backpropagates that
+    /// contribution expert by expert, so one expert's dequantised (or fake-quantised) weights exist at
+    /// a time where autograd over the whole forward would keep every expert's for the backward.
+    pub fn forward_deferring_experts<'s>(&'s self, x: &Tensor, training: Option<&RoutingOptions>, hooks: ExpertHooks<'s>) -> (MoeOutput, DeferredExperts<'s>) {
+        debug_assert!(self.can_defer_experts());
+        let dispatch = self.dispatch(x, training);
+        let output = self.finish(dispatch.tokens.zeros_like(), &dispatch, &x.size());
+        (output, DeferredExperts { block: self, dispatch, hooks })
+    }
+}
+
+/// One forward pass's routing: slot `s` (slots sorted by expert, stably) sends token `token_of_slot[s]`
+/// to its expert with weight `weight_of_slot[s]`; expert `e` has `counts[e]` slots, of which the first
+/// `capacity` (when set) run.
+struct Dispatch {
+    /// `[tokens, hidden]`, the MoE input.
+    tokens: Tensor,
+    router_logits: Tensor,
+    top_k: Tensor,
+    token_of_slot: Tensor,
+    weight_of_slot: Tensor,
+    counts: Vec<i64>,
+    capacity: Option<i64>,
+}
+
+impl Dispatch {
+    /// `(expert, first slot, slots run)` of each expert that runs any.
+    fn runs(&self) -> impl Iterator<Item = (usize, i64, i64)> + '_ {
+        let mut offset = 0;
+        self.counts.iter().enumerate().filter_map(move |(expert, &count)| {
+            let start = offset;
+            offset += count;
+            let kept = self.capacity.map_or(count, |c| count.min(c));
+            (kept > 0).then_some((expert, start, kept))
+        })
+    }
+}
+
+/// The experts of one forward pass: their weights, LoRA factors, biases and hooks.
+struct ExpertRun<'s> {
+    block: &'s MoeBlock,
+    experts: StoredExperts<'s>,
+    gate_up_factors: Option<FactorSlices>,
+    down_factors: Option<FactorSlices>,
+    gate_up_biases: Option<Vec<Tensor>>,
+    down_biases: Option<Vec<Tensor>>,
+    per_expert_transform: bool,
+    hooks: ExpertHooks<'s>,
+    kind: Kind,
+}
+
+impl ExpertRun<'_> {
+    /// Expert `expert`'s LoRA factors (gate_up, down).
+    fn factors(&self, expert: usize) -> (Option<ExpertLora<'_>>, Option<ExpertLora<'_>>) {
+        (self.gate_up_factors.as_ref().map(|f| f.get(expert)), self.down_factors.as_ref().map(|f| f.get(expert)))
+    }
+
+    /// Expert `expert` on its tokens `x`, with LoRA factors `lora` (gate_up, down).
+    fn output(&self, expert: usize, x: &Tensor, lora: (Option<ExpertLora>, Option<ExpertLora>)) -> Tensor {
+        let block = self.block;
+        let (gate_up_w, down_w) = block.expert_weights(expert, &self.experts, self.kind);
+        let (gate_up_w, down_w, gate_up_lora, down_lora) = match self.hooks.transform {
+            Some(f) if self.per_expert_transform => {
+                (block.merged_expert_weight(&gate_up_w, lora.0, f), block.merged_expert_weight(&down_w, lora.1, f), None, None)
+            }
+            _ => (gate_up_w, down_w, lora.0, lora.1),
+        };
+        let weights = ExpertWeights {
+            gate_up: &gate_up_w,
+            down: &down_w,
+            gate_up_bias: self.gate_up_biases.as_ref().map(|b| &b[expert]),
+            down_bias: self.down_biases.as_ref().map(|b| &b[expert]),
+            gate_up_lora,
+            down_lora,
+        };
+        block.expert_forward(x, &weights, self.hooks.inputs)
+    }
+}
+
+/// LoRA factors held as leaves `(a, b, scale)`, as an [`ExpertLora`].
+fn as_lora(leaves: &Option<(Tensor, Tensor, f64)>) -> Option<ExpertLora<'_>> {
+    leaves.as_ref().map(|(a, b, scale)| ExpertLora { a, b, scale: *scale })
+}
+
+/// The routed experts of a recomputed MoE forward, left out of its output
+/// ([`MoeBlock::forward_deferring_experts`]).
+pub struct DeferredExperts<'s> {
+    block: &'s MoeBlock,
+    dispatch: Dispatch,
+    hooks: ExpertHooks<'s>,
+}
+
+impl DeferredExperts<'_> {
+    /// Backpropagates `grad` (`[batch, seq, hidden]`, the gradient of the MoE output) through the routed
+    /// experts one at a time: each expert is recomputed from detached inputs and factors, backpropagated
+    /// and freed, its LoRA gradients summed into per-pair buffers. Returns the scalar whose backward
+    /// carries the rest: the gradients of the MoE input, of the routing weights and of the LoRA
+    /// factors, as `Σ tensor · gradient` over tensors that still have their autograd history.
+    pub fn backward(self, grad: &Tensor) -> Tensor {
+        let Self { block, dispatch, hooks } = self;
+        let hidden = dispatch.tokens.size()[1];
+        let grad = grad.reshape([-1, hidden]);
+        let inputs = dispatch.tokens.detach();
+        let kind = inputs.kind();
+        let packed = block.packed.borrow();
+        let run = block.expert_run(packed.as_ref(), kind, hooks, true);
+        let mut input_grad = inputs.zeros_like();
+        let slot_weights = dispatch.weight_of_slot.detach();
+        let weight_grad = slot_weights.zeros_like();
+        let factor_grads = |f: &Option<FactorSlices>| f.as_ref().map(|f| (f.a[0].new_zeros([f.a.len() as i64, f.a[0].size()[0], f.a[0].size()[1]], (kind, f.a[0].device())), f.b[0].new_zeros([f.b.len() as i64, f.b[0].size()[0], f.b[0].size()[1]], (kind, f.b[0].device()))));
+        let (gate_up_grads, down_grads) = (factor_grads(&run.gate_up_factors), factor_grads(&run.down_factors));
+        for (expert, start, kept) in dispatch.runs() {
+            let idx = dispatch.token_of_slot.narrow(0, start, kept);
+            let x = inputs.index_select(0, &idx).set_requires_grad(true);
+            let leaf = |l: Option<ExpertLora>| l.map(|l| (l.a.detach().set_requires_grad(true), l.b.detach().set_requires_grad(true), l.scale));
+            let (gate_up_leaf, down_leaf) = {
+                let (g, d) = run.factors(expert);
+                (leaf(g), leaf(d))
+            };
+            let y = run.output(expert, &x, (as_lora(&gate_up_leaf), as_lora(&down_leaf)));
+            let slot_grad = grad.index_select(0, &idx);
+            let gate_w = slot_weights.narrow(0, start, kept).unsqueeze(1);
+            // The forward adds `y · w` to the output: `y`'s gradient is `grad · w`, `w`'s is `Σ y · grad`.
+            weight_grad.narrow(0, start, kept).copy_(&(y.detach() * &slot_grad).sum_dim_intlist(-1, false, weight_grad.kind()));
+            (&y * (&slot_grad * &gate_w).to_kind(y.kind())).sum(Kind::Float).backward();
+            input_grad = input_grad.index_add(0, &idx, &x.grad().to_kind(kind));
+            for (leaf, grads) in [(&gate_up_leaf, &gate_up_grads), (&down_leaf, &down_grads)] {
+                if let (Some((a, b, _)), Some((grad_a, grad_b))) = (leaf, grads) {
+                    let _ = grad_a.get(expert as i64).g_add_(&a.grad());
+                    let _ = grad_b.get(expert as i64).g_add_(&b.grad());
+                }
+            }
+        }
+        let mut surrogate = (&dispatch.tokens * &input_grad).sum(Kind::Float) + (&dispatch.weight_of_slot * &weight_grad).sum(Kind::Float);
+        for (name, grads) in [(&block.gate_up_name, &gate_up_grads), (&block.down_name, &down_grads)] {
+            if let (Some(adapters), Some((grad_a, grad_b))) = (hooks.adapters, grads) {
+                let (a, b) = FactorSlices::stacked(&adapters.experts[name], block.spec.num_experts, kind);
+                surrogate = surrogate + (a * grad_a).sum(Kind::Float) + (b * grad_b).sum(Kind::Float);
+            }
+        }
+        surrogate
     }
 }

@@ -9,9 +9,9 @@
 //!
 //! Storage is 4.25 bits per weight (MXFP4: 4-bit codes plus one E8M0 byte per 32) or 4.5 (NVFP4: one
 //! E4M3 byte per 16, plus one f32 per expert), against 16 for bf16. A dequantised expert lives only
-//! while its tokens are multiplied; autograd keeps it for the input gradient until the layer's
-//! backward, so with per-layer activation checkpointing at most one layer's experts are dense at a
-//! time (those that received tokens).
+//! while its tokens are multiplied. Without activation checkpointing autograd keeps it for the input
+//! gradient until the backward; with it, the recomputed layer backpropagates its frozen experts one at
+//! a time (`DeferredExperts`), so one expert is dense at a time.
 
 use anyhow::{bail, ensure};
 

@@ -7,7 +7,10 @@
 //! * **Activation checkpointing** per decoder layer (optional). The forward runs without autograd
 //!   and keeps only each layer's input; the backward recomputes one layer at a time and
 //!   back-propagates the gradient of its output, so at most one layer's activations are alive. The
-//!   router losses are per layer, so each is added where its layer is recomputed.
+//!   router losses are per layer, so each is added where its layer is recomputed. Within a layer,
+//!   routed experts with nothing to train but LoRA factors are backpropagated one at a time
+//!   ([`crate::model::DeferredExperts`]), so one expert's dequantised (or fake-quantised) weights exist
+//!   at a time rather than the layer's.
 //!
 //! Both are exact rewrites of `loss.backward()` on the plain forward (tested against it): the same
 //! gradients up to floating-point summation order.
@@ -107,7 +110,8 @@ fn plain(model: &MoeModel, batch: &Batch, mode: ForwardMode, options: &StepOptio
     ce
 }
 
-/// Forward without autograd keeping layer inputs; backward one recomputed layer at a time.
+/// Forward without autograd keeping layer inputs; backward one recomputed layer at a time (and within a
+/// layer, frozen routed experts one at a time).
 fn checkpointed(model: &MoeModel, batch: &Batch, mode: ForwardMode, options: &StepOptions) -> f64 {
     let embedded = tch::no_grad(|| model.embed(&batch.ids));
     let rope = model.rope(batch.ids.size()[1], batch.ids.device(), embedded.kind());
@@ -126,8 +130,16 @@ fn checkpointed(model: &MoeModel, batch: &Batch, mode: ForwardMode, options: &St
     for (i, input) in inputs.into_iter().enumerate().rev() {
         let needs_input_grad = i > 0 || model.embedding_trainable();
         let x = input.set_requires_grad(needs_input_grad);
-        let out = model.layer_forward(i, &x, &rope, mode);
+        let (out, deferred) = model.layer_forward_deferring_experts(i, &x, &rope, mode);
         let mut surrogate = grad.as_ref().map(|g| (&out.hidden * g).sum(Kind::Float));
+        // Frozen routed experts are backpropagated one at a time, each recomputed and freed.
+        if let (Some(experts), Some(g)) = (deferred, grad.as_ref()) {
+            let through_experts = experts.backward(g);
+            surrogate = Some(match surrogate {
+                Some(s) => s + through_experts,
+                None => through_experts,
+            });
+        }
         if let Some((logits, top_k)) = &out.router {
             if let Some(loss) = router_losses(logits, top_k, &batch.valid, layers, options) {
                 surrogate = Some(match surrogate {
