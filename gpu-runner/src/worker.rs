@@ -137,9 +137,13 @@ impl Worker {
         }
     }
 
-    /// The first job, in fair-share order, that this runner fits (see `queue.lua`).
+    /// The first job, in fair-share order, that this runner fits (see `queue.lua`): in the memory it
+    /// declares, or in what is free on its training device now when that is less (another process on
+    /// the host or the GPU is using the rest).
     async fn claim(&self, info: &RunnerInfo) -> anyhow::Result<Option<String>> {
-        let memory = info.training_memory_bytes().to_string();
+        let declared = info.training_memory_bytes();
+        let free = if self.device.is_cuda() { gpu_available_bytes() } else { host_available_bytes() };
+        let memory = claim_memory(declared, free).to_string();
         let (tenants, depth) = (CLAIM_TENANTS.to_string(), CLAIM_DEPTH.to_string());
         self.queue_op(&["claim", &self.config.runner_id, &info.device, &memory, &tenants, &depth]).await
     }
@@ -414,8 +418,47 @@ struct UserError(String);
 /// MemTotal from /proc/meminfo (0 where there is none).
 fn host_memory_bytes() -> i64 {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let kib = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok());
-    kib.unwrap_or(0) * 1024
+    meminfo_kib(&meminfo, "MemTotal:").unwrap_or(0) * 1024
+}
+
+/// The memory a claim may fill: the declared size, capped by the free memory when that is known.
+fn claim_memory(declared: i64, free: Option<i64>) -> i64 {
+    free.map_or(declared, |free| declared.min(free))
+}
+
+/// MemAvailable from /proc/meminfo: what the host can give a job without swapping.
+fn host_available_bytes() -> Option<i64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo_kib(&meminfo, "MemAvailable:").map(|kib| kib * 1024)
+}
+
+fn meminfo_kib(meminfo: &str, field: &str) -> Option<i64> {
+    meminfo.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// What GPU 0 can give a job: its free memory plus what this process holds (libtorch keeps freed
+/// blocks cached for reuse, so after a job they count as used to nvidia-smi but are ours to reuse).
+/// None when nvidia-smi cannot be read.
+fn gpu_available_bytes() -> Option<i64> {
+    let query = |args: &[&str]| {
+        let output = std::process::Command::new("nvidia-smi").args(args).output().ok().filter(|o| o.status.success())?;
+        String::from_utf8(output.stdout).ok()
+    };
+    let free = query(&["--query-gpu=memory.free", "--format=csv,noheader,nounits", "-i", "0"])?;
+    let apps = query(&["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits", "-i", "0"]).unwrap_or_default();
+    gpu_available_mib(&free, &apps, std::process::id()).map(|mib| mib << 20)
+}
+
+/// `free`: nvidia-smi's `memory.free` in MiB; `apps`: its `pid, used_memory` lines in MiB.
+fn gpu_available_mib(free: &str, apps: &str, own_pid: u32) -> Option<i64> {
+    let free: i64 = free.trim().parse().ok()?;
+    let own: i64 = apps
+        .lines()
+        .filter_map(|line| line.split_once(','))
+        .filter(|(pid, _)| pid.trim().parse::<u32>().ok() == Some(own_pid))
+        .filter_map(|(_, used)| used.trim().parse::<i64>().ok())
+        .sum();
+    Some(free + own)
 }
 
 /// Memory of GPU 0 as nvidia-smi reports it (0 when it cannot be read: then set `gpu_memory_gib`).
@@ -447,5 +490,25 @@ async fn heartbeat(redis: ConnectionManager, keys: RedisKeys, mut info: RunnerIn
             tracing::warn!(error = %e, "heartbeat failed");
         }
         tokio::time::sleep(Duration::from_millis(period_ms)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_fits_the_declared_memory_capped_by_what_is_free() {
+        assert_eq!(claim_memory(80 << 30, Some(30 << 30)), 30 << 30);
+        assert_eq!(claim_memory(16 << 30, Some(30 << 30)), 16 << 30);
+        assert_eq!(claim_memory(16 << 30, None), 16 << 30);
+        // This process's own (cached) GPU memory counts as available; another process's does not.
+        assert_eq!(gpu_available_mib("1000\n", "4242, 30000\n777, 5000\n", 4242), Some(31_000));
+        assert_eq!(gpu_available_mib("1000", "", 4242), Some(1000));
+        assert_eq!(gpu_available_mib("[N/A]", "", 4242), None);
+        let meminfo = "MemTotal:       24000000 kB\nMemFree:         1000000 kB\nMemAvailable:   20000000 kB\n";
+        assert_eq!(meminfo_kib(meminfo, "MemAvailable:"), Some(20_000_000));
+        assert_eq!(meminfo_kib(meminfo, "MemTotal:"), Some(24_000_000));
+        assert!(host_available_bytes().is_some_and(|b| b > 0 && b <= host_memory_bytes()));
     }
 }

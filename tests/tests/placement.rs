@@ -181,3 +181,33 @@ async fn a_job_no_runner_fits_waits_with_its_reason(pool: PgPool) {
         assert_eq!(cancelled.status(), 200);
     }
 }
+
+/// A CPU runner that declares far more memory than its host has claims only what fits the host's
+/// available memory now: a job estimated above it stays queued and unclaimed while a small job
+/// queued after it runs.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_runner_claims_only_what_fits_its_free_memory(pool: PgPool) {
+    let env = TestEnv::start(pool.clone()).await;
+    let _scheduler = tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool.clone(), std::future::pending()));
+    let _runner = KillOnDrop(runner_command(&env, "overdeclared-cpu").env("MOETUNE_HOST_MEMORY_GIB", "100000").spawn().unwrap());
+    let file = env.upload_demo_dataset().await;
+    let env = &env;
+    let create = |options: Value, hyperparameters: Value| {
+        let body = json!({"model": "moetune/tiny-mixtral", "training_file": file["id"], "method": {"type": "moe_sft_qat", "moe_sft_qat": options}, "hyperparameters": hyperparameters});
+        async move { env.post_json("/v1/fine_tuning/jobs", body).await.json::<Value>().await.unwrap() }
+    };
+    let big = create(json!({"seq_len": 32768, "max_steps": 2}), json!({"batch_size": 128})).await;
+    let big_bytes = big["requirements"]["cpu_memory_bytes"].as_i64().expect("requirements");
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let total_kib: i64 = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap();
+    assert!(big_bytes > total_kib * 1024 && big_bytes < 100_000 << 30, "the big job must exceed this host ({total_kib} KiB) and fit the declared 100000 GiB: {big_bytes}");
+    let small = create(json!({"max_steps": 2, "qat": {"steps": 1}}), json!({})).await;
+
+    let small = env.wait_for_job(small["id"].as_str().unwrap(), Duration::from_secs(180)).await;
+    assert_eq!(small["status"], "succeeded", "{small}");
+    let big_id = big["id"].as_str().unwrap();
+    assert_eq!(job_view(env, big_id).await["status"], "queued");
+    let runner: Option<String> = sqlx::query_scalar("SELECT runner_id FROM jobs WHERE id = $1").bind(big_id).fetch_one(&pool).await.unwrap();
+    assert_eq!(runner, None, "the runner took a job its free memory does not fit");
+    assert_eq!(env.post_json(&format!("/v1/fine_tuning/jobs/{big_id}/cancel"), json!({})).await.status(), 200);
+}
