@@ -541,7 +541,7 @@ impl DeferredExperts<'_> {
             // The forward adds `y · w` to the output: `y`'s gradient is `grad · w`, `w`'s is `Σ y · grad`.
             weight_grad.narrow(0, start, kept).copy_(&(y.detach() * &slot_grad).sum_dim_intlist(-1, false, weight_grad.kind()));
             (&y * (&slot_grad * &gate_w).to_kind(y.kind())).sum(Kind::Float).backward();
-            input_grad = input_grad.index_add(0, &idx, &x.grad().to_kind(kind));
+            let _ = input_grad.index_add_(0, &idx, &x.grad().to_kind(kind));
             for (leaf, grads) in [(&gate_up_leaf, &gate_up_grads), (&down_leaf, &down_grads)] {
                 if let (Some((a, b, _)), Some((grad_a, grad_b))) = (leaf, grads) {
                     let _ = grad_a.get(expert as i64).g_add_(&a.grad());
