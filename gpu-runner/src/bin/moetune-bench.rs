@@ -312,7 +312,7 @@ fn memory(config_path: &std::path::Path, options: &str, batch: u32, stage: &str,
     }
     let mut optimizer = AdamW::new(trainables, o.weight_decay);
     let routing = RoutingOptions { capacity_factor: o.router.capacity_factor, jitter: o.router.jitter };
-    let quantizer = Quantizer { format: o.qat_format(), mxfp4_rule: moetune_runner::quant::mxfp4_scale_rule(o.qat.mxfp4_scale_rule), activations: None };
+    let quantizer = Quantizer::for_job(o, None);
     let fake_quantize = |w: &Tensor| quantizer.weights(w);
     let transform = (stage == "qat").then_some(&fake_quantize as &dyn Fn(&Tensor) -> Tensor);
     let mode = ForwardMode { routing: Some(&routing), adapters: adapters.as_ref(), seed: Some(1), expert_transform: transform, ..Default::default() };

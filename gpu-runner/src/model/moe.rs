@@ -74,25 +74,22 @@ struct ExpertLora<'a> {
 
 /// Every expert's factors of one fused weight, split once per forward pass.
 struct FactorSlices {
+    /// Every expert's `a` `[E, r, in]` and `b` `[E, out, r]`: views of the pair in the activations' kind.
+    all_a: Tensor,
+    all_b: Tensor,
     a: Vec<Tensor>,
     b: Vec<Tensor>,
     scale: f64,
 }
 
 impl FactorSlices {
-    /// From PEFT's expert-major `a` `[E·r, in]` and rank-major `b` `[out, r·E]`. `detached`: without
-    /// their autograd history.
-    fn new(pair: &LoraPair, scale: f64, experts: i64, kind: Kind, detached: bool) -> Self {
-        let (a, b) = Self::stacked(pair, experts, kind);
-        let (a, b) = if detached { (a.detach(), b.detach()) } else { (a, b) };
-        Self { a: a.unbind(0), b: b.unbind(0), scale }
-    }
-
-    /// Every expert's `a` `[E, r, in]` and `b` `[E, out, r]`, views of the pair in `kind`.
-    fn stacked(pair: &LoraPair, experts: i64, kind: Kind) -> (Tensor, Tensor) {
+    /// From PEFT's expert-major `a` `[E·r, in]` and rank-major `b` `[out, r·E]`.
+    fn new(pair: &LoraPair, scale: f64, experts: i64, kind: Kind) -> Self {
         let (out, in_features) = (pair.b.size()[0], pair.a.size()[1]);
         let rank = pair.a.size()[0] / experts;
-        (pair.a.to_kind(kind).view([experts, rank, in_features]), pair.b.to_kind(kind).view([out, rank, experts]).permute([2, 0, 1]))
+        let all_a = pair.a.to_kind(kind).view([experts, rank, in_features]);
+        let all_b = pair.b.to_kind(kind).view([out, rank, experts]).permute([2, 0, 1]);
+        Self { a: all_a.unbind(0), b: all_b.unbind(0), all_a, all_b, scale }
     }
 
     fn get(&self, expert: usize) -> ExpertLora<'_> {
@@ -349,12 +346,11 @@ impl MoeBlock {
         Dispatch { tokens, router_logits, top_k, token_of_slot, weight_of_slot, counts, capacity }
     }
 
-    /// What every expert of one forward pass shares. `detached`: the LoRA factors without their
-    /// autograd history (the expert-by-expert backward makes its own leaves of them).
-    fn expert_run<'s>(&'s self, packed: Option<&'s (PackedExperts, PackedExperts)>, kind: Kind, hooks: ExpertHooks<'s>, detached: bool) -> ExpertRun<'s> {
+    /// What every expert of one forward pass shares.
+    fn expert_run<'s>(&'s self, packed: Option<&'s (PackedExperts, PackedExperts)>, kind: Kind, hooks: ExpertHooks<'s>) -> ExpertRun<'s> {
         let factors = |name: &str| {
             let adapters = hooks.adapters?;
-            adapters.experts.get(name).map(|pair| FactorSlices::new(pair, adapters.scale, self.spec.num_experts, kind, detached))
+            adapters.experts.get(name).map(|pair| FactorSlices::new(pair, adapters.scale, self.spec.num_experts, kind))
         };
         let (gate_up_factors, down_factors) = (factors(&self.gate_up_name), factors(&self.down_name));
         // A transform (QAT's fake quantization) goes on the fused weights at once when it can; with
@@ -397,7 +393,7 @@ impl MoeBlock {
     pub fn forward(&self, x: &Tensor, training: Option<&RoutingOptions>, hooks: ExpertHooks) -> MoeOutput {
         let dispatch = self.dispatch(x, training);
         let packed = self.packed.borrow();
-        let run = self.expert_run(packed.as_ref(), x.kind(), hooks, false);
+        let run = self.expert_run(packed.as_ref(), x.kind(), hooks);
         let mut out = dispatch.tokens.zeros_like();
         for (expert, start, kept) in dispatch.runs() {
             let idx = dispatch.token_of_slot.narrow(0, start, kept);
@@ -510,7 +506,8 @@ pub struct DeferredExperts<'s> {
 
 impl DeferredExperts<'_> {
     /// Backpropagates `grad` (`[batch, seq, hidden]`, the gradient of the MoE output) through the routed
-    /// experts one at a time: each expert is recomputed from detached inputs and factors, backpropagated
+    /// experts one at a time: each expert is recomputed from detached inputs and factors (leaves of
+    /// their own), backpropagated
     /// and freed, its LoRA gradients summed into per-pair buffers. Returns the scalar whose backward
     /// carries the rest: the gradients of the MoE input, of the routing weights and of the LoRA
     /// factors, as `Σ tensor · gradient` over tensors that still have their autograd history.
@@ -521,11 +518,11 @@ impl DeferredExperts<'_> {
         let inputs = dispatch.tokens.detach();
         let kind = inputs.kind();
         let packed = block.packed.borrow();
-        let run = block.expert_run(packed.as_ref(), kind, hooks, true);
+        let run = block.expert_run(packed.as_ref(), kind, hooks);
         let mut input_grad = inputs.zeros_like();
         let slot_weights = dispatch.weight_of_slot.detach();
         let weight_grad = slot_weights.zeros_like();
-        let factor_grads = |f: &Option<FactorSlices>| f.as_ref().map(|f| (f.a[0].new_zeros([f.a.len() as i64, f.a[0].size()[0], f.a[0].size()[1]], (kind, f.a[0].device())), f.b[0].new_zeros([f.b.len() as i64, f.b[0].size()[0], f.b[0].size()[1]], (kind, f.b[0].device()))));
+        let factor_grads = |f: &Option<FactorSlices>| f.as_ref().map(|f| (f.all_a.zeros_like(), f.all_b.zeros_like()));
         let (gate_up_grads, down_grads) = (factor_grads(&run.gate_up_factors), factor_grads(&run.down_factors));
         for (expert, start, kept) in dispatch.runs() {
             let idx = dispatch.token_of_slot.narrow(0, start, kept);
@@ -550,10 +547,9 @@ impl DeferredExperts<'_> {
             }
         }
         let mut surrogate = (&dispatch.tokens * &input_grad).sum(Kind::Float) + (&dispatch.weight_of_slot * &weight_grad).sum(Kind::Float);
-        for (name, grads) in [(&block.gate_up_name, &gate_up_grads), (&block.down_name, &down_grads)] {
-            if let (Some(adapters), Some((grad_a, grad_b))) = (hooks.adapters, grads) {
-                let (a, b) = FactorSlices::stacked(&adapters.experts[name], block.spec.num_experts, kind);
-                surrogate = surrogate + (a * grad_a).sum(Kind::Float) + (b * grad_b).sum(Kind::Float);
+        for (factors, grads) in [(&run.gate_up_factors, &gate_up_grads), (&run.down_factors, &down_grads)] {
+            if let (Some(f), Some((grad_a, grad_b))) = (factors, grads) {
+                surrogate = surrogate + (&f.all_a * grad_a).sum(Kind::Float) + (&f.all_b * grad_b).sum(Kind::Float);
             }
         }
         surrogate

@@ -115,18 +115,6 @@ fn packed_base_agreement(name: &str, model: &MoeModel, packed_top_k: &[Vec<Tenso
     Ok(eval::routing_agreement(&dense_top_k, packed_top_k, batches))
 }
 
-/// The transformers class of a job's base model, from its config.json (the built-in tiny model is a Mixtral).
-fn base_architecture(name: &str) -> anyhow::Result<&'static str> {
-    if name == tiny::NAME {
-        return Ok(tiny::config().architecture.class_name());
-    }
-    let dir = std::path::Path::new(name);
-    if !dir.join("config.json").exists() {
-        bail!("model '{name}' is not available on this runner (supported: {}, or a local model directory)", tiny::NAME)
-    }
-    Ok(crate::model::config::ArchConfig::from_dir(dir)?.architecture.class_name())
-}
-
 /// The base model and its tokenizer in `kind`: the built-in tiny model, or a Hugging Face model directory.
 pub fn base_model(name: &str, device: Device, kind: Kind, experts: ExpertStorage) -> anyhow::Result<(nn::VarStore, MoeModel, TextCodec)> {
     if name == tiny::NAME {
@@ -205,12 +193,6 @@ fn batches(samples: &[Sample], batch: usize, pad: i64, device: Device, limit: us
 
 /// Runs the workflow. `resume`: a checkpoint to continue from (a previous attempt's latest).
 pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<ResumePoint>, reporter: &mut dyn Reporter) -> anyhow::Result<TrainOutput> {
-    // A spec from the API names its QAT format; one given to the runner's CLI may leave it to the model.
-    let mut resolved = spec.clone();
-    if resolved.moe.qat.format.is_none() {
-        resolved.moe.resolve_qat_format(base_architecture(&spec.model)?);
-    }
-    let spec = &resolved;
     let options = &spec.moe;
     let kind = training_kind(options.precision, device);
     let checkpointing = options.gradient_checkpointing.unwrap_or(device.is_cuda());
@@ -222,10 +204,15 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
     }
     let storage = if lora_qat { expert_storage(options) } else { ExpertStorage::Dense };
     let (mut vars, model, codec) = base_model(&spec.model, device, kind, storage)?;
+    // A spec from the API names its QAT format; one given to the runner's CLI may leave it to the model.
+    let mut resolved = spec.clone();
+    resolved.moe.resolve_qat_format(model.config.architecture.class_name());
+    let (spec, options) = (&resolved, &resolved.moe);
+    let qat_format = options.qat_format();
     let packed_experts = model.has_packed_experts().then(|| (model.packed_expert_format(), model.packed_expert_bytes()));
     // Before any training: a format the experts cannot be packed in would only fail at QAT.
     let (hidden, expert_intermediate) = (model.config.hidden_size, model.config.moe.intermediate_size);
-    options.qat_format().check_expert_dims(&spec.model, hidden, expert_intermediate).map_err(anyhow::Error::msg)?;
+    qat_format.check_expert_dims(&spec.model, hidden, expert_intermediate).map_err(anyhow::Error::msg)?;
     let (train_examples, validation_examples) = if data.validation.is_empty() {
         data::split_validation(data.train, options.validation_split)
     } else {
@@ -302,7 +289,7 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
         None => None,
     };
     progress.activation_amax = activations.as_ref().map(resume::amax_to_json);
-    let quantizer = Quantizer { format: options.qat_format(), mxfp4_rule: crate::quant::mxfp4_scale_rule(options.qat.mxfp4_scale_rule), activations };
+    let quantizer = Quantizer::for_job(options, activations);
     let weight_hook = |w: &Tensor| quantizer.weights(w);
     let act_hook = |layer: usize, which: ExpertInput, x: &Tensor| quantizer.activation(layer, which, x);
     let fp4 = |adapters| fp4_mode(&weight_hook, options.qat.quantize_activations.then_some(&act_hook as ActHook), adapters);
@@ -356,8 +343,8 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
         let trainables = qat_trainables(&model, &vars, options, adapters.as_ref(), lora_qat);
         reporter.event(info(&format!(
             "QAT ({}{} {}, training {}): {qat_steps} steps at lr {:e}; validation loss after SFT {:.4}, after PTQ {:.4}",
-            options.qat_format().as_str(),
-            if options.qat.mxfp4_scale_rule == Mxfp4ScaleRule::Ceil && options.qat_format() == QatFormat::Mxfp4 { ", ceil scales" } else { "" },
+            qat_format.as_str(),
+            if options.qat.mxfp4_scale_rule == Mxfp4ScaleRule::Ceil && qat_format == QatFormat::Mxfp4 { ", ceil scales" } else { "" },
             if options.qat.quantize_activations { "weights+activations" } else { "weight-only" },
             if lora_qat { "the adapters on the quantized weights" } else { "every weight" },
             options.qat.learning_rate,
@@ -387,7 +374,7 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
     }
 
     let report = report(
-        options.qat_format(),
+        qat_format,
         [("base", base_scores, base_task), ("sft", sft_eval.sft, sft_eval.sft_task), ("ptq", sft_eval.ptq, sft_eval.ptq_task), ("sft_qat", qat, qat_task)],
         sft_eval.ptq_agreement.clone(),
         eval::routing_agreement(&sft_top_k, &qat_top_k, &eval_batches),
@@ -408,14 +395,13 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
             None => serde_json::json!({ "format": crate::model::kind_name(kind) }),
         },
         "sft": { "method": options.sft_method, "steps": progress.sft_losses.len(), "first_loss": progress.sft_losses.first(), "last_loss": progress.sft_losses.last() },
-        "qat": { "format": options.qat_format(), "mxfp4_scale_rule": options.qat.mxfp4_scale_rule, "steps": progress.qat_losses.len(), "first_loss": progress.qat_losses.first(), "last_loss": progress.qat_losses.last() },
+        "qat": { "format": qat_format, "mxfp4_scale_rule": options.qat.mxfp4_scale_rule, "steps": progress.qat_losses.len(), "first_loss": progress.qat_losses.first(), "last_loss": progress.qat_losses.last() },
         "stop_reason": progress.stop_reason.clone().unwrap_or_else(|| "completed".into()),
         "training_seconds": progress.training_seconds,
         "eval": report["table"].clone(),
         "routing_agreement": report["routing_agreement"].clone(),
     });
     let activation_amax = quantizer.activations;
-    let qat_format = options.qat_format();
     Ok(TrainOutput { model, vars, codec, adapters: sft_adapters, activation_amax, qat_format, trained_tokens: progress.tokens, summary, report })
 }
 

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use moetune_types::QatFormat;
+use moetune_types::{MoeSftQatOptions, QatFormat};
 use tch::{Kind, Tensor};
 
 use crate::export::fp4::ActivationAmax;
@@ -20,6 +20,11 @@ pub struct Quantizer {
 }
 
 impl Quantizer {
+    /// The quantizer of a job's QAT stage (its format resolved): `activations` from its calibration.
+    pub fn for_job(options: &MoeSftQatOptions, activations: Option<ActivationAmax>) -> Self {
+        Self { format: options.qat_format(), mxfp4_rule: crate::quant::mxfp4_scale_rule(options.qat.mxfp4_scale_rule), activations }
+    }
+
     /// Fake quantization of expert weights (last dimension = input), straight-through.
     pub fn weights(&self, w: &Tensor) -> Tensor {
         match self.format {
