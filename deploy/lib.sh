@@ -29,23 +29,32 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
 }
 
-# Python venv with torch (libtorch for the runner) and the reference stack used as test oracles.
+# Python venv with torch: the runner links its libtorch. This is all deploy/up needs.
 ensure_venv() {
-  if "$VENV/bin/python" -c "import torch, transformers, peft, safetensors, tokenizers, modelopt.torch.quantization, schemathesis, openai, kubernetes_validate, yaml, httpx, attrs, dateutil, sys, importlib.metadata as m; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION' or m.version('openapi-python-client') != '$OPENAPI_PYTHON_CLIENT_VERSION' or m.version('ruff') != '$RUFF_VERSION')" 2>/dev/null; then
+  if "$VENV/bin/python" -c "import sys, torch; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
     return
   fi
-  log "creating the torch venv in $VENV (one time, ~2 min)"
+  log "creating the torch venv in $VENV (one time, ~1 min)"
   command -v python3 >/dev/null || apt_install python3 python3-venv
   python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$VENV"; }
   "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install -q "torch==$TORCH_VERSION"
-  # Test oracles only: transformers + PEFT (model code, adapters), modelopt (NVFP4 rounding);
-  # schemathesis fuzzes the API against openapi/openapi.json; the official openai SDK checks we are a drop-in;
-  # kubernetes-validate checks deploy/k8s against the Kubernetes schemas.
+}
+
+# The reference stack the tests, the benchmarks and sdk/generate use, added to the same venv. Test
+# oracles only, never runtime dependencies: transformers + PEFT (model code, adapters), modelopt (NVFP4
+# rounding); schemathesis fuzzes the API against openapi/openapi.json; the official openai SDK checks we
+# are a drop-in; kubernetes-validate checks deploy/k8s against the Kubernetes schemas; the Python SDK's
+# generator and formatter and its runtime dependencies.
+ensure_test_venv() {
+  ensure_venv
+  if "$VENV/bin/python" -c "import transformers, peft, safetensors, tokenizers, modelopt.torch.quantization, schemathesis, openai, kubernetes_validate, yaml, httpx, attrs, dateutil, sys, importlib.metadata as m; sys.exit(m.version('openapi-python-client') != '$OPENAPI_PYTHON_CLIENT_VERSION' or m.version('ruff') != '$RUFF_VERSION')" 2>/dev/null; then
+    return
+  fi
+  log "adding the test oracles to the venv (one time, ~1 min)"
   "$VENV/bin/pip" install -q "transformers>=5,<6" "peft>=0.21" "nvidia-modelopt>=0.40" "schemathesis>=4,<5" "openai>=2" \
-    "kubernetes-validate>=1.31" pyyaml requests safetensors tokenizers numpy
-  # The Python SDK's generator and formatter (sdk/generate), and its runtime dependencies.
-  "$VENV/bin/pip" install -q "openapi-python-client==$OPENAPI_PYTHON_CLIENT_VERSION" "ruff==$RUFF_VERSION" httpx attrs python-dateutil
+    "kubernetes-validate>=1.31" pyyaml requests safetensors tokenizers numpy \
+    "openapi-python-client==$OPENAPI_PYTHON_CLIENT_VERSION" "ruff==$RUFF_VERSION" httpx attrs python-dateutil
 }
 
 # Environment for building gpu-runner: torch-sys finds libtorch through the venv's python.

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod dataset_sink;
 pub mod error;
 pub mod estimate;

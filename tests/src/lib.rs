@@ -3,6 +3,7 @@
 //!
 //! Run through `deploy/test`, which provisions the services and exports their settings.
 
+pub mod browser;
 pub mod webhook_receiver;
 
 use std::time::Duration;

@@ -19,11 +19,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/openapi.json", web::get().to(openapi_json))
         .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok") }))
         .route("/readyz", web::get().to(readyz))
-        // Prometheus; the ingress in deploy/k8s routes only /v1, /docs and /openapi.json publicly.
+        // Prometheus; the ingress in deploy/k8s routes only /v1, /docs, /console and /openapi.json publicly.
         .route("/metrics", web::get().to(crate::metrics::serve))
         // Swagger UI, served from assets compiled into the binary (no CDN).
         .route("/docs", web::get().to(|| async { HttpResponse::Found().insert_header(("location", "/docs/")).finish() }))
         .service(utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}").config(utoipa_swagger_ui::Config::from("/openapi.json")))
+        // The web console: static assets; it calls /v1 with the user's key like any client.
+        .configure(crate::console::configure)
         .service(v1_scope());
 }
 
