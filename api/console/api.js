@@ -31,8 +31,8 @@ function headers(extra = {}) {
   return { authorization: `Bearer ${credential()}`, ...extra };
 }
 
-/** Sends a request; a JSON body unless it is FormData. POSTs carry a fresh Idempotency-Key, so a
- *  retried or double-submitted request cannot create a second job or file. */
+/** Sends a request; a JSON body unless it is FormData. POSTs carry an Idempotency-Key (the forms
+ *  disable their button while a request is in flight, so a double click sends one request). */
 export async function request(method, path, body) {
   const extra = method === "POST" ? { "idempotency-key": crypto.randomUUID() } : {};
   let payload = body;
@@ -50,7 +50,8 @@ export const post = async (path, body) => (await request("POST", path, body)).js
 
 export const jobPath = (id, rest = "") => `/v1/fine_tuning/jobs/${encodeURIComponent(id)}${rest}`;
 
-/** Downloads a file the API serves behind the credential: fetched, then saved from a blob URL. */
+/** Downloads a file the API serves behind the credential: fetched into memory, then saved from a
+ *  blob URL (so only for files that fit a browser tab; see job.js for larger ones). */
 export async function download(path, filename) {
   const blob = await (await request("GET", path)).blob();
   const url = URL.createObjectURL(blob);
@@ -76,46 +77,66 @@ function parseFrame(frame) {
   return { ...fields, data: fields.data.join("\n") };
 }
 
+/** The server sends a keep-alive every 15 s: this long without a byte means the connection is dead. */
+const SILENCE_MS = 45_000;
+
 /**
  * Follows a job's events over `events?stream=true`, oldest first. fetch rather than EventSource,
- * which cannot send the credential. After a dropped connection it reconnects with Last-Event-ID and
- * continues after the last event it saw. Returns a function that stops following.
+ * which cannot send the credential. After a dropped or silent connection it reconnects with
+ * Last-Event-ID and continues after the last event it handled; `onStatus` hears "live" or
+ * "reconnecting". Returns a function that stops following.
  */
-export function followEvents(jobId, { onEvent, onDone, onError }) {
-  const controller = new AbortController();
+export function followEvents(jobId, { onEvent, onDone, onError, onStatus = () => {} }) {
   let lastId = null;
   let stopped = false;
-  const stop = () => { stopped = true; controller.abort(); };
+  let connection = null;
+  const stop = () => { stopped = true; connection?.abort(); };
   (async () => {
     let delay = 1000;
     while (!stopped) {
+      // One controller per connection: whatever ends it (an error, silence, stop) closes it, so
+      // no stream is left open on the server.
+      connection = new AbortController();
+      let silence = null;
+      const heard = () => { clearTimeout(silence); silence = setTimeout(() => connection.abort(), SILENCE_MS); };
       try {
         const extra = { accept: "text/event-stream" };
         if (lastId) extra["last-event-id"] = lastId;
-        const response = await fetch(jobPath(jobId, "/events?stream=true"), { headers: headers(extra), signal: controller.signal });
+        heard();
+        const response = await fetch(jobPath(jobId, "/events?stream=true"), { headers: headers(extra), signal: connection.signal });
         if (!response.ok) throw await errorOf(response);
+        onStatus("live");
         const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
         let buffer = "";
         for (;;) {
           const { value, done } = await reader.read();
           if (done) break;
+          heard();
           delay = 1000;
           buffer += value;
           let end;
           while ((end = buffer.search(/\r?\n\r?\n/)) >= 0) {
             const frame = parseFrame(buffer.slice(0, end));
             buffer = buffer.slice(end).replace(/^\r?\n\r?\n/, "");
-            if (frame.id) lastId = frame.id;
             if (frame.event === "done") { stopped = true; onDone(); return; }
-            if (frame.data) onEvent(JSON.parse(frame.data));
+            // A frame that cannot be shown is skipped, not retried: reconnecting would bring it back.
+            if (frame.data) {
+              try { onEvent(JSON.parse(frame.data)); } catch (error) { console.error("event not shown", frame.id, error); }
+            }
+            if (frame.id) lastId = frame.id;
           }
         }
       } catch (error) {
         if (stopped) return;
-        // A refusal (no such job, key revoked) will not change by retrying; a dropped connection or a
-        // busy server will.
+        // A refusal (no such job, key revoked) will not change by retrying; a dropped connection, a
+        // busy server or the tenant's cap on open streams will.
         if (error instanceof ApiError && error.status < 500 && error.status !== 429) { onError(error); return; }
+      } finally {
+        clearTimeout(silence);
+        connection.abort();
       }
+      if (stopped) return;
+      onStatus("reconnecting");
       await new Promise((resolve) => setTimeout(resolve, delay));
       delay = Math.min(delay * 2, 15_000);
     }

@@ -25,8 +25,8 @@ async function route() {
   const [, page, id] = location.hash.split("/");
   try {
     if (page === "jobs" && id) stopCurrent = jobView(main, decodeURIComponent(id));
-    else if (page === "new") await newJobView(main, (jobId) => { location.hash = `#/jobs/${encodeURIComponent(jobId)}`; });
-    else if (page === "files") await filesView(main);
+    else if (page === "new") await newJobView(main, (jobId) => { location.hash = `#/jobs/${encodeURIComponent(jobId)}`; }, isCurrent);
+    else if (page === "files") await filesView(main, isCurrent);
     else await jobsView(main, isCurrent);
   } catch (error) {
     if (!isCurrent()) return;

@@ -2,7 +2,7 @@
 // curves, every expert's share per layer, monitor alerts), the evaluation table, checkpoints,
 // artifact downloads and the event log.
 
-import { download, followEvents, get, jobPath, post } from "./api.js";
+import { download, followEvents, get, jobPath, post, signOut } from "./api.js";
 import { expertHeatmap, lineChart, short } from "./charts.js";
 import { bytes, errorBox, fill, h, time } from "./dom.js";
 
@@ -10,18 +10,20 @@ const TERMINAL = ["succeeded", "failed", "cancelled"];
 const LOG_LINES = 300;
 /** Past this many points a series drops every other one: a job of any length draws in bounded time. */
 const MAX_POINTS = 4000;
+/** Larger artifacts are not fetched into the tab's memory: the page shows the CLI command instead. */
+const BROWSER_DOWNLOAD_BYTES = 512 * 1024 * 1024;
 
 /** Shows job `id`; returns a function that stops following it. */
 export function jobView(main, id) {
   const page = {
-    id, job: null, steps: [], checks: [], report: null, log: [],
+    id, job: null, steps: [], checks: [], report: null, log: [], refreshes: 0,
     header: h("section", { id: "job-header" }), actions: h("div.row", { id: "job-actions" }), actionResult: h("div"),
     progress: h("section", { id: "progress" }), charts: h("section.charts"), usage: h("section", { id: "usage" }),
     alerts: h("section", { id: "alerts" }), evaluation: h("section", { id: "evaluation-section" }),
     checkpoints: h("section", { id: "checkpoints" }), artifacts: h("section", { id: "artifacts" }),
-    logBox: h("ol.log", { id: "log", reversed: true }),
+    logBox: h("ol.log", { id: "log", reversed: true }), connection: h("p.muted", { id: "connection" }),
   };
-  fill(main, page.header, page.actions, page.actionResult, page.progress, page.charts, page.usage, page.alerts,
+  fill(main, page.header, page.actions, page.actionResult, page.connection, page.progress, page.charts, page.usage, page.alerts,
     page.evaluation, page.artifacts, page.checkpoints, h("h2", {}, "Events"), page.logBox);
   const redraw = throttled(() => drawLive(page), 400);
   const refresh = throttled(() => refreshJob(page), 500);
@@ -36,8 +38,9 @@ export function jobView(main, id) {
       if (page.log.length > LOG_LINES) page.log.shift();
       redraw();
     },
-    onDone: () => { refresh(); redraw(); },
-    onError: (error) => fill(page.actionResult, errorBox(error)),
+    onDone: () => { fill(page.connection); refresh(); redraw(); },
+    onError: (error) => showError(page, error),
+    onStatus: (status) => fill(page.connection, status === "reconnecting" ? "Connection lost; reconnecting…" : ""),
   });
 }
 
@@ -56,13 +59,27 @@ function throttled(fn, ms) {
 }
 
 async function refreshJob(page) {
+  // Several refreshes may be in flight; only the newest one draws.
+  page.refreshes += 1;
+  const mine = page.refreshes;
   try {
     const [job, checkpoints] = await Promise.all([get(jobPath(page.id)), get(jobPath(page.id, "/checkpoints?limit=100"))]);
+    if (mine !== page.refreshes) return;
     page.job = job;
     drawJob(page, checkpoints.data);
   } catch (error) {
-    fill(page.actionResult, errorBox(error));
+    if (mine === page.refreshes) showError(page, error);
   }
+}
+
+/** An error under the actions; a credential that stopped working sends the user back to sign in. */
+function showError(page, error) {
+  if (error.status === 401) {
+    signOut();
+    window.dispatchEvent(new HashChangeEvent("hashchange"));
+    return;
+  }
+  fill(page.actionResult, errorBox(error));
 }
 
 function drawJob(page, checkpoints) {
@@ -74,12 +91,13 @@ function drawJob(page, checkpoints) {
     h("p.muted", {}, `created ${time(job.created_at)}`, job.finished_at ? `, finished ${time(job.finished_at)}` : "", `, attempt ${job.attempt}`),
     job.error ? errorBox(job.error) : null);
   const finished = TERMINAL.includes(job.status);
-  const act = (name) => async () => {
+  const act = (name) => async (event) => {
+    event.target.disabled = true;
     try {
       await post(jobPath(job.id, `/${name}`));
       fill(page.actionResult);
     } catch (error) {
-      fill(page.actionResult, errorBox(error));
+      showError(page, error);
     }
     refreshJob(page);
   };
@@ -87,13 +105,15 @@ function drawJob(page, checkpoints) {
     h("button", { id: "pause", type: "button", disabled: finished || ["pausing", "paused"].includes(job.status), onclick: act("pause") }, "Pause"),
     h("button", { id: "resume", type: "button", disabled: job.status !== "paused", onclick: act("resume") }, "Resume"),
     h("button.danger", { id: "cancel", type: "button", disabled: finished, onclick: act("cancel") }, "Cancel"),
-    h("button", { id: "report", type: "button", onclick: () => download(jobPath(job.id, "/report"), `${job.id}-report.html`).catch((e) => fill(page.actionResult, errorBox(e))) }, "Download report"));
+    h("button", { id: "report", type: "button", onclick: () => download(jobPath(job.id, "/report"), `${job.id}-report.html`).catch((e) => showError(page, e)) }, "Download report"));
   drawEvaluation(page);
   fill(page.artifacts, h("h2", {}, "Artifacts"), job.artifacts.length === 0 ? h("p.muted", {}, "None yet: they are written when the job succeeds.") : h("table", {},
     h("thead", {}, h("tr", {}, ["name", "size", "sha256", ""].map((c) => h("th", {}, c)))),
     h("tbody", {}, job.artifacts.map((a) => h("tr", { "data-artifact": a.name },
       h("td.mono", {}, a.name), h("td", {}, bytes(a.bytes)), h("td.mono.hash", {}, a.sha256),
-      h("td", {}, h("button", { type: "button", "data-download": a.name, onclick: () => downloadArtifact(page, a.name) }, "Download")))))));
+      h("td", {}, a.bytes <= BROWSER_DOWNLOAD_BYTES
+        ? h("button", { type: "button", "data-download": a.name, onclick: () => downloadArtifact(page, a.name) }, "Download")
+        : h("code.mono", {}, `moetune artifacts download ${job.id} ${a.name}`)))))));
   fill(page.checkpoints, h("h2", {}, "Checkpoints"), checkpoints.length === 0 ? h("p.muted", {}, "None yet.") : h("table", {},
     h("thead", {}, h("tr", {}, ["name", "stage", "step", "attempt", "size", "stored at"].map((c) => h("th", {}, c)))),
     h("tbody", {}, checkpoints.map((c) => h("tr", { "data-checkpoint": c.name },
@@ -103,7 +123,7 @@ function drawJob(page, checkpoints) {
 
 function downloadArtifact(page, name) {
   const path = jobPath(page.id, `/artifacts/${name.split("/").map(encodeURIComponent).join("/")}/content`);
-  download(path, name.replaceAll("/", "_")).catch((error) => fill(page.actionResult, errorBox(error)));
+  download(path, name.replaceAll("/", "_")).catch((error) => showError(page, error));
 }
 
 /** SFT steps, then QAT steps after them on one axis (as on the report page). */

@@ -9,7 +9,13 @@ let schemasPromise = null;
 
 /** The components of /openapi.json (fetched once; the document is public). */
 export function schemas() {
-  schemasPromise ??= fetch("/openapi.json").then((r) => r.json()).then((spec) => spec.components.schemas);
+  schemasPromise ??= fetch("/openapi.json")
+    .then((r) => {
+      if (!r.ok) throw new Error(`Could not read the API's options (/openapi.json answered ${r.status}); reload to try again.`);
+      return r.json();
+    })
+    .then((spec) => spec.components.schemas)
+    .catch((error) => { schemasPromise = null; throw error; });
   return schemasPromise;
 }
 
@@ -111,7 +117,11 @@ function leaf(all, field, path) {
   } else if (type === "integer" || type === "number") {
     input = h("input", { id, name: path, type: "number", step: type === "integer" ? 1 : "any",
       min: schema.minimum, placeholder: field.default ?? (field.nullable ? "default" : "") });
-    read = () => (input.value === "" ? undefined : Number(input.value));
+    read = () => {
+      // Text the browser cannot read as a number shows as empty: refuse it rather than send the default.
+      if (input.validity.badInput) throw Object.assign(new Error(`${path}: "${label(path.split(".").pop())}" is not a number.`), { param: path });
+      return input.value === "" ? undefined : Number(input.value);
+    };
   } else if (type === "array" && schema.items?.type === "string") {
     // One item per line: prompts may contain commas.
     input = h("textarea", { id, name: path, rows: 2, placeholder: (field.default || []).join("\n") || "one per line" });

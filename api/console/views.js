@@ -28,7 +28,7 @@ export function signInView(main, onSignedIn) {
 }
 
 /** Datasets: upload (validated as it streams; refused lines are listed in place) and the file list. */
-export async function filesView(main) {
+export async function filesView(main, isCurrent) {
   const file = h("input", { id: "upload-file", type: "file", accept: ".jsonl,.json,.txt", required: true });
   const result = h("div", { id: "upload-result" });
   const list = h("div", { id: "files" });
@@ -38,6 +38,8 @@ export async function filesView(main) {
     body.append("purpose", "fine-tune");
     body.append("file", file.files[0]);
     fill(result, h("p.muted", {}, `Uploading ${file.files[0].name}…`));
+    const submit = form.querySelector("button[type=submit]");
+    submit.disabled = true;
     try {
       const uploaded = await post("/v1/files", body);
       fill(result, h("p.ok", { "data-file": uploaded.id }, `${uploaded.filename} is ${uploaded.id}: ${uploaded.example_count} examples, ${uploaded.format} format, about ${uploaded.estimated_tokens} tokens.`));
@@ -45,13 +47,15 @@ export async function filesView(main) {
       await showFiles(list);
     } catch (error) {
       fill(result, errorBox(error));
+    } finally {
+      submit.disabled = false;
     }
   } },
   h("h2", {}, "Upload a dataset"),
   h("p.muted", {}, "JSONL in chat, alpaca or prompt/completion format. Every line is checked as it uploads; a file with errors is refused and nothing is stored."),
   file, h("button", { type: "submit" }, "Upload"), result);
   fill(main, form, h("h2", {}, "Datasets"), list);
-  await showFiles(list);
+  if (isCurrent()) await showFiles(list);
 }
 
 async function showFiles(list) {
@@ -69,7 +73,17 @@ export async function jobsView(main, isCurrent) {
   const table = h("div", { id: "jobs" });
   fill(main, h("div.row", {}, h("h1", {}, "Fine-tuning jobs"), h("a.button", { href: "#/new" }, "New job")), table);
   while (isCurrent()) {
-    const jobs = await get("/v1/fine_tuning/jobs?limit=50");
+    let jobs;
+    try {
+      jobs = await get("/v1/fine_tuning/jobs?limit=50");
+    } catch (error) {
+      // A refused credential ends the page (the router signs out); anything else is shown and retried.
+      if (error.status === 401) throw error;
+      fill(table, errorBox(error));
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+      continue;
+    }
+    if (!isCurrent()) return;
     fill(table, jobs.data.length === 0 ? h("p.muted", {}, "No jobs yet: upload a dataset, then create a job.") : h("table", {},
       h("thead", {}, h("tr", {}, ["job", "model", "status", "created", "fine-tuned model"].map((c) => h("th", {}, c)))),
       h("tbody", {}, jobs.data.map((j) => h("tr", { "data-job": j.id },
@@ -81,8 +95,9 @@ export async function jobsView(main, isCurrent) {
 }
 
 /** The new-job form: model, files, the common settings, and every MoE option with its default. */
-export async function newJobView(main, openJob) {
+export async function newJobView(main, openJob, isCurrent) {
   const [models, files, all] = await Promise.all([get("/v1/models"), get("/v1/files?limit=100"), schemas()]);
+  if (!isCurrent()) return;
   const usable = files.data.filter((f) => f.status === "processed");
   const select = (id, options, empty) => h("select", { id, required: !empty },
     empty ? h("option", { value: "" }, empty) : null, options.map(([value, text]) => h("option", { value }, text)));
@@ -93,18 +108,14 @@ export async function newJobView(main, openJob) {
   const suffix = h("input", { id: "job-suffix", maxlength: 64, placeholder: "optional" });
   const epochs = h("input", { id: "job-n-epochs", placeholder: "auto" });
   const batch = h("input", { id: "job-batch-size", placeholder: "auto" });
-  const seed = h("input", { id: "job-seed", type: "number", min: 0, placeholder: "random" });
+  const seed = h("input", { id: "job-seed", inputmode: "numeric", placeholder: "random" });
   const options = optionsForm(all, "MoeSftQatOptions", "method.moe_sft_qat");
   const result = h("div", { id: "job-result" });
-  // "auto", a number, or the text as typed (the API then says what is wrong with it).
-  const auto = (v) => {
-    const text = v.trim();
-    if (text === "") return undefined;
-    return text === "auto" || Number.isNaN(Number(text)) ? text : Number(text);
-  };
+  // "auto", a whole number, or the text as typed (the API then says what is wrong with it).
+  const auto = (v) => (v.trim() === "auto" ? "auto" : integer(v));
   const body = () => ({
     model: model.value, training_file: training.value, validation_file: validation.value || undefined,
-    suffix: suffix.value || undefined, seed: seed.value === "" ? undefined : Number(seed.value),
+    suffix: suffix.value || undefined, seed: integer(seed.value),
     hyperparameters: { n_epochs: auto(epochs.value), batch_size: auto(batch.value) },
     method: { type: "moe_sft_qat", moe_sft_qat: options.value() },
   });
@@ -147,6 +158,14 @@ export async function newJobView(main, openJob) {
   h("div.row", {}, h("button", { type: "button", id: "estimate", onclick: estimate }, "Estimate"), h("button", { type: "submit" }, "Create job")),
   result);
   fill(main, form);
+}
+
+/** A whole number typed in decimal that JSON carries exactly; other text is sent as typed, for the
+ *  API to refuse with its message (never rounded or dropped here). */
+function integer(value) {
+  const text = value.trim();
+  if (text === "") return undefined;
+  return /^[0-9]+$/.test(text) && Number.isSafeInteger(Number(text)) ? Number(text) : text;
 }
 
 function row(id, text, input, help) {

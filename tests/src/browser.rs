@@ -4,16 +4,28 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::os::unix::process::CommandExt;
+
 use fantoccini::{elements::Element, Client, ClientBuilder, Locator};
 
-use crate::{free_port, KillOnDrop};
+use crate::free_port;
 
 pub struct Browser {
     pub client: Client,
     /// Where the browser saves downloads.
     pub downloads: PathBuf,
     screenshots: PathBuf,
-    _driver: KillOnDrop,
+    _driver: ProcessGroup,
+}
+
+/// A child leading its own process group; the whole group is killed on drop.
+struct ProcessGroup(std::process::Child);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0.id())]).status();
+        let _ = self.0.wait();
+    }
 }
 
 impl Browser {
@@ -21,13 +33,15 @@ impl Browser {
     /// Screenshots go to `screenshots`, downloads to a fresh directory under it.
     pub async fn start(screenshots: &Path) -> Self {
         let port = free_port();
-        let driver = KillOnDrop(
-            std::process::Command::new("chromedriver")
-                .arg(format!("--port={port}"))
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .expect("chromedriver (Debian's chromium-driver; deploy/test installs it)"),
-        );
+        // A process group of its own: dropping the browser ends chromedriver and the Chromium it
+        // started, even when a test panics before closing its session.
+        let driver = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver; deploy/test installs it)");
+        let driver = ProcessGroup(driver);
         let downloads = screenshots.join("downloads");
         std::fs::create_dir_all(&downloads).expect("downloads directory");
         let capabilities = serde_json::json!({"goog:chromeOptions": {
@@ -64,8 +78,20 @@ impl Browser {
         self.client.find_all(Locator::Css(css)).await.expect("find_all")
     }
 
+    /// Clicks the element matching `css`. The page redraws parts of itself as events arrive, so an
+    /// element found a moment ago may have been replaced: the click is retried on a fresh lookup.
     pub async fn click(&self, css: &str) {
-        self.wait_for(css, Duration::from_secs(10)).await.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
+        let mut tries = 0;
+        loop {
+            match self.wait_for(css, Duration::from_secs(10)).await.click().await {
+                Ok(()) => return,
+                Err(_) if tries < 20 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("click {css}: {e}"),
+            }
+        }
     }
 
     /// Clears a field and types `text` into it.
