@@ -60,6 +60,19 @@ impl TestEnv {
         self.token_for("operators", Some(&[Scope::Admin])).await
     }
 
+    /// An API key (`mtk-…`) for an existing tenant, made by an operator through the API; `scopes`
+    /// None gives every tenant scope.
+    pub async fn api_key(&self, tenant: &str, name: &str, scopes: Option<&[&str]>) -> String {
+        let mut body = serde_json::json!({"tenant": tenant, "name": name});
+        if let Some(scopes) = scopes {
+            body["scopes"] = serde_json::json!(scopes);
+        }
+        let response = self.http.post(self.url("/v1/admin/api_keys")).bearer_auth(self.admin_token().await).json(&body).send().await.expect("POST /v1/admin/api_keys");
+        assert_eq!(response.status(), 200, "an operator creates API keys");
+        let created: serde_json::Value = response.json().await.expect("json");
+        created["value"].as_str().expect("the key's value").to_string()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -19,18 +19,7 @@ async fn a_job_is_driven_through_the_console(pool: PgPool) {
     let env = TestEnv::start(pool.clone()).await;
     let scheduler = tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool.clone(), std::future::pending()));
     let _runner = spawn_runner(&env, "console-runner");
-    let key: Value = env
-        .http
-        .post(env.url("/v1/admin/api_keys"))
-        .bearer_auth(env.admin_token().await)
-        .json(&json!({"tenant": "acme", "name": "console"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = key["value"].as_str().expect("an API key").to_string();
+    let key = env.api_key("acme", "console", None).await;
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console");
     let _ = std::fs::remove_dir_all(&shots);
     std::fs::create_dir_all(&shots).unwrap();

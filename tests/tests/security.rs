@@ -62,19 +62,7 @@ fn spellings(pattern: &str) -> Vec<(&'static str, String)> {
 #[sqlx::test(migrations = "../migrations")]
 async fn every_route_under_every_spelling_enforces_its_declared_scope(pool: PgPool) {
     let env = TestEnv::start(pool).await;
-    let admin = env.admin_token().await;
-    let created: Value = env
-        .http
-        .post(env.url("/v1/admin/api_keys"))
-        .bearer_auth(&admin)
-        .json(&json!({"tenant": "acme", "name": "dashboard", "scopes": ["files:read", "jobs:read"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let read_only = created["value"].as_str().unwrap().to_string();
+    let read_only = env.api_key("acme", "dashboard", Some(&["files:read", "jobs:read"])).await;
     let read_only_scopes = [Scope::FilesRead, Scope::JobsRead];
     let callers: [(&str, Option<&str>, &[Scope]); 3] = [("tenant token", Some(&env.token), &Scope::TENANT), ("read-only key", Some(&read_only), &read_only_scopes), ("no credential", None, &[])];
     let keys_before: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys").fetch_one(&env.pool).await.unwrap();
