@@ -40,17 +40,18 @@ def load(paths):
 
 def train_section(lines, device):
     gemm = [l["gflops"] for l in lines if l["bench"] == "gemm" and l["device"] == device]
-    runs = defaultdict(lambda: {"moetune": [], "anchor": [], "anchor_keep_freed": []})
+    runs = defaultdict(lambda: {"moetune": [], "moetune_loop": [], "anchor": [], "anchor_keep_freed": []})
     for l in lines:
         if l["bench"] == "train" and l["device"] == device:
             if l["impl"] == "moetune":
-                kind = "moetune"
+                # The per-expert loop, measured beside the grouped expert GEMMs (older lines have neither).
+                kind = "moetune_loop" if l.get("experts") == "loop" else "moetune"
             else:
                 kind = "anchor_keep_freed" if l.get("allocator") == "keep-freed" else "anchor"
             runs[(l["arch"], l["method"])][kind].append(l)
     rows = []
     for (arch, method), r in sorted(runs.items(), key=lambda kv: (kv[0][0] not in TRAIN_ARCHS, kv[0])):
-        ours, anchor, tuned = r["moetune"], r["anchor"], r["anchor_keep_freed"]
+        ours, anchor, tuned, loop = r["moetune"], r["anchor"], r["anchor_keep_freed"], r["moetune_loop"]
         pairs = list(zip(ours, anchor))
         peaks = [(o["model_gflops"] / g) for o, g in zip(ours, gemm)] if gemm else []
         rows.append({
@@ -63,6 +64,8 @@ def train_section(lines, device):
             # The anchor given the allocator settings the runner uses (CPU only; see docs/benchmarks.md).
             "anchor_keep_freed_tokens_per_s": spread([a["tokens_per_s"] for a in tuned]),
             "ratio_keep_freed": spread([o["tokens_per_s"] / a["tokens_per_s"] for o, a in zip(ours, tuned)]),
+            "loop_tokens_per_s": spread([o["tokens_per_s"] for o in loop]),
+            "grouped_over_loop": spread([o["tokens_per_s"] / l["tokens_per_s"] for o, l in zip(ours, loop)]),
             "model_gflops": spread([o["model_gflops"] for o in ours]),
             "fraction_of_gemm_peak": spread(peaks),
             # Where a moetune step goes (medians over runs): forward and backward (one call since the step
@@ -187,9 +190,12 @@ def train_table(t, title):
     # The anchor with the runner's malloc settings is measured on the CPU only.
     tuned = any(r.get("anchor_keep_freed_tokens_per_s") for r in t["rows"])
     extra_head = " anchor, runner's malloc settings, tokens/s | × that |" if tuned else ""
+    # The per-expert loop measured in the same run as the grouped expert GEMMs.
+    looped = any(r.get("loop_tokens_per_s") for r in t["rows"])
+    loop_head = " per-expert loop tokens/s | grouped × loop |" if looped else ""
     out = [f"GEMM peak measured in the same run: {fmt(t['gemm_gflops'], 0)} GFLOP/s.", "",
-           f"| {title} | moetune tokens/s | anchor tokens/s | × anchor |{extra_head} model GFLOP/s | of GEMM peak | moetune step: forward + backward + optimiser |",
-           "|---|---|---|---|" + ("---|---|" if tuned else "") + "---|---|---|"]
+           f"| {title} | moetune tokens/s | anchor tokens/s | × anchor |{extra_head}{loop_head} model GFLOP/s | of GEMM peak | moetune step: forward + backward + optimiser |",
+           "|---|---|---|---|" + ("---|---|" if tuned else "") + ("---|---|" if looped else "") + "---|---|---|"]
     for r in t["rows"]:
         p = r.get("phases_s")
         unit, scale = ("ms", 1e3) if t["rows"] and (r["moetune_tokens_per_s"] or {}).get("median", 0) > 5000 else ("s", 1.0)
@@ -198,6 +204,7 @@ def train_table(t, title):
         else:
             phases = f"{p['forward_s'] * scale:.3g} + {p['backward_s'] * scale:.3g} + {p['optimizer_s'] * scale:.3g} {unit}" if p else "–"
         extra = f" {fmt(r.get('anchor_keep_freed_tokens_per_s'), 0)} | {fmt(r.get('ratio_keep_freed'))} |" if tuned else ""
+        extra += f" {fmt(r.get('loop_tokens_per_s'), 0)} | {fmt(r.get('grouped_over_loop'))} |" if looped else ""
         out.append(f"| {r['arch']} {r['method']} ({r['anchor']}) | {fmt(r['moetune_tokens_per_s'], 0)} | {fmt(r['anchor_tokens_per_s'], 0)} | "
                    f"{fmt(r['ratio'])} |{extra} {fmt(r['model_gflops'], 0)} | {fmt(r['fraction_of_gemm_peak'], 1, 100)} % | {phases} |")
     return out

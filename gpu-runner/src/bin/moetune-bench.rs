@@ -62,6 +62,9 @@ enum Command {
         steps: usize,
         #[arg(long, default_value_t = 2)]
         warmup: usize,
+        /// Run the routed experts one at a time instead of as grouped GEMMs (the earlier path).
+        #[arg(long)]
+        expert_loop: bool,
     },
     Memory {
         /// A config.json (its shapes; the weights are random, packed experts random codes).
@@ -119,9 +122,10 @@ fn main() -> anyhow::Result<()> {
     let kind = if device.is_cuda() { Kind::BFloat16 } else { Kind::Float };
     let line = match cli.command {
         Command::Gemm { size, reps } => gemm(size, reps, device, kind),
-        Command::Train { configs, arch, method, batch, seq, steps, warmup } => {
+        Command::Train { configs, arch, method, batch, seq, steps, warmup, expert_loop } => {
             let configs: Value = serde_json::from_slice(&std::fs::read(&configs).with_context(|| format!("reading {}", configs.display()))?)?;
-            train(&config_for(&configs, &arch)?, &arch, method, batch, seq, steps, warmup, device, kind)?
+            let shape = Shape { batch, seq, steps, warmup };
+            train(&config_for(&configs, &arch)?, &arch, method, shape, expert_loop, device, kind)?
         }
         Command::Fp4 { bytes, cols } => fp4(bytes, cols)?,
         Command::Memory { config, options, batch, stage } => memory(&config, &options, batch, &stage, device, kind)?,
@@ -197,8 +201,16 @@ fn forward_flops_per_token(c: &ArchConfig, seq: i64) -> f64 {
     total
 }
 
-#[allow(clippy::too_many_arguments)]
-fn train(raw: &Value, arch: &str, method: Method, batch: i64, seq: i64, steps: usize, warmup: usize, device: Device, kind: Kind) -> anyhow::Result<Value> {
+/// A training bench's batch shape and step counts.
+struct Shape {
+    batch: i64,
+    seq: i64,
+    steps: usize,
+    warmup: usize,
+}
+
+fn train(raw: &Value, arch: &str, method: Method, shape: Shape, expert_loop: bool, device: Device, kind: Kind) -> anyhow::Result<Value> {
+    let Shape { batch, seq, steps, warmup } = shape;
     let config = ArchConfig::from_json(raw.clone())?;
     let mut vars = nn::VarStore::new(device);
     let model = new_seeded(&vars, config.clone(), 1);
@@ -219,7 +231,8 @@ fn train(raw: &Value, arch: &str, method: Method, batch: i64, seq: i64, steps: u
     let trained_params: i64 = trainables.iter().map(|t| t.tensor.numel() as i64).sum();
     let mut optimizer = AdamW::new(trainables, 0.0);
     let routing = RoutingOptions { capacity_factor: None, jitter: 0.0 };
-    let mode = ForwardMode { routing: Some(&routing), adapters: adapters.as_ref(), ..Default::default() };
+    let mode = ForwardMode { routing: Some(&routing), adapters: adapters.as_ref(), expert_loop, ..Default::default() };
+    let experts = if model.groups_experts(mode, kind) { "grouped" } else { "loop" };
     tch::manual_seed(7);
     let ids = Tensor::randint(config.vocab_size, [batch, seq], (Kind::Int64, device));
     // Every position labelled (the anchor takes the loss on all of them too).
@@ -262,7 +275,7 @@ fn train(raw: &Value, arch: &str, method: Method, batch: i64, seq: i64, steps: u
     Ok(json!({
         "bench": "train", "impl": "moetune", "arch": arch, "method": if method == Method::Full { "full" } else { "lora" },
         "device": device_name(device), "dtype": format!("{kind:?}"), "threads": tch::get_num_threads(),
-        "batch": batch, "seq": seq, "steps": steps, "trained_params": trained_params,
+        "batch": batch, "seq": seq, "steps": steps, "trained_params": trained_params, "experts": experts,
         "step_s": step_s, "forward_backward_s": forward_backward_s, "optimizer_s": optimizer_s, "tokens_per_s": tokens / step_s, "model_flops_per_token": train_flops / tokens,
         "model_gflops": train_flops / step_s / 1e9,
     }))

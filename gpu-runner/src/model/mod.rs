@@ -71,6 +71,9 @@ pub struct ForwardMode<'a> {
     /// Reseeds the random generator before each decoder layer (training): router jitter and LoRA
     /// dropout then draw the same numbers when a checkpointed layer is recomputed in the backward.
     pub seed: Option<i64>,
+    /// Routed experts one at a time even where grouped GEMMs apply (the reference path in tests and
+    /// the bench).
+    pub expert_loop: bool,
 }
 
 /// What one decoder layer produced.
@@ -288,6 +291,13 @@ impl MoeModel {
         Ok(written)
     }
 
+    /// Whether every MoE layer runs its experts as grouped GEMMs in a forward pass with `mode` on
+    /// activations of `kind` (else one expert at a time).
+    pub fn groups_experts(&self, mode: ForwardMode, kind: Kind) -> bool {
+        let hooks = ExpertHooks { transform: mode.expert_transform, adapters: mode.adapters, inputs: mode.expert_inputs, expert_loop: mode.expert_loop };
+        self.moe_blocks().all(|moe| moe.groups_experts(hooks, kind))
+    }
+
     /// Decoder layers with a routed MoE block (the ones with a router).
     pub fn moe_layer_indices(&self) -> Vec<usize> {
         self.layers.iter().enumerate().filter(|(_, l)| matches!(l.mlp, Mlp::Sparse(_))).map(|(i, _)| i).collect()
@@ -367,7 +377,7 @@ impl MoeModel {
         let normed = self.rms(&h, &layer.post_attention_layernorm);
         match &layer.mlp {
             Mlp::Sparse(moe) => {
-                let hooks = ExpertHooks { transform: mode.expert_transform, adapters: mode.adapters, inputs: mode.expert_inputs };
+                let hooks = ExpertHooks { transform: mode.expert_transform, adapters: mode.adapters, inputs: mode.expert_inputs, expert_loop: mode.expert_loop };
                 let (out, deferred) = if defer && moe.can_defer_experts() {
                     let (out, deferred) = moe.forward_deferring_experts(&normed, mode.routing, hooks);
                     (out, Some(deferred))

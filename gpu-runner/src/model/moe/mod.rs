@@ -12,6 +12,11 @@ use super::layers::{linear, DenseMlp};
 use super::params::{normal, Params, Role};
 use super::resident::PackedExperts;
 
+mod deferred;
+mod grouped;
+
+pub use deferred::DeferredExperts;
+
 /// Training-time routing options (ignored at evaluation).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RoutingOptions {
@@ -97,9 +102,11 @@ impl FactorSlices {
     }
 }
 
-/// The experts of one forward pass: the dense weights split per expert, or the packed ones.
+/// The experts of one forward pass: the dense weights split per expert, fused (for the grouped
+/// GEMMs), or the packed ones.
 enum StoredExperts<'a> {
     Dense(Vec<Tensor>, Vec<Tensor>),
+    Fused(Tensor, Tensor),
     Packed(&'a (PackedExperts, PackedExperts)),
 }
 
@@ -109,6 +116,9 @@ pub struct ExpertHooks<'a> {
     pub transform: Option<WeightTransform<'a>>,
     pub adapters: Option<&'a Adapters>,
     pub inputs: Option<ActivationHook<'a>>,
+    /// One expert at a time even where grouped GEMMs apply (the reference the grouped path is tested
+    /// against).
+    pub expert_loop: bool,
 }
 
 impl MoeBlock {
@@ -276,6 +286,7 @@ impl MoeBlock {
     fn expert_weights(&self, e: usize, experts: &StoredExperts, kind: Kind) -> (Tensor, Tensor) {
         match experts {
             StoredExperts::Dense(gate_ups, downs) => (gate_ups[e].shallow_clone(), downs[e].shallow_clone()),
+            StoredExperts::Fused(gate_up, down) => (gate_up.get(e as i64), down.get(e as i64)),
             StoredExperts::Packed((gate_up, down)) => {
                 // Packed experts are `[out, in]`; gpt-oss multiplies `x @ W` with `W` `[in, out]`.
                 let orient = |w: Tensor| if self.is_transposed() { w.transpose(0, 1) } else { w };
@@ -285,11 +296,7 @@ impl MoeBlock {
     }
 
     /// `weights`: this expert's slices (gate_up, down, and gpt-oss's two biases) and LoRA factors.
-    fn expert_forward<'a>(&self, x: &Tensor, weights: &ExpertWeights<'a>, inputs: Option<ActivationHook>) -> Tensor {
-        let hook = |which: ExpertInput, x: Tensor| match inputs {
-            Some(f) => f(self.layer, which, &x),
-            None => x,
-        };
+    fn expert_forward(&self, x: &Tensor, weights: &ExpertWeights, inputs: Option<ActivationHook>) -> Tensor {
         // `x·Wᵀ` (or `x·W` for gpt-oss's orientation) plus `s·(x·Aᵀ)·Bᵀ`: the update is applied to the
         // activations through the rank-r factors, never materialised as a weight.
         let project = |x: &Tensor, w: &Tensor, lora: Option<ExpertLora>| {
@@ -299,22 +306,53 @@ impl MoeBlock {
                 None => base,
             }
         };
+        let biases = weights.gate_up_bias.zip(weights.down_bias).map(|(g, d)| (g.shallow_clone(), d.shallow_clone()));
+        self.expert_mlp(
+            x,
+            |x| project(x, weights.gate_up, weights.gate_up_lora),
+            |x| project(x, weights.down, weights.down_lora),
+            biases,
+            inputs,
+        )
+    }
+
+    /// The expert MLP on the rows of `x`, given its two projections (each with its LoRA update) and,
+    /// for gpt-oss, the biases (gate_up, down) of each row's expert. Written once for the per-expert loop
+    /// and the grouped dispatch: every operation here treats rows independently.
+    fn expert_mlp(
+        &self,
+        x: &Tensor,
+        gate_up: impl Fn(&Tensor) -> Tensor,
+        down: impl Fn(&Tensor) -> Tensor,
+        biases: Option<(Tensor, Tensor)>,
+        inputs: Option<ActivationHook>,
+    ) -> Tensor {
+        let hook = |which: ExpertInput, x: Tensor| match inputs {
+            Some(f) => f(self.layer, which, &x),
+            None => x,
+        };
         let x = hook(ExpertInput::GateUp, x.shallow_clone());
         match self.spec.activation {
             ExpertActivation::SwiGlu => {
-                let projected = project(&x, weights.gate_up, weights.gate_up_lora);
+                let projected = gate_up(&x);
                 let parts = projected.chunk(2, -1);
-                project(&hook(ExpertInput::Down, parts[0].silu() * &parts[1]), weights.down, weights.down_lora)
+                down(&hook(ExpertInput::Down, parts[0].silu() * &parts[1]))
             }
             ExpertActivation::GptOssClamped { alpha, limit } => {
-                let bias = |b: Option<&'a Tensor>| b.expect("gpt-oss expert biases");
-                let projected = project(&x, weights.gate_up, weights.gate_up_lora) + bias(weights.gate_up_bias);
+                let (gate_up_bias, down_bias) = biases.expect("gpt-oss expert biases");
+                let projected = gate_up(&x) + gate_up_bias;
                 let gate = projected.slice(-1, 0, None, 2).clamp_max(limit);
                 let up = projected.slice(-1, 1, None, 2).clamp(-limit, limit);
                 let glu = &gate * (&gate * alpha).sigmoid();
-                project(&hook(ExpertInput::Down, (up + 1.0) * glu), weights.down, weights.down_lora) + bias(weights.down_bias)
+                down(&hook(ExpertInput::Down, (up + 1.0) * glu)) + down_bias
             }
         }
+    }
+
+    /// Whether a forward pass with `hooks` on activations of `kind` runs the experts as grouped GEMMs.
+    pub fn groups_experts(&self, hooks: ExpertHooks, kind: Kind) -> bool {
+        let packed = self.packed.borrow();
+        matches!(self.expert_run(packed.as_ref(), kind, hooks, !hooks.expert_loop).experts, StoredExperts::Fused(..))
     }
 
     /// Routes the tokens of `x` (`[batch, seq, hidden]`) and sorts them by expert. `training`: routing
@@ -339,15 +377,17 @@ impl MoeBlock {
         let order = flat_experts.argsort_stable(true, 0, false);
         let token_of_slot = order.floor_divide_scalar(k);
         let weight_of_slot = top_weights.flatten(0, -1).index_select(0, &order);
-        let counts = Vec::<i64>::try_from(flat_experts.bincount(None::<Tensor>, num_experts)).expect("expert counts");
+        let expert_of_slot = flat_experts.index_select(0, &order);
+        let counts = flat_experts.bincount(None::<Tensor>, num_experts);
         let capacity = training
             .and_then(|o| o.capacity_factor)
             .map(|f| (f * (tokens.size()[0] * k) as f64 / num_experts as f64).ceil() as i64);
-        Dispatch { tokens, router_logits, top_k, token_of_slot, weight_of_slot, counts, capacity }
+        Dispatch { tokens, router_logits, top_k, token_of_slot, expert_of_slot, weight_of_slot, counts, capacity }
     }
 
-    /// What every expert of one forward pass shares.
-    fn expert_run<'s>(&'s self, packed: Option<&'s (PackedExperts, PackedExperts)>, kind: Kind, hooks: ExpertHooks<'s>) -> ExpertRun<'s> {
+    /// What every expert of one forward pass shares. `may_group`: the caller can run the experts as
+    /// grouped GEMMs ([`StoredExperts::Fused`]) when nothing else rules them out.
+    fn expert_run<'s>(&'s self, packed: Option<&'s (PackedExperts, PackedExperts)>, kind: Kind, hooks: ExpertHooks<'s>, may_group: bool) -> ExpertRun<'s> {
         let factors = |name: &str| {
             let adapters = hooks.adapters?;
             adapters.experts.get(name).map(|pair| FactorSlices::new(pair, adapters.scale, self.spec.num_experts, kind))
@@ -360,11 +400,14 @@ impl MoeBlock {
             Some(f) if !per_expert_transform => self.transformed_weights(f),
             _ => (self.gate_up_proj.shallow_clone(), self.down_proj.shallow_clone()),
         };
-        // Split once: indexing the fused [E, …] weight per expert would make each expert's backward
-        // allocate and fill a gradient the size of the whole weight (E times per step); unbind's
-        // backward stacks the slices once.
+        // Packed experts are dequantised one at a time, and a per-expert `W + BA` is fake-quantised
+        // one expert at a time: both keep the loop. For the loop, split once: indexing the fused
+        // [E, …] weight per expert would make each expert's backward allocate and fill a gradient the
+        // size of the whole weight (E times per step); unbind's backward stacks the slices once.
+        let ranks: Vec<i64> = [&gate_up_factors, &down_factors].into_iter().flatten().map(|f| f.all_a.size()[1]).collect();
         let experts = match packed {
             Some(packed) => StoredExperts::Packed(packed),
+            None if may_group && !per_expert_transform && self.groupable(kind, &ranks) => StoredExperts::Fused(gate_up, down),
             None => StoredExperts::Dense(gate_up.unbind(0), down.unbind(0)),
         };
         ExpertRun {
@@ -393,7 +436,10 @@ impl MoeBlock {
     pub fn forward(&self, x: &Tensor, training: Option<&RoutingOptions>, hooks: ExpertHooks) -> MoeOutput {
         let dispatch = self.dispatch(x, training);
         let packed = self.packed.borrow();
-        let run = self.expert_run(packed.as_ref(), x.kind(), hooks);
+        let run = self.expert_run(packed.as_ref(), x.kind(), hooks, !hooks.expert_loop);
+        if let StoredExperts::Fused(gate_up, down) = &run.experts {
+            return self.finish(self.grouped_forward(&dispatch, &run, gate_up, down), &dispatch, &x.size());
+        }
         let mut out = dispatch.tokens.zeros_like();
         for (expert, start, kept) in dispatch.runs() {
             let idx = dispatch.token_of_slot.narrow(0, start, kept);
@@ -424,30 +470,35 @@ impl MoeBlock {
 }
 
 /// One forward pass's routing: slot `s` (slots sorted by expert, stably) sends token `token_of_slot[s]`
-/// to its expert with weight `weight_of_slot[s]`; expert `e` has `counts[e]` slots, of which the first
-/// `capacity` (when set) run.
+/// to expert `expert_of_slot[s]` with weight `weight_of_slot[s]`; expert `e` has `counts[e]` slots, of
+/// which the first `capacity` (when set) run. All on the device.
 struct Dispatch {
     /// `[tokens, hidden]`, the MoE input.
     tokens: Tensor,
     router_logits: Tensor,
     top_k: Tensor,
     token_of_slot: Tensor,
+    expert_of_slot: Tensor,
     weight_of_slot: Tensor,
-    counts: Vec<i64>,
+    /// `[experts]` int64.
+    counts: Tensor,
     capacity: Option<i64>,
 }
 
 impl Dispatch {
-    /// `(expert, first slot, slots run)` of each expert that runs any.
+    /// `(expert, first slot, slots run)` of each expert that runs any, for the per-expert loop (which
+    /// reads the counts back to the host).
     fn runs(&self) -> impl Iterator<Item = (usize, i64, i64)> + '_ {
+        let counts = Vec::<i64>::try_from(&self.counts).expect("expert counts");
         let mut offset = 0;
-        self.counts.iter().enumerate().filter_map(move |(expert, &count)| {
+        counts.into_iter().enumerate().filter_map(move |(expert, count)| {
             let start = offset;
             offset += count;
             let kept = self.capacity.map_or(count, |c| count.min(c));
             (kept > 0).then_some((expert, start, kept))
         })
     }
+
 }
 
 /// The experts of one forward pass: their weights, LoRA factors, biases and hooks.
@@ -488,70 +539,5 @@ impl ExpertRun<'_> {
             down_lora,
         };
         block.expert_forward(x, &weights, self.hooks.inputs)
-    }
-}
-
-/// LoRA factors held as leaves `(a, b, scale)`, as an [`ExpertLora`].
-fn as_lora(leaves: &Option<(Tensor, Tensor, f64)>) -> Option<ExpertLora<'_>> {
-    leaves.as_ref().map(|(a, b, scale)| ExpertLora { a, b, scale: *scale })
-}
-
-/// The routed experts of a recomputed MoE forward, left out of its output
-/// ([`MoeBlock::forward_deferring_experts`]).
-pub struct DeferredExperts<'s> {
-    block: &'s MoeBlock,
-    dispatch: Dispatch,
-    hooks: ExpertHooks<'s>,
-}
-
-impl DeferredExperts<'_> {
-    /// Backpropagates `grad` (`[batch, seq, hidden]`, the gradient of the MoE output) through the routed
-    /// experts one at a time: each expert is recomputed from detached inputs and factors (leaves of
-    /// their own), backpropagated
-    /// and freed, its LoRA gradients summed into per-pair buffers. Returns the scalar whose backward
-    /// carries the rest: the gradients of the MoE input, of the routing weights and of the LoRA
-    /// factors, as `Σ tensor · gradient` over tensors that still have their autograd history.
-    pub fn backward(self, grad: &Tensor) -> Tensor {
-        let Self { block, dispatch, hooks } = self;
-        let hidden = dispatch.tokens.size()[1];
-        let grad = grad.reshape([-1, hidden]);
-        let inputs = dispatch.tokens.detach();
-        let kind = inputs.kind();
-        let packed = block.packed.borrow();
-        let run = block.expert_run(packed.as_ref(), kind, hooks);
-        let mut input_grad = inputs.zeros_like();
-        let slot_weights = dispatch.weight_of_slot.detach();
-        let weight_grad = slot_weights.zeros_like();
-        let factor_grads = |f: &Option<FactorSlices>| f.as_ref().map(|f| (f.all_a.zeros_like(), f.all_b.zeros_like()));
-        let (gate_up_grads, down_grads) = (factor_grads(&run.gate_up_factors), factor_grads(&run.down_factors));
-        for (expert, start, kept) in dispatch.runs() {
-            let idx = dispatch.token_of_slot.narrow(0, start, kept);
-            let x = inputs.index_select(0, &idx).set_requires_grad(true);
-            let leaf = |l: Option<ExpertLora>| l.map(|l| (l.a.detach().set_requires_grad(true), l.b.detach().set_requires_grad(true), l.scale));
-            let (gate_up_leaf, down_leaf) = {
-                let (g, d) = run.factors(expert);
-                (leaf(g), leaf(d))
-            };
-            let y = run.output(expert, &x, (as_lora(&gate_up_leaf), as_lora(&down_leaf)));
-            let slot_grad = grad.index_select(0, &idx);
-            let gate_w = slot_weights.narrow(0, start, kept).unsqueeze(1);
-            // The forward adds `y · w` to the output: `y`'s gradient is `grad · w`, `w`'s is `Σ y · grad`.
-            weight_grad.narrow(0, start, kept).copy_(&(y.detach() * &slot_grad).sum_dim_intlist(-1, false, weight_grad.kind()));
-            (&y * (&slot_grad * &gate_w).to_kind(y.kind())).sum(Kind::Float).backward();
-            let _ = input_grad.index_add_(0, &idx, &x.grad().to_kind(kind));
-            for (leaf, grads) in [(&gate_up_leaf, &gate_up_grads), (&down_leaf, &down_grads)] {
-                if let (Some((a, b, _)), Some((grad_a, grad_b))) = (leaf, grads) {
-                    let _ = grad_a.get(expert as i64).g_add_(&a.grad());
-                    let _ = grad_b.get(expert as i64).g_add_(&b.grad());
-                }
-            }
-        }
-        let mut surrogate = (&dispatch.tokens * &input_grad).sum(Kind::Float) + (&dispatch.weight_of_slot * &weight_grad).sum(Kind::Float);
-        for (factors, grads) in [(&run.gate_up_factors, &gate_up_grads), (&run.down_factors, &down_grads)] {
-            if let (Some(f), Some((grad_a, grad_b))) = (factors, grads) {
-                surrogate = surrogate + (&f.all_a * grad_a).sum(Kind::Float) + (&f.all_b * grad_b).sum(Kind::Float);
-            }
-        }
-        surrogate
     }
 }
