@@ -135,6 +135,7 @@ fn a_shipped_mxfp4_checkpoint_stays_packed_as_shipped() {
 /// and the packed experts are back afterwards.
 #[test]
 fn the_dense_base_routing_is_read_layer_by_layer_from_the_checkpoint() {
+    use moetune_runner::train::data::Sample;
     use moetune_runner::train::eval::{self, Batch};
     let _serial = serial();
     for (arch, config) in configs() {
@@ -145,7 +146,9 @@ fn the_dense_base_routing_is_read_layer_by_layer_from_the_checkpoint() {
         model.save_pretrained(&vars, &dir, Kind::Float, u64::MAX).unwrap();
 
         let ids = ids(config.vocab_size);
-        let batches = [Batch { labels: ids.copy(), valid: Tensor::ones([24], (Kind::Bool, Device::Cpu)), ids }];
+        let rows = Vec::<i64>::try_from(ids.flatten(0, -1)).unwrap();
+        let samples: Vec<Sample> = rows.chunks(12).map(|row| Sample { ids: row.to_vec(), labels: row.to_vec(), example_count: 1 }).collect();
+        let batches = [Batch::new(&samples.iter().collect::<Vec<_>>(), 0, Device::Cpu)];
         let (_dv, dense) = MoeModel::load_dir_with(&dir, Device::Cpu, Kind::Float, ExpertStorage::Dense).unwrap();
         let (_pv, packed) = MoeModel::load_dir_with(&dir, Device::Cpu, Kind::Float, ExpertStorage::Packed(PackedFormat::Nvfp4)).unwrap();
         let (_, dense_top_k) = eval::score(&dense, ForwardMode::default(), &batches);

@@ -107,7 +107,7 @@ fn chunked_and_checkpointed_steps_give_the_gradients_of_the_plain_backward() {
             let reference = gradients(&trainables);
             for (checkpointing, chunk) in [(false, Some(5)), (true, Some(5)), (true, None)] {
                 zero_grads(&trainables);
-                let loss = forward_backward(&model, &batch, mode, &options(checkpointing, chunk));
+                let loss = forward_backward(&model, &batch, mode, &options(checkpointing, chunk)).double_value(&[]);
                 let what = format!("{arch} {method:?} checkpointing={checkpointing} chunk={chunk:?}");
                 assert!((loss - reference_loss).abs() <= 1e-5 * reference_loss.abs(), "{what}: loss {loss} vs {reference_loss}");
                 assert_close(&what, &gradients(&trainables), &reference, 1e-5);
@@ -142,7 +142,7 @@ fn frozen_experts_backpropagated_one_at_a_time_give_the_gradients_of_the_plain_b
             let reference_loss = reference_backward(&model, &batch, mode, &options(false));
             let reference = gradients(&trainables);
             zero_grads(&trainables);
-            let loss = forward_backward(&model, &batch, mode, &options(true));
+            let loss = forward_backward(&model, &batch, mode, &options(true)).double_value(&[]);
             let what = format!("{arch} {format:?} transform={}", transform.is_some());
             assert!((loss - reference_loss).abs() <= 1e-5 * reference_loss.abs(), "{what}: loss {loss} vs {reference_loss}");
             assert_close(&what, &gradients(&trainables), &reference, 1e-5);
@@ -204,7 +204,7 @@ fn a_bf16_step_tracks_the_fp32_step() {
         let before = vars.variables()["model.layers.0.self_attn.q_proj.weight"].detach().copy();
         let options = StepOptions { checkpointing: true, chunk_tokens: None, aux_loss_coef: 0.0, z_loss_coef: 0.001, grad_scale: 1.0 };
         let top_k = tch::no_grad(|| model.forward(&batch.ids, ForwardMode::default()).router_top_k);
-        let loss = forward_backward(&model, &batch, ForwardMode::default(), &options);
+        let loss = forward_backward(&model, &batch, ForwardMode::default(), &options).double_value(&[]);
         let mut optimizer = AdamW::new(trainables, 0.0);
         optimizer.step(1e-5);
         let weight = vars.variables()["model.layers.0.self_attn.q_proj.weight"].detach().copy();

@@ -252,7 +252,7 @@ fn train(raw: &Value, arch: &str, method: Method, shape: Shape, expert_loop: boo
         synchronize(device);
         let started = Instant::now();
         optimizer.zero_grad();
-        forward_backward(&model, &inputs, mode, &step_options);
+        let _loss = forward_backward(&model, &inputs, mode, &step_options);
         synchronize(device);
         let backward_done = Instant::now();
         optimizer.clip_grad_norm(1.0);
@@ -350,7 +350,7 @@ fn memory(config_path: &std::path::Path, options: &str, batch: u32, stage: &str,
     for _ in 0..2 {
         let started = Instant::now();
         optimizer.zero_grad();
-        forward_backward(&model, &batch_tensors, mode, &step_options);
+        let _loss = forward_backward(&model, &batch_tensors, mode, &step_options);
         optimizer.clip_grad_norm(o.max_grad_norm);
         optimizer.step(o.learning_rate);
         seconds.push(started.elapsed().as_secs_f64());

@@ -24,7 +24,8 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, weight_in_fp32: bool) -> 
 /// Inverse frequencies and the attention scaling of transformers' rope initialisers.
 fn inv_freq(rope: &Rope, dim: i64, device: tch::Device) -> (Tensor, f64) {
     let exponents = Tensor::arange_start_step(0, dim, 2, (Kind::Float, device)) / dim as f64;
-    let pos_freqs = Tensor::from(rope.theta).to_device(device).pow(&exponents);
+    // Made on the device (a host tensor copied there would wait for the device's queue).
+    let pos_freqs = Tensor::full([], rope.theta, (Kind::Double, device)).pow(&exponents);
     match rope.scaling {
         RopeScaling::Default => (pos_freqs.reciprocal(), 1.0),
         RopeScaling::Yarn { factor, beta_fast, beta_slow, original_max_position_embeddings, truncate, attention_factor } => {

@@ -32,7 +32,7 @@ pub fn quantize_dequantize(w: &Tensor, rule: Mxfp4ScaleRule) -> Tensor {
     let blocks = w32.reshape([-1, BLOCK]);
     // An all-zero block gets the smallest scale (its elements are zero anyway).
     let amax = blocks.abs().amax([-1].as_slice(), true).clamp_min(f32::MIN_POSITIVE as f64);
-    let scale = Tensor::from(2.0f32).to_device(w.device()).pow(&scale_exponent(&amax, rule));
+    let scale = Tensor::full([], 2.0, (Kind::Float, w.device())).pow(&scale_exponent(&amax, rule));
     let dequantized = round_to_e2m1(&(&blocks / &scale)) * scale;
     dequantized.reshape(shape.as_slice()).to_kind(w.kind())
 }

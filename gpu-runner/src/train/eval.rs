@@ -15,6 +15,12 @@ pub struct Batch {
     pub ids: Tensor,
     pub labels: Tensor,
     pub valid: Tensor,
+    /// The positions with a label among the shifted targets `labels[:, 1:]` flattened (row
+    /// `b·(seq − 1) + p` for label `p + 1` of sequence `b`). Known on the host when the batch is made,
+    /// so a training step never reads its tensors back to find them.
+    pub labelled_rows: Tensor,
+    /// Real (non-padding) tokens.
+    real_tokens: i64,
 }
 
 impl Batch {
@@ -23,11 +29,19 @@ impl Batch {
         let width = ids.size()[1];
         let lengths = Tensor::from_slice(&samples.iter().map(|s| s.ids.len() as i64).collect::<Vec<_>>()).to(device);
         let valid = Tensor::arange(width, (Kind::Int64, device)).unsqueeze(0).lt_tensor(&lengths.unsqueeze(1)).flatten(0, -1);
-        Self { ids, labels, valid }
+        let targets = width - 1;
+        let rows: Vec<i64> = samples
+            .iter()
+            .enumerate()
+            .flat_map(|(b, s)| (0..targets).filter(move |&p| s.labels.get(p as usize + 1).is_some_and(|&l| l != IGNORE)).map(move |p| b as i64 * targets + p))
+            .collect();
+        let labelled_rows = Tensor::from_slice(&rows).to(device);
+        let real_tokens = samples.iter().map(|s| s.ids.len() as i64).sum();
+        Self { ids, labels, valid, labelled_rows, real_tokens }
     }
 
     pub fn tokens(&self) -> i64 {
-        self.valid.sum(Kind::Int64).int64_value(&[])
+        self.real_tokens
     }
 }
 
@@ -157,5 +171,23 @@ mod tests {
     fn answers_are_normalised() {
         assert_eq!(normalize_answer("  The  Answer is 42. "), "the answer is 42");
         assert_eq!(normalize_answer("YES!"), "yes");
+    }
+
+    /// The labelled positions found on the host are those a read-back of the labels finds.
+    #[test]
+    fn labelled_rows_are_the_labelled_shifted_targets() {
+        let sample = |ids: Vec<i64>, labels: Vec<i64>| Sample { ids, labels, example_count: 1 };
+        let samples = [
+            sample(vec![1, 2, 3, 4, 5], vec![IGNORE, IGNORE, 3, 4, 5]),
+            sample(vec![6, 7, 8], vec![IGNORE, 7, IGNORE]),
+            sample(vec![9], vec![IGNORE]),
+        ];
+        let batch = Batch::new(&samples.iter().collect::<Vec<_>>(), 0, Device::Cpu);
+        let t = batch.labels.size()[1];
+        let want = batch.labels.narrow(1, 1, t - 1).reshape([-1]).ne(IGNORE).nonzero().squeeze_dim(1);
+        assert!(batch.labelled_rows.equal(&want), "{:?} vs {:?}", batch.labelled_rows, want);
+        assert_eq!(Vec::<i64>::try_from(&batch.labelled_rows).unwrap(), [1, 2, 3, 4]);
+        assert_eq!(batch.tokens(), 9);
+        assert_eq!(batch.tokens(), batch.valid.sum(Kind::Int64).int64_value(&[]));
     }
 }

@@ -69,27 +69,31 @@ impl AdamW {
         }
     }
 
-    /// Scales gradients so their global L2 norm is at most `max_norm`; returns the norm before clipping.
-    pub fn clip_grad_norm(&mut self, max_norm: f64) -> f64 {
+    /// Scales gradients so their global L2 norm is at most `max_norm`. On the GPU nothing is read back:
+    /// the scale `min(1, max_norm / (norm + 1e-6))` is applied on the device to every gradient.
+    pub fn clip_grad_norm(&mut self, max_norm: f64) {
         tch::no_grad(|| {
             let grads: Vec<Tensor> = self.params.iter().map(|p| p.tensor.grad()).filter(|g| g.defined()).collect();
             if grads.is_empty() {
-                return 0.0;
+                return;
             }
-            let norm = if grads.iter().all(is_cpu_f32) {
+            if grads.iter().all(is_cpu_f32) {
                 let threads = intra_op_threads();
-                grads.iter().map(|g| adamw_cpu::sum_of_squares(f32_slice(g), threads)).sum::<f64>().sqrt()
+                let norm = grads.iter().map(|g| adamw_cpu::sum_of_squares(f32_slice(g), threads)).sum::<f64>().sqrt();
+                if norm > max_norm {
+                    let factor = max_norm / (norm + 1e-6);
+                    for mut g in grads {
+                        let _ = g.g_mul_scalar_(factor);
+                    }
+                }
             } else {
                 let squares: Vec<Tensor> = grads.iter().map(|g| g.to_kind(Kind::Float).pow_tensor_scalar(2).sum(Kind::Float)).collect();
-                Tensor::stack(&squares, 0).sum(Kind::Float).sqrt().double_value(&[])
-            };
-            if norm > max_norm {
-                let factor = max_norm / (norm + 1e-6);
+                let norm = Tensor::stack(&squares, 0).sum(Kind::Float).sqrt();
+                let factor = (norm.full_like(max_norm) / (&norm + 1e-6)).clamp_max(1.0);
                 for mut g in grads {
-                    let _ = g.g_mul_scalar_(factor);
+                    let _ = g.g_mul_(&factor.to_kind(g.kind()));
                 }
             }
-            norm
         })
     }
 
@@ -289,6 +293,34 @@ mod tests {
             let scale = tensors.abs().max().double_value(&[]);
             assert!(worst <= 1e-6 * scale, "tensor {i}: the fused update differs by {worst} (values up to {scale})");
         }
+    }
+
+    /// The device form of clipping (no norm read back; a non-contiguous gradient takes it on the CPU)
+    /// scales as the host form does, and leaves gradients under the limit untouched.
+    #[test]
+    fn clipping_on_the_device_equals_clipping_on_the_host() {
+        let clipped = |contiguous: bool, max_norm: f64| {
+            tch::manual_seed(8);
+            let w = Tensor::randn([64, 48], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+            let mut opt = AdamW::new(vec![Trainable { name: "w".into(), tensor: w.shallow_clone(), decay: true }], 0.0);
+            (w.sin() * 3.0).sum(Kind::Float).backward();
+            if !contiguous {
+                // A transposed copy with the same values: the host path takes contiguous f32 only.
+                let mut grad = w.grad();
+                let strided = grad.detach().t_().contiguous().t_();
+                tch::no_grad(|| grad.set_data(&strided));
+                assert!(!w.grad().is_contiguous());
+            }
+            opt.clip_grad_norm(max_norm);
+            w.grad().detach().copy()
+        };
+        for max_norm in [1.0, 1e6] {
+            let (host, device) = (clipped(true, max_norm), clipped(false, max_norm));
+            let worst = (&host - &device).abs().max().double_value(&[]);
+            assert!(worst <= 1e-6 * host.abs().max().double_value(&[]), "max_norm {max_norm}: differs by {worst}");
+        }
+        let norm = clipped(false, 1.0).pow_tensor_scalar(2).sum(Kind::Float).sqrt().double_value(&[]);
+        assert!((norm - 1.0).abs() < 1e-5, "clipped norm {norm}");
     }
 
     #[test]

@@ -36,17 +36,16 @@ impl Quantizer {
     /// Fake quantization of an expert input activation with its calibrated per-tensor scale.
     pub fn activation(&self, layer: usize, which: ExpertInput, x: &Tensor) -> Tensor {
         match self.activations.as_ref().and_then(|a| a.get(&(layer, which))) {
-            Some(&amax) => nvfp4::fake_quantize_ste(x, Some(&Tensor::from(amax).to_device(x.device()))),
+            Some(&amax) => nvfp4::fake_quantize_ste(x, Some(&Tensor::full([], f64::from(amax), (Kind::Float, x.device())))),
             None => x.shallow_clone(),
         }
     }
 }
 
-/// NVFP4's per-tensor scale is per Linear, i.e. per expert: `[E, out, in]` is quantized one expert at a time.
+/// NVFP4's per-tensor scale is per Linear, i.e. per expert: each expert of `[E, out, in]` has its own
+/// (all experts in one pass, no loop over them).
 fn fake_nvfp4_per_expert(w: &Tensor) -> Tensor {
-    let experts = w.size()[0];
-    let quantized: Vec<Tensor> = (0..experts).map(|e| nvfp4::quantize_dequantize(&w.get(e), None)).collect();
-    w + (Tensor::stack(&quantized, 0) - w).detach()
+    w + (nvfp4::quantize_dequantize_per_expert(w) - w).detach()
 }
 
 /// Records the amax of every expert input it sees (the calibration pass).

@@ -107,7 +107,7 @@ impl Stage<'_> {
             let mut micro_batch = 0i64;
             let lr = self.peak_lr * optim::warmup_cosine(step, self.warmup, self.steps) * progress.monitor.lr_multiplier;
             optimizer.zero_grad();
-            let (mut step_loss, mut step_tokens) = (0.0, 0i64);
+            let (mut losses, mut step_tokens) = (Vec::new(), 0i64);
             let accumulation = options.gradient_accumulation_steps;
             for _ in 0..accumulation {
                 let picked: Vec<&Sample> = progress.plan.next_batch().into_iter().map(|i| &samples[i]).collect();
@@ -119,16 +119,23 @@ impl Stage<'_> {
                 // LoRA dropout is active in training forwards only.
                 let set_training = |on: bool| if let Some(a) = adapters { a.training.set(on) };
                 set_training(true);
-                let value = step::forward_backward(model, &batch, seeded, &step_options);
+                losses.push(step::forward_backward(model, &batch, seeded, &step_options));
                 set_training(false);
-                if !value.is_finite() {
-                    bail!("{} loss became {value} at step {}; lower the learning rate", self.kind.name(), step + 1);
-                }
-                step_loss += value / f64::from(accumulation);
                 step_tokens += batch.tokens();
             }
             optimizer.clip_grad_norm(options.max_grad_norm);
             optimizer.step(lr);
+            // The losses are read once the whole step is queued: reading one between micro-batches would
+            // make the host wait for the device in the middle of the step. A non-finite loss fails the
+            // job before anything of this step is kept (no checkpoint holds it).
+            let mut step_loss = 0.0;
+            for loss in &losses {
+                let value = loss.double_value(&[]);
+                if !value.is_finite() {
+                    bail!("{} loss became {value} at step {}; lower the learning rate", self.kind.name(), step + 1);
+                }
+                step_loss += value / f64::from(accumulation);
+            }
             let step_seconds = started.elapsed().as_secs_f64();
             progress.step += 1;
             progress.tokens += step_tokens;

@@ -48,8 +48,10 @@ impl StepOptions {
 }
 
 /// Runs forward and backward on `batch`, accumulating gradients into every tensor that requires
-/// them; returns the mean cross-entropy over labelled positions (NaN when there are none).
-pub fn forward_backward(model: &MoeModel, batch: &Batch, mode: ForwardMode, options: &StepOptions) -> f64 {
+/// them; returns the mean cross-entropy over labelled positions (NaN when there are none) as a scalar
+/// tensor on the device. Nothing in the step reads a tensor back to the host (which on a GPU would wait
+/// for every queued kernel mid-step): the caller reads the loss once the whole step is queued.
+pub fn forward_backward(model: &MoeModel, batch: &Batch, mode: ForwardMode, options: &StepOptions) -> Tensor {
     if options.checkpointing {
         checkpointed(model, batch, mode, options)
     } else {
@@ -78,7 +80,7 @@ fn moe_layers(model: &MoeModel) -> f64 {
 }
 
 /// The whole forward with autograd, then the chunked head.
-fn plain(model: &MoeModel, batch: &Batch, mode: ForwardMode, options: &StepOptions) -> f64 {
+fn plain(model: &MoeModel, batch: &Batch, mode: ForwardMode, options: &StepOptions) -> Tensor {
     let mut h = model.embed(&batch.ids);
     let rope = model.rope(batch.ids.size()[1], batch.ids.device(), h.kind());
     let layers = moe_layers(model);
@@ -95,7 +97,7 @@ fn plain(model: &MoeModel, batch: &Batch, mode: ForwardMode, options: &StepOptio
         }
         h = out.hidden;
     }
-    let (ce, grad_h) = head_backward(model, &h, &batch.labels, h.requires_grad(), options);
+    let (ce, grad_h) = head_backward(model, &h, batch, h.requires_grad(), options);
     let mut surrogate = extra;
     if let Some(grad) = grad_h {
         let through_hidden = (&h * grad).sum(Kind::Float);
@@ -112,7 +114,7 @@ fn plain(model: &MoeModel, batch: &Batch, mode: ForwardMode, options: &StepOptio
 
 /// Forward without autograd keeping layer inputs; backward one recomputed layer at a time (and within a
 /// layer, frozen routed experts one at a time).
-fn checkpointed(model: &MoeModel, batch: &Batch, mode: ForwardMode, options: &StepOptions) -> f64 {
+fn checkpointed(model: &MoeModel, batch: &Batch, mode: ForwardMode, options: &StepOptions) -> Tensor {
     let embedded = tch::no_grad(|| model.embed(&batch.ids));
     let rope = model.rope(batch.ids.size()[1], batch.ids.device(), embedded.kind());
     let (inputs, last) = tch::no_grad(|| {
@@ -124,7 +126,7 @@ fn checkpointed(model: &MoeModel, batch: &Batch, mode: ForwardMode, options: &St
         }
         (inputs, h)
     });
-    let (ce, mut grad) = head_backward(model, &last, &batch.labels, true, options);
+    let (ce, mut grad) = head_backward(model, &last, batch, true, options);
     drop(last);
     let layers = moe_layers(model);
     for (i, input) in inputs.into_iter().enumerate().rev() {
@@ -166,18 +168,19 @@ fn checkpointed(model: &MoeModel, batch: &Batch, mode: ForwardMode, options: &St
 
 /// The loss head on final hidden states `h` `[batch, seq, hidden]` (no autograd history needed):
 /// backpropagates `grad_scale ·` mean cross-entropy into the head's trainable weights and returns
-/// the loss and, when `wants_grad`, its gradient with respect to `h`.
-fn head_backward(model: &MoeModel, h: &Tensor, labels: &Tensor, wants_grad: bool, options: &StepOptions) -> (f64, Option<Tensor>) {
+/// the loss (a device scalar) and, when `wants_grad`, its gradient with respect to `h`.
+fn head_backward(model: &MoeModel, h: &Tensor, batch: &Batch, wants_grad: bool, options: &StepOptions) -> (Tensor, Option<Tensor>) {
     let (b, t, hidden) = h.size3().expect("[batch, seq, hidden]");
-    // Position p predicts label p + 1.
-    let targets = labels.narrow(1, 1, t - 1).reshape([-1]);
-    let rows = targets.ne(IGNORE).nonzero().squeeze_dim(1);
+    // Position p predicts label p + 1; the labelled positions are known from the batch, so finding
+    // them does not wait for the forward.
+    let rows = &batch.labelled_rows;
     let labelled = rows.size()[0];
     if labelled == 0 {
-        return (f64::NAN, None);
+        return (Tensor::full([], f64::NAN, (Kind::Float, h.device())), None);
     }
-    let selected = h.detach().narrow(1, 0, t - 1).reshape([-1, hidden]).index_select(0, &rows);
-    let targets = targets.index_select(0, &rows);
+    let targets = batch.labels.narrow(1, 1, t - 1).reshape([-1]);
+    let selected = h.detach().narrow(1, 0, t - 1).reshape([-1, hidden]).index_select(0, rows);
+    let targets = targets.index_select(0, rows);
     let chunk = options.chunk(model.config.vocab_size);
     let mut loss_sum = Tensor::zeros([], (Kind::Float, h.device()));
     let mut grads = Vec::new();
@@ -196,13 +199,12 @@ fn head_backward(model: &MoeModel, h: &Tensor, labels: &Tensor, wants_grad: bool
         }
         start += len;
     }
-    let ce = loss_sum.double_value(&[]);
     if !wants_grad {
-        return (ce, None);
+        return (loss_sum, None);
     }
     let grad_rows = Tensor::cat(&grads, 0);
-    let grad = grad_rows.new_zeros([b * (t - 1), hidden], (grad_rows.kind(), grad_rows.device())).index_copy(0, &rows, &grad_rows);
+    let grad = grad_rows.new_zeros([b * (t - 1), hidden], (grad_rows.kind(), grad_rows.device())).index_copy(0, rows, &grad_rows);
     // The last position predicts nothing: its gradient is zero.
     let grad = Tensor::cat(&[grad.view([b, t - 1, hidden]), grad.new_zeros([b, 1, hidden], (grad.kind(), grad.device()))], 1);
-    (ce, Some(grad))
+    (loss_sum, Some(grad))
 }

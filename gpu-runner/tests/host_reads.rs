@@ -1,0 +1,73 @@
+//! No host syncs inside a training step, checked without a GPU: the code a step runs through must not
+//! read a tensor back (`double_value`, `int64_value`, `Vec::try_from`, `nonzero`, …) or copy a host
+//! tensor to the device (`Tensor::from(…).to_device(…)`): on a GPU each of those waits for every kernel
+//! queued so far, in the middle of the step. The step's loss is read by the training loop once the
+//! whole step (optimiser included) is queued; the batch's labelled positions are computed on the host
+//! when the batch is made.
+//!
+//! A proxy (a source scan, not a measurement): each file of the step's path may hold exactly the
+//! reads listed for it, each for a stated reason outside the dense training step.
+
+use std::path::Path;
+
+/// Calls that read a tensor back to the host or copy a host tensor to the device.
+const HOST_TRANSFERS: &[&str] = &["double_value(", "int64_value(", "f64_value(", "Vec::<", "try_from(&", "nonzero(", "Tensor::from(", "from_slice(", "to_device("];
+
+/// Files a training step runs through, and the transfers each may hold (pattern, count, why).
+const STEP_PATH: &[(&str, &[(&str, usize, &str)])] = &[
+    ("src/train/step.rs", &[]),
+    ("src/train/router.rs", &[]),
+    ("src/model/layers.rs", &[]),
+    ("src/model/adapters.rs", &[]),
+    ("src/model/moe/grouped.rs", &[]),
+    ("src/model/moe/deferred.rs", &[]),
+    ("src/quant/mxfp4.rs", &[]),
+    ("src/quant/nvfp4.rs", &[]),
+    (
+        "src/model/moe/mod.rs",
+        &[
+            ("Vec::<", 1, "the per-expert loop (packed experts, LoRA-QAT) reads the expert counts"),
+            ("try_from(&", 1, "the same read"),
+            ("to_device(", 2, "moving packed experts between devices, outside any step"),
+        ],
+    ),
+    ("src/train/quantizer.rs", &[("double_value(", 1, "the calibration pass records each expert input's amax on the host, before QAT")]),
+    (
+        "src/train/optim.rs",
+        &[("int64_value(", 1, "restoring the step count from a checkpoint"), ("from_slice(", 1, "saving the step count in a checkpoint (a host tensor, written from the host)")],
+    ),
+];
+
+/// The file's code before its unit tests.
+fn code(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    match text.find("#[cfg(test)]") {
+        Some(tests) => text[..tests].to_string(),
+        None => text,
+    }
+}
+
+#[test]
+fn a_training_step_reads_nothing_back_from_the_device() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut found = Vec::new();
+    for (file, allowed) in STEP_PATH {
+        let code = code(&root.join(file));
+        for pattern in HOST_TRANSFERS {
+            let count = code.matches(pattern).count();
+            let allowed_count = allowed.iter().find(|(p, ..)| p == pattern).map_or(0, |(_, n, _)| *n);
+            if count != allowed_count {
+                found.push(format!("{file}: {count} × `{pattern}` (allowed {allowed_count})"));
+            }
+        }
+    }
+    assert!(found.is_empty(), "host transfers in the training step's path:\n{}", found.join("\n"));
+}
+
+/// The scan sees what it looks for: the same patterns in code known to read back are counted.
+#[test]
+fn the_scan_finds_reads_where_they_are() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let monitor = code(&root.join("src/train/monitor.rs"));
+    assert!(HOST_TRANSFERS.iter().map(|p| monitor.matches(p).count()).sum::<usize>() >= 2, "the expert-usage monitor reads its counts back");
+}
