@@ -1,7 +1,8 @@
 //! No host syncs inside a training step, checked without a GPU: the code a step runs through must not
-//! read a tensor back (`double_value`, `int64_value`, `Vec::try_from`, `nonzero`, …) or copy a host
-//! tensor to the device (`Tensor::from(…).to_device(…)`): on a GPU each of those waits for every kernel
-//! queued so far, in the middle of the step. The step's loss is read by the training loop once the
+//! read a tensor back (`double_value`, `int64_value`, `Vec::try_from`), call an operation whose CUDA
+//! kernel sizes its output from the data (`nonzero`, `bincount`, `unique`, `one_hot`'s range check) or
+//! copy a host tensor to the device (`Tensor::from(…).to_device(…)`): on a GPU each of those waits for
+//! every kernel queued so far, in the middle of the step. The step's loss is read by the training loop once the
 //! whole step (optimiser included) is queued; the batch's labelled positions are computed on the host
 //! when the batch is made.
 //!
@@ -10,8 +11,10 @@
 
 use std::path::Path;
 
-/// Calls that read a tensor back to the host or copy a host tensor to the device.
-const HOST_TRANSFERS: &[&str] = &["double_value(", "int64_value(", "f64_value(", "Vec::<", "try_from(&", "nonzero(", "Tensor::from(", "from_slice(", "to_device("];
+/// Calls that read a tensor back to the host, sync on CUDA to size their output, or copy a host tensor
+/// to the device.
+const HOST_TRANSFERS: &[&str] =
+    &["double_value(", "int64_value(", "f64_value(", "Vec::<", "try_from(&", "nonzero(", "bincount(", "unique", "one_hot(", "masked_select(", "Tensor::from(", "from_slice(", "to_device("];
 
 /// Files a training step runs through, and the transfers each may hold (pattern, count, why).
 const STEP_PATH: &[(&str, &[(&str, usize, &str)])] = &[

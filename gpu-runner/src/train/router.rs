@@ -11,7 +11,8 @@ pub fn load_balancing_loss(router_logits: &Tensor, top_k: &Tensor, valid: &Tenso
     let tokens = weight.sum(Kind::Float).clamp_min(1.0);
     let probs = router_logits.to_kind(Kind::Float).softmax(-1, Kind::Float);
     // [tokens, experts]: 1 where the expert is among the token's top-k
-    let chosen = top_k.one_hot(experts).sum_dim_intlist(1, false, Kind::Float);
+    // A scatter rather than `one_hot`, which may check its input's range on the host.
+    let chosen = Tensor::zeros([top_k.size()[0], experts], (Kind::Float, top_k.device())).scatter_value(1, top_k, 1.0);
     let f = (chosen * weight.unsqueeze(1)).sum_dim_intlist(0, false, Kind::Float) / &tokens;
     let p = (probs * weight.unsqueeze(1)).sum_dim_intlist(0, false, Kind::Float) / &tokens;
     (f * p).sum(Kind::Float) * experts as f64

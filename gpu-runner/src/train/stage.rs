@@ -109,9 +109,15 @@ impl Stage<'_> {
             optimizer.zero_grad();
             let (mut losses, mut step_tokens) = (Vec::new(), 0i64);
             let accumulation = options.gradient_accumulation_steps;
-            for _ in 0..accumulation {
-                let picked: Vec<&Sample> = progress.plan.next_batch().into_iter().map(|i| &samples[i]).collect();
-                let batch = Batch::new(&picked, self.pad, self.device);
+            // Every micro-batch is copied to the device before the step's first kernel: a copy from the
+            // host between micro-batches would wait for the previous one's backward.
+            let batches: Vec<Batch> = (0..accumulation)
+                .map(|_| {
+                    let picked: Vec<&Sample> = progress.plan.next_batch().into_iter().map(|i| &samples[i]).collect();
+                    Batch::new(&picked, self.pad, self.device)
+                })
+                .collect();
+            for batch in &batches {
                 // Each micro-batch's layers draw their random numbers from seeds of their own, so a
                 // layer recomputed by activation checkpointing draws the same jitter and dropout.
                 micro_batch += 1;
@@ -119,7 +125,7 @@ impl Stage<'_> {
                 // LoRA dropout is active in training forwards only.
                 let set_training = |on: bool| if let Some(a) = adapters { a.training.set(on) };
                 set_training(true);
-                losses.push(step::forward_backward(model, &batch, seeded, &step_options));
+                losses.push(step::forward_backward(model, batch, seeded, &step_options));
                 set_training(false);
                 step_tokens += batch.tokens();
             }

@@ -378,7 +378,9 @@ impl MoeBlock {
         let token_of_slot = order.floor_divide_scalar(k);
         let weight_of_slot = top_weights.flatten(0, -1).index_select(0, &order);
         let expert_of_slot = flat_experts.index_select(0, &order);
-        let counts = flat_experts.bincount(None::<Tensor>, num_experts);
+        // Counted by a scatter rather than `bincount`, whose CUDA kernel reads the input's maximum back
+        // to size its output.
+        let counts = Tensor::zeros([num_experts], (Kind::Int64, flat_experts.device())).index_add(0, &flat_experts, &flat_experts.ones_like());
         let capacity = training
             .and_then(|o| o.capacity_factor)
             .map(|f| (f * (tokens.size()[0] * k) as f64 / num_experts as f64).ceil() as i64);
