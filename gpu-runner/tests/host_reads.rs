@@ -14,7 +14,7 @@ use std::path::Path;
 /// Calls that read a tensor back to the host, sync on CUDA to size their output, or copy a host tensor
 /// to the device.
 const HOST_TRANSFERS: &[&str] =
-    &["double_value(", "int64_value(", "f64_value(", "Vec::<", "try_from(&", "nonzero(", "bincount(", "unique", "one_hot(", "masked_select(", "Tensor::from(", "from_slice(", "to_device("];
+    &["double_value(", "int64_value(", "f64_value(", "Vec::<", "::try_from(", ".equal(", "nonzero(", "bincount(", "unique", "one_hot(", "masked_select(", "Tensor::from(", "from_slice(", "to_device("];
 
 /// Files a training step runs through, and the transfers each may hold (pattern, count, why).
 const STEP_PATH: &[(&str, &[(&str, usize, &str)])] = &[
@@ -29,15 +29,27 @@ const STEP_PATH: &[(&str, &[(&str, usize, &str)])] = &[
     (
         "src/model/moe/mod.rs",
         &[
-            ("Vec::<", 1, "the per-expert loop (packed experts, LoRA-QAT) reads the expert counts"),
-            ("try_from(&", 1, "the same read"),
+            ("Vec::<", 1, "the per-expert loop and its one-expert-at-a-time backward (packed experts, LoRA-QAT) read the expert counts"),
+            ("::try_from(", 1, "the same read"),
             ("to_device(", 2, "moving packed experts between devices, outside any step"),
         ],
     ),
     ("src/train/quantizer.rs", &[("double_value(", 1, "the calibration pass records each expert input's amax on the host, before QAT")]),
     (
         "src/train/optim.rs",
-        &[("int64_value(", 1, "restoring the step count from a checkpoint"), ("from_slice(", 1, "saving the step count in a checkpoint (a host tensor, written from the host)")],
+        &[
+            ("int64_value(", 1, "restoring the step count from a checkpoint"),
+            ("from_slice(", 1, "saving the step count in a checkpoint (a host tensor, written from the host)"),
+            ("::try_from(", 1, "the CPU update's thread count (an integer conversion, no tensor)"),
+        ],
+    ),
+    (
+        "src/model/mod.rs",
+        &[
+            ("to_device(", 3, "moving the model and loading checkpoint tensors, and a generation prompt, outside any step"),
+            ("from_slice(", 1, "the prompt of greedy generation (evaluation prompts), outside any step"),
+            ("int64_value(", 1, "greedy generation reads each next token"),
+        ],
     ),
 ];
 

@@ -361,9 +361,11 @@ impl MoeModel {
     }
 
     /// [`Self::layer_forward`] for the backward of a recomputed (checkpointed) layer: where nothing in the
-    /// routed experts trains but LoRA factors, their contribution is left out of `hidden` and returned
-    /// to be backpropagated one expert at a time ([`DeferredExperts::backward`] with the gradient of
-    /// the layer's output), so one expert's dequantised weights exist at a time instead of the layer's.
+    /// routed experts trains but LoRA factors and they run one at a time (packed experts, LoRA-QAT's
+    /// per-expert `W + BA`), their contribution is left out of `hidden` and returned to be
+    /// backpropagated one expert at a time ([`DeferredExperts::backward`] with the gradient of the
+    /// layer's output), so one expert's dequantised weights exist at a time instead of the layer's.
+    /// Dense experts that run as grouped GEMMs are not deferred: their weights exist anyway.
     pub fn layer_forward_deferring_experts<'s>(&'s self, i: usize, h: &Tensor, rope: &(Tensor, Tensor), mode: ForwardMode<'s>) -> (LayerOutput, Option<DeferredExperts<'s>>) {
         self.layer_forward_with(i, h, rope, mode, true)
     }
@@ -378,7 +380,7 @@ impl MoeModel {
         match &layer.mlp {
             Mlp::Sparse(moe) => {
                 let hooks = ExpertHooks { transform: mode.expert_transform, adapters: mode.adapters, inputs: mode.expert_inputs, expert_loop: mode.expert_loop };
-                let (out, deferred) = if defer && moe.can_defer_experts() {
+                let (out, deferred) = if defer && moe.can_defer_experts() && !moe.groups_experts(hooks, normed.kind()) {
                     let (out, deferred) = moe.forward_deferring_experts(&normed, mode.routing, hooks);
                     (out, Some(deferred))
                 } else {

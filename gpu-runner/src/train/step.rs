@@ -8,9 +8,9 @@
 //!   and keeps only each layer's input; the backward recomputes one layer at a time and
 //!   back-propagates the gradient of its output, so at most one layer's activations are alive. The
 //!   router losses are per layer, so each is added where its layer is recomputed. Within a layer,
-//!   routed experts with nothing to train but LoRA factors are backpropagated one at a time
-//!   ([`crate::model::DeferredExperts`]), so one expert's dequantised (or fake-quantised) weights exist
-//!   at a time rather than the layer's.
+//!   packed (FP4-resident) or LoRA-QAT experts with nothing to train but LoRA factors are
+//!   backpropagated one at a time ([`crate::model::DeferredExperts`]), so one expert's dequantised (or
+//!   fake-quantised) weights exist at a time rather than the layer's.
 //!
 //! Both are exact rewrites of `loss.backward()` on the plain forward (tested against it): the same
 //! gradients up to floating-point summation order.

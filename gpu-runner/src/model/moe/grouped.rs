@@ -67,7 +67,12 @@ impl MoeBlock {
     /// run with weight zero, so nothing waits for the expert counts on the host.
     pub(super) fn grouped_forward(&self, dispatch: &Dispatch, run: &ExpertRun, gate_up: &Tensor, down: &Tensor) -> Tensor {
         let (ends, starts) = offsets(&dispatch.counts);
-        let x = dispatch.tokens.index_select(0, &dispatch.token_of_slot);
+        let (tokens, hidden) = (dispatch.tokens.size()[0], dispatch.tokens.size()[1]);
+        let k = self.spec.top_k;
+        // Each token repeated k times in the router's (token, choice) order, then permuted into expert
+        // order: the backward adds through a permutation (no index twice, so no racing atomic adds on a
+        // GPU) and a sum over the k copies.
+        let x = dispatch.tokens.unsqueeze(1).expand([tokens, k, hidden], false).reshape([tokens * k, hidden]).index_select(0, &dispatch.order);
         // Weights as `[E, in, out]` views: gpt-oss stores them so, the others as `[E, out, in]`.
         let in_out = |w: &Tensor| if self.is_transposed() { w.shallow_clone() } else { w.transpose(1, 2) };
         let (gate_up_w, down_w) = (in_out(gate_up), in_out(down));
@@ -81,7 +86,8 @@ impl MoeBlock {
                 None => base,
             }
         };
-        let of_slot = |b: &Tensor| b.index_select(0, &dispatch.expert_of_slot);
+        // Gathered in fp32 so that the backward sums each expert's many slot gradients in fp32.
+        let of_slot = |b: &Tensor| b.to_kind(Kind::Float).index_select(0, &dispatch.expert_of_slot).to_kind(b.kind());
         let biases = self.gate_up_proj_bias.as_ref().zip(self.down_proj_bias.as_ref()).map(|(g, d)| (of_slot(g), of_slot(d)));
         let y = self.expert_mlp(
             &x,
@@ -91,7 +97,11 @@ impl MoeBlock {
             run.hooks.inputs,
         );
         let weights = dispatch.kept_weights(&starts).unsqueeze(1);
-        dispatch.tokens.zeros_like().index_add(0, &dispatch.token_of_slot, &(y * weights).to_kind(dispatch.tokens.kind()))
+        let kind = dispatch.tokens.kind();
+        let weighted = (y * weights).to_kind(kind);
+        // Back to (token, choice) order by the same permutation, then each token's k outputs summed in a
+        // fixed order: deterministic, where adding the slots into their tokens would race on a GPU.
+        weighted.zeros_like().index_copy(0, &dispatch.order, &weighted).view([tokens, k, hidden]).sum_dim_intlist(1, false, kind)
     }
 }
 
@@ -103,5 +113,34 @@ impl Dispatch {
         let slots = self.expert_of_slot.size()[0];
         let rank_in_expert = Tensor::arange(slots, (Kind::Int64, self.expert_of_slot.device())) - starts.index_select(0, &self.expert_of_slot);
         &self.weight_of_slot * rank_in_expert.lt(capacity).to_kind(self.weight_of_slot.kind())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A group with no rows (an expert no token chose) gets no output rows and a zero weight
+    /// gradient; the others equal one matmul per group, forward and backward, with a transposed
+    /// (column-major) weight as the non-gpt-oss experts give it.
+    #[test]
+    fn groups_equal_one_matmul_each_including_an_empty_one() {
+        tch::manual_seed(2);
+        let x = Tensor::randn([10, 16], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let w = Tensor::randn([4, 8, 16], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let (ends, _) = offsets(&Tensor::from_slice(&[3i64, 0, 4, 3]));
+        let upstream = Tensor::randn([10, 8], (Kind::Float, Device::Cpu));
+        let grouped = grouped_mm(&x, &w.transpose(1, 2), &ends);
+        (&grouped * &upstream).sum(Kind::Float).backward();
+        let (grouped_x, grouped_w) = (x.grad().copy(), w.grad().copy());
+        let _ = (x.grad().zero_(), w.grad().zero_());
+        let bounds = [(0, 0, 3), (2, 3, 4), (3, 7, 3)];
+        let looped = Tensor::cat(&bounds.map(|(g, start, len)| x.narrow(0, start, len).matmul(&w.get(g).transpose(0, 1))), 0);
+        (&looped * &upstream).sum(Kind::Float).backward();
+        let diff = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
+        assert!(diff(&grouped, &looped) < 1e-5);
+        assert!(diff(&grouped_x, &x.grad()) < 1e-5);
+        assert!(diff(&grouped_w, &w.grad()) < 1e-5);
+        assert_eq!(grouped_w.get(1).abs().max().double_value(&[]), 0.0);
     }
 }

@@ -349,10 +349,17 @@ impl MoeBlock {
         }
     }
 
-    /// Whether a forward pass with `hooks` on activations of `kind` runs the experts as grouped GEMMs.
+    /// Whether a forward pass with `hooks` on activations of `kind` runs the experts as grouped GEMMs:
+    /// dense experts (packed ones are dequantised one at a time), no per-expert `W + BA` to
+    /// fake-quantise (LoRA-QAT), and shapes and a kind `_grouped_mm` takes.
     pub fn groups_experts(&self, hooks: ExpertHooks, kind: Kind) -> bool {
-        let packed = self.packed.borrow();
-        matches!(self.expert_run(packed.as_ref(), kind, hooks, !hooks.expert_loop).experts, StoredExperts::Fused(..))
+        if hooks.expert_loop || self.is_packed() {
+            return false;
+        }
+        let rank = |name: &str| hooks.adapters.and_then(|a| a.experts.get(name)).map(|pair| pair.a.size()[0] / self.spec.num_experts);
+        let ranks: Vec<i64> = [rank(&self.gate_up_name), rank(&self.down_name)].into_iter().flatten().collect();
+        let per_expert_transform = hooks.transform.is_some() && !ranks.is_empty();
+        !per_expert_transform && self.groupable(kind, &ranks)
     }
 
     /// Routes the tokens of `x` (`[batch, seq, hidden]`) and sorts them by expert. `training`: routing
@@ -384,7 +391,7 @@ impl MoeBlock {
         let capacity = training
             .and_then(|o| o.capacity_factor)
             .map(|f| (f * (tokens.size()[0] * k) as f64 / num_experts as f64).ceil() as i64);
-        Dispatch { tokens, router_logits, top_k, token_of_slot, expert_of_slot, weight_of_slot, counts, capacity }
+        Dispatch { tokens, router_logits, top_k, token_of_slot, order, expert_of_slot, weight_of_slot, counts, capacity }
     }
 
     /// What every expert of one forward pass shares. `may_group`: the caller can run the experts as
@@ -406,10 +413,9 @@ impl MoeBlock {
         // one expert at a time: both keep the loop. For the loop, split once: indexing the fused
         // [E, …] weight per expert would make each expert's backward allocate and fill a gradient the
         // size of the whole weight (E times per step); unbind's backward stacks the slices once.
-        let ranks: Vec<i64> = [&gate_up_factors, &down_factors].into_iter().flatten().map(|f| f.all_a.size()[1]).collect();
         let experts = match packed {
             Some(packed) => StoredExperts::Packed(packed),
-            None if may_group && !per_expert_transform && self.groupable(kind, &ranks) => StoredExperts::Fused(gate_up, down),
+            None if may_group && self.groups_experts(hooks, kind) => StoredExperts::Fused(gate_up, down),
             None => StoredExperts::Dense(gate_up.unbind(0), down.unbind(0)),
         };
         ExpertRun {
@@ -480,6 +486,9 @@ struct Dispatch {
     router_logits: Tensor,
     top_k: Tensor,
     token_of_slot: Tensor,
+    /// `order[s]`: slot `s`'s position `token · k + choice` in the router's `[tokens, k]` output (a
+    /// permutation).
+    order: Tensor,
     expert_of_slot: Tensor,
     weight_of_slot: Tensor,
     /// `[experts]` int64.
