@@ -29,7 +29,7 @@ const STEP_PATH: &[(&str, &[(&str, usize, &str)])] = &[
     (
         "src/model/moe/mod.rs",
         &[
-            ("Vec::<", 1, "the per-expert loop and its one-expert-at-a-time backward (packed experts, LoRA-QAT) read the expert counts"),
+            ("Vec::<", 1, "the per-expert loop and its one-expert-at-a-time backward (packed experts, LoRA-QAT, shapes or kinds the grouped kernel cannot take) read the expert counts"),
             ("::try_from(", 1, "the same read"),
             ("to_device(", 2, "moving packed experts between devices, outside any step"),
         ],

@@ -26,7 +26,7 @@ async fn the_python_sdk_runs_a_job(pool: PgPool) {
     let _runner = spawn_runner(&env, "python-sdk-runner");
     let (base, token) = (env.base.clone(), env.token.clone());
     let output = tokio::task::spawn_blocking(move || {
-        run_ok(Command::new("python3").arg(repo_path("tests/python/sdk_job.py")).args([&base, &token, &repo_path(DATASET)]).env("PYTHONPATH", repo_path("sdk/python")))
+        run_ok(Command::new("python3").arg(repo_path("tests/python/sdk_job.py")).args([&base, &token, &repo_path(DATASET)]).env("PYTHONPATH", repo_path("sdk/python")).env("PYTHONDONTWRITEBYTECODE", "1"))
     })
     .await
     .unwrap();

@@ -63,8 +63,9 @@ impl MoeBlock {
 
     /// The routed experts' weighted sum `[tokens, hidden]` through grouped GEMMs: the slots (sorted by
     /// expert) are gathered once, each projection is one `_grouped_mm` (two more for a LoRA update on
-    /// the factors), and the outputs are scattered back with one `index_add`. Slots over the capacity
-    /// run with weight zero, so nothing waits for the expert counts on the host.
+    /// the factors), and the outputs go back through the sort's permutation (`index_copy`) and a sum
+    /// over each token's k slots. Slots over the capacity run with weight zero, so nothing waits for
+    /// the expert counts on the host.
     pub(super) fn grouped_forward(&self, dispatch: &Dispatch, run: &ExpertRun, gate_up: &Tensor, down: &Tensor) -> Tensor {
         let (ends, starts) = offsets(&dispatch.counts);
         let (tokens, hidden) = (dispatch.tokens.size()[0], dispatch.tokens.size()[1]);
@@ -86,8 +87,12 @@ impl MoeBlock {
                 None => base,
             }
         };
-        // Gathered in fp32 so that the backward sums each expert's many slot gradients in fp32.
-        let of_slot = |b: &Tensor| b.to_kind(Kind::Float).index_select(0, &dispatch.expert_of_slot).to_kind(b.kind());
+        // Trained biases are gathered in fp32, so that the backward sums each expert's many slot
+        // gradients in fp32; frozen ones (LoRA) need no fp32 copy of `[slots, out]`.
+        let of_slot = |b: &Tensor| match b.requires_grad() {
+            true => b.to_kind(Kind::Float).index_select(0, &dispatch.expert_of_slot).to_kind(b.kind()),
+            false => b.index_select(0, &dispatch.expert_of_slot),
+        };
         let biases = self.gate_up_proj_bias.as_ref().zip(self.down_proj_bias.as_ref()).map(|(g, d)| (of_slot(g), of_slot(d)));
         let y = self.expert_mlp(
             &x,
