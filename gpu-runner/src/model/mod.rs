@@ -76,6 +76,13 @@ pub struct ForwardMode<'a> {
     pub expert_loop: bool,
 }
 
+impl<'a> ForwardMode<'a> {
+    /// What the routed experts of a MoE layer see of this mode.
+    fn expert_hooks(&self) -> ExpertHooks<'a> {
+        ExpertHooks { transform: self.expert_transform, adapters: self.adapters, inputs: self.expert_inputs, expert_loop: self.expert_loop }
+    }
+}
+
 /// What one decoder layer produced.
 pub struct LayerOutput {
     pub hidden: Tensor,
@@ -294,8 +301,7 @@ impl MoeModel {
     /// Whether every MoE layer runs its experts as grouped GEMMs in a forward pass with `mode` on
     /// activations of `kind` (else one expert at a time).
     pub fn groups_experts(&self, mode: ForwardMode, kind: Kind) -> bool {
-        let hooks = ExpertHooks { transform: mode.expert_transform, adapters: mode.adapters, inputs: mode.expert_inputs, expert_loop: mode.expert_loop };
-        self.moe_blocks().all(|moe| moe.groups_experts(hooks, kind))
+        self.moe_blocks().all(|moe| moe.groups_experts(mode.expert_hooks(), kind))
     }
 
     /// Decoder layers with a routed MoE block (the ones with a router).
@@ -379,7 +385,7 @@ impl MoeModel {
         let normed = self.rms(&h, &layer.post_attention_layernorm);
         match &layer.mlp {
             Mlp::Sparse(moe) => {
-                let hooks = ExpertHooks { transform: mode.expert_transform, adapters: mode.adapters, inputs: mode.expert_inputs, expert_loop: mode.expert_loop };
+                let hooks = mode.expert_hooks();
                 let (out, deferred) = if defer && moe.can_defer_experts() && !moe.groups_experts(hooks, normed.kind()) {
                     let (out, deferred) = moe.forward_deferring_experts(&normed, mode.routing, hooks);
                     (out, Some(deferred))

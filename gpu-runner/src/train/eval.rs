@@ -27,7 +27,9 @@ impl Batch {
     pub fn new(samples: &[&Sample], pad: i64, device: Device) -> Self {
         let (ids, labels) = collate(samples, pad, device);
         let width = ids.size()[1];
-        let lengths = Tensor::from_slice(&samples.iter().map(|s| s.ids.len() as i64).collect::<Vec<_>>()).to(device);
+        let lengths: Vec<i64> = samples.iter().map(|s| s.ids.len() as i64).collect();
+        let real_tokens = lengths.iter().sum();
+        let lengths = Tensor::from_slice(&lengths).to(device);
         let valid = Tensor::arange(width, (Kind::Int64, device)).unsqueeze(0).lt_tensor(&lengths.unsqueeze(1)).flatten(0, -1);
         let targets = width - 1;
         let rows: Vec<i64> = samples
@@ -36,7 +38,6 @@ impl Batch {
             .flat_map(|(b, s)| (0..targets).filter(move |&p| s.labels.get(p as usize + 1).is_some_and(|&l| l != IGNORE)).map(move |p| b as i64 * targets + p))
             .collect();
         let labelled_rows = Tensor::from_slice(&rows).to(device);
-        let real_tokens = samples.iter().map(|s| s.ids.len() as i64).sum();
         Self { ids, labels, valid, labelled_rows, real_tokens }
     }
 

@@ -286,7 +286,7 @@ impl MoeBlock {
     fn expert_weights(&self, e: usize, experts: &StoredExperts, kind: Kind) -> (Tensor, Tensor) {
         match experts {
             StoredExperts::Dense(gate_ups, downs) => (gate_ups[e].shallow_clone(), downs[e].shallow_clone()),
-            StoredExperts::Fused(gate_up, down) => (gate_up.get(e as i64), down.get(e as i64)),
+            StoredExperts::Fused(..) => unreachable!("fused experts run as grouped GEMMs, never one at a time"),
             StoredExperts::Packed((gate_up, down)) => {
                 // Packed experts are `[out, in]`; gpt-oss multiplies `x @ W` with `W` `[in, out]`.
                 let orient = |w: Tensor| if self.is_transposed() { w.transpose(0, 1) } else { w };
