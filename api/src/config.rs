@@ -1,4 +1,4 @@
-use moetune_types::s3::S3Config;
+use moetune_platform::s3::S3Config;
 use serde::Deserialize;
 
 /// Defaults, with comments, live in `api/config.default.toml`; `MOETUNE_*` env vars override.
@@ -39,6 +39,6 @@ const DEFAULTS: &str = include_str!("../config.default.toml");
 
 impl ApiConfig {
     pub fn load() -> anyhow::Result<Self> {
-        moetune_types::settings::load(DEFAULTS)
+        moetune_platform::settings::load(DEFAULTS)
     }
 }

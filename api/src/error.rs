@@ -1,6 +1,7 @@
 //! One error type for the whole API, rendered as OpenAI-style `{"error": {...}}` bodies with a
 //! stable machine-readable `code`.
 
+use moetune_types::ErrorCode;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use moetune_types::LineError;
@@ -41,59 +42,58 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// Every message passes through here: messages quote what the caller sent (ids from the path, form
-    /// field names, option values), so control characters are escaped and the length bounded before
-    /// the message is logged, stored (idempotent replays) or sent.
-    fn new(status: StatusCode, kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
+    /// Every error passes through here, its status and type decided by the code's row in
+    /// [`ErrorCode`]. Messages quote what the caller sent (ids from the path, form field names, option
+    /// values), so control characters are escaped and the length bounded before the message is logged,
+    /// stored (idempotent replays) or sent.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         let message = moetune_types::text::message(&message.into(), MAX_MESSAGE_CHARS);
-        let detail = ErrorDetail { message, kind, param: None, code, lines: None };
+        let status = StatusCode::from_u16(code.http_status()).expect("error codes carry valid HTTP statuses");
+        let detail = ErrorDetail { message, kind: code.error_type().as_str(), param: None, code: code.as_str(), lines: None };
         Self { status, detail, retry_after: None }
     }
 
-    pub fn invalid(code: &'static str, param: &str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", code, message).with_param(param)
+    /// An error about one request parameter, which the body names.
+    pub fn invalid(code: ErrorCode, param: &str, message: impl Into<String>) -> Self {
+        Self::new(code, message).with_param(param)
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key", message)
+        Self::new(ErrorCode::InvalidApiKey, message)
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "permission_error", "insufficient_scope", message)
+        Self::new(ErrorCode::InsufficientScope, message)
     }
 
     pub fn quota_exceeded(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "quota_exceeded", message)
+        Self::new(ErrorCode::QuotaExceeded, message)
     }
 
     /// 429 for a rate limit, with the seconds to wait in `Retry-After`.
     pub fn rate_limited(message: impl Into<String>, retry_after_seconds: u64) -> Self {
-        let mut error = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limited", message);
+        let mut error = Self::new(ErrorCode::RateLimited, message);
         error.retry_after = Some(retry_after_seconds);
         error
     }
 
     pub fn not_found(what: &str, id: &str) -> Self {
         let id = moetune_types::text::echo(id, moetune_types::text::MAX_ECHO_CHARS);
-        Self::new(StatusCode::NOT_FOUND, "not_found_error", "not_found", format!("No {what} found with id '{id}'."))
+        Self::new(ErrorCode::NotFound, format!("No {what} found with id '{id}'."))
     }
 
     /// No route matches the method and path (after authentication). The path is not echoed.
     pub fn unknown_route() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found_error", "unknown_route", "No API route matches this method and path; /docs lists the routes.")
-    }
-
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "invalid_request_error", code, message)
+        Self::new(ErrorCode::UnknownRoute, "No API route matches this method and path; /docs lists the routes.")
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", "not_ready", message)
+        Self::new(ErrorCode::NotReady, message)
     }
 
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal_error", "The server had an error processing your request.")
+        Self::new(ErrorCode::InternalError, "The server had an error processing your request.")
     }
 
     pub fn with_param(mut self, param: &str) -> Self {
@@ -133,7 +133,7 @@ impl From<sqlx::Error> for ApiError {
         // caller's input reaching a query, not a server failure.
         if let sqlx::Error::Database(db) = &e {
             if matches!(db.code().as_deref(), Some("22021" | "22P05")) {
-                return Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_characters", "Text values must not contain NUL (\\u0000) characters.");
+                return Self::new(ErrorCode::InvalidCharacters, "Text values must not contain NUL (\\u0000) characters.");
             }
         }
         Self::internal(e)
@@ -149,12 +149,12 @@ impl From<anyhow::Error> for ApiError {
 /// Malformed JSON bodies and query strings get the same error shape as everything else.
 pub fn json_config() -> actix_web::web::JsonConfig {
     actix_web::web::JsonConfig::default().error_handler(|err, _| {
-        ApiError::invalid("invalid_request_body", "body", format!("Invalid request body: {err}")).into()
+        ApiError::invalid(ErrorCode::InvalidRequestBody, "body", format!("Invalid request body: {err}")).into()
     })
 }
 
 pub fn query_config() -> actix_web::web::QueryConfig {
     actix_web::web::QueryConfig::default().error_handler(|err, _| {
-        ApiError::invalid("invalid_query", "query", format!("Invalid query string: {err}")).into()
+        ApiError::invalid(ErrorCode::InvalidQuery, "query", format!("Invalid query string: {err}")).into()
     })
 }

@@ -3,10 +3,11 @@
 //! anything. Durations come from what runners of each class measured on recent jobs of the same model
 //! and method (`job_measurements`, written by the scheduler as jobs succeed).
 
+use moetune_types::ErrorCode;
 use std::collections::BTreeMap;
 
-use moetune_scheduler::placement::largest_runners;
-use moetune_scheduler::registry::{RunnerState, RunnerView};
+use moetune_domain::registry::largest_runners;
+use moetune_domain::registry::{RunnerState, RunnerView};
 use moetune_types::estimate::{self, Measurement, Throughput, TrainingPlan, RECENT_JOBS};
 use moetune_types::placement::{unplaceable_reason, JobMemory, TrainingDevice};
 use moetune_types::{JobRequirements, TrainingSpec};
@@ -177,7 +178,7 @@ async fn dataset_counts(state: &AppState, tenant: Uuid, id: &str, param: &str) -
     match (status.as_str(), examples, tokens) {
         ("error", _, _) => Err(jobs::file_refusal(FileRefusal::FailedValidation(&details.unwrap_or_default()), param, id)),
         ("processed", Some(examples), Some(tokens)) => Ok((examples.max(0) as u64, tokens.max(0) as u64)),
-        _ => Err(ApiError::conflict("file_not_ready", format!("File '{id}' is still being validated; estimate again once its status is `processed`.")).with_param(param)),
+        _ => Err(ApiError::new(ErrorCode::FileNotReady, format!("File '{id}' is still being validated; estimate again once its status is `processed`.")).with_param(param)),
     }
 }
 

@@ -91,13 +91,6 @@ async fn listen(db: &PgPool, wakes: &tokio::sync::broadcast::Sender<Wake>, liste
     outcome
 }
 
-/// Parses `Last-Event-ID` (or `after`): `ftevent-N` → N.
-pub fn parse_event_id(id: &str, param: &str) -> Result<i64, ApiError> {
-    id.strip_prefix("ftevent-")
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or_else(|| ApiError::invalid("invalid_cursor", param, format!("`{param}` must be an event id like 'ftevent-12', got '{id}'.")))
-}
-
 struct Cursor {
     /// Held for as long as the stream is open (the tenant's cap on open streams).
     _slot: crate::rate_limit::StreamSlot,

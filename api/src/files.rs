@@ -1,5 +1,6 @@
 //! Dataset files: streamed to S3 while every line is validated; an invalid file stores nothing.
 
+use moetune_types::ErrorCode;
 use actix_multipart::Field;
 use futures_util::TryStreamExt;
 use moetune_types::DatasetSummary;
@@ -8,6 +9,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::unix_time::UnixTime;
 use crate::dataset_sink::ValidatingSink;
 use crate::AppState;
 
@@ -47,17 +49,6 @@ pub struct FileObject {
 #[allow(dead_code)]
 pub struct BinaryContent(Vec<u8>);
 
-/// Seconds since the Unix epoch, as OpenAI's objects carry timestamps.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
-#[serde(transparent)]
-pub struct UnixTime(pub i64);
-
-impl From<chrono::DateTime<chrono::Utc>> for UnixTime {
-    fn from(t: chrono::DateTime<chrono::Utc>) -> Self {
-        Self(t.timestamp())
-    }
-}
-
 pub const FILE_COLUMNS: &str = "id, bytes, created_at AS created_at_ts, filename, purpose, status, status_details, \
      validation_errors, format, example_count, estimated_tokens, sha256";
 
@@ -71,8 +62,8 @@ pub struct StoredUpload {
     pub summary: DatasetSummary,
 }
 
-/// Largest file `POST /v1/files` takes, as the Uploads API.
-pub const MAX_FILE_BYTES: i64 = crate::uploads::MAX_UPLOAD_BYTES;
+/// Largest file `POST /v1/files` and the Uploads API take (8 GiB).
+pub const MAX_FILE_BYTES: i64 = 8 << 30;
 
 /// Streams the multipart `file` field to S3, validating each line on the way. The stream is cut off as
 /// soon as it passes [`MAX_FILE_BYTES`] or the tenant's free storage, whether or not the request
@@ -94,7 +85,7 @@ pub async fn store_upload(state: &AppState, tenant: Uuid, mut field: Field) -> R
             Ok(None) => break,
             Err(e) => {
                 sink.abort().await;
-                return Err(ApiError::invalid("upload_interrupted", "file", format!("Upload failed: {e}")));
+                return Err(ApiError::invalid(ErrorCode::UploadInterrupted, "file", format!("Upload failed: {e}")));
             }
         };
         if sink.bytes() + chunk.len() as i64 > MAX_FILE_BYTES.min(room) {
@@ -124,18 +115,18 @@ fn too_large(room: i64) -> ApiError {
             "Storage quota exceeded: this upload goes past the {room} bytes your organization may still store; delete files you no longer need (DELETE /v1/files/{{id}}), then retry. Nothing was stored."
         ));
     }
-    ApiError::invalid("file_too_large", "file", format!("A file holds at most {MAX_FILE_BYTES} bytes (8 GiB). Nothing was stored."))
+    ApiError::invalid(ErrorCode::FileTooLarge, "file", format!("A file holds at most {MAX_FILE_BYTES} bytes (8 GiB). Nothing was stored."))
 }
 
 /// A file name is shown in listings, downloads' `content-disposition` and logs: 1 to 255 characters,
 /// none of them control characters.
 pub fn check_filename(name: &str) -> Result<(), ApiError> {
     if name.is_empty() || name.chars().count() > 255 {
-        return Err(ApiError::invalid("invalid_filename", "filename", "The file name must be 1 to 255 characters."));
+        return Err(ApiError::invalid(ErrorCode::InvalidFilename, "filename", "The file name must be 1 to 255 characters."));
     }
     if name.chars().any(char::is_control) {
         return Err(ApiError::invalid(
-            "invalid_filename",
+            ErrorCode::InvalidFilename,
             "filename",
             format!("The file name '{}' contains control characters; rename the file.", moetune_types::text::echo(name, 100)),
         ));
@@ -145,7 +136,7 @@ pub fn check_filename(name: &str) -> Result<(), ApiError> {
 
 fn dataset_error(lines: Vec<moetune_types::LineError>, total: u64) -> ApiError {
     let message = format!("{} Nothing was stored.", crate::dataset_sink::describe_problems(&lines, total));
-    ApiError::invalid("invalid_file_format", "file", message).with_lines(lines)
+    ApiError::invalid(ErrorCode::InvalidFileFormat, "file", message).with_lines(lines)
 }
 
 /// Records a stored upload; removes the S3 object if the database refuses it.
@@ -233,7 +224,7 @@ pub async fn location(state: &AppState, tenant: Uuid, id: &str) -> Result<(Strin
             .ok_or_else(|| ApiError::not_found("file", id))?;
     let (bucket, key, bytes, filename, status) = row;
     if status == "uploaded" {
-        return Err(ApiError::conflict("file_not_ready", format!("File '{id}' is still being assembled from its upload's parts; retry once its status is `processed` or `error`.")));
+        return Err(ApiError::new(ErrorCode::FileNotReady, format!("File '{id}' is still being assembled from its upload's parts; retry once its status is `processed` or `error`.")));
     }
     Ok((bucket, key, bytes, filename))
 }
@@ -256,7 +247,7 @@ pub async fn delete(state: &AppState, tenant: Uuid, id: &str) -> Result<(), ApiE
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(job) = active {
-        return Err(ApiError::conflict("file_in_use", format!("File '{id}' is used by job '{job}', which has not finished; cancel it or wait, then delete the file.")));
+        return Err(ApiError::new(ErrorCode::FileInUse, format!("File '{id}' is used by job '{job}', which has not finished; cancel it or wait, then delete the file.")));
     }
     sqlx::query("UPDATE files SET deleted_at = now() WHERE id = $1").bind(id).execute(&mut *tx).await?;
     tx.commit().await?;

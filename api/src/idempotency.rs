@@ -15,6 +15,7 @@
 //! uploads cannot be buffered; their handlers fingerprint the content as it streams and call
 //! [`claim`]/[`complete`] themselves.
 
+use moetune_types::ErrorCode;
 use actix_web::body::{to_bytes, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method, StatusCode};
@@ -44,7 +45,7 @@ pub fn key_of(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     let Some(value) = req.headers().get(HEADER) else { return Ok(None) };
     let key = value.to_str().ok().map(str::trim).filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()));
     key.map(|k| Some(k.to_string()))
-        .ok_or_else(|| ApiError::invalid("invalid_idempotency_key", "Idempotency-Key", "`Idempotency-Key` must be 1 to 255 visible ASCII characters, e.g. a UUID."))
+        .ok_or_else(|| ApiError::invalid(ErrorCode::InvalidIdempotencyKey, "Idempotency-Key", "`Idempotency-Key` must be 1 to 255 visible ASCII characters, e.g. a UUID."))
 }
 
 /// A fingerprint of what makes two requests "the same".
@@ -128,13 +129,13 @@ pub async fn claim(state: &AppState, tenant: Uuid, key: &str, fingerprint: &str)
             .fetch_one(db)
             .await?;
     if &stored != fingerprint {
-        return Err(ApiError::conflict(
-            "idempotency_key_reused",
+        return Err(ApiError::new(
+            ErrorCode::IdempotencyKeyReused,
             format!("Idempotency-Key '{key}' was already used with a different request; use a new key for a new request."),
         ));
     }
     let Some(status) = status else {
-        return Err(ApiError::conflict("idempotency_key_in_use", format!("A request with Idempotency-Key '{key}' is still being processed; retry shortly.")));
+        return Err(ApiError::new(ErrorCode::IdempotencyKeyInUse, format!("A request with Idempotency-Key '{key}' is still being processed; retry shortly.")));
     };
     let status = StatusCode::from_u16(status as u16).map_err(ApiError::internal)?;
     let body = record.open(&body.unwrap_or_default())?;

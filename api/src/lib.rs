@@ -12,22 +12,26 @@ pub mod idempotency;
 pub mod jobs;
 pub mod metrics;
 pub mod models;
-pub mod openapi;
 pub mod pagination;
 pub mod quotas;
 pub mod rate_limit;
 pub mod report;
 pub mod routes;
 pub mod storage;
+pub mod sweeper;
 pub mod telemetry;
+pub mod unix_time;
 pub mod uploads;
 pub mod webhooks;
+
+/// The OpenAPI contract, derived from the route table.
+pub use routes::openapi;
 
 use std::net::TcpListener;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
-use moetune_scheduler::JobQueue;
+use moetune_domain::JobQueue;
 use sqlx::PgPool;
 
 pub use config::ApiConfig;
@@ -74,7 +78,7 @@ impl Application {
             streams: Default::default(),
             config: config.clone(),
         });
-        tokio::spawn(uploads::sweep_forever(state.clone().into_inner()));
+        tokio::spawn(sweeper::sweep_forever(state.clone().into_inner()));
         let metrics = web::Data::new(metrics::ApiMetrics::default());
         let server = HttpServer::new(move || {
             App::new()

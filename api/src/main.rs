@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
     }
     // `token` prints for scripts: only warnings go to stderr there.
     let default_level = if matches!(cli.command, Some(Command::Token { .. })) { "warn" } else { "info" };
-    moetune_types::settings::init_logging(default_level);
+    moetune_platform::settings::init_logging(default_level);
     let config = ApiConfig::load()?;
     match cli.command {
         Some(Command::Token { tenant, scopes }) => {

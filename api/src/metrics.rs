@@ -78,5 +78,5 @@ fn route_label(req: &actix_web::HttpRequest) -> String {
 }
 
 pub async fn serve(metrics: web::Data<ApiMetrics>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(moetune_types::metrics::render(&metrics.registry))
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(moetune_platform::metrics::render(&metrics.registry))
 }

@@ -2,6 +2,7 @@
 //! admin registers others — Hugging Face model directories already in S3 — together with the output of
 //! `moetune-runner inspect` on them, which the API checks against the stored `config.json`.
 
+use moetune_types::ErrorCode;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -11,7 +12,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
-use crate::files::UnixTime;
+use crate::unix_time::UnixTime;
 use crate::AppState;
 
 /// OpenAI's model object, plus where the weights are and what `inspect` found.
@@ -122,14 +123,14 @@ pub async fn require(state: &AppState, spec: &mut TrainingSpec) -> Result<Requir
     let id = spec.model.as_str();
     let Some(entry) = state.models.entry(&state.db, id).await? else {
         let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM models ORDER BY id").fetch_all(&state.db).await?;
-        return Err(ApiError::invalid("model_not_found", "model", format!("Model '{id}' is not available for fine-tuning. Available: {}.", ids.join(", "))));
+        return Err(ApiError::invalid(ErrorCode::ModelNotFound, "model", format!("Model '{id}' is not available for fine-tuning. Available: {}.", ids.join(", "))));
     };
     spec.moe.resolve_qat_format(&entry.architecture);
     if let Some((hidden, intermediate)) = entry.expert_dims {
         spec.moe
             .qat_format()
             .check_expert_dims(id, hidden, intermediate)
-            .map_err(|message| ApiError::invalid("model_incompatible_with_format", "method.moe_sft_qat.qat.format", message))?;
+            .map_err(|message| ApiError::invalid(ErrorCode::ModelIncompatibleWithFormat, "method.moe_sft_qat.qat.format", message))?;
     }
     // A model with no memory model has no estimate: it fits any runner.
     Ok(RequiredModel {
@@ -140,7 +141,7 @@ pub async fn require(state: &AppState, spec: &mut TrainingSpec) -> Result<Requir
 }
 
 fn parse_uri(uri: &str) -> Result<(String, String), ApiError> {
-    let bad = || ApiError::invalid("invalid_uri", "uri", format!("`uri` must look like s3://bucket/prefix, got '{uri}'."));
+    let bad = || ApiError::invalid(ErrorCode::InvalidUri, "uri", format!("`uri` must look like s3://bucket/prefix, got '{uri}'."));
     let rest = uri.strip_prefix("s3://").ok_or_else(bad)?;
     let (bucket, prefix) = rest.split_once('/').ok_or_else(bad)?;
     let prefix = prefix.trim_end_matches('/');
@@ -157,17 +158,17 @@ pub async fn register(state: &AppState, request: &RegisterModelRequest) -> Resul
         ok(owner) && ok(name)
     });
     if !valid_id {
-        return Err(ApiError::invalid("invalid_model_id", "id", "`id` must be `owner/name` (letters, digits, '-', '_', '.'; up to 64 each)."));
+        return Err(ApiError::invalid(ErrorCode::InvalidModelId, "id", "`id` must be `owner/name` (letters, digits, '-', '_', '.'; up to 64 each)."));
     }
     let (bucket, prefix) = parse_uri(&request.uri)?;
     let listed = state.s3.list_objects_v2().bucket(&bucket).prefix(format!("{prefix}/")).send().await.map_err(|e| {
-        ApiError::invalid("model_files_unreadable", "uri", format!("Cannot list {}: {}", request.uri, aws_sdk_s3::error::DisplayErrorContext(e)))
+        ApiError::invalid(ErrorCode::ModelFilesUnreadable, "uri", format!("Cannot list {}: {}", request.uri, aws_sdk_s3::error::DisplayErrorContext(e)))
     })?;
     let names: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()?.strip_prefix(&format!("{prefix}/"))).collect();
     let missing: Vec<&str> = ["config.json", "tokenizer.json"].into_iter().filter(|f| !names.contains(f)).collect();
     if !missing.is_empty() || !names.iter().any(|n| n.ends_with(".safetensors")) {
         return Err(ApiError::invalid(
-            "model_files_missing",
+            ErrorCode::ModelFilesMissing,
             "uri",
             format!("{} must hold config.json, tokenizer.json and *.safetensors; found: {}.", request.uri, names.join(", ")),
         ));
@@ -175,7 +176,7 @@ pub async fn register(state: &AppState, request: &RegisterModelRequest) -> Resul
     let config = read_config(state, &bucket, &prefix).await?;
     let architecture = config["architectures"][0].as_str().unwrap_or_default().to_string();
     if !ARCHITECTURES.contains(&architecture.as_str()) {
-        return Err(ApiError::invalid("unsupported_architecture", "uri", format!("config.json names architecture '{architecture}'; supported: {}.", ARCHITECTURES.join(", "))));
+        return Err(ApiError::invalid(ErrorCode::UnsupportedArchitecture, "uri", format!("config.json names architecture '{architecture}'; supported: {}.", ARCHITECTURES.join(", "))));
     }
     check_inspect(&request.inspect, &architecture, &config)?;
     let inserted = sqlx::query("INSERT INTO models (id, owned_by, source, s3_bucket, s3_prefix, architecture, inspect) VALUES ($1, $2, 's3', $3, $4, $5, $6) ON CONFLICT DO NOTHING")
@@ -188,7 +189,7 @@ pub async fn register(state: &AppState, request: &RegisterModelRequest) -> Resul
         .execute(&state.db)
         .await?;
     if inserted.rows_affected() == 0 {
-        return Err(ApiError::conflict("model_exists", format!("Model '{}' is already registered.", request.id)));
+        return Err(ApiError::new(ErrorCode::ModelExists, format!("Model '{}' is already registered.", request.id)));
     }
     get(state, &request.id).await
 }
@@ -196,12 +197,12 @@ pub async fn register(state: &AppState, request: &RegisterModelRequest) -> Resul
 async fn read_config(state: &AppState, bucket: &str, prefix: &str) -> Result<Value, ApiError> {
     let object = state.s3.get_object().bucket(bucket).key(format!("{prefix}/config.json")).send().await.map_err(ApiError::internal)?;
     let bytes = object.body.collect().await.map_err(ApiError::internal)?.into_bytes();
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid("invalid_model_config", "uri", format!("config.json is not valid JSON: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid(ErrorCode::InvalidModelConfig, "uri", format!("config.json is not valid JSON: {e}")))
 }
 
 /// `inspect` must be the runner's report on this very config: same architecture and shape.
 fn check_inspect(inspect: &Value, architecture: &str, config: &Value) -> Result<(), ApiError> {
-    let mismatch = |what: &str| ApiError::invalid("inspect_mismatch", "inspect", format!("`inspect.{what}` does not match the model's config.json; run `moetune-runner inspect` on this directory and send its output."));
+    let mismatch = |what: &str| ApiError::invalid(ErrorCode::InspectMismatch, "inspect", format!("`inspect.{what}` does not match the model's config.json; run `moetune-runner inspect` on this directory and send its output."));
     if inspect["architecture"].as_str() != Some(architecture) {
         return Err(mismatch("architecture"));
     }

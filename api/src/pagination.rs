@@ -1,6 +1,7 @@
 //! Cursor pagination shared by the list endpoints: `after` is the id of the last item of the previous
 //! page, and pages are ordered by `(created_at, id)`.
 
+use moetune_types::ErrorCode;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
@@ -20,7 +21,7 @@ pub async fn cursor(db: &PgPool, table: &'static str, tenant: Uuid, after: Optio
         .await?;
     found
         .map(Some)
-        .ok_or_else(|| ApiError::invalid("invalid_cursor", "after", format!("`after` must be the id of one of your {table}; '{id}' is not.")))
+        .ok_or_else(|| ApiError::invalid(ErrorCode::InvalidCursor, "after", format!("`after` must be the id of one of your {table}; '{id}' is not.")))
 }
 
 /// A page from rows fetched with `LIMIT limit + 1`: the first `limit`, and whether there were more.

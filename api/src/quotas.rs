@@ -1,6 +1,7 @@
 //! Per-tenant limits: concurrent jobs and stored bytes. Checks run inside the transaction that would
 //! exceed them, after locking the tenant's row, so two concurrent requests cannot both squeeze in.
 
+use moetune_types::ErrorCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -112,11 +113,11 @@ fn check_storage(stored: i64, incoming: i64, max_bytes: i64) -> Result<(), ApiEr
 pub async fn upsert_tenant(db: &sqlx::PgPool, request: &TenantRequest, defaults: &QuotaDefaults) -> Result<TenantObject, ApiError> {
     let name = request.name.trim();
     if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        return Err(ApiError::invalid("invalid_tenant_name", "name", "`name` must be 1 to 64 letters, digits, '-', '_' or '.'."));
+        return Err(ApiError::invalid(ErrorCode::InvalidTenantName, "name", "`name` must be 1 to 64 letters, digits, '-', '_' or '.'."));
     }
     for (param, value) in [("max_concurrent_jobs", request.max_concurrent_jobs), ("max_storage_bytes", request.max_storage_bytes)] {
         if value.flatten().is_some_and(|v| v < 0) {
-            return Err(ApiError::invalid("invalid_quota", param, format!("`{param}` must be 0 or more, or null for the server default.")));
+            return Err(ApiError::invalid(ErrorCode::InvalidQuota, param, format!("`{param}` must be 0 or more, or null for the server default.")));
         }
     }
     let id = crate::auth::ensure_tenant(db, name).await?;

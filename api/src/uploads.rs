@@ -5,8 +5,8 @@
 //! the file's S3 object (written as an S3 multipart upload) and marks it `processed` or `error`.
 //! Jobs created on a file that is still `uploaded` wait in `validating_files` for that outcome.
 
+use moetune_types::ErrorCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_multipart::Field;
 use futures_util::TryStreamExt;
@@ -17,11 +17,13 @@ use uuid::Uuid;
 
 use crate::dataset_sink::{describe_problems, ValidatingSink};
 use crate::error::ApiError;
-use crate::files::{FileObject, UnixTime, FILE_COLUMNS};
+use crate::files::{FileObject, FILE_COLUMNS};
+use crate::unix_time::UnixTime;
 use crate::storage::StagedObject;
 use crate::AppState;
 
-pub const MAX_UPLOAD_BYTES: i64 = 8 << 30;
+/// An upload becomes one file, so it is as large as a file may be.
+pub const MAX_UPLOAD_BYTES: i64 = crate::files::MAX_FILE_BYTES;
 pub const MAX_PART_BYTES: i64 = 64 << 20;
 const EXPIRES_AFTER: &str = "1 hour";
 const MIME_TYPES: [&str; 4] = ["application/jsonl", "application/x-ndjson", "application/json", "text/plain"];
@@ -98,7 +100,7 @@ impl UploadRow {
     fn require_pending(&self) -> Result<(), ApiError> {
         match self.status() {
             "pending" => Ok(()),
-            status => Err(ApiError::conflict("upload_not_pending", format!("Upload '{}' is {status}; create a new upload to send the file again.", self.id))),
+            status => Err(ApiError::new(ErrorCode::UploadNotPending, format!("Upload '{}' is {status}; create a new upload to send the file again.", self.id))),
         }
     }
 }
@@ -144,13 +146,13 @@ pub async fn get(state: &AppState, tenant: Uuid, id: &str) -> Result<UploadObjec
 
 pub async fn create(state: &AppState, tenant: Uuid, request: &CreateUploadRequest) -> Result<UploadObject, ApiError> {
     if request.purpose != "fine-tune" {
-        return Err(ApiError::invalid("invalid_purpose", "purpose", format!("Unsupported purpose '{}'; use 'fine-tune'.", request.purpose)));
+        return Err(ApiError::invalid(ErrorCode::InvalidPurpose, "purpose", format!("Unsupported purpose '{}'; use 'fine-tune'.", request.purpose)));
     }
     if !(1..=MAX_UPLOAD_BYTES).contains(&request.bytes) {
-        return Err(ApiError::invalid("invalid_bytes", "bytes", format!("`bytes` must be from 1 to {MAX_UPLOAD_BYTES} (8 GiB).")));
+        return Err(ApiError::invalid(ErrorCode::InvalidBytes, "bytes", format!("`bytes` must be from 1 to {MAX_UPLOAD_BYTES} (8 GiB).")));
     }
     if !MIME_TYPES.contains(&request.mime_type.as_str()) {
-        return Err(ApiError::invalid("invalid_mime_type", "mime_type", format!("Unsupported mime_type '{}'; fine-tune files are JSONL: use 'application/jsonl'.", request.mime_type)));
+        return Err(ApiError::invalid(ErrorCode::InvalidMimeType, "mime_type", format!("Unsupported mime_type '{}'; fine-tune files are JSONL: use 'application/jsonl'.", request.mime_type)));
     }
     crate::files::check_filename(&request.filename)?;
     crate::quotas::precheck_storage(&state.db, tenant, request.bytes, &state.config.quotas).await?;
@@ -202,7 +204,7 @@ pub async fn store_part(state: &AppState, tenant: Uuid, upload_id: &str, mut fie
             Ok(None) => break,
             Err(e) => {
                 object.abort().await;
-                return Err(ApiError::invalid("upload_interrupted", "data", format!("Part upload failed: {e}")));
+                return Err(ApiError::invalid(ErrorCode::UploadInterrupted, "data", format!("Part upload failed: {e}")));
             }
         };
         bytes += chunk.len() as i64;
@@ -218,7 +220,7 @@ pub async fn store_part(state: &AppState, tenant: Uuid, upload_id: &str, mut fie
     }
     if bytes == 0 {
         object.abort().await;
-        return Err(ApiError::invalid("empty_part", "data", "The part is empty; send its bytes in the form field `data`."));
+        return Err(ApiError::invalid(ErrorCode::EmptyPart, "data", "The part is empty; send its bytes in the form field `data`."));
     }
     object.commit().await.map_err(ApiError::internal)?;
     Ok(StoredPart { upload, id, key, bytes, sha256: hex::encode(hasher.finalize()) })
@@ -253,9 +255,9 @@ fn part_too_large(upload: &UploadRow, limit: i64) -> ApiError {
             upload.bytes,
             limit.max(0)
         );
-        return ApiError::invalid("upload_size_exceeded", "data", message);
+        return ApiError::invalid(ErrorCode::UploadSizeExceeded, "data", message);
     }
-    ApiError::invalid("part_too_large", "data", format!("A part holds at most {MAX_PART_BYTES} bytes (64 MiB); split the file into more parts."))
+    ApiError::invalid(ErrorCode::PartTooLarge, "data", format!("A part holds at most {MAX_PART_BYTES} bytes (64 MiB); split the file into more parts."))
 }
 
 /// Records a stored part, in one transaction with the upload's row locked, so parts racing each other,
@@ -288,7 +290,7 @@ pub async fn complete(state: &Arc<AppState>, tenant: Uuid, upload_id: &str, requ
     upload.require_pending()?;
     if let Some(md5) = &request.md5 {
         if md5.len() != 32 || !md5.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ApiError::invalid("invalid_md5", "md5", "`md5` must be 32 hex digits."));
+            return Err(ApiError::invalid(ErrorCode::InvalidMd5, "md5", "`md5` must be 32 hex digits."));
         }
     }
     let parts: Vec<(String, i64)> = sqlx::query_as("SELECT id, bytes FROM upload_parts WHERE upload_id = $1").bind(upload_id).fetch_all(&mut *tx).await?;
@@ -296,16 +298,16 @@ pub async fn complete(state: &Arc<AppState>, tenant: Uuid, upload_id: &str, requ
     let mut total = 0i64;
     for id in &request.part_ids {
         let bytes = parts.iter().find(|(p, _)| p == id).map(|(_, b)| *b).ok_or_else(|| {
-            ApiError::invalid("invalid_part_ids", "part_ids", format!("Part '{id}' does not belong to upload '{upload_id}'."))
+            ApiError::invalid(ErrorCode::InvalidPartIds, "part_ids", format!("Part '{id}' does not belong to upload '{upload_id}'."))
         })?;
         if !seen.insert(id) {
-            return Err(ApiError::invalid("invalid_part_ids", "part_ids", format!("Part '{id}' is listed twice.")));
+            return Err(ApiError::invalid(ErrorCode::InvalidPartIds, "part_ids", format!("Part '{id}' is listed twice.")));
         }
         total += bytes;
     }
     if request.part_ids.is_empty() || total != upload.bytes {
         return Err(ApiError::invalid(
-            "upload_size_mismatch",
+            ErrorCode::UploadSizeMismatch,
             "part_ids",
             format!("The listed parts hold {total} bytes but the upload was created for {}; list every part, in order.", upload.bytes),
         ));
@@ -350,7 +352,7 @@ pub async fn cancel(state: &AppState, tenant: Uuid, upload_id: &str) -> Result<U
     if updated.rows_affected() == 0 {
         let upload = row(&state.db, tenant, upload_id).await?;
         if upload.status != "pending" {
-            return Err(ApiError::conflict("upload_not_pending", format!("Upload '{upload_id}' is {}; only a pending upload can be cancelled.", upload.status)));
+            return Err(ApiError::new(ErrorCode::UploadNotPending, format!("Upload '{upload_id}' is {}; only a pending upload can be cancelled.", upload.status)));
         }
     }
     delete_parts(state, upload_id).await;
@@ -513,91 +515,4 @@ async fn copy_parts(state: &AppState, bucket: &str, part_order: &[String], sink:
         }
     }
     Ok(())
-}
-
-/// Deletes the parts nothing will assemble any more: those of expired and cancelled uploads, and of
-/// uploads whose file was deleted. An expired upload is left 10 minutes more, so that a completion
-/// racing the expiry (judged by the API host's clock) never loses its parts. Each object goes first, then its row, so a failed delete is retried
-/// on the next sweep instead of leaving an object nobody knows about.
-pub async fn sweep_abandoned_parts(state: &AppState) -> anyhow::Result<usize> {
-    let abandoned: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT p.id, p.s3_key, u.s3_bucket FROM upload_parts p JOIN uploads u ON u.id = p.upload_id LEFT JOIN files f ON f.id = u.file_id
-         WHERE (u.status = 'pending' AND u.expires_at < now() - interval '10 minutes') OR u.status = 'cancelled' OR f.deleted_at IS NOT NULL
-         LIMIT 1000",
-    )
-    .fetch_all(&state.db)
-    .await?;
-    let mut deleted = 0;
-    for (id, key, bucket) in abandoned {
-        if let Err(e) = state.s3.delete_object().bucket(&bucket).key(&key).send().await {
-            tracing::warn!(key, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "could not delete an abandoned upload part; will retry");
-            continue;
-        }
-        sqlx::query("DELETE FROM upload_parts WHERE id = $1").bind(&id).execute(&state.db).await?;
-        deleted += 1;
-    }
-    Ok(deleted)
-}
-
-/// Deletes from storage the checkpoints the scheduler's retention marked deleted (a job keeps its
-/// newest few and its stage finals), then their rows.
-pub async fn sweep_pruned_checkpoints(state: &AppState) -> anyhow::Result<usize> {
-    let pruned: Vec<(String, String, String, String)> =
-        sqlx::query_as("SELECT job_id, name, s3_bucket, s3_prefix FROM checkpoints WHERE deleted_at IS NOT NULL LIMIT 100").fetch_all(&state.db).await?;
-    let mut removed = 0;
-    for (job_id, name, bucket, prefix) in pruned {
-        // One that fails is tried again next sweep; the others go on.
-        match remove_checkpoint(state, &job_id, &name, &bucket, &prefix).await {
-            Ok(true) => removed += 1,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(job = job_id, checkpoint = name, error = %e, "could not delete a pruned checkpoint; will retry"),
-        }
-    }
-    Ok(removed)
-}
-
-/// Deletes one pruned checkpoint's objects, then its row once none is left; false while more remain.
-async fn remove_checkpoint(state: &AppState, job_id: &str, name: &str, bucket: &str, prefix: &str) -> anyhow::Result<bool> {
-    let listed = state.s3.list_objects_v2().bucket(bucket).prefix(format!("{prefix}/")).send().await?;
-    for object in listed.contents() {
-        if let Some(key) = object.key() {
-            state.s3.delete_object().bucket(bucket).key(key).send().await?;
-        }
-    }
-    if listed.is_truncated() == Some(true) {
-        return Ok(false);
-    }
-    sqlx::query("DELETE FROM checkpoints WHERE job_id = $1 AND name = $2 AND deleted_at IS NOT NULL").bind(job_id).bind(name).execute(&state.db).await?;
-    Ok(true)
-}
-
-/// Every `upload_sweep_interval_ms`: validates files left `uploaded` by a crash or restart, advances
-/// jobs waiting on them, deletes abandoned parts and pruned checkpoints. Runs in every API instance; the file lease keeps
-/// them from doing the same file twice.
-pub async fn sweep_forever(state: Arc<AppState>) {
-    let interval = Duration::from_millis(state.config.upload_sweep_interval_ms.max(50));
-    loop {
-        let stale: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM files WHERE status = 'uploaded' AND deleted_at IS NULL AND (validating_until IS NULL OR validating_until < now())",
-        )
-        .fetch_all(&state.db)
-        .await
-        .unwrap_or_default();
-        for file in stale {
-            validate_assembled_file(&state, &file).await;
-        }
-        if let Err(e) = crate::jobs::advance_validating(&state).await {
-            tracing::warn!(error = %e, "sweeper could not advance validating jobs");
-        }
-        if let Err(e) = sweep_abandoned_parts(&state).await {
-            tracing::warn!(error = %e, "sweeper could not delete abandoned upload parts");
-        }
-        if let Err(e) = sweep_pruned_checkpoints(&state).await {
-            tracing::warn!(error = %e, "sweeper could not delete pruned checkpoints");
-        }
-        if let Err(e) = crate::idempotency::expire(&state.db).await {
-            tracing::warn!(error = %e, "sweeper could not delete expired idempotency keys");
-        }
-        tokio::time::sleep(interval).await;
-    }
 }

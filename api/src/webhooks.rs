@@ -1,17 +1,18 @@
 //! Tenants' webhook endpoints: registration (URL checked against the network policy), secret
 //! rotation with a grace period, the event log, delivery attempts, and manual redelivery. Delivery
-//! itself is the scheduler's (`moetune_scheduler::webhooks::dispatch`).
+//! itself is the scheduler's (`moetune_domain::webhooks::dispatch`).
 
-use moetune_scheduler::webhooks::network::NetworkPolicy;
-use moetune_scheduler::webhooks::signing::Secret;
-use moetune_scheduler::webhooks::EventType;
+use moetune_types::ErrorCode;
+use moetune_domain::webhooks::network::NetworkPolicy;
+use moetune_domain::webhooks::signing::Secret;
+use moetune_domain::webhooks::EventType;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::files::UnixTime;
+use crate::unix_time::UnixTime;
 use crate::pagination;
 use crate::AppState;
 
@@ -110,7 +111,7 @@ pub fn policy(state: &AppState) -> Result<NetworkPolicy, ApiError> {
 async fn checked_url(state: &AppState, url: &str) -> Result<String, ApiError> {
     match policy(state)?.check_url(url).await {
         Ok(url) => Ok(url.to_string()),
-        Err(why) => Err(ApiError::invalid("invalid_webhook_url", "url", format!("Webhook URL refused: {why}."))),
+        Err(why) => Err(ApiError::invalid(ErrorCode::InvalidWebhookUrl, "url", format!("Webhook URL refused: {why}."))),
     }
 }
 
@@ -118,7 +119,7 @@ fn checked_event_types(types: Option<Vec<String>>) -> Result<Vec<String>, ApiErr
     let types = types.unwrap_or_default();
     if let Some(unknown) = types.iter().find(|t| EventType::parse(t).is_none()) {
         let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
-        return Err(ApiError::invalid("invalid_event_type", "event_types", format!("Unknown event type '{unknown}'; use any of {}.", known.join(", "))));
+        return Err(ApiError::invalid(ErrorCode::InvalidEventType, "event_types", format!("Unknown event type '{unknown}'; use any of {}.", known.join(", "))));
     }
     Ok(types)
 }
@@ -128,7 +129,7 @@ fn checked_secret(secret: Option<String>) -> Result<String, ApiError> {
         None => Ok(Secret::generate()),
         Some(text) => match Secret::parse(&text) {
             Ok(_) => Ok(text),
-            Err(why) => Err(ApiError::invalid("invalid_webhook_secret", "secret", format!("Invalid secret: {why}."))),
+            Err(why) => Err(ApiError::invalid(ErrorCode::InvalidWebhookSecret, "secret", format!("Invalid secret: {why}."))),
         },
     }
 }
@@ -218,7 +219,7 @@ pub async fn delete(state: &AppState, tenant: Uuid, id: &str) -> Result<(), ApiE
 pub async fn rotate_secret(state: &AppState, tenant: Uuid, id: &str, request: RotateSecretRequest) -> Result<WebhookEndpoint, ApiError> {
     let grace = request.grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
     if !(0..=MAX_GRACE_SECONDS).contains(&grace) {
-        return Err(ApiError::invalid("invalid_grace_period", "grace_period_seconds", format!("`grace_period_seconds` must be from 0 to {MAX_GRACE_SECONDS}.")));
+        return Err(ApiError::invalid(ErrorCode::InvalidGracePeriod, "grace_period_seconds", format!("`grace_period_seconds` must be from 0 to {MAX_GRACE_SECONDS}.")));
     }
     let secret = checked_secret(request.secret)?;
     let rotated: Option<WebhookEndpoint> = sqlx::query_as(&format!(
@@ -299,7 +300,7 @@ pub async fn attempts(state: &AppState, tenant: Uuid, endpoint_id: &str, event_i
                 .bind(endpoint_id)
                 .fetch_optional(&state.db)
                 .await?
-                .ok_or_else(|| ApiError::invalid("invalid_cursor", "after", format!("`after` must be the id of one of this endpoint's attempts; '{after}' is not.")))?,
+                .ok_or_else(|| ApiError::invalid(ErrorCode::InvalidCursor, "after", format!("`after` must be the id of one of this endpoint's attempts; '{after}' is not.")))?,
         ),
     };
     let mut query = sqlx::QueryBuilder::new(
@@ -333,7 +334,7 @@ pub async fn redeliver(state: &AppState, tenant: Uuid, endpoint_id: &str, event_
     let endpoint = get(state, tenant, endpoint_id).await?;
     crate::rate_limit::take(state, tenant, crate::rate_limit::Bucket::Redeliveries).await?;
     if !endpoint.enabled {
-        return Err(ApiError::conflict("webhook_endpoint_disabled", format!("Endpoint '{endpoint_id}' is disabled; enable it (PATCH with enabled: true) before redelivering.")));
+        return Err(ApiError::new(ErrorCode::WebhookEndpointDisabled, format!("Endpoint '{endpoint_id}' is disabled; enable it (PATCH with enabled: true) before redelivering.")));
     }
     let owned: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM webhook_events WHERE id = $1 AND tenant_id = $2)")
         .bind(event_id)

@@ -1,4 +1,4 @@
-use moetune_types::s3::S3Config;
+use moetune_platform::s3::S3Config;
 use serde::Deserialize;
 
 /// Defaults, with comments, live in `gpu-runner/config.default.toml`; `MOETUNE_*` env vars override.
@@ -25,7 +25,7 @@ const DEFAULTS: &str = include_str!("../config.default.toml");
 
 impl RunnerConfig {
     pub fn load() -> anyhow::Result<Self> {
-        let mut config: Self = moetune_types::settings::load(DEFAULTS)?;
+        let mut config: Self = moetune_platform::settings::load(DEFAULTS)?;
         if config.runner_id.is_empty() {
             let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "runner".into());
             config.runner_id = format!("{}-{}", host.trim(), std::process::id());

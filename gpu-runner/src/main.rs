@@ -157,7 +157,7 @@ fn read_examples(path: &std::path::Path) -> anyhow::Result<Vec<Example>> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     moetune_runner::host_memory::keep_freed_memory();
-    moetune_types::settings::init_logging("info");
+    moetune_platform::settings::init_logging("info");
     let config = RunnerConfig::load()?;
     if config.threads > 0 {
         tch::set_num_threads(config.threads);

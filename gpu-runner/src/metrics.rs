@@ -69,8 +69,8 @@ impl RunnerMetrics {
 }
 
 /// Binds `GET /metrics` and `GET /healthz` on `addr`; the returned server runs when awaited.
-pub fn serve(addr: &str, metrics: Arc<RunnerMetrics>) -> anyhow::Result<moetune_types::metrics::Server> {
-    let server = moetune_types::metrics::serve(addr, metrics.registry.clone())?;
+pub fn serve(addr: &str, metrics: Arc<RunnerMetrics>) -> anyhow::Result<moetune_platform::metrics::Server> {
+    let server = moetune_platform::metrics::serve(addr, metrics.registry.clone())?;
     tracing::info!(addr, "serving runner metrics");
     Ok(server)
 }

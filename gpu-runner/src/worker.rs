@@ -5,32 +5,27 @@ use std::time::Duration;
 
 use anyhow::Context;
 use moetune_types::dataset::JsonlReader;
-use moetune_types::s3::{download_file, upload_file};
-use moetune_types::{Example, JobAssignment, RedisKeys, RunnerEvent, RunnerEventKind, RunnerInfo, S3Location, CLAIM_DEPTH, CLAIM_TENANTS, QUEUE_SCRIPT};
-use redis::aio::ConnectionManager;
-use redis::streams::StreamMaxlen;
-use redis::AsyncCommands;
+use moetune_platform::s3::{download_file, upload_file};
+use moetune_domain::JobQueue;
+use moetune_types::{ErrorCode, Example, JobAssignment, RunnerEvent, RunnerEventKind, RunnerInfo, S3Location};
 
 use crate::config::RunnerConfig;
 use crate::{export, train};
 
 pub struct Worker {
     config: RunnerConfig,
-    keys: RedisKeys,
-    redis: ConnectionManager,
+    queue: JobQueue,
     s3: aws_sdk_s3::Client,
     device: tch::Device,
     /// Becomes true on shutdown; training in progress checks it before every step.
     stopping: tokio::sync::watch::Sender<bool>,
-    queue_script: redis::Script,
     metrics: std::sync::Arc<crate::metrics::RunnerMetrics>,
 }
 
 /// Reports events for one attempt of one job to the scheduler's stream.
 #[derive(Clone)]
 struct EventSink {
-    redis: ConnectionManager,
-    stream: String,
+    queue: JobQueue,
     job_id: String,
     attempt: i32,
     runner_id: String,
@@ -48,11 +43,7 @@ impl EventSink {
             other => other,
         };
         let event = RunnerEvent { job_id: self.job_id.clone(), attempt: self.attempt, runner_id: self.runner_id.clone(), kind };
-        let mut redis = self.redis.clone();
-        let _: String = redis
-            .xadd_maxlen(&self.stream, StreamMaxlen::Approx(100_000), "*", &[("event", serde_json::to_string(&event)?)])
-            .await?;
-        Ok(())
+        self.queue.report(&event).await
     }
 }
 
@@ -63,17 +54,15 @@ fn tenant_text(message: &str) -> String {
 
 impl Worker {
     pub async fn connect(config: RunnerConfig) -> anyhow::Result<Self> {
-        let redis = ConnectionManager::new(redis::Client::open(config.redis_url.as_str())?).await?;
+        let queue = JobQueue::connect(&config.redis_url, &config.redis_prefix).await?;
         let s3 = config.s3.client();
         let device = config.device()?;
         Ok(Self {
-            keys: RedisKeys::new(&config.redis_prefix),
             config,
-            redis,
+            queue,
             s3,
             device,
             stopping: tokio::sync::watch::channel(false).0,
-            queue_script: redis::Script::new(QUEUE_SCRIPT),
             metrics: Default::default(),
         })
     }
@@ -86,7 +75,7 @@ impl Worker {
     /// next step and handed back (another runner continues it), so a restart loses no training.
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let info = self.info();
-        tokio::spawn(heartbeat(self.redis.clone(), self.keys.clone(), info.clone(), self.config.heartbeat_ms));
+        tokio::spawn(heartbeat(self.queue.clone(), info.clone(), self.config.heartbeat_ms));
         tracing::info!(runner = %self.config.runner_id, device = ?self.device, "runner ready");
         let stopping = self.stopping.clone();
         tokio::spawn(async move {
@@ -94,16 +83,14 @@ impl Worker {
             let _ = stopping.send(true);
         });
         let mut stop = self.stopping.subscribe();
-        let claimed = self.keys.claimed(&self.config.runner_id);
         let mut idle_polls = 0u32;
         loop {
             if *stop.borrow() {
                 return Ok(());
             }
             // Jobs left in our claimed list by a previous life of this runner id come first.
-            let mut redis = self.redis.clone();
-            let leftover: Option<String> = redis.lindex(&claimed, -1).await?;
-            let draining: bool = redis.exists(self.keys.runner_drain(&self.config.runner_id)).await?;
+            let leftover = self.queue.oldest_claimed(&self.config.runner_id).await?;
+            let draining = self.queue.is_draining(&self.config.runner_id).await?;
             let job_id = match leftover {
                 Some(id) => Some(id),
                 // Draining: nothing new (an operator may undrain).
@@ -121,7 +108,7 @@ impl Worker {
                         tracing::error!(job = %job_id, error = %e, "job handling failed");
                     }
                     self.metrics.set_busy(false);
-                    self.queue_op::<()>(&["finish", &self.config.runner_id, &job_id]).await?;
+                    self.queue.finish(&self.config.runner_id, &job_id).await?;
                 }
                 None => {
                     // Back off while nothing fits (a claim that fits nothing scans up to 256 jobs):
@@ -143,19 +130,7 @@ impl Worker {
     async fn claim(&self, info: &RunnerInfo) -> anyhow::Result<Option<String>> {
         let declared = info.training_memory_bytes();
         let free = if self.device.is_cuda() { gpu_available_bytes() } else { host_available_bytes() };
-        let memory = claim_memory(declared, free).to_string();
-        let (tenants, depth) = (CLAIM_TENANTS.to_string(), CLAIM_DEPTH.to_string());
-        self.queue_op(&["claim", &self.config.runner_id, &info.device, &memory, &tenants, &depth]).await
-    }
-
-    async fn queue_op<T: redis::FromRedisValue>(&self, args: &[&str]) -> anyhow::Result<T> {
-        let mut redis = self.redis.clone();
-        let mut invocation = self.queue_script.prepare_invoke();
-        invocation.arg(args[0]).arg(self.keys.prefix());
-        for arg in &args[1..] {
-            invocation.arg(*arg);
-        }
-        Ok(invocation.invoke_async(&mut redis).await?)
+        self.queue.claim(&self.config.runner_id, &info.device, claim_memory(declared, free)).await
     }
 
     /// The registry entry: detected hardware plus what the operator configured.
@@ -179,16 +154,12 @@ impl Worker {
     }
 
     async fn handle(&self, job_id: &str) -> anyhow::Result<()> {
-        let mut redis = self.redis.clone();
-        let raw: Option<String> = redis.get(self.keys.assignment(job_id)).await?;
-        let Some(raw) = raw else {
+        let Some(assignment) = self.queue.assignment(job_id).await? else {
             tracing::warn!(job = %job_id, "claimed job has no assignment (Redis lost it); the scheduler will republish it");
             return Ok(());
         };
-        let assignment: JobAssignment = serde_json::from_str(&raw)?;
         let sink = EventSink {
-            redis: self.redis.clone(),
-            stream: self.keys.runner_events(&self.config.runner_id),
+            queue: self.queue.clone(),
             job_id: job_id.to_string(),
             attempt: assignment.attempt,
             runner_id: self.config.runner_id.clone(),
@@ -218,10 +189,10 @@ impl Worker {
             Err(e) => {
                 tracing::error!(job = %job_id, error = format!("{e:#}"), "job failed");
                 let (code, message) = match e.downcast_ref::<UserError>() {
-                    Some(UserError(message)) => ("invalid_training_file", message.clone()),
-                    None => ("training_error", format!("{e:#}")),
+                    Some(UserError(message)) => (ErrorCode::InvalidTrainingFile, message.clone()),
+                    None => (ErrorCode::TrainingError, format!("{e:#}")),
                 };
-                sink.emit(RunnerEventKind::Failed { code: code.into(), message }).await
+                sink.emit(RunnerEventKind::Failed { code: code.as_str().into(), message }).await
             }
         }
     }
@@ -247,16 +218,14 @@ impl Worker {
             spec.model = self.fetch_model(location).await?.to_string_lossy().into_owned();
         }
         let (device, handle) = (self.device, tokio::runtime::Handle::current());
-        let (cancel_key, pause_key) = (self.keys.cancelled(&assignment.job_id), self.keys.pause(&assignment.job_id));
         let mut reporter = S3Reporter {
             sink: sink.clone(),
             s3: self.s3.clone(),
             bucket: assignment.bucket.clone(),
             prefix: assignment.checkpoint_prefix.clone(),
             handle,
-            redis: self.redis.clone(),
-            cancel_key,
-            pause_key,
+            queue: self.queue.clone(),
+            job_id: assignment.job_id.clone(),
             attempt: assignment.attempt,
             stopping: self.stopping.subscribe(),
         };
@@ -360,9 +329,8 @@ struct S3Reporter {
     bucket: String,
     prefix: String,
     handle: tokio::runtime::Handle,
-    redis: ConnectionManager,
-    cancel_key: String,
-    pause_key: String,
+    queue: JobQueue,
+    job_id: String,
     attempt: i32,
     stopping: tokio::sync::watch::Receiver<bool>,
 }
@@ -378,13 +346,10 @@ impl train::Reporter for S3Reporter {
         if *self.stopping.borrow() {
             return Some(train::StopRequest::Release);
         }
-        let mut redis = self.redis.clone();
-        let keys = [self.cancel_key.clone(), self.pause_key.clone()];
-        let flags = self.handle.block_on(async move { redis.mget::<_, (Option<String>, Option<i32>)>(&keys).await });
-        match flags {
-            Ok((Some(_), _)) => Some(train::StopRequest::Cancel),
+        match self.handle.block_on(self.queue.stop_flags(&self.job_id)) {
+            Ok(flags) if flags.cancelled => Some(train::StopRequest::Cancel),
             // The pause names the attempt it is for: a resumed attempt does not stop again.
-            Ok((None, Some(attempt))) if attempt == self.attempt => Some(train::StopRequest::Pause),
+            Ok(flags) if flags.pause_attempt == Some(self.attempt) => Some(train::StopRequest::Pause),
             Ok(_) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the job's stop flags; training on");
@@ -472,21 +437,11 @@ fn unix_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-const INFO_TTL_SECS: u64 = 7 * 86_400;
-
-async fn heartbeat(redis: ConnectionManager, keys: RedisKeys, mut info: RunnerInfo, period_ms: u64) {
-    let ttl_ms = period_ms * 5;
-    let runner_id = info.runner_id.clone();
+/// Keeps the runner in the registry: its alive key lives five periods, so one late beat does not lose it.
+async fn heartbeat(queue: JobQueue, mut info: RunnerInfo, period_ms: u64) {
     loop {
         info.last_heartbeat_ms = unix_ms();
-        let mut conn = redis.clone();
-        let beat = redis::pipe()
-            .sadd(keys.runners(), &runner_id)
-            .pset_ex(keys.runner_alive(&runner_id), "1", ttl_ms)
-            .set_ex(keys.runner_info(&runner_id), serde_json::to_string(&info).unwrap_or_default(), INFO_TTL_SECS)
-            .query_async::<()>(&mut conn)
-            .await;
-        if let Err(e) = beat {
+        if let Err(e) = queue.heartbeat(&info, period_ms * 5).await {
             tracing::warn!(error = %e, "heartbeat failed");
         }
         tokio::time::sleep(Duration::from_millis(period_ms)).await;

@@ -19,6 +19,6 @@ const DEFAULTS: &str = include_str!("../config.default.toml");
 
 impl SchedulerConfig {
     pub fn load() -> anyhow::Result<Self> {
-        moetune_types::settings::load(DEFAULTS)
+        moetune_platform::settings::load(DEFAULTS)
     }
 }

@@ -13,15 +13,15 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use moetune_types::{JobStatus, RunnerEvent, RunnerEventKind};
+use moetune_types::{ErrorCode, JobStatus, RunnerEvent, RunnerEventKind};
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::AsyncCommands;
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::store::{self, NewEvent};
-use crate::webhooks::{outbox, EventType};
-use crate::JobQueue;
+use moetune_domain::store::{self, NewEvent};
+use moetune_domain::webhooks::{outbox, EventType};
+use moetune_domain::JobQueue;
 
 const GROUP: &str = "scheduler";
 /// Tries of one entry, with Postgres reachable, before it is dead-lettered.
@@ -208,7 +208,7 @@ impl Ingester {
         let _: String = redis.xadd_maxlen(self.queue.keys().dead_events(), redis::streams::StreamMaxlen::Approx(10_000), "*", &fields).await?;
         self.metrics.runner_events.with_label_values(&["dead_lettered"]).inc();
         let message = format!("An event from the job's runner ({}) could not be recorded; the job was stopped so that its results are not incomplete. Retry the job.", event.kind.name());
-        let failed = fail_job(&self.pool, &event.job_id, event.attempt, "event_not_recorded", &message).await;
+        let failed = fail_job(&self.pool, &event.job_id, event.attempt, ErrorCode::EventNotRecorded, &message).await;
         match failed {
             Ok(true) => {
                 self.queue.cancel(&event.job_id).await?;
@@ -236,14 +236,14 @@ fn caused_by_the_entry(error: &anyhow::Error) -> bool {
 }
 
 /// Fails the job's current attempt if it is still that attempt and unfinished; true when it did.
-async fn fail_job(pool: &PgPool, job_id: &str, attempt: i32, code: &str, message: &str) -> sqlx::Result<bool> {
+async fn fail_job(pool: &PgPool, job_id: &str, attempt: i32, code: ErrorCode, message: &str) -> sqlx::Result<bool> {
     let mut tx = pool.begin().await?;
     let row: Option<(i32, String)> = sqlx::query_as("SELECT attempt, status FROM jobs WHERE id = $1 FOR UPDATE").bind(job_id).fetch_optional(&mut *tx).await?;
     let Some((current, status)) = row else { return Ok(false) };
     if current != attempt || JobStatus::parse(&status).is_none_or(JobStatus::is_terminal) {
         return Ok(false);
     }
-    sqlx::query("UPDATE jobs SET error_code = $2, error_message = $3 WHERE id = $1").bind(job_id).bind(code).bind(message).execute(&mut *tx).await?;
+    sqlx::query("UPDATE jobs SET error_code = $2, error_message = $3 WHERE id = $1").bind(job_id).bind(code.as_str()).bind(message).execute(&mut *tx).await?;
     store::transition(&mut tx, job_id, attempt, JobStatus::Failed, format!("The job failed: {message}")).await?;
     tx.commit().await?;
     Ok(true)
@@ -464,10 +464,12 @@ pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str
             true
         }
         RunnerEventKind::Failed { code, message } => {
-            let (code, message) = (moetune_types::text::echo(code, 64), runner_text(message));
+            // Only the table's codes reach a tenant: anything else a runner sends is a training error.
+            let code = ErrorCode::parse(code).unwrap_or(ErrorCode::TrainingError).as_str();
+            let message = runner_text(message);
             sqlx::query("UPDATE jobs SET error_code = $2, error_message = $3 WHERE id = $1")
                 .bind(job_id)
-                .bind(&code)
+                .bind(code)
                 .bind(&message)
                 .execute(&mut *tx)
                 .await?;

@@ -1,19 +1,18 @@
-//! The moetune scheduler: the Redis job queue (used by the api to enqueue), the Postgres job store
-//! (status transitions and events, with their webhooks), the ingester that applies runner events to Postgres with
-//! attempt fencing, the reconciler that rebuilds Redis from Postgres and requeues lost work, and the webhook dispatcher.
+//! The moetune scheduler daemon: the ingester that applies runner events to Postgres with attempt
+//! fencing, the reconciler that rebuilds Redis from Postgres and requeues lost work, the webhook
+//! dispatcher, the placement pass and the metrics endpoint. The job queue, the job store and the
+//! runner registry they act on are the job domain's (`moetune_domain`), which the api and the runners
+//! share.
 
 pub mod config;
 pub mod ingest;
 pub mod metrics;
 pub mod placement;
-pub mod queue;
 pub mod reconcile;
-pub mod registry;
-pub mod store;
 pub mod webhooks;
 
 pub use config::SchedulerConfig;
-pub use queue::JobQueue;
+pub use moetune_domain::JobQueue;
 
 /// Runs the ingester, the reconciler, the webhook dispatcher, the placement pass and the metrics endpoint until `shutdown` resolves.
 pub async fn run(

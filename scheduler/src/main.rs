@@ -2,7 +2,7 @@ use moetune_scheduler::SchedulerConfig;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    moetune_types::settings::init_logging("info");
+    moetune_platform::settings::init_logging("info");
     let config = SchedulerConfig::load()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let [command, runner_id] = args.as_slice() {
@@ -25,7 +25,7 @@ async fn runner_credentials(config: &SchedulerConfig, runner_id: &str) -> anyhow
     let queue = moetune_scheduler::JobQueue::connect(&config.redis_url, &config.redis_prefix).await?;
     // Two v4 UUIDs: 244 random bits from the OS.
     let password = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-    let user = moetune_scheduler::registry::create_runner_user(&queue, runner_id, &password).await?;
+    let user = moetune_domain::registry::create_runner_user(&queue, runner_id, &password).await?;
     let host = config.redis_url.rsplit_once('@').map_or(config.redis_url.trim_start_matches("redis://"), |(_, host)| host);
     println!("MOETUNE_RUNNER_ID={runner_id}");
     println!("MOETUNE_REDIS_URL=redis://{user}:{password}@{host}");

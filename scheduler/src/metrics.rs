@@ -8,8 +8,8 @@ use std::sync::Arc;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use sqlx::PgPool;
 
-use crate::registry::{RunnerState, RunnerView};
-use crate::JobQueue;
+use moetune_domain::registry::{RunnerState, RunnerView};
+use moetune_domain::JobQueue;
 
 pub struct Metrics {
     registry: Registry,
@@ -90,8 +90,8 @@ impl Metrics {
 }
 
 /// Binds `GET /metrics` (and `GET /healthz`) on `addr`; the returned server runs when awaited.
-pub fn serve(addr: &str, metrics: Arc<Metrics>) -> anyhow::Result<moetune_types::metrics::Server> {
-    let server = moetune_types::metrics::serve(addr, metrics.registry.clone())?;
+pub fn serve(addr: &str, metrics: Arc<Metrics>) -> anyhow::Result<moetune_platform::metrics::Server> {
+    let server = moetune_platform::metrics::serve(addr, metrics.registry.clone())?;
     tracing::info!(addr, "serving scheduler metrics");
     Ok(server)
 }

@@ -7,24 +7,12 @@
 //! ever take (it needs CUDA and there is none; it needs more memory than the largest runner has) gets
 //! a `status_details` saying so, cleared when a runner that fits registers.
 
-use std::collections::BTreeMap;
 
 use moetune_types::placement::unplaceable_reason;
 use moetune_types::JobRequirements;
 use sqlx::PgPool;
 
-use crate::registry::{RunnerState, RunnerView};
-
-/// The largest training memory per device kind among runners that are not lost.
-pub fn largest_runners(runners: &[RunnerView]) -> BTreeMap<String, i64> {
-    let mut largest: BTreeMap<String, i64> = BTreeMap::new();
-    for runner in runners.iter().filter(|r| r.state != RunnerState::Lost) {
-        let Some(info) = &runner.info else { continue };
-        let entry = largest.entry(info.device.clone()).or_default();
-        *entry = (*entry).max(info.training_memory_bytes());
-    }
-    largest
-}
+use moetune_domain::registry::{largest_runners, RunnerView};
 
 /// One pass over the registry as read (`runners`): for each distinct requirement among queued jobs,
 /// sets or clears the reason they wait. Returns how many jobs' details changed.

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use moetune_types::JobStatus;
+use moetune_types::{ErrorCode, JobStatus};
 use sqlx::PgPool;
 
-use crate::queue::QueueSnapshot;
-use crate::store::{self, ActiveJob};
+use moetune_domain::queue::QueueSnapshot;
+use moetune_domain::store::{self, ActiveJob};
 use crate::{JobQueue, SchedulerConfig};
 
 pub struct Reconciler {
@@ -114,8 +114,9 @@ impl Reconciler {
         let losses = job.runner_losses + 1;
         sqlx::query("UPDATE jobs SET runner_losses = $2 WHERE id = $1").bind(&job.id).bind(losses).execute(&mut *tx).await?;
         if losses >= self.config.max_attempts {
-            sqlx::query("UPDATE jobs SET error_code = 'runner_lost', error_message = $2 WHERE id = $1")
+            sqlx::query("UPDATE jobs SET error_code = $2, error_message = $3 WHERE id = $1")
                 .bind(&job.id)
+                .bind(ErrorCode::RunnerLost.as_str())
                 .bind(format!("the job's runner was lost {losses} times"))
                 .execute(&mut *tx)
                 .await?;

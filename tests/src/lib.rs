@@ -89,8 +89,8 @@ impl TestEnv {
     }
 
     /// The queue as the scheduler sees it.
-    pub async fn queue(&self) -> moetune_scheduler::JobQueue {
-        moetune_scheduler::JobQueue::connect(&self.config.redis_url, &self.config.redis_prefix).await.expect("redis")
+    pub async fn queue(&self) -> moetune_domain::JobQueue {
+        moetune_domain::JobQueue::connect(&self.config.redis_url, &self.config.redis_prefix).await.expect("redis")
     }
 
     /// Ids of the jobs waiting in the Redis queue, all tenants.

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use moetune_e2e::{runner_command, KillOnDrop, TestEnv};
-use moetune_scheduler::JobQueue;
+use moetune_domain::JobQueue;
 use moetune_types::{DeviceRequest, JobAssignment, JobRequirements, Placement, TrainingSpec};
 use serde_json::{json, Value};
 use sqlx::PgPool;

@@ -1,9 +1,9 @@
-//! The runner's artifact and checkpoint transfers (`moetune_types::s3`) against the real S3: a file over
+//! The runner's artifact and checkpoint transfers (`moetune_platform::s3`) against the real S3: a file over
 //! the part size goes up in parts, streamed from disk, and comes back byte for byte; a failed upload
 //! leaves no parts behind.
 
 use moetune_e2e::TestEnv;
-use moetune_types::s3::{download_file, upload_file_in_parts};
+use moetune_platform::s3::{download_file, upload_file_in_parts};
 use sha2::Digest;
 use sqlx::PgPool;
 

@@ -4,7 +4,8 @@
 use moetune_e2e::TestEnv;
 use moetune_scheduler::ingest::{apply, Applied};
 use moetune_scheduler::reconcile::Reconciler;
-use moetune_scheduler::{JobQueue, SchedulerConfig};
+use moetune_domain::JobQueue;
+use moetune_scheduler::SchedulerConfig;
 use moetune_types::{RedisKeys, RunnerEvent, RunnerEventKind};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
@@ -200,6 +201,6 @@ async fn periodic_checkpoints_beyond_the_newest_three_are_pruned(pool: PgPool) {
     let kept: Vec<String> = sqlx::query_scalar("SELECT name FROM checkpoints WHERE job_id = $1 AND deleted_at IS NULL ORDER BY name").bind(&job).fetch_all(&pool).await.unwrap();
     assert_eq!(kept, ["sft-final", "sft-step-000030", "sft-step-000040", "sft-step-000050"]);
     let mut conn = pool.acquire().await.unwrap();
-    let assignment = moetune_scheduler::store::assignment(&mut conn, &job, &config.s3_bucket).await.unwrap();
+    let assignment = moetune_domain::store::assignment(&mut conn, &job, &config.s3_bucket).await.unwrap();
     assert!(assignment.resume_from.unwrap().ends_with("sft-step-000050"));
 }

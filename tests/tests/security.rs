@@ -253,7 +253,7 @@ async fn runner_events_are_bound_to_the_runner_holding_the_attempt(pool: PgPool)
 
     // The forger's own Redis user, as `moetune-scheduler runner-credentials` makes it.
     let password = uuid::Uuid::new_v4().simple().to_string();
-    let user = moetune_scheduler::registry::create_runner_user(&queue, "forger", &password).await.unwrap();
+    let user = moetune_domain::registry::create_runner_user(&queue, "forger", &password).await.unwrap();
     let url = format!("redis://{user}:{password}@{}", env.config.redis_url.trim_start_matches("redis://"));
     let mut forger = redis::aio::ConnectionManager::new(redis::Client::open(url).unwrap()).await.unwrap();
     let line = |runner: &str, attempt: i32, kind: RunnerEventKind| serde_json::to_string(&RunnerEvent { job_id: job.clone(), attempt, runner_id: runner.into(), kind }).unwrap();
@@ -376,7 +376,7 @@ async fn tenants_share_the_api_fairly_and_idle_streams_cost_nothing(pool: PgPool
     assert!(before > 0.0 && after == before, "idle streams read Postgres {} times in 3 s", after - before);
     // A new event wakes them at once.
     let mut tx = env.pool.begin().await.unwrap();
-    moetune_scheduler::store::insert_event(&mut tx, moetune_scheduler::store::NewEvent::message(job["id"].as_str().unwrap(), 1, "news".into())).await.unwrap();
+    moetune_domain::store::insert_event(&mut tx, moetune_domain::store::NewEvent::message(job["id"].as_str().unwrap(), 1, "news".into())).await.unwrap();
     tx.commit().await.unwrap();
     let [mut first, _second] = open;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);

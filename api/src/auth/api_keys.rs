@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{Principal, Scope};
 use crate::error::ApiError;
-use crate::files::UnixTime;
+use crate::unix_time::UnixTime;
 
 pub const KEY_PREFIX: &str = "mtk-";
 

@@ -1,5 +1,6 @@
 //! Operator endpoints under `/v1/admin` (scope `admin`): tenants with their quotas, and API keys.
 
+use moetune_types::ErrorCode;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -47,12 +48,12 @@ pub struct CreateApiKeyRequest {
 pub async fn create_api_key(_admin: Principal, state: web::Data<AppState>, body: web::Json<CreateApiKeyRequest>) -> Result<HttpResponse, ApiError> {
     let name = body.name.trim();
     if name.is_empty() || name.len() > 128 {
-        return Err(ApiError::invalid("invalid_name", "name", "`name` must be 1 to 128 characters."));
+        return Err(ApiError::invalid(ErrorCode::InvalidName, "name", "`name` must be 1 to 128 characters."));
     }
     let scopes = match &body.scopes {
         None => Scope::TENANT.to_vec(),
-        Some(list) if list.is_empty() => return Err(ApiError::invalid("invalid_scopes", "scopes", "`scopes` must name at least one scope.")),
-        Some(list) => Scope::parse_list(&list.join(" ")).map_err(|e| ApiError::invalid("invalid_scopes", "scopes", format!("Invalid `scopes`: {e}.")))?,
+        Some(list) if list.is_empty() => return Err(ApiError::invalid(ErrorCode::InvalidScopes, "scopes", "`scopes` must name at least one scope.")),
+        Some(list) => Scope::parse_list(&list.join(" ")).map_err(|e| ApiError::invalid(ErrorCode::InvalidScopes, "scopes", format!("Invalid `scopes`: {e}.")))?,
     };
     let tenant = quotas::tenant_id(&state.db, &body.tenant).await.map_err(|e| e.with_param("tenant"))?;
     Ok(HttpResponse::Ok().json(api_keys::create(&state.db, tenant, name, &scopes).await?))

@@ -1,3 +1,4 @@
+use moetune_types::ErrorCode;
 use actix_multipart::Multipart;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -45,7 +46,7 @@ pub async fn upload(caller: Principal, req: HttpRequest, state: web::Data<AppSta
 async fn read_upload_form(state: &AppState, caller: &Principal, mut form: Multipart) -> Result<(String, files::StoredUpload), ApiError> {
     let mut purpose: Option<String> = None;
     let mut stored = None;
-    let malformed = |e: actix_multipart::MultipartError| ApiError::invalid("invalid_multipart", "file", format!("Malformed multipart body: {e}"));
+    let malformed = |e: actix_multipart::MultipartError| ApiError::invalid(ErrorCode::InvalidMultipart, "file", format!("Malformed multipart body: {e}"));
     while let Some(mut field) = form.try_next().await.map_err(malformed)? {
         match field.name().unwrap_or_default() {
             "purpose" => {
@@ -64,14 +65,14 @@ async fn read_upload_form(state: &AppState, caller: &Principal, mut form: Multip
                 if let Some(upload) = stored.take() {
                     files::delete_object(state, &upload.key).await;
                 }
-                return Err(ApiError::invalid("unexpected_field", &other, format!("Unexpected form field '{other}'; send `purpose` and `file`.")));
+                return Err(ApiError::invalid(ErrorCode::UnexpectedField, &other, format!("Unexpected form field '{other}'; send `purpose` and `file`.")));
             }
         }
     }
     let purpose_error = match purpose.as_deref() {
         Some("fine-tune") => None,
-        None => Some(ApiError::invalid("missing_parameter", "purpose", "Missing form field `purpose`; set it to 'fine-tune'.")),
-        Some(other) => Some(ApiError::invalid("invalid_purpose", "purpose", format!("Unsupported purpose '{other}'; use 'fine-tune'."))),
+        None => Some(ApiError::invalid(ErrorCode::MissingParameter, "purpose", "Missing form field `purpose`; set it to 'fine-tune'.")),
+        Some(other) => Some(ApiError::invalid(ErrorCode::InvalidPurpose, "purpose", format!("Unsupported purpose '{other}'; use 'fine-tune'."))),
     };
     match (purpose_error, stored) {
         (Some(error), stored) => {
@@ -80,7 +81,7 @@ async fn read_upload_form(state: &AppState, caller: &Principal, mut form: Multip
             }
             Err(error)
         }
-        (None, None) => Err(ApiError::invalid("missing_parameter", "file", "Missing form field `file` with the JSONL training data.")),
+        (None, None) => Err(ApiError::invalid(ErrorCode::MissingParameter, "file", "Missing form field `file` with the JSONL training data.")),
         (None, Some(upload)) => Ok(("fine-tune".to_string(), upload)),
     }
 }
@@ -130,7 +131,7 @@ pub struct FileList {
 pub async fn list(caller: Principal, state: web::Data<AppState>, query: web::Query<FilesQuery>) -> Result<HttpResponse, ApiError> {
     let limit = query.limit.unwrap_or(10_000);
     if !(1..=10_000).contains(&limit) {
-        return Err(ApiError::invalid("invalid_limit", "limit", "`limit` must be from 1 to 10000."));
+        return Err(ApiError::invalid(ErrorCode::InvalidLimit, "limit", "`limit` must be from 1 to 10000."));
     }
     let order = query.order.unwrap_or_default();
     let (data, has_more) = files::list(&state, caller.tenant, query.purpose.as_deref(), query.after.as_deref(), limit, order).await?;

@@ -1,3 +1,4 @@
+use moetune_types::ErrorCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use tokio_util::io::ReaderStream;
@@ -94,17 +95,17 @@ pub async fn list(caller: Principal, state: web::Data<AppState>, query: web::Que
     for (key, value) in query.into_inner() {
         match key.as_str() {
             "after" => after = Some(value),
-            "limit" => limit = value.parse().map_err(|_| ApiError::invalid("invalid_limit", "limit", "`limit` must be an integer from 1 to 100."))?,
+            "limit" => limit = value.parse().map_err(|_| ApiError::invalid(ErrorCode::InvalidLimit, "limit", "`limit` must be an integer from 1 to 100."))?,
             _ => match key.strip_prefix("metadata[").and_then(|k| k.strip_suffix(']')) {
                 Some(name) => {
                     metadata.insert(name.to_string(), value);
                 }
-                None => return Err(ApiError::invalid("unknown_parameter", &key, format!("Unknown query parameter '{key}'; use after, limit or metadata[KEY]."))),
+                None => return Err(ApiError::invalid(ErrorCode::UnknownParameter, &key, format!("Unknown query parameter '{key}'; use after, limit or metadata[KEY]."))),
             },
         }
     }
     if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid("invalid_limit", "limit", "`limit` must be an integer from 1 to 100."));
+        return Err(ApiError::invalid(ErrorCode::InvalidLimit, "limit", "`limit` must be an integer from 1 to 100."));
     }
     let (data, has_more) = jobs::list(&state, caller.tenant, after.as_deref(), limit, &metadata).await?;
     Ok(HttpResponse::Ok().json(JobList { object: "list", data, has_more }))
@@ -172,7 +173,7 @@ pub async fn events(
         jobs::get_owned(&state, caller.tenant, &id).await?;
         let resume = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(|v| (v.to_string(), "Last-Event-ID"));
         let last_seq = match resume.or(query.after.clone().map(|a| (a, "after"))) {
-            Some((cursor, param)) => event_stream::parse_event_id(&cursor, param)?,
+            Some((cursor, param)) => jobs::parse_event_id(&cursor, param)?,
             None => 0,
         };
         let slot = state.streams.acquire(caller.tenant, state.config.rate_limits.streams_per_tenant)?;
@@ -184,7 +185,7 @@ pub async fn events(
     }
     let limit = query.limit.unwrap_or(20);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid("invalid_limit", "limit", "`limit` must be from 1 to 1000."));
+        return Err(ApiError::invalid(ErrorCode::InvalidLimit, "limit", "`limit` must be from 1 to 1000."));
     }
     let (data, has_more) = jobs::events(&state, caller.tenant, &id, query.after.as_deref(), limit).await?;
     Ok(HttpResponse::Ok().json(EventList { object: "list", data, has_more }))

@@ -1,6 +1,7 @@
 //! HTTP handlers: thin adapters from requests to the domain modules.
 
 pub mod admin;
+pub mod openapi;
 pub mod files;
 pub mod jobs;
 pub mod models;
@@ -13,7 +14,7 @@ use actix_web::{web, HttpResponse};
 
 use crate::auth::{Endpoint, Scope};
 
-use crate::openapi::ApiDoc;
+use openapi::ApiDoc;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/openapi.json", web::get().to(openapi_json))
@@ -30,11 +31,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// The route table: every `/v1` route with the scope it requires, declared once. The same list
-/// registers the handlers and is exported as [`V1_ROUTES`] (tests walk it, and compare it with the
-/// OpenAPI spec), so a route cannot be reachable without a declared scope.
+/// registers the handlers, is exported as [`V1_ROUTES`] (tests walk it) and is the OpenAPI spec's list
+/// of operations ([`V1Paths`], from each handler's `#[utoipa::path]`), so a route cannot be reachable
+/// without a declared scope, nor documented without being registered.
 macro_rules! v1_routes {
     ($($method:ident $path:literal $scope:ident => $handler:path;)*) => {
         pub const V1_ROUTES: &[Endpoint] = &[$(Endpoint { method: stringify!($method), pattern: concat!("/v1", $path), scope: Scope::$scope }),*];
+
+        /// The operations of the route table, with the schemas they reference; merged into [`ApiDoc`].
+        #[derive(utoipa::OpenApi)]
+        #[openapi(paths($($handler),*))]
+        pub struct V1Paths;
 
         fn register_v1(scope: actix_web::Scope) -> actix_web::Scope {
             scope$(.route($path, secured(

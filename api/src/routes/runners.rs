@@ -1,7 +1,7 @@
 //! Operator endpoints for the runner pool (scope `admin`): the registry and draining.
 
 use actix_web::{web, HttpResponse};
-use moetune_scheduler::registry::RunnerView;
+use moetune_domain::registry::RunnerView;
 use moetune_types::RunnerInfo;
 use serde::Serialize;
 use utoipa::ToSchema;

@@ -1,3 +1,4 @@
+use moetune_types::ErrorCode;
 use actix_multipart::Multipart;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::TryStreamExt;
@@ -44,11 +45,11 @@ pub struct PartForm {
     security(("bearer" = [])))]
 pub async fn add_part(caller: Principal, req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>, mut form: Multipart) -> Result<HttpResponse, ApiError> {
     let idempotency_key = idempotency::key_of(&req)?;
-    let malformed = |e: actix_multipart::MultipartError| ApiError::invalid("invalid_multipart", "data", format!("Malformed multipart body: {e}"));
+    let malformed = |e: actix_multipart::MultipartError| ApiError::invalid(ErrorCode::InvalidMultipart, "data", format!("Malformed multipart body: {e}"));
     if let Some(field) = form.try_next().await.map_err(malformed)? {
         if field.name() != Some("data") {
             let name = field.name().unwrap_or_default().to_string();
-            return Err(ApiError::invalid("unexpected_field", &name, format!("Unexpected form field '{name}'; send the part's bytes as `data`.")));
+            return Err(ApiError::invalid(ErrorCode::UnexpectedField, &name, format!("Unexpected form field '{name}'; send the part's bytes as `data`.")));
         }
         let Some(key) = idempotency_key else { return Ok(HttpResponse::Ok().json(uploads::add_part(&state, caller.tenant, &id, field).await?)) };
         // The same bytes sent again under the same key are the same part: the first one's answer is
@@ -59,7 +60,7 @@ pub async fn add_part(caller: Principal, req: HttpRequest, state: web::Data<AppS
         let record = async { Ok(HttpResponse::Ok().json(uploads::record(&state, caller.tenant, stored).await?)) };
         return idempotency::settle_streamed(&state, caller.tenant, &key, &print, record, crate::files::delete_object(&state, &stored_key)).await;
     }
-    Err(ApiError::invalid("missing_parameter", "data", "Missing form field `data` with the part's bytes."))
+    Err(ApiError::invalid(ErrorCode::MissingParameter, "data", "Missing form field `data` with the part's bytes."))
 }
 
 /// Complete the upload: the parts, in order, become a file (status `uploaded`, then `processed` or

@@ -1,5 +1,6 @@
 //! Webhook endpoints, their events and delivery attempts (scopes `webhooks:read`, `webhooks:write`).
 
+use moetune_types::ErrorCode;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -29,7 +30,7 @@ pub struct AttemptsQuery {
 
 fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     let limit = limit.unwrap_or(20);
-    if (1..=100).contains(&limit) { Ok(limit) } else { Err(ApiError::invalid("invalid_limit", "limit", "`limit` must be from 1 to 100.")) }
+    if (1..=100).contains(&limit) { Ok(limit) } else { Err(ApiError::invalid(ErrorCode::InvalidLimit, "limit", "`limit` must be from 1 to 100.")) }
 }
 
 /// A page of endpoints, attempts or events: `{"object": "list", "data": [...], "has_more": bool}`.
@@ -116,7 +117,7 @@ pub async fn rotate_secret(caller: Principal, state: web::Data<AppState>, id: we
     let request = if body.iter().all(u8::is_ascii_whitespace) {
         RotateSecretRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::invalid("invalid_request_body", "body", format!("Invalid request body: {e}")))?
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(ErrorCode::InvalidRequestBody, "body", format!("Invalid request body: {e}")))?
     };
     Ok(HttpResponse::Ok().json(webhooks::rotate_secret(&state, caller.tenant, &id, request).await?))
 }

@@ -8,13 +8,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use memmap2::Mmap;
-use safetensors::tensor::{Metadata, TensorView};
+use safetensors::tensor::Metadata;
 use safetensors::{Dtype, SafeTensors};
 use tch::{Kind, Tensor};
 
 use super::config::{ArchConfig, ExpertActivation, ExpertCheckpoint};
 use super::params::{ParamInfo, Role};
 use super::resident::{PackedExperts, PackedFormat};
+pub use super::shards::{write_file, Owned};
+use super::shards::ShardWriter;
 use crate::quant::fp4;
 
 struct File {
@@ -309,44 +311,10 @@ pub fn load_packed(ckpt: &Checkpoint, param: &ParamInfo, config: &ArchConfig, fo
     PackedExperts::quantize(&dense, format, device).with_context(|| format!("quantizing {} to {}", param.name, format.as_str()))
 }
 
-pub struct Owned {
-    pub name: String,
-    pub dtype: Dtype,
-    pub shape: Vec<usize>,
-    pub bytes: Vec<u8>,
-}
-
-impl Owned {
-    pub fn from_tensor(name: String, tensor: &Tensor, kind: Kind) -> anyhow::Result<Self> {
-        let t = tensor.detach().to_device(tch::Device::Cpu).to_kind(kind).contiguous();
-        let dtype = match kind {
-            Kind::Float => Dtype::F32,
-            Kind::BFloat16 => Dtype::BF16,
-            Kind::Half => Dtype::F16,
-            Kind::Uint8 => Dtype::U8,
-            Kind::Int64 => Dtype::I64,
-            other => bail!("cannot write {other:?} tensors"),
-        };
-        let mut bytes = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
-        t.f_copy_data_u8(&mut bytes, t.numel())?;
-        Ok(Self { name, dtype, shape: t.size().iter().map(|&d| d as usize).collect(), bytes })
-    }
-}
-
-/// Writes tensors to the file `path`, with `{"format": "pt"}` metadata as transformers writes it.
-pub fn write_file(path: &Path, tensors: &[Owned]) -> anyhow::Result<()> {
-    let views = tensors
-        .iter()
-        .map(|t| Ok((t.name.clone(), TensorView::new(t.dtype, t.shape.clone(), &t.bytes)?)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(views, Some(metadata), path).with_context(|| format!("writing {}", path.display()))
-}
-
 /// Writes tensors as `model.safetensors`, or as `model-0000i-of-0000n.safetensors` shards plus
 /// `model.safetensors.index.json` when they exceed `max_shard_bytes`. Returns the files written.
 pub fn write_safetensors(dir: &Path, tensors: Vec<Owned>, max_shard_bytes: u64) -> anyhow::Result<Vec<PathBuf>> {
-    let mut writer = super::shards::ShardWriter::new(dir, max_shard_bytes)?;
+    let mut writer = ShardWriter::new(dir, max_shard_bytes)?;
     for tensor in tensors {
         writer.push(tensor)?;
     }

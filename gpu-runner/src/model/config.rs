@@ -1,13 +1,9 @@
 //! `config.json` → one normalised description of the network ([`ArchConfig`]). Each architecture file
 //! parses its own transformers config and says how it differs; the shared layers read only this.
 
-use std::path::Path;
-
 use anyhow::Context;
 use serde::Deserialize;
 use serde_json::Value;
-
-use super::{gpt_oss, mixtral, qwen2_moe, qwen3_moe};
 
 /// The architectures the runner implements, by their transformers class name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +36,7 @@ impl Architecture {
     }
 
     /// Reads `architectures[0]`, falling back to `model_type`.
-    fn detect(config: &Value) -> anyhow::Result<Self> {
+    pub(super) fn detect(config: &Value) -> anyhow::Result<Self> {
         let class = config.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str);
         let model_type = config.get("model_type").and_then(Value::as_str);
         Self::ALL
@@ -187,32 +183,7 @@ pub struct ArchConfig {
 }
 
 impl ArchConfig {
-    pub fn from_json(raw: Value) -> anyhow::Result<Self> {
-        let architecture = Architecture::detect(&raw)?;
-        let parse_error = |e: serde_json::Error| anyhow::anyhow!("config.json is not a valid {} config: {e}", architecture.class_name());
-        let mut config = match architecture {
-            Architecture::Mixtral => mixtral::arch_config(serde_json::from_value(raw.clone()).map_err(parse_error)?, &raw)?,
-            Architecture::Qwen2Moe => qwen2_moe::arch_config(serde_json::from_value(raw.clone()).map_err(parse_error)?, &raw)?,
-            Architecture::Qwen3Moe => qwen3_moe::arch_config(serde_json::from_value(raw.clone()).map_err(parse_error)?, &raw)?,
-            Architecture::GptOss => gpt_oss::arch_config(serde_json::from_value(raw.clone()).map_err(parse_error)?, &raw)?,
-        };
-        config.eos_token_ids = match raw.get("eos_token_id") {
-            Some(Value::Number(n)) => n.as_i64().into_iter().collect(),
-            Some(Value::Array(ids)) => ids.iter().filter_map(Value::as_i64).collect(),
-            _ => Vec::new(),
-        };
-        config.validate()?;
-        Ok(config)
-    }
-
-    pub fn from_dir(dir: &Path) -> anyhow::Result<Self> {
-        let path = dir.join("config.json");
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        let raw: Value = serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", path.display()))?;
-        Self::from_json(raw).with_context(|| format!("in {}", path.display()))
-    }
-
-    fn validate(&self) -> anyhow::Result<()> {
+    pub(super) fn validate(&self) -> anyhow::Result<()> {
         let c = self;
         anyhow::ensure!(c.num_attention_heads % c.num_key_value_heads == 0, "num_attention_heads must be a multiple of num_key_value_heads");
         anyhow::ensure!(c.head_dim % 2 == 0, "head_dim must be even for rotary embeddings");

@@ -3,10 +3,13 @@
 //! (never the whole model). `finish` names the shards as transformers does (`model.safetensors`, or
 //! `model-0000i-of-0000n.safetensors` with `model.safetensors.index.json`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use super::checkpoint::{write_file, Owned};
+use anyhow::{bail, Context};
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+use tch::{Kind, Tensor};
 
 pub struct ShardWriter {
     dir: PathBuf,
@@ -68,4 +71,39 @@ impl ShardWriter {
         }
         Ok(files)
     }
+}
+
+/// A tensor's bytes on the host, ready to be written to a safetensors file.
+pub struct Owned {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+impl Owned {
+    pub fn from_tensor(name: String, tensor: &Tensor, kind: Kind) -> anyhow::Result<Self> {
+        let t = tensor.detach().to_device(tch::Device::Cpu).to_kind(kind).contiguous();
+        let dtype = match kind {
+            Kind::Float => Dtype::F32,
+            Kind::BFloat16 => Dtype::BF16,
+            Kind::Half => Dtype::F16,
+            Kind::Uint8 => Dtype::U8,
+            Kind::Int64 => Dtype::I64,
+            other => bail!("cannot write {other:?} tensors"),
+        };
+        let mut bytes = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
+        t.f_copy_data_u8(&mut bytes, t.numel())?;
+        Ok(Self { name, dtype, shape: t.size().iter().map(|&d| d as usize).collect(), bytes })
+    }
+}
+
+/// Writes tensors to the file `path`, with `{"format": "pt"}` metadata as transformers writes it.
+pub fn write_file(path: &Path, tensors: &[Owned]) -> anyhow::Result<()> {
+    let views = tensors
+        .iter()
+        .map(|t| Ok((t.name.clone(), TensorView::new(t.dtype, t.shape.clone(), &t.bytes)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(views, Some(metadata), path).with_context(|| format!("writing {}", path.display()))
 }

@@ -13,7 +13,6 @@ use super::data::BatchPlan;
 use super::eval::Scores;
 use super::monitor::Monitor;
 use super::optim::{AdamW, Trainable};
-use super::stage::StageKind;
 use crate::export::fp4::ActivationAmax;
 use crate::model::ExpertInput;
 
@@ -22,6 +21,26 @@ pub const TRAINABLE: &str = "trainable.safetensors";
 pub const OPTIMIZER: &str = "optimizer.safetensors";
 pub const ADAPTERS: &str = "adapters.safetensors";
 pub const SFT_TOP_K: &str = "sft_top_k.safetensors";
+
+/// Where a job is in its workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageKind {
+    Sft,
+    Qat,
+    /// Training finished (a checkpoint taken after QAT).
+    Done,
+}
+
+impl StageKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sft => "sft",
+            Self::Qat => "qat",
+            Self::Done => "done",
+        }
+    }
+}
 
 /// Where the job stands. Serialised as `progress.json` in every checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -5,36 +5,16 @@ use std::time::Instant;
 
 use anyhow::bail;
 use moetune_types::{RouterMode, RunnerEventKind, TrainingSpec};
-use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use super::data::Sample;
 use super::eval::{self, Batch};
 use super::monitor::layer_usage;
 use super::optim::{self, AdamW, Trainable};
-use super::resume::{self, Progress, ResumePoint};
+use super::resume::{self, Progress, ResumePoint, StageKind};
 use super::step::{self, StepOptions};
 use super::{Reporter, StopRequest};
 use crate::model::{Adapters, ForwardMode, MoeModel, RoutingOptions};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StageKind {
-    Sft,
-    Qat,
-    /// Training finished (a checkpoint taken after QAT).
-    Done,
-}
-
-impl StageKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Sft => "sft",
-            Self::Qat => "qat",
-            Self::Done => "done",
-        }
-    }
-}
 
 pub struct Stage<'a> {
     pub kind: StageKind,

@@ -210,7 +210,7 @@ async fn main() -> anyhow::Result<()> {
             .await?;
     }
     let t = Instant::now();
-    let largest = moetune_scheduler::placement::largest_runners(&queue.runners().await?);
+    let largest = moetune_domain::registry::largest_runners(&queue.runners().await?);
     let registry_ms = t.elapsed().as_secs_f64() * 1000.0;
     println!("placement pass: registry of {runners} runners read in {registry_ms:.1} ms ({largest:?})");
 

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use sqlx::PgPool;
 
-use super::network::{NetworkPolicy, PolicyResolver};
+use moetune_domain::webhooks::network::NetworkPolicy;
+use super::resolver::PolicyResolver;
 use super::schedule::{parse_retry_after, RetrySchedule};
-use super::signing::{signature_header, Secret};
+use moetune_domain::webhooks::signing::{signature_header, Secret};
 use super::WebhookConfig;
 use crate::metrics::Metrics;
 

@@ -1,64 +1,14 @@
-//! Webhooks, per Standard Webhooks (<https://www.standardwebhooks.com>): events are written to a
-//! Postgres outbox in the transaction of the state change they announce (`outbox`), and the
-//! dispatcher (`dispatch`) delivers them at least once, signed (`signing`), retried on svix's schedule
-//! (`schedule`), and only to endpoints on public networks unless an operator allows more (`network`).
+//! Webhook delivery: events written to the Postgres outbox (`moetune_domain::webhooks::outbox`) are
+//! delivered at least once by the dispatcher (`dispatch`), signed (`moetune_domain::webhooks::signing`),
+//! retried on svix's schedule (`schedule`), and only to endpoints on public networks unless an operator
+//! allows more (`resolver`, applying `moetune_domain::webhooks::network`).
 
 pub mod dispatch;
-pub mod network;
-pub mod outbox;
+pub mod resolver;
 pub mod schedule;
-pub mod signing;
 
-use moetune_types::JobStatus;
+pub use moetune_domain::webhooks::EventType;
 use serde::Deserialize;
-
-/// The event types a tenant's endpoint can subscribe to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventType {
-    JobRunning,
-    JobSucceeded,
-    JobFailed,
-    JobCancelled,
-    CheckpointCreated,
-    MonitorAlert,
-}
-
-impl EventType {
-    pub const ALL: [EventType; 6] = [
-        Self::JobRunning,
-        Self::JobSucceeded,
-        Self::JobFailed,
-        Self::JobCancelled,
-        Self::CheckpointCreated,
-        Self::MonitorAlert,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::JobRunning => "fine_tuning.job.running",
-            Self::JobSucceeded => "fine_tuning.job.succeeded",
-            Self::JobFailed => "fine_tuning.job.failed",
-            Self::JobCancelled => "fine_tuning.job.cancelled",
-            Self::CheckpointCreated => "checkpoint.created",
-            Self::MonitorAlert => "monitor.alert",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.as_str() == s)
-    }
-
-    /// The event a job entering `status` announces, if any.
-    pub fn for_status(status: JobStatus) -> Option<Self> {
-        match status {
-            JobStatus::Running => Some(Self::JobRunning),
-            JobStatus::Succeeded => Some(Self::JobSucceeded),
-            JobStatus::Failed => Some(Self::JobFailed),
-            JobStatus::Cancelled => Some(Self::JobCancelled),
-            _ => None,
-        }
-    }
-}
 
 /// `[webhooks]` settings, shared by the scheduler (which delivers) and the api (which checks URLs).
 #[derive(Debug, Clone, Deserialize)]

@@ -93,7 +93,7 @@ impl Bench {
         })
         .await?;
         let template = self.template_job(&tenants[0]).await?;
-        let queue = moetune_scheduler::JobQueue::connect(&self.config.redis_url, &self.config.redis_prefix).await?;
+        let queue = moetune_domain::JobQueue::connect(&self.config.redis_url, &self.config.redis_prefix).await?;
         let template = Arc::new((template, queue, self.pool.clone()));
         let create_base = Load::run(per_connection, &tenants, move |_, tenant| {
             let template = template.clone();
@@ -158,7 +158,7 @@ impl Bench {
         .fetch_one(&self.pool)
         .await?;
         let mut conn = self.pool.acquire().await?;
-        let assignment = moetune_scheduler::store::assignment(&mut conn, &id, &self.config.s3.bucket).await?;
+        let assignment = moetune_domain::store::assignment(&mut conn, &id, &self.config.s3.bucket).await?;
         Ok(Template { model, training_file, spec, hyperparameters, requirements, assignment })
     }
 
@@ -242,7 +242,7 @@ struct Template {
 /// The Postgres and Redis work of a job creation, done directly and in as few round trips as the API:
 /// the row (queued) with the same two events in one statement, then the enqueue through the queue
 /// script. (The API's statement also checks the files and takes a quota slot; this one only writes.)
-async fn insert_and_enqueue(t: &Template, queue: &moetune_scheduler::JobQueue, pool: &PgPool, tenant: Uuid) -> anyhow::Result<()> {
+async fn insert_and_enqueue(t: &Template, queue: &moetune_domain::JobQueue, pool: &PgPool, tenant: Uuid) -> anyhow::Result<()> {
     let id = format!("ftjob-{}", Uuid::new_v4().simple());
     sqlx::query(
         "WITH job AS (

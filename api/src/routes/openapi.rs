@@ -1,4 +1,5 @@
-//! The OpenAPI contract, generated from the handlers' annotations and checked in as openapi/openapi.json.
+//! The OpenAPI contract, generated from the route table and the handlers' annotations and checked in as
+//! openapi/openapi.json.
 
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -8,55 +9,20 @@ use utoipa::{Modify, OpenApi};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "moetune", description = "Fine-tuning as a service for Mixture-of-Experts models: SFT then QAT to FP4."),
-    paths(
-        crate::routes::files::upload,
-        crate::routes::files::retrieve,
-        crate::routes::files::list,
-        crate::routes::files::delete,
-        crate::routes::files::content,
-        crate::routes::uploads::create,
-        crate::routes::uploads::retrieve,
-        crate::routes::uploads::add_part,
-        crate::routes::uploads::complete,
-        crate::routes::uploads::cancel,
-        crate::routes::jobs::create,
-        crate::routes::jobs::estimate,
-        crate::routes::jobs::retrieve,
-        crate::routes::jobs::list,
-        crate::routes::jobs::cancel,
-        crate::routes::jobs::pause,
-        crate::routes::jobs::resume,
-        crate::routes::jobs::events,
-        crate::routes::jobs::list_artifacts,
-        crate::routes::jobs::list_checkpoints,
-        crate::routes::jobs::download_artifact,
-        crate::routes::jobs::report,
-        crate::routes::models::list,
-        crate::routes::models::retrieve,
-        crate::routes::models::register,
-        crate::routes::admin::upsert_tenant,
-        crate::routes::admin::get_tenant,
-        crate::routes::admin::create_api_key,
-        crate::routes::admin::list_api_keys,
-        crate::routes::admin::revoke_api_key,
-        crate::routes::runners::list,
-        crate::routes::runners::retrieve,
-        crate::routes::runners::drain,
-        crate::routes::runners::undrain,
-        crate::routes::webhooks::create,
-        crate::routes::webhooks::list_endpoints,
-        crate::routes::webhooks::retrieve,
-        crate::routes::webhooks::update,
-        crate::routes::webhooks::delete,
-        crate::routes::webhooks::rotate_secret,
-        crate::routes::webhooks::attempts,
-        crate::routes::webhooks::redeliver,
-        crate::routes::webhooks::events,
-    ),
     components(schemas(crate::files::Order)),
-    modifiers(&BearerAuth, &CommonResponses, &NoObjectDefaults, &UniqueOperationIds)
+    modifiers(&RouteTable, &BearerAuth, &CommonResponses, &NoObjectDefaults, &UniqueOperationIds)
 )]
 pub struct ApiDoc;
+
+/// The operations: those of the route table that registers the handlers (`super::V1Paths`), so the
+/// spec documents exactly what is served. First among the modifiers, which act on these operations.
+struct RouteTable;
+
+impl Modify for RouteTable {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        openapi.merge(super::V1Paths::openapi());
+    }
+}
 
 struct BearerAuth;
 

@@ -4,26 +4,23 @@
 //! generated SDKs' tests, can depend on it.
 
 pub mod dataset;
+pub mod error_code;
 pub mod estimate;
+pub mod ids;
 pub mod job;
 mod line_summary;
 pub mod placement;
 pub mod protocol;
+pub mod status;
 pub mod text;
 
+pub use error_code::{ErrorCode, ErrorType};
+pub use ids::{FileId, InvalidId, JobId, RunnerId, TenantId, UploadId};
 pub use dataset::{DatasetFormat, DatasetSummary, DatasetValidator, Example, LineError};
 pub use job::{
-    BaseExpertFormat, EvalPrompt, InvalidOption, JobStatus, LoraOptions, MoeSftQatOptions, MonitorOptions, Mxfp4ScaleRule, Precision, QatFormat, QatOptions, QatTrainable, RouterMode, RouterOptions,
+    BaseExpertFormat, EvalPrompt, InvalidOption, LoraOptions, MoeSftQatOptions, MonitorOptions, Mxfp4ScaleRule, Precision, QatFormat, QatOptions, QatTrainable, RouterMode, RouterOptions,
     SftMethod, TrainingSpec,
 };
+pub use status::JobStatus;
 pub use placement::{DeviceRequest, JobRequirements, MemoryModel};
 pub use protocol::{JobAssignment, Placement, CLAIM_DEPTH, CLAIM_TENANTS, QUEUE_SCRIPT, LayerUsage, RedisKeys, RunnerEvent, RunnerEventKind, RunnerInfo, S3Location};
-
-#[cfg(feature = "metrics")]
-pub mod metrics;
-
-#[cfg(feature = "s3")]
-pub mod s3;
-
-#[cfg(feature = "settings")]
-pub mod settings;

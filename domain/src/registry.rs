@@ -2,11 +2,14 @@
 //! its heartbeat), whether it is alive (`runner:{id}:alive`, a TTL key), whether an operator is
 //! draining it (`runner:{id}:drain`) and which jobs it holds (`runner:{id}:claimed`).
 
+use std::collections::BTreeMap;
+
 use moetune_types::RunnerInfo;
 use redis::AsyncCommands;
 use serde::Serialize;
 
 use crate::JobQueue;
+
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -132,3 +135,14 @@ pub async fn create_runner_user(queue: &JobQueue, runner_id: &str, password: &st
     let () = command.query_async(&mut redis).await?;
     Ok(user)
 }
+/// The largest training memory per device kind among runners that are not lost.
+pub fn largest_runners(runners: &[RunnerView]) -> BTreeMap<String, i64> {
+    let mut largest: BTreeMap<String, i64> = BTreeMap::new();
+    for runner in runners.iter().filter(|r| r.state != RunnerState::Lost) {
+        let Some(info) = &runner.info else { continue };
+        let entry = largest.entry(info.device.clone()).or_default();
+        *entry = (*entry).max(info.training_memory_bytes());
+    }
+    largest
+}
+

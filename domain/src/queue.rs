@@ -61,7 +61,7 @@ impl JobQueue {
     }
 
     /// Runs one operation of the queue script (`moetune_types::QUEUE_SCRIPT`).
-    async fn op<T: redis::FromRedisValue>(&self, op: &str, args: &[&str]) -> anyhow::Result<T> {
+    pub(crate) async fn op<T: redis::FromRedisValue>(&self, op: &str, args: &[&str]) -> anyhow::Result<T> {
         let mut redis = self.redis.clone();
         let mut invocation = self.script.prepare_invoke();
         invocation.arg(op).arg(self.keys.prefix());
