@@ -3,6 +3,7 @@
 //! anything. Durations come from what runners of each class measured on recent jobs of the same model
 //! and method (`job_measurements`, written by the scheduler as jobs succeed).
 
+use moetune_types::TenantId;
 use moetune_types::ErrorCode;
 use std::collections::BTreeMap;
 
@@ -13,7 +14,6 @@ use moetune_types::placement::{unplaceable_reason, JobMemory, TrainingDevice};
 use moetune_types::{JobRequirements, TrainingSpec};
 use serde::Serialize;
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::jobs::{self, CreateJobRequest, FileRefusal};
@@ -104,7 +104,7 @@ pub struct RunnerClassEstimate {
 /// The estimate for `request`, refused for exactly what creating it would refuse (bad options, an
 /// unknown model, a file that is missing, of another purpose or invalid), and 409 for a file still
 /// being validated.
-pub async fn estimate(state: &AppState, tenant: Uuid, request: CreateJobRequest) -> Result<JobEstimate, ApiError> {
+pub async fn estimate(state: &AppState, tenant: TenantId, request: CreateJobRequest) -> Result<JobEstimate, ApiError> {
     let (mut spec, _) = jobs::resolve(&request)?;
     let model = crate::models::require(state, &mut spec).await?;
     let (examples, file_tokens) = dataset_counts(state, tenant, &request.training_file, "training_file").await?;
@@ -160,7 +160,7 @@ fn memory(model: &moetune_types::MemoryModel, spec: &TrainingSpec) -> EstimateMe
 }
 
 /// The example count and token estimate of the tenant's file `id`, refused as job creation refuses it.
-async fn dataset_counts(state: &AppState, tenant: Uuid, id: &str, param: &str) -> Result<(u64, u64), ApiError> {
+async fn dataset_counts(state: &AppState, tenant: TenantId, id: &str, param: &str) -> Result<(u64, u64), ApiError> {
     type Row = (String, String, Option<String>, Option<i64>, Option<i64>);
     let row: Option<Row> = sqlx::query_as(
         "SELECT purpose, status, status_details, example_count, estimated_tokens FROM files WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL",

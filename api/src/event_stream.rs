@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
-use moetune_types::JobStatus;
+use moetune_types::{JobId, JobStatus};
 use serde_json::Value;
 use sqlx::PgPool;
 
@@ -99,7 +99,7 @@ struct Cursor {
     notifier: Notifier,
     /// Counts the stream's reads of Postgres (exported as a metric).
     reads: prometheus::IntCounter,
-    job_id: String,
+    job_id: JobId,
     last_seq: i64,
     /// When the stream last sent something: after `IDLE_WAKE` of silence it sends a keep-alive.
     quiet_since: tokio::time::Instant,
@@ -121,8 +121,8 @@ impl Cursor {
 
     async fn job_finished(&self) -> Result<bool, sqlx::Error> {
         self.reads.inc();
-        let status: String = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1").bind(&self.job_id).fetch_one(&self.db).await?;
-        Ok(JobStatus::parse(&status).is_some_and(JobStatus::is_terminal))
+        let status: JobStatus = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1").bind(&self.job_id).fetch_one(&self.db).await?;
+        Ok(status.is_terminal())
     }
 
     /// The next chunk to send: a batch of events, a keep-alive, or None when the stream is over.
@@ -165,7 +165,7 @@ impl Cursor {
         loop {
             tokio::select! {
                 wake = self.wakes.recv() => match wake {
-                    Ok(Wake::Job(job)) if *job == *self.job_id => return,
+                    Ok(Wake::Job(job)) if *job == *self.job_id.as_str() => return,
                     Ok(Wake::Job(_)) => continue,
                     Ok(Wake::All) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => {
@@ -195,7 +195,7 @@ pub fn stream(
     db: PgPool,
     notifier: &Notifier,
     reads: prometheus::IntCounter,
-    job_id: String,
+    job_id: JobId,
     last_seq: i64,
     slot: crate::rate_limit::StreamSlot,
 ) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {

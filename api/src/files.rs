@@ -1,12 +1,14 @@
 //! Dataset files: streamed to S3 while every line is validated; an invalid file stores nothing.
 
+use moetune_types::FileStatus;
+use moetune_types::FileId;
+use moetune_types::TenantId;
 use moetune_types::ErrorCode;
 use actix_multipart::Field;
 use futures_util::TryStreamExt;
 use moetune_types::DatasetSummary;
 use serde::Serialize;
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::unix_time::UnixTime;
@@ -68,7 +70,7 @@ pub const MAX_FILE_BYTES: i64 = 8 << 30;
 /// Streams the multipart `file` field to S3, validating each line on the way. The stream is cut off as
 /// soon as it passes [`MAX_FILE_BYTES`] or the tenant's free storage, whether or not the request
 /// announced its length.
-pub async fn store_upload(state: &AppState, tenant: Uuid, mut field: Field) -> Result<StoredUpload, ApiError> {
+pub async fn store_upload(state: &AppState, tenant: TenantId, mut field: Field) -> Result<StoredUpload, ApiError> {
     let room = crate::quotas::storage_room(&state.db, tenant, &state.config.quotas).await?;
     let filename = field
         .content_disposition()
@@ -76,7 +78,7 @@ pub async fn store_upload(state: &AppState, tenant: Uuid, mut field: Field) -> R
         .unwrap_or("upload.jsonl")
         .to_string();
     check_filename(&filename)?;
-    let id = format!("file-{}", Uuid::new_v4().simple());
+    let id = FileId::generate();
     let key = format!("files/{tenant}/{id}.jsonl");
     let mut sink = ValidatingSink::new(state.s3.clone(), &state.config.s3.bucket, &key);
     loop {
@@ -106,7 +108,7 @@ pub async fn store_upload(state: &AppState, tenant: Uuid, mut field: Field) -> R
         }
     };
     object.commit().await.map_err(ApiError::internal)?;
-    Ok(StoredUpload { id, key, filename, bytes: finished.bytes, sha256: finished.sha256, summary })
+    Ok(StoredUpload { id: id.into(), key, filename, bytes: finished.bytes, sha256: finished.sha256, summary })
 }
 
 fn too_large(room: i64) -> ApiError {
@@ -140,7 +142,7 @@ fn dataset_error(lines: Vec<moetune_types::LineError>, total: u64) -> ApiError {
 }
 
 /// Records a stored upload; removes the S3 object if the database refuses it.
-pub async fn record_upload(state: &AppState, tenant: Uuid, upload: StoredUpload, purpose: &str) -> Result<FileObject, ApiError> {
+pub async fn record_upload(state: &AppState, tenant: TenantId, upload: StoredUpload, purpose: &str) -> Result<FileObject, ApiError> {
     match insert_file(state, tenant, &upload, purpose).await {
         Ok(file) => Ok(file),
         Err(e) => {
@@ -151,7 +153,7 @@ pub async fn record_upload(state: &AppState, tenant: Uuid, upload: StoredUpload,
 }
 
 /// Inserts the file row once the tenant's storage quota has room for it.
-async fn insert_file(state: &AppState, tenant: Uuid, upload: &StoredUpload, purpose: &str) -> Result<FileObject, ApiError> {
+async fn insert_file(state: &AppState, tenant: TenantId, upload: &StoredUpload, purpose: &str) -> Result<FileObject, ApiError> {
     let mut tx = state.db.begin().await?;
     crate::quotas::reserve_storage(&mut tx, tenant, upload.bytes, &state.config.quotas).await?;
     let file = sqlx::query_as::<_, FileObject>(&format!(
@@ -200,7 +202,7 @@ pub enum Order {
 
 /// One page of the tenant's live files, newest first unless `order` is `asc`; `after` is the id of the
 /// last file of the previous page.
-pub async fn list(state: &AppState, tenant: Uuid, purpose: Option<&str>, after: Option<&str>, limit: i64, order: Order) -> Result<(Vec<FileObject>, bool), ApiError> {
+pub async fn list(state: &AppState, tenant: TenantId, purpose: Option<&str>, after: Option<&str>, limit: i64, order: Order) -> Result<(Vec<FileObject>, bool), ApiError> {
     let cursor = crate::pagination::cursor(&state.db, "files", tenant, after).await?;
     let mut query = sqlx::QueryBuilder::new(format!("SELECT {FILE_COLUMNS} FROM files WHERE deleted_at IS NULL AND tenant_id = "));
     query.push_bind(tenant);
@@ -214,8 +216,8 @@ pub async fn list(state: &AppState, tenant: Uuid, purpose: Option<&str>, after: 
 
 /// The stored location of a live file of the tenant; 409 while an upload's parts are still being
 /// assembled into it (its object does not exist yet).
-pub async fn location(state: &AppState, tenant: Uuid, id: &str) -> Result<(String, String, i64, String), ApiError> {
-    let row: (String, String, i64, String, String) =
+pub async fn location(state: &AppState, tenant: TenantId, id: &FileId) -> Result<(String, String, i64, String), ApiError> {
+    let row: (String, String, i64, String, FileStatus) =
         sqlx::query_as("SELECT s3_bucket, s3_key, bytes, filename, status FROM files WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL")
             .bind(id)
             .bind(tenant)
@@ -223,7 +225,7 @@ pub async fn location(state: &AppState, tenant: Uuid, id: &str) -> Result<(Strin
             .await?
             .ok_or_else(|| ApiError::not_found("file", id))?;
     let (bucket, key, bytes, filename, status) = row;
-    if status == "uploaded" {
+    if status == FileStatus::Uploaded {
         return Err(ApiError::new(ErrorCode::FileNotReady, format!("File '{id}' is still being assembled from its upload's parts; retry once its status is `processed` or `error`.")));
     }
     Ok((bucket, key, bytes, filename))
@@ -231,7 +233,7 @@ pub async fn location(state: &AppState, tenant: Uuid, id: &str) -> Result<(Strin
 
 /// Deletes a file: refused while a queued or running job needs it; otherwise its data leaves S3 and the
 /// file disappears from the API (jobs that used it keep their reference).
-pub async fn delete(state: &AppState, tenant: Uuid, id: &str) -> Result<(), ApiError> {
+pub async fn delete(state: &AppState, tenant: TenantId, id: &FileId) -> Result<(), ApiError> {
     let mut tx = state.db.begin().await?;
     // The row lock orders this against a job being created on the file (it takes a share lock).
     let (bucket, key): (String, String) = sqlx::query_as("SELECT s3_bucket, s3_key FROM files WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL FOR UPDATE")
@@ -255,4 +257,9 @@ pub async fn delete(state: &AppState, tenant: Uuid, id: &str) -> Result<(), ApiE
         tracing::error!(key, error = %e, "file hidden but its S3 object could not be deleted");
     }
     Ok(())
+}
+
+/// The file a request's path names: a malformed id names no file (404, like an unknown one).
+pub fn file_id(path: &str) -> Result<FileId, ApiError> {
+    FileId::parse(path).map_err(|_| ApiError::not_found("file", path))
 }

@@ -15,6 +15,7 @@
 //! uploads cannot be buffered; their handlers fingerprint the content as it streams and call
 //! [`claim`]/[`complete`] themselves.
 
+use moetune_types::TenantId;
 use moetune_types::ErrorCode;
 use actix_web::body::{to_bytes, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -25,7 +26,6 @@ use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -60,18 +60,18 @@ pub fn fingerprint(parts: &[&[u8]]) -> String {
 
 /// Where one tenant's key is stored, and the key its response is sealed with.
 struct Record {
-    tenant: Uuid,
+    tenant: TenantId,
     /// Hex HMAC of tenant and key: the row's `key` column.
     address: String,
     seal: chacha20poly1305::Key,
 }
 
 impl Record {
-    fn new(state: &AppState, tenant: Uuid, key: &str) -> Self {
+    fn new(state: &AppState, tenant: TenantId, key: &str) -> Self {
         let derive = |purpose: &[u8]| {
             let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(state.config.jwt_secret.as_bytes()).expect("HMAC takes any key length");
             mac.update(purpose);
-            mac.update(tenant.as_bytes());
+            mac.update(tenant.0.as_bytes());
             mac.update(key.as_bytes());
             mac.finalize().into_bytes()
         };
@@ -100,7 +100,7 @@ impl Record {
 }
 
 /// Records the first use of `key` or finds the earlier one.
-pub async fn claim(state: &AppState, tenant: Uuid, key: &str, fingerprint: &str) -> Result<Claim, ApiError> {
+pub async fn claim(state: &AppState, tenant: TenantId, key: &str, fingerprint: &str) -> Result<Claim, ApiError> {
     let record = Record::new(state, tenant, key);
     let fingerprint = &record.keyed(fingerprint);
     let db = &state.db;
@@ -148,7 +148,7 @@ pub async fn claim(state: &AppState, tenant: Uuid, key: &str, fingerprint: &str)
 }
 
 /// Stores the response of a fresh request for replays, sealed.
-async fn complete(state: &AppState, tenant: Uuid, key: &str, status: StatusCode, content_type: Option<&str>, body: &[u8]) -> Result<(), ApiError> {
+async fn complete(state: &AppState, tenant: TenantId, key: &str, status: StatusCode, content_type: Option<&str>, body: &[u8]) -> Result<(), ApiError> {
     let record = Record::new(state, tenant, key);
     sqlx::query("UPDATE idempotency_keys SET status_code = $3, content_type = $4, body = $5 WHERE tenant_id = $1 AND key = $2")
         .bind(record.tenant)
@@ -167,7 +167,7 @@ pub async fn expire(db: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
 }
 
 /// Forgets a claim whose request failed on our side, so a retry runs again.
-pub async fn release(state: &AppState, tenant: Uuid, key: &str) {
+pub async fn release(state: &AppState, tenant: TenantId, key: &str) {
     let record = Record::new(state, tenant, key);
     let deleted = sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status_code IS NULL")
         .bind(tenant)
@@ -180,7 +180,7 @@ pub async fn release(state: &AppState, tenant: Uuid, key: &str) {
 }
 
 /// Stores `response` under the key (or releases the key on a 5xx) and returns it unchanged.
-pub async fn finish(state: &AppState, tenant: Uuid, key: &str, response: HttpResponse) -> Result<HttpResponse, ApiError> {
+pub async fn finish(state: &AppState, tenant: TenantId, key: &str, response: HttpResponse) -> Result<HttpResponse, ApiError> {
     let status = response.status();
     // Server errors and limits (429) say nothing final about the request: a retry runs it again.
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
@@ -202,7 +202,7 @@ pub async fn finish(state: &AppState, tenant: Uuid, key: &str, response: HttpRes
 /// this request stored, since the first request's copy is the one kept.
 pub async fn settle_streamed(
     state: &AppState,
-    tenant: Uuid,
+    tenant: TenantId,
     key: &str,
     fingerprint: &str,
     record: impl std::future::Future<Output = Result<HttpResponse, ApiError>>,

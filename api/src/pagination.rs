@@ -1,9 +1,9 @@
 //! Cursor pagination shared by the list endpoints: `after` is the id of the last item of the previous
 //! page, and pages are ordered by `(created_at, id)`.
 
+use moetune_types::TenantId;
 use moetune_types::ErrorCode;
 use sqlx::{PgPool, Postgres, QueryBuilder};
-use uuid::Uuid;
 
 use crate::error::ApiError;
 
@@ -12,7 +12,7 @@ pub type Cursor = (chrono::DateTime<chrono::Utc>, String);
 
 /// Resolves `after` among the tenant's rows of `table` (`files` or `jobs`); an id that is not one of
 /// them is a 400 naming `after`.
-pub async fn cursor(db: &PgPool, table: &'static str, tenant: Uuid, after: Option<&str>) -> Result<Option<Cursor>, ApiError> {
+pub async fn cursor(db: &PgPool, table: &'static str, tenant: TenantId, after: Option<&str>) -> Result<Option<Cursor>, ApiError> {
     let Some(id) = after else { return Ok(None) };
     let found: Option<Cursor> = sqlx::query_as(&format!("SELECT created_at, id FROM {table} WHERE id = $1 AND tenant_id = $2"))
         .bind(id)

@@ -1,6 +1,7 @@
 //! Per-tenant limits: concurrent jobs and stored bytes. Checks run inside the transaction that would
 //! exceed them, after locking the tenant's row, so two concurrent requests cannot both squeeze in.
 
+use moetune_types::TenantId;
 use moetune_types::ErrorCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -51,17 +52,17 @@ const STORED_BYTES: &str = "SELECT (SELECT coalesce(sum(bytes), 0) FROM files WH
      + (SELECT coalesce(sum(p.bytes), 0) FROM upload_parts p JOIN uploads u ON u.id = p.upload_id WHERE u.tenant_id = $1 AND u.file_id IS NULL)
      + (SELECT coalesce(sum(c.bytes), 0) FROM checkpoints c JOIN jobs j ON j.id = c.job_id WHERE j.tenant_id = $1 AND c.deleted_at IS NULL)";
 
-async fn usage<'e>(db: impl sqlx::PgExecutor<'e>, tenant: Uuid) -> Result<(i64, i64), ApiError> {
+async fn usage<'e>(db: impl sqlx::PgExecutor<'e>, tenant: TenantId) -> Result<(i64, i64), ApiError> {
     Ok(sqlx::query_as(&format!("SELECT ({ACTIVE_JOBS}), ({STORED_BYTES})::bigint")).bind(tenant).fetch_one(db).await?)
 }
 
-async fn stored_bytes<'e>(db: impl sqlx::PgExecutor<'e>, tenant: Uuid) -> Result<i64, ApiError> {
+async fn stored_bytes<'e>(db: impl sqlx::PgExecutor<'e>, tenant: TenantId) -> Result<i64, ApiError> {
     Ok(sqlx::query_scalar(&format!("SELECT ({STORED_BYTES})::bigint")).bind(tenant).fetch_one(db).await?)
 }
 
 /// 429 unless the tenant may start one more job. Call inside the transaction that starts it: the
 /// tenant's row stays locked until it ends (`reserve_job_slot`, which `create_job` uses too).
-pub async fn reserve_job(tx: &mut sqlx::PgConnection, tenant: Uuid, defaults: &QuotaDefaults) -> Result<(), ApiError> {
+pub async fn reserve_job(tx: &mut sqlx::PgConnection, tenant: TenantId, defaults: &QuotaDefaults) -> Result<(), ApiError> {
     let (active, max_jobs): (i64, i64) =
         sqlx::query_as("SELECT active_jobs, job_limit FROM reserve_job_slot($1, $2)").bind(tenant).bind(defaults.max_concurrent_jobs).fetch_one(&mut *tx).await?;
     if active >= max_jobs {
@@ -78,7 +79,7 @@ pub fn job_quota_exceeded(active: i64, max_jobs: i64) -> ApiError {
 }
 
 /// 429 unless `incoming` more bytes fit the tenant's storage. Call inside the transaction recording them.
-pub async fn reserve_storage(tx: &mut sqlx::PgConnection, tenant: Uuid, incoming: i64, defaults: &QuotaDefaults) -> Result<(), ApiError> {
+pub async fn reserve_storage(tx: &mut sqlx::PgConnection, tenant: TenantId, incoming: i64, defaults: &QuotaDefaults) -> Result<(), ApiError> {
     let max_bytes: Option<i64> = sqlx::query_scalar("SELECT max_storage_bytes FROM tenants WHERE id = $1 FOR UPDATE").bind(tenant).fetch_one(&mut *tx).await?;
     let max_bytes = max_bytes.unwrap_or(defaults.max_storage_bytes);
     let stored = stored_bytes(&mut *tx, tenant).await?;
@@ -86,7 +87,7 @@ pub async fn reserve_storage(tx: &mut sqlx::PgConnection, tenant: Uuid, incoming
 }
 
 /// The same check without a lock, to refuse an upload before streaming it when its size is announced.
-pub async fn precheck_storage(db: &sqlx::PgPool, tenant: Uuid, incoming: i64, defaults: &QuotaDefaults) -> Result<(), ApiError> {
+pub async fn precheck_storage(db: &sqlx::PgPool, tenant: TenantId, incoming: i64, defaults: &QuotaDefaults) -> Result<(), ApiError> {
     let max: Option<i64> = sqlx::query_scalar("SELECT max_storage_bytes FROM tenants WHERE id = $1").bind(tenant).fetch_one(db).await?;
     let stored = stored_bytes(db, tenant).await?;
     check_storage(stored, incoming, max.unwrap_or(defaults.max_storage_bytes))
@@ -94,7 +95,7 @@ pub async fn precheck_storage(db: &sqlx::PgPool, tenant: Uuid, incoming: i64, de
 
 /// Bytes the tenant may still store. Read without a lock, to stop a stream of unannounced size early;
 /// the transaction recording the data checks again under the lock.
-pub async fn storage_room(db: &sqlx::PgPool, tenant: Uuid, defaults: &QuotaDefaults) -> Result<i64, ApiError> {
+pub async fn storage_room(db: &sqlx::PgPool, tenant: TenantId, defaults: &QuotaDefaults) -> Result<i64, ApiError> {
     let max: Option<i64> = sqlx::query_scalar("SELECT max_storage_bytes FROM tenants WHERE id = $1").bind(tenant).fetch_one(db).await?;
     let stored = stored_bytes(db, tenant).await?;
     Ok(max.unwrap_or(defaults.max_storage_bytes).saturating_sub(stored).max(0))
@@ -131,14 +132,14 @@ pub async fn upsert_tenant(db: &sqlx::PgPool, request: &TenantRequest, defaults:
 }
 
 pub async fn get_tenant(db: &sqlx::PgPool, name: &str, defaults: &QuotaDefaults) -> Result<TenantObject, ApiError> {
-    let row: Option<(Uuid, Option<i64>, Option<i64>)> = sqlx::query_as("SELECT id, max_concurrent_jobs, max_storage_bytes FROM tenants WHERE name = $1")
+    let row: Option<(TenantId, Option<i64>, Option<i64>)> = sqlx::query_as("SELECT id, max_concurrent_jobs, max_storage_bytes FROM tenants WHERE name = $1")
         .bind(name)
         .fetch_optional(db)
         .await?;
     let (id, jobs, bytes) = row.ok_or_else(|| ApiError::not_found("tenant", name))?;
     let (active_jobs, storage_bytes) = usage(db, id).await?;
     Ok(TenantObject {
-        id,
+        id: id.0,
         object: "tenant",
         name: name.to_string(),
         max_concurrent_jobs: jobs.unwrap_or(defaults.max_concurrent_jobs),
@@ -149,7 +150,7 @@ pub async fn get_tenant(db: &sqlx::PgPool, name: &str, defaults: &QuotaDefaults)
 }
 
 /// The tenant id for a name (admin endpoints address tenants by name).
-pub async fn tenant_id(db: &sqlx::PgPool, name: &str) -> Result<Uuid, ApiError> {
+pub async fn tenant_id(db: &sqlx::PgPool, name: &str) -> Result<TenantId, ApiError> {
     sqlx::query_scalar("SELECT id FROM tenants WHERE name = $1")
         .bind(name)
         .fetch_optional(db)

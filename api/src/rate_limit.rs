@@ -2,11 +2,11 @@
 //! Redis, so every API instance draws from the same bucket, and a cap on the event streams a tenant
 //! holds open on one instance. Over a limit: 429 `rate_limited` with `Retry-After`.
 
+use moetune_types::TenantId;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use serde::Deserialize;
-use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -59,7 +59,7 @@ pub enum Bucket {
 /// 429 with `Retry-After` when the tenant's bucket is empty. If Redis cannot be asked, the request
 /// goes through: the limit protects the service's fairness, and refusing everything while Redis is
 /// away would be an outage of its own.
-pub async fn take(state: &AppState, tenant: Uuid, bucket: Bucket) -> Result<(), ApiError> {
+pub async fn take(state: &AppState, tenant: TenantId, bucket: Bucket) -> Result<(), ApiError> {
     let limits = &state.config.rate_limits;
     let (rate, burst, name, what) = match bucket {
         Bucket::Requests => (limits.requests_per_second, limits.burst, "requests", "requests"),
@@ -86,16 +86,16 @@ pub async fn take(state: &AppState, tenant: Uuid, bucket: Bucket) -> Result<(), 
 
 /// Open event streams per tenant on this instance.
 #[derive(Default, Clone)]
-pub struct StreamSlots(Arc<Mutex<HashMap<Uuid, usize>>>);
+pub struct StreamSlots(Arc<Mutex<HashMap<TenantId, usize>>>);
 
 /// One held stream slot; dropping it (the stream ended or the client went away) frees it.
 pub struct StreamSlot {
     slots: StreamSlots,
-    tenant: Uuid,
+    tenant: TenantId,
 }
 
 impl StreamSlots {
-    pub fn acquire(&self, tenant: Uuid, max: usize) -> Result<StreamSlot, ApiError> {
+    pub fn acquire(&self, tenant: TenantId, max: usize) -> Result<StreamSlot, ApiError> {
         let mut open = self.0.lock().expect("stream slots lock");
         let held = open.entry(tenant).or_default();
         if *held >= max {

@@ -3,10 +3,10 @@
 //! alerts, and the base / SFT / PTQ / SFT+QAT table. Charts are SVG drawn here, so the page needs no
 //! JavaScript to show them; the template escapes every value it prints.
 
+use moetune_types::{EvalReport, JobId, JobResult, LayerUsage, RunnerEventKind, TenantId};
 use minijinja::Environment;
 use serde::Serialize;
 use serde_json::Value;
-use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::jobs;
@@ -56,6 +56,18 @@ struct Heatmap {
     height: f64,
 }
 
+/// One monitor check as the report draws it (the `monitor` event's fields).
+#[derive(Debug, Clone, Serialize)]
+struct Check {
+    stage: String,
+    step: u32,
+    layers: Vec<LayerUsage>,
+    mean_top1_share: f64,
+    mean_entropy_norm: f64,
+    alert: bool,
+    action: Option<String>,
+}
+
 /// A step of training as the metrics events report it, on one axis across stages.
 struct Step {
     stage: String,
@@ -71,12 +83,12 @@ const PAGE: i64 = 2000;
 const MAX_POINTS: usize = 4000;
 const MAX_CHECKS: usize = 400;
 
-pub async fn render(state: &AppState, tenant: Uuid, job_id: &str) -> Result<String, ApiError> {
+pub async fn render(state: &AppState, tenant: TenantId, job_id: &JobId) -> Result<String, ApiError> {
     let job = jobs::get(state, tenant, job_id).await?;
     let (mut steps, mut checks, mut evaluation, mut after) = (Vec::new(), Vec::new(), None, 0i64);
     loop {
-        let rows: Vec<(i64, String, Option<Value>)> = sqlx::query_as(
-            "SELECT seq, type, data FROM job_events WHERE job_id = $1 AND seq > $2 AND type IN ('metrics', 'monitor', 'evaluation') ORDER BY seq LIMIT $3",
+        let rows: Vec<(i64, Option<Value>)> = sqlx::query_as(
+            "SELECT seq, data FROM job_events WHERE job_id = $1 AND seq > $2 AND type IN ('metrics', 'monitor', 'evaluation') ORDER BY seq LIMIT $3",
         )
         .bind(job_id)
         .bind(after)
@@ -84,13 +96,18 @@ pub async fn render(state: &AppState, tenant: Uuid, job_id: &str) -> Result<Stri
         .fetch_all(&state.db)
         .await?;
         let full_page = rows.len() as i64 == PAGE;
-        for (seq, kind, data) in rows {
+        for (seq, data) in rows {
             after = seq;
-            let Some(data) = data else { continue };
-            match kind.as_str() {
-                "metrics" => steps.extend(step_of(&data)),
-                "monitor" => checks.push(data),
-                _ => evaluation = data.get("report").cloned(),
+            // The event's data is the runner's event as the scheduler recorded it.
+            match data.map(serde_json::from_value::<RunnerEventKind>) {
+                Some(Ok(RunnerEventKind::Metrics { stage, step, train_loss, learning_rate, validation_loss, .. })) => {
+                    steps.push(Step { stage, x: f64::from(step), loss: train_loss, learning_rate, validation_loss });
+                }
+                Some(Ok(RunnerEventKind::Monitor { stage, step, layers, mean_top1_share, mean_entropy_norm, alert, action, .. })) => {
+                    checks.push(Check { stage, step, layers, mean_top1_share, mean_entropy_norm, alert, action });
+                }
+                Some(Ok(RunnerEventKind::Evaluation { report })) => evaluation = serde_json::from_value::<EvalReport>(report).ok(),
+                _ => {}
             }
             thin(&mut steps, MAX_POINTS);
             thin(&mut checks, MAX_CHECKS);
@@ -100,26 +117,23 @@ pub async fn render(state: &AppState, tenant: Uuid, job_id: &str) -> Result<Stri
         }
     }
     let steps = on_one_axis(steps);
-    let evaluation_table = evaluation.as_ref().and_then(|r| r.get("table")).or_else(|| job_json_eval(&job.result)).cloned();
+    let result = job.result.clone().and_then(|r| serde_json::from_value::<JobResult>(r).ok());
+    let evaluation_table = evaluation.as_ref().map(|r| r.table.clone()).or_else(|| result.map(|r| r.eval));
     let context = serde_json::json!({
         "job": serde_json::to_value(&job).map_err(ApiError::internal)?,
         "loss": loss_chart(&steps),
         "learning_rate": lr_chart(&steps),
         "heatmap": heatmap(&checks),
         "experts": expert_shares(checks.last(), collapse_threshold(&job)),
-        "alerts": checks.iter().filter(|c| c["alert"] == true).collect::<Vec<_>>(),
+        "alerts": checks.iter().filter(|c| c.alert).collect::<Vec<_>>(),
         "checks": checks.len(),
         "table": evaluation_table,
-        "routing": evaluation.as_ref().and_then(|r| r.get("routing_agreement")),
-        "format": evaluation.as_ref().and_then(|r| r.get("format")),
+        "routing": evaluation.as_ref().map(|r| &r.routing_agreement),
+        "format": evaluation.as_ref().map(|r| r.format),
     });
     let mut env = Environment::new();
     env.add_template("report.html", TEMPLATE).map_err(ApiError::internal)?;
     env.get_template("report.html").and_then(|t| t.render(minijinja::value::Serde(&context))).map_err(ApiError::internal)
-}
-
-fn job_json_eval(result: &Option<Value>) -> Option<&Value> {
-    result.as_ref().and_then(|r| r.get("eval"))
 }
 
 /// Drops every other element once there are more than `max`.
@@ -131,17 +145,6 @@ fn thin<T>(items: &mut Vec<T>, max: usize) {
             index % 2 == 1
         });
     }
-}
-
-/// A metrics event as a point of the charts (x still the stage's own step).
-fn step_of(event: &Value) -> Option<Step> {
-    Some(Step {
-        stage: event["stage"].as_str()?.to_string(),
-        x: event["step"].as_f64()?,
-        loss: event["train_loss"].as_f64()?,
-        learning_rate: event["learning_rate"].as_f64()?,
-        validation_loss: event["validation_loss"].as_f64(),
-    })
 }
 
 /// SFT steps, then QAT steps after them, on one x axis.
@@ -203,9 +206,9 @@ fn short(v: f64) -> String {
 
 /// Rows: MoE layers; columns: monitor checks in time order; colour: the busiest expert's share of the
 /// layer's routed tokens (white = even use, dark red = one expert takes everything).
-fn heatmap(checks: &[Value]) -> Heatmap {
-    let layers: Vec<u64> = {
-        let mut layers: Vec<u64> = checks.iter().flat_map(|c| c["layers"].as_array().into_iter().flatten()).filter_map(|l| l["layer"].as_u64()).collect();
+fn heatmap(checks: &[Check]) -> Heatmap {
+    let layers: Vec<usize> = {
+        let mut layers: Vec<usize> = checks.iter().flat_map(|c| c.layers.iter().map(|l| l.layer)).collect();
         layers.sort_unstable();
         layers.dedup();
         layers
@@ -215,15 +218,15 @@ fn heatmap(checks: &[Value]) -> Heatmap {
     let cell_height = 22.0;
     let mut cells = Vec::new();
     for (column, check) in checks.iter().enumerate() {
-        for usage in check["layers"].as_array().into_iter().flatten() {
-            let (Some(layer), Some(share)) = (usage["layer"].as_u64(), usage["top1_share"].as_f64()) else { continue };
+        for usage in &check.layers {
+            let (layer, share) = (usage.layer, usage.top1_share);
             let row = layers.iter().position(|&l| l == layer).unwrap_or(0);
-            let entropy = usage["entropy_norm"].as_f64().unwrap_or(f64::NAN);
+            let entropy = usage.entropy_norm;
             cells.push(Cell {
                 x: label_w + column as f64 * cell_width,
                 y: label_h + row as f64 * cell_height,
                 fill: share_colour(share),
-                title: format!("{} step {}, layer {layer}: top-1 share {share:.3}, entropy {entropy:.3}", check["stage"].as_str().unwrap_or("?"), check["step"]),
+                title: format!("{} step {}, layer {layer}: top-1 share {share:.3}, entropy {entropy:.3}", check.stage, check.step),
             });
         }
     }
@@ -233,7 +236,7 @@ fn heatmap(checks: &[Value]) -> Heatmap {
         .iter()
         .enumerate()
         .filter(|(i, _)| i % every == 0)
-        .map(|(i, c)| (label_w + (i as f64 + 0.5) * cell_width, format!("{} {}", c["stage"].as_str().unwrap_or("?"), c["step"])))
+        .map(|(i, c)| (label_w + (i as f64 + 0.5) * cell_width, format!("{} {}", c.stage, c.step)))
         .collect();
     let width = label_w + checks.len() as f64 * cell_width + 10.0;
     let height = label_h + layers.len() as f64 * cell_height + 10.0;
@@ -279,16 +282,16 @@ struct ShareCell {
 
 const SCALE_WIDTH: f64 = 200.0;
 
-fn expert_shares(check: Option<&Value>, threshold: f64) -> Option<ExpertShares> {
+fn expert_shares(check: Option<&Check>, threshold: f64) -> Option<ExpertShares> {
     let check = check?;
-    let layers: Vec<&Value> = check["layers"].as_array()?.iter().filter(|l| l["counts"].as_array().is_some_and(|c| !c.is_empty())).collect();
-    let experts = layers.iter().filter_map(|l| l["counts"].as_array().map(Vec::len)).max()?;
+    let layers: Vec<&LayerUsage> = check.layers.iter().filter(|l| !l.counts.is_empty()).collect();
+    let experts = layers.iter().map(|l| l.counts.len()).max()?;
     let (label_w, label_h) = (70.0, 40.0);
     let cell_width = ((CHART_WIDTH - label_w) / experts as f64).clamp(4.0, 40.0);
     let cell_height = 18.0;
     let mut cells = Vec::new();
     for (row, usage) in layers.iter().enumerate() {
-        let counts: Vec<f64> = usage["counts"].as_array().into_iter().flatten().map(|c| c.as_f64().unwrap_or(0.0)).collect();
+        let counts: Vec<f64> = usage.counts.iter().map(|&c| c as f64).collect();
         let total: f64 = counts.iter().sum::<f64>().max(1.0);
         for (expert, count) in counts.iter().enumerate() {
             let share = count / total;
@@ -296,17 +299,17 @@ fn expert_shares(check: Option<&Value>, threshold: f64) -> Option<ExpertShares> 
                 x: label_w + expert as f64 * cell_width,
                 y: label_h + row as f64 * cell_height,
                 fill: share_colour(share),
-                title: format!("layer {}, expert {expert}: {share:.3} of the routed tokens", usage["layer"]),
+                title: format!("layer {}, expert {expert}: {share:.3} of the routed tokens", usage.layer),
                 over: share >= threshold,
             });
         }
     }
-    let rows = layers.iter().enumerate().map(|(i, l)| (label_h + (i as f64 + 0.7) * cell_height, format!("layer {}", l["layer"]))).collect();
+    let rows = layers.iter().enumerate().map(|(i, l)| (label_h + (i as f64 + 0.7) * cell_height, format!("layer {}", l.layer))).collect();
     let every = experts.div_ceil(16).max(1);
     let columns = (0..experts).filter(|e| e % every == 0).map(|e| (label_w + (e as f64 + 0.5) * cell_width, e.to_string())).collect();
     let width = (label_w + experts as f64 * cell_width + 10.0).max(SCALE_WIDTH + 80.0);
     let height = label_h + layers.len() as f64 * cell_height + 50.0;
-    let title = format!("{} step {}", check["stage"].as_str().unwrap_or("?"), check["step"]);
+    let title = format!("{} step {}", check.stage, check.step);
     let scale = (0..20).map(|i| (10.0 + f64::from(i) * SCALE_WIDTH / 20.0, share_colour((f64::from(i) + 0.5) / 20.0))).collect();
     let scale_y = height - 34.0;
     Some(ExpertShares { cells, rows, columns, cell_width, cell_height, width, height, threshold, threshold_x: 10.0 + threshold.clamp(0.0, 1.0) * SCALE_WIDTH, scale, scale_y, title })
@@ -322,12 +325,19 @@ fn share_colour(share: f64) -> String {
 mod tests {
     use super::*;
 
+    fn usage(layer: usize, top1_share: f64, counts: Vec<u64>) -> LayerUsage {
+        LayerUsage { layer, top1_share, entropy_norm: 0.9, kl_to_uniform: 0.0, avg_token_entropy: 0.0, counts }
+    }
+
+    fn check(step: u32, layers: Vec<LayerUsage>) -> Check {
+        Check { stage: "sft".into(), step, layers, mean_top1_share: 0.0, mean_entropy_norm: 0.0, alert: false, action: None }
+    }
+
     #[test]
     fn charts_put_every_point_inside_the_plot() {
-        let steps: Vec<Value> = (1..=20)
-            .map(|i| serde_json::json!({"stage": if i <= 15 { "sft" } else { "qat" }, "step": if i <= 15 { i } else { i - 15 }, "train_loss": 3.0 / i as f64, "learning_rate": 1e-4}))
+        let steps: Vec<Step> = (1..=20)
+            .map(|i| Step { stage: if i <= 15 { "sft" } else { "qat" }.into(), x: if i <= 15 { i } else { i - 15 } as f64, loss: 3.0 / i as f64, learning_rate: 1e-4, validation_loss: None })
             .collect();
-        let steps: Vec<Step> = steps.iter().filter_map(step_of).collect();
         let chart = loss_chart(&on_one_axis(steps));
         assert_eq!(chart.series.iter().map(|s| s.count).collect::<Vec<_>>(), [15, 5]);
         for point in chart.series.iter().flat_map(|s| s.points.split(' ')) {
@@ -359,8 +369,8 @@ mod tests {
 
     #[test]
     fn heatmap_has_a_cell_per_layer_and_check() {
-        let check = |step: u64, share: f64| serde_json::json!({"stage": "sft", "step": step, "layers": [{"layer": 0, "top1_share": share, "entropy_norm": 0.9}, {"layer": 1, "top1_share": 0.2, "entropy_norm": 0.95}]});
-        let map = heatmap(&[check(10, 0.2), check(20, 0.9)]);
+        let at = |step: u32, share: f64| check(step, vec![usage(0, share, vec![]), usage(1, 0.2, vec![])]);
+        let map = heatmap(&[at(10, 0.2), at(20, 0.9)]);
         assert_eq!(map.cells.len(), 4);
         assert_eq!(map.rows.len(), 2);
         assert_ne!(map.cells[0].fill, map.cells[2].fill, "a collapsing layer darkens");
@@ -369,10 +379,8 @@ mod tests {
 
     #[test]
     fn expert_shares_show_every_expert_and_outline_those_past_the_threshold() {
-        let check = serde_json::json!({"stage": "sft", "step": 30, "layers": [
-            {"layer": 0, "top1_share": 0.8, "counts": [80, 10, 5, 5]},
-            {"layer": 1, "top1_share": 0.25, "counts": [25, 25, 25, 25]}]});
-        let shares = expert_shares(Some(&check), 0.7).unwrap();
+        let latest = check(30, vec![usage(0, 0.8, vec![80, 10, 5, 5]), usage(1, 0.25, vec![25, 25, 25, 25])]);
+        let shares = expert_shares(Some(&latest), 0.7).unwrap();
         assert_eq!(shares.cells.len(), 8);
         assert_eq!(shares.cells.iter().filter(|c| c.over).count(), 1);
         assert!(shares.cells[0].title.contains("expert 0: 0.800"), "{}", shares.cells[0].title);

@@ -83,7 +83,7 @@ async fn remove_checkpoint(state: &AppState, job_id: &str, name: &str, bucket: &
 pub async fn sweep_forever(state: Arc<AppState>) {
     let interval = Duration::from_millis(state.config.upload_sweep_interval_ms.max(50));
     loop {
-        let stale: Vec<String> = sqlx::query_scalar(
+        let stale: Vec<moetune_types::FileId> = sqlx::query_scalar(
             "SELECT id FROM files WHERE status = 'uploaded' AND deleted_at IS NULL AND (validating_until IS NULL OR validating_until < now())",
         )
         .fetch_all(&state.db)

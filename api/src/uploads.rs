@@ -5,6 +5,10 @@
 //! the file's S3 object (written as an S3 multipart upload) and marks it `processed` or `error`.
 //! Jobs created on a file that is still `uploaded` wait in `validating_files` for that outcome.
 
+use moetune_types::UploadStatus;
+use moetune_types::UploadId;
+use moetune_types::FileId;
+use moetune_types::TenantId;
 use moetune_types::ErrorCode;
 use std::sync::Arc;
 
@@ -80,11 +84,11 @@ pub struct UploadPart {
 
 #[derive(sqlx::FromRow)]
 struct UploadRow {
-    id: String,
+    id: UploadId,
     filename: String,
     purpose: String,
     bytes: i64,
-    status: String,
+    status: UploadStatus,
     s3_bucket: String,
     file_id: Option<String>,
     created_at: chrono::DateTime<chrono::Utc>,
@@ -92,8 +96,9 @@ struct UploadRow {
 }
 
 impl UploadRow {
-    fn status(&self) -> &str {
-        if self.status == "pending" && self.expires_at < chrono::Utc::now() { "expired" } else { &self.status }
+    /// The status a client sees: a pending upload past its expiry is `expired`.
+    fn status(&self) -> &'static str {
+        if self.status == UploadStatus::Pending && self.expires_at < chrono::Utc::now() { "expired" } else { self.status.as_str() }
     }
 
     /// 409 unless parts may still be added and the upload completed.
@@ -105,12 +110,12 @@ impl UploadRow {
     }
 }
 
-async fn row<'e>(db: impl sqlx::PgExecutor<'e>, tenant: Uuid, id: &str) -> Result<UploadRow, ApiError> {
+async fn row<'e>(db: impl sqlx::PgExecutor<'e>, tenant: TenantId, id: &UploadId) -> Result<UploadRow, ApiError> {
     row_query(db, tenant, id, "").await
 }
 
 /// The upload's row; `lock` is appended to the query (e.g. `FOR UPDATE`).
-async fn row_query<'e>(db: impl sqlx::PgExecutor<'e>, tenant: Uuid, id: &str, lock: &str) -> Result<UploadRow, ApiError> {
+async fn row_query<'e>(db: impl sqlx::PgExecutor<'e>, tenant: TenantId, id: &UploadId, lock: &str) -> Result<UploadRow, ApiError> {
     sqlx::query_as(&format!("SELECT id, filename, purpose, bytes, status, s3_bucket, file_id, created_at, expires_at FROM uploads WHERE id = $1 AND tenant_id = $2 {lock}"))
         .bind(id)
         .bind(tenant)
@@ -119,7 +124,7 @@ async fn row_query<'e>(db: impl sqlx::PgExecutor<'e>, tenant: Uuid, id: &str, lo
         .ok_or_else(|| ApiError::not_found("upload", id))
 }
 
-pub async fn get(state: &AppState, tenant: Uuid, id: &str) -> Result<UploadObject, ApiError> {
+pub async fn get(state: &AppState, tenant: TenantId, id: &UploadId) -> Result<UploadObject, ApiError> {
     let row = row(&state.db, tenant, id).await?;
     let file = match &row.file_id {
         Some(file_id) => Some(
@@ -137,14 +142,14 @@ pub async fn get(state: &AppState, tenant: Uuid, id: &str) -> Result<UploadObjec
         created_at: row.created_at.into(),
         status: row.status().to_string(),
         expires_at: row.expires_at.into(),
-        id: row.id,
+        id: row.id.into(),
         filename: row.filename,
         purpose: row.purpose,
         file,
     })
 }
 
-pub async fn create(state: &AppState, tenant: Uuid, request: &CreateUploadRequest) -> Result<UploadObject, ApiError> {
+pub async fn create(state: &AppState, tenant: TenantId, request: &CreateUploadRequest) -> Result<UploadObject, ApiError> {
     if request.purpose != "fine-tune" {
         return Err(ApiError::invalid(ErrorCode::InvalidPurpose, "purpose", format!("Unsupported purpose '{}'; use 'fine-tune'.", request.purpose)));
     }
@@ -156,7 +161,7 @@ pub async fn create(state: &AppState, tenant: Uuid, request: &CreateUploadReques
     }
     crate::files::check_filename(&request.filename)?;
     crate::quotas::precheck_storage(&state.db, tenant, request.bytes, &state.config.quotas).await?;
-    let id = format!("upload_{}", Uuid::new_v4().simple());
+    let id = UploadId::generate();
     sqlx::query(&format!(
         "INSERT INTO uploads (id, tenant_id, filename, purpose, bytes, mime_type, status, s3_bucket, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, now() + interval '{EXPIRES_AFTER}')"
@@ -173,7 +178,7 @@ pub async fn create(state: &AppState, tenant: Uuid, request: &CreateUploadReques
     get(state, tenant, &id).await
 }
 
-fn part_key(tenant: Uuid, upload: &str, part: &str) -> String {
+fn part_key(tenant: TenantId, upload: &str, part: &str) -> String {
     format!("uploads/{tenant}/{upload}/{part}")
 }
 
@@ -189,7 +194,7 @@ pub struct StoredPart {
 /// Streams one part (the multipart field `data`) to S3. A part may hold up to 64 MiB and, with
 /// `within_room`, no more than the upload still lacks (a retry under an Idempotency-Key streams without
 /// that bound, since its first try may be what filled the upload; [`record`] checks it either way).
-pub async fn store_part(state: &AppState, tenant: Uuid, upload_id: &str, mut field: Field, within_room: bool) -> Result<StoredPart, ApiError> {
+pub async fn store_part(state: &AppState, tenant: TenantId, upload_id: &UploadId, mut field: Field, within_room: bool) -> Result<StoredPart, ApiError> {
     let upload = row(&state.db, tenant, upload_id).await?;
     upload.require_pending()?;
     let limit = if within_room { MAX_PART_BYTES.min(upload.bytes - parts_bytes(&state.db, upload_id).await?) } else { MAX_PART_BYTES };
@@ -228,9 +233,9 @@ pub async fn store_part(state: &AppState, tenant: Uuid, upload_id: &str, mut fie
 
 /// Records a stored part against its upload (the parts' sum within the declared size, the tenant's
 /// storage quota); on refusal its object is deleted.
-pub async fn record(state: &AppState, tenant: Uuid, part: StoredPart) -> Result<UploadPart, ApiError> {
+pub async fn record(state: &AppState, tenant: TenantId, part: StoredPart) -> Result<UploadPart, ApiError> {
     match record_part(state, tenant, &part.upload, &part.id, &part.key, part.bytes).await {
-        Ok(created_at) => Ok(UploadPart { id: part.id, object: "upload.part", created_at: created_at.into(), upload_id: part.upload.id, bytes: part.bytes, sha256: part.sha256 }),
+        Ok(created_at) => Ok(UploadPart { id: part.id, object: "upload.part", created_at: created_at.into(), upload_id: part.upload.id.into(), bytes: part.bytes, sha256: part.sha256 }),
         Err(e) => {
             crate::files::delete_object(state, &part.key).await;
             Err(e)
@@ -239,7 +244,7 @@ pub async fn record(state: &AppState, tenant: Uuid, part: StoredPart) -> Result<
 }
 
 /// Stores and records one part.
-pub async fn add_part(state: &AppState, tenant: Uuid, upload_id: &str, field: Field) -> Result<UploadPart, ApiError> {
+pub async fn add_part(state: &AppState, tenant: TenantId, upload_id: &UploadId, field: Field) -> Result<UploadPart, ApiError> {
     let stored = store_part(state, tenant, upload_id, field, true).await?;
     record(state, tenant, stored).await
 }
@@ -263,7 +268,7 @@ fn part_too_large(upload: &UploadRow, limit: i64) -> ApiError {
 /// Records a stored part, in one transaction with the upload's row locked, so parts racing each other,
 /// a cancel or a completion are checked one at a time: the upload must still be pending, the parts'
 /// sum must stay within its size, and the tenant's storage must have room.
-async fn record_part(state: &AppState, tenant: Uuid, upload: &UploadRow, id: &str, key: &str, bytes: i64) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+async fn record_part(state: &AppState, tenant: TenantId, upload: &UploadRow, id: &str, key: &str, bytes: i64) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
     let mut tx = state.db.begin().await?;
     let current = row_query(&mut *tx, tenant, &upload.id, "FOR UPDATE").await?;
     current.require_pending()?;
@@ -284,7 +289,7 @@ async fn record_part(state: &AppState, tenant: Uuid, upload: &UploadRow, id: &st
 }
 
 /// Creates the file from the parts in the given order; validation continues in the background.
-pub async fn complete(state: &Arc<AppState>, tenant: Uuid, upload_id: &str, request: &CompleteUploadRequest) -> Result<UploadObject, ApiError> {
+pub async fn complete(state: &Arc<AppState>, tenant: TenantId, upload_id: &UploadId, request: &CompleteUploadRequest) -> Result<UploadObject, ApiError> {
     let mut tx = state.db.begin().await?;
     let upload = row_query(&mut *tx, tenant, upload_id, "FOR UPDATE").await?;
     upload.require_pending()?;
@@ -315,7 +320,7 @@ pub async fn complete(state: &Arc<AppState>, tenant: Uuid, upload_id: &str, requ
     // The parts are already counted against the quota; from now on the file is, in their place.
     let stored_parts: i64 = parts.iter().map(|(_, bytes)| bytes).sum();
     crate::quotas::reserve_storage(&mut tx, tenant, total - stored_parts, &state.config.quotas).await?;
-    let file_id = format!("file-{}", Uuid::new_v4().simple());
+    let file_id = FileId::generate();
     sqlx::query(
         "INSERT INTO files (id, tenant_id, filename, purpose, bytes, s3_bucket, s3_key, sha256, status)
          VALUES ($1, $2, $3, $4, $5, $6, $7, '', 'uploaded')",
@@ -343,7 +348,7 @@ pub async fn complete(state: &Arc<AppState>, tenant: Uuid, upload_id: &str, requ
 }
 
 /// Cancels a pending upload and removes its parts.
-pub async fn cancel(state: &AppState, tenant: Uuid, upload_id: &str) -> Result<UploadObject, ApiError> {
+pub async fn cancel(state: &AppState, tenant: TenantId, upload_id: &UploadId) -> Result<UploadObject, ApiError> {
     let updated = sqlx::query("UPDATE uploads SET status = 'cancelled' WHERE id = $1 AND tenant_id = $2 AND status = 'pending'")
         .bind(upload_id)
         .bind(tenant)
@@ -351,8 +356,8 @@ pub async fn cancel(state: &AppState, tenant: Uuid, upload_id: &str) -> Result<U
         .await?;
     if updated.rows_affected() == 0 {
         let upload = row(&state.db, tenant, upload_id).await?;
-        if upload.status != "pending" {
-            return Err(ApiError::new(ErrorCode::UploadNotPending, format!("Upload '{upload_id}' is {}; only a pending upload can be cancelled.", upload.status)));
+        if upload.status != UploadStatus::Pending {
+            return Err(ApiError::new(ErrorCode::UploadNotPending, format!("Upload '{upload_id}' is {}; only a pending upload can be cancelled.", upload.status.as_str())));
         }
     }
     delete_parts(state, upload_id).await;
@@ -381,7 +386,7 @@ pub const MAX_ASSEMBLY_ATTEMPTS: i32 = 5;
 /// A failure never loops: one the input decides (Postgres refusing a value, a part gone) ends the file
 /// in `error` at once; any other is retried with a doubling wait, and after
 /// [`MAX_ASSEMBLY_ATTEMPTS`] the file ends in `error` too, with a message saying to upload it again.
-pub async fn validate_assembled_file(state: &AppState, file_id: &str) {
+pub async fn validate_assembled_file(state: &AppState, file_id: &FileId) {
     let leased = sqlx::query(
         "UPDATE files SET validating_until = now() + interval '10 minutes', assembly_attempts = assembly_attempts + 1
          WHERE id = $1 AND status = 'uploaded' AND deleted_at IS NULL AND (validating_until IS NULL OR validating_until < now())
@@ -396,7 +401,7 @@ pub async fn validate_assembled_file(state: &AppState, file_id: &str) {
     };
     if let Err(e) = assemble(state, file_id).await {
         let deterministic = is_deterministic(&e);
-        tracing::error!(file = file_id, attempt, deterministic, error = %format!("{e:#}"), "could not assemble an upload");
+        tracing::error!(file = %file_id, attempt, deterministic, error = %format!("{e:#}"), "could not assemble an upload");
         if deterministic || attempt >= MAX_ASSEMBLY_ATTEMPTS {
             give_up_assembly(state, file_id, attempt, deterministic).await;
         } else {
@@ -515,4 +520,9 @@ async fn copy_parts(state: &AppState, bucket: &str, part_order: &[String], sink:
         }
     }
     Ok(())
+}
+
+/// The upload a request's path names: a malformed id names no upload (404, like an unknown one).
+pub fn upload_id(path: &str) -> Result<UploadId, ApiError> {
+    UploadId::parse(path).map_err(|_| ApiError::not_found("upload", path))
 }

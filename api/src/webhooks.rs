@@ -2,6 +2,7 @@
 //! rotation with a grace period, the event log, delivery attempts, and manual redelivery. Delivery
 //! itself is the scheduler's (`moetune_domain::webhooks::dispatch`).
 
+use moetune_types::TenantId;
 use moetune_types::ErrorCode;
 use moetune_domain::webhooks::network::NetworkPolicy;
 use moetune_domain::webhooks::signing::Secret;
@@ -134,7 +135,7 @@ fn checked_secret(secret: Option<String>) -> Result<String, ApiError> {
     }
 }
 
-pub async fn create(state: &AppState, tenant: Uuid, request: CreateEndpointRequest) -> Result<WebhookEndpoint, ApiError> {
+pub async fn create(state: &AppState, tenant: TenantId, request: CreateEndpointRequest) -> Result<WebhookEndpoint, ApiError> {
     // The checks without network first: the URL's may wait on DNS.
     let event_types = checked_event_types(request.event_types)?;
     let secret = checked_secret(request.secret)?;
@@ -160,7 +161,7 @@ pub async fn create(state: &AppState, tenant: Uuid, request: CreateEndpointReque
     Ok(endpoint)
 }
 
-pub async fn get(state: &AppState, tenant: Uuid, id: &str) -> Result<WebhookEndpoint, ApiError> {
+pub async fn get(state: &AppState, tenant: TenantId, id: &str) -> Result<WebhookEndpoint, ApiError> {
     let endpoint: Option<WebhookEndpoint> = sqlx::query_as(&format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1 AND tenant_id = $2"))
         .bind(id)
         .bind(tenant)
@@ -170,7 +171,7 @@ pub async fn get(state: &AppState, tenant: Uuid, id: &str) -> Result<WebhookEndp
 }
 
 /// Newest first.
-pub async fn list(state: &AppState, tenant: Uuid, after: Option<&str>, limit: i64) -> Result<(Vec<WebhookEndpoint>, bool), ApiError> {
+pub async fn list(state: &AppState, tenant: TenantId, after: Option<&str>, limit: i64) -> Result<(Vec<WebhookEndpoint>, bool), ApiError> {
     let cursor = pagination::cursor(&state.db, "webhook_endpoints", tenant, after).await?;
     let mut query = sqlx::QueryBuilder::new(format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE tenant_id = "));
     query.push_bind(tenant);
@@ -178,7 +179,7 @@ pub async fn list(state: &AppState, tenant: Uuid, after: Option<&str>, limit: i6
     Ok(pagination::page(query.build_query_as::<WebhookEndpoint>().fetch_all(&state.db).await?, limit))
 }
 
-pub async fn update(state: &AppState, tenant: Uuid, id: &str, request: UpdateEndpointRequest) -> Result<WebhookEndpoint, ApiError> {
+pub async fn update(state: &AppState, tenant: TenantId, id: &str, request: UpdateEndpointRequest) -> Result<WebhookEndpoint, ApiError> {
     // An unknown id is a 404 before the URL check (which may wait on DNS).
     get(state, tenant, id).await?;
     let event_types = request.event_types.map(|t| checked_event_types(Some(t))).transpose()?;
@@ -206,7 +207,7 @@ pub async fn update(state: &AppState, tenant: Uuid, id: &str, request: UpdateEnd
 }
 
 /// Deletes the endpoint with its deliveries and attempts.
-pub async fn delete(state: &AppState, tenant: Uuid, id: &str) -> Result<(), ApiError> {
+pub async fn delete(state: &AppState, tenant: TenantId, id: &str) -> Result<(), ApiError> {
     let deleted = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1 AND tenant_id = $2").bind(id).bind(tenant).execute(&state.db).await?;
     if deleted.rows_affected() == 0 {
         return Err(ApiError::not_found("webhook endpoint", id));
@@ -216,7 +217,7 @@ pub async fn delete(state: &AppState, tenant: Uuid, id: &str) -> Result<(), ApiE
 
 /// A new signing secret; the current one keeps signing too until the grace period ends, so receivers
 /// can switch over without dropping a delivery.
-pub async fn rotate_secret(state: &AppState, tenant: Uuid, id: &str, request: RotateSecretRequest) -> Result<WebhookEndpoint, ApiError> {
+pub async fn rotate_secret(state: &AppState, tenant: TenantId, id: &str, request: RotateSecretRequest) -> Result<WebhookEndpoint, ApiError> {
     let grace = request.grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
     if !(0..=MAX_GRACE_SECONDS).contains(&grace) {
         return Err(ApiError::invalid(ErrorCode::InvalidGracePeriod, "grace_period_seconds", format!("`grace_period_seconds` must be from 0 to {MAX_GRACE_SECONDS}.")));
@@ -255,7 +256,7 @@ pub struct WebhookEvent {
 }
 
 /// The tenant's events, newest first.
-pub async fn events(state: &AppState, tenant: Uuid, after: Option<&str>, limit: i64) -> Result<(Vec<WebhookEvent>, bool), ApiError> {
+pub async fn events(state: &AppState, tenant: TenantId, after: Option<&str>, limit: i64) -> Result<(Vec<WebhookEvent>, bool), ApiError> {
     let cursor = pagination::cursor(&state.db, "webhook_events", tenant, after).await?;
     let mut query = sqlx::QueryBuilder::new("SELECT payload FROM webhook_events WHERE tenant_id = ");
     query.push_bind(tenant);
@@ -290,7 +291,7 @@ pub struct WebhookAttempt {
 }
 
 /// An endpoint's attempts, newest first; only those for `event_id` when given.
-pub async fn attempts(state: &AppState, tenant: Uuid, endpoint_id: &str, event_id: Option<&str>, after: Option<&str>, limit: i64) -> Result<(Vec<WebhookAttempt>, bool), ApiError> {
+pub async fn attempts(state: &AppState, tenant: TenantId, endpoint_id: &str, event_id: Option<&str>, after: Option<&str>, limit: i64) -> Result<(Vec<WebhookAttempt>, bool), ApiError> {
     get(state, tenant, endpoint_id).await?;
     let cursor: Option<(chrono::DateTime<chrono::Utc>, String)> = match after {
         None => None,
@@ -330,7 +331,7 @@ pub struct WebhookDelivery {
 
 /// Sends an event to an endpoint again (or for the first time, if the endpoint was registered after
 /// it): a fresh retry schedule whose first attempt is immediate.
-pub async fn redeliver(state: &AppState, tenant: Uuid, endpoint_id: &str, event_id: &str) -> Result<WebhookDelivery, ApiError> {
+pub async fn redeliver(state: &AppState, tenant: TenantId, endpoint_id: &str, event_id: &str) -> Result<WebhookDelivery, ApiError> {
     let endpoint = get(state, tenant, endpoint_id).await?;
     crate::rate_limit::take(state, tenant, crate::rate_limit::Bucket::Redeliveries).await?;
     if !endpoint.enabled {

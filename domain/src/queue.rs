@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use moetune_types::{JobAssignment, RedisKeys, CLAIM_DEPTH, CLAIM_TENANTS, QUEUE_SCRIPT};
+use moetune_types::{JobAssignment, JobId, RedisKeys, RunnerId, CLAIM_DEPTH, CLAIM_TENANTS, QUEUE_SCRIPT};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
@@ -17,12 +17,11 @@ pub struct JobQueue {
 /// Where Redis believes jobs are: waiting, or claimed by a runner.
 #[derive(Debug, Default)]
 pub struct QueueSnapshot {
-    pub pending: HashSet<String>,
-    /// job id → runner id
-    pub claimed: HashMap<String, String>,
-    pub alive_runners: HashSet<String>,
+    pub pending: HashSet<JobId>,
+    pub claimed: HashMap<JobId, RunnerId>,
+    pub alive_runners: HashSet<RunnerId>,
     /// job id → ticket (`tenant device memory order`)
-    pub tickets: HashMap<String, String>,
+    pub tickets: HashMap<JobId, String>,
 }
 
 impl QueueSnapshot {
@@ -74,40 +73,41 @@ impl JobQueue {
     /// Publishes the assignment and puts the job in its tenant's line, atomically.
     pub async fn enqueue(&self, assignment: &JobAssignment) -> anyhow::Result<()> {
         let json = serde_json::to_string(assignment)?;
-        self.op::<()>("enqueue", &[&assignment.job_id, &assignment.ticket(), &json]).await
+        self.op::<()>("enqueue", &[assignment.job_id.as_str(), &assignment.ticket(), &json]).await
     }
 
     /// Takes a job back from a runner's claimed list and puts it back in its tenant's line, where its
     /// age puts it ahead of the tenant's later jobs of the same priority.
-    pub async fn requeue_from(&self, runner_id: &str, assignment: &JobAssignment) -> anyhow::Result<()> {
+    pub async fn requeue_from(&self, runner_id: &RunnerId, assignment: &JobAssignment) -> anyhow::Result<()> {
         let json = serde_json::to_string(assignment)?;
-        self.op::<()>("requeue", &[runner_id, &assignment.job_id, &assignment.ticket(), &json]).await
+        self.op::<()>("requeue", &[runner_id.as_str(), assignment.job_id.as_str(), &assignment.ticket(), &json]).await
     }
 
     /// What a runner does to take work: the first job, in fair order, that a runner with `device` and
     /// `memory_bytes` fits, within the claim window (`CLAIM_TENANTS` × `CLAIM_DEPTH`).
-    pub async fn claim(&self, runner_id: &str, device: &str, memory_bytes: i64) -> anyhow::Result<Option<String>> {
+    pub async fn claim(&self, runner_id: &RunnerId, device: &str, memory_bytes: i64) -> anyhow::Result<Option<JobId>> {
         let (memory, tenants, depth) = (memory_bytes.to_string(), CLAIM_TENANTS.to_string(), CLAIM_DEPTH.to_string());
-        self.op("claim", &[runner_id, device, &memory, &tenants, &depth]).await
+        let job: Option<String> = self.op("claim", &[runner_id.as_str(), device, &memory, &tenants, &depth]).await?;
+        Ok(job.map(|job| JobId::parse(&job)).transpose()?)
     }
 
     /// Withdraws a cancelled job: out of its line, no assignment to read, and a flag the runner
     /// working on it (if any) sees at its next step.
-    pub async fn cancel(&self, job_id: &str) -> anyhow::Result<()> {
+    pub async fn cancel(&self, job_id: &JobId) -> anyhow::Result<()> {
         let mut redis = self.redis.clone();
         let _: () = redis.set_ex(self.keys.cancelled(job_id), "1", 86_400).await?;
-        self.op::<()>("withdraw", &[job_id]).await
+        self.op::<()>("withdraw", &[job_id.as_str()]).await
     }
 
     /// Whether `runner_id`'s claimed list holds the job.
-    pub async fn holds(&self, runner_id: &str, job_id: &str) -> anyhow::Result<bool> {
+    pub async fn holds(&self, runner_id: &RunnerId, job_id: &JobId) -> anyhow::Result<bool> {
         let mut redis = self.redis.clone();
-        let position: Option<i64> = redis::cmd("LPOS").arg(self.keys.claimed(runner_id)).arg(job_id).query_async(&mut redis).await?;
+        let position: Option<i64> = redis::cmd("LPOS").arg(self.keys.claimed(runner_id)).arg(job_id.as_str()).query_async(&mut redis).await?;
         Ok(position.is_some())
     }
 
     /// Whether the job's cancel flag is set.
-    pub async fn is_cancelled(&self, job_id: &str) -> anyhow::Result<bool> {
+    pub async fn is_cancelled(&self, job_id: &JobId) -> anyhow::Result<bool> {
         let mut redis = self.redis.clone();
         Ok(redis.exists(self.keys.cancelled(job_id)).await?)
     }
@@ -115,18 +115,18 @@ impl JobQueue {
     /// Asks `attempt`'s runner to checkpoint and let the job go at its next step. With `withdraw` (a job
     /// not yet started) the job also leaves its line and its assignment is removed, so no runner claims
     /// it; one that already has stops at its first step.
-    pub async fn pause(&self, job_id: &str, attempt: i32, withdraw: bool) -> anyhow::Result<()> {
+    pub async fn pause(&self, job_id: &JobId, attempt: i32, withdraw: bool) -> anyhow::Result<()> {
         let mut redis = self.redis.clone();
         let _: () = redis.set_ex(self.keys.pause(job_id), attempt, 86_400).await?;
         if withdraw {
-            self.op::<()>("withdraw", &[job_id]).await?;
+            self.op::<()>("withdraw", &[job_id.as_str()]).await?;
         }
         Ok(())
     }
 
     /// Removes every trace of a finished job.
-    pub async fn forget(&self, runner_id: Option<&str>, job_id: &str) -> anyhow::Result<()> {
-        self.op::<()>("forget", &[runner_id.unwrap_or(""), job_id]).await
+    pub async fn forget(&self, runner_id: Option<&RunnerId>, job_id: &JobId) -> anyhow::Result<()> {
+        self.op::<()>("forget", &[runner_id.map_or("", RunnerId::as_str), job_id.as_str()]).await
     }
 
     /// Rewrites the per-tenant count of claimed jobs (the reconciler's recount) and re-scores tenants.
@@ -160,15 +160,18 @@ impl JobQueue {
         Ok(out)
     }
 
+    /// Where Redis believes jobs are. Its entries were written by the queue script from parsed ids;
+    /// one that does not parse is left out (and logged) rather than acted on.
     pub async fn snapshot(&self) -> anyhow::Result<QueueSnapshot> {
         let mut redis = self.redis.clone();
-        let pending = self.waiting().await?.into_iter().flat_map(|(_, jobs)| jobs).collect();
+        let pending = self.waiting().await?.into_iter().flat_map(|(_, jobs)| jobs).filter_map(|job| parsed(JobId::parse(&job))).collect();
         let runners: Vec<String> = redis.smembers(self.keys.runners()).await?;
         let tickets: HashMap<String, String> = redis.hgetall(self.keys.tickets()).await?;
+        let tickets = tickets.into_iter().filter_map(|(job, ticket)| Some((parsed(JobId::parse(&job))?, ticket))).collect();
         let mut snapshot = QueueSnapshot { pending, tickets, ..Default::default() };
-        for runner in runners {
+        for runner in runners.iter().filter_map(|r| parsed(RunnerId::parse(r))) {
             let claimed: Vec<String> = redis.lrange(self.keys.claimed(&runner), 0, -1).await?;
-            for job in claimed {
+            for job in claimed.iter().filter_map(|j| parsed(JobId::parse(j))) {
                 snapshot.claimed.insert(job, runner.clone());
             }
             if redis.exists(self.keys.runner_alive(&runner)).await? {
@@ -177,4 +180,8 @@ impl JobQueue {
         }
         Ok(snapshot)
     }
+}
+
+fn parsed<T>(id: Result<T, moetune_types::InvalidId>) -> Option<T> {
+    id.map_err(|e| tracing::warn!(error = %e, "ignoring a malformed id in the queue")).ok()
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use moetune_types::RunnerInfo;
+use moetune_types::{RunnerId, RunnerInfo};
 use redis::AsyncCommands;
 use serde::Serialize;
 
@@ -37,7 +37,7 @@ impl RunnerState {
 
 #[derive(Debug, Clone)]
 pub struct RunnerView {
-    pub runner_id: String,
+    pub runner_id: RunnerId,
     pub state: RunnerState,
     pub draining: bool,
     /// Absent for a runner older than the registry, or whose entry expired.
@@ -53,20 +53,24 @@ impl JobQueue {
         ids.sort();
         let mut views = Vec::with_capacity(ids.len());
         for id in ids {
-            views.push(self.view(&id).await?);
+            // The set only holds ids runners registered with, which parse; anything else is skipped.
+            match RunnerId::parse(&id) {
+                Ok(id) => views.push(self.view(&id).await?),
+                Err(e) => tracing::warn!(error = %e, "skipping a malformed entry of the runner registry"),
+            }
         }
         Ok(views)
     }
 
     /// One runner, if it ever registered.
-    pub async fn runner(&self, runner_id: &str) -> anyhow::Result<Option<RunnerView>> {
+    pub async fn runner(&self, runner_id: &RunnerId) -> anyhow::Result<Option<RunnerView>> {
         let mut redis = self.connection();
-        let known: bool = redis.sismember(self.keys().runners(), runner_id).await?;
+        let known: bool = redis.sismember(self.keys().runners(), runner_id.as_str()).await?;
         Ok(if known { Some(self.view(runner_id).await?) } else { None })
     }
 
     /// Starts or stops draining a runner; it reads the flag before each claim.
-    pub async fn set_draining(&self, runner_id: &str, draining: bool) -> anyhow::Result<()> {
+    pub async fn set_draining(&self, runner_id: &RunnerId, draining: bool) -> anyhow::Result<()> {
         let mut redis = self.connection();
         let key = self.keys().runner_drain(runner_id);
         if draining {
@@ -77,7 +81,7 @@ impl JobQueue {
         Ok(())
     }
 
-    async fn view(&self, runner_id: &str) -> anyhow::Result<RunnerView> {
+    async fn view(&self, runner_id: &RunnerId) -> anyhow::Result<RunnerView> {
         let keys = self.keys();
         let mut redis = self.connection();
         let (alive, draining, info, current_jobs): (bool, bool, Option<String>, Vec<String>) = redis::pipe()
@@ -94,14 +98,14 @@ impl JobQueue {
             (true, false, true) => RunnerState::Idle,
         };
         let info = info.and_then(|raw| serde_json::from_str(&raw).ok());
-        Ok(RunnerView { runner_id: runner_id.to_string(), state, draining, info, current_jobs })
+        Ok(RunnerView { runner_id: runner_id.clone(), state, draining, info, current_jobs })
     }
 }
 
 /// The Redis ACL rules of one runner's own user: the queue and job keys it needs, its own
 /// `runner:{id}:*` keys and nothing of other runners; job assignments and stop flags read-only; no
 /// admin, no `KEYS`/`FLUSHALL`, no Postgres at all (runners never see its credentials).
-pub fn runner_acl_rules(prefix: &str, runner_id: &str) -> Vec<String> {
+pub fn runner_acl_rules(prefix: &str, runner_id: &RunnerId) -> Vec<String> {
     let commands = [
         "-@all", "+@connection", "+evalsha", "+eval", "+script|load", "+script|exists",
         "+get", "+mget", "+exists", "+set", "+setex", "+psetex", "+sadd", "+lindex", "+lrange", "+xadd",
@@ -119,11 +123,9 @@ pub fn runner_acl_rules(prefix: &str, runner_id: &str) -> Vec<String> {
 
 /// Creates (or resets) the Redis user `{prefix}-runner-{id}` with [`runner_acl_rules`] and `password`;
 /// returns the user name. Needs a connection allowed to run `ACL SETUSER`.
-pub async fn create_runner_user(queue: &JobQueue, runner_id: &str, password: &str) -> anyhow::Result<String> {
-    anyhow::ensure!(
-        !runner_id.is_empty() && runner_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
-        "runner id {runner_id:?} must be letters, digits, '-', '_' or '.'"
-    );
+/// The id is a [`RunnerId`], so it holds only letters, digits, `-`, `_` and `.`: nothing that could
+/// widen the key pattern of its rules.
+pub async fn create_runner_user(queue: &JobQueue, runner_id: &RunnerId, password: &str) -> anyhow::Result<String> {
     let prefix = queue.keys().prefix();
     let user = format!("{prefix}-runner-{runner_id}");
     let mut command = redis::cmd("ACL");

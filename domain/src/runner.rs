@@ -2,7 +2,7 @@
 //! the stop flags it polls between steps and the heartbeat that keeps it in the registry. The runner's
 //! Redis user may only touch its own keys (`registry::runner_acl_rules`), which these operations respect.
 
-use moetune_types::{JobAssignment, RunnerEvent, RunnerInfo};
+use moetune_types::{JobAssignment, JobId, RunnerEvent, RunnerId, RunnerInfo};
 use redis::streams::StreamMaxlen;
 use redis::AsyncCommands;
 
@@ -24,24 +24,25 @@ pub struct StopFlags {
 
 impl JobQueue {
     /// The oldest job in the runner's claimed list: one a previous life of this runner id left behind.
-    pub async fn oldest_claimed(&self, runner_id: &str) -> anyhow::Result<Option<String>> {
+    pub async fn oldest_claimed(&self, runner_id: &RunnerId) -> anyhow::Result<Option<JobId>> {
         let mut redis = self.connection();
-        Ok(redis.lindex(self.keys().claimed(runner_id), -1).await?)
+        let job: Option<String> = redis.lindex(self.keys().claimed(runner_id), -1).await?;
+        Ok(job.map(|job| JobId::parse(&job)).transpose()?)
     }
 
     /// Whether an operator is draining the runner (it finishes what it holds and takes nothing new).
-    pub async fn is_draining(&self, runner_id: &str) -> anyhow::Result<bool> {
+    pub async fn is_draining(&self, runner_id: &RunnerId) -> anyhow::Result<bool> {
         let mut redis = self.connection();
         Ok(redis.exists(self.keys().runner_drain(runner_id)).await?)
     }
 
     /// The runner is done with the job: out of its claimed list, its tenant's running count lowered.
-    pub async fn finish(&self, runner_id: &str, job_id: &str) -> anyhow::Result<()> {
-        self.op::<()>("finish", &[runner_id, job_id]).await
+    pub async fn finish(&self, runner_id: &RunnerId, job_id: &JobId) -> anyhow::Result<()> {
+        self.op::<()>("finish", &[runner_id.as_str(), job_id.as_str()]).await
     }
 
     /// The job's published assignment; none once the job was withdrawn (cancelled, paused before it started).
-    pub async fn assignment(&self, job_id: &str) -> anyhow::Result<Option<JobAssignment>> {
+    pub async fn assignment(&self, job_id: &JobId) -> anyhow::Result<Option<JobAssignment>> {
         let mut redis = self.connection();
         let raw: Option<String> = redis.get(self.keys().assignment(job_id)).await?;
         Ok(raw.map(|raw| serde_json::from_str(&raw)).transpose()?)
@@ -56,7 +57,7 @@ impl JobQueue {
     }
 
     /// The job's cancel and pause flags, in one round trip.
-    pub async fn stop_flags(&self, job_id: &str) -> anyhow::Result<StopFlags> {
+    pub async fn stop_flags(&self, job_id: &JobId) -> anyhow::Result<StopFlags> {
         let mut redis = self.connection();
         let keys = [self.keys().cancelled(job_id), self.keys().pause(job_id)];
         let (cancelled, pause_attempt): (Option<String>, Option<i32>) = redis.mget(&keys).await?;
@@ -68,7 +69,7 @@ impl JobQueue {
         let mut redis = self.connection();
         let keys = self.keys();
         redis::pipe()
-            .sadd(keys.runners(), &info.runner_id)
+            .sadd(keys.runners(), info.runner_id.as_str())
             .pset_ex(keys.runner_alive(&info.runner_id), "1", alive_ms)
             .set_ex(keys.runner_info(&info.runner_id), serde_json::to_string(info)?, INFO_TTL_SECS)
             .query_async::<()>(&mut redis)

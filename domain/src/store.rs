@@ -1,13 +1,13 @@
 //! Job state in Postgres: status transitions and the job's event log.
 
-use moetune_types::{JobAssignment, JobRequirements, JobStatus, Placement, S3Location, TrainingSpec};
+use moetune_types::{JobAssignment, JobId, JobRequirements, JobStatus, Placement, RunnerId, S3Location, TenantId, TrainingSpec};
 use sqlx::{PgConnection, PgPool};
 
 use crate::webhooks::{outbox, EventType};
 
 /// A row for the job event log.
 pub struct NewEvent<'a> {
-    pub job_id: &'a str,
+    pub job_id: &'a JobId,
     pub attempt: i32,
     pub level: &'a str,
     pub kind: &'a str,
@@ -19,12 +19,12 @@ pub struct NewEvent<'a> {
 
 impl<'a> NewEvent<'a> {
     /// An informational message.
-    pub fn message(job_id: &'a str, attempt: i32, message: String) -> Self {
+    pub fn message(job_id: &'a JobId, attempt: i32, message: String) -> Self {
         Self { job_id, attempt, level: "info", kind: "message", message, data: None, source_id: None }
     }
 
     /// The event recording a move to status `to`.
-    pub fn transition(job_id: &'a str, attempt: i32, to: JobStatus, message: String) -> Self {
+    pub fn transition(job_id: &'a JobId, attempt: i32, to: JobStatus, message: String) -> Self {
         let level = if to == JobStatus::Failed { "error" } else { "info" };
         let data = Some(serde_json::json!({ "status": to.as_str() }));
         Self { job_id, attempt, level, kind: "message", message, data, source_id: None }
@@ -54,7 +54,7 @@ pub async fn insert_event(conn: &mut PgConnection, event: NewEvent<'_>) -> sqlx:
 /// tenants can subscribe to), in the caller's transaction.
 pub async fn transition(
     conn: &mut PgConnection,
-    job_id: &str,
+    job_id: &JobId,
     attempt: i32,
     to: JobStatus,
     message: String,
@@ -68,7 +68,7 @@ pub async fn transition(
          WHERE id = $1",
     )
     .bind(job_id)
-    .bind(to.as_str())
+    .bind(to)
     .bind(finished)
     .execute(&mut *conn)
     .await?;
@@ -82,10 +82,10 @@ pub async fn transition(
 /// Jobs Redis should know about: everything queued, running or pausing (a runner still holds it).
 #[derive(Debug, sqlx::FromRow)]
 pub struct ActiveJob {
-    pub id: String,
-    pub status: String,
+    pub id: JobId,
+    pub status: JobStatus,
     pub attempt: i32,
-    pub runner_id: Option<String>,
+    pub runner_id: Option<RunnerId>,
     /// How many of its runners were lost (a pause or a graceful hand-back starts an attempt too, but
     /// is no loss).
     pub runner_losses: i32,
@@ -107,7 +107,7 @@ pub struct AssignmentParts {
     pub training_file_key: String,
     pub validation_file_key: Option<String>,
     pub model_location: Option<S3Location>,
-    pub tenant: uuid::Uuid,
+    pub tenant: TenantId,
     pub priority: i16,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub requirements: JobRequirements,
@@ -117,10 +117,10 @@ pub struct AssignmentParts {
 
 impl AssignmentParts {
     /// The assignment of `job_id` (every attempt gets its own checkpoint and artifact prefix).
-    pub fn into_assignment(self, job_id: &str, bucket: &str) -> JobAssignment {
+    pub fn into_assignment(self, job_id: &JobId, bucket: &str) -> JobAssignment {
         let attempt = self.attempt;
         JobAssignment {
-            job_id: job_id.to_string(),
+            job_id: job_id.clone(),
             attempt,
             spec: self.spec,
             bucket: bucket.to_string(),
@@ -131,7 +131,7 @@ impl AssignmentParts {
             artifact_prefix: format!("artifacts/{job_id}/attempt-{attempt}"),
             model_location: self.model_location,
             placement: Placement {
-                tenant: self.tenant.simple().to_string(),
+                tenant: self.tenant.0.simple().to_string(),
                 priority: self.priority,
                 created_at_ms: self.created_at.timestamp_millis(),
                 requirements: self.requirements,
@@ -140,12 +140,27 @@ impl AssignmentParts {
     }
 }
 
+/// The stored fields an assignment is built from.
+#[derive(sqlx::FromRow)]
+struct AssignmentRow {
+    attempt: i32,
+    spec: sqlx::types::Json<TrainingSpec>,
+    training_key: String,
+    validation_key: Option<String>,
+    model_bucket: Option<String>,
+    model_prefix: Option<String>,
+    tenant_id: TenantId,
+    priority: i16,
+    created_at: chrono::DateTime<chrono::Utc>,
+    requirements: sqlx::types::Json<JobRequirements>,
+}
+
 /// Builds what a runner needs for a job's current attempt from Postgres (the reconciler republishes it
 /// after data loss).
-pub async fn assignment(conn: &mut PgConnection, job_id: &str, bucket: &str) -> anyhow::Result<JobAssignment> {
-    type Row = (i32, serde_json::Value, String, Option<String>, Option<String>, Option<String>, uuid::Uuid, i16, chrono::DateTime<chrono::Utc>, serde_json::Value);
-    let (attempt, spec, key, validation_key, model_bucket, model_prefix, tenant, priority, created_at, requirements): Row = sqlx::query_as(
-        "SELECT j.attempt, j.spec, f.s3_key, v.s3_key, m.s3_bucket, m.s3_prefix, j.tenant_id, j.priority, j.created_at, j.requirements
+pub async fn assignment(conn: &mut PgConnection, job_id: &JobId, bucket: &str) -> anyhow::Result<JobAssignment> {
+    let row: AssignmentRow = sqlx::query_as(
+        "SELECT j.attempt, j.spec, f.s3_key AS training_key, v.s3_key AS validation_key, m.s3_bucket AS model_bucket,
+                m.s3_prefix AS model_prefix, j.tenant_id, j.priority, j.created_at, j.requirements
          FROM jobs j JOIN files f ON f.id = j.training_file
          LEFT JOIN files v ON v.id = j.validation_file LEFT JOIN models m ON m.id = j.model WHERE j.id = $1",
     )
@@ -157,15 +172,15 @@ pub async fn assignment(conn: &mut PgConnection, job_id: &str, bucket: &str) -> 
         .fetch_optional(&mut *conn)
         .await?;
     let parts = AssignmentParts {
-        attempt,
-        spec: serde_json::from_value(spec)?,
-        training_file_key: key,
-        validation_file_key: validation_key,
-        model_location: model_bucket.zip(model_prefix).map(|(bucket, prefix)| S3Location { bucket, prefix }),
-        tenant,
-        priority,
-        created_at,
-        requirements: serde_json::from_value(requirements)?,
+        attempt: row.attempt,
+        spec: row.spec.0,
+        training_file_key: row.training_key,
+        validation_file_key: row.validation_key,
+        model_location: row.model_bucket.zip(row.model_prefix).map(|(bucket, prefix)| S3Location { bucket, prefix }),
+        tenant: row.tenant_id,
+        priority: row.priority,
+        created_at: row.created_at,
+        requirements: row.requirements.0,
         resume_from,
     };
     Ok(parts.into_assignment(job_id, bucket))

@@ -7,13 +7,15 @@ use anyhow::Context;
 use moetune_types::dataset::JsonlReader;
 use moetune_platform::s3::{download_file, upload_file};
 use moetune_domain::JobQueue;
-use moetune_types::{ErrorCode, Example, JobAssignment, RunnerEvent, RunnerEventKind, RunnerInfo, S3Location};
+use moetune_types::{ErrorCode, Example, JobAssignment, JobId, RunnerId, RunnerEvent, RunnerEventKind, RunnerInfo, S3Location};
 
 use crate::config::RunnerConfig;
 use crate::{export, train};
 
 pub struct Worker {
     config: RunnerConfig,
+    /// `config.runner_id`, parsed.
+    runner_id: RunnerId,
     queue: JobQueue,
     s3: aws_sdk_s3::Client,
     device: tch::Device,
@@ -26,9 +28,9 @@ pub struct Worker {
 #[derive(Clone)]
 struct EventSink {
     queue: JobQueue,
-    job_id: String,
+    job_id: JobId,
     attempt: i32,
-    runner_id: String,
+    runner_id: RunnerId,
     metrics: std::sync::Arc<crate::metrics::RunnerMetrics>,
 }
 
@@ -54,11 +56,13 @@ fn tenant_text(message: &str) -> String {
 
 impl Worker {
     pub async fn connect(config: RunnerConfig) -> anyhow::Result<Self> {
+        let runner_id = RunnerId::parse(&config.runner_id).map_err(|e| anyhow::anyhow!("runner_id: {e}; use letters, digits, '-', '_' or '.'"))?;
         let queue = JobQueue::connect(&config.redis_url, &config.redis_prefix).await?;
         let s3 = config.s3.client();
         let device = config.device()?;
         Ok(Self {
             config,
+            runner_id,
             queue,
             s3,
             device,
@@ -89,8 +93,8 @@ impl Worker {
                 return Ok(());
             }
             // Jobs left in our claimed list by a previous life of this runner id come first.
-            let leftover = self.queue.oldest_claimed(&self.config.runner_id).await?;
-            let draining = self.queue.is_draining(&self.config.runner_id).await?;
+            let leftover = self.queue.oldest_claimed(&self.runner_id).await?;
+            let draining = self.queue.is_draining(&self.runner_id).await?;
             let job_id = match leftover {
                 Some(id) => Some(id),
                 // Draining: nothing new (an operator may undrain).
@@ -108,7 +112,7 @@ impl Worker {
                         tracing::error!(job = %job_id, error = %e, "job handling failed");
                     }
                     self.metrics.set_busy(false);
-                    self.queue.finish(&self.config.runner_id, &job_id).await?;
+                    self.queue.finish(&self.runner_id, &job_id).await?;
                 }
                 None => {
                     // Back off while nothing fits (a claim that fits nothing scans up to 256 jobs):
@@ -127,17 +131,17 @@ impl Worker {
     /// The first job, in fair-share order, that this runner fits (see `queue.lua`): in the memory it
     /// declares, or in what is free on its training device now when that is less (another process on
     /// the host or the GPU is using the rest).
-    async fn claim(&self, info: &RunnerInfo) -> anyhow::Result<Option<String>> {
+    async fn claim(&self, info: &RunnerInfo) -> anyhow::Result<Option<JobId>> {
         let declared = info.training_memory_bytes();
         let free = if self.device.is_cuda() { gpu_available_bytes() } else { host_available_bytes() };
-        self.queue.claim(&self.config.runner_id, &info.device, claim_memory(declared, free)).await
+        self.queue.claim(&self.runner_id, &info.device, claim_memory(declared, free)).await
     }
 
     /// The registry entry: detected hardware plus what the operator configured.
     fn info(&self) -> RunnerInfo {
         let cuda = self.device.is_cuda();
         RunnerInfo {
-            runner_id: self.config.runner_id.clone(),
+            runner_id: self.runner_id.clone(),
             device: if cuda { "cuda" } else { "cpu" }.into(),
             gpu_count: if cuda { tch::Cuda::device_count() } else { 0 },
             gpu_model: self.config.gpu_model.clone(),
@@ -153,16 +157,16 @@ impl Worker {
         }
     }
 
-    async fn handle(&self, job_id: &str) -> anyhow::Result<()> {
+    async fn handle(&self, job_id: &JobId) -> anyhow::Result<()> {
         let Some(assignment) = self.queue.assignment(job_id).await? else {
             tracing::warn!(job = %job_id, "claimed job has no assignment (Redis lost it); the scheduler will republish it");
             return Ok(());
         };
         let sink = EventSink {
             queue: self.queue.clone(),
-            job_id: job_id.to_string(),
+            job_id: job_id.clone(),
             attempt: assignment.attempt,
-            runner_id: self.config.runner_id.clone(),
+            runner_id: self.runner_id.clone(),
             metrics: self.metrics.clone(),
         };
         tracing::info!(attempt = assignment.attempt, model = %assignment.spec.model, "job started");
@@ -208,7 +212,7 @@ impl Worker {
             message: format!("Loaded {} training and {} validation examples", train_examples.len(), validation.len()),
         })
         .await?;
-        let work = Path::new(&self.config.work_dir).join(&assignment.job_id).join(format!("attempt-{}", assignment.attempt));
+        let work = Path::new(&self.config.work_dir).join(assignment.job_id.as_str()).join(format!("attempt-{}", assignment.attempt));
         let resume = self.download_resume_point(assignment, &work.join("resume")).await?;
         if let Some(point) = &resume {
             sink.emit(RunnerEventKind::Message { level: "info".into(), message: format!("Resuming from the checkpoint at {} step {}", point.progress.stage.name(), point.progress.step) }).await?;
@@ -330,7 +334,7 @@ struct S3Reporter {
     prefix: String,
     handle: tokio::runtime::Handle,
     queue: JobQueue,
-    job_id: String,
+    job_id: JobId,
     attempt: i32,
     stopping: tokio::sync::watch::Receiver<bool>,
 }

@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use moetune_types::{ErrorCode, JobStatus, RunnerEvent, RunnerEventKind};
+use moetune_types::{ErrorCode, JobId, JobResult, JobStatus, RunnerEvent, RunnerEventKind, RunnerId};
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::AsyncCommands;
 use serde_json::json;
@@ -126,7 +126,8 @@ impl Ingester {
                 match payload.map(|p| serde_json::from_str::<RunnerEvent>(&p)) {
                     Some(Ok(mut event)) => {
                         // The stream names the sender; what the event claims does not count.
-                        event.runner_id = runner.to_string();
+                        let Ok(sender) = RunnerId::parse(runner) else { continue };
+                        event.runner_id = sender;
                         self.handle_entry(&event, &entry.id).await?;
                     }
                     _ => tracing::error!(id = %entry.id, runner = %runner, "dropping malformed runner event"),
@@ -236,11 +237,11 @@ fn caused_by_the_entry(error: &anyhow::Error) -> bool {
 }
 
 /// Fails the job's current attempt if it is still that attempt and unfinished; true when it did.
-async fn fail_job(pool: &PgPool, job_id: &str, attempt: i32, code: ErrorCode, message: &str) -> sqlx::Result<bool> {
+async fn fail_job(pool: &PgPool, job_id: &JobId, attempt: i32, code: ErrorCode, message: &str) -> sqlx::Result<bool> {
     let mut tx = pool.begin().await?;
-    let row: Option<(i32, String)> = sqlx::query_as("SELECT attempt, status FROM jobs WHERE id = $1 FOR UPDATE").bind(job_id).fetch_optional(&mut *tx).await?;
+    let row: Option<(i32, JobStatus)> = sqlx::query_as("SELECT attempt, status FROM jobs WHERE id = $1 FOR UPDATE").bind(job_id).fetch_optional(&mut *tx).await?;
     let Some((current, status)) = row else { return Ok(false) };
-    if current != attempt || JobStatus::parse(&status).is_none_or(JobStatus::is_terminal) {
+    if current != attempt || status.is_terminal() {
         return Ok(false);
     }
     sqlx::query("UPDATE jobs SET error_code = $2, error_message = $3 WHERE id = $1").bind(job_id).bind(code.as_str()).bind(message).execute(&mut *tx).await?;
@@ -274,14 +275,14 @@ impl Ingester {
     /// After a release: a job now `queued` goes to the front of the queue for the next runner; one
     /// settled as `paused` leaves Redis. (If this fails, the reconciler republishes the queued job.)
     async fn hand_out_again(&self, event: &RunnerEvent) -> anyhow::Result<()> {
-        let (status, attempt): (String, i32) = sqlx::query_as("SELECT status, attempt FROM jobs WHERE id = $1").bind(&event.job_id).fetch_one(&self.pool).await?;
+        let (status, attempt): (JobStatus, i32) = sqlx::query_as("SELECT status, attempt FROM jobs WHERE id = $1").bind(&event.job_id).fetch_one(&self.pool).await?;
         // A released running job was requeued as the next attempt; a pausing one settled as paused.
-        if status == JobStatus::Queued.as_str() && attempt == event.attempt + 1 {
+        if status == JobStatus::Queued && attempt == event.attempt + 1 {
             let mut conn = self.pool.acquire().await?;
             let assignment = store::assignment(&mut conn, &event.job_id, &self.bucket).await?;
             self.queue.requeue_from(&event.runner_id, &assignment).await?;
             self.metrics.requeued.with_label_values(&["released"]).inc();
-        } else if status == JobStatus::Paused.as_str() && attempt == event.attempt {
+        } else if status == JobStatus::Paused && attempt == event.attempt {
             self.queue.forget(Some(&event.runner_id), &event.job_id).await?;
         }
         Ok(())
@@ -306,23 +307,31 @@ pub async fn apply(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str>) 
     apply_as(pool, event, source_id, &Lease { bucket: None, holds_claim: true }).await
 }
 
+/// The job row an event is applied to, locked.
+#[derive(sqlx::FromRow)]
+struct LockedJob {
+    attempt: i32,
+    status: JobStatus,
+    runner_id: Option<RunnerId>,
+}
+
 /// Applies one runner event in one transaction. The job row is locked so that fencing holds even
 /// against a concurrent requeue by the reconciler.
 pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str>, lease: &Lease<'_>) -> anyhow::Result<Applied> {
     let mut tx = pool.begin().await?;
-    let row: Option<(i32, String, Option<String>)> = sqlx::query_as("SELECT attempt, status, runner_id FROM jobs WHERE id = $1 FOR UPDATE")
+    let row: Option<LockedJob> = sqlx::query_as("SELECT attempt, status, runner_id FROM jobs WHERE id = $1 FOR UPDATE")
         .bind(&event.job_id)
         .fetch_optional(&mut *tx)
         .await?;
-    let Some((attempt, status, holder)) = row else { return Ok(Applied::Stale) };
-    let finished = JobStatus::parse(&status).is_none_or(JobStatus::is_terminal);
+    let Some(LockedJob { attempt, status, runner_id: holder }) = row else { return Ok(Applied::Stale) };
+    let finished = status.is_terminal();
     if attempt != event.attempt || finished {
         return Ok(Applied::Stale);
     }
-    if let Err(why) = check_lease(event, holder.as_deref(), lease) {
+    if let Err(why) = check_lease(event, holder.as_ref(), lease) {
         return Ok(Applied::Refused(why));
     }
-    let (job_id, attempt) = (event.job_id.as_str(), event.attempt);
+    let (job_id, attempt) = (&event.job_id, event.attempt);
     let log = |level: &'static str, kind: &'static str, message: String, data| NewEvent {
         job_id,
         attempt,
@@ -342,7 +351,7 @@ pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str
             let message = format!("Job started on runner {} ({device}, {dtype}), attempt {attempt}", event.runner_id);
             let fresh = store::insert_event(&mut tx, log("info", "message", message, None)).await?;
             // Only a queued job starts: one paused meanwhile stays paused (its runner stops at step one).
-            if fresh && status == JobStatus::Queued.as_str() {
+            if fresh && status == JobStatus::Queued {
                 store::transition(&mut tx, job_id, attempt, JobStatus::Running, "Fine-tuning job started".into())
                     .await?;
             }
@@ -429,7 +438,7 @@ pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str
         }
         RunnerEventKind::Paused { stage, step } => {
             let fresh = store::insert_event(&mut tx, log("info", "message", format!("Runner {} let the job go", event.runner_id), None)).await?;
-            if fresh && status == JobStatus::Pausing.as_str() {
+            if fresh && status == JobStatus::Pausing {
                 let message = format!("Job paused at {stage} step {step}; resume continues from its checkpoint");
                 store::transition(&mut tx, job_id, attempt, JobStatus::Paused, message).await?;
             }
@@ -437,9 +446,9 @@ pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str
         }
         RunnerEventKind::Released { stage, step } => {
             let fresh = store::insert_event(&mut tx, log("info", "message", format!("Runner {} is shutting down and handed the job back", event.runner_id), None)).await?;
-            if fresh && status == JobStatus::Pausing.as_str() {
+            if fresh && status == JobStatus::Pausing {
                 store::transition(&mut tx, job_id, attempt, JobStatus::Paused, format!("Job paused at {stage} step {step}; resume continues from its checkpoint")).await?;
-            } else if fresh && status == JobStatus::Running.as_str() {
+            } else if fresh && status == JobStatus::Running {
                 // A new attempt: the next runner writes under its own prefix, and anything the releasing
                 // runner still sends is refused as stale.
                 let next = attempt + 1;
@@ -487,9 +496,12 @@ pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str
 /// Keeps what a succeeded job measured for the estimates of jobs like it (`moetune_types::estimate`):
 /// the runner's class and its time in training steps from its result, the plan from the job's spec
 /// and training file. A result without them (a runner older than the estimates) records nothing.
-async fn record_measurement(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, job_id: &str, trained_tokens: i64, result: &serde_json::Value) -> anyhow::Result<()> {
-    let timings = (result.get("runner_class").and_then(|c| c.as_str()), result.get("training_seconds").and_then(|s| s.as_f64()));
-    let (Some(class), Some(training_seconds)) = timings else { return Ok(()) };
+async fn record_measurement(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, job_id: &JobId, trained_tokens: i64, result: &serde_json::Value) -> anyhow::Result<()> {
+    let Ok(result) = serde_json::from_value::<JobResult>(result.clone()) else {
+        tracing::warn!(job = %job_id, "not recording a measurement: the job's result does not parse");
+        return Ok(());
+    };
+    let (Some(class), Some(training_seconds)) = (result.runner_class.as_deref(), result.training_seconds) else { return Ok(()) };
     if !training_seconds.is_finite() || training_seconds < 0.0 || class.is_empty() || class.len() > 64 || class.chars().any(char::is_control) {
         tracing::warn!(job = %job_id, class, training_seconds, "not recording a measurement the runner reported oddly");
         return Ok(());
@@ -525,8 +537,8 @@ async fn record_measurement(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, job_
     Ok(())
 }
 
-fn check_lease(event: &RunnerEvent, holder: Option<&str>, lease: &Lease<'_>) -> Result<(), String> {
-    let runner = event.runner_id.as_str();
+fn check_lease(event: &RunnerEvent, holder: Option<&RunnerId>, lease: &Lease<'_>) -> Result<(), String> {
+    let runner = &event.runner_id;
     match (&event.kind, holder) {
         (RunnerEventKind::Started { .. }, _) if !lease.holds_claim => return Err(format!("runner {runner} has not claimed the job")),
         (RunnerEventKind::Started { .. }, Some(other)) if other != runner => return Err(format!("the job is held by runner {other}")),

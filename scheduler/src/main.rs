@@ -22,10 +22,11 @@ async fn main() -> anyhow::Result<()> {
 
 /// Creates the runner's own Redis user and prints the settings to give that runner (and only it).
 async fn runner_credentials(config: &SchedulerConfig, runner_id: &str) -> anyhow::Result<()> {
+    let runner_id = moetune_types::RunnerId::parse(runner_id).map_err(|e| anyhow::anyhow!("{e}: use letters, digits, '-', '_' or '.'"))?;
     let queue = moetune_scheduler::JobQueue::connect(&config.redis_url, &config.redis_prefix).await?;
     // Two v4 UUIDs: 244 random bits from the OS.
     let password = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-    let user = moetune_domain::registry::create_runner_user(&queue, runner_id, &password).await?;
+    let user = moetune_domain::registry::create_runner_user(&queue, &runner_id, &password).await?;
     let host = config.redis_url.rsplit_once('@').map_or(config.redis_url.trim_start_matches("redis://"), |(_, host)| host);
     println!("MOETUNE_RUNNER_ID={runner_id}");
     println!("MOETUNE_REDIS_URL=redis://{user}:{password}@{host}");

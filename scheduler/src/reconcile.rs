@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use moetune_types::{ErrorCode, JobStatus};
+use moetune_types::{ErrorCode, JobId, JobStatus, RunnerId};
 use sqlx::PgPool;
 
 use moetune_domain::queue::QueueSnapshot;
@@ -51,12 +51,12 @@ impl Reconciler {
     /// reach Redis when the tenant cancelled, so the runner never saw the flag and would train on to the
     /// end. The flag is set now; the runner stops at its next step.
     async fn withdraw_cancelled(&self, active: &[ActiveJob], snapshot: &QueueSnapshot) -> anyhow::Result<()> {
-        let active: std::collections::HashSet<&str> = active.iter().map(|j| j.id.as_str()).collect();
-        let held: Vec<String> = snapshot.pending.iter().chain(snapshot.claimed.keys()).filter(|id| !active.contains(id.as_str())).cloned().collect();
+        let active: std::collections::HashSet<&JobId> = active.iter().map(|j| &j.id).collect();
+        let held: Vec<&JobId> = snapshot.pending.iter().chain(snapshot.claimed.keys()).filter(|id| !active.contains(id)).collect();
         if held.is_empty() {
             return Ok(());
         }
-        let cancelled: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs WHERE id = ANY($1) AND status = 'cancelled'").bind(&held).fetch_all(&self.pool).await?;
+        let cancelled: Vec<JobId> = sqlx::query_scalar("SELECT id FROM jobs WHERE id = ANY($1) AND status = 'cancelled'").bind(held.iter().map(|id| id.as_str()).collect::<Vec<_>>()).fetch_all(&self.pool).await?;
         for job in cancelled {
             if !self.queue.is_cancelled(&job).await? {
                 tracing::info!(job = %job, "delivering a cancel Redis missed");
@@ -74,11 +74,11 @@ impl Reconciler {
         match holder {
             Some(runner) if snapshot.alive_runners.contains(runner) => Ok(()),
             // Pausing, and nobody is left to checkpoint: paused at the latest checkpoint it has.
-            _ if job.status == JobStatus::Pausing.as_str() => self.settle_pause(job, holder.map(String::as_str)).await,
+            _ if job.status == JobStatus::Pausing => self.settle_pause(job, holder).await,
             // Claimed, or running, on a runner that stopped heartbeating: hand it out again.
             Some(runner) => self.requeue_lost(job, runner).await,
             // Queued in Postgres but unknown to Redis: publish it again, same attempt.
-            None if job.status == JobStatus::Queued.as_str() => {
+            None if job.status == JobStatus::Queued => {
                 let mut conn = self.pool.acquire().await?;
                 let assignment = store::assignment(&mut conn, &job.id, &self.config.s3_bucket).await?;
                 tracing::info!(job = %job.id, "republishing queued job missing from Redis");
@@ -92,16 +92,16 @@ impl Reconciler {
     /// Locks the job's row; None when it changed since the snapshot (the next pass looks again).
     async fn lock_unchanged(&self, job: &ActiveJob) -> anyhow::Result<Option<sqlx::Transaction<'static, sqlx::Postgres>>> {
         let mut tx = self.pool.begin().await?;
-        let current: (i32, String) = sqlx::query_as("SELECT attempt, status FROM jobs WHERE id = $1 FOR UPDATE")
+        let current: (i32, JobStatus) = sqlx::query_as("SELECT attempt, status FROM jobs WHERE id = $1 FOR UPDATE")
             .bind(&job.id)
             .fetch_one(&mut *tx)
             .await?;
-        Ok((current == (job.attempt, job.status.clone())).then_some(tx))
+        Ok((current == (job.attempt, job.status)).then_some(tx))
     }
 
-    async fn settle_pause(&self, job: &ActiveJob, runner: Option<&str>) -> anyhow::Result<()> {
+    async fn settle_pause(&self, job: &ActiveJob, runner: Option<&RunnerId>) -> anyhow::Result<()> {
         let Some(mut tx) = self.lock_unchanged(job).await? else { return Ok(()) };
-        let message = format!("Runner {} was lost while pausing; job paused at its latest checkpoint", runner.unwrap_or("(none)"));
+        let message = format!("Runner {} was lost while pausing; job paused at its latest checkpoint", runner.map_or("(none)", RunnerId::as_str));
         store::transition(&mut tx, &job.id, job.attempt, JobStatus::Paused, message).await?;
         tx.commit().await?;
         self.queue.forget(runner, &job.id).await
@@ -109,7 +109,7 @@ impl Reconciler {
 
     /// Bumps the attempt (fencing off the lost runner) and requeues, or fails once `max_attempts`
     /// runners were lost.
-    async fn requeue_lost(&self, job: &ActiveJob, runner: &str) -> anyhow::Result<()> {
+    async fn requeue_lost(&self, job: &ActiveJob, runner: &RunnerId) -> anyhow::Result<()> {
         let Some(mut tx) = self.lock_unchanged(job).await? else { return Ok(()) };
         let losses = job.runner_losses + 1;
         sqlx::query("UPDATE jobs SET runner_losses = $2 WHERE id = $1").bind(&job.id).bind(losses).execute(&mut *tx).await?;
@@ -135,7 +135,7 @@ impl Reconciler {
         store::transition(&mut tx, &job.id, attempt, JobStatus::Queued, message).await?;
         let assignment = store::assignment(&mut tx, &job.id, &self.config.s3_bucket).await?;
         tx.commit().await?;
-        tracing::warn!(job = %job.id, runner, attempt, "requeued job from lost runner");
+        tracing::warn!(job = %job.id, runner = %runner, attempt, "requeued job from lost runner");
         self.metrics.requeued.with_label_values(&["runner_lost"]).inc();
         self.queue.requeue_from(runner, &assignment).await
     }

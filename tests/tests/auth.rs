@@ -41,7 +41,7 @@ async fn start_with_rs256(pool: PgPool) -> TestEnv {
 }
 
 async fn tenant_id(env: &TestEnv, name: &str) -> uuid::Uuid {
-    moetune_api::auth::ensure_tenant(&env.pool, name).await.unwrap()
+    moetune_api::auth::ensure_tenant(&env.pool, name).await.unwrap().0
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -13,7 +13,7 @@ const GIB: i64 = 1 << 30;
 /// A runner's registry entry and heartbeat, written as a runner writes them (it claims nothing).
 async fn register(env: &TestEnv, id: &str, device: &str, gpu_model: &str, memory: i64) {
     let info = RunnerInfo {
-        runner_id: id.into(),
+        runner_id: moetune_types::RunnerId::parse(id).unwrap(),
         device: device.into(),
         gpu_count: i64::from(device == "cuda"),
         gpu_model: gpu_model.into(),

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use moetune_e2e::{runner_command, KillOnDrop, TestEnv};
 use moetune_domain::JobQueue;
-use moetune_types::{DeviceRequest, JobAssignment, JobRequirements, Placement, TrainingSpec};
+use moetune_types::{DeviceRequest, JobAssignment, JobId, JobRequirements, Placement, RunnerId, TrainingSpec};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
 fn assignment(job: &str, tenant: &str, priority: i16, created_at_ms: i64, device: DeviceRequest, memory_bytes: i64) -> JobAssignment {
     JobAssignment {
-        job_id: job.into(),
+        job_id: job_id(job),
         attempt: 1,
         spec: TrainingSpec { model: "m".into(), n_epochs: 1, batch_size: 1, seed: 0, moe: Default::default() },
         bucket: "b".into(),
@@ -26,8 +26,18 @@ fn assignment(job: &str, tenant: &str, priority: i16, created_at_ms: i64, device
     }
 }
 
+/// Jobs here are named by what follows `ftjob-`.
+fn job_id(name: &str) -> JobId {
+    JobId::parse(&format!("ftjob-{name}")).unwrap()
+}
+
+fn runner_id(name: &str) -> RunnerId {
+    RunnerId::parse(name).unwrap()
+}
+
 async fn claim(queue: &JobQueue, runner: &str, device: &str, memory: i64) -> Option<String> {
-    queue.claim(runner, device, memory).await.unwrap()
+    let job = queue.claim(&runner_id(runner), device, memory).await.unwrap();
+    job.map(|job| job.as_str().trim_start_matches("ftjob-").to_string())
 }
 
 /// The queue script alone, on real Redis: fairness between tenants, priority within one, fit.
@@ -61,7 +71,7 @@ async fn claims_follow_fair_share_priority_and_fit(pool: PgPool) {
     assert_eq!(claim(&queue, "gpu-2", "cuda", 80 * GIB).await.as_deref(), Some("a2"));
     // b holds fewer, but this runner fits none of b's jobs: a's next one.
     assert_eq!(claim(&queue, "cpu-4", "cpu", 8 * GIB).await.as_deref(), Some("a3"));
-    assert_eq!(env.waiting_jobs().await, ["b-big"]);
+    assert_eq!(env.waiting_jobs().await, ["ftjob-b-big"]);
 
     // A requeued job goes back to its tenant's line, ahead of younger jobs; a runner that lets go of a
     // job lowers its tenant's count.
@@ -69,14 +79,14 @@ async fn claims_follow_fair_share_priority_and_fit(pool: PgPool) {
     let mut redis = queue.connection();
     use redis::AsyncCommands;
     let held: Vec<String> = redis.lrange(keys.claimed("cpu-3"), 0, -1).await.unwrap();
-    assert_eq!(held, ["a1"]);
-    queue.requeue_from("cpu-3", &assignment("a1", "a", 0, 1, auto, GIB)).await.unwrap();
+    assert_eq!(held, ["ftjob-a1"]);
+    queue.requeue_from(&runner_id("cpu-3"), &assignment("a1", "a", 0, 1, auto, GIB)).await.unwrap();
     assert!(redis.lrange::<_, Vec<String>>(keys.claimed("cpu-3"), 0, -1).await.unwrap().is_empty());
     let running: std::collections::HashMap<String, i64> = redis.hgetall(keys.running()).await.unwrap();
     assert_eq!(running, [("a".to_string(), 3), ("b".to_string(), 2)].into());
     assert_eq!(claim(&queue, "tiny", "cpu", GIB / 2).await, None, "every waiting job needs more than 0.5 GiB");
     assert_eq!(claim(&queue, "cpu-5", "cpu", 8 * GIB).await.as_deref(), Some("a1"));
-    queue.forget(Some("cpu-5"), "a1").await.unwrap();
+    queue.forget(Some(&runner_id("cpu-5")), &job_id("a1")).await.unwrap();
     let running: std::collections::HashMap<String, i64> = redis.hgetall(keys.running()).await.unwrap();
     assert_eq!(running["a"], 3, "a1 was forgotten: a holds a-urgent, a2, a3");
     assert_eq!(claim(&queue, "cpu-big", "cpu", 128 * GIB).await.as_deref(), Some("b-big"));
@@ -151,7 +161,7 @@ async fn a_job_no_runner_fits_waits_with_its_reason(pool: PgPool) {
     let keys = moetune_types::RedisKeys::new(&env.config.redis_prefix);
     let mut redis = env.queue().await.connection();
     let mut info: moetune_types::RunnerInfo = serde_json::from_str(&redis::AsyncCommands::get::<_, String>(&mut redis, keys.runner_info("small-cpu")).await.unwrap()).unwrap();
-    info.runner_id = "large-cpu".into();
+    info.runner_id = runner_id("large-cpu");
     info.host_memory_bytes = 4096 << 30;
     let () = redis::pipe()
         .sadd(keys.runners(), "large-cpu")

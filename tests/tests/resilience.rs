@@ -113,7 +113,7 @@ async fn a_cancel_redis_missed_is_delivered_by_the_reconciler(pool: PgPool) {
     env.wait_for_steps(&id, 2).await;
     // What the API's cancel commits, without the Redis half.
     let mut tx = pool.begin().await.unwrap();
-    moetune_domain::store::transition(&mut tx, &id, 1, moetune_types::JobStatus::Cancelled, "Job cancelled".into()).await.unwrap();
+    moetune_domain::store::transition(&mut tx, &moetune_types::JobId::parse(&id).unwrap(), 1, moetune_types::JobStatus::Cancelled, "Job cancelled".into()).await.unwrap();
     tx.commit().await.unwrap();
 
     let flag = moetune_types::RedisKeys::new(&env.config.redis_prefix).cancelled(&id);

@@ -120,7 +120,7 @@ async fn a_runner_with_its_own_redis_user_runs_jobs_and_nothing_else(pool: PgPoo
     let _scheduler = tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool.clone(), std::future::pending()));
     let queue = env.queue().await;
     let password = uuid::Uuid::new_v4().simple().to_string();
-    let user = moetune_domain::registry::create_runner_user(&queue, "locked", &password).await.unwrap();
+    let user = moetune_domain::registry::create_runner_user(&queue, &moetune_types::RunnerId::parse("locked").unwrap(), &password).await.unwrap();
     let url = format!("redis://{user}:{password}@127.0.0.1:6379");
     let _runner = KillOnDrop(runner_command(&env, "locked").env("MOETUNE_REDIS_URL", &url).spawn().unwrap());
 

@@ -6,7 +6,7 @@ use moetune_scheduler::ingest::{apply, Applied};
 use moetune_scheduler::reconcile::Reconciler;
 use moetune_domain::JobQueue;
 use moetune_scheduler::SchedulerConfig;
-use moetune_types::{RedisKeys, RunnerEvent, RunnerEventKind};
+use moetune_types::{JobId, RedisKeys, RunnerEvent, RunnerEventKind, RunnerId};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use serde_json::json;
@@ -30,11 +30,11 @@ async fn scheduler_parts(env: &TestEnv) -> (SchedulerConfig, JobQueue, RedisKeys
 
 /// Claims the next job the way a CPU runner with plenty of memory does.
 async fn claim(queue: &JobQueue, runner: &str) -> Option<String> {
-    queue.claim(runner, "cpu", 1 << 40).await.unwrap()
+    queue.claim(&RunnerId::parse(runner).unwrap(), "cpu", 1 << 40).await.unwrap().map(String::from)
 }
 
 fn event(job_id: &str, attempt: i32, runner: &str, kind: RunnerEventKind) -> RunnerEvent {
-    RunnerEvent { job_id: job_id.into(), attempt, runner_id: runner.into(), kind }
+    RunnerEvent { job_id: JobId::parse(job_id).unwrap(), attempt, runner_id: RunnerId::parse(runner).unwrap(), kind }
 }
 
 async fn job_state(pool: &PgPool, id: &str) -> (String, i32) {
@@ -201,6 +201,6 @@ async fn periodic_checkpoints_beyond_the_newest_three_are_pruned(pool: PgPool) {
     let kept: Vec<String> = sqlx::query_scalar("SELECT name FROM checkpoints WHERE job_id = $1 AND deleted_at IS NULL ORDER BY name").bind(&job).fetch_all(&pool).await.unwrap();
     assert_eq!(kept, ["sft-final", "sft-step-000030", "sft-step-000040", "sft-step-000050"]);
     let mut conn = pool.acquire().await.unwrap();
-    let assignment = moetune_domain::store::assignment(&mut conn, &job, &config.s3_bucket).await.unwrap();
+    let assignment = moetune_domain::store::assignment(&mut conn, &JobId::parse(&job).unwrap(), &config.s3_bucket).await.unwrap();
     assert!(assignment.resume_from.unwrap().ends_with("sft-step-000050"));
 }

@@ -5,6 +5,7 @@
 
 use moetune_api::auth::Scope;
 use moetune_api::routes::V1_ROUTES;
+use moetune_types::{JobId, RunnerId};
 use moetune_e2e::{error_of, TestEnv};
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -134,7 +135,7 @@ async fn tokens_need_a_strong_secret_a_real_tenant_and_a_started_validity(pool: 
     use jsonwebtoken::{encode, EncodingKey, Header};
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let key = EncodingKey::from_secret(env.config.jwt_secret.as_bytes());
-    let acme = moetune_api::auth::ensure_tenant(&env.pool, "acme").await.unwrap();
+    let acme = moetune_api::auth::ensure_tenant(&env.pool, "acme").await.unwrap().0;
     let token = |sub: uuid::Uuid, nbf: Option<i64>| {
         let mut claims = json!({"sub": sub, "iss": env.config.jwt_issuer, "aud": env.config.jwt_audience, "iat": now, "exp": now + 600});
         if let Some(nbf) = nbf {
@@ -248,15 +249,15 @@ async fn runner_events_are_bound_to_the_runner_holding_the_attempt(pool: PgPool)
         let _: () = admin.sadd(keys.runners(), runner).await.unwrap();
         let _: () = admin.set(keys.runner_alive(runner), "1").await.unwrap();
     }
-    assert_eq!(queue.claim("honest", "cpu", 1 << 40).await.unwrap().as_deref(), Some(job.as_str()));
+    assert_eq!(queue.claim(&RunnerId::parse("honest").unwrap(), "cpu", 1 << 40).await.unwrap().as_deref(), Some(job.as_str()));
     tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool.clone(), std::future::pending()));
 
     // The forger's own Redis user, as `moetune-scheduler runner-credentials` makes it.
     let password = uuid::Uuid::new_v4().simple().to_string();
-    let user = moetune_domain::registry::create_runner_user(&queue, "forger", &password).await.unwrap();
+    let user = moetune_domain::registry::create_runner_user(&queue, &RunnerId::parse("forger").unwrap(), &password).await.unwrap();
     let url = format!("redis://{user}:{password}@{}", env.config.redis_url.trim_start_matches("redis://"));
     let mut forger = redis::aio::ConnectionManager::new(redis::Client::open(url).unwrap()).await.unwrap();
-    let line = |runner: &str, attempt: i32, kind: RunnerEventKind| serde_json::to_string(&RunnerEvent { job_id: job.clone(), attempt, runner_id: runner.into(), kind }).unwrap();
+    let line = |runner: &str, attempt: i32, kind: RunnerEventKind| serde_json::to_string(&RunnerEvent { job_id: JobId::parse(&job).unwrap(), attempt, runner_id: RunnerId::parse(runner).unwrap(), kind }).unwrap();
     let started = RunnerEventKind::Started { device: "cpu".into(), dtype: "float32".into() };
     let succeeded = RunnerEventKind::Succeeded { trained_tokens: 1, result: json!({}) };
 
@@ -317,10 +318,10 @@ async fn an_entry_that_cannot_be_applied_is_dead_lettered_and_the_batch_goes_on(
     let _: () = redis.sadd(keys.runners(), "r1").await.unwrap();
     let _: () = redis.set(keys.runner_alive("r1"), "1").await.unwrap();
     for _ in &jobs {
-        queue.claim("r1", "cpu", 1 << 40).await.unwrap().expect("claimed");
+        queue.claim(&RunnerId::parse("r1").unwrap(), "cpu", 1 << 40).await.unwrap().expect("claimed");
     }
     let stream = keys.runner_events("r1");
-    let send = |job: &str, kind: RunnerEventKind| serde_json::to_string(&RunnerEvent { job_id: job.into(), attempt: 1, runner_id: "r1".into(), kind }).unwrap();
+    let send = |job: &str, kind: RunnerEventKind| serde_json::to_string(&RunnerEvent { job_id: JobId::parse(job).unwrap(), attempt: 1, runner_id: RunnerId::parse("r1").unwrap(), kind }).unwrap();
     let message = |text: &str| RunnerEventKind::Message { level: "info".into(), message: text.into() };
     for job in &jobs {
         let _: String = redis.xadd(&stream, "*", &[("event", send(job, RunnerEventKind::Started { device: "cpu".into(), dtype: "float32".into() }))]).await.unwrap();
@@ -376,7 +377,7 @@ async fn tenants_share_the_api_fairly_and_idle_streams_cost_nothing(pool: PgPool
     assert!(before > 0.0 && after == before, "idle streams read Postgres {} times in 3 s", after - before);
     // A new event wakes them at once.
     let mut tx = env.pool.begin().await.unwrap();
-    moetune_domain::store::insert_event(&mut tx, moetune_domain::store::NewEvent::message(job["id"].as_str().unwrap(), 1, "news".into())).await.unwrap();
+    moetune_domain::store::insert_event(&mut tx, moetune_domain::store::NewEvent::message(&JobId::parse(job["id"].as_str().unwrap()).unwrap(), 1, "news".into())).await.unwrap();
     tx.commit().await.unwrap();
     let [mut first, _second] = open;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);

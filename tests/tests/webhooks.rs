@@ -300,11 +300,11 @@ async fn events_commit_and_roll_back_with_their_state_change(pool: PgPool) {
         sqlx::query_as("SELECT (SELECT count(*) FROM webhook_events), (SELECT count(*) FROM webhook_deliveries)").fetch_one(&env.pool).await.unwrap()
     };
     let mut tx = env.pool.begin().await.unwrap();
-    moetune_domain::store::transition(&mut tx, id, 1, moetune_types::JobStatus::Running, "started".into()).await.unwrap();
+    moetune_domain::store::transition(&mut tx, &moetune_types::JobId::parse(id).unwrap(), 1, moetune_types::JobStatus::Running, "started".into()).await.unwrap();
     tx.rollback().await.unwrap();
     assert_eq!(count().await, (0, 0));
     let mut tx = env.pool.begin().await.unwrap();
-    moetune_domain::store::transition(&mut tx, id, 1, moetune_types::JobStatus::Running, "started".into()).await.unwrap();
+    moetune_domain::store::transition(&mut tx, &moetune_types::JobId::parse(id).unwrap(), 1, moetune_types::JobStatus::Running, "started".into()).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(count().await, (1, 1));
     let event = env.get_json("/v1/webhook_events").await["data"][0].clone();

@@ -174,7 +174,7 @@ mod tests {
     #[test]
     fn runner_classes_name_the_gpu() {
         let info = |device: &str, model: &str| RunnerInfo {
-            runner_id: "r".into(),
+            runner_id: crate::RunnerId::parse("r").unwrap(),
             device: device.into(),
             gpu_count: 1,
             gpu_model: model.into(),

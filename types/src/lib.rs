@@ -11,6 +11,7 @@ pub mod job;
 mod line_summary;
 pub mod placement;
 pub mod protocol;
+pub mod results;
 pub mod status;
 pub mod text;
 
@@ -21,6 +22,7 @@ pub use job::{
     BaseExpertFormat, EvalPrompt, InvalidOption, LoraOptions, MoeSftQatOptions, MonitorOptions, Mxfp4ScaleRule, Precision, QatFormat, QatOptions, QatTrainable, RouterMode, RouterOptions,
     SftMethod, TrainingSpec,
 };
-pub use status::JobStatus;
+pub use results::{EvalReport, EvalRow, JobResult, RoutingAgreement};
+pub use status::{FileStatus, JobStatus, UploadStatus};
 pub use placement::{DeviceRequest, JobRequirements, MemoryModel};
 pub use protocol::{JobAssignment, Placement, CLAIM_DEPTH, CLAIM_TENANTS, QUEUE_SCRIPT, LayerUsage, RedisKeys, RunnerEvent, RunnerEventKind, RunnerInfo, S3Location};

@@ -316,7 +316,7 @@ mod tests {
 
     fn runner(device: &str, gib: i64) -> RunnerInfo {
         RunnerInfo {
-            runner_id: "r".into(),
+            runner_id: crate::RunnerId::parse("r").unwrap(),
             device: device.into(),
             gpu_count: i64::from(device == "cuda"),
             gpu_model: String::new(),

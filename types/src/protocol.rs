@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{JobId, RunnerId};
 use crate::job::TrainingSpec;
 
 /// Redis key layout. Every key starts with a prefix so tests and tenants of a shared Redis cannot collide.
@@ -102,7 +103,8 @@ impl RedisKeys {
 /// What a runner declares about itself: detected hardware and the operator's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunnerInfo {
-    pub runner_id: String,
+    #[schema(value_type = String)]
+    pub runner_id: RunnerId,
     /// `cpu` or `cuda`.
     pub device: String,
     pub gpu_count: i64,
@@ -151,7 +153,7 @@ pub struct Placement {
 /// What a runner receives for a claimed job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobAssignment {
-    pub job_id: String,
+    pub job_id: JobId,
     /// Fencing token: incremented each time the job is handed out again.
     pub attempt: i32,
     pub spec: TrainingSpec,
@@ -213,9 +215,9 @@ pub struct LayerUsage {
 /// One report from a runner about one attempt of one job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunnerEvent {
-    pub job_id: String,
+    pub job_id: JobId,
     pub attempt: i32,
-    pub runner_id: String,
+    pub runner_id: RunnerId,
     #[serde(flatten)]
     pub kind: RunnerEventKind,
 }

@@ -1,4 +1,4 @@
-//! A job's status: the wire names (OpenAI's), and with the `sqlx` feature the `jobs.status` column.
+//! Statuses of jobs, files and uploads: their wire names, and with the `sqlx` feature their `status` columns.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -51,5 +51,35 @@ impl JobStatus {
 
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// A file's validation state: `uploaded` (stored, not yet validated), then `processed` or `error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "sqlx", derive(sqlx::Type), sqlx(type_name = "text", rename_all = "snake_case"))]
+pub enum FileStatus {
+    Uploaded,
+    Processed,
+    Error,
+}
+
+/// A multi-part upload's state as stored; a pending upload past its expiry shows as `expired`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "sqlx", derive(sqlx::Type), sqlx(type_name = "text", rename_all = "snake_case"))]
+pub enum UploadStatus {
+    Pending,
+    Completed,
+    Cancelled,
+}
+
+impl UploadStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Completed => "completed",
+            Self::Cancelled => "cancelled",
+        }
     }
 }

@@ -2,11 +2,11 @@
 //! random bits, so a slow hash buys nothing); the key is shown once, at creation. Revoked keys stay
 //! listed with `revoked_at` and are refused from the next request on.
 
+use moetune_types::TenantId;
 use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use super::{Principal, Scope};
 use crate::error::ApiError;
@@ -83,7 +83,7 @@ fn select(filter: &str) -> String {
     format!("SELECT {COLUMNS} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id {filter}")
 }
 
-pub async fn create(db: &sqlx::PgPool, tenant: Uuid, name: &str, scopes: &[Scope]) -> Result<CreatedApiKey, ApiError> {
+pub async fn create(db: &sqlx::PgPool, tenant: TenantId, name: &str, scopes: &[Scope]) -> Result<CreatedApiKey, ApiError> {
     let id_hex = random_hex(6);
     let secret = random_hex(20);
     let id = format!("key-{id_hex}");
@@ -106,7 +106,7 @@ pub async fn get(db: &sqlx::PgPool, id: &str) -> Result<ApiKeyObject, ApiError> 
     key.map(ApiKeyObject::with_object).ok_or_else(|| ApiError::not_found("API key", id))
 }
 
-pub async fn list(db: &sqlx::PgPool, tenant: Option<Uuid>) -> Result<Vec<ApiKeyObject>, ApiError> {
+pub async fn list(db: &sqlx::PgPool, tenant: Option<TenantId>) -> Result<Vec<ApiKeyObject>, ApiError> {
     let keys: Vec<ApiKeyObject> = sqlx::query_as(&select("WHERE ($1::uuid IS NULL OR k.tenant_id = $1) ORDER BY k.created_at DESC, k.id DESC"))
         .bind(tenant)
         .fetch_all(db)
@@ -124,7 +124,7 @@ pub async fn revoke(db: &sqlx::PgPool, id: &str) -> Result<ApiKeyObject, ApiErro
 pub async fn authenticate(db: &sqlx::PgPool, presented: &str) -> Result<Principal, ApiError> {
     let malformed = || ApiError::unauthorized("Invalid API key: expected `mtk-<id>-<secret>` as issued by POST /v1/admin/api_keys.");
     let (id_hex, secret) = presented.strip_prefix(KEY_PREFIX).and_then(|rest| rest.split_once('-')).ok_or_else(malformed)?;
-    let row: Option<(String, Uuid, String, Vec<String>, Option<chrono::DateTime<chrono::Utc>>)> =
+    let row: Option<(String, TenantId, String, Vec<String>, Option<chrono::DateTime<chrono::Utc>>)> =
         sqlx::query_as("SELECT id, tenant_id, secret_sha256, scopes, revoked_at FROM api_keys WHERE id_hex = $1")
             .bind(id_hex)
             .fetch_optional(db)

@@ -2,9 +2,9 @@
 //! the public key) and a token is checked only against the key of the algorithm its header names, so
 //! an RS256 public key can never be used as an HMAC secret; `none` and every other algorithm are refused.
 
+use moetune_types::TenantId;
 use jsonwebtoken::{decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use super::{Principal, Scope};
 use crate::config::ApiConfig;
@@ -13,7 +13,7 @@ use crate::error::ApiError;
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     /// The tenant id.
-    sub: Uuid,
+    sub: TenantId,
     iss: String,
     aud: String,
     iat: i64,
@@ -71,7 +71,7 @@ impl TokenKeys {
     }
 
     /// An HS256 token for the tenant; `scopes` None means every tenant scope.
-    pub fn mint(&self, tenant_id: Uuid, scopes: Option<&[Scope]>, ttl_seconds: i64) -> anyhow::Result<String> {
+    pub fn mint(&self, tenant_id: TenantId, scopes: Option<&[Scope]>, ttl_seconds: i64) -> anyhow::Result<String> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: tenant_id,

@@ -8,6 +8,7 @@
 pub mod api_keys;
 pub mod jwt;
 
+use moetune_types::TenantId;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
@@ -76,7 +77,7 @@ impl Scope {
 /// carrying the route's scope.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub tenant: Uuid,
+    pub tenant: TenantId,
     pub scopes: Vec<Scope>,
     /// The API key used, if any (for logs).
     pub key_id: Option<String>,
@@ -172,10 +173,10 @@ pub async fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
 /// identity provider's subject) or whose row is gone: such a token is refused with 401 instead of
 /// acting for a tenant nobody created. Tenants are never deleted, so a known id stays known.
 #[derive(Default)]
-pub struct KnownTenants(std::sync::RwLock<std::collections::HashSet<Uuid>>);
+pub struct KnownTenants(std::sync::RwLock<std::collections::HashSet<TenantId>>);
 
 impl KnownTenants {
-    pub async fn check(&self, db: &sqlx::PgPool, tenant: Uuid) -> Result<(), ApiError> {
+    pub async fn check(&self, db: &sqlx::PgPool, tenant: TenantId) -> Result<(), ApiError> {
         if self.0.read().expect("tenant cache lock").contains(&tenant) {
             return Ok(());
         }
@@ -189,8 +190,8 @@ impl KnownTenants {
 }
 
 /// Creates the tenant if needed and returns its id.
-pub async fn ensure_tenant(pool: &sqlx::PgPool, name: &str) -> anyhow::Result<Uuid> {
-    let id: Uuid = sqlx::query_scalar(
+pub async fn ensure_tenant(pool: &sqlx::PgPool, name: &str) -> anyhow::Result<TenantId> {
+    let id: TenantId = sqlx::query_scalar(
         "INSERT INTO tenants (id, name) VALUES ($1, $2)
          ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
     )

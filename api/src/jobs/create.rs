@@ -1,6 +1,9 @@
 //! Creating a job: the `create_job` insert with its refusals, and the move from `validating_files`
 //! to `queued` once the job's files are validated.
 
+use moetune_types::FileStatus;
+use moetune_types::JobId;
+use moetune_types::TenantId;
 use moetune_types::ErrorCode;
 
 use moetune_domain::store;
@@ -8,7 +11,6 @@ use moetune_types::{JobRequirements, JobStatus, TrainingSpec};
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, Row};
-use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -22,12 +24,13 @@ use super::request::{resolve, CreateJobRequest, ResolvedHyperparameters};
 /// The usual path is one round trip to Postgres (the `create_job` function: file checks, quota, the
 /// job with its events; the model comes from the registry's cache) and one to Redis; the response
 /// comes from the inserted row.
-pub async fn create(state: &AppState, tenant: Uuid, request: CreateJobRequest) -> Result<JobObject, ApiError> {
+pub async fn create(state: &AppState, tenant: TenantId, request: CreateJobRequest) -> Result<JobObject, ApiError> {
     let (mut spec, hyperparameters) = resolve(&request)?;
     let model = crate::models::require(state, &mut spec).await?;
-    let id = format!("ftjob-{}", Uuid::new_v4().simple());
-    let created = insert_job(state, &id, tenant, &request, &spec, &hyperparameters, &model.requirements).await?;
-    if created.row.status != JobStatus::Queued.as_str() {
+    let id = JobId::generate();
+    let job = NewJob { id: &id, tenant, request: &request, spec: &spec, hyperparameters: &hyperparameters, requirements: &model.requirements };
+    let created = insert_job(state, job).await?;
+    if created.row.status != JobStatus::Queued {
         advance_validating(state).await?;
         return get(state, tenant, &id).await;
     }
@@ -54,20 +57,22 @@ struct CreatedJob {
     validation_key: Option<String>,
 }
 
+/// A job about to be inserted: what the request asked for, resolved.
+struct NewJob<'a> {
+    id: &'a JobId,
+    tenant: TenantId,
+    request: &'a CreateJobRequest,
+    spec: &'a TrainingSpec,
+    hyperparameters: &'a ResolvedHyperparameters,
+    requirements: &'a JobRequirements,
+}
+
 /// Runs `create_job` (migrations/20261129000001_create_job_function.sql): in one statement, share-locks
 /// the files against deletion and checks them, takes a quota slot under the tenant's lock, and inserts
 /// the job with its first events, `queued` at once (with the event `store::transition` would record
 /// for it) when its files are processed. A refusal leaves nothing behind and becomes a 400 or 429.
-#[allow(clippy::too_many_arguments)]
-async fn insert_job(
-    state: &AppState,
-    id: &str,
-    tenant: Uuid,
-    request: &CreateJobRequest,
-    spec: &TrainingSpec,
-    hyperparameters: &ResolvedHyperparameters,
-    requirements: &JobRequirements,
-) -> Result<CreatedJob, ApiError> {
+async fn insert_job(state: &AppState, job: NewJob<'_>) -> Result<CreatedJob, ApiError> {
+    let NewJob { id, tenant, request, spec, hyperparameters, requirements } = job;
     // Queued publishes no webhook event, so the outbox has nothing to write for it.
     debug_assert!(moetune_domain::webhooks::EventType::for_status(JobStatus::Queued).is_none());
     let events = [
@@ -135,13 +140,26 @@ fn refusal_error(refusal: &str, row: &PgRow) -> Result<ApiError, ApiError> {
     })
 }
 
+/// A job in `validating_files` with its files' validation state.
+#[derive(sqlx::FromRow)]
+struct WaitingJob {
+    id: JobId,
+    attempt: i32,
+    training_file: String,
+    training_status: FileStatus,
+    training_details: Option<String>,
+    validation_status: Option<FileStatus>,
+    validation_details: Option<String>,
+}
+
 /// Moves jobs waiting in `validating_files`: to `queued` (and onto the Redis queue) once all their
 /// files are `processed`, to `failed` if one is in `error`. Called after each file validation, at job
 /// creation, and by the uploads sweeper.
 pub async fn advance_validating(state: &AppState) -> Result<(), ApiError> {
     let mut tx = state.db.begin().await?;
-    let waiting: Vec<(String, i32, String, String, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT j.id, j.attempt, t.id, t.status, t.status_details, v.status, v.status_details
+    let waiting: Vec<WaitingJob> = sqlx::query_as(
+        "SELECT j.id, j.attempt, t.id AS training_file, t.status AS training_status, t.status_details AS training_details,
+                v.status AS validation_status, v.status_details AS validation_details
          FROM jobs j JOIN files t ON t.id = j.training_file LEFT JOIN files v ON v.id = j.validation_file
          WHERE j.status = 'validating_files' AND t.status <> 'uploaded' AND coalesce(v.status, '') <> 'uploaded'
          FOR UPDATE OF j SKIP LOCKED",
@@ -149,10 +167,10 @@ pub async fn advance_validating(state: &AppState) -> Result<(), ApiError> {
     .fetch_all(&mut *tx)
     .await?;
     let mut queued = Vec::new();
-    for (job, attempt, training_file, training_status, training_details, validation_status, validation_details) in waiting {
-        let failure = if training_status == "error" {
+    for WaitingJob { id: job, attempt, training_file, training_status, training_details, validation_status, validation_details } in waiting {
+        let failure = if training_status == FileStatus::Error {
             Some((ErrorCode::InvalidTrainingFile, format!("Training file {training_file} failed validation: {}", training_details.unwrap_or_default())))
-        } else if validation_status.as_deref() == Some("error") {
+        } else if validation_status == Some(FileStatus::Error) {
             Some((ErrorCode::InvalidValidationFile, format!("Validation file failed validation: {}", validation_details.unwrap_or_default())))
         } else {
             None

@@ -1,11 +1,12 @@
 //! What a job recorded: its event log and its resumable checkpoints.
 
+use moetune_types::JobId;
+use moetune_types::TenantId;
 use moetune_types::ErrorCode;
 
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::unix_time::UnixTime;
@@ -27,15 +28,37 @@ pub struct JobEvent {
     pub data: Option<Value>,
 }
 
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    seq: i64,
+    created_at: chrono::DateTime<chrono::Utc>,
+    level: String,
+    message: String,
+    kind: String,
+    data: Option<Value>,
+}
+
+#[derive(sqlx::FromRow)]
+struct CheckpointRow {
+    name: String,
+    attempt: i32,
+    stage: String,
+    step: i32,
+    bucket: String,
+    prefix: String,
+    bytes: i64,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// Newest first, like OpenAI; `after` is the id of the last event already seen (older ones follow).
-pub async fn events(state: &AppState, tenant: Uuid, job_id: &str, after: Option<&str>, limit: i64) -> Result<(Vec<JobEvent>, bool), ApiError> {
+pub async fn events(state: &AppState, tenant: TenantId, job_id: &JobId, after: Option<&str>, limit: i64) -> Result<(Vec<JobEvent>, bool), ApiError> {
     get_owned(state, tenant, job_id).await?;
     let after_seq = match after {
         None => i64::MAX,
         Some(cursor) => parse_event_id(cursor, "after")?,
     };
-    let rows: Vec<(i64, chrono::DateTime<chrono::Utc>, String, String, String, Option<Value>)> = sqlx::query_as(
-        "SELECT seq, created_at, level, message, type, data FROM job_events
+    let rows: Vec<EventRow> = sqlx::query_as(
+        "SELECT seq, created_at, level, message, type AS kind, data FROM job_events
          WHERE job_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
     )
     .bind(job_id)
@@ -47,7 +70,7 @@ pub async fn events(state: &AppState, tenant: Uuid, job_id: &str, after: Option<
     let events = rows
         .into_iter()
         .take(limit as usize)
-        .map(|(seq, created_at, level, message, kind, data)| JobEvent {
+        .map(|EventRow { seq, created_at, level, message, kind, data }| JobEvent {
             id: format!("ftevent-{seq}"),
             object: "fine_tuning.job.event",
             created_at: created_at.into(),
@@ -61,7 +84,7 @@ pub async fn events(state: &AppState, tenant: Uuid, job_id: &str, after: Option<
 }
 
 /// 404 unless the job exists and belongs to the tenant.
-pub async fn get_owned(state: &AppState, tenant: Uuid, job_id: &str) -> Result<(), ApiError> {
+pub async fn get_owned(state: &AppState, tenant: TenantId, job_id: &JobId) -> Result<(), ApiError> {
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND tenant_id = $2)")
         .bind(job_id)
         .bind(tenant)
@@ -91,10 +114,10 @@ pub struct JobCheckpoint {
     pub bytes: i64,
 }
 
-pub async fn checkpoints(state: &AppState, tenant: Uuid, job_id: &str) -> Result<Vec<JobCheckpoint>, ApiError> {
+pub async fn checkpoints(state: &AppState, tenant: TenantId, job_id: &JobId) -> Result<Vec<JobCheckpoint>, ApiError> {
     get_owned(state, tenant, job_id).await?;
-    let rows: Vec<(String, i32, String, i32, String, String, i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
-        "SELECT name, attempt, stage, step, s3_bucket, s3_prefix, bytes, created_at FROM checkpoints
+    let rows: Vec<CheckpointRow> = sqlx::query_as(
+        "SELECT name, attempt, stage, step, s3_bucket AS bucket, s3_prefix AS prefix, bytes, created_at FROM checkpoints
          WHERE job_id = $1 AND deleted_at IS NULL ORDER BY created_at DESC, name DESC",
     )
     .bind(job_id)
@@ -102,7 +125,7 @@ pub async fn checkpoints(state: &AppState, tenant: Uuid, job_id: &str) -> Result
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(name, attempt, stage, step, bucket, prefix, bytes, created_at)| JobCheckpoint {
+        .map(|CheckpointRow { name, attempt, stage, step, bucket, prefix, bytes, created_at }| JobCheckpoint {
             id: format!("ftckpt-{}-{name}", job_id.trim_start_matches("ftjob-")),
             object: "fine_tuning.job.checkpoint",
             created_at: created_at.into(),
@@ -122,4 +145,9 @@ pub fn parse_event_id(id: &str, param: &str) -> Result<i64, ApiError> {
     id.strip_prefix("ftevent-")
         .and_then(|s| s.parse::<i64>().ok())
         .ok_or_else(|| ApiError::invalid(ErrorCode::InvalidCursor, param, format!("`{param}` must be an event id like 'ftevent-12', got '{id}'.")))
+}
+
+/// The job a request's path names: a malformed id names no job (404, like an unknown one).
+pub fn job_id(path: &str) -> Result<JobId, ApiError> {
+    JobId::parse(path).map_err(|_| ApiError::not_found("fine-tuning job", path))
 }

@@ -1,10 +1,11 @@
 //! Changing a job's course: cancel, pause and resume.
 
+use moetune_types::JobId;
+use moetune_types::TenantId;
 use moetune_types::ErrorCode;
 
 use moetune_domain::store;
 use moetune_types::JobStatus;
-use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -13,7 +14,7 @@ use super::object::{get, JobObject};
 
 /// Cancels a job that has not finished: Postgres first (the truth; later runner events are refused as
 /// the job is terminal), then Redis withdraws it and flags the runner, which stops at its next step.
-pub async fn cancel(state: &AppState, tenant: Uuid, id: &str) -> Result<JobObject, ApiError> {
+pub async fn cancel(state: &AppState, tenant: TenantId, id: &JobId) -> Result<JobObject, ApiError> {
     let mut tx = state.db.begin().await?;
     let (status, attempt) = lock_job(&mut tx, tenant, id).await?;
     if status.is_terminal() {
@@ -31,7 +32,7 @@ pub async fn cancel(state: &AppState, tenant: Uuid, id: &str) -> Result<JobObjec
 /// Pauses a job that has not finished. One not yet started is paused at once: a new attempt fences off
 /// any runner that claimed it, and Redis withdraws it. A running one turns `pausing`: its runner
 /// checkpoints at the next step and lets go (the scheduler then records `paused`).
-pub async fn pause(state: &AppState, tenant: Uuid, id: &str) -> Result<JobObject, ApiError> {
+pub async fn pause(state: &AppState, tenant: TenantId, id: &JobId) -> Result<JobObject, ApiError> {
     let mut tx = state.db.begin().await?;
     let (status, attempt) = lock_job(&mut tx, tenant, id).await?;
     let (to, attempt_now, withdraw) = match status {
@@ -57,7 +58,7 @@ pub async fn pause(state: &AppState, tenant: Uuid, id: &str) -> Result<JobObject
 
 /// Resumes a paused job as a new attempt, which continues from the job's latest checkpoint. It counts
 /// against the concurrent-job quota again.
-pub async fn resume(state: &AppState, tenant: Uuid, id: &str) -> Result<JobObject, ApiError> {
+pub async fn resume(state: &AppState, tenant: TenantId, id: &JobId) -> Result<JobObject, ApiError> {
     let mut tx = state.db.begin().await?;
     let (status, attempt) = lock_job(&mut tx, tenant, id).await?;
     if status != JobStatus::Paused {
@@ -75,13 +76,11 @@ pub async fn resume(state: &AppState, tenant: Uuid, id: &str) -> Result<JobObjec
 }
 
 /// Locks the tenant's job row; its status and attempt.
-async fn lock_job(tx: &mut sqlx::PgConnection, tenant: Uuid, id: &str) -> Result<(JobStatus, i32), ApiError> {
-    let row: Option<(String, i32)> = sqlx::query_as("SELECT status, attempt FROM jobs WHERE id = $1 AND tenant_id = $2 FOR UPDATE")
+async fn lock_job(tx: &mut sqlx::PgConnection, tenant: TenantId, id: &JobId) -> Result<(JobStatus, i32), ApiError> {
+    let row: Option<(JobStatus, i32)> = sqlx::query_as("SELECT status, attempt FROM jobs WHERE id = $1 AND tenant_id = $2 FOR UPDATE")
         .bind(id)
         .bind(tenant)
         .fetch_optional(&mut *tx)
         .await?;
-    let (status, attempt) = row.ok_or_else(|| ApiError::not_found("fine-tuning job", id))?;
-    let status = JobStatus::parse(&status).ok_or_else(|| ApiError::internal(format!("bad status {status}")))?;
-    Ok((status, attempt))
+    row.ok_or_else(|| ApiError::not_found("fine-tuning job", id))
 }

@@ -1,5 +1,7 @@
 //! The OpenAI fine-tuning job object, read from the job's row with its artifacts; one job or a page.
 
+use moetune_types::JobId;
+use moetune_types::TenantId;
 use std::collections::HashMap;
 
 use moetune_types::{JobRequirements, JobStatus, MoeSftQatOptions, TrainingSpec};
@@ -7,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::types::Json;
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::unix_time::UnixTime;
@@ -84,8 +85,8 @@ pub struct Artifact {
 
 #[derive(sqlx::FromRow)]
 pub(super) struct JobRow {
-    pub(super) id: String,
-    pub(super) tenant_id: Uuid,
+    pub(super) id: JobId,
+    pub(super) tenant_id: TenantId,
     pub(super) model: String,
     pub(super) training_file: String,
     pub(super) validation_file: Option<String>,
@@ -94,7 +95,7 @@ pub(super) struct JobRow {
     // Typed JSON columns decode straight from Postgres' bytes, without a `Value` in between.
     pub(super) spec: Json<TrainingSpec>,
     pub(super) hyperparameters: Json<ResolvedHyperparameters>,
-    pub(super) status: String,
+    pub(super) status: JobStatus,
     pub(super) method_type: String,
     pub(super) priority: i16,
     pub(super) attempt: i32,
@@ -118,8 +119,8 @@ pub const SELECT_JOBS: &str = "SELECT *, (SELECT json_agg(json_build_object('nam
      FROM artifacts a WHERE a.job_id = jobs.id) AS artifact_list
  FROM jobs WHERE ";
 
-/// An artifact row as `SELECT_JOBS` aggregates it.
-#[derive(Deserialize)]
+/// An artifact row, as `SELECT_JOBS` aggregates it or as read alone.
+#[derive(Deserialize, sqlx::FromRow)]
 pub(super) struct ArtifactRecord {
     name: String,
     s3_bucket: String,
@@ -135,7 +136,7 @@ impl From<ArtifactRecord> for Artifact {
     }
 }
 
-pub async fn get(state: &AppState, tenant: Uuid, id: &str) -> Result<JobObject, ApiError> {
+pub async fn get(state: &AppState, tenant: TenantId, id: &JobId) -> Result<JobObject, ApiError> {
     let row: JobRow = sqlx::query_as(&format!("{SELECT_JOBS}id = $1 AND tenant_id = $2"))
         .bind(id)
         .bind(tenant)
@@ -148,7 +149,7 @@ pub async fn get(state: &AppState, tenant: Uuid, id: &str) -> Result<JobObject, 
 pub(super) fn job_object(row: JobRow) -> Result<JobObject, ApiError> {
     let artifacts = row.artifact_list.map_or_else(Vec::new, |Json(list)| list.into_iter().map(Artifact::from).collect());
     let (Json(spec), Json(hyperparameters)) = (row.spec, row.hyperparameters);
-    let status = JobStatus::parse(&row.status).ok_or_else(|| ApiError::internal(format!("bad status {}", row.status)))?;
+    let status = row.status;
     let seed = spec.seed;
     let method = MethodEcho::new(&row.method_type, &hyperparameters, spec.moe);
     let fine_tuned_model = (status == JobStatus::Succeeded).then(|| {
@@ -160,7 +161,7 @@ pub(super) fn job_object(row: JobRow) -> Result<JobObject, ApiError> {
         created_at: row.created_at.into(),
         finished_at: row.finished_at.map(Into::into),
         fine_tuned_model,
-        organization_id: format!("org-{}", row.tenant_id.simple()),
+        organization_id: format!("org-{}", row.tenant_id.0.simple()),
         status,
         validation_file: row.validation_file,
         stop_reason: row.stop_reason,
@@ -180,7 +181,7 @@ pub(super) fn job_object(row: JobRow) -> Result<JobObject, ApiError> {
         result: row.result,
         requirements: row.requirements.0,
         status_details: row.status_details,
-        id: row.id,
+        id: row.id.into(),
         model: row.model,
         training_file: row.training_file,
     })
@@ -211,17 +212,17 @@ impl MethodEcho {
     }
 }
 
-pub async fn artifacts(state: &AppState, job_id: &str) -> Result<Vec<Artifact>, ApiError> {
-    let rows: Vec<(String, String, String, i64, String)> =
+pub async fn artifacts(state: &AppState, job_id: &JobId) -> Result<Vec<Artifact>, ApiError> {
+    let rows: Vec<ArtifactRecord> =
         sqlx::query_as("SELECT name, s3_bucket, s3_key, bytes, sha256 FROM artifacts WHERE job_id = $1 ORDER BY name").bind(job_id).fetch_all(&state.db).await?;
-    Ok(rows.into_iter().map(|(name, s3_bucket, s3_key, bytes, sha256)| Artifact::from(ArtifactRecord { name, s3_bucket, s3_key, bytes, sha256 })).collect())
+    Ok(rows.into_iter().map(Artifact::from).collect())
 }
 
 
 
 /// One page of the tenant's jobs, newest first; `after` is the id of the last job of the previous
 /// page; `metadata` pairs must all match.
-pub async fn list(state: &AppState, tenant: Uuid, after: Option<&str>, limit: i64, metadata: &HashMap<String, String>) -> Result<(Vec<JobObject>, bool), ApiError> {
+pub async fn list(state: &AppState, tenant: TenantId, after: Option<&str>, limit: i64, metadata: &HashMap<String, String>) -> Result<(Vec<JobObject>, bool), ApiError> {
     let cursor = crate::pagination::cursor(&state.db, "jobs", tenant, after).await?;
     // One query for the page with its artifacts (a page of 20 was once 40 queries, then 2).
     let mut query = sqlx::QueryBuilder::new(SELECT_JOBS);

@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::estimate::JobEstimate;
-use crate::jobs::{self, Artifact, CreateJobRequest, JobCheckpoint, JobEvent, JobObject};
+use crate::jobs::{self, job_id, Artifact, CreateJobRequest, JobCheckpoint, JobEvent, JobObject};
 use crate::{event_stream, AppState};
 
 /// Create a fine-tuning job on an uploaded training file.
@@ -40,6 +40,7 @@ pub async fn estimate(caller: Principal, state: web::Data<AppState>, body: web::
     responses((status = 200, body = JobObject), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn retrieve(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = job_id(&id)?;
     Ok(HttpResponse::Ok().json(jobs::get(&state, caller.tenant, &id).await?))
 }
 
@@ -51,6 +52,7 @@ pub async fn retrieve(caller: Principal, state: web::Data<AppState>, id: web::Pa
     responses((status = 200, body = JobObject), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn pause(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = job_id(&id)?;
     Ok(HttpResponse::Ok().json(jobs::pause(&state, caller.tenant, &id).await?))
 }
 
@@ -62,6 +64,7 @@ pub async fn pause(caller: Principal, state: web::Data<AppState>, id: web::Path<
     responses((status = 200, body = JobObject), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn resume(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = job_id(&id)?;
     Ok(HttpResponse::Ok().json(jobs::resume(&state, caller.tenant, &id).await?))
 }
 
@@ -117,6 +120,7 @@ pub async fn list(caller: Principal, state: web::Data<AppState>, query: web::Que
     responses((status = 200, body = JobObject), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn cancel(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = job_id(&id)?;
     Ok(HttpResponse::Ok().json(jobs::cancel(&state, caller.tenant, &id).await?))
 }
 
@@ -169,6 +173,7 @@ pub async fn events(
     id: web::Path<String>,
     query: web::Query<EventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let id = job_id(&id)?;
     if query.stream == Some(true) {
         jobs::get_owned(&state, caller.tenant, &id).await?;
         let resume = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(|v| (v.to_string(), "Last-Event-ID"));
@@ -181,7 +186,7 @@ pub async fn events(
             .content_type("text/event-stream")
             .insert_header(("cache-control", "no-cache"))
             .insert_header(("x-accel-buffering", "no"))
-            .streaming(event_stream::stream(state.db.clone(), &state.notifier, metrics.stream_reads(), id.into_inner(), last_seq, slot)));
+            .streaming(event_stream::stream(state.db.clone(), &state.notifier, metrics.stream_reads(), id, last_seq, slot)));
     }
     let limit = query.limit.unwrap_or(20);
     if !(1..=1000).contains(&limit) {
@@ -205,6 +210,7 @@ pub struct ArtifactList {
     responses((status = 200, body = ArtifactList), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list_artifacts(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = job_id(&id)?;
     jobs::get_owned(&state, caller.tenant, &id).await?;
     let data = jobs::artifacts(&state, &id).await?;
     Ok(HttpResponse::Ok().json(ArtifactList { object: "list", data, has_more: false }))
@@ -224,6 +230,7 @@ pub struct CheckpointList {
     responses((status = 200, body = CheckpointList), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list_checkpoints(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = job_id(&id)?;
     let data = jobs::checkpoints(&state, caller.tenant, &id).await?;
     Ok(HttpResponse::Ok().json(CheckpointList { object: "list", data, has_more: false }))
 }
@@ -235,6 +242,7 @@ pub async fn list_checkpoints(caller: Principal, state: web::Data<AppState>, id:
     security(("bearer" = [])))]
 pub async fn download_artifact(caller: Principal, state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
     let (id, name) = path.into_inner();
+    let id = job_id(&id)?;
     jobs::get_owned(&state, caller.tenant, &id).await?;
     let artifact = jobs::artifacts(&state, &id)
         .await?
@@ -257,6 +265,7 @@ pub async fn download_artifact(caller: Principal, state: web::Data<AppState>, pa
     responses((status = 200, content_type = "text/html", body = String, description = "HTML page, no external resources"), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn report(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = job_id(&id)?;
     let page = crate::report::render(&state, caller.tenant, &id).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")

@@ -1,5 +1,6 @@
 //! Operator endpoints for the runner pool (scope `admin`): the registry and draining.
 
+use moetune_types::RunnerId;
 use actix_web::{web, HttpResponse};
 use moetune_domain::registry::RunnerView;
 use moetune_types::RunnerInfo;
@@ -32,7 +33,7 @@ impl From<RunnerView> for RunnerObject {
     fn from(view: RunnerView) -> Self {
         Self {
             last_heartbeat_ms: view.info.as_ref().map(|i| i.last_heartbeat_ms),
-            id: view.runner_id,
+            id: view.runner_id.into(),
             object: "runner",
             state: view.state.as_str(),
             draining: view.draining,
@@ -65,7 +66,7 @@ pub async fn list(_admin: Principal, state: web::Data<AppState>) -> Result<HttpR
     responses((status = 200, body = RunnerObject), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn retrieve(_admin: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let view = state.queue.runner(&id).await?.ok_or_else(|| ApiError::not_found("runner", &id))?;
+    let view = state.queue.runner(&runner_id(&id)?).await?.ok_or_else(|| ApiError::not_found("runner", &id))?;
     Ok(HttpResponse::Ok().json(RunnerObject::from(view)))
 }
 
@@ -87,10 +88,16 @@ pub async fn undrain(admin: Principal, state: web::Data<AppState>, id: web::Path
     set_draining(admin, state, &id, false).await
 }
 
-async fn set_draining(_admin: Principal, state: web::Data<AppState>, id: &str, draining: bool) -> Result<HttpResponse, ApiError> {
+async fn set_draining(_admin: Principal, state: web::Data<AppState>, path: &str, draining: bool) -> Result<HttpResponse, ApiError> {
+    let id = &runner_id(path)?;
     state.queue.runner(id).await?.ok_or_else(|| ApiError::not_found("runner", id))?;
     state.queue.set_draining(id, draining).await?;
     tracing::info!(runner = %id, draining, "runner drain flag changed");
     let view = state.queue.runner(id).await?.ok_or_else(|| ApiError::not_found("runner", id))?;
     Ok(HttpResponse::Ok().json(RunnerObject::from(view)))
+}
+
+/// The runner a path names; a malformed id names no runner.
+fn runner_id(path: &str) -> Result<RunnerId, ApiError> {
+    RunnerId::parse(path).map_err(|_| ApiError::not_found("runner", path))
 }

@@ -2,13 +2,14 @@
 //! announces committed. One delivery row per enabled endpoint of the tenant that wants the type.
 
 use serde_json::{json, Value};
+use moetune_types::JobId;
 use sqlx::PgConnection;
 
 use super::EventType;
 
 /// Records an event about `job_id` with OpenAI's payload shape (`{id, object: "event", created_at,
 /// type, data: {id, …}}`): `data` is the job id plus the fields of `extra`. Returns the event id.
-pub async fn publish(conn: &mut PgConnection, job_id: &str, kind: EventType, extra: Value) -> sqlx::Result<String> {
+pub async fn publish(conn: &mut PgConnection, job_id: &JobId, kind: EventType, extra: Value) -> sqlx::Result<String> {
     let id = format!("evt_{}", uuid::Uuid::new_v4().simple());
     let mut data = json!({ "id": job_id });
     if let (Some(data), Value::Object(extra)) = (data.as_object_mut(), extra) {

@@ -16,7 +16,8 @@ mod stage;
 pub mod step;
 
 use anyhow::{bail, Context};
-use moetune_types::{BaseExpertFormat, Example, Mxfp4ScaleRule, Precision, QatFormat, QatTrainable, RouterMode, RunnerEventKind, SftMethod, TrainingSpec};
+use moetune_types::results::{BaseExperts, QatResult, SftResult, StageLosses};
+use moetune_types::{BaseExpertFormat, EvalReport, EvalRow, Example, JobResult, Mxfp4ScaleRule, Precision, QatFormat, QatTrainable, RouterMode, RoutingAgreement, RunnerEventKind, SftMethod, TrainingSpec};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
@@ -381,27 +382,30 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
         eval::routing_agreement(&sft_top_k, &qat_top_k, &eval_batches),
         model.moe_layer_indices(),
     );
-    reporter.event(RunnerEventKind::Evaluation { report: report.clone() });
-    let summary = serde_json::json!({
-        "device": format!("{device:?}").to_lowercase(),
-        "dtype": crate::model::kind_name(kind),
-        "activation_checkpointing": checkpointing,
-        "qat_trainable": if lora_qat { "lora" } else { "full" },
-        "base_experts": match packed_experts {
-            Some((format, bytes)) => serde_json::json!({
-                "format": format.map(|f| f.as_str()),
-                "bytes_on_device": bytes,
-                "routing_agreement_with_dense": progress.packed_base_agreement,
-            }),
-            None => serde_json::json!({ "format": crate::model::kind_name(kind) }),
+    reporter.event(RunnerEventKind::Evaluation { report: serde_json::to_value(&report)? });
+    let stage = |losses: &[f64]| StageLosses { steps: losses.len(), first_loss: losses.first().copied(), last_loss: losses.last().copied() };
+    let summary = JobResult {
+        device: format!("{device:?}").to_lowercase(),
+        dtype: crate::model::kind_name(kind).into(),
+        activation_checkpointing: checkpointing,
+        qat_trainable: Some(if lora_qat { "lora" } else { "full" }.into()),
+        base_experts: match packed_experts {
+            Some((format, bytes)) => BaseExperts {
+                format: format.map(|f| f.as_str().to_string()),
+                bytes_on_device: Some(bytes),
+                routing_agreement_with_dense: Some(progress.packed_base_agreement.clone()),
+            },
+            None => BaseExperts { format: Some(crate::model::kind_name(kind).into()), ..Default::default() },
         },
-        "sft": { "method": options.sft_method, "steps": progress.sft_losses.len(), "first_loss": progress.sft_losses.first(), "last_loss": progress.sft_losses.last() },
-        "qat": { "format": qat_format, "mxfp4_scale_rule": options.qat.mxfp4_scale_rule, "steps": progress.qat_losses.len(), "first_loss": progress.qat_losses.first(), "last_loss": progress.qat_losses.last() },
-        "stop_reason": progress.stop_reason.clone().unwrap_or_else(|| "completed".into()),
-        "training_seconds": progress.training_seconds,
-        "eval": report["table"].clone(),
-        "routing_agreement": report["routing_agreement"].clone(),
-    });
+        sft: SftResult { method: options.sft_method, losses: stage(&progress.sft_losses) },
+        qat: QatResult { format: qat_format, mxfp4_scale_rule: options.qat.mxfp4_scale_rule, losses: stage(&progress.qat_losses) },
+        stop_reason: progress.stop_reason.clone().unwrap_or_else(|| "completed".into()),
+        training_seconds: Some(progress.training_seconds),
+        eval: report.table.clone(),
+        routing_agreement: report.routing_agreement.clone(),
+        runner_class: None,
+    };
+    let (summary, report) = (serde_json::to_value(summary)?, serde_json::to_value(report)?);
     let activation_amax = quantizer.activations;
     Ok(TrainOutput { model, vars, codec, adapters: sft_adapters, activation_amax, qat_format, trained_tokens: progress.tokens, summary, report })
 }
@@ -495,10 +499,10 @@ fn calibrate(model: &MoeModel, mode: ForwardMode, samples: &[Sample], count: usi
 type Row = (&'static str, Scores, Option<f64>);
 
 /// The base / SFT / PTQ / SFT+QAT table for this job, plus routing agreement of the FP4 models with the SFT model.
-fn report(format: QatFormat, rows: [Row; 4], ptq_agreement: Vec<f64>, qat_agreement: Vec<f64>, layers: Vec<usize>) -> serde_json::Value {
-    let table: Vec<serde_json::Value> = rows
+fn report(format: QatFormat, rows: [Row; 4], ptq_agreement: Vec<f64>, qat_agreement: Vec<f64>, layers: Vec<usize>) -> EvalReport {
+    let table = rows
         .iter()
-        .map(|(name, s, task)| serde_json::json!({ "model": name, "validation_loss": s.loss, "token_accuracy": s.token_accuracy, "task_accuracy": task }))
+        .map(|(name, s, task)| EvalRow { model: name.to_string(), validation_loss: Some(s.loss), token_accuracy: Some(s.token_accuracy), task_accuracy: *task })
         .collect();
     let mean = |v: &[f64]| if v.is_empty() { 1.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
     let [_, (_, sft, _), (_, ptq, _), (_, qat, _)] = rows;
@@ -511,16 +515,6 @@ fn report(format: QatFormat, rows: [Row; 4], ptq_agreement: Vec<f64>, qat_agreem
         mean(&ptq_agreement),
         mean(&qat_agreement)
     );
-    serde_json::json!({
-        "format": format,
-        "table": table,
-        "routing_agreement": {
-            "layers": layers,
-            "ptq": ptq_agreement,
-            "sft_qat": qat_agreement,
-            "ptq_mean": mean(&ptq_agreement),
-            "sft_qat_mean": mean(&qat_agreement),
-        },
-        "summary": summary,
-    })
+    let routing_agreement = RoutingAgreement { ptq_mean: mean(&ptq_agreement), sft_qat_mean: mean(&qat_agreement), layers, ptq: ptq_agreement, sft_qat: qat_agreement };
+    EvalReport { format, table, routing_agreement, summary }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moetune_scheduler::JobQueue;
-use moetune_types::{DeviceRequest, JobAssignment, JobRequirements, Placement, TrainingSpec};
+use moetune_types::{DeviceRequest, JobAssignment, JobId, JobRequirements, Placement, RunnerId, TrainingSpec};
 use redis::AsyncCommands;
 
 const GIB: i64 = 1 << 30;
@@ -45,7 +45,7 @@ fn job(i: usize, rng: &mut Rng, tenants: usize) -> JobAssignment {
         _ => (DeviceRequest::Auto, (100 + rng.below(200) as i64) * GIB),
     };
     JobAssignment {
-        job_id: format!("ftjob-bench-{i:06}"),
+        job_id: JobId::parse(&format!("ftjob-bench-{i:06}")).expect("a job id"),
         attempt: 1,
         spec: TrainingSpec { model: "bench".into(), n_epochs: 1, batch_size: 8, seed: 0, moe: Default::default() },
         bucket: "bench".into(),
@@ -65,13 +65,14 @@ fn job(i: usize, rng: &mut Rng, tenants: usize) -> JobAssignment {
 }
 
 /// The fleet: 60% CPU hosts (64 GiB, some 512 GiB), 40% CUDA (80 GiB, some 24 GiB).
-fn runner(i: usize) -> (String, &'static str, i64) {
-    match i % 10 {
+fn runner(i: usize) -> (RunnerId, &'static str, i64) {
+    let (name, device, memory) = match i % 10 {
         0..=4 => (format!("cpu-{i:04}"), "cpu", 64 * GIB),
         5 => (format!("cpu-big-{i:04}"), "cpu", 512 * GIB),
         6..=8 => (format!("h100-{i:04}"), "cuda", 80 * GIB),
         _ => (format!("l4-{i:04}"), "cuda", 24 * GIB),
-    }
+    };
+    (RunnerId::parse(&name).expect("runner names are ids"), device, memory)
 }
 
 /// The Redis server's CPU time so far (user + system, all its threads), from `INFO cpu`.
@@ -136,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
     let mut misfit = Vec::new();
     for _ in 0..2000 {
         let t = Instant::now();
-        let claimed = queue.claim("misfit", "cpu", GIB / 2).await?;
+        let claimed = queue.claim(&RunnerId::parse("misfit")?, "cpu", GIB / 2).await?;
         misfit.push(t.elapsed());
         anyhow::ensure!(claimed.is_none(), "every job needs at least 1 GiB");
     }
@@ -203,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
         };
         let keys = queue.keys();
         let () = redis::pipe()
-            .sadd(keys.runners(), &id)
+            .sadd(keys.runners(), id.as_str())
             .set_ex(keys.runner_alive(&id), "1", 600)
             .set_ex(keys.runner_info(&id), serde_json::to_string(&info)?, 600)
             .query_async(&mut redis)

@@ -151,7 +151,7 @@ impl Bench {
 
     /// One job the API created, as the baseline's template: its row values and its queue assignment.
     async fn template_job(&self, tenant: &Tenant) -> anyhow::Result<Template> {
-        let (id, model, training_file, spec, hyperparameters, requirements): (String, String, String, Value, Value, Value) = sqlx::query_as(
+        let (id, model, training_file, spec, hyperparameters, requirements): (moetune_types::JobId, String, String, Value, Value, Value) = sqlx::query_as(
             "SELECT id, model, training_file, spec, hyperparameters, requirements FROM jobs WHERE tenant_id = $1 LIMIT 1",
         )
         .bind(tenant.id)
@@ -225,7 +225,7 @@ struct Api {
 }
 
 struct Tenant {
-    id: Uuid,
+    id: moetune_types::TenantId,
     token: String,
     file: String,
 }
@@ -242,8 +242,8 @@ struct Template {
 /// The Postgres and Redis work of a job creation, done directly and in as few round trips as the API:
 /// the row (queued) with the same two events in one statement, then the enqueue through the queue
 /// script. (The API's statement also checks the files and takes a quota slot; this one only writes.)
-async fn insert_and_enqueue(t: &Template, queue: &moetune_domain::JobQueue, pool: &PgPool, tenant: Uuid) -> anyhow::Result<()> {
-    let id = format!("ftjob-{}", Uuid::new_v4().simple());
+async fn insert_and_enqueue(t: &Template, queue: &moetune_domain::JobQueue, pool: &PgPool, tenant: moetune_types::TenantId) -> anyhow::Result<()> {
+    let id = moetune_types::JobId::generate();
     sqlx::query(
         "WITH job AS (
             INSERT INTO jobs (id, tenant_id, model, training_file, spec, hyperparameters, status, metadata, method_type, priority, requirements, queued_at)
@@ -271,7 +271,7 @@ async fn insert_and_enqueue(t: &Template, queue: &moetune_domain::JobQueue, pool
 
 /// The page `GET /v1/fine_tuning/jobs?limit=20` shows, read directly with the API's own query (the
 /// rows with their artifacts), built by the API's own code so the statement text, and so its plan, match.
-async fn page_query(pool: &PgPool, tenant: Uuid) -> anyhow::Result<()> {
+async fn page_query(pool: &PgPool, tenant: moetune_types::TenantId) -> anyhow::Result<()> {
     let mut query = sqlx::QueryBuilder::new(moetune_api::jobs::SELECT_JOBS);
     query.push("tenant_id = ").push_bind(tenant);
     moetune_api::pagination::finish_page(&mut query, None, true, 20);
