@@ -3,9 +3,9 @@
 //! alerts, and the base / SFT / PTQ / SFT+QAT table. Charts are SVG drawn here, so the page needs no
 //! JavaScript to show them; the template escapes every value it prints.
 
-use moetune_types::{EvalReport, JobId, JobResult, LayerUsage, RunnerEventKind, TenantId};
+use moetune_types::{EvalReport, EvalRow, JobId, LayerUsage, RunnerEventKind, TenantId};
 use minijinja::Environment;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -117,8 +117,14 @@ pub async fn render(state: &AppState, tenant: TenantId, job_id: &JobId) -> Resul
         }
     }
     let steps = on_one_axis(steps);
-    let result = job.result.clone().and_then(|r| serde_json::from_value::<JobResult>(r).ok());
-    let evaluation_table = evaluation.as_ref().map(|r| r.table.clone()).or_else(|| result.map(|r| r.eval));
+    // A job that logged no evaluation event still has the table in its result (`JobResult::eval`, read
+    // alone: results of every runner version have it or nothing).
+    #[derive(Deserialize)]
+    struct ResultEval {
+        eval: Vec<EvalRow>,
+    }
+    let result_table = || job.result.as_ref().and_then(|r| ResultEval::deserialize(r).ok()).map(|r| r.eval);
+    let evaluation_table = evaluation.as_ref().map(|r| r.table.clone()).or_else(result_table);
     let context = serde_json::json!({
         "job": serde_json::to_value(&job).map_err(ApiError::internal)?,
         "loss": loss_chart(&steps),

@@ -1,6 +1,6 @@
 //! Tenants' webhook endpoints: registration (URL checked against the network policy), secret
 //! rotation with a grace period, the event log, delivery attempts, and manual redelivery. Delivery
-//! itself is the scheduler's (`moetune_domain::webhooks::dispatch`).
+//! itself is the scheduler's (`moetune_scheduler::webhooks::dispatch`).
 
 use moetune_types::TenantId;
 use moetune_types::ErrorCode;

@@ -88,7 +88,7 @@ impl JobQueue {
     pub async fn claim(&self, runner_id: &RunnerId, device: &str, memory_bytes: i64) -> anyhow::Result<Option<JobId>> {
         let (memory, tenants, depth) = (memory_bytes.to_string(), CLAIM_TENANTS.to_string(), CLAIM_DEPTH.to_string());
         let job: Option<String> = self.op("claim", &[runner_id.as_str(), device, &memory, &tenants, &depth]).await?;
-        Ok(job.map(|job| JobId::parse(&job)).transpose()?)
+        self.parsed_claim(runner_id, job).await
     }
 
     /// Withdraws a cancelled job: out of its line, no assignment to read, and a flag the runner

@@ -27,7 +27,22 @@ impl JobQueue {
     pub async fn oldest_claimed(&self, runner_id: &RunnerId) -> anyhow::Result<Option<JobId>> {
         let mut redis = self.connection();
         let job: Option<String> = redis.lindex(self.keys().claimed(runner_id), -1).await?;
-        Ok(job.map(|job| JobId::parse(&job)).transpose()?)
+        self.parsed_claim(runner_id, job).await
+    }
+
+    /// A job id the queue handed this runner, parsed. One that is no job id (only something other than
+    /// moetune writing into Redis makes one) is taken out of the claimed list and logged, so the runner
+    /// goes on instead of failing on it at every restart.
+    pub(crate) async fn parsed_claim(&self, runner_id: &RunnerId, job: Option<String>) -> anyhow::Result<Option<JobId>> {
+        let Some(job) = job else { return Ok(None) };
+        match JobId::parse(&job) {
+            Ok(id) => Ok(Some(id)),
+            Err(e) => {
+                tracing::error!(error = %e, runner = %runner_id, "dropping a malformed entry from the runner's claimed jobs");
+                self.op::<()>("finish", &[runner_id.as_str(), &job]).await?;
+                Ok(None)
+            }
+        }
     }
 
     /// Whether an operator is draining the runner (it finishes what it holds and takes nothing new).

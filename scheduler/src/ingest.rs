@@ -13,7 +13,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use moetune_types::{ErrorCode, JobId, JobResult, JobStatus, RunnerEvent, RunnerEventKind, RunnerId};
+use moetune_types::results::ResultTimings;
+use moetune_types::{ErrorCode, JobId, JobStatus, RunnerEvent, RunnerEventKind, RunnerId};
+use serde::Deserialize;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::AsyncCommands;
 use serde_json::json;
@@ -123,10 +125,9 @@ impl Ingester {
             let Some(runner) = runners.iter().find(|r| self.queue.keys().runner_events(r) == key.key) else { continue };
             for entry in key.ids {
                 let payload: Option<String> = entry.get("event");
-                match payload.map(|p| serde_json::from_str::<RunnerEvent>(&p)) {
-                    Some(Ok(mut event)) => {
-                        // The stream names the sender; what the event claims does not count.
-                        let Ok(sender) = RunnerId::parse(runner) else { continue };
+                // The stream names the sender; what the event claims does not count.
+                match (payload.map(|p| serde_json::from_str::<RunnerEvent>(&p)), RunnerId::parse(runner)) {
+                    (Some(Ok(mut event)), Ok(sender)) => {
                         event.runner_id = sender;
                         self.handle_entry(&event, &entry.id).await?;
                     }
@@ -497,11 +498,8 @@ pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str
 /// the runner's class and its time in training steps from its result, the plan from the job's spec
 /// and training file. A result without them (a runner older than the estimates) records nothing.
 async fn record_measurement(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, job_id: &JobId, trained_tokens: i64, result: &serde_json::Value) -> anyhow::Result<()> {
-    let Ok(result) = serde_json::from_value::<JobResult>(result.clone()) else {
-        tracing::warn!(job = %job_id, "not recording a measurement: the job's result does not parse");
-        return Ok(());
-    };
-    let (Some(class), Some(training_seconds)) = (result.runner_class.as_deref(), result.training_seconds) else { return Ok(()) };
+    let timings = ResultTimings::deserialize(result).unwrap_or_default();
+    let (Some(class), Some(training_seconds)) = (timings.runner_class.as_deref(), timings.training_seconds) else { return Ok(()) };
     if !training_seconds.is_finite() || training_seconds < 0.0 || class.is_empty() || class.len() > 64 || class.chars().any(char::is_control) {
         tracing::warn!(job = %job_id, class, training_seconds, "not recording a measurement the runner reported oddly");
         return Ok(());

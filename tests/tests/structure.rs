@@ -53,7 +53,11 @@ fn code(path: &Path) -> String {
     while let Some(line) = lines.next() {
         let trimmed = line.trim_start();
         if trimmed.starts_with("#[cfg(test)]") && lines.peek().is_some_and(|next| next.trim_start().starts_with("mod ")) {
-            break;
+            // `mod tests;` (a file of its own) is skipped; an inline `mod tests { … }` ends the module.
+            if lines.next().is_some_and(|next| next.trim_end().ends_with('{')) {
+                break;
+            }
+            continue;
         }
         let line = match line.find("//") {
             Some(at) if !line[..at].contains('"') => &line[..at],
@@ -160,14 +164,54 @@ fn references(source: &[String], children: &BTreeSet<String>, text: &str) -> Vec
     out
 }
 
+fn children(modules: &BTreeMap<Vec<String>, PathBuf>, module: &[String]) -> BTreeSet<String> {
+    modules.keys().filter(|m| m.len() == module.len() + 1 && m.starts_with(module)).map(|m| m.last().unwrap().clone()).collect()
+}
+
+/// What a module re-exports (`pub use queue::JobQueue;`): item name → the path it comes from.
+fn reexports(module: &[String], children: &BTreeSet<String>, text: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for statement in text.split(';') {
+        // The statement runs from its `pub use` to the `;` (what precedes it ends another item).
+        let Some(at) = ["pub use ", "pub(crate) use "].iter().filter_map(|k| statement.rfind(k).map(|i| i + k.len())).max() else { continue };
+        let rest = statement[at..].trim();
+        // A path naming a child directly (`pub use queue::JobQueue`) counts as that child's.
+        let rest = if rest.split("::").next().is_some_and(|head| children.contains(head)) { format!("self::{rest}") } else { rest.to_string() };
+        for path in references(module, children, &rest) {
+            if let Some(name) = path.last() {
+                out.insert(name.clone(), path);
+            }
+        }
+    }
+    out
+}
+
+/// The module a path names: its longest prefix that is a module, followed through re-exports of the
+/// modules it passes (so `crate::JobQueue`, re-exported by lib.rs from `queue`, names `queue`).
+fn resolve(modules: &BTreeMap<Vec<String>, PathBuf>, reexported: &BTreeMap<Vec<String>, BTreeMap<String, Vec<String>>>, path: &[String]) -> Option<Vec<String>> {
+    let mut path = path.to_vec();
+    for _ in 0..8 {
+        let target = (0..=path.len()).rev().map(|n| path[..n].to_vec()).find(|p| modules.contains_key(p))?;
+        match path.get(target.len()).and_then(|item| reexported.get(&target)?.get(item)) {
+            Some(origin) if *origin != path[..=target.len()] => {
+                let mut next = origin.clone();
+                next.extend_from_slice(&path[target.len() + 1..]);
+                path = next;
+            }
+            _ => return Some(target),
+        }
+    }
+    None
+}
+
 /// The crate's import graph: module file → module files it names (ancestors excluded).
 fn graph(modules: &BTreeMap<Vec<String>, PathBuf>) -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
+    let reexported: BTreeMap<_, _> = modules.iter().map(|(module, file)| (module.clone(), reexports(module, &children(modules, module), &code(file)))).collect();
     let mut edges = BTreeMap::new();
     for (module, file) in modules {
-        let children: BTreeSet<String> = modules.keys().filter(|m| m.len() == module.len() + 1 && m.starts_with(module)).map(|m| m.last().unwrap().clone()).collect();
         let mut targets = BTreeSet::new();
-        for path in references(module, &children, &code(file)) {
-            let Some(target) = (0..=path.len()).rev().map(|n| path[..n].to_vec()).find(|p| modules.contains_key(p)) else { continue };
+        for path in references(module, &children(modules, module), &code(file)) {
+            let Some(target) = resolve(modules, &reexported, &path) else { continue };
             if !module.starts_with(&target) {
                 targets.insert(target);
             }
@@ -242,7 +286,7 @@ fn no_module_import_cycles() {
     assert!(found.is_empty(), "import cycles:\n{}", found.join("\n"));
 }
 
-/// The checker itself sees a cycle through a parent module and through a child's bare name.
+/// The checker itself sees a cycle through a parent module, a child's bare name and a re-export.
 #[test]
 fn the_cycle_check_finds_cycles() {
     let dir = tempfile_dir();
@@ -250,11 +294,11 @@ fn the_cycle_check_finds_cycles() {
         std::fs::create_dir_all(dir.join(path).parent().unwrap()).unwrap();
         std::fs::write(dir.join(path), text).unwrap();
     };
-    write("lib.rs", "mod auth;\nmod files;\nmod quotas;\nmod leaf;\n");
+    write("lib.rs", "mod auth;\nmod files;\nmod quotas;\nmod leaf;\npub use quotas::Quota;\n");
     write("auth/mod.rs", "mod api_keys;\npub fn check() { api_keys::verify(); }\n");
     write("auth/api_keys.rs", "use crate::{files::{self, File}, leaf};\npub fn verify() { super::super::leaf::x(); }\n");
-    write("files.rs", "pub fn f() { crate::quotas::q(); }\n// crate::leaf::ignored\n");
-    write("quotas.rs", "use crate::auth::check;\n#[cfg(test)]\nmod tests { use crate::files::f; }\n");
+    write("files.rs", "pub fn f() { crate::Quota::new(); }\n// crate::leaf::ignored\n");
+    write("quotas.rs", "use crate::auth::check;\npub struct Quota;\n#[cfg(test)]\nmod tests;\nfn g() {}\n#[cfg(test)]\nmod more {\n    use crate::files::f;\n}\n");
     write("leaf.rs", "pub fn x() {}\n");
     let edges = graph(&modules(&dir));
     let edge = |from: &str, to: &str| edges[&from.split("::").filter(|s| !s.is_empty()).map(String::from).collect::<Vec<_>>()].contains(&to.split("::").filter(|s| !s.is_empty()).map(String::from).collect::<Vec<_>>());
@@ -296,6 +340,12 @@ fn crates_depend_only_downwards() {
     let api = dependencies("api/Cargo.toml");
     assert!(!api.contains("moetune-scheduler"), "the api must not depend on the scheduler daemon");
     assert!(api.contains("moetune-domain"));
+    assert!(!dependencies("scheduler/Cargo.toml").contains("moetune-api"), "the scheduler must not depend on the api");
+    let runner_manifest = std::fs::read_to_string(workspace().join("gpu-runner/Cargo.toml")).unwrap();
+    assert!(
+        runner_manifest.lines().any(|l| l.starts_with("moetune-domain") && l.contains("default-features = false")),
+        "the runner takes the job domain without its Postgres half"
+    );
     let runner = dependencies("gpu-runner/Cargo.toml");
     for forbidden in ["sqlx", "actix-web", "redis", "moetune-scheduler", "moetune-api"] {
         assert!(!runner.contains(forbidden), "the runner must not depend on {forbidden}: it uses the job domain's queue client");

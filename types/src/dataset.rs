@@ -6,6 +6,8 @@
 //! line ends, a blank line or an over-long line mean the same on both sides, and what the API accepts
 //! is exactly what the runner trains on.
 
+mod line_summary;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -289,7 +291,7 @@ impl DatasetValidator {
         // The fast path answers for ordinary valid lines; everything else (and every error message)
         // comes from parse_line, as does every example kept for training.
         let mut example = None;
-        let summary = if self.collected.is_some() { None } else { crate::line_summary::summarize(text) };
+        let summary = if self.collected.is_some() { None } else { line_summary::summarize(text) };
         let (format, chars) = match summary {
             Some(summary) => summary,
             None => {

@@ -1,6 +1,7 @@
-//! Typed ids. An id is parsed once, where it enters (a path, a row, a queue entry), and crosses every
-//! boundary as its own type from then on, so a job id cannot be passed where a runner id belongs and a
-//! string that is no id never reaches a Redis key or a query.
+//! Typed ids. An id is parsed once, where it enters from outside (a request path, a runner's config, a
+//! queue entry, a runner event), and crosses every boundary as its own type from then on, so a job id
+//! cannot be passed where a runner id belongs. Ids read back from Postgres rows are trusted as they
+//! are: only parsed ids are ever written there.
 
 use std::fmt;
 
@@ -21,8 +22,9 @@ impl fmt::Display for InvalidId {
 
 impl std::error::Error for InvalidId {}
 
-/// Longest id body after the prefix.
-const MAX_ID_CHARS: usize = 64;
+/// Longest id body after the prefix: room for a runner named `{hostname}-{pid}` (host names are at
+/// most 64 characters).
+const MAX_ID_CHARS: usize = 128;
 
 fn valid_body(body: &str, extra: &str) -> bool {
     !body.is_empty() && body.len() <= MAX_ID_CHARS && body.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c) || extra.contains(c))
@@ -174,7 +176,8 @@ mod tests {
         assert!(JobId::parse("file-abc").is_err());
         assert!(JobId::parse("ftjob-").is_err());
         assert!(JobId::parse("ftjob-a:b").is_err(), "a colon would reach into another Redis key");
-        assert!(JobId::parse(&format!("ftjob-{}", "a".repeat(65))).is_err());
+        assert!(JobId::parse(&format!("ftjob-{}", "a".repeat(129))).is_err());
+        assert!(RunnerId::parse(&format!("{}-4194304", "h".repeat(64))).is_ok(), "a 64-character host name and a pid");
         assert!(FileId::parse("file-x_1").is_ok() && UploadId::parse("upload_1").is_ok());
         assert!(RunnerId::parse("gpu-node.3").is_ok());
         for bad in ["", "a b", "a/b", "a\nb", "ä"] {

@@ -351,7 +351,7 @@ pub struct MoeSftQatOptions {
     /// Emit a metrics event every this many steps. Default 1.
     pub log_every_n_steps: u32,
     /// Which runners may take the job: `auto` (default: any with enough memory), `cpu` or `cuda`.
-    pub device: crate::placement::DeviceRequest,
+    pub device: crate::requirements::DeviceRequest,
     /// `auto` (default: bf16 on CUDA, fp32 on CPU), `fp32` or `bf16`.
     pub precision: Precision,
     /// Recompute each decoder layer in the backward instead of keeping its activations (less memory,
@@ -384,7 +384,7 @@ impl Default for MoeSftQatOptions {
             eval_prompts: Vec::new(),
             checkpoint_every_n_steps: 100,
             log_every_n_steps: 1,
-            device: crate::placement::DeviceRequest::Auto,
+            device: crate::requirements::DeviceRequest::Auto,
             precision: Precision::Auto,
             gradient_checkpointing: None,
             base_expert_format: None,

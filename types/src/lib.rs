@@ -8,9 +8,9 @@ pub mod error_code;
 pub mod estimate;
 pub mod ids;
 pub mod job;
-mod line_summary;
 pub mod placement;
 pub mod protocol;
+pub mod requirements;
 pub mod results;
 pub mod status;
 pub mod text;
@@ -24,5 +24,6 @@ pub use job::{
 };
 pub use results::{EvalReport, EvalRow, JobResult, RoutingAgreement};
 pub use status::{FileStatus, JobStatus, UploadStatus};
-pub use placement::{DeviceRequest, JobRequirements, MemoryModel};
+pub use placement::MemoryModel;
+pub use requirements::{DeviceRequest, JobRequirements};
 pub use protocol::{JobAssignment, Placement, CLAIM_DEPTH, CLAIM_TENANTS, QUEUE_SCRIPT, LayerUsage, RedisKeys, RunnerEvent, RunnerEventKind, RunnerInfo, S3Location};

@@ -147,7 +147,7 @@ pub struct Placement {
     pub priority: i16,
     /// Unix milliseconds the job was created.
     pub created_at_ms: i64,
-    pub requirements: crate::JobRequirements,
+    pub requirements: crate::requirements::JobRequirements,
 }
 
 /// What a runner receives for a claimed job.

@@ -72,9 +72,20 @@ pub struct SftResult {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QatResult {
     pub format: QatFormat,
+    #[serde(default)]
     pub mxfp4_scale_rule: Mxfp4ScaleRule,
     #[serde(flatten)]
     pub losses: StageLosses,
+}
+
+/// The part of a [`JobResult`] the estimates learn from, read on its own so that a result of any
+/// runner version yields it (an older runner's result has neither).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct ResultTimings {
+    #[serde(default)]
+    pub runner_class: Option<String>,
+    #[serde(default)]
+    pub training_seconds: Option<f64>,
 }
 
 /// A succeeded job's `result`.

@@ -3,6 +3,7 @@
 //! Parameter names are transformers 5's, so loading a checkpoint is a lookup (`checkpoint`).
 
 pub mod adapters;
+mod arch;
 pub mod checkpoint;
 pub mod config;
 pub mod gpt_oss;
@@ -447,32 +448,3 @@ pub fn new_seeded(vars: &nn::VarStore, config: ArchConfig, seed: i64) -> MoeMode
     tch::manual_seed(seed);
     tch::no_grad(|| MoeModel::new(vars, config))
 }
-/// Reading `config.json`: each architecture file parses its own transformers config into the shared
-/// [`ArchConfig`] (here, so `config` needs none of them).
-impl ArchConfig {
-    pub fn from_json(raw: serde_json::Value) -> anyhow::Result<Self> {
-        let architecture = Architecture::detect(&raw)?;
-        let parse_error = |e: serde_json::Error| anyhow::anyhow!("config.json is not a valid {} config: {e}", architecture.class_name());
-        let mut config = match architecture {
-            Architecture::Mixtral => mixtral::arch_config(serde_json::from_value(raw.clone()).map_err(parse_error)?, &raw)?,
-            Architecture::Qwen2Moe => qwen2_moe::arch_config(serde_json::from_value(raw.clone()).map_err(parse_error)?, &raw)?,
-            Architecture::Qwen3Moe => qwen3_moe::arch_config(serde_json::from_value(raw.clone()).map_err(parse_error)?, &raw)?,
-            Architecture::GptOss => gpt_oss::arch_config(serde_json::from_value(raw.clone()).map_err(parse_error)?, &raw)?,
-        };
-        config.eos_token_ids = match raw.get("eos_token_id") {
-            Some(serde_json::Value::Number(n)) => n.as_i64().into_iter().collect(),
-            Some(serde_json::Value::Array(ids)) => ids.iter().filter_map(serde_json::Value::as_i64).collect(),
-            _ => Vec::new(),
-        };
-        config.validate()?;
-        Ok(config)
-    }
-
-    pub fn from_dir(dir: &Path) -> anyhow::Result<Self> {
-        let path = dir.join("config.json");
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        let raw: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", path.display()))?;
-        Self::from_json(raw).with_context(|| format!("in {}", path.display()))
-    }
-}
-

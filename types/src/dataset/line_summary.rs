@@ -16,7 +16,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::DatasetFormat;
+use super::DatasetFormat;
 
 /// `(format, Example::text_len)` for a line `parse_line` accepts; `None` when the caller must ask
 /// `parse_line`.
