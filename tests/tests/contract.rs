@@ -76,3 +76,13 @@ async fn the_served_spec_is_the_checked_in_one_and_docs_are_self_contained(pool:
         assert_eq!(response.status(), 200, "{asset}");
     }
 }
+
+/// docs/api.md lists every error code with the status and type the code's table gives it.
+#[test]
+fn every_error_code_is_documented_with_its_status() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md")).unwrap();
+    for code in moetune_types::ErrorCode::ALL {
+        let row = format!("| `{}` | {} | `{}` |", code.as_str(), code.http_status(), code.error_type().as_str());
+        assert!(docs.contains(&row), "docs/api.md lacks the row {row}");
+    }
+}
