@@ -1,7 +1,7 @@
 //! One error type for the whole API, rendered as OpenAI-style `{"error": {...}}` bodies with a
 //! stable machine-readable `code`.
 
-use moetune_types::ErrorCode;
+use moetune_types::{ErrorCode, InvalidId};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use moetune_types::LineError;
@@ -80,6 +80,12 @@ impl ApiError {
     pub fn not_found(what: &str, id: &str) -> Self {
         let id = moetune_types::text::echo(id, moetune_types::text::MAX_ECHO_CHARS);
         Self::new(ErrorCode::NotFound, format!("No {what} found with id '{id}'."))
+    }
+
+    /// A path segment that is no id of the kind its route names: it names nothing (404, like an
+    /// unknown id of that kind), with the segment echoed escaped.
+    pub fn no_such(invalid: InvalidId) -> Self {
+        Self::not_found(invalid.kind, &invalid.value)
     }
 
     /// No route matches the method and path (after authentication). The path is not echoed.

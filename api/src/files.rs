@@ -258,8 +258,3 @@ pub async fn delete(state: &AppState, tenant: TenantId, id: &FileId) -> Result<(
     }
     Ok(())
 }
-
-/// The file a request's path names: a malformed id names no file (404, like an unknown one).
-pub fn file_id(path: &str) -> Result<FileId, ApiError> {
-    FileId::parse(path).map_err(|_| ApiError::not_found("file", path))
-}

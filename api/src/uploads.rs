@@ -521,8 +521,3 @@ async fn copy_parts(state: &AppState, bucket: &str, part_order: &[String], sink:
     }
     Ok(())
 }
-
-/// The upload a request's path names: a malformed id names no upload (404, like an unknown one).
-pub fn upload_id(path: &str) -> Result<UploadId, ApiError> {
-    UploadId::parse(path).map_err(|_| ApiError::not_found("upload", path))
-}

@@ -206,11 +206,12 @@ fn resolve(modules: &BTreeMap<Vec<String>, PathBuf>, reexported: &BTreeMap<Vec<S
 
 /// The crate's import graph: module file → module files it names (ancestors excluded).
 fn graph(modules: &BTreeMap<Vec<String>, PathBuf>) -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
-    let reexported: BTreeMap<_, _> = modules.iter().map(|(module, file)| (module.clone(), reexports(module, &children(modules, module), &code(file)))).collect();
+    let sources: BTreeMap<_, _> = modules.iter().map(|(module, file)| (module.clone(), (code(file), children(modules, module)))).collect();
+    let reexported: BTreeMap<_, _> = sources.iter().map(|(module, (text, children))| (module.clone(), reexports(module, children, text))).collect();
     let mut edges = BTreeMap::new();
-    for (module, file) in modules {
+    for (module, (text, children)) in &sources {
         let mut targets = BTreeSet::new();
-        for path in references(module, &children(modules, module), &code(file)) {
+        for path in references(module, children, text) {
             let Some(target) = resolve(modules, &reexported, &path) else { continue };
             if !module.starts_with(&target) {
                 targets.insert(target);

@@ -144,26 +144,19 @@ impl std::str::FromStr for TenantId {
     }
 }
 
-impl JobId {
-    /// A fresh job id.
-    pub fn generate() -> Self {
-        Self(format!("{}{}", Self::PREFIX, uuid::Uuid::new_v4().simple()))
-    }
+/// Ids the service makes itself: the kind's prefix and a random uuid.
+macro_rules! generated_ids {
+    ($($name:ident),*) => {$(
+        impl $name {
+            /// A fresh id of this kind.
+            pub fn generate() -> Self {
+                Self(format!("{}{}", Self::PREFIX, uuid::Uuid::new_v4().simple()))
+            }
+        }
+    )*};
 }
 
-impl FileId {
-    /// A fresh file id.
-    pub fn generate() -> Self {
-        Self(format!("{}{}", Self::PREFIX, uuid::Uuid::new_v4().simple()))
-    }
-}
-
-impl UploadId {
-    /// A fresh upload id.
-    pub fn generate() -> Self {
-        Self(format!("{}{}", Self::PREFIX, uuid::Uuid::new_v4().simple()))
-    }
-}
+generated_ids!(JobId, FileId, UploadId);
 
 #[cfg(test)]
 mod tests {

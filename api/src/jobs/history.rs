@@ -146,8 +146,3 @@ pub fn parse_event_id(id: &str, param: &str) -> Result<i64, ApiError> {
         .and_then(|s| s.parse::<i64>().ok())
         .ok_or_else(|| ApiError::invalid(ErrorCode::InvalidCursor, param, format!("`{param}` must be an event id like 'ftevent-12', got '{id}'.")))
 }
-
-/// The job a request's path names: a malformed id names no job (404, like an unknown one).
-pub fn job_id(path: &str) -> Result<JobId, ApiError> {
-    JobId::parse(path).map_err(|_| ApiError::not_found("fine-tuning job", path))
-}

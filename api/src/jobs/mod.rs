@@ -9,7 +9,7 @@ mod object;
 mod request;
 
 pub use create::{advance_validating, create, file_refusal, FileRefusal};
-pub use history::{checkpoints, events, get_owned, job_id, parse_event_id, JobCheckpoint, JobEvent};
+pub use history::{checkpoints, events, get_owned, parse_event_id, JobCheckpoint, JobEvent};
 pub use lifecycle::{cancel, pause, resume};
 pub use object::{artifacts, get, list, Artifact, JobError, JobObject, MethodEcho, SELECT_JOBS};
 pub use request::{resolve, CreateJobRequest, Hyperparameters, Method, ResolvedHyperparameters, SupervisedMethod, MIN_CHECKPOINT_INTERVAL};

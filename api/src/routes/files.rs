@@ -1,3 +1,4 @@
+use moetune_types::FileId;
 use moetune_types::ErrorCode;
 use actix_multipart::Multipart;
 use actix_web::http::header;
@@ -6,7 +7,7 @@ use futures_util::TryStreamExt;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
-use crate::files::{self, file_id, FileObject, Order, FILE_COLUMNS};
+use crate::files::{self, FileObject, Order, FILE_COLUMNS};
 use crate::{idempotency, quotas};
 use crate::AppState;
 
@@ -92,7 +93,7 @@ async fn read_upload_form(state: &AppState, caller: &Principal, mut form: Multip
     responses((status = 200, body = FileObject), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn retrieve(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id = file_id(&id)?;
+    let id = FileId::parse(&id).map_err(ApiError::no_such)?;
     let file: FileObject = sqlx::query_as(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL"))
         .bind(id.as_str())
         .bind(caller.tenant)
@@ -154,7 +155,7 @@ pub struct FileDeleted {
     responses((status = 200, body = FileDeleted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn delete(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id = file_id(&id)?;
+    let id = FileId::parse(&id).map_err(ApiError::no_such)?;
     files::delete(&state, caller.tenant, &id).await?;
     Ok(HttpResponse::Ok().json(FileDeleted { id: id.into(), object: "file", deleted: true }))
 }
@@ -167,7 +168,7 @@ pub async fn delete(caller: Principal, state: web::Data<AppState>, id: web::Path
               (status = 409, description = "The file is still being assembled from its upload's parts (`file_not_ready`)", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn content(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id = file_id(&id)?;
+    let id = FileId::parse(&id).map_err(ApiError::no_such)?;
     let (bucket, key, bytes, filename) = files::location(&state, caller.tenant, &id).await?;
     let object = state.s3.get_object().bucket(&bucket).key(&key).send().await.map_err(ApiError::internal)?;
     let stream = tokio_util::io::ReaderStream::new(object.body.into_async_read());

@@ -1,3 +1,4 @@
+use moetune_types::JobId;
 use moetune_types::ErrorCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -7,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::estimate::JobEstimate;
-use crate::jobs::{self, job_id, Artifact, CreateJobRequest, JobCheckpoint, JobEvent, JobObject};
+use crate::jobs::{self, Artifact, CreateJobRequest, JobCheckpoint, JobEvent, JobObject};
 use crate::{event_stream, AppState};
 
 /// Create a fine-tuning job on an uploaded training file.
@@ -40,7 +41,7 @@ pub async fn estimate(caller: Principal, state: web::Data<AppState>, body: web::
     responses((status = 200, body = JobObject), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn retrieve(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id = job_id(&id)?;
+    let id = JobId::parse(&id).map_err(ApiError::no_such)?;
     Ok(HttpResponse::Ok().json(jobs::get(&state, caller.tenant, &id).await?))
 }
 
@@ -52,7 +53,7 @@ pub async fn retrieve(caller: Principal, state: web::Data<AppState>, id: web::Pa
     responses((status = 200, body = JobObject), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn pause(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id = job_id(&id)?;
+    let id = JobId::parse(&id).map_err(ApiError::no_such)?;
     Ok(HttpResponse::Ok().json(jobs::pause(&state, caller.tenant, &id).await?))
 }
 
@@ -64,7 +65,7 @@ pub async fn pause(caller: Principal, state: web::Data<AppState>, id: web::Path<
     responses((status = 200, body = JobObject), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn resume(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id = job_id(&id)?;
+    let id = JobId::parse(&id).map_err(ApiError::no_such)?;
     Ok(HttpResponse::Ok().json(jobs::resume(&state, caller.tenant, &id).await?))
 }
 
@@ -120,7 +121,7 @@ pub async fn list(caller: Principal, state: web::Data<AppState>, query: web::Que
     responses((status = 200, body = JobObject), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn cancel(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id = job_id(&id)?;
+    let id = JobId::parse(&id).map_err(ApiError::no_such)?;
     Ok(HttpResponse::Ok().json(jobs::cancel(&state, caller.tenant, &id).await?))
 }
 
@@ -173,7 +174,7 @@ pub async fn events(
     id: web::Path<String>,
     query: web::Query<EventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = job_id(&id)?;
+    let id = JobId::parse(&id).map_err(ApiError::no_such)?;
     if query.stream == Some(true) {
         jobs::get_owned(&state, caller.tenant, &id).await?;
         let resume = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(|v| (v.to_string(), "Last-Event-ID"));
@@ -210,7 +211,7 @@ pub struct ArtifactList {
     responses((status = 200, body = ArtifactList), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list_artifacts(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id = job_id(&id)?;
+    let id = JobId::parse(&id).map_err(ApiError::no_such)?;
     jobs::get_owned(&state, caller.tenant, &id).await?;
     let data = jobs::artifacts(&state, &id).await?;
     Ok(HttpResponse::Ok().json(ArtifactList { object: "list", data, has_more: false }))
@@ -230,7 +231,7 @@ pub struct CheckpointList {
     responses((status = 200, body = CheckpointList), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list_checkpoints(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id = job_id(&id)?;
+    let id = JobId::parse(&id).map_err(ApiError::no_such)?;
     let data = jobs::checkpoints(&state, caller.tenant, &id).await?;
     Ok(HttpResponse::Ok().json(CheckpointList { object: "list", data, has_more: false }))
 }
@@ -242,7 +243,7 @@ pub async fn list_checkpoints(caller: Principal, state: web::Data<AppState>, id:
     security(("bearer" = [])))]
 pub async fn download_artifact(caller: Principal, state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
     let (id, name) = path.into_inner();
-    let id = job_id(&id)?;
+    let id = JobId::parse(&id).map_err(ApiError::no_such)?;
     jobs::get_owned(&state, caller.tenant, &id).await?;
     let artifact = jobs::artifacts(&state, &id)
         .await?
@@ -265,7 +266,7 @@ pub async fn download_artifact(caller: Principal, state: web::Data<AppState>, pa
     responses((status = 200, content_type = "text/html", body = String, description = "HTML page, no external resources"), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn report(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id = job_id(&id)?;
+    let id = JobId::parse(&id).map_err(ApiError::no_such)?;
     let page = crate::report::render(&state, caller.tenant, &id).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")

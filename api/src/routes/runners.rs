@@ -66,7 +66,7 @@ pub async fn list(_admin: Principal, state: web::Data<AppState>) -> Result<HttpR
     responses((status = 200, body = RunnerObject), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn retrieve(_admin: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let view = state.queue.runner(&runner_id(&id)?).await?.ok_or_else(|| ApiError::not_found("runner", &id))?;
+    let view = state.queue.runner(&RunnerId::parse(&id).map_err(ApiError::no_such)?).await?.ok_or_else(|| ApiError::not_found("runner", &id))?;
     Ok(HttpResponse::Ok().json(RunnerObject::from(view)))
 }
 
@@ -89,15 +89,10 @@ pub async fn undrain(admin: Principal, state: web::Data<AppState>, id: web::Path
 }
 
 async fn set_draining(_admin: Principal, state: web::Data<AppState>, path: &str, draining: bool) -> Result<HttpResponse, ApiError> {
-    let id = &runner_id(path)?;
+    let id = &RunnerId::parse(path).map_err(ApiError::no_such)?;
     state.queue.runner(id).await?.ok_or_else(|| ApiError::not_found("runner", id))?;
     state.queue.set_draining(id, draining).await?;
     tracing::info!(runner = %id, draining, "runner drain flag changed");
     let view = state.queue.runner(id).await?.ok_or_else(|| ApiError::not_found("runner", id))?;
     Ok(HttpResponse::Ok().json(RunnerObject::from(view)))
-}
-
-/// The runner a path names; a malformed id names no runner.
-fn runner_id(path: &str) -> Result<RunnerId, ApiError> {
-    RunnerId::parse(path).map_err(|_| ApiError::not_found("runner", path))
 }

@@ -1,3 +1,4 @@
+use moetune_types::UploadId;
 use moetune_types::ErrorCode;
 use actix_multipart::Multipart;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -6,7 +7,7 @@ use futures_util::TryStreamExt;
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency;
-use crate::uploads::{self, upload_id, CompleteUploadRequest, CreateUploadRequest, UploadObject, UploadPart};
+use crate::uploads::{self, CompleteUploadRequest, CreateUploadRequest, UploadObject, UploadPart};
 use crate::AppState;
 
 /// Start a multi-part upload of a large training file (up to 8 GiB); it expires after an hour.
@@ -24,7 +25,7 @@ pub async fn create(caller: Principal, state: web::Data<AppState>, body: web::Js
     responses((status = 200, body = UploadObject), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn retrieve(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id = upload_id(&id)?;
+    let id = UploadId::parse(&id).map_err(ApiError::no_such)?;
     Ok(HttpResponse::Ok().json(uploads::get(&state, caller.tenant, &id).await?))
 }
 
@@ -45,7 +46,7 @@ pub struct PartForm {
     responses((status = 200, body = UploadPart), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn add_part(caller: Principal, req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>, mut form: Multipart) -> Result<HttpResponse, ApiError> {
-    let id = upload_id(&id)?;
+    let id = UploadId::parse(&id).map_err(ApiError::no_such)?;
     let idempotency_key = idempotency::key_of(&req)?;
     let malformed = |e: actix_multipart::MultipartError| ApiError::invalid(ErrorCode::InvalidMultipart, "data", format!("Malformed multipart body: {e}"));
     if let Some(field) = form.try_next().await.map_err(malformed)? {
@@ -73,7 +74,7 @@ pub async fn add_part(caller: Principal, req: HttpRequest, state: web::Data<AppS
     responses((status = 200, body = UploadObject), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn complete(caller: Principal, state: web::Data<AppState>, id: web::Path<String>, body: web::Json<CompleteUploadRequest>) -> Result<HttpResponse, ApiError> {
-    let id = upload_id(&id)?;
+    let id = UploadId::parse(&id).map_err(ApiError::no_such)?;
     Ok(HttpResponse::Ok().json(uploads::complete(&state.into_inner(), caller.tenant, &id, &body).await?))
 }
 
@@ -83,6 +84,6 @@ pub async fn complete(caller: Principal, state: web::Data<AppState>, id: web::Pa
     responses((status = 200, body = UploadObject), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn cancel(caller: Principal, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id = upload_id(&id)?;
+    let id = UploadId::parse(&id).map_err(ApiError::no_such)?;
     Ok(HttpResponse::Ok().json(uploads::cancel(&state, caller.tenant, &id).await?))
 }

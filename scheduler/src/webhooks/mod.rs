@@ -7,7 +7,6 @@ pub mod dispatch;
 pub mod resolver;
 pub mod schedule;
 
-pub use moetune_domain::webhooks::EventType;
 use serde::Deserialize;
 
 /// `[webhooks]` settings, shared by the scheduler (which delivers) and the api (which checks URLs).
