@@ -57,6 +57,22 @@ ensure_test_venv() {
     "openapi-python-client==$OPENAPI_PYTHON_CLIENT_VERSION" "ruff==$RUFF_VERSION" httpx attrs python-dateutil
 }
 
+# Headers the runner's c10d shim compiles against (gpu-runner/c10d/build.rs): gloo's, which neither a
+# torch wheel nor a libtorch archive ships; and, with a CUDA torch, a CUDA toolkit's (for the NCCL
+# process group), from NVIDIA's wheels.
+ensure_c10d_headers() {
+  [ -f /usr/include/gloo/algorithm.h ] || [ -n "${GLOO_INCLUDE:-}" ] || { log "installing gloo's headers (Debian libgloo-dev)"; apt_install libgloo-dev; }
+  local cuda major
+  cuda="$("$VENV/bin/python" -c 'import torch; print(torch.version.cuda or "")' 2>/dev/null)"
+  if [ -n "$cuda" ] && ! ls "$VENV"/lib/python3*/site-packages/nvidia/cu*/include/crt/host_config.h >/dev/null 2>&1; then
+    major="${cuda%%.*}"
+    local suffix=""
+    [ "$major" -ge 13 ] || suffix="-cu$major"
+    log "adding the CUDA $cuda toolkit headers to the venv (the NCCL process group; one time)"
+    "$VENV/bin/pip" install -q "nvidia-cuda-nvcc$suffix==$cuda.*" "nvidia-cuda-cccl$suffix==$cuda.*"
+  fi
+}
+
 # Environment for building gpu-runner: torch-sys finds libtorch through the venv's python.
 cargo_env() {
   export LIBTORCH_USE_PYTORCH=1
@@ -193,6 +209,7 @@ DAEMON_PACKAGES=(-p moetune-api -p moetune-scheduler -p moetune-runner)
 # build_binaries [CARGO ARGS]: the daemons, or what the arguments select (deploy/test: --workspace).
 build_binaries() {
   cargo_env
+  ensure_c10d_headers
   log "building moetune (cargo build)"
   (cd "$REPO_ROOT" && cargo build --bins --quiet "${@:-${DAEMON_PACKAGES[@]}}")
 }
