@@ -94,14 +94,18 @@ pub fn quantize(model_dir: &Path, format: moetune_types::QatFormat, rule: moetun
 }
 
 /// Prints training events as JSON lines and keeps checkpoints in a local directory (the `train`
-/// command; the service's reporter stores them in S3 instead).
+/// command; the service's reporter stores them in S3 instead). Ranks other than 0 of a data-parallel
+/// job print nothing and add their share of each checkpoint without marking it `latest`.
 pub struct LocalReporter {
     pub checkpoints: Option<std::path::PathBuf>,
+    pub rank: usize,
 }
 
 impl crate::train::Reporter for LocalReporter {
     fn event(&mut self, event: moetune_types::RunnerEventKind) {
-        println!("{}", serde_json::to_string(&event).unwrap_or_default());
+        if self.rank == 0 {
+            println!("{}", serde_json::to_string(&event).unwrap_or_default());
+        }
     }
 
     fn checkpoint(&mut self, name: &str, _stage: &str, _step: u32, dir: &Path) -> anyhow::Result<()> {
@@ -112,7 +116,9 @@ impl crate::train::Reporter for LocalReporter {
             let entry = entry?;
             std::fs::copy(entry.path(), target.join(entry.file_name()))?;
         }
-        std::fs::write(root.join("latest"), name)?;
+        if self.rank == 0 {
+            std::fs::write(root.join("latest"), name)?;
+        }
         Ok(())
     }
 }

@@ -44,6 +44,8 @@ enum Command {
         /// Continue from a checkpoint directory.
         #[arg(long)]
         resume: Option<PathBuf>,
+        #[command(flatten)]
+        parallel: DataParallelArgs,
     },
     /// The miniature fidelity experiment: pre-train the tiny MoE on synthetic domains, fine-tune on a
     /// held-out one through SFT → PTQ → QAT, and exercise the expert-usage monitor. Writes OUT/fidelity.json;
@@ -119,6 +121,49 @@ enum Command {
     },
 }
 
+/// Data-parallel training across processes (one per GPU, or CPU processes with Gloo): start the same
+/// command once per rank with its `--rank`. Rank 0 serves the rendezvous store at `--rendezvous`; rank 0
+/// alone prints events, records checkpoints as complete and writes the outputs.
+#[derive(clap::Args)]
+struct DataParallelArgs {
+    /// Processes training the job together.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    world_size: u32,
+    /// This process's rank, 0 ≤ rank < world size.
+    #[arg(long, default_value_t = 0)]
+    rank: u32,
+    /// HOST:PORT of the rendezvous store that rank 0 serves (needed when the world size is over 1).
+    #[arg(long)]
+    rendezvous: Option<String>,
+    /// The address this rank's Gloo transport binds to (default: what the host name resolves to).
+    #[arg(long)]
+    bind: Option<String>,
+    /// Seconds to wait for the other ranks to join, and for any collective.
+    #[arg(long, default_value_t = 300)]
+    timeout_seconds: u64,
+}
+
+impl DataParallelArgs {
+    fn rendezvous(&self) -> anyhow::Result<Option<moetune_c10d::Rendezvous>> {
+        anyhow::ensure!(self.rank < self.world_size, "--rank {} must be below --world-size {}", self.rank, self.world_size);
+        if self.world_size == 1 {
+            return Ok(None);
+        }
+        let address = self.rendezvous.as_deref().context("--rendezvous HOST:PORT is required with --world-size over 1")?;
+        let (host, port) = address.rsplit_once(':').context("--rendezvous must be HOST:PORT")?;
+        let port: u16 = port.parse().ok().filter(|&p| p > 0).context("--rendezvous port must be 1-65535")?;
+        Ok(Some(moetune_c10d::Rendezvous {
+            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            port,
+            rank: self.rank as usize,
+            world_size: self.world_size as usize,
+            timeout: std::time::Duration::from_secs(self.timeout_seconds.max(1)),
+            prefix: "train".into(),
+            gloo_host: self.bind.clone(),
+        }))
+    }
+}
+
 /// Where the model runs: CUDA bf16 when a GPU is visible, else CPU fp32, unless overridden.
 #[derive(clap::Args)]
 struct Placement {
@@ -163,7 +208,7 @@ async fn main() -> anyhow::Result<()> {
         tch::set_num_threads(config.threads);
     }
     match Cli::parse().command {
-        Some(Command::Train { data, validation_data, out, model, options, batch_size, n_epochs, seed, checkpoints, resume }) => {
+        Some(Command::Train { data, validation_data, out, model, options, batch_size, n_epochs, seed, checkpoints, resume, parallel }) => {
             let options = if let Some(path) = options.strip_prefix('@') { std::fs::read_to_string(path)? } else { options };
             let moe: MoeSftQatOptions = serde_json::from_str(&options).context("--options is not valid method.moe_sft_qat JSON")?;
             moe.validate().map_err(|e| anyhow::anyhow!("{}: {}", e.param, e.message))?;
@@ -171,8 +216,14 @@ async fn main() -> anyhow::Result<()> {
             let validation = validation_data.as_deref().map(read_examples).transpose()?.unwrap_or_default();
             let data = train::JobData { train: read_examples(&data)?, validation };
             let resume = resume.as_deref().map(train::resume::ResumePoint::open).transpose()?;
-            let mut reporter = commands::LocalReporter { checkpoints };
-            let output = train::run(&spec, data, config.device()?, resume, &mut reporter)?;
+            let device = config.device()?;
+            let parallel = parallel.rendezvous()?.map(|r| train::parallel::DataParallel::join(&r, device)).transpose()?;
+            let rank = parallel.as_ref().map_or(0, |dp| dp.rank());
+            let mut reporter = commands::LocalReporter { checkpoints, rank };
+            let output = train::run_on(&spec, data, device, resume, &mut reporter, parallel.as_ref())?;
+            if rank != 0 {
+                return Ok(());
+            }
             for (name, _) in export::write_job_outputs(&output, &spec, &out)? {
                 eprintln!("wrote {name}");
             }

@@ -34,6 +34,15 @@ const STEP_PATH: &[(&str, &[(&str, usize, &str)])] = &[
             ("to_device(", 2, "moving packed experts between devices, outside any step"),
         ],
     ),
+    (
+        "src/train/parallel.rs",
+        &[
+            ("from_slice(", 3, "host values (which gradients exist, the step's summed loss, a stop request) exchanged over the CPU-only Gloo group"),
+            ("Vec::<", 2, "reading those CPU tensors back: no device tensor is read"),
+            ("::try_from(", 2, "the same reads"),
+            ("int64_value(", 1, "the agreed stop request, a CPU tensor"),
+        ],
+    ),
     ("src/train/quantizer.rs", &[("double_value(", 1, "the calibration pass records each expert input's amax on the host, before QAT")]),
     (
         "src/train/optim.rs",

@@ -132,6 +132,21 @@ def memory_section(lines):
     return {"rows": rows}
 
 
+def distributed_section(lines):
+    r = [l for l in lines if l["bench"] == "distributed"]
+    if not r:
+        return None
+    worlds = sorted({x["world_size"] for x in r})
+    base = spread([x["tokens_per_s"] for x in r if x["world_size"] == 1])
+    rows = []
+    for w in worlds:
+        rates = spread([x["tokens_per_s"] for x in r if x["world_size"] == w])
+        efficiency = {k: rates[k] / (w * base["median"]) for k in ("min", "median", "max")} if base else None
+        rows.append({"world_size": w, "tokens_per_s": rates, "efficiency": efficiency})
+    first = r[0]
+    return {"batch": first["batch"], "accumulation": first["accumulation"], "threads_per_rank": first["threads_per_rank"], "rows": rows}
+
+
 def machine():
     cpu = "unknown"
     try:
@@ -164,12 +179,13 @@ def summarise(lines):
         "api": dated(api_section(lines), count("api_create_job")),
         "upload": dated(upload_section(lines), count("upload")),
         "placement": dated(placement_section(lines), count("placement")),
+        "distributed": dated(distributed_section(lines), count("distributed", world_size=1)),
         "memory": dated(memory_section(lines), count("memory") // max(1, len({(l["config"], l["activation_checkpointing"], l.get("stage", "sft")) for l in lines if l["bench"] == "memory"}))),
         "gpu": gpu,
     }
 
 
-SECTIONS = ("train", "fp4", "api", "upload", "placement", "memory", "gpu")
+SECTIONS = ("train", "fp4", "api", "upload", "placement", "memory", "distributed", "gpu")
 
 
 def keep_earlier(s, earlier):
@@ -244,6 +260,14 @@ def markdown(s):
         for r in m["rows"]:
             out.append(f"| {os.path.basename(r['config'])} ({r['architecture']}) | {r['stage']} | {r['base_experts']} | {r['dtype']}, {'on' if r['activation_checkpointing'] else 'off'} | {r['batch']} × {r['seq_len']} | "
                        f"{r['estimated_weights_gib']:.2f} / {fmt(r['measured_weights_gib'])} | {r['estimated_peak_gib']:.2f} | {fmt(r['measured_peak_gib'])} | {fmt(r['measured_over_estimate'])} |")
+        out.append("")
+    if s.get("distributed"):
+        d = s["distributed"]
+        out += ["### Data-parallel scaling (CPU, Gloo on loopback)", "", when(d) + f" The built-in tiny model; a step is {d['accumulation']} micro-batches of {d['batch']} sequences split over the ranks; one intra-op thread per rank process. "
+                f"Efficiency = tokens/s ÷ (ranks × one rank's tokens/s). This machine has {s['machine']['cores']} cores: ranks beyond that share them.", "",
+                "| ranks | tokens/s | efficiency |", "|---|---|---|"]
+        for r in d["rows"]:
+            out.append(f"| {r['world_size']} | {fmt(r['tokens_per_s'], 0)} | {fmt(r['efficiency'], 0, 100)} % |")
         out.append("")
     return out
 

@@ -9,6 +9,7 @@ pub mod eval;
 pub mod lora;
 pub mod monitor;
 pub mod optim;
+pub mod parallel;
 pub mod quantizer;
 pub mod resume;
 pub mod router;
@@ -137,6 +138,18 @@ pub fn base_model(name: &str, device: Device, kind: Kind, experts: ExpertStorage
     bail!("model '{name}' is not available on this runner (supported: {}, or a local model directory)", tiny::NAME)
 }
 
+/// What data parallelism does with a step's micro-batches, for the job's log.
+fn data_parallel_summary(world: usize, accumulation: u32) -> String {
+    let per_rank = (accumulation as usize).div_ceil(world);
+    let mut text = format!(
+        "Data parallel over {world} ranks: each computes {per_rank} of the step's {accumulation} micro-batches, gradients are summed across ranks, optimiser state is sharded (ZeRO-1)"
+    );
+    if accumulation as usize % world != 0 {
+        text.push_str(&format!("; {accumulation} micro-batches do not divide evenly over {world} ranks, so some ranks wait each step (set gradient_accumulation_steps to a multiple of {world})"));
+    }
+    text
+}
+
 /// How the job holds its routed experts: packed only while they stay frozen for the whole job.
 pub fn expert_storage(options: &moetune_types::MoeSftQatOptions) -> ExpertStorage {
     if !options.experts_frozen() {
@@ -195,6 +208,15 @@ fn batches(samples: &[Sample], batch: usize, pad: i64, device: Device, limit: us
 
 /// Runs the workflow. `resume`: a checkpoint to continue from (a previous attempt's latest).
 pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<ResumePoint>, reporter: &mut dyn Reporter) -> anyhow::Result<TrainOutput> {
+    run_on(spec, data, device, resume, reporter, None)
+}
+
+/// Runs the workflow as one rank of a data-parallel job (`parallel`), or alone. Every rank runs the
+/// whole workflow on the same data in the same order; the training stages split each step's
+/// micro-batches across ranks ([`parallel`]). Evaluations run on every rank on identical weights, so
+/// every decision (the monitor's, a stop) is the same everywhere; only rank 0's reporter should
+/// publish events and record checkpoints.
+pub fn run_on(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<ResumePoint>, reporter: &mut dyn Reporter, parallel: Option<&parallel::DataParallel>) -> anyhow::Result<TrainOutput> {
     let options = &spec.moe;
     let kind = training_kind(options.precision, device);
     let checkpointing = options.gradient_checkpointing.unwrap_or(device.is_cuda());
@@ -279,8 +301,11 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
             samples.len(),
             base_scores.loss
         )));
+        if let Some(dp) = parallel {
+            reporter.event(info(&data_parallel_summary(dp.world_size(), options.gradient_accumulation_steps)));
+        }
         let warmup = (f64::from(sft_steps) * options.warmup_ratio) as u32;
-        let stage = Stage { kind: StageKind::Sft, steps: sft_steps, peak_lr: options.learning_rate, warmup, spec, pad, device, checkpointing, extra: vec![] };
+        let stage = Stage { kind: StageKind::Sft, steps: sft_steps, peak_lr: options.learning_rate, warmup, spec, pad, device, checkpointing, extra: vec![], parallel };
         stage.train(&model, sft_mode, trainables, &samples, &eval_batches, &diagnostic, &mut progress, resume.as_ref(), adapters.as_ref(), reporter)?;
     }
 
@@ -320,7 +345,7 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
         progress.enter_qat(samples.len(), batch, spec.seed);
         let trainables = qat_trainables(&model, &vars, options, adapters.as_ref(), lora_qat);
         let extra = qat_extra(&sft_top_k, sft_adapters.as_ref());
-        let qat_stage = Stage { kind: StageKind::Qat, steps: options.qat.steps, peak_lr: options.qat.learning_rate, warmup: 0, spec, pad, device, checkpointing, extra };
+        let qat_stage = Stage { kind: StageKind::Qat, steps: options.qat.steps, peak_lr: options.qat.learning_rate, warmup: 0, spec, pad, device, checkpointing, extra, parallel };
         qat_stage.checkpoint_with("sft-final", &progress, &trainables, None, reporter)?;
         sft_top_k
     } else {
@@ -354,7 +379,7 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
             sft_eval.ptq.loss
         )));
         let extra = qat_extra(&sft_top_k, sft_adapters.as_ref());
-        let stage = Stage { kind: StageKind::Qat, steps: qat_steps, peak_lr: options.qat.learning_rate, warmup: 0, spec, pad, device, checkpointing, extra };
+        let stage = Stage { kind: StageKind::Qat, steps: qat_steps, peak_lr: options.qat.learning_rate, warmup: 0, spec, pad, device, checkpointing, extra, parallel };
         let qat_adapters = if lora_qat { adapters.as_ref() } else { None };
         let optimizer = stage.train(&model, qat_mode, trainables, &samples, &eval_batches, &diagnostic, &mut progress, resume.as_ref(), qat_adapters, reporter)?;
         progress.stage = StageKind::Done;

@@ -34,15 +34,32 @@ pub struct AdamW {
     /// Whether contiguous fp32 CPU tensors take the one-pass update (`adamw_cpu`); off only in tests
     /// that compare it with the tensor form.
     fused_cpu: bool,
+    /// Which trainables this optimiser updates and holds state for. All of them, except under data
+    /// parallelism with sharded state (ZeRO-1), where each rank owns a share and the owners'
+    /// updated values are broadcast ([`super::parallel::DataParallel::broadcast_params`]).
+    owned: Vec<bool>,
 }
 
 impl AdamW {
     pub fn new(params: Vec<Trainable>, weight_decay: f64) -> Self {
-        let zeros = |p: &Trainable| tch::no_grad(|| p.tensor.zeros_like().to_kind(Kind::Float));
-        let exp_avg = params.iter().map(zeros).collect();
-        let exp_avg_sq = params.iter().map(zeros).collect();
-        let masters = params.iter().map(|p| (p.tensor.kind() != Kind::Float).then(|| p.tensor.detach().to_kind(Kind::Float))).collect();
-        Self { params, masters, exp_avg, exp_avg_sq, step: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, fused_cpu: true }
+        let owned = vec![true; params.len()];
+        Self::sharded(params, weight_decay, owned)
+    }
+
+    /// An optimiser that keeps moments and fp32 masters only for the trainables marked `owned`, and
+    /// updates only those: the other ranks of a data-parallel job hold the rest.
+    pub fn sharded(params: Vec<Trainable>, weight_decay: f64, owned: Vec<bool>) -> Self {
+        assert_eq!(params.len(), owned.len(), "one ownership flag per trainable");
+        let zeros = |(p, &own): (&Trainable, &bool)| tch::no_grad(|| if own { p.tensor.zeros_like().to_kind(Kind::Float) } else { Tensor::new() });
+        let exp_avg = params.iter().zip(&owned).map(zeros).collect();
+        let exp_avg_sq = params.iter().zip(&owned).map(zeros).collect();
+        let masters = params.iter().zip(&owned).map(|(p, &own)| (own && p.tensor.kind() != Kind::Float).then(|| p.tensor.detach().to_kind(Kind::Float))).collect();
+        Self { params, masters, exp_avg, exp_avg_sq, step: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, fused_cpu: true, owned }
+    }
+
+    /// Whether this optimiser updates trainable `index`.
+    pub fn owns(&self, index: usize) -> bool {
+        self.owned[index]
     }
 
     pub fn params(&self) -> &[Trainable] {
@@ -102,9 +119,9 @@ impl AdamW {
         let scalars = self.scalars(lr);
         let fused = self.fused_cpu;
         tch::no_grad(|| {
-            for (((p, master), m), v) in self.params.iter_mut().zip(&mut self.masters).zip(&mut self.exp_avg).zip(&mut self.exp_avg_sq) {
+            for ((((p, master), m), v), &owned) in self.params.iter_mut().zip(&mut self.masters).zip(&mut self.exp_avg).zip(&mut self.exp_avg_sq).zip(&self.owned) {
                 let grad = p.tensor.grad();
-                if !grad.defined() {
+                if !grad.defined() || !owned {
                     continue;
                 }
                 let decay = (p.decay && scalars.weight_decay > 0.0).then_some(1.0 - lr * scalars.weight_decay);
@@ -138,10 +155,12 @@ impl AdamW {
         }
     }
 
-    /// Writes the moment estimates and step count (safetensors) next to the weights of a checkpoint.
+    /// Writes the moment estimates and step count (safetensors) next to the weights of a checkpoint:
+    /// the state of the trainables this optimiser owns (all but under sharded data parallelism, where
+    /// each rank writes its own file and any world size reads them back by name).
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         let mut named: Vec<(String, Tensor)> = Vec::with_capacity(self.params.len() * 2 + 1);
-        for (((p, master), m), v) in self.params.iter().zip(&self.masters).zip(&self.exp_avg).zip(&self.exp_avg_sq) {
+        for ((((p, master), m), v), _) in self.params.iter().zip(&self.masters).zip(&self.exp_avg).zip(&self.exp_avg_sq).zip(&self.owned).filter(|(_, &own)| own) {
             named.push((format!("{}.exp_avg", p.name), m.shallow_clone()));
             named.push((format!("{}.exp_avg_sq", p.name), v.shallow_clone()));
             if let Some(master) = master {
@@ -152,12 +171,16 @@ impl AdamW {
         Tensor::write_safetensors(&named, path).with_context(|| format!("writing {}", path.display()))
     }
 
-    pub fn load(&mut self, path: &Path) -> anyhow::Result<()> {
-        let saved: std::collections::HashMap<String, Tensor> =
-            Tensor::read_safetensors(path).with_context(|| format!("reading {}", path.display()))?.into_iter().collect();
+    /// Restores the owned trainables' state from the files `save` wrote (one, or one per rank of the
+    /// job that wrote them: a checkpoint loads into any world size).
+    pub fn load(&mut self, paths: &[std::path::PathBuf]) -> anyhow::Result<()> {
+        let mut saved: std::collections::HashMap<String, Tensor> = std::collections::HashMap::new();
+        for path in paths {
+            saved.extend(Tensor::read_safetensors(path).with_context(|| format!("reading {}", path.display()))?);
+        }
         let get = |name: &str| saved.get(name).with_context(|| format!("optimiser state lacks {name}"));
         tch::no_grad(|| -> anyhow::Result<()> {
-            for (((p, master), m), v) in self.params.iter().zip(&mut self.masters).zip(&mut self.exp_avg).zip(&mut self.exp_avg_sq) {
+            for ((((p, master), m), v), _) in self.params.iter().zip(&mut self.masters).zip(&mut self.exp_avg).zip(&mut self.exp_avg_sq).zip(&self.owned).filter(|(_, &own)| own) {
                 m.copy_(get(&format!("{}.exp_avg", p.name))?);
                 v.copy_(get(&format!("{}.exp_avg_sq", p.name))?);
                 if let Some(master) = master {

@@ -19,6 +19,31 @@ use crate::model::ExpertInput;
 pub const PROGRESS: &str = "progress.json";
 pub const TRAINABLE: &str = "trainable.safetensors";
 pub const OPTIMIZER: &str = "optimizer.safetensors";
+
+/// The optimiser state file rank `rank` of `world` writes: rank 0 (and a single process) writes
+/// [`OPTIMIZER`], the others `optimizer.rank{r}-of-{world}.safetensors` beside it. Naming the world
+/// size keeps a stale shard of an earlier attempt with another world size out of the state.
+pub fn optimizer_file(rank: usize, world: usize) -> String {
+    if rank == 0 {
+        OPTIMIZER.to_string()
+    } else {
+        format!("optimizer.rank{rank}-of-{world}.safetensors")
+    }
+}
+
+/// The optimiser state files of a checkpoint (none at a stage's end); every shard the progress
+/// names must be there.
+fn optimizer_files(dir: &Path, progress: &Progress) -> anyhow::Result<Vec<PathBuf>> {
+    if !dir.join(OPTIMIZER).exists() {
+        return Ok(Vec::new());
+    }
+    let world = progress.optimizer_shards.unwrap_or(1);
+    let files: Vec<PathBuf> = (0..world).map(|rank| dir.join(optimizer_file(rank, world))).collect();
+    if let Some(missing) = files.iter().find(|f| !f.exists()) {
+        anyhow::bail!("the checkpoint in {} is incomplete: its optimiser state has {world} shards and {} is missing", dir.display(), missing.display());
+    }
+    Ok(files)
+}
 pub const ADAPTERS: &str = "adapters.safetensors";
 pub const SFT_TOP_K: &str = "sft_top_k.safetensors";
 
@@ -67,6 +92,10 @@ pub struct Progress {
     /// SFT and PTQ results, kept so a job resumed in QAT still reports them.
     pub sft_eval: Option<SftEval>,
     pub activation_amax: Option<Vec<(usize, String, f32)>>,
+    /// How many files the checkpoint's optimiser state is split into (one per rank of a data-parallel
+    /// job with sharded state); absent = one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer_shards: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,6 +123,7 @@ impl Progress {
             packed_base_agreement: None,
             sft_eval: None,
             activation_amax: None,
+            optimizer_shards: None,
         }
     }
 
@@ -146,8 +176,8 @@ impl ResumePoint {
     /// ones when the checkpoint has none: a stage's final checkpoint is where the next one starts).
     pub fn restore(&self, optimizer: &mut AdamW) -> anyhow::Result<()> {
         self.restore_values(optimizer.params())?;
-        let state = self.dir.join(OPTIMIZER);
-        if state.exists() {
+        let state = optimizer_files(&self.dir, &self.progress)?;
+        if !state.is_empty() {
             optimizer.load(&state)
         } else {
             optimizer.sync_masters();

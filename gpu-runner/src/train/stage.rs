@@ -11,6 +11,7 @@ use super::data::Sample;
 use super::eval::{self, Batch};
 use super::monitor::layer_usage;
 use super::optim::{self, AdamW, Trainable};
+use super::parallel::DataParallel;
 use super::resume::{self, Progress, ResumePoint, StageKind};
 use super::step::{self, StepOptions};
 use super::{Reporter, StopRequest};
@@ -29,6 +30,8 @@ pub struct Stage<'a> {
     /// Files every checkpoint of this stage carries besides trainables and optimiser state (QAT: the
     /// SFT adapters and SFT routing, so a job resumed in QAT can still export and report them).
     pub extra: Vec<(&'static str, Vec<(String, Tensor)>)>,
+    /// This rank's share of a data-parallel job; `None` = one process.
+    pub parallel: Option<&'a DataParallel>,
 }
 
 impl Stage<'_> {
@@ -48,7 +51,14 @@ impl Stage<'_> {
         reporter: &mut dyn Reporter,
     ) -> anyhow::Result<AdamW> {
         let options = &self.spec.moe;
-        let mut optimizer = AdamW::new(trainables, options.weight_decay);
+        let owners = self.parallel.map(|dp| dp.owners(&trainables));
+        let mut optimizer = match (&owners, self.parallel) {
+            (Some(owners), Some(dp)) => {
+                let owned = owners.iter().map(|&o| o == dp.rank()).collect();
+                AdamW::sharded(trainables, options.weight_decay, owned)
+            }
+            _ => AdamW::new(trainables, options.weight_decay),
+        };
         if let Some(point) = resume.filter(|r| r.progress.stage == self.kind) {
             point.restore(&mut optimizer)?;
             reporter.event(RunnerEventKind::Message {
@@ -68,7 +78,7 @@ impl Stage<'_> {
         };
         let top_k = i64::from(options.monitor.top_k);
         while progress.step < self.steps {
-            match reporter.stop_request() {
+            match self.agreed_stop(reporter.stop_request())? {
                 Some(StopRequest::Cancel) => return Err(super::Cancelled.into()),
                 Some(request) => {
                     // Pause or release. The state at the top of a step is what a periodic checkpoint
@@ -84,24 +94,25 @@ impl Stage<'_> {
             // Per-step seeding: dropout and jitter draw the same numbers whether or not the job resumed.
             let step_seed = (self.spec.seed as i64).wrapping_mul(1_000_003).wrapping_add(i64::from(step)) ^ (self.kind as i64) << 40;
             tch::manual_seed(step_seed);
-            let mut micro_batch = 0i64;
             let lr = self.peak_lr * optim::warmup_cosine(step, self.warmup, self.steps) * progress.monitor.lr_multiplier;
             optimizer.zero_grad();
             let (mut losses, mut step_tokens) = (Vec::new(), 0i64);
             let accumulation = options.gradient_accumulation_steps;
             // Every micro-batch is copied to the device before the step's first kernel: a copy from the
-            // host between micro-batches would wait for the previous one's backward.
-            let batches: Vec<Batch> = (0..accumulation)
-                .map(|_| {
+            // host between micro-batches would wait for the previous one's backward. Every rank draws
+            // the whole step's batches (the data order is the same everywhere) and keeps its share.
+            let batches: Vec<(i64, Batch)> = (0..accumulation as usize)
+                .filter_map(|index| {
                     let picked: Vec<&Sample> = progress.plan.next_batch().into_iter().map(|i| &samples[i]).collect();
-                    Batch::new(&picked, self.pad, self.device)
+                    let mine = self.parallel.is_none_or(|dp| dp.owns_micro_batch(index));
+                    mine.then(|| (index as i64 + 1, Batch::new(&picked, self.pad, self.device)))
                 })
                 .collect();
-            for batch in &batches {
+            for (number, batch) in &batches {
                 // Each micro-batch's layers draw their random numbers from seeds of their own, so a
-                // layer recomputed by activation checkpointing draws the same jitter and dropout.
-                micro_batch += 1;
-                let seeded = ForwardMode { seed: Some(step_seed.wrapping_mul(31).wrapping_add(micro_batch)), ..train_mode };
+                // layer recomputed by activation checkpointing draws the same jitter and dropout (and a
+                // micro-batch draws the same on whichever rank computes it).
+                let seeded = ForwardMode { seed: Some(step_seed.wrapping_mul(31).wrapping_add(*number)), ..train_mode };
                 // LoRA dropout is active in training forwards only.
                 let set_training = |on: bool| if let Some(a) = adapters { a.training.set(on) };
                 set_training(true);
@@ -109,18 +120,24 @@ impl Stage<'_> {
                 set_training(false);
                 step_tokens += batch.tokens();
             }
+            if let Some(dp) = self.parallel {
+                dp.sync_grads(optimizer.params())?;
+            }
             optimizer.clip_grad_norm(options.max_grad_norm);
             optimizer.step(lr);
+            if let (Some(dp), Some(owners)) = (self.parallel, &owners) {
+                dp.broadcast_params(optimizer.params(), owners)?;
+            }
             // The losses are read once the whole step is queued: reading one between micro-batches would
             // make the host wait for the device in the middle of the step. A non-finite loss fails the
             // job before anything of this step is kept (no checkpoint holds it).
-            let mut step_loss = 0.0;
-            for loss in &losses {
-                let value = loss.double_value(&[]);
-                if !value.is_finite() {
-                    bail!("{} loss became {value} at step {}; lower the learning rate", self.kind.name(), step + 1);
-                }
-                step_loss += value / f64::from(accumulation);
+            let mut step_loss: f64 = losses.iter().map(|loss| loss.double_value(&[]) / f64::from(accumulation)).sum();
+            if let Some(dp) = self.parallel {
+                let totals = dp.sum(&[step_loss, step_tokens as f64])?;
+                (step_loss, step_tokens) = (totals[0], totals[1] as i64);
+            }
+            if !step_loss.is_finite() {
+                bail!("{} loss became {step_loss} at step {}; lower the learning rate", self.kind.name(), step + 1);
             }
             let step_seconds = started.elapsed().as_secs_f64();
             progress.step += 1;
@@ -197,16 +214,61 @@ impl Stage<'_> {
         verdict.stop
     }
 
+    /// The stop request every rank acts on: the most drastic any rank received (a single process acts
+    /// on its own). Ranks must stop at the same step, or the others would wait in a collective.
+    fn agreed_stop(&self, request: Option<StopRequest>) -> anyhow::Result<Option<StopRequest>> {
+        let Some(dp) = self.parallel else { return Ok(request) };
+        let code = |r: Option<StopRequest>| match r {
+            None => 0,
+            Some(StopRequest::Release) => 1,
+            Some(StopRequest::Pause) => 2,
+            Some(StopRequest::Cancel) => 3,
+        };
+        Ok(match dp.max(code(request))? {
+            0 => None,
+            1 => Some(StopRequest::Release),
+            2 => Some(StopRequest::Pause),
+            _ => Some(StopRequest::Cancel),
+        })
+    }
+
     /// Saves a checkpoint locally and hands it to the reporter (which stores it).
     pub fn checkpoint(&self, name: &str, progress: &Progress, optimizer: &AdamW, reporter: &mut dyn Reporter) -> anyhow::Result<()> {
         self.checkpoint_with(name, progress, optimizer.params(), Some(optimizer), reporter)
     }
 
     /// A checkpoint of `trainables` with `optimizer`'s state, or with none (the start of a stage).
+    ///
+    /// Data parallel: ranks other than 0 store only their share of the optimiser state, then rank 0
+    /// stores the rest (weights are the same on every rank) once they all have, so a checkpoint the
+    /// reporter records as complete is complete.
     pub fn checkpoint_with(&self, name: &str, progress: &Progress, trainables: &[Trainable], optimizer: Option<&AdamW>, reporter: &mut dyn Reporter) -> anyhow::Result<()> {
         let dir = std::env::temp_dir().join(format!("moetune-ckpt-{}-{name}", std::process::id()));
-        resume::save(&dir, progress, trainables, optimizer, &self.extra)?;
-        let result = reporter.checkpoint(name, progress.stage.name(), progress.step, &dir);
+        let result = match self.parallel {
+            Some(dp) if dp.rank() != 0 => {
+                let stored = match optimizer {
+                    Some(optimizer) => std::fs::create_dir_all(&dir)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|()| optimizer.save(&dir.join(resume::optimizer_file(dp.rank(), dp.world_size()))))
+                        .and_then(|()| reporter.checkpoint(name, progress.stage.name(), progress.step, &dir)),
+                    None => Ok(()),
+                };
+                // Reach the barrier even after a failure, so rank 0 does not wait out the timeout; the
+                // failure then stops this rank (and the job) at its next collective.
+                let reached = dp.barrier();
+                stored.and(reached)
+            }
+            _ => {
+                if let Some(dp) = self.parallel {
+                    dp.barrier()?;
+                }
+                // The shards this checkpoint's optimiser state has (a resumed job's progress may name
+                // those of the attempt it came from).
+                let mut progress = progress.clone();
+                progress.optimizer_shards = self.parallel.filter(|dp| optimizer.is_some() && dp.world_size() > 1).map(|dp| dp.world_size());
+                resume::save(&dir, &progress, trainables, optimizer, &self.extra).and_then(|()| reporter.checkpoint(name, progress.stage.name(), progress.step, &dir))
+            }
+        };
         let _ = std::fs::remove_dir_all(&dir);
         result
     }

@@ -1,0 +1,163 @@
+//! Data parallelism over a c10d process group (`moetune-c10d`: Gloo on CPU, NCCL on CUDA).
+//!
+//! The unit of work is the micro-batch. A step's global batch is `gradient_accumulation_steps`
+//! micro-batches drawn in the same order on every rank; rank r computes those with index ≡ r (mod
+//! world size), with the seeds a single process would give them. The gradients (each already scaled
+//! by 1 / accumulation) are then summed across ranks, so every rank holds the single-process
+//! gradient and the losses do not depend on the world size — up to the order of floating-point
+//! sums. Router losses are per micro-batch, so they need no exchange.
+//!
+//! The optimiser state is sharded (ZeRO-1): each trainable has one owner rank, chosen to balance
+//! element counts; only the owner keeps its moments and fp32 master and updates it, then the owners'
+//! new values are broadcast. Each rank checkpoints its own share of the optimiser state, and a
+//! checkpoint loads into any world size ([`super::resume::optimizer_file`]).
+
+use anyhow::Context;
+use moetune_c10d::{Backend, ProcessGroup, ReduceOp, Rendezvous, Store};
+use tch::{Device, Kind, Tensor};
+
+use super::optim::Trainable;
+
+/// Collective buffers hold at most this much (gradients or parameters are flattened into buckets
+/// of this size, one collective each): big enough to amortise each call, small enough that the
+/// extra copy is a bounded slice of memory.
+const BUCKET_BYTES: i64 = 32 << 20;
+
+/// One rank's view of a data-parallel job: a process group for the device's tensors (NCCL on CUDA,
+/// Gloo on CPU) and a Gloo group for the few host values ranks exchange (which gradients exist, the
+/// step's loss, a stop request), so exchanging those never waits for the device.
+pub struct DataParallel {
+    group: ProcessGroup,
+    host: ProcessGroup,
+}
+
+impl DataParallel {
+    /// Joins the job's process groups: rank 0 serves the rendezvous store, the others connect.
+    pub fn join(rendezvous: &Rendezvous, device: Device) -> anyhow::Result<Self> {
+        let r = rendezvous;
+        let store = if r.rank == 0 { Store::serve(&r.host, r.port, r.world_size, r.timeout) } else { Store::connect(&r.host, r.port, r.world_size, r.timeout) };
+        let store = store.with_context(|| format!("rank {} reaching the rendezvous store at {}:{}", r.rank, r.host, r.port))?;
+        let join = |name: &str, backend: Backend| {
+            ProcessGroup::new(&store, &format!("{}/{name}", r.prefix), backend, r.rank, r.world_size, r.timeout, r.gloo_host.as_deref())
+                .with_context(|| format!("rank {} of {} joining the {name} process group ({backend:?})", r.rank, r.world_size))
+        };
+        Ok(Self { group: join("device", Backend::for_device(device))?, host: join("host", Backend::Gloo)? })
+    }
+
+    pub fn rank(&self) -> usize {
+        self.group.rank()
+    }
+
+    pub fn world_size(&self) -> usize {
+        self.group.size()
+    }
+
+    /// Whether this rank computes micro-batch `index` (0-based within the step).
+    pub fn owns_micro_batch(&self, index: usize) -> bool {
+        index % self.world_size() == self.rank()
+    }
+
+    /// The owner rank of each trainable: largest first, each to the rank holding the fewest elements
+    /// so far (ties to the lower rank). Deterministic, so every rank computes the same table.
+    pub fn owners(&self, params: &[Trainable]) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..params.len()).collect();
+        order.sort_by_key(|&i| (std::cmp::Reverse(params[i].tensor.numel()), i));
+        let mut load = vec![0usize; self.world_size()];
+        let mut owners = vec![0; params.len()];
+        for i in order {
+            let rank = (0..load.len()).min_by_key(|&r| (load[r], r)).expect("a world has a rank");
+            owners[i] = rank;
+            load[rank] += params[i].tensor.numel();
+        }
+        owners
+    }
+
+    /// Makes every rank hold the sum of all ranks' gradients. A trainable that received no gradient
+    /// on this rank but did on another gets a zero one first, so the optimiser (which skips tensors
+    /// with no gradient at all) treats it as a single process would.
+    pub fn sync_grads(&self, params: &[Trainable]) -> anyhow::Result<()> {
+        let defined: Vec<f32> = params.iter().map(|p| f32::from(u8::from(p.tensor.grad().defined()))).collect();
+        let mut anywhere = Tensor::from_slice(&defined);
+        self.host.all_reduce(&mut anywhere, ReduceOp::Max).context("exchanging which gradients exist")?;
+        let anywhere = Vec::<f32>::try_from(&anywhere).context("reading gradient flags")?;
+        let missing: Vec<&Trainable> = params.iter().zip(anywhere.iter().zip(&defined)).filter(|(_, (&any, &here))| any > 0.0 && here == 0.0).map(|(p, _)| p).collect();
+        if !missing.is_empty() {
+            // Backward of an expression that is zero in every parameter: allocates their gradients as zeros.
+            let zero = missing.iter().map(|p| p.tensor.sum(Kind::Float) * 0.0).reduce(|a, b| a + b).expect("non-empty");
+            zero.backward();
+        }
+        let grads: Vec<Tensor> = params.iter().map(|p| p.tensor.grad()).filter(Tensor::defined).collect();
+        tch::no_grad(|| self.reduce_in_buckets(&grads))
+    }
+
+    /// Sums `tensors` across ranks in place, flattened into buckets of one dtype.
+    fn reduce_in_buckets(&self, tensors: &[Tensor]) -> anyhow::Result<()> {
+        for bucket in buckets(tensors) {
+            let mut flat = Tensor::cat(&bucket.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0);
+            self.group.all_reduce(&mut flat, ReduceOp::Sum).context("summing gradients across ranks")?;
+            unflatten(&flat, &bucket);
+        }
+        Ok(())
+    }
+
+    /// Copies each trainable's value from its owner (after the owners' optimiser step).
+    pub fn broadcast_params(&self, params: &[Trainable], owners: &[usize]) -> anyhow::Result<()> {
+        tch::no_grad(|| {
+            for owner in 0..self.world_size() {
+                let owned: Vec<Tensor> = params.iter().zip(owners).filter(|(_, &o)| o == owner).map(|(p, _)| p.tensor.shallow_clone()).collect();
+                for bucket in buckets(&owned) {
+                    let mut flat = Tensor::cat(&bucket.iter().map(|t| t.detach().reshape([-1])).collect::<Vec<_>>(), 0);
+                    self.group.broadcast(&mut flat, owner).context("broadcasting updated weights")?;
+                    unflatten(&flat, &bucket);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Sums host values across ranks (in f64: token counts stay exact).
+    pub fn sum(&self, values: &[f64]) -> anyhow::Result<Vec<f64>> {
+        let mut t = Tensor::from_slice(values);
+        self.host.all_reduce(&mut t, ReduceOp::Sum).context("summing across ranks")?;
+        Vec::<f64>::try_from(&t).context("reading a sum across ranks")
+    }
+
+    /// The largest of `value` across ranks: how ranks agree on a decision one of them made.
+    pub fn max(&self, value: i64) -> anyhow::Result<i64> {
+        let mut t = Tensor::from_slice(&[value]);
+        self.host.all_reduce(&mut t, ReduceOp::Max).context("agreeing across ranks")?;
+        Ok(t.int64_value(&[0]))
+    }
+
+    pub fn barrier(&self) -> anyhow::Result<()> {
+        self.host.barrier().context("waiting for the other ranks")
+    }
+}
+
+/// Consecutive runs of same-dtype tensors, each at most `BUCKET_BYTES` (a larger tensor alone).
+fn buckets(tensors: &[Tensor]) -> Vec<Vec<Tensor>> {
+    let mut out: Vec<Vec<Tensor>> = Vec::new();
+    let mut bytes = 0i64;
+    for t in tensors {
+        let size = t.numel() as i64 * t.kind().elt_size_in_bytes() as i64;
+        let fits = out.last().is_some_and(|b| b[0].kind() == t.kind() && b[0].device() == t.device() && bytes + size <= BUCKET_BYTES);
+        if fits {
+            out.last_mut().expect("checked").push(t.shallow_clone());
+            bytes += size;
+        } else {
+            out.push(vec![t.shallow_clone()]);
+            bytes = size;
+        }
+    }
+    out
+}
+
+/// Copies consecutive slices of `flat` back into `targets`.
+fn unflatten(flat: &Tensor, targets: &[Tensor]) {
+    let mut offset = 0;
+    for t in targets {
+        let n = t.numel() as i64;
+        t.shallow_clone().copy_(&flat.narrow(0, offset, n).view_as(t));
+        offset += n;
+    }
+}

@@ -1,0 +1,150 @@
+//! Data-parallel training through `moetune-runner train --world-size N` on this CPU-only machine:
+//! N runner processes join over loopback (c10d's TCPStore and Gloo) and train one job. The losses
+//! equal the single-process run with the same global batch, and a checkpoint written by one world
+//! size resumes in another with the losses of the uninterrupted run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use moetune_e2e::{run_ok, workspace_binary};
+
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/demo/finance-alpaca-mini.jsonl");
+/// Relative difference allowed between the losses of different world sizes: the gradients are the
+/// same sums taken in another order.
+const TOLERANCE: f64 = 1e-5;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("moetune-distributed-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn train_command(options: &str, out: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(workspace_binary("moetune-runner"));
+    command.args(["train", "--data", DATA, "--batch-size", "2", "--options", options]).arg("--out").arg(out).args(args);
+    // Two cores here: one intra-op thread per rank keeps four ranks from fighting over them.
+    command.env("MOETUNE_THREADS", "1").env("MOETUNE_DEVICE", "cpu");
+    command
+}
+
+/// Trains on `world` processes and returns rank 0's JSON-line events.
+fn train(world: usize, options: &str, out: &Path, args: &[&str]) -> Vec<serde_json::Value> {
+    let stdout = if world == 1 {
+        run_ok(&mut train_command(options, out, args))
+    } else {
+        let rendezvous = format!("127.0.0.1:{}", free_port());
+        let children: Vec<_> = (0..world)
+            .map(|rank| {
+                let dist = ["--world-size", &world.to_string(), "--rank", &rank.to_string(), "--rendezvous", &rendezvous, "--bind", "127.0.0.1", "--timeout-seconds", "120"].map(String::from);
+                let mut command = train_command(options, out, args);
+                command.args(&dist).stdout(Stdio::piped()).stderr(Stdio::piped());
+                command.spawn().expect("runner starts")
+            })
+            .collect();
+        let outputs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+        for (rank, output) in outputs.iter().enumerate() {
+            assert!(output.status.success(), "rank {rank} of {world} failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        for output in &outputs[1..] {
+            assert!(output.stdout.is_empty(), "a rank other than 0 printed events");
+        }
+        String::from_utf8(outputs[0].stdout.clone()).unwrap()
+    };
+    stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+fn losses(events: &[serde_json::Value]) -> BTreeMap<(String, u64), f64> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "metrics")
+        .map(|e| ((e["stage"].as_str().unwrap().to_string(), e["step"].as_u64().unwrap()), e["train_loss"].as_f64().unwrap()))
+        .collect()
+}
+
+fn assert_close(actual: &BTreeMap<(String, u64), f64>, expected: &BTreeMap<(String, u64), f64>, what: &str) {
+    assert_eq!(actual.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>(), "{what}: steps differ");
+    for (key, &want) in expected {
+        let got = actual[key];
+        assert!((got - want).abs() <= TOLERANCE * want.abs().max(1.0), "{what}: {key:?} loss {got} vs {want}");
+    }
+}
+
+fn summary(events: &[serde_json::Value]) -> &serde_json::Value {
+    &events.iter().find(|e| e["type"] == "summary").expect("a summary")["summary"]
+}
+
+/// LoRA SFT with a trained router (adapters and router weights, some experts idle in a micro-batch)
+/// then LoRA-QAT, and full SFT → full QAT: 2 and 4 ranks give the single process's losses.
+#[test]
+fn two_and_four_ranks_train_with_the_single_process_losses() {
+    let dir = scratch("equal");
+    let jobs = [
+        (
+            "lora",
+            r#"{"learning_rate": 3e-3, "max_steps": 4, "gradient_accumulation_steps": 4, "lora": {"target_experts": true},
+                "router": {"mode": "train", "jitter": 0.01}, "qat": {"steps": 2, "learning_rate": 1e-4}, "checkpoint_every_n_steps": 0}"#,
+        ),
+        ("full", r#"{"sft_method": "full", "learning_rate": 1e-3, "max_steps": 3, "gradient_accumulation_steps": 4, "qat": {"steps": 2, "learning_rate": 1e-4}, "checkpoint_every_n_steps": 0}"#),
+    ];
+    for (name, options) in jobs {
+        let single = train(1, options, &dir.join(format!("{name}-1")), &[]);
+        let expected = losses(&single);
+        assert!(expected.len() >= 5, "{name}: {expected:?}");
+        for world in [2, 4] {
+            let events = train(world, options, &dir.join(format!("{name}-{world}")), &[]);
+            assert_close(&losses(&events), &expected, &format!("{name} on {world} ranks"));
+            // The trained models are the same: every evaluation (base, SFT, PTQ, QAT) scores alike.
+            for (row, want) in summary(&events)["eval"].as_array().unwrap().iter().zip(summary(&single)["eval"].as_array().unwrap()) {
+                let (got, want) = (row["validation_loss"].as_f64().unwrap(), want["validation_loss"].as_f64().unwrap());
+                assert!((got - want).abs() <= TOLERANCE * want.abs().max(1.0), "{name} on {world} ranks: {} validation loss {got} vs {want}", row["model"]);
+            }
+            let told = events.iter().any(|e| e["type"] == "message" && e["message"].as_str().is_some_and(|m| m.starts_with(&format!("Data parallel over {world} ranks"))));
+            assert!(told, "{name} on {world} ranks: the job log does not say it ran data parallel");
+        }
+    }
+}
+
+/// Each rank stores its share of the optimiser state; the checkpoint resumes in one process and in
+/// four, with the losses of the uninterrupted run; a checkpoint missing a shard is refused.
+#[test]
+fn a_checkpoint_of_two_ranks_resumes_in_another_world_size() {
+    let dir = scratch("resume");
+    let options = r#"{"learning_rate": 3e-3, "max_steps": 6, "gradient_accumulation_steps": 2, "lora": {"dropout": 0.1},
+                      "qat": {"steps": 2, "learning_rate": 1e-4}, "checkpoint_every_n_steps": 3}"#;
+    let checkpoints = dir.join("checkpoints");
+    let full = losses(&train(2, options, &dir.join("full"), &["--checkpoints", checkpoints.to_str().unwrap()]));
+    let at = checkpoints.join("sft-step-000003");
+    assert!(at.join("optimizer.safetensors").exists() && at.join("optimizer.rank1-of-2.safetensors").exists(), "the optimiser state is not in two shards");
+    assert_eq!(std::fs::read_to_string(checkpoints.join("latest")).unwrap(), "qat-final");
+    let later: BTreeMap<_, _> = full.iter().filter(|((stage, step), _)| stage == "qat" || *step > 3).map(|(k, v)| (k.clone(), *v)).collect();
+    for world in [1, 4] {
+        let resumed = losses(&train(world, options, &dir.join(format!("resumed-{world}")), &["--resume", at.to_str().unwrap()]));
+        assert_close(&resumed, &later, &format!("resumed on {world} ranks"));
+    }
+    std::fs::remove_file(at.join("optimizer.rank1-of-2.safetensors")).unwrap();
+    let output = train_command(options, &dir.join("broken"), &["--resume", at.to_str().unwrap()]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("optimiser state has 2 shards") && stderr.contains("optimizer.rank1-of-2.safetensors is missing"), "{stderr}");
+}
+
+/// A rank that never comes is an error on the others after the timeout, naming what it waited for.
+#[test]
+fn a_missing_rank_fails_the_job_with_a_clear_error() {
+    let dir = scratch("missing");
+    let rendezvous = format!("127.0.0.1:{}", free_port());
+    let output = train_command(r#"{"max_steps": 1}"#, &dir.join("out"), &["--world-size", "2", "--rank", "0", "--rendezvous", &rendezvous, "--bind", "127.0.0.1", "--timeout-seconds", "3"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("rank 0 of 2 joining"), "{stderr}");
+    let bad = train_command("{}", &dir.join("out"), &["--world-size", "2", "--rank", "2"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--rank 2 must be below --world-size 2"));
+}
