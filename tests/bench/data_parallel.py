@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 
-OPTIONS = {"max_steps": 8, "gradient_accumulation_steps": 4, "qat": {"steps": 1}, "checkpoint_every_n_steps": 0,
+OPTIONS = {"max_steps": 12, "gradient_accumulation_steps": 4, "qat": {"steps": 1}, "checkpoint_every_n_steps": 0,
            "log_every_n_steps": 1, "monitor": {"every_n_steps": 100}}
 
 
@@ -29,7 +29,7 @@ def main():
     p.add_argument("--runner", required=True)
     p.add_argument("--world", type=int, required=True)
     p.add_argument("--data", required=True)
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--batch", type=int, default=8)
     args = p.parse_args()
     env = {**os.environ, "MOETUNE_THREADS": "1", "MOETUNE_DEVICE": "cpu"}
     rendezvous = f"127.0.0.1:{free_port()}"
