@@ -123,7 +123,8 @@ enum Command {
 
 /// Data-parallel training across processes (one per GPU, or CPU processes with Gloo): start the same
 /// command once per rank with its `--rank`. Rank 0 serves the rendezvous store at `--rendezvous`; rank 0
-/// alone prints events, records checkpoints as complete and writes the outputs.
+/// alone prints events, records checkpoints as complete and writes the outputs. On CUDA each rank takes
+/// the GPU `LOCAL_RANK` names (else its rank modulo the GPUs visible).
 #[derive(clap::Args)]
 struct DataParallelArgs {
     /// Processes training the job together.
@@ -216,8 +217,20 @@ async fn main() -> anyhow::Result<()> {
             let validation = validation_data.as_deref().map(read_examples).transpose()?.unwrap_or_default();
             let data = train::JobData { train: read_examples(&data)?, validation };
             let resume = resume.as_deref().map(train::resume::ResumePoint::open).transpose()?;
-            let device = config.device()?;
-            let parallel = parallel.rendezvous()?.map(|r| train::parallel::DataParallel::join(&r, device)).transpose()?;
+            let rendezvous = parallel.rendezvous()?;
+            let device = match (config.device()?, &rendezvous) {
+                // One GPU per rank: the rank's place on its host (LOCAL_RANK, as torchrun sets it, or
+                // the rank modulo the GPUs visible).
+                (tch::Device::Cuda(_), Some(r)) => {
+                    let local = std::env::var("LOCAL_RANK").ok().map(|v| v.parse::<usize>().context("LOCAL_RANK must be a number")).transpose()?;
+                    let gpus = tch::Cuda::device_count().max(1) as usize;
+                    let index = local.unwrap_or(r.rank % gpus);
+                    anyhow::ensure!(index < gpus, "LOCAL_RANK {index} but only {gpus} GPUs are visible");
+                    tch::Device::Cuda(index)
+                }
+                (device, _) => device,
+            };
+            let parallel = rendezvous.map(|r| train::parallel::DataParallel::join(&r, device)).transpose()?;
             let rank = parallel.as_ref().map_or(0, |dp| dp.rank());
             let mut reporter = commands::LocalReporter { checkpoints, rank };
             let output = train::run_on(&spec, data, device, resume, &mut reporter, parallel.as_ref())?;

@@ -15,7 +15,7 @@ fn workspace() -> PathBuf {
 }
 
 /// The crates whose module graphs are checked, by source directory.
-const CRATES: &[&str] = &["types/src", "platform/src", "domain/src", "api/src", "scheduler/src", "gpu-runner/src", "gpu-runner/fp4/src", "cli/src", "tests/src"];
+const CRATES: &[&str] = &["types/src", "platform/src", "domain/src", "api/src", "scheduler/src", "gpu-runner/src", "gpu-runner/fp4/src", "gpu-runner/c10d/src", "cli/src", "tests/src"];
 
 /// Module path (`["auth", "api_keys"]`) → its file, for one crate; `src/bin` holds other crates' roots.
 fn modules(src: &Path) -> BTreeMap<Vec<String>, PathBuf> {
