@@ -277,6 +277,23 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// A fresh scratch directory for one test of a suite (emptied if a previous run left it).
+pub fn scratch_dir(suite: &str, name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("moetune-{suite}-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
+/// The training loss of every step in `moetune-runner train`'s JSON-line events, by (stage, step).
+pub fn train_losses(events: &[serde_json::Value]) -> std::collections::BTreeMap<(String, u64), f64> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "metrics")
+        .map(|e| ((e["stage"].as_str().expect("stage").to_string(), e["step"].as_u64().expect("step")), e["train_loss"].as_f64().expect("loss")))
+        .collect()
+}
+
 /// Runs a command to completion, failing the test with its stderr unless it succeeds; returns stdout.
 pub fn run_ok(command: &mut std::process::Command) -> String {
     let output = command.output().unwrap_or_else(|e| panic!("{command:?} did not start: {e}"));

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use moetune_e2e::{run_ok, workspace_binary};
+use moetune_e2e::{free_port, run_ok, scratch_dir, train_losses, workspace_binary};
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/demo/finance-alpaca-mini.jsonl");
 /// Relative difference allowed between the losses of different world sizes: the gradients are the
@@ -15,15 +15,9 @@ const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/demo/finance-
 const TOLERANCE: f64 = 1e-5;
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("moetune-distributed-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    scratch_dir("distributed", name)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn train_command(options: &str, out: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(workspace_binary("moetune-runner"));
@@ -59,13 +53,6 @@ fn train(world: usize, options: &str, out: &Path, args: &[&str]) -> Vec<serde_js
     stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 
-fn losses(events: &[serde_json::Value]) -> BTreeMap<(String, u64), f64> {
-    events
-        .iter()
-        .filter(|e| e["type"] == "metrics")
-        .map(|e| ((e["stage"].as_str().unwrap().to_string(), e["step"].as_u64().unwrap()), e["train_loss"].as_f64().unwrap()))
-        .collect()
-}
 
 fn assert_close(actual: &BTreeMap<(String, u64), f64>, expected: &BTreeMap<(String, u64), f64>, what: &str) {
     assert_eq!(actual.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>(), "{what}: steps differ");
@@ -94,11 +81,11 @@ fn two_and_four_ranks_train_with_the_single_process_losses() {
     ];
     for (name, options) in jobs {
         let single = train(1, options, &dir.join(format!("{name}-1")), &[]);
-        let expected = losses(&single);
+        let expected = train_losses(&single);
         assert!(expected.len() >= 5, "{name}: {expected:?}");
         for world in [2, 4] {
             let events = train(world, options, &dir.join(format!("{name}-{world}")), &[]);
-            assert_close(&losses(&events), &expected, &format!("{name} on {world} ranks"));
+            assert_close(&train_losses(&events), &expected, &format!("{name} on {world} ranks"));
             // The trained models are the same: every evaluation (base, SFT, PTQ, QAT) scores alike.
             for (row, want) in summary(&events)["eval"].as_array().unwrap().iter().zip(summary(&single)["eval"].as_array().unwrap()) {
                 let (got, want) = (row["validation_loss"].as_f64().unwrap(), want["validation_loss"].as_f64().unwrap());
@@ -118,13 +105,13 @@ fn a_checkpoint_of_two_ranks_resumes_in_another_world_size() {
     let options = r#"{"learning_rate": 3e-3, "max_steps": 6, "gradient_accumulation_steps": 2, "lora": {"dropout": 0.1},
                       "qat": {"steps": 2, "learning_rate": 1e-4}, "checkpoint_every_n_steps": 3}"#;
     let checkpoints = dir.join("checkpoints");
-    let full = losses(&train(2, options, &dir.join("full"), &["--checkpoints", checkpoints.to_str().unwrap()]));
+    let full = train_losses(&train(2, options, &dir.join("full"), &["--checkpoints", checkpoints.to_str().unwrap()]));
     let at = checkpoints.join("sft-step-000003");
     assert!(at.join("optimizer.safetensors").exists() && at.join("optimizer.rank1-of-2.safetensors").exists(), "the optimiser state is not in two shards");
     assert_eq!(std::fs::read_to_string(checkpoints.join("latest")).unwrap(), "qat-final");
     let later: BTreeMap<_, _> = full.iter().filter(|((stage, step), _)| stage == "qat" || *step > 3).map(|(k, v)| (k.clone(), *v)).collect();
     for world in [1, 4] {
-        let resumed = losses(&train(world, options, &dir.join(format!("resumed-{world}")), &["--resume", at.to_str().unwrap()]));
+        let resumed = train_losses(&train(world, options, &dir.join(format!("resumed-{world}")), &["--resume", at.to_str().unwrap()]));
         assert_close(&resumed, &later, &format!("resumed on {world} ranks"));
     }
     std::fs::remove_file(at.join("optimizer.rank1-of-2.safetensors")).unwrap();

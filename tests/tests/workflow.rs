@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use moetune_e2e::{run_ok, workspace_binary};
+use moetune_e2e::{run_ok, scratch_dir, train_losses, workspace_binary};
 use safetensors::SafeTensors;
 
 const TOLERANCE: f32 = 1e-4;
@@ -16,10 +16,7 @@ const ORACLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python/export_referen
 const IDS: &str = "[[1,40,311,7,620,93,250,5,18,777,64,2,300,301,302,9],[1,9,8,7,6,5,4,3,10,11,12,13,14,15,16,17]]";
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("moetune-workflow-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    scratch_dir("workflow", name)
 }
 
 fn runner() -> Command {
@@ -187,13 +184,6 @@ fn quantize_command_exports_an_existing_checkpoint() {
     assert!(String::from_utf8_lossy(&failed.stderr).contains("config.json"), "{}", String::from_utf8_lossy(&failed.stderr));
 }
 
-fn losses(events: &[serde_json::Value]) -> BTreeMap<(String, u64), f64> {
-    events
-        .iter()
-        .filter(|e| e["type"] == "metrics")
-        .map(|e| ((e["stage"].as_str().unwrap().to_string(), e["step"].as_u64().unwrap()), e["train_loss"].as_f64().unwrap()))
-        .collect()
-}
 
 /// A job restarted from a checkpoint continues with exactly the losses of the uninterrupted run,
 /// whether it resumes mid-SFT (LoRA with dropout: the random stream is restored too) or after SFT.
@@ -204,13 +194,13 @@ fn resumed_jobs_continue_with_identical_losses() {
                       "qat": {"steps": 4, "learning_rate": 1e-4, "format": "nvfp4", "quantize_activations": true},
                       "checkpoint_every_n_steps": 3, "monitor": {"every_n_steps": 2}}"#;
     let checkpoints = dir.join("checkpoints");
-    let full = losses(&train(&["--checkpoints", checkpoints.to_str().unwrap()], options, &dir.join("full")));
+    let full = train_losses(&train(&["--checkpoints", checkpoints.to_str().unwrap()], options, &dir.join("full")));
     assert_eq!(full.len(), 12);
     for name in ["sft-step-000003", "sft-step-000006", "sft-final", "qat-step-000003", "qat-final"] {
         assert!(checkpoints.join(name).join("progress.json").exists(), "{name} missing");
     }
     for (from, first) in [("sft-step-000003", ("sft", 4)), ("sft-final", ("qat", 1)), ("qat-step-000003", ("qat", 4))] {
-        let resumed = losses(&train(&["--resume", checkpoints.join(from).to_str().unwrap()], options, &dir.join(from)));
+        let resumed = train_losses(&train(&["--resume", checkpoints.join(from).to_str().unwrap()], options, &dir.join(from)));
         let order = |stage: &str, step: u64| (u8::from(stage == "qat"), step);
         let expected: BTreeMap<_, _> = full.iter().filter(|((stage, step), _)| order(stage, *step) >= order(first.0, first.1)).map(|(k, v)| (k.clone(), *v)).collect();
         assert_eq!(resumed, expected, "resumed from {from}");
