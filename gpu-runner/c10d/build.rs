@@ -5,9 +5,11 @@
 //!
 //! ProcessGroupGloo.hpp includes gloo's headers, which libtorch links but neither a PyTorch wheel nor
 //! a libtorch archive ships: they come from the system (Debian's `libgloo-dev`, installed by the
-//! deploy scripts). Only declarations are used from them — every gloo object c10d holds is behind a
-//! pointer, and every collective goes through c10d's `Backend` interface — so gloo's version there
-//! need not match the one inside libtorch.
+//! deploy scripts), whose gloo is older than the one inside libtorch. The shim uses them for
+//! declarations only: every gloo object ProcessGroupGloo holds is behind a pointer, the shim calls
+//! no gloo code (the group is built by libtorch's own constructor and every collective goes through
+//! c10d's `Backend` interface), and the one gloo-typed thing it handles is the `shared_ptr` to the
+//! transport device libtorch creates. The collective tests check the result.
 //!
 //! The NCCL process group is compiled only when libtorch is a CUDA build and a CUDA toolkit's headers
 //! and `nccl.h` are found (`CUDA_HOME`, /usr/local/cuda, the `nvidia-*` wheels beside torch); without

@@ -140,7 +140,7 @@ struct DataParallelArgs {
     #[arg(long)]
     bind: Option<String>,
     /// Seconds to wait for the other ranks to join, and for any collective.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     timeout_seconds: u64,
 }
 
@@ -148,17 +148,22 @@ impl DataParallelArgs {
     fn rendezvous(&self) -> anyhow::Result<Option<moetune_c10d::Rendezvous>> {
         anyhow::ensure!(self.rank < self.world_size, "--rank {} must be below --world-size {}", self.rank, self.world_size);
         if self.world_size == 1 {
+            let stray = [("--rendezvous", self.rendezvous.is_some()), ("--bind", self.bind.is_some())].into_iter().find(|(_, given)| *given);
+            if let Some((flag, _)) = stray {
+                anyhow::bail!("{flag} is for a data-parallel run: give --world-size (the number of ranks) too");
+            }
             return Ok(None);
         }
         let address = self.rendezvous.as_deref().context("--rendezvous HOST:PORT is required with --world-size over 1")?;
         let (host, port) = address.rsplit_once(':').context("--rendezvous must be HOST:PORT")?;
+        anyhow::ensure!(!host.is_empty(), "--rendezvous must name a host: HOST:PORT, not {address:?}");
         let port: u16 = port.parse().ok().filter(|&p| p > 0).context("--rendezvous port must be 1-65535")?;
         Ok(Some(moetune_c10d::Rendezvous {
             host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
             port,
             rank: self.rank as usize,
             world_size: self.world_size as usize,
-            timeout: std::time::Duration::from_secs(self.timeout_seconds.max(1)),
+            timeout: std::time::Duration::from_secs(self.timeout_seconds),
             prefix: "train".into(),
             gloo_host: self.bind.clone(),
         }))
@@ -195,6 +200,24 @@ impl Placement {
     }
 }
 
+/// A hash of what every rank of a data-parallel run must agree on: the spec, the data files, the
+/// resume point and whether checkpoints are kept (63 bits, so its negation is exact).
+fn job_fingerprint(spec: &TrainingSpec, data: &std::path::Path, validation: Option<&std::path::Path>, resume: Option<&std::path::Path>, checkpoints: bool) -> anyhow::Result<i64> {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(serde_json::to_vec(spec)?);
+    for path in std::iter::once(data).chain(validation) {
+        hash.update(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?);
+    }
+    if let Some(dir) = resume {
+        let progress = train::resume::ResumePoint::open(dir)?.progress;
+        hash.update(format!("resume {} {}", progress.stage.name(), progress.step));
+    }
+    hash.update([u8::from(checkpoints)]);
+    let bytes: [u8; 8] = hash.finalize()[..8].try_into().expect("8 bytes");
+    Ok(i64::from_le_bytes(bytes) & i64::MAX)
+}
+
 fn read_examples(path: &std::path::Path) -> anyhow::Result<Vec<Example>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     parse_jsonl(&text).map_err(|e| anyhow::anyhow!("{} line {}: {}", path.display(), e.line, e.message))
@@ -214,10 +237,11 @@ async fn main() -> anyhow::Result<()> {
             let moe: MoeSftQatOptions = serde_json::from_str(&options).context("--options is not valid method.moe_sft_qat JSON")?;
             moe.validate().map_err(|e| anyhow::anyhow!("{}: {}", e.param, e.message))?;
             let spec = TrainingSpec { model, n_epochs, batch_size, seed, moe };
+            let rendezvous = parallel.rendezvous()?;
+            let fingerprint = rendezvous.is_some().then(|| job_fingerprint(&spec, &data, validation_data.as_deref(), resume.as_deref(), checkpoints.is_some())).transpose()?;
             let validation = validation_data.as_deref().map(read_examples).transpose()?.unwrap_or_default();
             let data = train::JobData { train: read_examples(&data)?, validation };
             let resume = resume.as_deref().map(train::resume::ResumePoint::open).transpose()?;
-            let rendezvous = parallel.rendezvous()?;
             let device = match (config.device()?, &rendezvous) {
                 // One GPU per rank: the rank's place on its host (LOCAL_RANK, as torchrun sets it, or
                 // the rank modulo the GPUs visible).
@@ -231,6 +255,9 @@ async fn main() -> anyhow::Result<()> {
                 (device, _) => device,
             };
             let parallel = rendezvous.map(|r| train::parallel::DataParallel::join(&r, device)).transpose()?;
+            if let (Some(dp), Some(fingerprint)) = (&parallel, fingerprint) {
+                dp.check_same_job(fingerprint ^ i64::from(device.is_cuda()))?;
+            }
             let rank = parallel.as_ref().map_or(0, |dp| dp.rank());
             let mut reporter = commands::LocalReporter { checkpoints, rank };
             let output = train::run_on(&spec, data, device, resume, &mut reporter, parallel.as_ref())?;

@@ -37,10 +37,10 @@ const STEP_PATH: &[(&str, &[(&str, usize, &str)])] = &[
     (
         "src/train/parallel.rs",
         &[
-            ("from_slice(", 3, "host values (which gradients exist, the step's summed loss, a stop request) exchanged over the CPU-only Gloo group"),
-            ("Vec::<", 2, "reading those CPU tensors back: no device tensor is read"),
-            ("::try_from(", 2, "the same reads"),
-            ("int64_value(", 1, "the agreed stop request, a CPU tensor"),
+            ("from_slice(", 7, "host values (which gradients exist, the step's summed loss, a stop request, rank 0's monitor verdict, the job fingerprint) exchanged over the CPU-only Gloo group, and serde_json::from_slice decoding the verdict's bytes"),
+            ("Vec::<", 4, "reading those CPU tensors back: no device tensor is read"),
+            ("::try_from(", 4, "the same reads"),
+            ("int64_value(", 2, "the agreed stop request and the length of rank 0's verdict, CPU tensors"),
         ],
     ),
     ("src/train/quantizer.rs", &[("double_value(", 1, "the calibration pass records each expert input's amax on the host, before QAT")]),

@@ -119,6 +119,30 @@ fn a_checkpoint_of_two_ranks_resumes_in_another_world_size() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("optimiser state has 2 shards") && stderr.contains("optimizer.rank1-of-2.safetensors is missing"), "{stderr}");
+    std::fs::remove_file(at.join("optimizer.safetensors")).unwrap();
+    let output = train_command(options, &dir.join("broken"), &["--resume", at.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("at sft step 3 but has no optimizer.safetensors"), "{stderr}");
+}
+
+/// Ranks started for different jobs (here: another seed on rank 1) refuse to train.
+#[test]
+fn ranks_started_for_different_jobs_refuse_to_train() {
+    let dir = scratch("different");
+    let rendezvous = format!("127.0.0.1:{}", free_port());
+    let children: Vec<_> = ["1", "2"]
+        .iter()
+        .enumerate()
+        .map(|(rank, seed)| {
+            let args = ["--seed", seed, "--world-size", "2", "--rank", &rank.to_string(), "--rendezvous", &rendezvous, "--bind", "127.0.0.1", "--timeout-seconds", "60"].map(String::from);
+            train_command(r#"{"max_steps": 1}"#, &dir.join("out"), &[]).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains("not started for the same job"), "{stderr}");
+    }
 }
 
 /// A rank that never comes is an error on the others after the timeout, naming what it waited for.
@@ -132,6 +156,14 @@ fn a_missing_rank_fails_the_job_with_a_clear_error() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("rank 0 of 2 joining"), "{stderr}");
-    let bad = train_command("{}", &dir.join("out"), &["--world-size", "2", "--rank", "2"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("--rank 2 must be below --world-size 2"));
+    for (args, error) in [
+        (&["--world-size", "2", "--rank", "2"][..], "--rank 2 must be below --world-size 2"),
+        (&["--rendezvous", "127.0.0.1:29500"][..], "--rendezvous is for a data-parallel run: give --world-size"),
+        (&["--world-size", "2", "--rendezvous", ":29500"][..], "--rendezvous must name a host"),
+        (&["--world-size", "2", "--rendezvous", "127.0.0.1:29500", "--timeout-seconds", "0"][..], "--timeout-seconds"),
+    ] {
+        let bad = train_command("{}", &dir.join("out"), args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        assert!(!bad.status.success() && stderr.contains(error), "{args:?}: {stderr}");
+    }
 }

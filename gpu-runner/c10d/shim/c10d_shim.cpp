@@ -120,7 +120,15 @@ char* mt_group_new(mt_store* store, const char* prefix, int backend, int rank, i
   });
 }
 
-void mt_group_free(mt_group* group) { delete group; }
+void mt_group_free(mt_group* group) {
+  // An orderly shutdown first (NCCL tears down its communicators and watchdog; Gloo does nothing);
+  // a failure to shut down must not escape a destructor.
+  try {
+    group->backend->shutdown();
+  } catch (...) {
+  }
+  delete group;
+}
 
 char* mt_all_reduce(mt_group* group, mt_tensor* tensor, int op) {
   return guarded([&] {

@@ -140,12 +140,12 @@ pub fn base_model(name: &str, device: Device, kind: Kind, experts: ExpertStorage
 
 /// What data parallelism does with a step's micro-batches, for the job's log.
 fn data_parallel_summary(world: usize, accumulation: u32) -> String {
-    let per_rank = (accumulation as usize).div_ceil(world);
-    let mut text = format!(
-        "Data parallel over {world} ranks: each computes {per_rank} of the step's {accumulation} micro-batches, gradients are summed across ranks, optimiser state is sharded (ZeRO-1)"
-    );
-    if accumulation as usize % world != 0 {
-        text.push_str(&format!("; {accumulation} micro-batches do not divide evenly over {world} ranks, so some ranks wait each step (set gradient_accumulation_steps to a multiple of {world})"));
+    let accumulation = accumulation as usize;
+    let (most, fewest) = (accumulation.div_ceil(world), accumulation / world);
+    let share = if most == fewest { format!("each computes {most}") } else { format!("each computes {fewest} or {most}") };
+    let mut text = format!("Data parallel over {world} ranks: {share} of the step's {accumulation} micro-batches, gradients are summed across ranks, optimiser state is sharded (ZeRO-1)");
+    if most != fewest {
+        text.push_str(&format!("; ranks with fewer wait each step (set gradient_accumulation_steps to a multiple of {world})"));
     }
     text
 }

@@ -18,6 +18,9 @@ use tch::{Device, Kind, Tensor};
 
 use super::optim::Trainable;
 
+/// What a failed collective most likely means: the message names the operation, this adds the cause.
+const PEER_GONE: &str = "another rank failed or exited (see its log)";
+
 /// Collective buffers hold at most this much (gradients or parameters are flattened into buckets
 /// of this size, one collective each): big enough to amortise each call, small enough that the
 /// extra copy is a bounded slice of memory.
@@ -78,7 +81,7 @@ impl DataParallel {
     pub fn sync_grads(&self, params: &[Trainable]) -> anyhow::Result<()> {
         let defined: Vec<f32> = params.iter().map(|p| f32::from(u8::from(p.tensor.grad().defined()))).collect();
         let mut anywhere = Tensor::from_slice(&defined);
-        self.host.all_reduce(&mut anywhere, ReduceOp::Max).context("exchanging which gradients exist")?;
+        self.host.all_reduce(&mut anywhere, ReduceOp::Max).context(PEER_GONE).context("exchanging which gradients exist")?;
         let anywhere = Vec::<f32>::try_from(&anywhere).context("reading gradient flags")?;
         let missing: Vec<&Trainable> = params.iter().zip(anywhere.iter().zip(&defined)).filter(|(_, (&any, &here))| any > 0.0 && here == 0.0).map(|(p, _)| p).collect();
         if !missing.is_empty() {
@@ -90,12 +93,19 @@ impl DataParallel {
         tch::no_grad(|| self.reduce_in_buckets(&grads))
     }
 
-    /// Sums `tensors` across ranks in place, flattened into buckets of one dtype.
+    /// Sums `tensors` across ranks in place, flattened into buckets of one dtype (a tensor that fills a
+    /// bucket alone is reduced where it is, without a copy).
     fn reduce_in_buckets(&self, tensors: &[Tensor]) -> anyhow::Result<()> {
         for bucket in buckets(tensors) {
-            let mut flat = Tensor::cat(&bucket.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0);
-            self.group.all_reduce(&mut flat, ReduceOp::Sum).context("summing gradients across ranks")?;
-            unflatten(&flat, &bucket);
+            let context = || format!("summing gradients across ranks: {PEER_GONE}");
+            match bucket.as_slice() {
+                [alone] if alone.is_contiguous() => self.group.all_reduce(&mut alone.shallow_clone(), ReduceOp::Sum).with_context(context)?,
+                _ => {
+                    let mut flat = Tensor::cat(&bucket.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0);
+                    self.group.all_reduce(&mut flat, ReduceOp::Sum).with_context(context)?;
+                    unflatten(&flat, &bucket);
+                }
+            }
         }
         Ok(())
     }
@@ -106,9 +116,15 @@ impl DataParallel {
             for owner in 0..self.world_size() {
                 let owned: Vec<Tensor> = params.iter().zip(owners).filter(|(_, &o)| o == owner).map(|(p, _)| p.tensor.shallow_clone()).collect();
                 for bucket in buckets(&owned) {
-                    let mut flat = Tensor::cat(&bucket.iter().map(|t| t.detach().reshape([-1])).collect::<Vec<_>>(), 0);
-                    self.group.broadcast(&mut flat, owner).context("broadcasting updated weights")?;
-                    unflatten(&flat, &bucket);
+                    let context = || format!("broadcasting updated weights from rank {owner}: {PEER_GONE}");
+                    match bucket.as_slice() {
+                        [alone] if alone.is_contiguous() => self.group.broadcast(&mut alone.detach(), owner).with_context(context)?,
+                        _ => {
+                            let mut flat = Tensor::cat(&bucket.iter().map(|t| t.detach().reshape([-1])).collect::<Vec<_>>(), 0);
+                            self.group.broadcast(&mut flat, owner).with_context(context)?;
+                            unflatten(&flat, &bucket);
+                        }
+                    }
                 }
             }
             Ok(())
@@ -118,19 +134,46 @@ impl DataParallel {
     /// Sums host values across ranks (in f64: token counts stay exact).
     pub fn sum(&self, values: &[f64]) -> anyhow::Result<Vec<f64>> {
         let mut t = Tensor::from_slice(values);
-        self.host.all_reduce(&mut t, ReduceOp::Sum).context("summing across ranks")?;
+        self.host.all_reduce(&mut t, ReduceOp::Sum).context(PEER_GONE).context("summing across ranks")?;
         Vec::<f64>::try_from(&t).context("reading a sum across ranks")
     }
 
     /// The largest of `value` across ranks: how ranks agree on a decision one of them made.
     pub fn max(&self, value: i64) -> anyhow::Result<i64> {
         let mut t = Tensor::from_slice(&[value]);
-        self.host.all_reduce(&mut t, ReduceOp::Max).context("agreeing across ranks")?;
+        self.host.all_reduce(&mut t, ReduceOp::Max).context(PEER_GONE).context("agreeing across ranks")?;
         Ok(t.int64_value(&[0]))
     }
 
-    pub fn barrier(&self) -> anyhow::Result<()> {
-        self.host.barrier().context("waiting for the other ranks")
+    /// Rank 0's `value` on every rank: how ranks take one decision (the monitor's) rather than trust
+    /// that each computed the same.
+    pub fn from_rank_zero<T: serde::Serialize + serde::de::DeserializeOwned>(&self, value: &T) -> anyhow::Result<T> {
+        let bytes = if self.rank() == 0 { serde_json::to_vec(value)? } else { Vec::new() };
+        let mut len = Tensor::from_slice(&[bytes.len() as i64]);
+        self.host.broadcast(&mut len, 0).context(PEER_GONE).context("receiving rank 0's decision")?;
+        let mut buffer = if self.rank() == 0 { Tensor::from_slice(&bytes) } else { Tensor::zeros([len.int64_value(&[0])], (Kind::Uint8, Device::Cpu)) };
+        self.host.broadcast(&mut buffer, 0).context(PEER_GONE).context("receiving rank 0's decision")?;
+        Ok(serde_json::from_slice(&Vec::<u8>::try_from(&buffer)?)?)
+    }
+
+    /// Refuses to train unless every rank was started for the same job: `fingerprint` hashes what
+    /// must agree (spec, data, resume point, device type, where checkpoints go). Collectives pair up
+    /// by order alone, so ranks with different jobs would otherwise train on silently.
+    pub fn check_same_job(&self, fingerprint: i64) -> anyhow::Result<()> {
+        let mut t = Tensor::from_slice(&[fingerprint, -fingerprint]);
+        self.host.all_reduce(&mut t, ReduceOp::Max).context(PEER_GONE).context("comparing the ranks' jobs")?;
+        let extremes = Vec::<i64>::try_from(&t)?;
+        anyhow::ensure!(
+            extremes[0] == fingerprint && -extremes[1] == fingerprint,
+            "the ranks were not started for the same job: start every rank with the same data, model, options, seed, batch size, --resume, --checkpoints and device"
+        );
+        Ok(())
+    }
+
+    /// Whether every rank succeeded at something each did on its own (storing its share of a
+    /// checkpoint): false on all ranks if any failed.
+    pub fn all_succeeded(&self, ok: bool) -> anyhow::Result<bool> {
+        Ok(self.max(i64::from(!ok))? == 0)
     }
 }
 

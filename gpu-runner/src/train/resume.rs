@@ -35,6 +35,14 @@ pub fn optimizer_file(rank: usize, world: usize) -> String {
 /// names must be there.
 fn optimizer_files(dir: &Path, progress: &Progress) -> anyhow::Result<Vec<PathBuf>> {
     if !dir.join(OPTIMIZER).exists() {
+        // Only a stage's first checkpoint (where it starts afresh) has no optimiser state.
+        anyhow::ensure!(
+            progress.step == 0 && progress.optimizer_shards.is_none(),
+            "the checkpoint in {} is incomplete: it is at {} step {} but has no {OPTIMIZER}",
+            dir.display(),
+            progress.stage.name(),
+            progress.step
+        );
         return Ok(Vec::new());
     }
     let world = progress.optimizer_shards.unwrap_or(1);

@@ -161,7 +161,13 @@ impl Stage<'_> {
                     validation_token_accuracy: validation.map(|s| s.token_accuracy),
                 });
             }
-            let collapsed = options.monitor.enabled && progress.step % options.monitor.every_n_steps == 0 && self.monitor(model, mode, diagnostic, progress, lr, top_k, reporter);
+            let checked = options.monitor.enabled && progress.step % options.monitor.every_n_steps == 0;
+            let mut collapsed = checked && self.monitor(model, mode, diagnostic, progress, lr, top_k, reporter);
+            if let (true, Some(dp)) = (checked, self.parallel) {
+                // Rank 0's verdict and monitor state (learning-rate decay) hold for every rank: GPUs
+                // need not score bit-identically, and ranks that disagreed would stop at different steps.
+                (collapsed, progress.monitor) = dp.from_rank_zero(&(collapsed, progress.monitor.clone()))?;
+            }
             // The stage's time per step, its periodic validation and monitor checks included (they grow
             // with the steps): what estimates of later jobs scale by.
             progress.training_seconds += started.elapsed().as_secs_f64();
@@ -253,14 +259,17 @@ impl Stage<'_> {
                         .and_then(|()| reporter.checkpoint(name, progress.stage.name(), progress.step, &dir)),
                     None => Ok(()),
                 };
-                // Reach the barrier even after a failure, so rank 0 does not wait out the timeout; the
-                // failure then stops this rank (and the job) at its next collective.
-                let reached = dp.barrier();
-                stored.and(reached)
+                // Tell the others even after a failure, so rank 0 does not record the checkpoint (nor
+                // wait out the timeout); then every rank stops.
+                match dp.all_succeeded(stored.is_ok()) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => stored.and_then(|()| anyhow::bail!("checkpoint {name}: another rank could not store its share")),
+                    Err(e) => stored.and(Err(e)),
+                }
             }
             _ => {
                 if let Some(dp) = self.parallel {
-                    dp.barrier()?;
+                    anyhow::ensure!(dp.all_succeeded(true)?, "checkpoint {name}: a rank could not store its share of the optimiser state (see its log); the checkpoint was not recorded");
                 }
                 // The shards this checkpoint's optimiser state has (a resumed job's progress may name
                 // those of the attempt it came from).
