@@ -78,10 +78,16 @@ impl Checkpoint {
         } else {
             bail!("{} has neither model.safetensors nor model.safetensors.index.json", dir.display());
         };
-        let mut files = Vec::with_capacity(file_names.len());
+        Self::open_files(&file_names.iter().map(|name| dir.join(name)).collect::<Vec<_>>())
+    }
+
+    /// The tensors of these safetensors files, mapped (nothing is read until a tensor is asked for);
+    /// a name in several files is taken from the last.
+    pub fn open_files(paths: &[PathBuf]) -> anyhow::Result<Self> {
+        let mut files = Vec::with_capacity(paths.len());
         let mut location = HashMap::new();
-        for name in file_names {
-            let file = Self::map(&dir.join(&name))?;
+        for path in paths {
+            let file = Self::map(path)?;
             for tensor in file.metadata.tensors().keys() {
                 location.insert(tensor.clone(), files.len());
             }

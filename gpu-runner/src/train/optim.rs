@@ -172,21 +172,19 @@ impl AdamW {
     }
 
     /// Restores the owned trainables' state from the files `save` wrote (one, or one per rank of the
-    /// job that wrote them: a checkpoint loads into any world size).
+    /// job that wrote them: a checkpoint loads into any world size). The files are mapped and only
+    /// the owned tensors are read, so a rank never holds the other ranks' state.
     pub fn load(&mut self, paths: &[std::path::PathBuf]) -> anyhow::Result<()> {
-        let mut saved: std::collections::HashMap<String, Tensor> = std::collections::HashMap::new();
-        for path in paths {
-            saved.extend(Tensor::read_safetensors(path).with_context(|| format!("reading {}", path.display()))?);
-        }
-        let get = |name: &str| saved.get(name).with_context(|| format!("optimiser state lacks {name}"));
+        let saved = crate::model::checkpoint::Checkpoint::open_files(paths)?;
+        let get = |name: &str| saved.get(name).with_context(|| format!("optimiser state lacks {name}"))?.to_tensor();
         tch::no_grad(|| -> anyhow::Result<()> {
             for ((((p, master), m), v), _) in self.params.iter().zip(&mut self.masters).zip(&mut self.exp_avg).zip(&mut self.exp_avg_sq).zip(&self.owned).filter(|(_, &own)| own) {
-                m.copy_(get(&format!("{}.exp_avg", p.name))?);
-                v.copy_(get(&format!("{}.exp_avg_sq", p.name))?);
+                m.copy_(&get(&format!("{}.exp_avg", p.name))?);
+                v.copy_(&get(&format!("{}.exp_avg_sq", p.name))?);
                 if let Some(master) = master {
                     // Without a saved master (a checkpoint of an fp32 run), the restored weight is it.
                     match saved.get(&format!("{}.master", p.name)) {
-                        Some(saved) => master.copy_(saved),
+                        Some(stored) => master.copy_(&stored.to_tensor()?),
                         None => master.copy_(&p.tensor),
                     }
                 }
