@@ -18,17 +18,23 @@ pub struct JobQueue {
 #[derive(Debug, Default)]
 pub struct QueueSnapshot {
     pub pending: HashSet<JobId>,
+    /// One runner holding each claimed job (rank 0 for a gang that has not fully let go).
     pub claimed: HashMap<JobId, RunnerId>,
+    /// Claimed lists per runner: every (job, runner) pair, for the fair-share counts.
+    pub holds: Vec<(JobId, RunnerId)>,
+    /// The runners of each gang by rank, for jobs claimed by one.
+    pub gangs: HashMap<JobId, Vec<RunnerId>>,
     pub alive_runners: HashSet<RunnerId>,
     /// job id → ticket (`tenant device memory order`)
     pub tickets: HashMap<JobId, String>,
 }
 
 impl QueueSnapshot {
-    /// Jobs runners hold, per tenant (from their tickets): the fair-share counts.
+    /// Runners holding each tenant's jobs (from the tickets; a gang counts each rank): the fair-share
+    /// counts.
     pub fn claimed_per_tenant(&self) -> HashMap<String, usize> {
         let mut counts = HashMap::new();
-        for job in self.claimed.keys() {
+        for (job, _) in &self.holds {
             if let Some(tenant) = self.tickets.get(job).and_then(|t| t.split(' ').next()) {
                 *counts.entry(tenant.to_string()).or_default() += 1;
             }
@@ -84,11 +90,45 @@ impl JobQueue {
     }
 
     /// What a runner does to take work: the first job, in fair order, that a runner with `device` and
-    /// `memory_bytes` fits, within the claim window (`CLAIM_TENANTS` × `CLAIM_DEPTH`).
-    pub async fn claim(&self, runner_id: &RunnerId, device: &str, memory_bytes: i64) -> anyhow::Result<Option<JobId>> {
+    /// `memory_bytes` fits, within the claim window (`CLAIM_TENANTS` × `CLAIM_DEPTH`). A job on several
+    /// runners is taken only with enough waiting runners to make up its gang (this one as rank 0). When
+    /// nothing is taken the runner counts as waiting for `wait_ms`, so a gang may pick it meanwhile
+    /// ([`JobQueue::join_gang`]); 0 keeps it out of gangs.
+    pub async fn claim(&self, runner_id: &RunnerId, device: &str, memory_bytes: i64, wait_ms: u64) -> anyhow::Result<Option<JobId>> {
         let (memory, tenants, depth) = (memory_bytes.to_string(), CLAIM_TENANTS.to_string(), CLAIM_DEPTH.to_string());
-        let job: Option<String> = self.op("claim", &[runner_id.as_str(), device, &memory, &tenants, &depth]).await?;
+        let job: Option<String> = self.op("claim", &[runner_id.as_str(), device, &memory, &tenants, &depth, &wait_ms.to_string()]).await?;
         self.parsed_claim(runner_id, job).await
+    }
+
+    /// The gang job this runner was picked for, moved into its claimed list; None when it was picked
+    /// for none, or the gang is gone.
+    pub async fn join_gang(&self, runner_id: &RunnerId) -> anyhow::Result<Option<JobId>> {
+        let job: Option<String> = self.op("join", &[runner_id.as_str()]).await?;
+        self.parsed_claim(runner_id, job).await
+    }
+
+    /// The runners of the job's gang by rank (rank 0 first); empty when no gang holds it.
+    pub async fn gang(&self, job_id: &JobId) -> anyhow::Result<Vec<RunnerId>> {
+        let mut redis = self.redis.clone();
+        let ranks: Option<String> = redis.hget(self.keys.gang(job_id.as_str()), "ranks").await?;
+        Ok(ranks.unwrap_or_default().split_whitespace().filter_map(|r| parsed(RunnerId::parse(r))).collect())
+    }
+
+    /// One field of the job's gang record (`rendezvous`, `error:{rank}`); None when unset or the gang is gone.
+    pub async fn gang_note(&self, job_id: &JobId, field: &str) -> anyhow::Result<Option<String>> {
+        let mut redis = self.redis.clone();
+        Ok(redis.hget(self.keys.gang(job_id.as_str()), field).await?)
+    }
+
+    /// Sets one field of the job's gang record, unless the gang is gone; true when it was set.
+    pub async fn set_gang_note(&self, job_id: &JobId, field: &str, value: &str) -> anyhow::Result<bool> {
+        let set: i64 = self.op("gang_note", &[job_id.as_str(), field, value]).await?;
+        Ok(set == 1)
+    }
+
+    /// The runner no longer waits for work: no gang picks it.
+    pub async fn leave_idle(&self, runner_id: &RunnerId) -> anyhow::Result<()> {
+        self.op::<()>("leave_idle", &[runner_id.as_str()]).await
     }
 
     /// Withdraws a cancelled job: out of its line, no assignment to read, and a flag the runner
@@ -169,10 +209,21 @@ impl JobQueue {
         let tickets: HashMap<String, String> = redis.hgetall(self.keys.tickets()).await?;
         let tickets = tickets.into_iter().filter_map(|(job, ticket)| Some((parsed(JobId::parse(&job))?, ticket))).collect();
         let mut snapshot = QueueSnapshot { pending, tickets, ..Default::default() };
+        let gangs: Vec<String> = redis.smembers(self.keys.gangs()).await?;
+        for job in gangs.iter().filter_map(|j| parsed(JobId::parse(j))) {
+            let ranks = self.gang(&job).await?;
+            if !ranks.is_empty() {
+                snapshot.gangs.insert(job, ranks);
+            }
+        }
         for runner in runners.iter().filter_map(|r| parsed(RunnerId::parse(r))) {
             let claimed: Vec<String> = redis.lrange(self.keys.claimed(&runner), 0, -1).await?;
             for job in claimed.iter().filter_map(|j| parsed(JobId::parse(j))) {
-                snapshot.claimed.insert(job, runner.clone());
+                snapshot.holds.push((job.clone(), runner.clone()));
+                let rank0 = snapshot.gangs.get(&job).and_then(|ranks| ranks.first());
+                if rank0.is_none_or(|r| *r == runner) || !snapshot.claimed.contains_key(&job) {
+                    snapshot.claimed.insert(job, runner.clone());
+                }
             }
             if redis.exists(self.keys.runner_alive(&runner)).await? {
                 snapshot.alive_runners.insert(runner);

@@ -75,6 +75,7 @@ impl JobQueue {
         let key = self.keys().runner_drain(runner_id);
         if draining {
             let _: () = redis.set(key, "1").await?;
+            self.leave_idle(runner_id).await?;
         } else {
             let _: () = redis.del(key).await?;
         }
@@ -109,8 +110,9 @@ pub fn runner_acl_rules(prefix: &str, runner_id: &RunnerId) -> Vec<String> {
     let commands = [
         "-@all", "+@connection", "+evalsha", "+eval", "+script|load", "+script|exists",
         "+get", "+mget", "+exists", "+set", "+setex", "+psetex", "+sadd", "+lindex", "+lrange", "+xadd",
-        // What the queue script runs for `claim` and `finish`.
+        // What the queue script runs for `claim`, `join`, `gang_note` and `finish`.
         "+zrange", "+zrem", "+zadd", "+zscore", "+hget", "+hmget", "+hset", "+hdel", "+hexists", "+hincrby", "+lpush", "+lrem", "+zcard", "+incr",
+        "+time", "+zrangebyscore", "+zremrangebyscore", "+getdel",
     ];
     let keys = [
         format!("~{prefix}:queue:*"),

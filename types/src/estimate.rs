@@ -186,6 +186,7 @@ mod tests {
             qat_formats: vec![],
             version: String::new(),
             started_at: 0,
+            address: String::new(),
             last_heartbeat_ms: 0,
         };
         assert_eq!(runner_class(&info("cuda", "H100-80GB")), "cuda:H100-80GB");

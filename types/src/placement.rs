@@ -222,6 +222,7 @@ impl MemoryModel {
             device: spec.moe.device,
             memory_bytes: self.job_memory(spec, TrainingDevice::Cuda).peak_bytes,
             cpu_memory_bytes: self.job_memory(spec, TrainingDevice::Cpu).peak_bytes,
+            world_size: spec.moe.world_size,
         }
     }
 }
@@ -280,6 +281,7 @@ mod tests {
             qat_formats: vec![],
             version: String::new(),
             started_at: 0,
+            address: String::new(),
             last_heartbeat_ms: 0,
         }
     }
@@ -305,7 +307,7 @@ mod tests {
 
     #[test]
     fn a_cpu_runner_is_judged_by_the_cpu_estimate() {
-        let needs = JobRequirements { device: DeviceRequest::Auto, memory_bytes: 10 << 30, cpu_memory_bytes: 20 << 30 };
+        let needs = JobRequirements { device: DeviceRequest::Auto, memory_bytes: 10 << 30, cpu_memory_bytes: 20 << 30, world_size: 1 };
         assert!(runner("cuda", 12).fits(&needs));
         assert!(!runner("cpu", 16).fits(&needs));
         let largest = BTreeMap::from([("cpu".to_string(), 16i64 << 30)]);

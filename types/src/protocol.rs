@@ -94,6 +94,27 @@ impl RedisKeys {
         format!("{}:runner:{runner_id}:events", self.prefix)
     }
 
+    /// SET of jobs claimed by a gang of runners (world size > 1).
+    pub fn gangs(&self) -> String {
+        format!("{}:queue:gangs", self.prefix)
+    }
+
+    /// HASH of one gang: `ranks` (runner ids, rank 0 first), `holding`, `closed`, `rendezvous`,
+    /// `error:{rank}` (see `queue.lua`).
+    pub fn gang(&self, job_id: &str) -> String {
+        format!("{}:queue:gang:{job_id}", self.prefix)
+    }
+
+    /// STRING: the gang job a runner was picked for and has not yet joined.
+    pub fn gang_duty(&self, runner_id: &str) -> String {
+        format!("{}:queue:duty:{runner_id}", self.prefix)
+    }
+
+    /// ZSET runner id → until when (Unix ms) it waits for work: the runners a gang may be formed from.
+    pub fn idle(&self) -> String {
+        format!("{}:queue:idle", self.prefix)
+    }
+
     /// STREAM of runner events that could not be applied, each with its error (kept for operators).
     pub fn dead_events(&self) -> String {
         format!("{}:events:dead", self.prefix)
@@ -110,6 +131,10 @@ pub struct RunnerInfo {
     pub gpu_count: i64,
     /// As the operator configured it (e.g. `H100-80GB`); empty on CPU runners.
     pub gpu_model: String,
+    /// Where the other ranks of a gang reach this runner's rendezvous (its rank-0 TCP store): a host
+    /// name or address. Empty in entries written before gangs.
+    #[serde(default)]
+    pub address: String,
     /// Memory of one GPU, as configured; 0 on CPU runners.
     pub gpu_memory_bytes: i64,
     /// Physical memory of the host (MemTotal).
@@ -180,15 +205,15 @@ pub struct JobAssignment {
 }
 
 impl JobAssignment {
-    /// The queue's record of the job: `tenant device cuda_bytes cpu_bytes order` (the memory it needs on
-    /// a CUDA and on a CPU runner), where the order score sorts a tenant's jobs by priority, then age
+    /// The queue's record of the job: `tenant device cuda_bytes cpu_bytes order world` (the memory one
+    /// rank needs on a CUDA and on a CPU runner, and how many runners it trains on), where the order score sorts a tenant's jobs by priority, then age
     /// (both fit a double exactly).
     pub fn ticket(&self) -> String {
         let p = &self.placement;
         let order = i64::from(9 - p.priority.clamp(0, 9)) * 10_000_000_000_000 + p.created_at_ms;
         let tenant = if p.tenant.is_empty() { "-" } else { p.tenant.as_str() };
         let needs = &p.requirements;
-        format!("{tenant} {} {} {} {order}", needs.device.as_str(), needs.memory_on("cuda"), needs.memory_on("cpu"))
+        format!("{tenant} {} {} {} {order} {}", needs.device.as_str(), needs.memory_on("cuda"), needs.memory_on("cpu"), needs.world_size.max(1))
     }
 }
 
@@ -225,8 +250,14 @@ pub struct RunnerEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RunnerEventKind {
-    /// The runner started working on the job.
-    Started { device: String, dtype: String },
+    /// The runner started working on the job; `ranks` are the runners of its gang by rank (rank 0, the
+    /// sender, first), empty on one runner.
+    Started {
+        device: String,
+        dtype: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ranks: Vec<String>,
+    },
     /// A human-readable progress message.
     Message { level: String, message: String },
     /// Training metrics for one optimiser step.
@@ -265,8 +296,15 @@ pub enum RunnerEventKind {
     /// The runner stopped for a pause request after storing a checkpoint at `stage` `step`.
     Paused { stage: String, step: u32 },
     /// The runner is shutting down (SIGTERM): it stored a checkpoint at `stage` `step` and handed the
-    /// job back, to be continued from there as the job's next attempt.
-    Released { stage: String, step: u32 },
+    /// job back, to be continued from there as the job's next attempt. With `rank_lost`, rank 0 of a
+    /// gang saw another rank fail or exit: the job goes back to continue from its latest checkpoint
+    /// (`stage` `step`) on a new gang, and this counts as a lost runner.
+    Released {
+        stage: String,
+        step: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rank_lost: Option<String>,
+    },
     /// The job finished; `result` summarises it (losses, steps, timings).
     Succeeded { trained_tokens: i64, result: serde_json::Value },
     /// The job failed; `code` is machine readable, `message` tells the user what went wrong.

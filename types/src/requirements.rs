@@ -35,7 +35,7 @@ impl DeviceRequest {
 }
 
 /// What a job needs from the runner that takes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct JobRequirements {
     pub device: DeviceRequest,
     /// Estimated peak training memory on one GPU of a CUDA runner (bf16 unless the job asks for fp32);
@@ -45,6 +45,20 @@ pub struct JobRequirements {
     /// queued before it existed: `memory_bytes` then stands for both.
     #[serde(default)]
     pub cpu_memory_bytes: i64,
+    /// Runners the job trains on at once (data parallel, one rank each); the memory figures are one
+    /// rank's. Absent in jobs queued before gangs: 1.
+    #[serde(default = "one")]
+    pub world_size: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Default for JobRequirements {
+    fn default() -> Self {
+        Self { device: DeviceRequest::Auto, memory_bytes: 0, cpu_memory_bytes: 0, world_size: 1 }
+    }
 }
 
 impl JobRequirements {
