@@ -25,6 +25,9 @@ use moetune_domain::store::{self, NewEvent};
 use moetune_domain::webhooks::{outbox, EventType};
 use moetune_domain::JobQueue;
 
+pub use crate::lease::Lease;
+use crate::lease::{check_lease, gang_ranks, parse_s3_uri};
+
 const GROUP: &str = "scheduler";
 /// Tries of one entry, with Postgres reachable, before it is dead-lettered.
 const MAX_ENTRY_TRIES: u32 = 5;
@@ -37,6 +40,8 @@ pub struct Ingester {
     /// URIs may name.
     bucket: String,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// Lost runners (a gang's lost rank included) after which a job fails.
+    max_attempts: i32,
 }
 
 /// What became of one event.
@@ -53,7 +58,11 @@ pub enum Applied {
 
 impl Ingester {
     pub fn new(queue: JobQueue, pool: PgPool, consumer: String, bucket: String) -> Self {
-        Self { queue, pool, consumer, bucket, metrics: Default::default() }
+        Self { queue, pool, consumer, bucket, metrics: Default::default(), max_attempts: 3 }
+    }
+
+    pub fn with_max_attempts(self, max_attempts: i32) -> Self {
+        Self { max_attempts, ..self }
     }
 
     pub fn with_metrics(self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
@@ -178,7 +187,7 @@ impl Ingester {
             // Entry ids are unique per stream, and every runner has its own: the runner makes the
             // recorded id unique across them (two runners may write in the same millisecond).
             let source_id = format!("{}/{entry_id}", event.runner_id);
-            let applied = apply_as(&self.pool, event, Some(&source_id), &Lease { bucket: Some(&self.bucket), holds_claim }).await?;
+            let applied = apply_as(&self.pool, event, Some(&source_id), &Lease { bucket: Some(&self.bucket), holds_claim, max_attempts: self.max_attempts }).await?;
             tracing::debug!(outcome = ?applied, "runner event applied");
             anyhow::Ok(applied)
         };
@@ -283,19 +292,12 @@ impl Ingester {
             let assignment = store::assignment(&mut conn, &event.job_id, &self.bucket).await?;
             self.queue.requeue_from(&event.runner_id, &assignment).await?;
             self.metrics.requeued.with_label_values(&["released"]).inc();
-        } else if status == JobStatus::Paused && attempt == event.attempt {
+        } else if matches!(status, JobStatus::Paused | JobStatus::Failed) && attempt == event.attempt {
+            // Paused, or failed after one lost rank too many.
             self.queue.forget(Some(&event.runner_id), &event.job_id).await?;
         }
         Ok(())
     }
-}
-
-/// What the ingester knows about an event's sender beyond Postgres.
-pub struct Lease<'a> {
-    /// The only bucket stored URIs may name (None: not checked).
-    pub bucket: Option<&'a str>,
-    /// Whether the sender's claimed list holds the job (Redis); only such a runner may start it.
-    pub holds_claim: bool,
 }
 
 /// Periodic checkpoints a job keeps (besides its stage finals); older ones are marked deleted for
@@ -305,7 +307,7 @@ pub const CHECKPOINTS_KEPT: i64 = 3;
 /// Applies one runner event whose sender has been checked to hold the job's claim (tests, and callers
 /// that verified it themselves); see [`apply_as`].
 pub async fn apply(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str>) -> anyhow::Result<Applied> {
-    apply_as(pool, event, source_id, &Lease { bucket: None, holds_claim: true }).await
+    apply_as(pool, event, source_id, &Lease { bucket: None, holds_claim: true, max_attempts: 3 }).await
 }
 
 /// The job row an event is applied to, locked.
@@ -343,13 +345,18 @@ pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str
         source_id,
     };
     let fresh = match &event.kind {
-        RunnerEventKind::Started { device, dtype } => {
-            sqlx::query("UPDATE jobs SET runner_id = $2 WHERE id = $1")
+        RunnerEventKind::Started { device, dtype, ranks } => {
+            let ranks = gang_ranks(&event.runner_id, ranks)?;
+            sqlx::query("UPDATE jobs SET runner_id = $2, ranks = $3 WHERE id = $1")
                 .bind(job_id)
                 .bind(&event.runner_id)
+                .bind(&ranks)
                 .execute(&mut *tx)
                 .await?;
-            let message = format!("Job started on runner {} ({device}, {dtype}), attempt {attempt}", event.runner_id);
+            let message = match &ranks {
+                Some(ranks) => format!("Job started on {} runners ({device}, {dtype}), attempt {attempt}: {}", ranks.len(), ranks.iter().enumerate().map(|(r, id)| format!("rank {r} {id}")).collect::<Vec<_>>().join(", ")),
+                None => format!("Job started on runner {} ({device}, {dtype}), attempt {attempt}", event.runner_id),
+            };
             let fresh = store::insert_event(&mut tx, log("info", "message", message, None)).await?;
             // Only a queued job starts: one paused meanwhile stays paused (its runner stops at step one).
             if fresh && status == JobStatus::Queued {
@@ -445,7 +452,31 @@ pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str
             }
             fresh
         }
-        RunnerEventKind::Released { stage, step } => {
+        RunnerEventKind::Released { stage, step, rank_lost: Some(lost) } => {
+            let lost = runner_text(lost);
+            let fresh = store::insert_event(&mut tx, log("warn", "message", format!("A rank of the job's gang was lost: {lost}"), None)).await?;
+            if fresh && matches!(status, JobStatus::Running | JobStatus::Pausing) {
+                let losses: i32 = sqlx::query_scalar("UPDATE jobs SET runner_losses = runner_losses + 1 WHERE id = $1 RETURNING runner_losses").bind(job_id).fetch_one(&mut *tx).await?;
+                if losses >= lease.max_attempts {
+                    sqlx::query("UPDATE jobs SET error_code = $2, error_message = $3 WHERE id = $1")
+                        .bind(job_id)
+                        .bind(ErrorCode::RunnerLost.as_str())
+                        .bind(format!("the job's runners were lost {losses} times"))
+                        .execute(&mut *tx)
+                        .await?;
+                    store::transition(&mut tx, job_id, attempt, JobStatus::Failed, format!("A rank was lost; giving up after {losses} lost runners")).await?;
+                } else if status == JobStatus::Pausing {
+                    store::transition(&mut tx, job_id, attempt, JobStatus::Paused, format!("Job paused at {stage} step {step}; resume continues from its checkpoint")).await?;
+                } else {
+                    let next = attempt + 1;
+                    sqlx::query("UPDATE jobs SET runner_id = NULL, ranks = NULL, attempt = $2 WHERE id = $1").bind(job_id).bind(next).execute(&mut *tx).await?;
+                    let message = format!("Job requeued from its checkpoint at {stage} step {step} as attempt {next}, on a new gang");
+                    store::transition(&mut tx, job_id, next, JobStatus::Queued, message).await?;
+                }
+            }
+            fresh
+        }
+        RunnerEventKind::Released { stage, step, rank_lost: None } => {
             let fresh = store::insert_event(&mut tx, log("info", "message", format!("Runner {} is shutting down and handed the job back", event.runner_id), None)).await?;
             if fresh && status == JobStatus::Pausing {
                 store::transition(&mut tx, job_id, attempt, JobStatus::Paused, format!("Job paused at {stage} step {step}; resume continues from its checkpoint")).await?;
@@ -453,7 +484,7 @@ pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str
                 // A new attempt: the next runner writes under its own prefix, and anything the releasing
                 // runner still sends is refused as stale.
                 let next = attempt + 1;
-                sqlx::query("UPDATE jobs SET runner_id = NULL, attempt = $2 WHERE id = $1").bind(job_id).bind(next).execute(&mut *tx).await?;
+                sqlx::query("UPDATE jobs SET runner_id = NULL, ranks = NULL, attempt = $2 WHERE id = $1").bind(job_id).bind(next).execute(&mut *tx).await?;
                 let message = format!("Job requeued from its checkpoint at {stage} step {step} as attempt {next}");
                 store::transition(&mut tx, job_id, next, JobStatus::Queued, message).await?;
             }
@@ -535,33 +566,6 @@ async fn record_measurement(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, job_
     Ok(())
 }
 
-fn check_lease(event: &RunnerEvent, holder: Option<&RunnerId>, lease: &Lease<'_>) -> Result<(), String> {
-    let runner = &event.runner_id;
-    match (&event.kind, holder) {
-        (RunnerEventKind::Started { .. }, _) if !lease.holds_claim => return Err(format!("runner {runner} has not claimed the job")),
-        (RunnerEventKind::Started { .. }, Some(other)) if other != runner => return Err(format!("the job is held by runner {other}")),
-        (RunnerEventKind::Started { .. }, _) => {}
-        (_, Some(held)) if held == runner => {}
-        _ => return Err(format!("runner {runner} does not hold the job's current attempt")),
-    }
-    let (name, uri, kind) = match &event.kind {
-        RunnerEventKind::Checkpoint { name, uri, .. } => (name, uri, "checkpoints"),
-        RunnerEventKind::Artifact { name, uri, .. } => (name, uri, "artifacts"),
-        _ => return Ok(()),
-    };
-    let plain = |c: char| c.is_ascii_alphanumeric() || "._-/".contains(c);
-    if name.is_empty() || name.len() > 255 || !name.chars().all(plain) || name.split('/').any(|s| s.is_empty() || s == "..") {
-        return Err(format!("the name {:?} is not a plain relative name", moetune_types::text::echo(name, 80)));
-    }
-    let (bucket, key) = parse_s3_uri(uri).map_err(|e| e.to_string())?;
-    let prefix = format!("{kind}/{}/attempt-{}/", event.job_id, event.attempt);
-    let inside = key.starts_with(&prefix) && key.len() > prefix.len() && !key.split('/').any(|segment| segment == ".." || segment == "." || segment.is_empty());
-    if !inside || lease.bucket.is_some_and(|expected| expected != bucket) {
-        return Err(format!("{uri} is not under the attempt's prefix s3://{}/{prefix}", lease.bucket.unwrap_or(bucket)));
-    }
-    Ok(())
-}
-
 /// A runner's free text as tenants may read it: the runner already strips its local paths and control
 /// characters, and a compromised one is not trusted to.
 fn runner_text(message: &str) -> String {
@@ -570,10 +574,4 @@ fn runner_text(message: &str) -> String {
 
 fn level_static(level: &str) -> &'static str {
     if level == "error" { "error" } else { "warn" }
-}
-
-fn parse_s3_uri(uri: &str) -> anyhow::Result<(&str, &str)> {
-    uri.strip_prefix("s3://")
-        .and_then(|rest| rest.split_once('/'))
-        .ok_or_else(|| anyhow::anyhow!("artifact uri {uri:?} is not s3://bucket/key"))
 }

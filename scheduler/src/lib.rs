@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod ingest;
+pub mod lease;
 pub mod metrics;
 pub mod placement;
 pub mod reconcile;
@@ -22,7 +23,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let queue = JobQueue::connect(&config.redis_url, &config.redis_prefix).await?;
     let metrics = std::sync::Arc::new(metrics::Metrics::default());
-    let ingester = ingest::Ingester::new(queue.clone(), pool.clone(), config.consumer_name.clone(), config.s3_bucket.clone()).with_metrics(metrics.clone());
+    let ingester = ingest::Ingester::new(queue.clone(), pool.clone(), config.consumer_name.clone(), config.s3_bucket.clone()).with_metrics(metrics.clone()).with_max_attempts(config.max_attempts);
     let reconciler = reconcile::Reconciler::new(queue.clone(), pool.clone(), config.clone()).with_metrics(metrics.clone());
     let webhooks = webhooks::dispatch::Dispatcher::new(pool.clone(), config.webhooks.clone(), metrics.clone())?;
     let metrics_server = match config.metrics_addr.as_str() {

@@ -5,14 +5,15 @@
 //!
 //! What this module adds is the view from the other side: a queued job that no registered runner could
 //! ever take (it needs CUDA and there is none; it needs more memory than the largest runner has) gets
-//! a `status_details` saying so, cleared when a runner that fits registers.
+//! a `status_details` saying so, cleared when a runner that fits registers. A job on a gang of runners
+//! that outnumbers the registered runners it fits is told the same.
 
 
 use moetune_types::placement::unplaceable_reason;
 use moetune_types::JobRequirements;
 use sqlx::PgPool;
 
-use moetune_domain::registry::{largest_runners, RunnerView};
+use moetune_domain::registry::{largest_runners, RunnerState, RunnerView};
 
 /// One pass over the registry as read (`runners`): for each distinct requirement among queued jobs,
 /// sets or clears the reason they wait. Returns how many jobs' details changed.
@@ -22,7 +23,7 @@ pub async fn explain_waiting(runners: &[RunnerView], pool: &PgPool) -> anyhow::R
     let mut changed = 0;
     for raw in wanted {
         let Ok(needs) = serde_json::from_value::<JobRequirements>(raw.clone()) else { continue };
-        let reason = unplaceable_reason(&needs, &largest);
+        let reason = unplaceable_reason(&needs, &largest).or_else(|| gang_reason(&needs, runners));
         changed += sqlx::query("UPDATE jobs SET status_details = $2 WHERE status = 'queued' AND requirements = $1 AND status_details IS DISTINCT FROM $2")
             .bind(&raw)
             .bind(&reason)
@@ -31,4 +32,15 @@ pub async fn explain_waiting(runners: &[RunnerView], pool: &PgPool) -> anyhow::R
             .rows_affected();
     }
     Ok(changed)
+}
+
+/// Why a job on several runners waits when fewer runners that fit it are registered than its world
+/// size (each rank takes a runner of its own); None when enough are.
+fn gang_reason(needs: &JobRequirements, runners: &[RunnerView]) -> Option<String> {
+    let world = needs.world_size as usize;
+    if world <= 1 {
+        return None;
+    }
+    let fitting = runners.iter().filter(|r| r.state != RunnerState::Lost).filter(|r| r.info.as_ref().is_some_and(|info| info.fits(needs))).count();
+    (fitting < world).then(|| format!("Waiting for {world} runners that fit the job (one rank each): {fitting} registered runner(s) fit it. Lower world_size, or add runners."))
 }

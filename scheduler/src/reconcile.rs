@@ -41,6 +41,7 @@ impl Reconciler {
         let snapshot = self.queue.snapshot().await?;
         self.queue.set_running(&snapshot.claimed_per_tenant()).await?;
         self.withdraw_cancelled(&jobs, &snapshot).await?;
+        self.drop_finished_gangs(&jobs, &snapshot).await?;
         for job in jobs {
             self.reconcile_job(&job, &snapshot).await?;
         }
@@ -66,9 +67,29 @@ impl Reconciler {
         Ok(())
     }
 
+    /// Gang records of jobs that ended (cancelled, or finished without the usual `forget`) once no rank
+    /// holds them: runners may not delete keys, so their records are dropped here.
+    async fn drop_finished_gangs(&self, active: &[ActiveJob], snapshot: &QueueSnapshot) -> anyhow::Result<()> {
+        let active: std::collections::HashSet<&JobId> = active.iter().map(|j| &j.id).collect();
+        for job in snapshot.gangs.keys().filter(|job| !active.contains(job)) {
+            if !snapshot.holds.iter().any(|(held, _)| held == job) {
+                self.queue.forget(None, job).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn reconcile_job(&self, job: &ActiveJob, snapshot: &QueueSnapshot) -> anyhow::Result<()> {
         if snapshot.pending.contains(&job.id) {
             return Ok(());
+        }
+        // A gang trains only while every rank is alive: one lost rank sends the whole job back.
+        let lost_rank = snapshot.gangs.get(&job.id).and_then(|ranks| ranks.iter().find(|r| !snapshot.alive_runners.contains(*r)));
+        if let Some(lost) = lost_rank {
+            return match job.status {
+                JobStatus::Pausing => self.settle_pause(job, Some(lost)).await,
+                _ => self.requeue_lost(job, lost).await,
+            };
         }
         let holder = snapshot.claimed.get(&job.id).or(job.runner_id.as_ref());
         match holder {
@@ -126,7 +147,7 @@ impl Reconciler {
             return self.queue.forget(Some(runner), &job.id).await;
         }
         let attempt = job.attempt + 1;
-        sqlx::query("UPDATE jobs SET attempt = $2, runner_id = NULL WHERE id = $1")
+        sqlx::query("UPDATE jobs SET attempt = $2, runner_id = NULL, ranks = NULL WHERE id = $1")
             .bind(&job.id)
             .bind(attempt)
             .execute(&mut *tx)

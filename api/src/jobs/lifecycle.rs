@@ -67,7 +67,7 @@ pub async fn resume(state: &AppState, tenant: TenantId, id: &JobId) -> Result<Jo
     }
     crate::quotas::reserve_job(&mut tx, tenant, &state.config.quotas).await?;
     let attempt = attempt + 1;
-    sqlx::query("UPDATE jobs SET attempt = $2, runner_id = NULL WHERE id = $1").bind(id).bind(attempt).execute(&mut *tx).await?;
+    sqlx::query("UPDATE jobs SET attempt = $2, runner_id = NULL, ranks = NULL WHERE id = $1").bind(id).bind(attempt).execute(&mut *tx).await?;
     // Back through validation: queued at once when its files are processed (advance_validating below).
     store::transition(&mut tx, id, attempt, JobStatus::ValidatingFiles, format!("Job resumed as attempt {attempt}")).await?;
     tx.commit().await?;

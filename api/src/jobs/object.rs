@@ -59,6 +59,10 @@ pub struct JobObject {
     pub requirements: JobRequirements,
     /// moetune: why the job is waiting, when it needs saying (e.g. no registered runner fits it).
     pub status_details: Option<String>,
+    /// moetune: the runners a job with `world_size` > 1 trains on, by rank (rank 0 first); absent on
+    /// one runner and while it waits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ranks: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -108,6 +112,8 @@ pub(super) struct JobRow {
     pub(super) finished_at: Option<chrono::DateTime<chrono::Utc>>,
     pub(super) requirements: Json<JobRequirements>,
     pub(super) status_details: Option<String>,
+    #[sqlx(default)]
+    pub(super) ranks: Option<Vec<String>>,
     /// The job's artifacts by name, when the query is `SELECT_JOBS`.
     #[sqlx(default)]
     pub(super) artifact_list: Option<Json<Vec<ArtifactRecord>>>,
@@ -181,6 +187,7 @@ pub(super) fn job_object(row: JobRow) -> Result<JobObject, ApiError> {
         result: row.result,
         requirements: row.requirements.0,
         status_details: row.status_details,
+        ranks: row.ranks,
         id: row.id.into(),
         model: row.model,
         training_file: row.training_file,

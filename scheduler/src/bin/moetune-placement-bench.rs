@@ -124,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..2000 {
         let (id, device, memory) = runner(i % runners);
         let t = Instant::now();
-        let claimed = queue.claim(&id, device, memory).await?;
+        let claimed = queue.claim(&id, device, memory, 0).await?;
         lone.push(t.elapsed());
         if let Some(job) = claimed {
             let assignment = &workload[job.trim_start_matches("ftjob-bench-").parse::<usize>()?];
@@ -137,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
     let mut misfit = Vec::new();
     for _ in 0..2000 {
         let t = Instant::now();
-        let claimed = queue.claim(&RunnerId::parse("misfit")?, "cpu", GIB / 2).await?;
+        let claimed = queue.claim(&RunnerId::parse("misfit")?, "cpu", GIB / 2, 0).await?;
         misfit.push(t.elapsed());
         anyhow::ensure!(claimed.is_none(), "every job needs at least 1 GiB");
     }
@@ -156,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
                 tokio::spawn(async move {
                     let (id, device, memory) = runner(i);
                     let t = Instant::now();
-                    let claimed = queue.claim(&id, device, memory).await?;
+                    let claimed = queue.claim(&id, device, memory, 0).await?;
                     let took = t.elapsed();
                     if let Some(job) = &claimed {
                         queue.forget(Some(&id), job).await?;
@@ -200,6 +200,7 @@ async fn main() -> anyhow::Result<()> {
             qat_formats: vec!["mxfp4".into(), "nvfp4".into()],
             version: "bench".into(),
             started_at: 0,
+            address: String::new(),
             last_heartbeat_ms: 0,
         };
         let keys = queue.keys();
