@@ -18,6 +18,10 @@ pub struct RunnerConfig {
     pub metrics_addr: String,
     pub max_dataset_bytes: i64,
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Where other runners reach this one when it is rank 0 of a gang; empty = the host's name.
+    pub address: String,
+    /// How long a gang's ranks wait for each other to join, and for any collective.
+    pub gang_timeout_seconds: u64,
     pub s3: S3Config,
 }
 
@@ -30,6 +34,10 @@ impl RunnerConfig {
             let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "runner".into());
             config.runner_id = format!("{}-{}", host.trim(), std::process::id());
         }
+        if config.address.is_empty() {
+            config.address = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "127.0.0.1".into());
+        }
+        anyhow::ensure!((1..=86_400).contains(&config.gang_timeout_seconds), "gang_timeout_seconds must be from 1 to 86400");
         Ok(config)
     }
 

@@ -4,6 +4,7 @@ pub mod commands;
 pub mod config;
 pub mod export;
 pub mod fidelity;
+pub mod gang;
 pub mod host_memory;
 pub mod metrics;
 pub mod model;

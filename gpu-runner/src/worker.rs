@@ -10,7 +10,7 @@ use moetune_domain::JobQueue;
 use moetune_types::{ErrorCode, Example, JobAssignment, JobId, RunnerId, RunnerEvent, RunnerEventKind, RunnerInfo, S3Location};
 
 use crate::config::RunnerConfig;
-use crate::{export, train};
+use crate::{export, gang, train};
 
 pub struct Worker {
     config: RunnerConfig,
@@ -32,12 +32,17 @@ struct EventSink {
     attempt: i32,
     runner_id: RunnerId,
     metrics: std::sync::Arc<crate::metrics::RunnerMetrics>,
+    /// A gang's ranks other than 0 report nothing: rank 0 speaks for the job.
+    muted: bool,
 }
 
 impl EventSink {
     /// Sends one event. Free text (messages, failures) loses the runner's local paths and control
     /// characters first: tenants read it.
     async fn emit(&self, kind: RunnerEventKind) -> anyhow::Result<()> {
+        if self.muted {
+            return Ok(());
+        }
         self.metrics.observe(&kind);
         let kind = match kind {
             RunnerEventKind::Message { level, message } => RunnerEventKind::Message { level, message: tenant_text(&message) },
@@ -90,6 +95,7 @@ impl Worker {
         let mut idle_polls = 0u32;
         loop {
             if *stop.borrow() {
+                self.queue.leave_idle(&self.runner_id).await?;
                 return Ok(());
             }
             // Jobs left in our claimed list by a previous life of this runner id come first.
@@ -99,9 +105,13 @@ impl Worker {
                 Some(id) => Some(id),
                 // Draining: nothing new (an operator may undrain).
                 None if draining => None,
-                // The claim moves the job id into our claimed list in the same step, so a crash
-                // leaves it where the scheduler finds and requeues it.
-                None => self.claim(&info).await?,
+                // A gang picked us (we were waiting): join it. Otherwise claim; the claim moves the job
+                // id into our claimed list in the same step, so a crash leaves it where the scheduler
+                // finds and requeues it.
+                None => match self.queue.join_gang(&self.runner_id).await? {
+                    Some(job) => Some(job),
+                    None => self.claim(&info, self.config.claim_poll_ms << idle_polls.min(4)).await?,
+                },
             };
             match job_id {
                 Some(job_id) => {
@@ -120,7 +130,10 @@ impl Worker {
                     let wait = self.config.claim_poll_ms << idle_polls.min(4);
                     idle_polls += 1;
                     tokio::select! {
-                        _ = stop.wait_for(|s| *s) => return Ok(()),
+                        _ = stop.wait_for(|s| *s) => {
+                            self.queue.leave_idle(&self.runner_id).await?;
+                            return Ok(());
+                        }
                         () = tokio::time::sleep(Duration::from_millis(wait)) => {}
                     }
                 }
@@ -130,11 +143,23 @@ impl Worker {
 
     /// The first job, in fair-share order, that this runner fits (see `queue.lua`): in the memory it
     /// declares, or in what is free on its training device now when that is less (another process on
-    /// the host or the GPU is using the rest).
-    async fn claim(&self, info: &RunnerInfo) -> anyhow::Result<Option<JobId>> {
+    /// the host or the GPU is using the rest). Finding none, the runner counts as waiting until it asks
+    /// again (`wait_ms`, with a margin), so a gang may pick it meanwhile.
+    async fn claim(&self, info: &RunnerInfo, wait_ms: u64) -> anyhow::Result<Option<JobId>> {
         let declared = info.training_memory_bytes();
         let free = if self.device.is_cuda() { gpu_available_bytes() } else { host_available_bytes() };
-        self.queue.claim(&self.runner_id, &info.device, claim_memory(declared, free)).await
+        self.queue.claim(&self.runner_id, &info.device, claim_memory(declared, free), 2 * wait_ms + 1000).await
+    }
+
+    /// This runner's seat in the gang of a job on several runners; None (the job is let go) when it is
+    /// not, or no longer, one of its ranks.
+    async fn seat(&self, job_id: &JobId, world: usize) -> anyhow::Result<Option<gang::Seat>> {
+        let ranks = self.queue.gang(job_id).await?;
+        let rank = ranks.iter().position(|r| *r == self.runner_id);
+        Ok(match rank {
+            Some(rank) if ranks.len() == world => Some(gang::Seat { rank, ranks, address: self.config.address.clone(), timeout: Duration::from_secs(self.config.gang_timeout_seconds) }),
+            _ => None,
+        })
     }
 
     /// The registry entry: detected hardware plus what the operator configured.
@@ -148,6 +173,7 @@ impl Worker {
             gpu_memory_bytes: if self.config.gpu_memory_gib > 0 { (self.config.gpu_memory_gib << 30) as i64 } else if cuda { gpu_memory_bytes() } else { 0 },
             host_memory_bytes: if self.config.host_memory_gib > 0 { (self.config.host_memory_gib << 30) as i64 } else { host_memory_bytes() },
             labels: self.config.labels.clone(),
+            address: self.config.address.clone(),
             max_concurrent_jobs: 1,
             methods: vec!["lora".into(), "full".into()],
             qat_formats: vec!["mxfp4".into(), "nvfp4".into()],
@@ -162,21 +188,38 @@ impl Worker {
             tracing::warn!(job = %job_id, "claimed job has no assignment (Redis lost it); the scheduler will republish it");
             return Ok(());
         };
+        let world = assignment.spec.moe.world_size.max(1) as usize;
+        let seat = match world {
+            1 => None,
+            _ => match self.seat(job_id, world).await? {
+                Some(seat) => Some(seat),
+                None => {
+                    tracing::warn!(job = %job_id, "not one of the job's gang (any more); letting it go");
+                    return Ok(());
+                }
+            },
+        };
+        let rank = seat.as_ref().map_or(0, |s| s.rank);
         let sink = EventSink {
             queue: self.queue.clone(),
             job_id: job_id.clone(),
             attempt: assignment.attempt,
             runner_id: self.runner_id.clone(),
             metrics: self.metrics.clone(),
+            muted: rank != 0,
         };
-        tracing::info!(attempt = assignment.attempt, model = %assignment.spec.model, "job started");
+        tracing::info!(attempt = assignment.attempt, model = %assignment.spec.model, rank, world, "job started");
         let dtype = crate::model::kind_name(train::training_kind(assignment.spec.moe.precision, self.device));
-        sink.emit(RunnerEventKind::Started { device: format!("{:?}", self.device).to_lowercase(), dtype: dtype.into() }).await?;
-        match self.train_and_upload(&assignment, &sink).await {
-            Ok((trained_tokens, result)) => {
+        let ranks = seat.as_ref().map(|s| s.ranks.iter().map(ToString::to_string).collect()).unwrap_or_default();
+        sink.emit(RunnerEventKind::Started { device: format!("{:?}", self.device).to_lowercase(), dtype: dtype.into(), ranks }).await?;
+        let latest = gang::LatestCheckpoint::default();
+        match self.train_and_upload(&assignment, &sink, seat.as_ref(), &latest).await {
+            Ok(Some((trained_tokens, result))) => {
                 tracing::info!(trained_tokens, "job succeeded");
                 sink.emit(RunnerEventKind::Succeeded { trained_tokens, result }).await
             }
+            // A rank other than 0 is done; rank 0 exports and reports.
+            Ok(None) => Ok(()),
             Err(e) if e.downcast_ref::<train::Cancelled>().is_some() => {
                 tracing::info!(job = %job_id, "job cancelled; stopped training");
                 Ok(())
@@ -186,8 +229,15 @@ impl Worker {
                 let (stage, step) = (stop.stage.to_string(), stop.step);
                 tracing::info!(job = %job_id, request = ?stop.request, stage, step, "stopped after a checkpoint");
                 match stop.request {
-                    train::StopRequest::Release => sink.emit(RunnerEventKind::Released { stage, step }).await,
+                    train::StopRequest::Release => sink.emit(RunnerEventKind::Released { stage, step, rank_lost: None }).await,
                     _ => sink.emit(RunnerEventKind::Paused { stage, step }).await,
+                }
+            }
+            Err(e) if seat.is_some() && train::parallel::is_peer_lost(&e) => {
+                tracing::warn!(job = %job_id, rank, error = format!("{e:#}"), "the job's gang broke");
+                match seat.as_ref().filter(|s| s.rank == 0) {
+                    Some(seat) => self.report_broken_gang(&sink, seat, &latest, &e).await,
+                    None => Ok(()),
                 }
             }
             Err(e) => {
@@ -201,7 +251,25 @@ impl Worker {
         }
     }
 
-    async fn train_and_upload(&self, assignment: &JobAssignment, sink: &EventSink) -> anyhow::Result<(i64, serde_json::Value)> {
+    /// Rank 0 saw the gang break. A rank that failed on its own left its error in the gang's record
+    /// before it left the group: the job fails with it. Otherwise a rank was lost (its runner died, or
+    /// could not be reached): the job goes back to the queue, to resume from its latest checkpoint on
+    /// a new gang.
+    async fn report_broken_gang(&self, sink: &EventSink, seat: &gang::Seat, latest: &gang::LatestCheckpoint, error: &anyhow::Error) -> anyhow::Result<()> {
+        for (rank, runner) in seat.ranks.iter().enumerate().skip(1) {
+            if let Some(message) = self.queue.gang_note(&sink.job_id, &gang::error_field(rank)).await? {
+                let message = format!("rank {rank} (runner {runner}) failed: {message}");
+                return sink.emit(RunnerEventKind::Failed { code: ErrorCode::TrainingError.as_str().into(), message }).await;
+            }
+        }
+        let (stage, step) = latest.get().unwrap_or_else(|| ("sft".into(), 0));
+        let rank_lost = Some(format!("rank 0 (runner {}) lost the others: {error:#}", seat.ranks[0]));
+        sink.emit(RunnerEventKind::Released { stage, step, rank_lost }).await
+    }
+
+    /// Trains (as one rank of a gang with `seat`), then, on rank 0, exports and uploads: the tokens
+    /// trained and the summary. Other ranks return None.
+    async fn train_and_upload(&self, assignment: &JobAssignment, sink: &EventSink, seat: Option<&gang::Seat>, latest: &gang::LatestCheckpoint) -> anyhow::Result<Option<(i64, serde_json::Value)>> {
         let train_examples = self.download_examples(&assignment.bucket, &assignment.training_file_key, "training").await?;
         let validation = match &assignment.validation_file_key {
             Some(key) => self.download_examples(&assignment.bucket, key, "validation").await?,
@@ -212,7 +280,7 @@ impl Worker {
             message: format!("Loaded {} training and {} validation examples", train_examples.len(), validation.len()),
         })
         .await?;
-        let work = Path::new(&self.config.work_dir).join(assignment.job_id.as_str()).join(format!("attempt-{}", assignment.attempt));
+        let work = Path::new(&self.config.work_dir).join(assignment.job_id.as_str()).join(format!("attempt-{}-{}", assignment.attempt, self.runner_id));
         let resume = self.download_resume_point(assignment, &work.join("resume")).await?;
         if let Some(point) = &resume {
             sink.emit(RunnerEventKind::Message { level: "info".into(), message: format!("Resuming from the checkpoint at {} step {}", point.progress.stage.name(), point.progress.step) }).await?;
@@ -223,6 +291,8 @@ impl Worker {
         }
         let (device, handle) = (self.device, tokio::runtime::Handle::current());
         let mut reporter = S3Reporter {
+            rank: seat.map_or(0, |s| s.rank),
+            latest: latest.clone(),
             sink: sink.clone(),
             s3: self.s3.clone(),
             bucket: assignment.bucket.clone(),
@@ -234,7 +304,17 @@ impl Worker {
             stopping: self.stopping.subscribe(),
         };
         let data = train::JobData { train: train_examples, validation };
-        let output = tokio::task::spawn_blocking(move || train::run(&spec, data, device, resume, &mut reporter)).await??;
+        let member = seat.map(|seat| gang::Member { seat: seat.clone(), queue: self.queue.clone(), job_id: assignment.job_id.clone(), attempt: assignment.attempt });
+        let handle = tokio::runtime::Handle::current();
+        let output = tokio::task::spawn_blocking(move || match member {
+            None => train::run(&spec, data, device, resume, &mut reporter),
+            Some(member) => member.train(&handle, device, |parallel| train::run_on(&spec, data, device, resume, &mut reporter, Some(parallel))),
+        })
+        .await??;
+        if seat.is_some_and(|s| s.rank != 0) {
+            let _ = std::fs::remove_dir_all(&work);
+            return Ok(None);
+        }
         let out_dir = work.join("outputs");
         let files = export::write_job_outputs(&output, &assignment.spec, &out_dir)?;
         for (name, path) in files {
@@ -247,7 +327,7 @@ impl Worker {
         // With `training_seconds`, what the scheduler keeps for the estimates of jobs like this one.
         let mut summary = output.summary;
         summary["runner_class"] = moetune_types::estimate::runner_class(&self.info()).into();
-        Ok((output.trained_tokens, summary))
+        Ok(Some((output.trained_tokens, summary)))
     }
 
     /// The checkpoint the scheduler chose for this attempt (`resume_from`), downloaded into `dir`.
@@ -326,8 +406,11 @@ impl Worker {
 }
 
 /// Reports training events to the job's stream and stores checkpoints in S3 (from the blocking
-/// training thread, hence the runtime handle).
+/// training thread, hence the runtime handle). Each rank of a gang stores its own share of a
+/// checkpoint; rank 0 stores the rest last and reports it.
 struct S3Reporter {
+    rank: usize,
+    latest: gang::LatestCheckpoint,
     sink: EventSink,
     s3: aws_sdk_s3::Client,
     bucket: String,
@@ -373,8 +456,13 @@ impl train::Reporter for S3Reporter {
                 let key = format!("{prefix}/{}", file.file_name().to_string_lossy());
                 total += upload_file(&self.s3, &self.bucket, &key, &file.path()).await?.0;
             }
+            if self.rank != 0 {
+                return Ok(());
+            }
             let uri = format!("s3://{}/{prefix}", self.bucket);
-            self.sink.emit(RunnerEventKind::Checkpoint { name: name.into(), stage: stage.into(), step, uri, bytes: total }).await
+            self.sink.emit(RunnerEventKind::Checkpoint { name: name.into(), stage: stage.into(), step, uri, bytes: total }).await?;
+            self.latest.set(stage, step);
+            Ok(())
         })
     }
 }

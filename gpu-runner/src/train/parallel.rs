@@ -18,8 +18,24 @@ use tch::{Device, Kind, Tensor};
 
 use super::optim::Trainable;
 
-/// What a failed collective most likely means: the message names the operation, this adds the cause.
-const PEER_GONE: &str = "another rank failed or exited (see its log)";
+/// A collective (or joining the group) failed: most likely another rank failed or exited. Errors
+/// carry it as context, so the runner can tell a lost rank (the gang goes back to the queue) from a
+/// failure of this rank's own (`anyhow::Error::downcast_ref::<PeerLost>`).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerLost;
+
+impl std::fmt::Display for PeerLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("another rank failed or exited (see its log)")
+    }
+}
+
+impl std::error::Error for PeerLost {}
+
+/// Whether `error` is a collective's failure (another rank lost) rather than this rank's own.
+pub fn is_peer_lost(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<PeerLost>().is_some()
+}
 
 /// Collective buffers hold at most this much (gradients or parameters are flattened into buckets
 /// of this size, one collective each): big enough to amortise each call, small enough that the
@@ -39,9 +55,17 @@ impl DataParallel {
     pub fn join(rendezvous: &Rendezvous, device: Device) -> anyhow::Result<Self> {
         let r = rendezvous;
         let store = if r.rank == 0 { Store::serve(&r.host, r.port, r.world_size, r.timeout) } else { Store::connect(&r.host, r.port, r.world_size, r.timeout) };
-        let store = store.with_context(|| format!("rank {} reaching the rendezvous store at {}:{}", r.rank, r.host, r.port))?;
+        let store = store.context(PeerLost).with_context(|| format!("rank {} reaching the rendezvous store at {}:{}", r.rank, r.host, r.port))?;
+        Self::join_store(&store, rendezvous, device)
+    }
+
+    /// Joins the job's process groups through a store this rank already holds (rank 0 serving it on a
+    /// port chosen by the system, which it then tells the others).
+    pub fn join_store(store: &Store, rendezvous: &Rendezvous, device: Device) -> anyhow::Result<Self> {
+        let r = rendezvous;
         let join = |name: &str, backend: Backend| {
-            ProcessGroup::new(&store, &format!("{}/{name}", r.prefix), backend, r.rank, r.world_size, r.timeout, r.gloo_host.as_deref())
+            ProcessGroup::new(store, &format!("{}/{name}", r.prefix), backend, r.rank, r.world_size, r.timeout, r.gloo_host.as_deref())
+                .context(PeerLost)
                 .with_context(|| format!("rank {} of {} joining the {name} process group ({backend:?})", r.rank, r.world_size))
         };
         Ok(Self { group: join("device", Backend::for_device(device))?, host: join("host", Backend::Gloo)? })
@@ -81,7 +105,7 @@ impl DataParallel {
     pub fn sync_grads(&self, params: &[Trainable]) -> anyhow::Result<()> {
         let defined: Vec<f32> = params.iter().map(|p| f32::from(u8::from(p.tensor.grad().defined()))).collect();
         let mut anywhere = Tensor::from_slice(&defined);
-        self.host.all_reduce(&mut anywhere, ReduceOp::Max).context(PEER_GONE).context("exchanging which gradients exist")?;
+        self.host.all_reduce(&mut anywhere, ReduceOp::Max).context(PeerLost).context("exchanging which gradients exist")?;
         let anywhere = Vec::<f32>::try_from(&anywhere).context("reading gradient flags")?;
         let missing: Vec<&Trainable> = params.iter().zip(anywhere.iter().zip(&defined)).filter(|(_, (&any, &here))| any > 0.0 && here == 0.0).map(|(p, _)| p).collect();
         if !missing.is_empty() {
@@ -97,12 +121,12 @@ impl DataParallel {
     /// bucket alone is reduced where it is, without a copy).
     fn reduce_in_buckets(&self, tensors: &[Tensor]) -> anyhow::Result<()> {
         for bucket in buckets(tensors) {
-            let context = || format!("summing gradients across ranks: {PEER_GONE}");
+            let context = "summing gradients across ranks";
             match bucket.as_slice() {
-                [alone] if alone.is_contiguous() => self.group.all_reduce(&mut alone.shallow_clone(), ReduceOp::Sum).with_context(context)?,
+                [alone] if alone.is_contiguous() => self.group.all_reduce(&mut alone.shallow_clone(), ReduceOp::Sum).context(PeerLost).context(context)?,
                 _ => {
                     let mut flat = Tensor::cat(&bucket.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0);
-                    self.group.all_reduce(&mut flat, ReduceOp::Sum).with_context(context)?;
+                    self.group.all_reduce(&mut flat, ReduceOp::Sum).context(PeerLost).context(context)?;
                     unflatten(&flat, &bucket);
                 }
             }
@@ -116,12 +140,12 @@ impl DataParallel {
             for owner in 0..self.world_size() {
                 let owned: Vec<Tensor> = params.iter().zip(owners).filter(|(_, &o)| o == owner).map(|(p, _)| p.tensor.shallow_clone()).collect();
                 for bucket in buckets(&owned) {
-                    let context = || format!("broadcasting updated weights from rank {owner}: {PEER_GONE}");
+                    let context = || format!("broadcasting updated weights from rank {owner}");
                     match bucket.as_slice() {
-                        [alone] if alone.is_contiguous() => self.group.broadcast(&mut alone.detach(), owner).with_context(context)?,
+                        [alone] if alone.is_contiguous() => self.group.broadcast(&mut alone.detach(), owner).context(PeerLost).with_context(context)?,
                         _ => {
                             let mut flat = Tensor::cat(&bucket.iter().map(|t| t.detach().reshape([-1])).collect::<Vec<_>>(), 0);
-                            self.group.broadcast(&mut flat, owner).with_context(context)?;
+                            self.group.broadcast(&mut flat, owner).context(PeerLost).with_context(context)?;
                             unflatten(&flat, &bucket);
                         }
                     }
@@ -134,14 +158,14 @@ impl DataParallel {
     /// Sums host values across ranks (in f64: token counts stay exact).
     pub fn sum(&self, values: &[f64]) -> anyhow::Result<Vec<f64>> {
         let mut t = Tensor::from_slice(values);
-        self.host.all_reduce(&mut t, ReduceOp::Sum).context(PEER_GONE).context("summing across ranks")?;
+        self.host.all_reduce(&mut t, ReduceOp::Sum).context(PeerLost).context("summing across ranks")?;
         Vec::<f64>::try_from(&t).context("reading a sum across ranks")
     }
 
     /// The largest of `value` across ranks: how ranks agree on a decision one of them made.
     pub fn max(&self, value: i64) -> anyhow::Result<i64> {
         let mut t = Tensor::from_slice(&[value]);
-        self.host.all_reduce(&mut t, ReduceOp::Max).context(PEER_GONE).context("agreeing across ranks")?;
+        self.host.all_reduce(&mut t, ReduceOp::Max).context(PeerLost).context("agreeing across ranks")?;
         Ok(t.int64_value(&[0]))
     }
 
@@ -150,9 +174,9 @@ impl DataParallel {
     pub fn from_rank_zero<T: serde::Serialize + serde::de::DeserializeOwned>(&self, value: &T) -> anyhow::Result<T> {
         let bytes = if self.rank() == 0 { serde_json::to_vec(value)? } else { Vec::new() };
         let mut len = Tensor::from_slice(&[bytes.len() as i64]);
-        self.host.broadcast(&mut len, 0).context(PEER_GONE).context("receiving rank 0's decision")?;
+        self.host.broadcast(&mut len, 0).context(PeerLost).context("receiving rank 0's decision")?;
         let mut buffer = if self.rank() == 0 { Tensor::from_slice(&bytes) } else { Tensor::zeros([len.int64_value(&[0])], (Kind::Uint8, Device::Cpu)) };
-        self.host.broadcast(&mut buffer, 0).context(PEER_GONE).context("receiving rank 0's decision")?;
+        self.host.broadcast(&mut buffer, 0).context(PeerLost).context("receiving rank 0's decision")?;
         Ok(serde_json::from_slice(&Vec::<u8>::try_from(&buffer)?)?)
     }
 
@@ -161,7 +185,7 @@ impl DataParallel {
     /// by order alone, so ranks with different jobs would otherwise train on silently.
     pub fn check_same_job(&self, fingerprint: i64) -> anyhow::Result<()> {
         let mut t = Tensor::from_slice(&[fingerprint, -fingerprint]);
-        self.host.all_reduce(&mut t, ReduceOp::Max).context(PEER_GONE).context("comparing the ranks' jobs")?;
+        self.host.all_reduce(&mut t, ReduceOp::Max).context(PeerLost).context("comparing the ranks' jobs")?;
         let extremes = Vec::<i64>::try_from(&t)?;
         anyhow::ensure!(
             extremes[0] == fingerprint && -extremes[1] == fingerprint,
