@@ -199,6 +199,8 @@ pub fn runner_command(env: &TestEnv, id: &str) -> std::process::Command {
         .env("MOETUNE_RUNNER_ID", id)
         .env("MOETUNE_DEVICE", "cpu")
         .env("MOETUNE_THREADS", "2")
+        .env("MOETUNE_ADDRESS", "127.0.0.1")
+        .env("MOETUNE_GANG_TIMEOUT_SECONDS", "60")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit());
     command

@@ -25,6 +25,7 @@ async fn register(env: &TestEnv, id: &str, device: &str, gpu_model: &str, memory
         qat_formats: vec!["mxfp4".into(), "nvfp4".into()],
         version: "test".into(),
         started_at: 0,
+        address: String::new(),
         last_heartbeat_ms: 0,
     };
     let keys = RedisKeys::new(&env.config.redis_prefix);

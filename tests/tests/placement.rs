@@ -36,7 +36,7 @@ fn runner_id(name: &str) -> RunnerId {
 }
 
 async fn claim(queue: &JobQueue, runner: &str, device: &str, memory: i64) -> Option<String> {
-    let job = queue.claim(&runner_id(runner), device, memory).await.unwrap();
+    let job = queue.claim(&runner_id(runner), device, memory, 0).await.unwrap();
     job.map(|job| job.as_str().trim_start_matches("ftjob-").to_string())
 }
 
@@ -92,6 +92,94 @@ async fn claims_follow_fair_share_priority_and_fit(pool: PgPool) {
     assert_eq!(claim(&queue, "cpu-big", "cpu", 128 * GIB).await.as_deref(), Some("b-big"));
     assert_eq!(claim(&queue, "cpu-6", "cpu", 8 * GIB).await, None);
     assert!(env.waiting_jobs().await.is_empty());
+}
+
+/// A job on a gang of runners is taken whole or not at all: with too few runners waiting it holds
+/// none (a one-rank job behind it goes first), and once enough wait, the claiming runner is rank 0 and
+/// the waiting ones are picked in the same step. Losing the job (requeue) takes it from every rank.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_gang_is_claimed_whole_or_not_at_all(pool: PgPool) {
+    let env = TestEnv::start(pool).await;
+    let queue = env.queue().await;
+    const GIB: i64 = 1 << 30;
+    let gang_job = |name: &str, at: i64, world_size: u32| {
+        let mut job = assignment(name, "t", 0, at, DeviceRequest::Auto, GIB);
+        job.placement.requirements.world_size = world_size;
+        job
+    };
+    queue.enqueue(&gang_job("pair", 1, 2)).await.unwrap();
+    queue.enqueue(&gang_job("solo", 2, 1)).await.unwrap();
+    let keys = moetune_types::RedisKeys::new(&env.config.redis_prefix);
+    let mut redis = queue.connection();
+    use redis::AsyncCommands;
+    let reader = queue.connection();
+    let held = |runner: &'static str| {
+        let mut redis = reader.clone();
+        let key = keys.claimed(runner);
+        async move { redis.lrange::<_, Vec<String>>(key, 0, -1).await.unwrap() }
+    };
+    let take = |runner: &'static str, device: &'static str, memory: i64| {
+        let queue = queue.clone();
+        async move { queue.claim(&runner_id(runner), device, memory, 60_000).await.unwrap().map(|j| j.as_str().trim_start_matches("ftjob-").to_string()) }
+    };
+
+    // Alone, the first runner cannot make up the pair: it takes the solo job behind it.
+    assert_eq!(take("a", "cpu", 8 * GIB).await.as_deref(), Some("solo"));
+    // The next finds nothing it can run alone: it holds nothing and waits.
+    assert_eq!(take("b", "cpu", 8 * GIB).await, None);
+    assert!(held("b").await.is_empty());
+    assert_eq!(env.waiting_jobs().await, ["ftjob-pair"]);
+    // Waiting runners that do not fit (another device kind, too little memory) are not picked.
+    assert_eq!(take("gpu", "cuda", 80 * GIB).await, None);
+    assert_eq!(take("tiny", "cpu", GIB / 2).await, None);
+    // A fitting runner asks: it is rank 0, b (waiting) rank 1; nothing else moved.
+    assert_eq!(take("c", "cpu", 8 * GIB).await.as_deref(), Some("pair"));
+    assert_eq!(queue.gang(&job_id("pair")).await.unwrap(), [runner_id("c"), runner_id("b")]);
+    assert_eq!(held("c").await, ["ftjob-pair"]);
+    // b was picked, not yet running it: it asks for nothing else until it takes it up.
+    assert_eq!(take("b", "cpu", 8 * GIB).await, None);
+    assert_eq!(queue.join_gang(&runner_id("gpu")).await.unwrap(), None);
+    assert_eq!(queue.join_gang(&runner_id("b")).await.unwrap(), Some(job_id("pair")));
+    assert_eq!(held("b").await, ["ftjob-pair"]);
+    let running: std::collections::HashMap<String, i64> = redis.hgetall(keys.running()).await.unwrap();
+    assert_eq!(running["t"], 3, "solo on a, and pair on b and c");
+
+    // Rank 0 publishes the rendezvous; a note for a gang that is gone is dropped.
+    assert!(queue.set_gang_note(&job_id("pair"), "rendezvous", "1 127.0.0.1:1234").await.unwrap());
+    assert_eq!(queue.gang_note(&job_id("pair"), "rendezvous").await.unwrap().as_deref(), Some("1 127.0.0.1:1234"));
+    assert!(!queue.set_gang_note(&job_id("solo"), "rendezvous", "x").await.unwrap());
+
+    // Requeued (a rank was lost): out of both ranks' lists, the gang dissolved, waiting again.
+    queue.requeue_from(&runner_id("b"), &gang_job("pair", 1, 2)).await.unwrap();
+    assert!(held("b").await.is_empty() && held("c").await.is_empty());
+    assert!(queue.gang(&job_id("pair")).await.unwrap().is_empty());
+    assert!(!redis.exists::<_, bool>(keys.gang("ftjob-pair")).await.unwrap());
+    assert_eq!(env.waiting_jobs().await, ["ftjob-pair"]);
+    let running: std::collections::HashMap<String, i64> = redis.hgetall(keys.running()).await.unwrap();
+    assert_eq!(running["t"], 1);
+
+    // A gang again (c and b wait now: b asked above); rank 0 lets go first, then the other rank:
+    // the ticket stays until the last rank let go; the scheduler's `forget` drops the record.
+    assert_eq!(take("b", "cpu", 8 * GIB).await, None);
+    assert_eq!(take("c", "cpu", 8 * GIB).await.as_deref(), Some("pair"));
+    assert_eq!(queue.join_gang(&runner_id("b")).await.unwrap(), Some(job_id("pair")));
+    queue.finish(&runner_id("c"), &job_id("pair")).await.unwrap();
+    assert!(redis.hexists::<_, _, bool>(keys.tickets(), "ftjob-pair").await.unwrap());
+    queue.finish(&runner_id("b"), &job_id("pair")).await.unwrap();
+    assert!(!redis.hexists::<_, _, bool>(keys.tickets(), "ftjob-pair").await.unwrap());
+    queue.forget(None, &job_id("pair")).await.unwrap();
+    assert!(!redis.exists::<_, bool>(keys.gang("ftjob-pair")).await.unwrap());
+    let running: std::collections::HashMap<String, i64> = redis.hgetall(keys.running()).await.unwrap();
+    assert_eq!(running["t"], 1, "only solo is held");
+
+    // A runner's waiting mark lapses: past it, no gang picks it.
+    queue.enqueue(&gang_job("late", 3, 2)).await.unwrap();
+    queue.claim(&runner_id("d"), "cpu", 8 * GIB, 1).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(take("e", "cpu", 8 * GIB).await, None, "d's waiting mark lapsed");
+    // Draining keeps a waiting runner out of gangs at once.
+    queue.set_draining(&runner_id("e"), true).await.unwrap();
+    assert_eq!(take("f", "cpu", 8 * GIB).await, None, "e is draining");
 }
 
 async fn job_view(env: &TestEnv, id: &str) -> Value {

@@ -30,7 +30,7 @@ async fn scheduler_parts(env: &TestEnv) -> (SchedulerConfig, JobQueue, RedisKeys
 
 /// Claims the next job the way a CPU runner with plenty of memory does.
 async fn claim(queue: &JobQueue, runner: &str) -> Option<String> {
-    queue.claim(&RunnerId::parse(runner).unwrap(), "cpu", 1 << 40).await.unwrap().map(String::from)
+    queue.claim(&RunnerId::parse(runner).unwrap(), "cpu", 1 << 40, 0).await.unwrap().map(String::from)
 }
 
 fn event(job_id: &str, attempt: i32, runner: &str, kind: RunnerEventKind) -> RunnerEvent {
@@ -51,7 +51,7 @@ async fn lost_runner_is_fenced_off_and_its_job_requeued(pool: PgPool) {
     let _: () = redis.sadd(keys.runners(), "ghost").await.unwrap();
     let claimed = claim(&queue, "ghost").await;
     assert_eq!(claimed.as_deref(), Some(job.as_str()));
-    let started = event(&job, 1, "ghost", RunnerEventKind::Started { device: "cpu".into(), dtype: "float32".into() });
+    let started = event(&job, 1, "ghost", RunnerEventKind::Started { device: "cpu".into(), dtype: "float32".into(), ranks: vec![] });
     assert_eq!(apply(&pool, &started, Some("1-0")).await.unwrap(), Applied::Recorded);
     assert_eq!(job_state(&pool, &job).await, ("running".into(), 1));
     assert_eq!(apply(&pool, &started, Some("1-0")).await.unwrap(), Applied::Duplicate, "a replayed entry is recorded once");
@@ -114,7 +114,7 @@ async fn ingest_recovers_when_the_event_stream_is_lost(pool: PgPool) {
 
     let send = |kind: RunnerEventKind| serde_json::to_string(&event(&job, 1, "r1", kind)).unwrap();
     let stream = keys.runner_events("r1");
-    let started = send(RunnerEventKind::Started { device: "cpu".into(), dtype: "float32".into() });
+    let started = send(RunnerEventKind::Started { device: "cpu".into(), dtype: "float32".into(), ranks: vec![] });
     let _: String = redis.xadd(&stream, "*", &[("event", started)]).await.unwrap();
     wait_until(&pool, &job, "SELECT count(*) FROM job_events WHERE job_id = $1 AND message = 'Fine-tuning job started'").await;
 
@@ -142,7 +142,7 @@ async fn pausing_jobs_settle_as_paused_whether_or_not_their_runner_answers(pool:
     let env = TestEnv::start(pool.clone()).await;
     let (config, queue, keys, mut redis) = scheduler_parts(&env).await;
     let reconciler = Reconciler::new(queue.clone(), pool.clone(), config.clone());
-    let started = RunnerEventKind::Started { device: "cpu".into(), dtype: "float32".into() };
+    let started = RunnerEventKind::Started { device: "cpu".into(), dtype: "float32".into(), ranks: vec![] };
     let mut jobs = Vec::new();
     for runner in ["answers", "dies"] {
         let job = queued_job(&env).await;
@@ -186,7 +186,7 @@ async fn periodic_checkpoints_beyond_the_newest_three_are_pruned(pool: PgPool) {
     let (config, queue, keys, mut redis) = scheduler_parts(&env).await;
     let _: () = redis.sadd(keys.runners(), "keeper").await.unwrap();
     assert_eq!(claim(&queue, "keeper").await.as_deref(), Some(job.as_str()));
-    apply(&pool, &event(&job, 1, "keeper", RunnerEventKind::Started { device: "cpu".into(), dtype: "float32".into() }), None).await.unwrap();
+    apply(&pool, &event(&job, 1, "keeper", RunnerEventKind::Started { device: "cpu".into(), dtype: "float32".into(), ranks: vec![] }), None).await.unwrap();
     let checkpoint = |name: &str, step: u32| {
         let uri = format!("s3://{}/checkpoints/{job}/attempt-1/{name}", config.s3_bucket);
         event(&job, 1, "keeper", RunnerEventKind::Checkpoint { name: name.into(), stage: "sft".into(), step, uri, bytes: 10 })

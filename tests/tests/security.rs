@@ -249,7 +249,7 @@ async fn runner_events_are_bound_to_the_runner_holding_the_attempt(pool: PgPool)
         let _: () = admin.sadd(keys.runners(), runner).await.unwrap();
         let _: () = admin.set(keys.runner_alive(runner), "1").await.unwrap();
     }
-    assert_eq!(queue.claim(&RunnerId::parse("honest").unwrap(), "cpu", 1 << 40).await.unwrap().as_deref(), Some(job.as_str()));
+    assert_eq!(queue.claim(&RunnerId::parse("honest").unwrap(), "cpu", 1 << 40, 0).await.unwrap().as_deref(), Some(job.as_str()));
     tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool.clone(), std::future::pending()));
 
     // The forger's own Redis user, as `moetune-scheduler runner-credentials` makes it.
@@ -258,7 +258,7 @@ async fn runner_events_are_bound_to_the_runner_holding_the_attempt(pool: PgPool)
     let url = format!("redis://{user}:{password}@{}", env.config.redis_url.trim_start_matches("redis://"));
     let mut forger = redis::aio::ConnectionManager::new(redis::Client::open(url).unwrap()).await.unwrap();
     let line = |runner: &str, attempt: i32, kind: RunnerEventKind| serde_json::to_string(&RunnerEvent { job_id: JobId::parse(&job).unwrap(), attempt, runner_id: RunnerId::parse(runner).unwrap(), kind }).unwrap();
-    let started = RunnerEventKind::Started { device: "cpu".into(), dtype: "float32".into() };
+    let started = RunnerEventKind::Started { device: "cpu".into(), dtype: "float32".into(), ranks: vec![] };
     let succeeded = RunnerEventKind::Succeeded { trained_tokens: 1, result: json!({}) };
 
     // Another runner's stream is out of reach.
@@ -292,7 +292,7 @@ async fn runner_events_are_bound_to_the_runner_holding_the_attempt(pool: PgPool)
     assert_eq!(names, ["adapter"]);
 
     // A released job continues as a new attempt: the releasing runner's later writes are stale.
-    let released = RunnerEventKind::Released { stage: "sft".into(), step: 1 };
+    let released = RunnerEventKind::Released { stage: "sft".into(), step: 1, rank_lost: None };
     let _: String = admin.xadd(&honest_stream, "*", &[("event", line("honest", 1, released))]).await.unwrap();
     let _: String = admin.xadd(&honest_stream, "*", &[("event", line("honest", 1, succeeded))]).await.unwrap();
     settled(&mut admin, &honest_stream).await;
@@ -318,13 +318,13 @@ async fn an_entry_that_cannot_be_applied_is_dead_lettered_and_the_batch_goes_on(
     let _: () = redis.sadd(keys.runners(), "r1").await.unwrap();
     let _: () = redis.set(keys.runner_alive("r1"), "1").await.unwrap();
     for _ in &jobs {
-        queue.claim(&RunnerId::parse("r1").unwrap(), "cpu", 1 << 40).await.unwrap().expect("claimed");
+        queue.claim(&RunnerId::parse("r1").unwrap(), "cpu", 1 << 40, 0).await.unwrap().expect("claimed");
     }
     let stream = keys.runner_events("r1");
     let send = |job: &str, kind: RunnerEventKind| serde_json::to_string(&RunnerEvent { job_id: JobId::parse(job).unwrap(), attempt: 1, runner_id: RunnerId::parse("r1").unwrap(), kind }).unwrap();
     let message = |text: &str| RunnerEventKind::Message { level: "info".into(), message: text.into() };
     for job in &jobs {
-        let _: String = redis.xadd(&stream, "*", &[("event", send(job, RunnerEventKind::Started { device: "cpu".into(), dtype: "float32".into() }))]).await.unwrap();
+        let _: String = redis.xadd(&stream, "*", &[("event", send(job, RunnerEventKind::Started { device: "cpu".into(), dtype: "float32".into(), ranks: vec![] }))]).await.unwrap();
     }
     // Postgres cannot store a NUL in a JSON document: this entry fails every time (messages are escaped,
     // event data is stored as sent). The next one is for another job.
