@@ -53,6 +53,9 @@ class JobObject:
         estimated_finish (int | None | Unset):
         fine_tuned_model (None | str | Unset):
         finished_at (int | None | Unset):
+        ranks (list[str] | None | Unset): moetune: the runners a job with `world_size` > 1 trains on, by rank (rank 0
+            first); absent on
+            one runner and while it waits.
         result (JobObjectResultType0 | None | Unset): Summary written by the runner at the end (losses, steps, the
             evaluation table, timings).
         status_details (None | str | Unset): moetune: why the job is waiting, when it needs saying (e.g. no registered
@@ -85,6 +88,7 @@ class JobObject:
     estimated_finish: int | None | Unset = UNSET
     fine_tuned_model: None | str | Unset = UNSET
     finished_at: int | None | Unset = UNSET
+    ranks: list[str] | None | Unset = UNSET
     result: JobObjectResultType0 | None | Unset = UNSET
     status_details: None | str | Unset = UNSET
     stop_reason: None | str | Unset = UNSET
@@ -160,6 +164,15 @@ class JobObject:
         else:
             finished_at = self.finished_at
 
+        ranks: list[str] | None | Unset
+        if isinstance(self.ranks, Unset):
+            ranks = UNSET
+        elif isinstance(self.ranks, list):
+            ranks = self.ranks
+
+        else:
+            ranks = self.ranks
+
         result: dict[str, Any] | None | Unset
         if isinstance(self.result, Unset):
             result = UNSET
@@ -229,6 +242,8 @@ class JobObject:
             field_dict["fine_tuned_model"] = fine_tuned_model
         if finished_at is not UNSET:
             field_dict["finished_at"] = finished_at
+        if ranks is not UNSET:
+            field_dict["ranks"] = ranks
         if result is not UNSET:
             field_dict["result"] = result
         if status_details is not UNSET:
@@ -338,6 +353,23 @@ class JobObject:
 
         finished_at = _parse_finished_at(d.pop("finished_at", UNSET))
 
+        def _parse_ranks(data: object) -> list[str] | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            try:
+                if not isinstance(data, list):
+                    raise TypeError()
+                ranks_type_0 = cast(list[str], data)
+
+                return ranks_type_0
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(list[str] | None | Unset, data)
+
+        ranks = _parse_ranks(d.pop("ranks", UNSET))
+
         def _parse_result(data: object) -> JobObjectResultType0 | None | Unset:
             if data is None:
                 return data
@@ -424,6 +456,7 @@ class JobObject:
             estimated_finish=estimated_finish,
             fine_tuned_model=fine_tuned_model,
             finished_at=finished_at,
+            ranks=ranks,
             result=result,
             status_details=status_details,
             stop_reason=stop_reason,

@@ -24,11 +24,15 @@ class JobRequirements:
         cpu_memory_bytes (int | Unset): The same on a CPU runner's host memory (fp32 unless the job asks for bf16).
             Absent in jobs
             queued before it existed: `memory_bytes` then stands for both.
+        world_size (int | Unset): Runners the job trains on at once (data parallel, one rank each); the memory figures
+            are one
+            rank's. Absent in jobs queued before gangs: 1.
     """
 
     device: DeviceRequest
     memory_bytes: int
     cpu_memory_bytes: int | Unset = UNSET
+    world_size: int | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -37,6 +41,8 @@ class JobRequirements:
         memory_bytes = self.memory_bytes
 
         cpu_memory_bytes = self.cpu_memory_bytes
+
+        world_size = self.world_size
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
@@ -48,6 +54,8 @@ class JobRequirements:
         )
         if cpu_memory_bytes is not UNSET:
             field_dict["cpu_memory_bytes"] = cpu_memory_bytes
+        if world_size is not UNSET:
+            field_dict["world_size"] = world_size
 
         return field_dict
 
@@ -60,10 +68,13 @@ class JobRequirements:
 
         cpu_memory_bytes = d.pop("cpu_memory_bytes", UNSET)
 
+        world_size = d.pop("world_size", UNSET)
+
         job_requirements = cls(
             device=device,
             memory_bytes=memory_bytes,
             cpu_memory_bytes=cpu_memory_bytes,
+            world_size=world_size,
         )
 
         job_requirements.additional_properties = d

@@ -58,6 +58,11 @@ class MoeSftQatOptions:
             `validation_file` is given. Default 0.1. Default: 0.1.
         warmup_ratio (float | Unset): Fraction of the SFT steps spent warming up linearly. Default 0.1. Default: 0.1.
         weight_decay (float | Unset): AdamW weight decay (not applied to norms and biases). Default 0. Default: 0.0.
+        world_size (int | Unset): Runners (one GPU, or one CPU host, each) the job trains on at once, data parallel:
+            each step's
+            micro-batches are split over them, gradients summed, optimiser state sharded (ZeRO-1). The
+            losses are those of one runner with the same batch. Default 1; up to 64, dividing
+            `gradient_accumulation_steps`. Default: 1.
     """
 
     base_expert_format: BaseExpertFormat | None | Unset = UNSET
@@ -82,6 +87,7 @@ class MoeSftQatOptions:
     validation_split: float | Unset = 0.1
     warmup_ratio: float | Unset = 0.1
     weight_decay: float | Unset = 0.0
+    world_size: int | Unset = 1
 
     def to_dict(self) -> dict[str, Any]:
         base_expert_format: None | str | Unset
@@ -161,6 +167,8 @@ class MoeSftQatOptions:
 
         weight_decay = self.weight_decay
 
+        world_size = self.world_size
+
         field_dict: dict[str, Any] = {}
 
         field_dict.update({})
@@ -208,6 +216,8 @@ class MoeSftQatOptions:
             field_dict["warmup_ratio"] = warmup_ratio
         if weight_decay is not UNSET:
             field_dict["weight_decay"] = weight_decay
+        if world_size is not UNSET:
+            field_dict["world_size"] = world_size
 
         return field_dict
 
@@ -340,6 +350,8 @@ class MoeSftQatOptions:
 
         weight_decay = d.pop("weight_decay", UNSET)
 
+        world_size = d.pop("world_size", UNSET)
+
         moe_sft_qat_options = cls(
             base_expert_format=base_expert_format,
             checkpoint_every_n_steps=checkpoint_every_n_steps,
@@ -363,6 +375,7 @@ class MoeSftQatOptions:
             validation_split=validation_split,
             warmup_ratio=warmup_ratio,
             weight_decay=weight_decay,
+            world_size=world_size,
         )
 
         return moe_sft_qat_options

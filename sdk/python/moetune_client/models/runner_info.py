@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
+from ..types import UNSET, Unset
+
 if TYPE_CHECKING:
     from ..models.runner_info_labels import RunnerInfoLabels
 
@@ -31,6 +33,9 @@ class RunnerInfo:
         runner_id (str):
         started_at (int): Unix seconds.
         version (str): Version of the runner binary.
+        address (str | Unset): Where the other ranks of a gang reach this runner's rendezvous (its rank-0 TCP store): a
+            host
+            name or address. Empty in entries written before gangs.
     """
 
     device: str
@@ -46,6 +51,7 @@ class RunnerInfo:
     runner_id: str
     started_at: int
     version: str
+    address: str | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,6 +81,8 @@ class RunnerInfo:
 
         version = self.version
 
+        address = self.address
+
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
@@ -94,6 +102,8 @@ class RunnerInfo:
                 "version": version,
             }
         )
+        if address is not UNSET:
+            field_dict["address"] = address
 
         return field_dict
 
@@ -128,6 +138,8 @@ class RunnerInfo:
 
         version = d.pop("version")
 
+        address = d.pop("address", UNSET)
+
         runner_info = cls(
             device=device,
             gpu_count=gpu_count,
@@ -142,6 +154,7 @@ class RunnerInfo:
             runner_id=runner_id,
             started_at=started_at,
             version=version,
+            address=address,
         )
 
         runner_info.additional_properties = d
