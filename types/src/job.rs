@@ -352,10 +352,8 @@ pub struct MoeSftQatOptions {
     pub log_every_n_steps: u32,
     /// Which runners may take the job: `auto` (default: any with enough memory), `cpu` or `cuda`.
     pub device: crate::requirements::DeviceRequest,
-    /// Runners (one GPU, or one CPU host, each) the job trains on at once, data parallel: each step's
-    /// micro-batches are split over them, gradients summed, optimiser state sharded (ZeRO-1). The
-    /// losses are those of one runner with the same batch. Default 1; up to 64, dividing
-    /// `gradient_accumulation_steps`.
+    /// Runners the job trains on at once, data parallel (one rank each; the losses are one runner's).
+    /// Default 1; up to 64, dividing `gradient_accumulation_steps`.
     pub world_size: u32,
     /// `auto` (default: bf16 on CUDA, fp32 on CPU), `fp32` or `bf16`.
     pub precision: Precision,
@@ -467,11 +465,7 @@ impl MoeSftQatOptions {
         check(self.max_grad_norm > 0.0, "max_grad_norm", "`max_grad_norm` must be positive.")?;
         check((1..=1024).contains(&self.gradient_accumulation_steps), "gradient_accumulation_steps", "`gradient_accumulation_steps` must be from 1 to 1024.")?;
         check((1..=64).contains(&self.world_size), "world_size", "`world_size` must be from 1 to 64.")?;
-        check(
-            self.gradient_accumulation_steps % self.world_size.max(1) == 0,
-            "world_size",
-            "`world_size` must divide `gradient_accumulation_steps`: each rank computes whole micro-batches of every step (e.g. world_size 4 with gradient_accumulation_steps 4 or 8).",
-        )?;
+        check(self.gradient_accumulation_steps % self.world_size.max(1) == 0, "world_size", "`world_size` must divide `gradient_accumulation_steps`: each rank computes whole micro-batches of every step (e.g. world_size 4 with gradient_accumulation_steps 4 or 8).")?;
         check((16..=32768).contains(&self.seq_len), "seq_len", "`seq_len` must be from 16 to 32768.")?;
         check((0.0..0.5).contains(&self.validation_split), "validation_split", "`validation_split` must be in [0, 0.5).")?;
         check(self.log_every_n_steps >= 1, "log_every_n_steps", "`log_every_n_steps` must be at least 1.")?;

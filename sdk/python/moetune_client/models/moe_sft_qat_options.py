@@ -58,11 +58,9 @@ class MoeSftQatOptions:
             `validation_file` is given. Default 0.1. Default: 0.1.
         warmup_ratio (float | Unset): Fraction of the SFT steps spent warming up linearly. Default 0.1. Default: 0.1.
         weight_decay (float | Unset): AdamW weight decay (not applied to norms and biases). Default 0. Default: 0.0.
-        world_size (int | Unset): Runners (one GPU, or one CPU host, each) the job trains on at once, data parallel:
-            each step's
-            micro-batches are split over them, gradients summed, optimiser state sharded (ZeRO-1). The
-            losses are those of one runner with the same batch. Default 1; up to 64, dividing
-            `gradient_accumulation_steps`. Default: 1.
+        world_size (int | Unset): Runners the job trains on at once, data parallel (one rank each; the losses are one
+            runner's).
+            Default 1; up to 64, dividing `gradient_accumulation_steps`. Default: 1.
     """
 
     base_expert_format: BaseExpertFormat | None | Unset = UNSET
