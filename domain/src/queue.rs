@@ -22,11 +22,23 @@ pub struct QueueSnapshot {
     pub claimed: HashMap<JobId, RunnerId>,
     /// Claimed lists per runner: every (job, runner) pair, for the fair-share counts.
     pub holds: Vec<(JobId, RunnerId)>,
-    /// The runners of each gang by rank, for jobs claimed by one.
-    pub gangs: HashMap<JobId, Vec<RunnerId>>,
+    /// Jobs claimed by a gang of runners.
+    pub gangs: HashMap<JobId, GangView>,
     pub alive_runners: HashSet<RunnerId>,
     /// job id → ticket (`tenant device memory order`)
     pub tickets: HashMap<JobId, String>,
+}
+
+/// A gang as the snapshot saw it.
+#[derive(Debug, Default)]
+pub struct GangView {
+    /// Its runners by rank, rank 0 first.
+    pub ranks: Vec<RunnerId>,
+    /// The ranks still engaged: holding the job, or picked and not yet taken it up. A rank that
+    /// finished its part (while rank 0 exports) is not.
+    pub engaged: Vec<RunnerId>,
+    /// Rank 0 let go (it reported the outcome; the scheduler settles the rest).
+    pub closed: bool,
 }
 
 impl QueueSnapshot {
@@ -118,6 +130,14 @@ impl JobQueue {
     pub async fn gang_note(&self, job_id: &JobId, field: &str) -> anyhow::Result<Option<String>> {
         let mut redis = self.redis.clone();
         Ok(redis.hget(self.keys.gang(job_id.as_str()), field).await?)
+    }
+
+    /// Several fields of the job's gang record at once; None when the gang is gone.
+    pub async fn gang_notes(&self, job_id: &JobId, fields: &[String]) -> anyhow::Result<Option<HashMap<String, Option<String>>>> {
+        let mut redis = self.redis.clone();
+        let key = self.keys.gang(job_id.as_str());
+        let (exists, values): (bool, Vec<Option<String>>) = redis::pipe().exists(&key).hget(&key, fields).query_async(&mut redis).await?;
+        Ok(exists.then(|| fields.iter().cloned().zip(values).collect()))
     }
 
     /// Sets one field of the job's gang record, unless the gang is gone; true when it was set.
@@ -212,15 +232,24 @@ impl JobQueue {
         let gangs: Vec<String> = redis.smembers(self.keys.gangs()).await?;
         for job in gangs.iter().filter_map(|j| parsed(JobId::parse(j))) {
             let ranks = self.gang(&job).await?;
+            let closed: Option<String> = redis.hget(self.keys.gang(job.as_str()), "closed").await?;
+            let mut engaged = Vec::new();
+            for rank in &ranks {
+                let holding: Option<i64> = redis::cmd("LPOS").arg(self.keys.claimed(rank)).arg(job.as_str()).query_async(&mut redis).await?;
+                let picked: Option<String> = redis.get(self.keys.gang_duty(rank.as_str())).await?;
+                if holding.is_some() || picked.as_deref() == Some(job.as_str()) {
+                    engaged.push(rank.clone());
+                }
+            }
             if !ranks.is_empty() {
-                snapshot.gangs.insert(job, ranks);
+                snapshot.gangs.insert(job, GangView { ranks, engaged, closed: closed.as_deref() == Some("1") });
             }
         }
         for runner in runners.iter().filter_map(|r| parsed(RunnerId::parse(r))) {
             let claimed: Vec<String> = redis.lrange(self.keys.claimed(&runner), 0, -1).await?;
             for job in claimed.iter().filter_map(|j| parsed(JobId::parse(j))) {
                 snapshot.holds.push((job.clone(), runner.clone()));
-                let rank0 = snapshot.gangs.get(&job).and_then(|ranks| ranks.first());
+                let rank0 = snapshot.gangs.get(&job).and_then(|gang| gang.ranks.first());
                 if rank0.is_none_or(|r| *r == runner) || !snapshot.claimed.contains_key(&job) {
                     snapshot.claimed.insert(job, runner.clone());
                 }

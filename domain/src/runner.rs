@@ -30,6 +30,13 @@ impl JobQueue {
         self.parsed_claim(runner_id, job).await
     }
 
+    /// Every job in the runner's claimed list (ids that do not parse are left out).
+    pub async fn claimed_jobs(&self, runner_id: &RunnerId) -> anyhow::Result<Vec<JobId>> {
+        let mut redis = self.connection();
+        let jobs: Vec<String> = redis.lrange(self.keys().claimed(runner_id), 0, -1).await?;
+        Ok(jobs.iter().filter_map(|job| JobId::parse(job).ok()).collect())
+    }
+
     /// A job id the queue handed this runner, parsed. One that is no job id (only something other than
     /// moetune writing into Redis makes one) is taken out of the claimed list and logged, so the runner
     /// goes on instead of failing on it at every restart.

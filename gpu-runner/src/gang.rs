@@ -66,6 +66,12 @@ pub struct Member {
 impl Member {
     /// Runs `train` as this rank (on the blocking thread; `handle` reaches Redis).
     pub fn train<T>(self, handle: &tokio::runtime::Handle, device: tch::Device, train: impl FnOnce(&DataParallel) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        match self.seat.rank {
+            0 => self.wait_for_members(handle)?,
+            rank => {
+                handle.block_on(self.queue.set_gang_note(&self.job_id, &format!("ready:{rank}"), &self.attempt.to_string()))?;
+            }
+        }
         let parallel = self.join(handle, device)?;
         let result = train(&parallel);
         if let Err(e) = &result {
@@ -97,7 +103,8 @@ impl Member {
             gloo_host: Some(seat.address.clone()),
         };
         let parallel = if seat.rank == 0 {
-            let store = Store::serve(&seat.address, 0, world, seat.timeout).with_context(|| format!("serving the gang's rendezvous at {} (runner setting `address`)", seat.address))?;
+            // A runner that cannot serve (a wrong `address`) hands the job to another gang.
+            let store = Store::serve(&seat.address, 0, world, seat.timeout).context(PeerLost).with_context(|| format!("serving the gang's rendezvous at {} (runner setting `address`)", seat.address))?;
             let note = format!("{} {}:{}", self.attempt, seat.address, store.port());
             let published = handle.block_on(self.queue.set_gang_note(&self.job_id, "rendezvous", &note))?;
             if !published {
@@ -112,6 +119,41 @@ impl Member {
         Ok(parallel)
     }
 
+    /// Rank 0, before it serves the rendezvous: waits until every other rank has its data and model
+    /// (its `ready:{rank}` note), so that the group's own timeout covers only connecting. Gives up
+    /// early when a rank failed or left (its note), when the gang was dissolved, and when the job was
+    /// cancelled or paused meanwhile.
+    fn wait_for_members(&self, handle: &tokio::runtime::Handle) -> anyhow::Result<()> {
+        let deadline = Instant::now() + self.seat.timeout;
+        let attempt = self.attempt.to_string();
+        let others = 1..self.seat.ranks.len();
+        let fields: Vec<String> = others.clone().flat_map(|r| [format!("ready:{r}"), error_field(r), format!("left:{r}")]).collect();
+        loop {
+            let notes = handle.block_on(self.queue.gang_notes(&self.job_id, &fields))?;
+            let Some(notes) = notes else {
+                return Err(anyhow::Error::new(PeerLost).context("the gang was dissolved while it formed"));
+            };
+            let note = |field: String| notes.get(&field).cloned().flatten();
+            if let Some(rank) = others.clone().find(|&r| note(error_field(r)).is_some() || note(format!("left:{r}")).is_some()) {
+                return Err(anyhow::Error::new(PeerLost).context(format!("rank {rank} could not take up the job")));
+            }
+            if others.clone().all(|r| note(format!("ready:{r}")).as_deref() == Some(attempt.as_str())) {
+                return Ok(());
+            }
+            let flags = handle.block_on(self.queue.stop_flags(&self.job_id))?;
+            if flags.cancelled {
+                return Err(crate::train::Cancelled.into());
+            }
+            if flags.pause_attempt == Some(self.attempt) {
+                return Err(crate::train::Checkpointed { request: crate::train::StopRequest::Pause, stage: "sft", step: 0 }.into());
+            }
+            if Instant::now() > deadline {
+                return Err(anyhow::Error::new(PeerLost).context(format!("the other ranks were not ready within {:?}", self.seat.timeout)));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Waits for rank 0's rendezvous note of this attempt; gives up (a lost rank) when the gang is
     /// dissolved or the timeout passes.
     fn rank_zero_address(&self, handle: &tokio::runtime::Handle) -> anyhow::Result<(String, u16)> {
@@ -123,7 +165,9 @@ impl Member {
                 let (host, port) = address.rsplit_once(':').context("rank 0's rendezvous note is not HOST:PORT")?;
                 return Ok((host.to_string(), port.parse().context("rank 0's rendezvous port")?));
             }
-            if handle.block_on(self.queue.gang(&self.job_id))?.is_empty() {
+            let ranks = handle.block_on(self.queue.gang(&self.job_id))?;
+            let closed = handle.block_on(self.queue.gang_note(&self.job_id, "closed"))?.is_some();
+            if closed || !ranks.contains(&self.seat.ranks[self.seat.rank]) {
                 return Err(anyhow::Error::new(PeerLost).context("the gang was dissolved before rank 0 served its rendezvous"));
             }
             if Instant::now() > deadline {

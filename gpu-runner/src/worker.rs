@@ -93,32 +93,36 @@ impl Worker {
         });
         let mut stop = self.stopping.subscribe();
         let mut idle_polls = 0u32;
+        // What a previous life of this runner id left claimed: a gang cannot take such a job up again
+        // (its other ranks lost this one when that process ended), so it is handed back instead.
+        let mut inherited: std::collections::HashSet<JobId> = self.queue.claimed_jobs(&self.runner_id).await?.into_iter().collect();
         loop {
             if *stop.borrow() {
-                self.queue.leave_idle(&self.runner_id).await?;
-                return Ok(());
+                return self.stop_waiting().await;
             }
-            // Jobs left in our claimed list by a previous life of this runner id come first.
-            let leftover = self.queue.oldest_claimed(&self.runner_id).await?;
+            // Jobs left in our claimed list by a previous life of this runner id come first, then a
+            // gang that picked us while we waited (even if we were drained since: its other ranks
+            // count on us).
+            let leftover = match self.queue.oldest_claimed(&self.runner_id).await? {
+                Some(id) => Some(id),
+                None => self.queue.join_gang(&self.runner_id).await?,
+            };
             let draining = self.queue.is_draining(&self.runner_id).await?;
             let job_id = match leftover {
                 Some(id) => Some(id),
                 // Draining: nothing new (an operator may undrain).
                 None if draining => None,
-                // A gang picked us (we were waiting): join it. Otherwise claim; the claim moves the job
-                // id into our claimed list in the same step, so a crash leaves it where the scheduler
-                // finds and requeues it.
-                None => match self.queue.join_gang(&self.runner_id).await? {
-                    Some(job) => Some(job),
-                    None => self.claim(&info, self.config.claim_poll_ms << idle_polls.min(4)).await?,
-                },
+                // The claim moves the job id into our claimed list in the same step, so a crash
+                // leaves it where the scheduler finds and requeues it.
+                None => self.claim(&info, self.config.claim_poll_ms << idle_polls.min(4)).await?,
             };
             match job_id {
                 Some(job_id) => {
                     idle_polls = 0;
                     self.metrics.set_busy(true);
                     let span = tracing::info_span!("job", job_id = %job_id, runner = %self.config.runner_id);
-                    if let Err(e) = tracing::Instrument::instrument(self.handle(&job_id), span).await {
+                    let from_previous_life = inherited.remove(&job_id);
+                    if let Err(e) = tracing::Instrument::instrument(self.handle(&job_id, from_previous_life), span).await {
                         tracing::error!(job = %job_id, error = %e, "job handling failed");
                     }
                     self.metrics.set_busy(false);
@@ -130,15 +134,26 @@ impl Worker {
                     let wait = self.config.claim_poll_ms << idle_polls.min(4);
                     idle_polls += 1;
                     tokio::select! {
-                        _ = stop.wait_for(|s| *s) => {
-                            self.queue.leave_idle(&self.runner_id).await?;
-                            return Ok(());
-                        }
+                        _ = stop.wait_for(|s| *s) => return self.stop_waiting().await,
                         () = tokio::time::sleep(Duration::from_millis(wait)) => {}
                     }
                 }
             }
         }
+    }
+
+    /// On shutdown: no gang picks this runner any more, and a gang that already did is told it left,
+    /// so its rank 0 hands the job to another gang at once.
+    async fn stop_waiting(&self) -> anyhow::Result<()> {
+        self.queue.leave_idle(&self.runner_id).await?;
+        if let Some(job) = self.queue.join_gang(&self.runner_id).await? {
+            let rank = self.queue.gang(&job).await?.iter().position(|r| *r == self.runner_id);
+            if let Some(rank) = rank {
+                self.queue.set_gang_note(&job, &format!("left:{rank}"), "the runner shut down").await?;
+            }
+            self.queue.finish(&self.runner_id, &job).await?;
+        }
+        Ok(())
     }
 
     /// The first job, in fair-share order, that this runner fits (see `queue.lua`): in the memory it
@@ -183,7 +198,8 @@ impl Worker {
         }
     }
 
-    async fn handle(&self, job_id: &JobId) -> anyhow::Result<()> {
+    /// Runs one claimed job; `from_previous_life`: it was claimed before this process started.
+    async fn handle(&self, job_id: &JobId, from_previous_life: bool) -> anyhow::Result<()> {
         let Some(assignment) = self.queue.assignment(job_id).await? else {
             tracing::warn!(job = %job_id, "claimed job has no assignment (Redis lost it); the scheduler will republish it");
             return Ok(());
@@ -208,6 +224,11 @@ impl Worker {
             metrics: self.metrics.clone(),
             muted: rank != 0,
         };
+        if seat.is_some() && from_previous_life {
+            tracing::warn!(job = %job_id, rank, "a gang job from before this runner restarted; handing it back");
+            let rank_lost = Some(format!("rank {rank}'s runner ({}) restarted during the job", self.runner_id));
+            return sink.emit(RunnerEventKind::Released { stage: "sft".into(), step: 0, rank_lost }).await;
+        }
         tracing::info!(attempt = assignment.attempt, model = %assignment.spec.model, rank, world, "job started");
         let dtype = crate::model::kind_name(train::training_kind(assignment.spec.moe.precision, self.device));
         let ranks = seat.as_ref().map(|s| s.ranks.iter().map(ToString::to_string).collect()).unwrap_or_default();
@@ -242,6 +263,15 @@ impl Worker {
             }
             Err(e) => {
                 tracing::error!(job = %job_id, error = format!("{e:#}"), "job failed");
+                if rank != 0 {
+                    // Failed before it joined the group (a download, say): rank 0 finds this when the
+                    // join times out. (A failure while training was noted before leaving the group.)
+                    let field = gang::error_field(rank);
+                    if self.queue.gang_note(job_id, &field).await?.is_none() {
+                        self.queue.set_gang_note(job_id, &field, &tenant_text(&format!("{e:#}"))).await?;
+                    }
+                    return Ok(());
+                }
                 let (code, message) = match e.downcast_ref::<UserError>() {
                     Some(UserError(message)) => (ErrorCode::InvalidTrainingFile, message.clone()),
                     None => (ErrorCode::TrainingError, format!("{e:#}")),
@@ -263,7 +293,9 @@ impl Worker {
             }
         }
         let (stage, step) = latest.get().unwrap_or_else(|| ("sft".into(), 0));
-        let rank_lost = Some(format!("rank 0 (runner {}) lost the others: {error:#}", seat.ranks[0]));
+        // The tenant reads this: what happened, not the hosts and ports in c10d's error (the log has it).
+        tracing::warn!(job = %sink.job_id, error = format!("{error:#}"), "handing the job back: a rank was lost");
+        let rank_lost = Some(format!("rank 0 (runner {}) lost contact with the other ranks of the gang", seat.ranks[0]));
         sink.emit(RunnerEventKind::Released { stage, step, rank_lost }).await
     }
 

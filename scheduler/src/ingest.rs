@@ -181,7 +181,11 @@ impl Ingester {
         let span = tracing::info_span!("runner_event", job_id = %event.job_id, attempt = event.attempt, runner = %event.runner_id);
         let applying = async {
             let holds_claim = match event.kind {
-                RunnerEventKind::Started { .. } => self.queue.holds(&event.runner_id, &event.job_id).await?,
+                // A gang's rank 0 must list the gang the queue formed.
+                RunnerEventKind::Started { ref ranks, .. } => {
+                    let gang_matches = ranks.len() <= 1 || self.queue.gang(&event.job_id).await?.iter().map(RunnerId::as_str).eq(ranks.iter().map(String::as_str));
+                    gang_matches && self.queue.holds(&event.runner_id, &event.job_id).await?
+                }
                 _ => false,
             };
             // Entry ids are unique per stream, and every runner has its own: the runner makes the
@@ -287,6 +291,11 @@ impl Ingester {
     async fn hand_out_again(&self, event: &RunnerEvent) -> anyhow::Result<()> {
         let (status, attempt): (JobStatus, i32) = sqlx::query_as("SELECT status, attempt FROM jobs WHERE id = $1").bind(&event.job_id).fetch_one(&self.pool).await?;
         // A released running job was requeued as the next attempt; a pausing one settled as paused.
+        // A gang that claimed a later attempt meanwhile (this entry redelivered) is left alone.
+        let gang_attempt = self.queue.gang_note(&event.job_id, "attempt").await?.and_then(|a| a.parse::<i32>().ok());
+        if gang_attempt.is_some_and(|a| a > event.attempt) {
+            return Ok(());
+        }
         if status == JobStatus::Queued && attempt == event.attempt + 1 {
             let mut conn = self.pool.acquire().await?;
             let assignment = store::assignment(&mut conn, &event.job_id, &self.bucket).await?;
@@ -452,6 +461,8 @@ pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str
             }
             fresh
         }
+        // `stage` and `step` are rank 0's latest checkpoint as it knew it; the next attempt resumes from
+        // the newest one recorded here either way.
         RunnerEventKind::Released { stage, step, rank_lost: Some(lost) } => {
             let lost = runner_text(lost);
             let fresh = store::insert_event(&mut tx, log("warn", "message", format!("A rank of the job's gang was lost: {lost}"), None)).await?;
@@ -470,7 +481,7 @@ pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str
                 } else {
                     let next = attempt + 1;
                     sqlx::query("UPDATE jobs SET runner_id = NULL, ranks = NULL, attempt = $2 WHERE id = $1").bind(job_id).bind(next).execute(&mut *tx).await?;
-                    let message = format!("Job requeued from its checkpoint at {stage} step {step} as attempt {next}, on a new gang");
+                    let message = format!("Job requeued as attempt {next}, to resume from its latest checkpoint on a new gang");
                     store::transition(&mut tx, job_id, next, JobStatus::Queued, message).await?;
                 }
             }

@@ -83,8 +83,11 @@ impl Reconciler {
         if snapshot.pending.contains(&job.id) {
             return Ok(());
         }
-        // A gang trains only while every rank is alive: one lost rank sends the whole job back.
-        let lost_rank = snapshot.gangs.get(&job.id).and_then(|ranks| ranks.iter().find(|r| !snapshot.alive_runners.contains(*r)));
+        // A gang trains only while every rank still on it is alive: one lost rank sends the whole job
+        // back. A rank that finished its part (rank 0 still exporting) no longer counts, and once rank 0
+        // let go its report settles the job.
+        let gang = snapshot.gangs.get(&job.id).filter(|gang| !gang.closed);
+        let lost_rank = gang.and_then(|gang| gang.engaged.iter().find(|r| !snapshot.alive_runners.contains(*r)));
         if let Some(lost) = lost_rank {
             return match job.status {
                 JobStatus::Pausing => self.settle_pause(job, Some(lost)).await,

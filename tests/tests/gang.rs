@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use moetune_e2e::{error_of, spawn_runner, KillOnDrop, TestEnv};
+use moetune_e2e::{error_of, runner_command, spawn_runner, KillOnDrop, TestEnv};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
@@ -109,4 +109,25 @@ async fn a_gang_trains_like_one_runner_and_survives_a_killed_rank(pool: PgPool) 
     assert_eq!(losses.keys().filter(|(a, _)| *a == 2).map(|(_, s)| *s).max(), Some(60));
     let artifacts: Vec<&str> = job["artifacts"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
     assert!(artifacts.contains(&"adapter/adapter_model.safetensors"), "{artifacts:?}");
+}
+
+/// A rank that fails on its own before training (here: its runner takes smaller files than the job's)
+/// fails the whole job with that rank's error at once, without waiting out the gang's timeout or
+/// being retried as a lost runner.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_rank_that_fails_on_its_own_fails_the_job_with_its_error(pool: PgPool) {
+    let env = TestEnv::start(pool.clone()).await;
+    let _scheduler = tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool.clone(), std::future::pending()));
+    let _roomy = spawn_runner(&env, "roomy");
+    let _cramped = KillOnDrop(runner_command(&env, "cramped").env("MOETUNE_MAX_DATASET_BYTES", "1000").spawn().unwrap());
+    let file = env.upload_demo_dataset().await;
+    let created: Value = env.post_json("/v1/fine_tuning/jobs", job_body(&file, 2)).await.json().await.unwrap();
+    let id = created["id"].as_str().unwrap();
+    let started = std::time::Instant::now();
+    let job = env.wait_for_job(id, Duration::from_secs(120)).await;
+    assert_eq!(job["status"], "failed", "{job:#}");
+    assert_eq!(job["attempt"], 1, "a rank's own failure is no lost runner: {job:#}");
+    let message = job["error"]["message"].as_str().unwrap();
+    assert!(message.contains("this runner trains on files up to 1000 bytes"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(45), "the job failed only after {:?} (the gang timeout is 60 s)", started.elapsed());
 }

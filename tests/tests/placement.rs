@@ -123,6 +123,11 @@ async fn a_gang_is_claimed_whole_or_not_at_all(pool: PgPool) {
         async move { queue.claim(&runner_id(runner), device, memory, 60_000).await.unwrap().map(|j| j.as_str().trim_start_matches("ftjob-").to_string()) }
     };
 
+    // A one-runner job keeps the five-field ticket earlier queue scripts read; a gang's adds its size.
+    let tickets: std::collections::HashMap<String, String> = redis.hgetall(keys.tickets()).await.unwrap();
+    assert_eq!(tickets["ftjob-solo"].split(' ').count(), 5);
+    assert!(tickets["ftjob-pair"].ends_with(" 2"), "{}", tickets["ftjob-pair"]);
+
     // Alone, the first runner cannot make up the pair: it takes the solo job behind it.
     assert_eq!(take("a", "cpu", 8 * GIB).await.as_deref(), Some("solo"));
     // The next finds nothing it can run alone: it holds nothing and waits.

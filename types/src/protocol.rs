@@ -205,15 +205,21 @@ pub struct JobAssignment {
 }
 
 impl JobAssignment {
-    /// The queue's record of the job: `tenant device cuda_bytes cpu_bytes order world` (the memory one
-    /// rank needs on a CUDA and on a CPU runner, and how many runners it trains on), where the order score sorts a tenant's jobs by priority, then age
+    /// The queue's record of the job: `tenant device cuda_bytes cpu_bytes order [world]` (the memory one
+    /// rank needs on a CUDA and on a CPU runner, and, for a gang, how many runners it trains on), where the order score sorts a tenant's jobs by priority, then age
     /// (both fit a double exactly).
     pub fn ticket(&self) -> String {
         let p = &self.placement;
         let order = i64::from(9 - p.priority.clamp(0, 9)) * 10_000_000_000_000 + p.created_at_ms;
         let tenant = if p.tenant.is_empty() { "-" } else { p.tenant.as_str() };
         let needs = &p.requirements;
-        format!("{tenant} {} {} {} {order} {}", needs.device.as_str(), needs.memory_on("cuda"), needs.memory_on("cpu"), needs.world_size.max(1))
+        let (device, cuda, cpu) = (needs.device.as_str(), needs.memory_on("cuda"), needs.memory_on("cpu"));
+        // One runner: the five-field form every earlier queue script reads, so runners and schedulers
+        // of the previous release keep placing single-runner jobs during a rolling upgrade.
+        match needs.world_size {
+            0 | 1 => format!("{tenant} {device} {cuda} {cpu} {order}"),
+            world => format!("{tenant} {device} {cuda} {cpu} {order} {world}"),
+        }
     }
 }
 

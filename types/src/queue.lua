@@ -71,17 +71,14 @@ local function drop_gang(job)
   redis.call('SREM', GANGS, job)
 end
 
--- `count` waiting runners other than `runner` with `device` and at least `needs` bytes; nil when
--- there are not that many. Entries past their time were dropped by the caller.
-local function idle_runners(runner, device, needs, count, now)
+-- `count` of the `waiting` runners ({id, memory}, of the claimer's device kind) with at least
+-- `needs` bytes; nil when there are not that many.
+local function idle_runners(waiting, needs, count)
   local chosen = {}
-  for _, r in ipairs(redis.call('ZRANGEBYSCORE', IDLE, now, '+inf', 'LIMIT', 0, 1024)) do
-    if r ~= runner then
-      local d, m = string.match(redis.call('HGET', IDLE_INFO, r) or '', '^(%S+) (%S+)$')
-      if d == device and tonumber(m) >= needs then
-        chosen[#chosen + 1] = r
-        if #chosen == count then return chosen end
-      end
+  for _, w in ipairs(waiting) do
+    if w[2] >= needs then
+      chosen[#chosen + 1] = w[1]
+      if #chosen == count then return chosen end
     end
   end
   return nil
@@ -211,7 +208,16 @@ elseif op == 'claim' then
   -- Picked for a gang: it joins that first (`join`).
   if redis.call('EXISTS', duty(runner)) == 1 then return false end
   local now = now_ms()
-  redis.call('ZREMRANGEBYSCORE', IDLE, '-inf', now)
+  -- Waiting marks past their time go, with what they declared.
+  for _, r in ipairs(redis.call('ZRANGEBYSCORE', IDLE, '-inf', now, 'LIMIT', 0, 256)) do stop_waiting(r) end
+  -- The waiting runners, read once: a gang job tests them all.
+  local waiting = {}
+  for _, r in ipairs(redis.call('ZRANGEBYSCORE', IDLE, now, '+inf', 'LIMIT', 0, 1024)) do
+    if r ~= runner then
+      local d, m = string.match(redis.call('HGET', IDLE_INFO, r) or '', '^(%S+) (%S+)$')
+      if d == device then waiting[#waiting + 1] = { r, tonumber(m) } end
+    end
+  end
   local first = 0
   while first < limit do
     local last = (first == 0) and math.min(4, limit) - 1 or limit - 1
@@ -228,7 +234,7 @@ elseif op == 'claim' then
             local needs = (device == 'cuda') and cuda or cpu
             fits = (wanted == 'auto' or wanted == device) and needs <= memory
             if fits and world > 1 then
-              members = idle_runners(runner, device, needs, world - 1, now)
+              members = idle_runners(waiting, needs, world - 1)
               fits = members ~= nil
             end
           end
@@ -238,8 +244,14 @@ elseif op == 'claim' then
             stop_waiting(runner)
             if members then
               local gang = gang_key(job)
-              redis.call('HDEL', gang, 'closed', 'rendezvous')
-              redis.call('HSET', gang, 'ranks', runner .. ' ' .. table.concat(members, ' '), 'holding', 1)
+              -- A record left from an earlier gang of this job (republished without a requeue) must
+              -- not speak for this one.
+              redis.call('HDEL', gang, 'closed', 'rendezvous', 'error:0')
+              for rank = 1, #members do redis.call('HDEL', gang, 'error:' .. rank, 'ready:' .. rank) end
+              -- The attempt the gang runs, from the published assignment.
+              local ok, assignment = pcall(cjson.decode, redis.call('GET', p .. ':job:' .. job) or '')
+              local attempt = ok and type(assignment) == 'table' and tonumber(assignment.attempt) or 0
+              redis.call('HSET', gang, 'ranks', runner .. ' ' .. table.concat(members, ' '), 'holding', 1, 'attempt', attempt)
               redis.call('SADD', GANGS, job)
               for _, m in ipairs(members) do
                 redis.call('SET', duty(m), job)
