@@ -62,11 +62,16 @@ local function gang_ranks(job)
   return words(redis.call('HGET', gang_key(job), 'ranks'))
 end
 
--- Drops a gang's record; picks not yet taken up are withdrawn. (The scheduler's ops only.)
-local function drop_gang(job)
-  for _, r in ipairs(gang_ranks(job)) do
-    if redis.call('GET', duty(r)) == job then redis.call('DEL', duty(r)) end
+-- Withdraws the gang's picks not yet taken up (GETDEL: runner users may run it, not DEL).
+local function withdraw_picks(job, ranks)
+  for i = 2, #ranks do
+    if redis.call('GET', duty(ranks[i])) == job then redis.call('GETDEL', duty(ranks[i])) end
   end
+end
+
+-- Drops a gang's record and its picks. (The scheduler's ops only.)
+local function drop_gang(job)
+  withdraw_picks(job, gang_ranks(job))
   redis.call('DEL', gang_key(job))
   redis.call('SREM', GANGS, job)
 end
@@ -125,25 +130,28 @@ local function enqueue(job, ticket, assignment)
   refresh(t)
 end
 
--- Takes a job out of a runner's claimed list; true if it was there (then its tenant runs one fewer).
--- When rank 0 of a gang lets go, the gang is closed and picks not yet taken up are withdrawn. (The
--- record itself is dropped by the scheduler's ops, `requeue` and `forget`: runners may not delete keys.)
-local function unclaim(runner, job)
+-- Takes a job out of one runner's claimed list; true if it was there (then its tenant runs one fewer).
+local function drop_hold(runner, job)
   if runner == '' or redis.call('LREM', claimed(runner), 0, job) == 0 then return false end
   local ticket = redis.call('HGET', TICKETS, job)
   if ticket then
     local t = parse(ticket)
     shift_running(t, add_running(t, -1))
   end
+  return true
+end
+
+-- The same, and the gang's bookkeeping. When rank 0 of a gang lets go, the gang is closed and picks not yet taken up are withdrawn. (The
+-- record itself is dropped by the scheduler's ops, `requeue` and `forget`: runners may not delete keys.)
+local function unclaim(runner, job)
+  if not drop_hold(runner, job) then return false end
   local gang = gang_key(job)
   if redis.call('EXISTS', gang) == 1 then
     redis.call('HINCRBY', gang, 'holding', -1)
     local ranks = gang_ranks(job)
     if ranks[1] == runner then
       redis.call('HSET', gang, 'closed', '1')
-      for i = 2, #ranks do
-        if redis.call('GET', duty(ranks[i])) == job then redis.call('GETDEL', duty(ranks[i])) end
-      end
+      withdraw_picks(job, ranks)
     end
   end
   return true
@@ -160,14 +168,7 @@ local function unclaim_all(runner, job)
   if #ranks == 0 then return unclaim(runner, job) end
   local any = false
   for _, r in ipairs(ranks) do
-    if redis.call('LREM', claimed(r), 0, job) > 0 then
-      any = true
-      local ticket = redis.call('HGET', TICKETS, job)
-      if ticket then
-        local t = parse(ticket)
-        shift_running(t, add_running(t, -1))
-      end
-    end
+    any = drop_hold(r, job) or any
   end
   drop_gang(job)
   return any
@@ -247,7 +248,7 @@ elseif op == 'claim' then
               -- A record left from an earlier gang of this job (republished without a requeue) must
               -- not speak for this one.
               redis.call('HDEL', gang, 'closed', 'rendezvous', 'error:0')
-              for rank = 1, #members do redis.call('HDEL', gang, 'error:' .. rank, 'ready:' .. rank) end
+              for rank = 1, #members do redis.call('HDEL', gang, 'error:' .. rank, 'ready:' .. rank, 'left:' .. rank) end
               -- The attempt the gang runs, from the published assignment.
               local ok, assignment = pcall(cjson.decode, redis.call('GET', p .. ':job:' .. job) or '')
               local attempt = ok and type(assignment) == 'table' and tonumber(assignment.attempt) or 0
