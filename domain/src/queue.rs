@@ -229,15 +229,22 @@ impl JobQueue {
         let tickets: HashMap<String, String> = redis.hgetall(self.keys.tickets()).await?;
         let tickets = tickets.into_iter().filter_map(|(job, ticket)| Some((parsed(JobId::parse(&job))?, ticket))).collect();
         let mut snapshot = QueueSnapshot { pending, tickets, ..Default::default() };
+        for runner in runners.iter().filter_map(|r| parsed(RunnerId::parse(r))) {
+            let claimed: Vec<String> = redis.lrange(self.keys.claimed(&runner), 0, -1).await?;
+            snapshot.holds.extend(claimed.iter().filter_map(|j| parsed(JobId::parse(j))).map(|job| (job, runner.clone())));
+            if redis.exists(self.keys.runner_alive(&runner)).await? {
+                snapshot.alive_runners.insert(runner);
+            }
+        }
         let gangs: Vec<String> = redis.smembers(self.keys.gangs()).await?;
         for job in gangs.iter().filter_map(|j| parsed(JobId::parse(j))) {
             let ranks = self.gang(&job).await?;
             let closed: Option<String> = redis.hget(self.keys.gang(job.as_str()), "closed").await?;
             let mut engaged = Vec::new();
             for rank in &ranks {
-                let holding: Option<i64> = redis::cmd("LPOS").arg(self.keys.claimed(rank)).arg(job.as_str()).query_async(&mut redis).await?;
+                let holding = snapshot.holds.iter().any(|(held, by)| *held == job && by == rank);
                 let picked: Option<String> = redis.get(self.keys.gang_duty(rank.as_str())).await?;
-                if holding.is_some() || picked.as_deref() == Some(job.as_str()) {
+                if holding || picked.as_deref() == Some(job.as_str()) {
                     engaged.push(rank.clone());
                 }
             }
@@ -245,17 +252,11 @@ impl JobQueue {
                 snapshot.gangs.insert(job, GangView { ranks, engaged, closed: closed.as_deref() == Some("1") });
             }
         }
-        for runner in runners.iter().filter_map(|r| parsed(RunnerId::parse(r))) {
-            let claimed: Vec<String> = redis.lrange(self.keys.claimed(&runner), 0, -1).await?;
-            for job in claimed.iter().filter_map(|j| parsed(JobId::parse(j))) {
-                snapshot.holds.push((job.clone(), runner.clone()));
-                let rank0 = snapshot.gangs.get(&job).and_then(|gang| gang.ranks.first());
-                if rank0.is_none_or(|r| *r == runner) || !snapshot.claimed.contains_key(&job) {
-                    snapshot.claimed.insert(job, runner.clone());
-                }
-            }
-            if redis.exists(self.keys.runner_alive(&runner)).await? {
-                snapshot.alive_runners.insert(runner);
+        // A gang's job counts as rank 0's while rank 0 holds it.
+        for (job, runner) in &snapshot.holds {
+            let rank0 = snapshot.gangs.get(job).and_then(|gang| gang.ranks.first());
+            if rank0.is_none_or(|r| r == runner) || !snapshot.claimed.contains_key(job) {
+                snapshot.claimed.insert(job.clone(), runner.clone());
             }
         }
         Ok(snapshot)
