@@ -79,6 +79,37 @@ pub async fn transition(
     Ok(())
 }
 
+/// Counts one more lost runner of the job's current `attempt` (its runner, or a rank of its gang).
+/// Once `max_attempts` were lost the job fails (`runner_lost`, "{what}; giving up after …") and this
+/// returns true; the caller then lets Redis forget it.
+pub async fn lose_runner(conn: &mut PgConnection, job_id: &JobId, attempt: i32, max_attempts: i32, what: &str) -> sqlx::Result<bool> {
+    let losses: i32 = sqlx::query_scalar("UPDATE jobs SET runner_losses = runner_losses + 1 WHERE id = $1 RETURNING runner_losses")
+        .bind(job_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    if losses < max_attempts {
+        return Ok(false);
+    }
+    sqlx::query("UPDATE jobs SET error_code = $2, error_message = $3 WHERE id = $1")
+        .bind(job_id)
+        .bind(moetune_types::ErrorCode::RunnerLost.as_str())
+        .bind(format!("the job's runner was lost {losses} times"))
+        .execute(&mut *conn)
+        .await?;
+    transition(conn, job_id, attempt, JobStatus::Failed, format!("{what}; giving up after {losses} lost runners")).await?;
+    Ok(true)
+}
+
+/// Hands the job out again as attempt `attempt + 1` (no runner or ranks yet), `queued` with the
+/// message `message` makes of the new attempt; returns it. Anything the previous attempt's runners
+/// still send is refused as stale, and the new one writes under its own prefix.
+pub async fn requeue_as_next_attempt(conn: &mut PgConnection, job_id: &JobId, attempt: i32, message: impl FnOnce(i32) -> String) -> sqlx::Result<i32> {
+    let next = attempt + 1;
+    sqlx::query("UPDATE jobs SET runner_id = NULL, ranks = NULL, attempt = $2 WHERE id = $1").bind(job_id).bind(next).execute(&mut *conn).await?;
+    transition(conn, job_id, next, JobStatus::Queued, message(next)).await?;
+    Ok(next)
+}
+
 /// Jobs Redis should know about: everything queued, running or pausing (a runner still holds it).
 #[derive(Debug, sqlx::FromRow)]
 pub struct ActiveJob {

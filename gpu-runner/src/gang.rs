@@ -77,7 +77,7 @@ impl Member {
         if let Err(e) = &result {
             let stopped = e.downcast_ref::<crate::train::Cancelled>().is_some() || e.downcast_ref::<crate::train::Checkpointed>().is_some();
             if self.seat.rank != 0 && !stopped && !is_peer_lost(e) {
-                let message = moetune_types::text::message(&moetune_types::text::redact_local_paths(&format!("{e:#}")), 2000);
+                let message = moetune_types::text::for_tenants(&format!("{e:#}"));
                 if let Err(note) = handle.block_on(self.queue.set_gang_note(&self.job_id, &error_field(self.seat.rank), &message)) {
                     tracing::warn!(error = %note, "could not leave this rank's error for rank 0");
                 }
@@ -159,15 +159,18 @@ impl Member {
     fn rank_zero_address(&self, handle: &tokio::runtime::Handle) -> anyhow::Result<(String, u16)> {
         let deadline = Instant::now() + self.seat.timeout;
         let ours = format!("{} ", self.attempt);
+        let fields = ["rendezvous", "closed", "ranks"].map(String::from);
+        let me = self.seat.ranks[self.seat.rank].as_str();
         loop {
-            let note = handle.block_on(self.queue.gang_note(&self.job_id, "rendezvous"))?;
-            if let Some(address) = note.as_deref().and_then(|n| n.strip_prefix(&ours)) {
+            // One read: the note, and whether this gang (with this runner in it) still stands.
+            let notes = handle.block_on(self.queue.gang_notes(&self.job_id, &fields))?.unwrap_or_default();
+            let note = |field: &str| notes.get(field).cloned().flatten();
+            if let Some(address) = note("rendezvous").as_deref().and_then(|n| n.strip_prefix(&ours)) {
                 let (host, port) = address.rsplit_once(':').context("rank 0's rendezvous note is not HOST:PORT")?;
                 return Ok((host.to_string(), port.parse().context("rank 0's rendezvous port")?));
             }
-            let ranks = handle.block_on(self.queue.gang(&self.job_id))?;
-            let closed = handle.block_on(self.queue.gang_note(&self.job_id, "closed"))?.is_some();
-            if closed || !ranks.contains(&self.seat.ranks[self.seat.rank]) {
+            let member = note("ranks").is_some_and(|ranks| ranks.split_whitespace().any(|r| r == me));
+            if note("closed").is_some() || !member {
                 return Err(anyhow::Error::new(PeerLost).context("the gang was dissolved before rank 0 served its rendezvous"));
             }
             if Instant::now() > deadline {

@@ -45,18 +45,13 @@ impl EventSink {
         }
         self.metrics.observe(&kind);
         let kind = match kind {
-            RunnerEventKind::Message { level, message } => RunnerEventKind::Message { level, message: tenant_text(&message) },
-            RunnerEventKind::Failed { code, message } => RunnerEventKind::Failed { code, message: tenant_text(&message) },
+            RunnerEventKind::Message { level, message } => RunnerEventKind::Message { level, message: moetune_types::text::for_tenants(&message) },
+            RunnerEventKind::Failed { code, message } => RunnerEventKind::Failed { code, message: moetune_types::text::for_tenants(&message) },
             other => other,
         };
         let event = RunnerEvent { job_id: self.job_id.clone(), attempt: self.attempt, runner_id: self.runner_id.clone(), kind };
         self.queue.report(&event).await
     }
-}
-
-/// Text for a tenant's eyes: no local paths, no control characters, bounded.
-fn tenant_text(message: &str) -> String {
-    moetune_types::text::message(&moetune_types::text::redact_local_paths(message), 4000)
 }
 
 impl Worker {
@@ -264,12 +259,9 @@ impl Worker {
             Err(e) => {
                 tracing::error!(job = %job_id, error = format!("{e:#}"), "job failed");
                 if rank != 0 {
-                    // Failed before it joined the group (a download, say): rank 0 finds this when the
-                    // join times out. (A failure while training was noted before leaving the group.)
-                    let field = gang::error_field(rank);
-                    if self.queue.gang_note(job_id, &field).await?.is_none() {
-                        self.queue.set_gang_note(job_id, &field, &tenant_text(&format!("{e:#}"))).await?;
-                    }
+                    // Rank 0 fails the job with this (the same note `gang::Member` leaves, before leaving
+                    // the group, for a failure while training; here also one before joining it).
+                    self.queue.set_gang_note(job_id, &gang::error_field(rank), &moetune_types::text::for_tenants(&format!("{e:#}"))).await?;
                     return Ok(());
                 }
                 let (code, message) = match e.downcast_ref::<UserError>() {

@@ -376,7 +376,7 @@ pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str
         }
         RunnerEventKind::Message { level, message } => {
             let level = if level == "warn" || level == "error" { level_static(level) } else { "info" };
-            store::insert_event(&mut tx, log(level, "message", runner_text(message), None)).await?
+            store::insert_event(&mut tx, log(level, "message", moetune_types::text::for_tenants(message), None)).await?
         }
         RunnerEventKind::Metrics { stage, step, total_steps, train_loss, .. } => {
             let message = format!("{stage} step {step}/{total_steps}: training loss={train_loss:.4}");
@@ -464,25 +464,13 @@ pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str
         // `stage` and `step` are rank 0's latest checkpoint as it knew it; the next attempt resumes from
         // the newest one recorded here either way.
         RunnerEventKind::Released { stage, step, rank_lost: Some(lost) } => {
-            let lost = runner_text(lost);
+            let lost = moetune_types::text::for_tenants(lost);
             let fresh = store::insert_event(&mut tx, log("warn", "message", format!("A rank of the job's gang was lost: {lost}"), None)).await?;
-            if fresh && matches!(status, JobStatus::Running | JobStatus::Pausing) {
-                let losses: i32 = sqlx::query_scalar("UPDATE jobs SET runner_losses = runner_losses + 1 WHERE id = $1 RETURNING runner_losses").bind(job_id).fetch_one(&mut *tx).await?;
-                if losses >= lease.max_attempts {
-                    sqlx::query("UPDATE jobs SET error_code = $2, error_message = $3 WHERE id = $1")
-                        .bind(job_id)
-                        .bind(ErrorCode::RunnerLost.as_str())
-                        .bind(format!("the job's runners were lost {losses} times"))
-                        .execute(&mut *tx)
-                        .await?;
-                    store::transition(&mut tx, job_id, attempt, JobStatus::Failed, format!("A rank was lost; giving up after {losses} lost runners")).await?;
-                } else if status == JobStatus::Pausing {
+            if fresh && matches!(status, JobStatus::Running | JobStatus::Pausing) && !store::lose_runner(&mut tx, job_id, attempt, lease.max_attempts, "A rank was lost").await? {
+                if status == JobStatus::Pausing {
                     store::transition(&mut tx, job_id, attempt, JobStatus::Paused, format!("Job paused at {stage} step {step}; resume continues from its checkpoint")).await?;
                 } else {
-                    let next = attempt + 1;
-                    sqlx::query("UPDATE jobs SET runner_id = NULL, ranks = NULL, attempt = $2 WHERE id = $1").bind(job_id).bind(next).execute(&mut *tx).await?;
-                    let message = format!("Job requeued as attempt {next}, to resume from its latest checkpoint on a new gang");
-                    store::transition(&mut tx, job_id, next, JobStatus::Queued, message).await?;
+                    store::requeue_as_next_attempt(&mut tx, job_id, attempt, |next| format!("Job requeued as attempt {next}, to resume from its latest checkpoint on a new gang")).await?;
                 }
             }
             fresh
@@ -492,12 +480,7 @@ pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str
             if fresh && status == JobStatus::Pausing {
                 store::transition(&mut tx, job_id, attempt, JobStatus::Paused, format!("Job paused at {stage} step {step}; resume continues from its checkpoint")).await?;
             } else if fresh && status == JobStatus::Running {
-                // A new attempt: the next runner writes under its own prefix, and anything the releasing
-                // runner still sends is refused as stale.
-                let next = attempt + 1;
-                sqlx::query("UPDATE jobs SET runner_id = NULL, ranks = NULL, attempt = $2 WHERE id = $1").bind(job_id).bind(next).execute(&mut *tx).await?;
-                let message = format!("Job requeued from its checkpoint at {stage} step {step} as attempt {next}");
-                store::transition(&mut tx, job_id, next, JobStatus::Queued, message).await?;
+                store::requeue_as_next_attempt(&mut tx, job_id, attempt, |next| format!("Job requeued from its checkpoint at {stage} step {step} as attempt {next}")).await?;
             }
             fresh
         }
@@ -518,7 +501,7 @@ pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str
         RunnerEventKind::Failed { code, message } => {
             // Only the table's codes reach a tenant: anything else a runner sends is a training error.
             let code = ErrorCode::parse(code).unwrap_or(ErrorCode::TrainingError).as_str();
-            let message = runner_text(message);
+            let message = moetune_types::text::for_tenants(message);
             sqlx::query("UPDATE jobs SET error_code = $2, error_message = $3 WHERE id = $1")
                 .bind(job_id)
                 .bind(code)
@@ -575,12 +558,6 @@ async fn record_measurement(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, job_
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-/// A runner's free text as tenants may read it: the runner already strips its local paths and control
-/// characters, and a compromised one is not trusted to.
-fn runner_text(message: &str) -> String {
-    moetune_types::text::message(&moetune_types::text::redact_local_paths(message), 4000)
 }
 
 fn level_static(level: &str) -> &'static str {

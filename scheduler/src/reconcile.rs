@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use moetune_types::{ErrorCode, JobId, JobStatus, RunnerId};
+use moetune_types::{JobId, JobStatus, RunnerId};
 use sqlx::PgPool;
 
 use moetune_domain::queue::QueueSnapshot;
@@ -135,28 +135,11 @@ impl Reconciler {
     /// runners were lost.
     async fn requeue_lost(&self, job: &ActiveJob, runner: &RunnerId) -> anyhow::Result<()> {
         let Some(mut tx) = self.lock_unchanged(job).await? else { return Ok(()) };
-        let losses = job.runner_losses + 1;
-        sqlx::query("UPDATE jobs SET runner_losses = $2 WHERE id = $1").bind(&job.id).bind(losses).execute(&mut *tx).await?;
-        if losses >= self.config.max_attempts {
-            sqlx::query("UPDATE jobs SET error_code = $2, error_message = $3 WHERE id = $1")
-                .bind(&job.id)
-                .bind(ErrorCode::RunnerLost.as_str())
-                .bind(format!("the job's runner was lost {losses} times"))
-                .execute(&mut *tx)
-                .await?;
-            let message = format!("Runner {runner} was lost; giving up after {losses} lost runners");
-            store::transition(&mut tx, &job.id, job.attempt, JobStatus::Failed, message).await?;
+        if store::lose_runner(&mut tx, &job.id, job.attempt, self.config.max_attempts, &format!("Runner {runner} was lost")).await? {
             tx.commit().await?;
             return self.queue.forget(Some(runner), &job.id).await;
         }
-        let attempt = job.attempt + 1;
-        sqlx::query("UPDATE jobs SET attempt = $2, runner_id = NULL, ranks = NULL WHERE id = $1")
-            .bind(&job.id)
-            .bind(attempt)
-            .execute(&mut *tx)
-            .await?;
-        let message = format!("Runner {runner} was lost; job requeued as attempt {attempt}");
-        store::transition(&mut tx, &job.id, attempt, JobStatus::Queued, message).await?;
+        let attempt = store::requeue_as_next_attempt(&mut tx, &job.id, job.attempt, |next| format!("Runner {runner} was lost; job requeued as attempt {next}")).await?;
         let assignment = store::assignment(&mut tx, &job.id, &self.config.s3_bucket).await?;
         tx.commit().await?;
         tracing::warn!(job = %job.id, runner = %runner, attempt, "requeued job from lost runner");

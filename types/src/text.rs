@@ -34,6 +34,13 @@ fn escaped(value: &str, max_chars: usize, keep: impl Fn(char) -> bool) -> String
     out
 }
 
+/// Free text from a runner as tenants may read it: no local paths, no control characters, at most
+/// 4000 characters. The runner applies it before sending, and the scheduler again on receipt (a
+/// compromised runner is not trusted to).
+pub fn for_tenants(message: &str) -> String {
+    self::message(&redact_local_paths(message), 4000)
+}
+
 /// `message` with every absolute local path (`/home/…/work/job-1/model.safetensors`) reduced to its
 /// last component (`…/model.safetensors`): a runner's directory layout, user names and mount points
 /// are nobody's business but the operator's. URLs (`s3://bucket/key`, `http://host/…`) are kept.
