@@ -166,6 +166,11 @@ impl ProcessGroup {
         if size == 0 || rank >= size {
             return Err(Error::Invalid(format!("rank {rank} is outside a world of {size}")));
         }
+        if backend == Backend::Nccl && !tch::Cuda::is_available() {
+            // Refused here rather than by NCCL: a process group made without a GPU starts watchdog
+            // threads that have nothing to watch and only fail later, off the caller's thread.
+            return Err(Error::Invalid("NCCL needs a CUDA device and none is visible to this process".into()));
+        }
         let prefix = c_string("prefix", prefix)?;
         let host = gloo_host.map(|h| c_string("gloo host", h)).transpose()?;
         let code = match backend {
