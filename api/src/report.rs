@@ -66,6 +66,8 @@ struct Check {
     mean_entropy_norm: f64,
     alert: bool,
     action: Option<String>,
+    routing_drift: Option<f64>,
+    drift_exceeded: bool,
 }
 
 /// A step of training as the metrics events report it, on one axis across stages.
@@ -103,8 +105,8 @@ pub async fn render(state: &AppState, tenant: TenantId, job_id: &JobId) -> Resul
                 Some(Ok(RunnerEventKind::Metrics { stage, step, train_loss, learning_rate, validation_loss, .. })) => {
                     steps.push(Step { stage, x: f64::from(step), loss: train_loss, learning_rate, validation_loss });
                 }
-                Some(Ok(RunnerEventKind::Monitor { stage, step, layers, mean_top1_share, mean_entropy_norm, alert, action, .. })) => {
-                    checks.push(Check { stage, step, layers, mean_top1_share, mean_entropy_norm, alert, action });
+                Some(Ok(RunnerEventKind::Monitor { stage, step, layers, mean_top1_share, mean_entropy_norm, alert, action, routing_drift, drift_exceeded, .. })) => {
+                    checks.push(Check { stage, step, layers, mean_top1_share, mean_entropy_norm, alert, action, routing_drift, drift_exceeded });
                 }
                 Some(Ok(RunnerEventKind::Evaluation { report })) => evaluation = serde_json::from_value::<EvalReport>(report).ok(),
                 _ => {}
@@ -131,7 +133,8 @@ pub async fn render(state: &AppState, tenant: TenantId, job_id: &JobId) -> Resul
         "learning_rate": lr_chart(&steps),
         "heatmap": heatmap(&checks),
         "experts": expert_shares(checks.last(), collapse_threshold(&job)),
-        "alerts": checks.iter().filter(|c| c.alert).collect::<Vec<_>>(),
+        "alerts": checks.iter().filter(|c| c.alert || c.drift_exceeded).collect::<Vec<_>>(),
+        "drift": checks.iter().rev().find_map(|c| c.routing_drift.map(|d| serde_json::json!({"stage": c.stage, "step": c.step, "percent": 100.0 * d}))),
         "checks": checks.len(),
         "table": evaluation_table,
         "routing": evaluation.as_ref().map(|r| &r.routing_agreement),
@@ -332,11 +335,11 @@ mod tests {
     use super::*;
 
     fn usage(layer: usize, top1_share: f64, counts: Vec<u64>) -> LayerUsage {
-        LayerUsage { layer, top1_share, entropy_norm: 0.9, kl_to_uniform: 0.0, avg_token_entropy: 0.0, counts }
+        LayerUsage { layer, top1_share, entropy_norm: 0.9, kl_to_uniform: 0.0, avg_token_entropy: 0.0, counts, base_agreement: None }
     }
 
     fn check(step: u32, layers: Vec<LayerUsage>) -> Check {
-        Check { stage: "sft".into(), step, layers, mean_top1_share: 0.0, mean_entropy_norm: 0.0, alert: false, action: None }
+        Check { stage: "sft".into(), step, layers, mean_top1_share: 0.0, mean_entropy_norm: 0.0, alert: false, action: None, routing_drift: None, drift_exceeded: false }
     }
 
     #[test]

@@ -99,6 +99,13 @@ enum JobsCommand {
         limit: i64,
     },
     Cancel { id: String },
+    /// The expert-usage monitor's checks, newest first: per MoE layer, each expert's share of the
+    /// routed tokens and the routing drift from the base model.
+    Usage {
+        id: String,
+        #[arg(long, default_value_t = 1)]
+        limit: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -242,6 +249,12 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let job = client.fine_tuning_cancel().id(&id).send().await?.into_inner();
             print(json, &job, || format!("{}  {}", job.id, job.status));
         }
+        Command::Jobs(JobsCommand::Usage { id, limit }) => {
+            let checks = client.fine_tuning_expert_usage().id(&id).limit(limit).send().await?.into_inner();
+            for check in &checks.data {
+                print(json, check, || describe_usage(check));
+            }
+        }
         Command::Artifacts(ArtifactsCommand::List { job }) => {
             for artifact in client.fine_tuning_list_artifacts().id(&job).send().await?.into_inner().data {
                 print(json, &artifact, || format!("{:<32}  {:>12} bytes  sha256 {}", artifact.name, artifact.bytes, artifact.sha256));
@@ -255,6 +268,31 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         }
     }
     Ok(0)
+}
+
+/// One monitor check: the means and the drift, then each layer's expert shares in percent.
+fn describe_usage(check: &types::ExpertUsage) -> String {
+    let drift = check.routing_drift.map(|d| format!("  routing drift {d:.3}")).unwrap_or_default();
+    let verdict = match (check.alert, check.drift_exceeded) {
+        (true, _) => "  ALERT: router collapse",
+        (false, true) => "  ALERT: routing drift over monitor.max_routing_drift",
+        _ => "",
+    };
+    let mut lines = vec![format!(
+        "{} step {} (attempt {}): top1_share {:.3}  entropy_norm {:.3}{drift}{verdict}{}",
+        check.stage,
+        check.step,
+        check.attempt,
+        check.mean_top1_share,
+        check.mean_entropy_norm,
+        check.action.as_ref().map(|a| format!("  action: {a}")).unwrap_or_default()
+    )];
+    for layer in &check.layers {
+        let shares: Vec<String> = layer.shares.iter().map(|s| format!("{:.0}", 100.0 * s)).collect();
+        let agreement = layer.base_agreement.map(|a| format!("  base agreement {a:.3}")).unwrap_or_default();
+        lines.push(format!("  layer {:>3}: top1 {:.3}  entropy {:.3}{agreement}  shares % [{}]", layer.layer, layer.top1_share, layer.entropy_norm, shares.join(" ")));
+    }
+    lines.join("\n")
 }
 
 /// An estimate as a few lines: the plan, the memory, then one line per runner class.

@@ -145,7 +145,7 @@ impl Member {
                 return Err(crate::train::Cancelled.into());
             }
             if flags.pause_attempt == Some(self.attempt) {
-                return Err(crate::train::Checkpointed { request: crate::train::StopRequest::Pause, stage: "sft", step: 0 }.into());
+                return Err(crate::train::Checkpointed { request: crate::train::StopRequest::Pause, stage: "sft", step: 0, reason: None }.into());
             }
             if Instant::now() > deadline {
                 return Err(anyhow::Error::new(PeerLost).context(format!("the other ranks were not ready within {:?}", self.seat.timeout)));

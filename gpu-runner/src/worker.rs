@@ -242,11 +242,11 @@ impl Worker {
             }
             Err(e) if e.downcast_ref::<train::Checkpointed>().is_some() => {
                 let stop = e.downcast_ref::<train::Checkpointed>().expect("checked above");
-                let (stage, step) = (stop.stage.to_string(), stop.step);
-                tracing::info!(job = %job_id, request = ?stop.request, stage, step, "stopped after a checkpoint");
+                let (stage, step, reason) = (stop.stage.to_string(), stop.step, stop.reason.clone());
+                tracing::info!(job = %job_id, request = ?stop.request, stage, step, reason, "stopped after a checkpoint");
                 match stop.request {
                     train::StopRequest::Release => sink.emit(RunnerEventKind::Released { stage, step, rank_lost: None }).await,
-                    _ => sink.emit(RunnerEventKind::Paused { stage, step }).await,
+                    _ => sink.emit(RunnerEventKind::Paused { stage, step, reason }).await,
                 }
             }
             Err(e) if seat.is_some() && train::parallel::is_peer_lost(&e) => {

@@ -383,17 +383,22 @@ pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str
             let data = serde_json::to_value(&event.kind)?;
             store::insert_event(&mut tx, log("info", "metrics", message, Some(data))).await?
         }
-        RunnerEventKind::Monitor { stage, step, mean_top1_share, mean_entropy_norm, alert, action, .. } => {
-            let verdict = match (alert, action.as_deref()) {
-                (false, _) => "healthy".to_string(),
-                (true, Some(action)) => format!("ALERT (router collapse), action: {action}"),
-                (true, None) => "ALERT (router collapse)".to_string(),
+        RunnerEventKind::Monitor { stage, step, mean_top1_share, mean_entropy_norm, alert, action, routing_drift, drift_exceeded, .. } => {
+            let verdict = match (alert, drift_exceeded, action.as_deref()) {
+                (false, false, _) => "healthy".to_string(),
+                (true, _, Some(action)) => format!("ALERT (router collapse), action: {action}"),
+                (true, _, None) => "ALERT (router collapse)".to_string(),
+                (false, true, _) => "ALERT (routing drift over monitor.max_routing_drift), action: paused".to_string(),
             };
-            let message = format!("{stage} step {step}: expert usage top1_share={mean_top1_share:.3} entropy_norm={mean_entropy_norm:.3}: {verdict}");
+            let drift = routing_drift.map(|d| format!(" routing_drift={d:.3}")).unwrap_or_default();
+            let message = format!("{stage} step {step}: expert usage top1_share={mean_top1_share:.3} entropy_norm={mean_entropy_norm:.3}{drift}: {verdict}");
             let data = serde_json::to_value(&event.kind)?;
-            let fresh = store::insert_event(&mut tx, log(if *alert { "warn" } else { "info" }, "monitor", message.clone(), Some(data))).await?;
-            if fresh && *alert {
-                let data = json!({ "stage": stage, "step": step, "mean_top1_share": mean_top1_share, "mean_entropy_norm": mean_entropy_norm, "action": action, "message": message });
+            let warn = *alert || *drift_exceeded;
+            let fresh = store::insert_event(&mut tx, log(if warn { "warn" } else { "info" }, "monitor", message.clone(), Some(data))).await?;
+            if fresh && warn {
+                let kind = if *alert { "router_collapse" } else { "routing_drift" };
+                let data = json!({ "kind": kind, "stage": stage, "step": step, "mean_top1_share": mean_top1_share, "mean_entropy_norm": mean_entropy_norm,
+                    "routing_drift": routing_drift, "action": action, "message": message });
                 outbox::publish(&mut tx, job_id, EventType::MonitorAlert, data).await?;
             }
             fresh
@@ -453,11 +458,20 @@ pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str
             let message = format!("Stored artifact {name} ({bytes} bytes) at {uri}");
             store::insert_event(&mut tx, log("info", "message", message, None)).await?
         }
-        RunnerEventKind::Paused { stage, step } => {
+        RunnerEventKind::Paused { stage, step, reason } => {
             let fresh = store::insert_event(&mut tx, log("info", "message", format!("Runner {} let the job go", event.runner_id), None)).await?;
-            if fresh && status == JobStatus::Pausing {
-                let message = format!("Job paused at {stage} step {step}; resume continues from its checkpoint");
-                store::transition(&mut tx, job_id, attempt, JobStatus::Paused, message).await?;
+            match reason {
+                // The runner paused a running job itself (the routing-drift guardrail).
+                Some(reason) if fresh && matches!(status, JobStatus::Running | JobStatus::Pausing) => {
+                    let reason = moetune_types::text::for_tenants(reason);
+                    let message = format!("Job paused at {stage} step {step}: {reason}. Inspect it (expert_usage, the report, the checkpoint); resume accepts this drift and continues, cancel ends the job");
+                    store::transition(&mut tx, job_id, attempt, JobStatus::Paused, message).await?;
+                }
+                _ if fresh && status == JobStatus::Pausing => {
+                    let message = format!("Job paused at {stage} step {step}; resume continues from its checkpoint");
+                    store::transition(&mut tx, job_id, attempt, JobStatus::Paused, message).await?;
+                }
+                _ => {}
             }
             fresh
         }

@@ -150,3 +150,94 @@ async fn running_job_pauses_at_a_checkpoint_and_resumes_with_identical_losses(po
     assert_eq!(job["stop_reason"], twin_job["stop_reason"]);
     assert_eq!(paused_run, straight_run);
 }
+
+/// The routing drift of every monitor check of one attempt, with whether it crossed the guardrail.
+async fn drift_checks(env: &TestEnv, id: &str, attempt: i64) -> Vec<(u64, f64, bool)> {
+    let page = env.get_json(&format!("/v1/fine_tuning/jobs/{id}/expert_usage?limit=100")).await;
+    let mut checks: Vec<(u64, f64, bool)> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["attempt"] == attempt && c["stage"] == "sft")
+        .map(|c| (c["step"].as_u64().unwrap(), c["routing_drift"].as_f64().expect("drift measured"), c["drift_exceeded"].as_bool().unwrap()))
+        .collect();
+    checks.reverse(); // oldest first
+    checks
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_routing_drift_guardrail_pauses_at_a_checkpoint_and_a_resume_accepts_the_drift(pool: PgPool) {
+    let env = TestEnv::start(pool.clone()).await;
+    let _scheduler = tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool.clone(), std::future::pending()));
+    let _runner = spawn_runner(&env, "guarded-runner");
+    let file: Value = env.upload_demo_dataset().await;
+    // LoRA at this rate moves ~3% of the validation tokens to other experts by step 5, ~8% by step 20.
+    let max = 0.04;
+    let body = json!({"model": "moetune/tiny-mixtral", "training_file": file["id"], "seed": 5, "hyperparameters": {"batch_size": 8},
+        "method": {"type": "moe_sft_qat", "moe_sft_qat": {"learning_rate": 1e-4, "max_steps": 20, "checkpoint_every_n_steps": 0,
+            "qat": {"steps": 5}, "monitor": {"every_n_steps": 5, "max_routing_drift": max}}}});
+    let job: Value = env.post_json("/v1/fine_tuning/jobs", body).await.json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+
+    // Training moves the routing away from the base's: the first check over the guardrail pauses the job.
+    let paused = wait_for_status(&env, &id, "paused", Duration::from_secs(180)).await;
+    let first = drift_checks(&env, &id, 1).await;
+    let &(step, drift, exceeded) = first.last().expect("monitor checks");
+    assert!(exceeded && drift > max, "{first:?}");
+    assert!(first[..first.len() - 1].iter().all(|&(_, d, e)| !e && d <= max), "{first:?}");
+    let usage = env.get_json(&format!("/v1/fine_tuning/jobs/{id}/expert_usage?limit=1")).await;
+    let latest = &usage["data"][0];
+    assert_eq!((latest["object"].as_str(), latest["action"].as_str(), usage["has_more"].as_bool()), (Some("fine_tuning.job.expert_usage"), Some("paused"), Some(true)), "{usage:#}");
+    for layer in latest["layers"].as_array().unwrap() {
+        let shares: f64 = layer["shares"].as_array().unwrap().iter().map(|s| s.as_f64().unwrap()).sum();
+        assert!((shares - 1.0).abs() < 1e-9, "{layer}");
+        assert!((0.0..=1.0).contains(&layer["base_agreement"].as_f64().unwrap()), "{layer}");
+    }
+    let older = env.get_json(&format!("/v1/fine_tuning/jobs/{id}/expert_usage?limit=100&after={}", latest["id"].as_str().unwrap())).await;
+    assert_eq!(older["data"].as_array().unwrap().len(), first.len() - 1, "{older:#}");
+    let too_many = env.http.get(env.url(&format!("/v1/fine_tuning/jobs/{id}/expert_usage?limit=101"))).bearer_auth(&env.token).send().await.unwrap();
+    assert_eq!(too_many.status(), 400);
+    let stranger = env.token_for("globex", None).await;
+    let hidden = env.http.get(env.url(&format!("/v1/fine_tuning/jobs/{id}/expert_usage"))).bearer_auth(&stranger).send().await.unwrap();
+    assert_eq!(hidden.status(), 404, "another tenant's job");
+
+    // Paused with the reason, a checkpoint of that step, and a monitor.alert webhook event.
+    let events = env.get_json(&format!("/v1/fine_tuning/jobs/{id}/events?limit=100")).await;
+    let reason = events["data"].as_array().unwrap().iter().find_map(|e| e["message"].as_str().filter(|m| m.starts_with("Job paused at"))).unwrap().to_string();
+    assert!(reason.contains("monitor.max_routing_drift") && reason.contains(&format!("sft step {step}")), "{reason}");
+    let checkpoints = env.get_json(&format!("/v1/fine_tuning/jobs/{id}/checkpoints")).await;
+    assert_eq!(checkpoints["data"][0]["name"], format!("sft-step-{step:06}"), "{checkpoints}");
+    let alert: Value = sqlx::query_scalar("SELECT payload FROM webhook_events WHERE type = 'monitor.alert' AND payload->'data'->>'id' = $1")
+        .bind(&id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!((alert["data"]["kind"].as_str(), alert["data"]["step"].as_u64()), (Some("routing_drift"), Some(step)), "{alert}");
+    assert_eq!(paused["attempt"], 1);
+
+    // Resumed: it continues after the checkpoint, and pauses again only past the accepted drift + max.
+    let (status, resumed) = post(&env, &format!("/v1/fine_tuning/jobs/{id}/resume")).await;
+    assert_eq!(status, 200, "{resumed}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    let settled = loop {
+        let job = env.get_json(&format!("/v1/fine_tuning/jobs/{id}")).await;
+        if job["attempt"] == 2 && ["paused", "succeeded", "failed"].contains(&job["status"].as_str().unwrap()) {
+            break job;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{job:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_ne!(settled["status"], "failed", "{settled:#}");
+    let first_resumed: i64 = sqlx::query_scalar("SELECT min((data->>'step')::bigint) FROM job_events WHERE job_id = $1 AND attempt = 2 AND type = 'metrics' AND data->>'stage' = 'sft'")
+        .bind(&id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(first_resumed as u64, step + 1);
+    let second = drift_checks(&env, &id, 2).await;
+    assert!(!second.is_empty());
+    for &(_, d, e) in &second {
+        assert_eq!(e, d > drift + max, "accepted {drift}, checks {second:?}");
+    }
+    assert_eq!(settled["status"] == "paused", second.iter().any(|&(_, _, e)| e), "{settled:#} {second:?}");
+}

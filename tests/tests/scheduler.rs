@@ -160,7 +160,7 @@ async fn pausing_jobs_settle_as_paused_whether_or_not_their_runner_answers(pool:
     assert_eq!(job_state(&pool, &jobs[0]).await, ("pausing".into(), 1));
     assert_eq!(job_state(&pool, &jobs[1]).await, ("pausing".into(), 1));
 
-    let paused = event(&jobs[0], 1, "answers", RunnerEventKind::Paused { stage: "sft".into(), step: 7 });
+    let paused = event(&jobs[0], 1, "answers", RunnerEventKind::Paused { stage: "sft".into(), step: 7, reason: None });
     assert_eq!(apply(&pool, &paused, None).await.unwrap(), Applied::Recorded);
     assert_eq!(job_state(&pool, &jobs[0]).await, ("paused".into(), 1));
 

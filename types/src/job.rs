@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::monitor::MonitorOptions;
+
 /// FP4 format the QAT stage fake-quantizes expert weights to, and the FP4 checkpoint is exported in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -130,50 +132,6 @@ pub struct RouterOptions {
 impl Default for RouterOptions {
     fn default() -> Self {
         Self { mode: RouterMode::Freeze, aux_loss_coef: 0.001, z_loss_coef: 0.0, capacity_factor: None, jitter: 0.0 }
-    }
-}
-
-/// The expert-usage monitor (docs/design.md); thresholds are job options.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct MonitorOptions {
-    pub enabled: bool,
-    /// Run the diagnostic prompts every this many optimiser steps. Default 50.
-    pub every_n_steps: u32,
-    /// Alert when the mean `top1_share` over layers is at least this ... Default 0.70.
-    pub top1_share_threshold: f64,
-    /// ... and the mean `entropy_norm` is at most this. Default 0.40.
-    pub entropy_norm_threshold: f64,
-    /// On alert the learning rate is multiplied by this. Default 0.5.
-    pub lr_decay: f64,
-    /// The learning rate is never lowered below this. Default 1e-7.
-    pub min_lr: f64,
-    /// Steps between two learning-rate drops. Default 200.
-    pub cooldown_steps: u32,
-    /// Stop training after this many consecutive alerts. Default 3.
-    pub early_stop_after: u32,
-    /// Router choices counted per token. Default 1 (each token's first choice). The seed counts all
-    /// top-k slots (2 for Mixtral); then no expert can exceed a 1/k share, so with k = 2 the 0.70
-    /// threshold could never fire. Set 2 to count exactly as the seed does.
-    pub top_k: u32,
-    /// Diagnostic prompts; default: prompts drawn from the validation data.
-    pub diagnostic_prompts: Vec<String>,
-}
-
-impl Default for MonitorOptions {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            every_n_steps: 50,
-            top1_share_threshold: 0.70,
-            entropy_norm_threshold: 0.40,
-            lr_decay: 0.5,
-            min_lr: 1e-7,
-            cooldown_steps: 200,
-            early_stop_after: 3,
-            top_k: 1,
-            diagnostic_prompts: Vec::new(),
-        }
     }
 }
 
@@ -413,7 +371,7 @@ pub struct InvalidOption {
     pub message: String,
 }
 
-fn check(ok: bool, param: &str, message: &str) -> Result<(), InvalidOption> {
+pub(crate) fn check(ok: bool, param: &str, message: &str) -> Result<(), InvalidOption> {
     if ok {
         Ok(())
     } else {
@@ -489,15 +447,7 @@ impl MoeSftQatOptions {
         check(router.z_loss_coef >= 0.0 && router.z_loss_coef <= 1.0, "router.z_loss_coef", "`router.z_loss_coef` must be in [0, 1].")?;
         check(router.capacity_factor.is_none_or(|c| c >= 1.0), "router.capacity_factor", "`router.capacity_factor` must be at least 1.")?;
         check((0.0..1.0).contains(&router.jitter), "router.jitter", "`router.jitter` must be in [0, 1).")?;
-        let monitor = &self.monitor;
-        check(monitor.every_n_steps >= 1, "monitor.every_n_steps", "`monitor.every_n_steps` must be at least 1.")?;
-        check((0.0..=1.0).contains(&monitor.top1_share_threshold), "monitor.top1_share_threshold", "`monitor.top1_share_threshold` must be in [0, 1].")?;
-        check((0.0..=1.0).contains(&monitor.entropy_norm_threshold), "monitor.entropy_norm_threshold", "`monitor.entropy_norm_threshold` must be in [0, 1].")?;
-        check(monitor.lr_decay > 0.0 && monitor.lr_decay <= 1.0, "monitor.lr_decay", "`monitor.lr_decay` must be in (0, 1].")?;
-        check(monitor.min_lr >= 0.0, "monitor.min_lr", "`monitor.min_lr` must not be negative.")?;
-        check((1..=64).contains(&monitor.top_k), "monitor.top_k", "`monitor.top_k` must be from 1 to 64.")?;
-        check(monitor.early_stop_after >= 1, "monitor.early_stop_after", "`monitor.early_stop_after` must be at least 1.")?;
-        check(monitor.diagnostic_prompts.len() <= 256, "monitor.diagnostic_prompts", "at most 256 diagnostic prompts.")?;
+        self.monitor.validate()?;
         let qat = &self.qat;
         check(qat.steps <= 1_000_000, "qat.steps", "`qat.steps` must be at most 1000000.")?;
         check(lr_ok(qat.learning_rate), "qat.learning_rate", "`qat.learning_rate` must be in (0, 1).")?;

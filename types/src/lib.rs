@@ -8,6 +8,7 @@ pub mod error_code;
 pub mod estimate;
 pub mod ids;
 pub mod job;
+pub mod monitor;
 pub mod placement;
 pub mod protocol;
 pub mod requirements;
@@ -19,9 +20,10 @@ pub use error_code::{ErrorCode, ErrorType};
 pub use ids::{FileId, InvalidId, JobId, RunnerId, TenantId, UploadId};
 pub use dataset::{DatasetFormat, DatasetSummary, DatasetValidator, Example, LineError};
 pub use job::{
-    BaseExpertFormat, EvalPrompt, InvalidOption, LoraOptions, MoeSftQatOptions, MonitorOptions, Mxfp4ScaleRule, Precision, QatFormat, QatOptions, QatTrainable, RouterMode, RouterOptions,
+    BaseExpertFormat, EvalPrompt, InvalidOption, LoraOptions, MoeSftQatOptions, Mxfp4ScaleRule, Precision, QatFormat, QatOptions, QatTrainable, RouterMode, RouterOptions,
     SftMethod, TrainingSpec,
 };
+pub use monitor::MonitorOptions;
 pub use results::{EvalReport, EvalRow, JobResult, RoutingAgreement};
 pub use status::{FileStatus, JobStatus, UploadStatus};
 pub use placement::MemoryModel;

@@ -240,7 +240,12 @@ pub struct LayerUsage {
     pub kl_to_uniform: f64,
     /// Mean entropy of the per-token router softmax.
     pub avg_token_entropy: f64,
+    /// Routed (token, choice) pairs per expert, by expert index.
     pub counts: Vec<u64>,
+    /// Fraction of the held-out validation tokens this layer sends to the same top-k experts as the
+    /// base model does (1 = routing unchanged by training).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_agreement: Option<f64>,
 }
 
 /// One report from a runner about one attempt of one job.
@@ -288,10 +293,17 @@ pub enum RunnerEventKind {
         mean_top1_share: f64,
         mean_entropy_norm: f64,
         alert: bool,
-        /// `lr_decayed`, `early_stop` or absent.
+        /// `lr_decayed`, `early_stop`, `paused` (routing drift) or absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         action: Option<String>,
         learning_rate: f64,
+        /// Fraction of held-out tokens (mean over MoE layers) whose top-k experts differ from the
+        /// base model's; absent when the job has no validation batches to measure it on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        routing_drift: Option<f64>,
+        /// The drift crossed `monitor.max_routing_drift` (over what a resume accepted): the job pauses.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        drift_exceeded: bool,
     },
     /// The evaluation report (base / SFT / PTQ / SFT+QAT); also stored as `eval_report.json`.
     Evaluation { report: serde_json::Value },
@@ -299,8 +311,14 @@ pub enum RunnerEventKind {
     Checkpoint { name: String, stage: String, step: u32, uri: String, bytes: i64 },
     /// A file the runner stored in S3 for the job.
     Artifact { name: String, uri: String, bytes: i64, sha256: String },
-    /// The runner stopped for a pause request after storing a checkpoint at `stage` `step`.
-    Paused { stage: String, step: u32 },
+    /// The runner stopped after storing a checkpoint at `stage` `step`: for a pause request, or, with
+    /// `reason`, because the routing-drift guardrail paused the job (the reason says why).
+    Paused {
+        stage: String,
+        step: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// The runner is shutting down (SIGTERM): it stored a checkpoint at `stage` `step` and handed the
     /// job back, to be continued from there as the job's next attempt. With `rank_lost`, rank 0 of a
     /// gang saw another rank fail or exit: the job goes back to continue from its latest checkpoint

@@ -197,6 +197,40 @@ pub async fn events(
     Ok(HttpResponse::Ok().json(EventList { object: "list", data, has_more }))
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ExpertUsageQuery {
+    /// Id of the last check from the previous page (`ftevent-N`).
+    after: Option<String>,
+    /// Checks per page, 1–100 (default 20).
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExpertUsageList {
+    /// Always `list`.
+    object: &'static str,
+    data: Vec<jobs::ExpertUsage>,
+    has_more: bool,
+}
+
+/// List the job's expert-usage monitor checks, newest first: per MoE layer, every expert's share of
+/// the routed tokens, the layer's concentration (`top1_share`, `entropy_norm`, `kl_to_uniform`), and
+/// the routing drift from the base model on the validation data that `monitor.max_routing_drift`
+/// guards.
+#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/expert_usage", tag = "fine_tuning",
+    params(("id" = String, Path, description = "Job id"), ExpertUsageQuery),
+    responses((status = 200, body = ExpertUsageList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn expert_usage(caller: Principal, state: web::Data<AppState>, id: web::Path<String>, query: web::Query<ExpertUsageQuery>) -> Result<HttpResponse, ApiError> {
+    let id = JobId::parse(&id).map_err(ApiError::no_such)?;
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid(ErrorCode::InvalidLimit, "limit", "`limit` must be from 1 to 100."));
+    }
+    let (data, has_more) = jobs::expert_usage(&state, caller.tenant, &id, query.after.as_deref(), limit).await?;
+    Ok(HttpResponse::Ok().json(ExpertUsageList { object: "list", data, has_more }))
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ArtifactList {
     /// Always `list`.

@@ -71,6 +71,7 @@ v1_routes! {
     POST "/fine_tuning/jobs/{id}/pause" JobsWrite => jobs::pause;
     POST "/fine_tuning/jobs/{id}/resume" JobsWrite => jobs::resume;
     GET "/fine_tuning/jobs/{id}/events" JobsRead => jobs::events;
+    GET "/fine_tuning/jobs/{id}/expert_usage" JobsRead => jobs::expert_usage;
     GET "/fine_tuning/jobs/{id}/artifacts" JobsRead => jobs::list_artifacts;
     GET "/fine_tuning/jobs/{id}/checkpoints" JobsRead => jobs::list_checkpoints;
     GET "/fine_tuning/jobs/{id}/report" JobsRead => jobs::report;

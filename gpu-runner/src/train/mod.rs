@@ -62,11 +62,13 @@ pub struct Cancelled;
 
 /// Training stopped for a pause or a release, after storing a checkpoint at `stage` `step`.
 #[derive(Debug, thiserror::Error)]
-#[error("training stopped ({request:?}) at {stage} step {step} after a checkpoint")]
+#[error("training stopped ({request:?}) at {stage} step {step} after a checkpoint{}", .reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
 pub struct Checkpointed {
     pub request: StopRequest,
     pub stage: &'static str,
     pub step: u32,
+    /// Why the runner paused the job itself (the routing-drift guardrail); `None` for a request.
+    pub reason: Option<String>,
 }
 
 /// Training and validation examples of a job.
@@ -262,6 +264,9 @@ pub fn run_on(spec: &TrainingSpec, data: JobData, device: Device, resume: Option
     let sft_steps = options.max_steps.unwrap_or(spec.n_epochs * steps_per_epoch).max(1);
     let mut progress = resume.as_ref().map(|r| r.progress.clone()).unwrap_or_else(|| Progress::new(samples.len(), batch, spec.seed));
     let adapters = (options.sft_method == SftMethod::Lora).then(|| lora::create(&model, &options.lora, device));
+    // The base model's routing of the validation tokens, what the monitor measures routing drift
+    // against. The model is still the base here: checkpointed values are restored only further on.
+    let mut base_routing = None;
     if progress.base.is_none() {
         let (scores, top_k) = eval::score(&model, ForwardMode::default(), &eval_batches);
         // Quantised on load (not as shipped, which is the checkpoint itself): measure what it cost the routing.
@@ -279,7 +284,11 @@ pub fn run_on(spec: &TrainingSpec, data: JobData, device: Device, resume: Option
             progress.packed_base_agreement = Some(agreement);
         }
         progress.base = Some(scores);
+        base_routing = Some(top_k);
+    } else if options.monitor.enabled {
+        base_routing = Some(eval::score(&model, ForwardMode::default(), &eval_batches).1);
     }
+    let base_routing = base_routing.filter(|_| options.monitor.enabled);
     let base_scores = progress.base.expect("base scores were just computed");
     let task = |mode: ForwardMode| (!eval_prompts.is_empty()).then(|| eval::task_accuracy(&model, mode, &codec, &eval_prompts, device));
     let base_task = task(ForwardMode::default());
@@ -305,7 +314,7 @@ pub fn run_on(spec: &TrainingSpec, data: JobData, device: Device, resume: Option
             reporter.event(info(&data_parallel_summary(dp.world_size(), options.gradient_accumulation_steps)));
         }
         let warmup = (f64::from(sft_steps) * options.warmup_ratio) as u32;
-        let stage = Stage { kind: StageKind::Sft, steps: sft_steps, peak_lr: options.learning_rate, warmup, spec, pad, device, checkpointing, extra: vec![], parallel };
+        let stage = Stage { kind: StageKind::Sft, steps: sft_steps, peak_lr: options.learning_rate, warmup, spec, pad, device, checkpointing, extra: vec![], parallel, base_routing: base_routing.as_deref() };
         stage.train(&model, sft_mode, trainables, &samples, &eval_batches, &diagnostic, &mut progress, resume.as_ref(), adapters.as_ref(), reporter)?;
     }
 
@@ -345,7 +354,7 @@ pub fn run_on(spec: &TrainingSpec, data: JobData, device: Device, resume: Option
         progress.enter_qat(samples.len(), batch, spec.seed);
         let trainables = qat_trainables(&model, &vars, options, adapters.as_ref(), lora_qat);
         let extra = qat_extra(&sft_top_k, sft_adapters.as_ref());
-        let qat_stage = Stage { kind: StageKind::Qat, steps: options.qat.steps, peak_lr: options.qat.learning_rate, warmup: 0, spec, pad, device, checkpointing, extra, parallel };
+        let qat_stage = Stage { kind: StageKind::Qat, steps: options.qat.steps, peak_lr: options.qat.learning_rate, warmup: 0, spec, pad, device, checkpointing, extra, parallel, base_routing: base_routing.as_deref() };
         qat_stage.checkpoint_with("sft-final", &progress, &trainables, None, reporter)?;
         sft_top_k
     } else {
@@ -379,7 +388,7 @@ pub fn run_on(spec: &TrainingSpec, data: JobData, device: Device, resume: Option
             sft_eval.ptq.loss
         )));
         let extra = qat_extra(&sft_top_k, sft_adapters.as_ref());
-        let stage = Stage { kind: StageKind::Qat, steps: qat_steps, peak_lr: options.qat.learning_rate, warmup: 0, spec, pad, device, checkpointing, extra, parallel };
+        let stage = Stage { kind: StageKind::Qat, steps: qat_steps, peak_lr: options.qat.learning_rate, warmup: 0, spec, pad, device, checkpointing, extra, parallel, base_routing: base_routing.as_deref() };
         let qat_adapters = if lora_qat { adapters.as_ref() } else { None };
         let optimizer = stage.train(&model, qat_mode, trainables, &samples, &eval_batches, &diagnostic, &mut progress, resume.as_ref(), qat_adapters, reporter)?;
         progress.stage = StageKind::Done;

@@ -29,7 +29,7 @@ pub fn usage_from_counts(layer: usize, counts: Vec<u64>, avg_token_entropy: f64)
     let top1_share = p.iter().cloned().fold(0.0, f64::max);
     let entropy: f64 = -p.iter().map(|&x| x * x.max(1e-12).ln()).sum::<f64>();
     let kl_to_uniform: f64 = p.iter().map(|&x| x * (x.max(1e-12).ln() - (1.0 / n).ln())).sum();
-    LayerUsage { layer, top1_share, entropy_norm: entropy / n.ln(), kl_to_uniform, avg_token_entropy, counts }
+    LayerUsage { layer, top1_share, entropy_norm: entropy / n.ln(), kl_to_uniform, avg_token_entropy, counts, base_agreement: None }
 }
 
 /// What the monitor decided at one check.

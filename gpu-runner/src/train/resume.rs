@@ -104,6 +104,10 @@ pub struct Progress {
     /// job with sharded state); absent = one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optimizer_shards: Option<usize>,
+    /// The routing drift from the base at which the guardrail last paused the job: resuming accepted
+    /// it, so the guardrail measures from there (over both stages).
+    #[serde(default)]
+    pub accepted_routing_drift: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,6 +136,7 @@ impl Progress {
             sft_eval: None,
             activation_amax: None,
             optimizer_shards: None,
+            accepted_routing_drift: 0.0,
         }
     }
 

@@ -32,6 +32,18 @@ pub struct Stage<'a> {
     pub extra: Vec<(&'static str, Vec<(String, Tensor)>)>,
     /// This rank's share of a data-parallel job; `None` = one process.
     pub parallel: Option<&'a DataParallel>,
+    /// The base model's top-k experts for every validation batch: what the routing drift of each
+    /// monitor check is measured against.
+    pub base_routing: Option<&'a [Vec<Tensor>]>,
+}
+
+/// What one monitor check decided, for every rank alike.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct Decision {
+    /// Router collapse persisted: stop training (the early stop).
+    stop: bool,
+    /// The routing-drift guardrail fired: checkpoint and pause, saying why.
+    pause: Option<String>,
 }
 
 impl Stage<'_> {
@@ -85,7 +97,7 @@ impl Stage<'_> {
                     // after the last one holds.
                     let name = format!("{}-step-{:06}", self.kind.name(), progress.step);
                     self.checkpoint(&name, progress, &optimizer, reporter)?;
-                    return Err(super::Checkpointed { request, stage: self.kind.name(), step: progress.step }.into());
+                    return Err(super::Checkpointed { request, stage: self.kind.name(), step: progress.step, reason: None }.into());
                 }
                 None => {}
             }
@@ -148,7 +160,7 @@ impl Stage<'_> {
             }
             let done = progress.step == self.steps;
             let validate = done || progress.step % options.monitor.every_n_steps == 0;
-            let validation = validate.then(|| eval::score(model, mode, eval_batches).0);
+            let validation = validate.then(|| eval::score(model, mode, eval_batches));
             if progress.step % options.log_every_n_steps == 0 || done || validate {
                 reporter.event(RunnerEventKind::Metrics {
                     stage: self.kind.name().into(),
@@ -157,23 +169,39 @@ impl Stage<'_> {
                     train_loss: step_loss,
                     learning_rate: lr,
                     tokens_per_second: step_tokens as f64 / step_seconds,
-                    validation_loss: validation.map(|s| s.loss),
-                    validation_token_accuracy: validation.map(|s| s.token_accuracy),
+                    validation_loss: validation.as_ref().map(|(s, _)| s.loss),
+                    validation_token_accuracy: validation.as_ref().map(|(s, _)| s.token_accuracy),
                 });
             }
             let checked = options.monitor.enabled && progress.step % options.monitor.every_n_steps == 0;
-            let mut collapsed = checked && self.monitor(model, mode, diagnostic, progress, lr, top_k, reporter);
+            let mut decision = Decision::default();
+            if checked {
+                // The validation tokens' routing next to the base model's: how far training moved it.
+                let agreement = match (self.base_routing, &validation) {
+                    (Some(base), Some((_, top_k))) if !eval_batches.is_empty() => Some(eval::routing_agreement(base, top_k, eval_batches)),
+                    _ => None,
+                };
+                decision = self.monitor(model, mode, diagnostic, agreement, progress, lr, top_k, reporter);
+            }
             if let (true, Some(dp)) = (checked, self.parallel) {
-                // Rank 0's verdict and monitor state (learning-rate decay) hold for every rank: GPUs
-                // need not score bit-identically, and ranks that disagreed would stop at different steps.
-                (collapsed, progress.monitor) = dp.from_rank_zero(&(collapsed, progress.monitor.clone()))?;
+                // Rank 0's verdict and monitor state (learning-rate decay, accepted drift) hold for every
+                // rank: GPUs need not score bit-identically, and ranks that disagreed would stop at
+                // different steps.
+                let state = (decision, progress.monitor.clone(), progress.accepted_routing_drift);
+                (decision, progress.monitor, progress.accepted_routing_drift) = dp.from_rank_zero(&state)?;
             }
             // The stage's time per step, its periodic validation and monitor checks included (they grow
             // with the steps): what estimates of later jobs scale by.
             progress.training_seconds += started.elapsed().as_secs_f64();
-            if collapsed {
+            if decision.stop {
                 progress.stop_reason = Some("early_stop_router_collapse".into());
                 break;
+            }
+            if let Some(reason) = decision.pause {
+                // The state after this step, like a pause request at the top of the next one.
+                let name = format!("{}-step-{:06}", self.kind.name(), progress.step);
+                self.checkpoint(&name, progress, &optimizer, reporter)?;
+                return Err(super::Checkpointed { request: StopRequest::Pause, stage: self.kind.name(), step: progress.step, reason: Some(reason) }.into());
             }
             let every = options.checkpoint_every_n_steps;
             if every > 0 && progress.step % every == 0 && !done {
@@ -184,11 +212,12 @@ impl Stage<'_> {
         Ok(optimizer)
     }
 
-    /// Runs the diagnostic prompts and applies the alert rule; true = stop training.
+    /// Runs the diagnostic prompts and applies the alert rule and the routing-drift guardrail
+    /// (`agreement`: per MoE layer, the validation tokens routed as the base routes them).
     #[allow(clippy::too_many_arguments)]
-    fn monitor(&self, model: &MoeModel, mode: ForwardMode, diagnostic: &[Batch], progress: &mut Progress, lr: f64, top_k: i64, reporter: &mut dyn Reporter) -> bool {
+    fn monitor(&self, model: &MoeModel, mode: ForwardMode, diagnostic: &[Batch], agreement: Option<Vec<f64>>, progress: &mut Progress, lr: f64, top_k: i64, reporter: &mut dyn Reporter) -> Decision {
         let options = &self.spec.moe.monitor;
-        let layers = tch::no_grad(|| {
+        let mut layers = tch::no_grad(|| {
             let outputs: Vec<_> = diagnostic.iter().map(|b| (model.forward(&b.ids, mode), &b.valid)).collect();
             let layer_ids: Vec<usize> = outputs.first().map(|(o, _)| o.router_logits.iter().map(|(l, _)| *l).collect()).unwrap_or_default();
             layer_ids
@@ -202,10 +231,31 @@ impl Stage<'_> {
                 .collect::<Vec<_>>()
         });
         let verdict = progress.monitor.check(options, &layers, progress.step, lr);
-        let action = match (verdict.stop, verdict.new_lr) {
-            (true, _) => Some("early_stop".to_string()),
-            (false, Some(new_lr)) => Some(format!("lr_decayed to {new_lr:.3e}")),
-            (false, None) => None,
+        let routing_drift = agreement.as_ref().filter(|a| !a.is_empty()).map(|a| 1.0 - a.iter().sum::<f64>() / a.len() as f64);
+        if let Some(agreement) = agreement.filter(|a| a.len() == layers.len()) {
+            for (layer, agreed) in layers.iter_mut().zip(agreement) {
+                layer.base_agreement = Some(agreed);
+            }
+        }
+        let accepted = progress.accepted_routing_drift;
+        let drift_exceeded = !verdict.stop && routing_drift.is_some_and(|drift| options.drift_exceeded(drift, accepted));
+        let pause = routing_drift.filter(|_| drift_exceeded).map(|drift| {
+            // Resuming accepts this drift: the checkpoint carries it.
+            progress.accepted_routing_drift = drift;
+            format!(
+                "routing drift {drift:.3} at {} step {} exceeds monitor.max_routing_drift {}{}: {:.1}% of validation tokens now go to different experts than the base model sends them to",
+                self.kind.name(),
+                progress.step,
+                options.max_routing_drift.unwrap_or_default(),
+                if accepted > 0.0 { format!(" over the {accepted:.3} accepted on resume") } else { String::new() },
+                100.0 * drift
+            )
+        });
+        let action = match (verdict.stop, verdict.new_lr, drift_exceeded) {
+            (true, _, _) => Some("early_stop".to_string()),
+            (false, _, true) => Some("paused".to_string()),
+            (false, Some(new_lr), false) => Some(format!("lr_decayed to {new_lr:.3e}")),
+            (false, None, false) => None,
         };
         reporter.event(RunnerEventKind::Monitor {
             stage: self.kind.name().into(),
@@ -216,8 +266,10 @@ impl Stage<'_> {
             alert: verdict.alert,
             action,
             learning_rate: lr,
+            routing_drift,
+            drift_exceeded,
         });
-        verdict.stop
+        Decision { stop: verdict.stop, pause }
     }
 
     /// The stop request every rank acts on: the most drastic any rank received (a single process acts

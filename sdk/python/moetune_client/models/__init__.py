@@ -20,6 +20,8 @@ from .estimate_inputs import EstimateInputs
 from .estimate_memory import EstimateMemory
 from .eval_prompt import EvalPrompt
 from .event_list import EventList
+from .expert_usage import ExpertUsage
+from .expert_usage_list import ExpertUsageList
 from .file_deleted import FileDeleted
 from .file_list import FileList
 from .file_object import FileObject
@@ -43,6 +45,7 @@ from .job_object_method import JobObjectMethod
 from .job_object_result_type_0 import JobObjectResultType0
 from .job_requirements import JobRequirements
 from .job_status import JobStatus
+from .layer_expert_usage import LayerExpertUsage
 from .line_error import LineError
 from .lora_options import LoraOptions
 from .method import Method
@@ -112,6 +115,8 @@ __all__ = (
     "EstimateMemory",
     "EvalPrompt",
     "EventList",
+    "ExpertUsage",
+    "ExpertUsageList",
     "FileDeleted",
     "FileList",
     "FileObject",
@@ -133,6 +138,7 @@ __all__ = (
     "JobObjectResultType0",
     "JobRequirements",
     "JobStatus",
+    "LayerExpertUsage",
     "LineError",
     "LoraOptions",
     "Method",

@@ -24,6 +24,12 @@ class MonitorOptions:
         every_n_steps (int | Unset): Run the diagnostic prompts every this many optimiser steps. Default 50. Default:
             50.
         lr_decay (float | Unset): On alert the learning rate is multiplied by this. Default 0.5. Default: 0.5.
+        max_routing_drift (float | None | Unset): The routing-drift guardrail, in (0, 1]. At every check the held-out
+            validation tokens are
+            routed by the model in training and by the base model; the drift is the fraction (mean over
+            MoE layers) whose top-k experts changed. Above this, the job stores a checkpoint and pauses
+            (`monitor.alert` webhook). Resuming accepts the drift reached: the guardrail then pauses again
+            only if the drift grows by this much more. Default: no guardrail (drift is still reported).
         min_lr (float | Unset): The learning rate is never lowered below this. Default 1e-7. Default: 1e-07.
         top1_share_threshold (float | Unset): Alert when the mean `top1_share` over layers is at least this ... Default
             0.70. Default: 0.7.
@@ -40,6 +46,7 @@ class MonitorOptions:
     entropy_norm_threshold: float | Unset = 0.4
     every_n_steps: int | Unset = 50
     lr_decay: float | Unset = 0.5
+    max_routing_drift: float | None | Unset = UNSET
     min_lr: float | Unset = 1e-07
     top1_share_threshold: float | Unset = 0.7
     top_k: int | Unset = 1
@@ -60,6 +67,12 @@ class MonitorOptions:
         every_n_steps = self.every_n_steps
 
         lr_decay = self.lr_decay
+
+        max_routing_drift: float | None | Unset
+        if isinstance(self.max_routing_drift, Unset):
+            max_routing_drift = UNSET
+        else:
+            max_routing_drift = self.max_routing_drift
 
         min_lr = self.min_lr
 
@@ -84,6 +97,8 @@ class MonitorOptions:
             field_dict["every_n_steps"] = every_n_steps
         if lr_decay is not UNSET:
             field_dict["lr_decay"] = lr_decay
+        if max_routing_drift is not UNSET:
+            field_dict["max_routing_drift"] = max_routing_drift
         if min_lr is not UNSET:
             field_dict["min_lr"] = min_lr
         if top1_share_threshold is not UNSET:
@@ -110,6 +125,15 @@ class MonitorOptions:
 
         lr_decay = d.pop("lr_decay", UNSET)
 
+        def _parse_max_routing_drift(data: object) -> float | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(float | None | Unset, data)
+
+        max_routing_drift = _parse_max_routing_drift(d.pop("max_routing_drift", UNSET))
+
         min_lr = d.pop("min_lr", UNSET)
 
         top1_share_threshold = d.pop("top1_share_threshold", UNSET)
@@ -124,6 +148,7 @@ class MonitorOptions:
             entropy_norm_threshold=entropy_norm_threshold,
             every_n_steps=every_n_steps,
             lr_decay=lr_decay,
+            max_routing_drift=max_routing_drift,
             min_lr=min_lr,
             top1_share_threshold=top1_share_threshold,
             top_k=top_k,
