@@ -105,6 +105,14 @@ async fn the_cli_runs_a_job_from_login_to_artifacts(pool: PgPool) {
     assert!((0.4..2.5).contains(&(expected / actual)), "estimated {expected:.1} s, took {actual:.1} s");
     assert!((0.7..1.4).contains(&(expected_tokens / trained_tokens as f64)), "estimated {expected_tokens} tokens, trained {trained_tokens}");
 
+    // Its expert-usage check (step 50): the means and drift, then a line per MoE layer.
+    let usage = cli.ok(&["jobs", "usage", &longer_id]).await;
+    let lines: Vec<&str> = usage.lines().collect();
+    assert!(lines[0].starts_with("sft step 50 (attempt 1): top1_share ") && lines[0].contains("routing drift 0."), "{usage}");
+    assert_eq!(lines.iter().filter(|l| l.trim_start().starts_with("layer ") && l.contains("shares % [")).count(), 2, "{usage}");
+    let check: serde_json::Value = serde_json::from_str(&cli.ok(&["--json", "jobs", "usage", &longer_id]).await).unwrap();
+    assert_eq!((check["object"].as_str(), check["layers"][0]["shares"].as_array().map(Vec::len)), (Some("fine_tuning.job.expert_usage"), Some(4)), "{check:#}");
+
     // A cancelled job: follow ends with exit 1.
     let created = cli.ok(&["--json", "jobs", "create", "-f", spec.to_str().unwrap(), "--upload", dataset]).await;
     let cancelled_id = serde_json::from_str::<serde_json::Value>(created.lines().last().unwrap()).unwrap()["id"].as_str().unwrap().to_string();

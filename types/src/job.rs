@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub use crate::invalid::InvalidOption;
+use crate::invalid::check;
 use crate::monitor::MonitorOptions;
 
 /// FP4 format the QAT stage fake-quantizes expert weights to, and the FP4 checkpoint is exported in.
@@ -364,20 +366,6 @@ pub struct TrainingSpec {
     pub moe: MoeSftQatOptions,
 }
 
-/// A refused option: the parameter path under `method.moe_sft_qat` and what to fix.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InvalidOption {
-    pub param: String,
-    pub message: String,
-}
-
-pub(crate) fn check(ok: bool, param: &str, message: &str) -> Result<(), InvalidOption> {
-    if ok {
-        Ok(())
-    } else {
-        Err(InvalidOption { param: format!("method.moe_sft_qat.{param}"), message: message.to_string() })
-    }
-}
 
 const ATTENTION_TARGETS: [&str; 4] = ["q_proj", "k_proj", "v_proj", "o_proj"];
 

@@ -7,6 +7,7 @@ pub mod dataset;
 pub mod error_code;
 pub mod estimate;
 pub mod ids;
+mod invalid;
 pub mod job;
 pub mod monitor;
 pub mod placement;

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::job::{check, InvalidOption};
+use crate::invalid::{check, InvalidOption};
 
 /// The expert-usage monitor (docs/design.md); thresholds are job options.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
