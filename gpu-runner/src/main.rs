@@ -264,10 +264,11 @@ async fn main() -> anyhow::Result<()> {
             if rank != 0 {
                 return Ok(());
             }
-            for (name, _) in export::write_job_outputs(&output, &spec, &out)? {
+            let mut summary = output.summary.clone();
+            for (name, _) in export::write_checked_outputs(&output, &spec, &spec.model, &out, &mut summary)? {
                 eprintln!("wrote {name}");
             }
-            println!("{}", serde_json::to_string(&serde_json::json!({ "type": "summary", "summary": output.summary }))?);
+            println!("{}", serde_json::to_string(&serde_json::json!({ "type": "summary", "summary": summary }))?);
         }
         Some(Command::Fidelity { out }) => {
             let result = moetune_runner::fidelity::run(&out, config.device()?, &mut |m| eprintln!("[fidelity] {m}"))?;

@@ -313,6 +313,7 @@ impl Worker {
         if let Some(location) = &assignment.model_location {
             spec.model = self.fetch_model(location).await?.to_string_lossy().into_owned();
         }
+        let base_model = spec.model.clone();
         let (device, handle) = (self.device, tokio::runtime::Handle::current());
         let mut reporter = S3Reporter {
             rank: seat.map_or(0, |s| s.rank),
@@ -340,7 +341,10 @@ impl Worker {
             return Ok(None);
         }
         let out_dir = work.join("outputs");
-        let files = export::write_job_outputs(&output, &assignment.spec, &out_dir)?;
+        // With `training_seconds`, what the scheduler keeps for the estimates of jobs like this one;
+        // with the serve check, which must pass before anything is uploaded.
+        let mut summary = output.summary.clone();
+        let files = export::write_checked_outputs(&output, &assignment.spec, &base_model, &out_dir, &mut summary)?;
         for (name, path) in files {
             let key = format!("{}/{name}", assignment.artifact_prefix);
             let (bytes, sha256) = upload_file(&self.s3, &assignment.bucket, &key, &path).await?;
@@ -348,8 +352,6 @@ impl Worker {
             sink.emit(RunnerEventKind::Artifact { name, uri, bytes, sha256 }).await?;
         }
         let _ = std::fs::remove_dir_all(&work);
-        // With `training_seconds`, what the scheduler keeps for the estimates of jobs like this one.
-        let mut summary = output.summary;
         summary["runner_class"] = moetune_types::estimate::runner_class(&self.info()).into();
         Ok(Some((output.trained_tokens, summary)))
     }

@@ -71,7 +71,12 @@ async fn fine_tuning_job_runs_end_to_end(pool: PgPool) {
     let monitor: Vec<&serde_json::Value> = events.iter().filter(|e| e["type"] == "monitor").collect();
     assert_eq!(monitor.len(), 3, "{monitor:#?}");
     assert_eq!(monitor[0]["data"]["layers"].as_array().unwrap().len(), 2);
+    assert!(monitor.iter().all(|m| (0.0..=1.0).contains(&m["data"]["routing_drift"].as_f64().unwrap())), "drift from the base is measured at every check");
     assert!(events.iter().any(|e| e["type"] == "evaluation"));
+    // Before it succeeded, every export was loaded back and reproduced the trained model.
+    let serve = &job["result"]["serve_check"];
+    let checked: Vec<&str> = serve["artifacts"].as_array().unwrap().iter().map(|a| a["artifact"].as_str().unwrap()).collect();
+    assert_eq!((checked, serve["passed"].as_bool()), (vec!["merged", "nvfp4"], Some(true)), "{serve:#}");
     // Resumable checkpoints are listed on the job.
     let checkpoints = env.get_json(&format!("/v1/fine_tuning/jobs/{id}/checkpoints")).await;
     let checkpoint_names: Vec<&str> = checkpoints["data"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
@@ -108,6 +113,7 @@ async fn fine_tuning_job_runs_end_to_end(pool: PgPool) {
     assert_eq!(attribute_of(&dom, "lr-chart", "data-drawn").as_deref(), Some("1"));
     assert_eq!(attribute_of(&dom, "usage-heatmap", "data-drawn").as_deref(), Some("6"));
     assert!(dom.contains("SFT+QAT") && dom.contains("id=\"evaluation\""), "the evaluation table is on the page");
+    assert!(dom.contains("id=\"serve-check\"") && !dom.contains("FAILED"), "the serve check is on the page");
 
     // Artifacts: in S3 with the recorded size and sha256, downloadable through the API, and a
     // parseable safetensors checkpoint with transformers' parameter names.

@@ -115,6 +115,37 @@ pub struct JobResult {
     /// The runner's class (`moetune_types::estimate::runner_class`), for the estimates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner_class: Option<String>,
+    /// Every exported artifact loaded back and compared with the trained model before success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve_check: Option<ServeCheck>,
+}
+
+/// The serve check: each exported artifact loaded as a consumer loads it and run on a probe batch of
+/// validation data next to the model it must reproduce.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServeCheck {
+    /// Real tokens in the probe batch.
+    pub probe_tokens: i64,
+    pub artifacts: Vec<ArtifactCheck>,
+    /// Every artifact passed (else the job failed and published none).
+    pub passed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactCheck {
+    /// `merged`, `adapter`, `mxfp4` or `nvfp4`.
+    pub artifact: String,
+    /// What it was compared with.
+    pub reference: String,
+    /// Largest absolute logit difference over the probe tokens.
+    pub max_logit_diff: f64,
+    /// The largest allowed: 1% of the largest reference logit (at least 0.01).
+    pub tolerance: f64,
+    /// Probe tokens routed to the same top-k experts (mean over MoE layers); at least 0.99 passes.
+    pub routing_agreement: f64,
+    /// No NaN or Inf among the loaded artifact's logits.
+    pub finite: bool,
+    pub passed: bool,
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! layout), the LoRA adapter (PEFT), and the FP4 checkpoint (gpt-oss MXFP4 or modelopt NVFP4).
 
 pub mod fp4;
+pub mod serve_check;
 
 use std::path::{Path, PathBuf};
 
@@ -35,7 +36,19 @@ pub fn write_tokenizer(codec: &TextCodec, dir: &Path) -> anyhow::Result<PathBuf>
 
 /// Writes every output of a finished job under `dir` and returns `(artifact name, path)` pairs:
 /// `merged/…` (HF checkpoint), `adapter/…` (PEFT, LoRA jobs), `{mxfp4|nvfp4}/…` (FP4 checkpoint)
-/// and `eval_report.json`.
+/// and `eval_report.json`. Then loads each back for the serve check ([`serve_check`]): an export that
+/// does not reproduce the trained model is an error, and its check is added to `summary`.
+/// `base_model` is where the base model is (the spec's name may be a registry name).
+pub fn write_checked_outputs(output: &crate::train::TrainOutput, spec: &moetune_types::TrainingSpec, base_model: &str, dir: &Path, summary: &mut serde_json::Value) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let artifacts = write_job_outputs(output, spec, dir)?;
+    let located = moetune_types::TrainingSpec { model: base_model.to_string(), ..spec.clone() };
+    let check = serve_check::run(output, &located, dir, &output.probe)?;
+    summary["serve_check"] = serde_json::to_value(&check)?;
+    anyhow::ensure!(check.passed, serve_check::failure(&check));
+    Ok(artifacts)
+}
+
+/// Writes every output of a finished job under `dir` (see [`write_checked_outputs`]).
 pub fn write_job_outputs(output: &crate::train::TrainOutput, spec: &moetune_types::TrainingSpec, dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let mut artifacts = Vec::new();
     let mut add = |prefix: &str, files: Vec<PathBuf>| {

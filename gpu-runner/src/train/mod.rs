@@ -92,6 +92,8 @@ pub struct TrainOutput {
     /// Job result: steps, losses, stop reason and the evaluation report.
     pub summary: serde_json::Value,
     pub report: serde_json::Value,
+    /// Up to 4 validation sequences on the host: what the serve check runs the exports on.
+    pub probe: Batch,
 }
 
 /// The dtype weights and activations train in: `auto` is bf16 on CUDA and fp32 on CPU, where bf16
@@ -438,10 +440,12 @@ pub fn run_on(spec: &TrainingSpec, data: JobData, device: Device, resume: Option
         eval: report.table.clone(),
         routing_agreement: report.routing_agreement.clone(),
         runner_class: None,
+        serve_check: None,
     };
     let (summary, report) = (serde_json::to_value(summary)?, serde_json::to_value(report)?);
     let activation_amax = quantizer.activations;
-    Ok(TrainOutput { model, vars, codec, adapters: sft_adapters, activation_amax, qat_format, trained_tokens: progress.tokens, summary, report })
+    let probe = Batch::new(&validation.iter().take(4).collect::<Vec<_>>(), pad, Device::Cpu);
+    Ok(TrainOutput { model, vars, codec, adapters: sft_adapters, activation_amax, qat_format, trained_tokens: progress.tokens, summary, report, probe })
 }
 
 type WeightHook<'a> = &'a dyn Fn(&Tensor) -> Tensor;
