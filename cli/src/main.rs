@@ -274,9 +274,10 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
 fn describe_usage(check: &types::ExpertUsage) -> String {
     let drift = check.routing_drift.map(|d| format!("  routing drift {d:.3}")).unwrap_or_default();
     let verdict = match (check.alert, check.drift_exceeded) {
-        (true, _) => "  ALERT: router collapse",
+        (true, true) => "  ALERT: router collapse; routing drift over monitor.max_routing_drift",
+        (true, false) => "  ALERT: router collapse",
         (false, true) => "  ALERT: routing drift over monitor.max_routing_drift",
-        _ => "",
+        (false, false) => "",
     };
     let mut lines = vec![format!(
         "{} step {} (attempt {}): top1_share {:.3}  entropy_norm {:.3}{drift}{verdict}{}",

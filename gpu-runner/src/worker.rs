@@ -343,8 +343,15 @@ impl Worker {
         let out_dir = work.join("outputs");
         // With `training_seconds`, what the scheduler keeps for the estimates of jobs like this one;
         // with the serve check, which must pass before anything is uploaded.
-        let mut summary = output.summary.clone();
-        let files = export::write_checked_outputs(&output, &assignment.spec, &base_model, &out_dir, &mut summary)?;
+        let (trained_tokens, export_spec, dir) = (output.trained_tokens, assignment.spec.clone(), out_dir.clone());
+        let exported = tokio::task::spawn_blocking(move || {
+            let mut summary = output.summary.clone();
+            export::write_checked_outputs(&output, &export_spec, &base_model, &dir, &mut summary).map(|files| (files, summary))
+        })
+        .await?;
+        let (files, mut summary) = exported.inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&work);
+        })?;
         for (name, path) in files {
             let key = format!("{}/{name}", assignment.artifact_prefix);
             let (bytes, sha256) = upload_file(&self.s3, &assignment.bucket, &key, &path).await?;
@@ -353,7 +360,7 @@ impl Worker {
         }
         let _ = std::fs::remove_dir_all(&work);
         summary["runner_class"] = moetune_types::estimate::runner_class(&self.info()).into();
-        Ok(Some((output.trained_tokens, summary)))
+        Ok(Some((trained_tokens, summary)))
     }
 
     /// The checkpoint the scheduler chose for this attempt (`resume_from`), downloaded into `dir`.

@@ -384,19 +384,24 @@ pub async fn apply_as(pool: &PgPool, event: &RunnerEvent, source_id: Option<&str
             store::insert_event(&mut tx, log("info", "metrics", message, Some(data))).await?
         }
         RunnerEventKind::Monitor { stage, step, mean_top1_share, mean_entropy_norm, alert, action, routing_drift, drift_exceeded, .. } => {
-            let verdict = match (alert, drift_exceeded, action.as_deref()) {
-                (false, false, _) => "healthy".to_string(),
-                (true, _, Some(action)) => format!("ALERT (router collapse), action: {action}"),
-                (true, _, None) => "ALERT (router collapse)".to_string(),
-                (false, true, _) => "ALERT (routing drift over monitor.max_routing_drift), action: paused".to_string(),
+            let alerts: Vec<&str> = [(*alert, "router collapse"), (*drift_exceeded, "routing drift over monitor.max_routing_drift")].into_iter().filter_map(|(on, what)| on.then_some(what)).collect();
+            let verdict = match (alerts.is_empty(), action.as_deref()) {
+                (true, _) => "healthy".to_string(),
+                (false, Some(action)) => format!("ALERT ({}), action: {action}", alerts.join(", ")),
+                (false, None) => format!("ALERT ({})", alerts.join(", ")),
             };
             let drift = routing_drift.map(|d| format!(" routing_drift={d:.3}")).unwrap_or_default();
             let message = format!("{stage} step {step}: expert usage top1_share={mean_top1_share:.3} entropy_norm={mean_entropy_norm:.3}{drift}: {verdict}");
             let data = serde_json::to_value(&event.kind)?;
             let warn = *alert || *drift_exceeded;
             let fresh = store::insert_event(&mut tx, log(if warn { "warn" } else { "info" }, "monitor", message.clone(), Some(data))).await?;
+            if fresh && *drift_exceeded && status == JobStatus::Running {
+                // The runner pauses the job after a checkpoint of this step. Pausing from here on: if
+                // the runner is lost before it reports, the job is settled as paused, not requeued.
+                store::transition(&mut tx, job_id, attempt, JobStatus::Pausing, format!("The routing-drift guardrail is pausing the job at {stage} step {step}")).await?;
+            }
             if fresh && warn {
-                let kind = if *alert { "router_collapse" } else { "routing_drift" };
+                let kind = if *drift_exceeded { "routing_drift" } else { "router_collapse" };
                 let data = json!({ "kind": kind, "stage": stage, "step": step, "mean_top1_share": mean_top1_share, "mean_entropy_norm": mean_entropy_norm,
                     "routing_drift": routing_drift, "action": action, "message": message });
                 outbox::publish(&mut tx, job_id, EventType::MonitorAlert, data).await?;

@@ -205,6 +205,8 @@ async fn the_routing_drift_guardrail_pauses_at_a_checkpoint_and_a_resume_accepts
     let events = env.get_json(&format!("/v1/fine_tuning/jobs/{id}/events?limit=100")).await;
     let reason = events["data"].as_array().unwrap().iter().find_map(|e| e["message"].as_str().filter(|m| m.starts_with("Job paused at"))).unwrap().to_string();
     assert!(reason.contains("monitor.max_routing_drift") && reason.contains(&format!("sft step {step}")), "{reason}");
+    let pausing = format!("The routing-drift guardrail is pausing the job at sft step {step}");
+    assert!(events["data"].as_array().unwrap().iter().any(|e| e["message"] == pausing.as_str()), "pausing from the check's event on");
     let checkpoints = env.get_json(&format!("/v1/fine_tuning/jobs/{id}/checkpoints")).await;
     assert_eq!(checkpoints["data"][0]["name"], format!("sft-step-{step:06}"), "{checkpoints}");
     let alert: Value = sqlx::query_scalar("SELECT payload FROM webhook_events WHERE type = 'monitor.alert' AND payload->'data'->>'id' = $1")

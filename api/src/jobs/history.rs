@@ -53,10 +53,7 @@ struct CheckpointRow {
 /// Newest first, like OpenAI; `after` is the id of the last event already seen (older ones follow).
 pub async fn events(state: &AppState, tenant: TenantId, job_id: &JobId, after: Option<&str>, limit: i64) -> Result<(Vec<JobEvent>, bool), ApiError> {
     get_owned(state, tenant, job_id).await?;
-    let after_seq = match after {
-        None => i64::MAX,
-        Some(cursor) => parse_event_id(cursor, "after")?,
-    };
+    let after_seq = page_start(after)?;
     let rows: Vec<EventRow> = sqlx::query_as(
         "SELECT seq, created_at, level, message, type AS kind, data FROM job_events
          WHERE job_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
@@ -138,6 +135,11 @@ pub async fn checkpoints(state: &AppState, tenant: TenantId, job_id: &JobId) -> 
             bytes,
         })
         .collect())
+}
+
+/// Where a newest-first page of events starts: below the `after` cursor (`ftevent-N`), or at the newest.
+pub(super) fn page_start(after: Option<&str>) -> Result<i64, ApiError> {
+    after.map_or(Ok(i64::MAX), |cursor| parse_event_id(cursor, "after"))
 }
 
 /// Parses `Last-Event-ID` (or `after`): `ftevent-N` → N.

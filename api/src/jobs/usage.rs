@@ -5,7 +5,7 @@ use moetune_types::{JobId, LayerUsage, RunnerEventKind, TenantId};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::history::{get_owned, parse_event_id};
+use super::history::{get_owned, page_start};
 use crate::error::ApiError;
 use crate::unix_time::UnixTime;
 use crate::AppState;
@@ -80,10 +80,7 @@ struct MonitorRow {
 /// The job's monitor checks, newest first; `after` is the id of the last check already seen.
 pub async fn expert_usage(state: &AppState, tenant: TenantId, job_id: &JobId, after: Option<&str>, limit: i64) -> Result<(Vec<ExpertUsage>, bool), ApiError> {
     get_owned(state, tenant, job_id).await?;
-    let after_seq = match after {
-        None => i64::MAX,
-        Some(cursor) => parse_event_id(cursor, "after")?,
-    };
+    let after_seq = page_start(after)?;
     let rows: Vec<MonitorRow> = sqlx::query_as(
         "SELECT seq, created_at, attempt, data FROM job_events
          WHERE job_id = $1 AND type = 'monitor' AND seq < $2 ORDER BY seq DESC LIMIT $3",

@@ -29,14 +29,16 @@ pub fn run(output: &TrainOutput, spec: &TrainingSpec, dir: &Path, probe: &Batch)
     let run = |model: &MoeModel, mode: ForwardMode| tch::no_grad(|| model.forward(&probe.ids, mode));
     let mut artifacts = Vec::new();
 
+    // One model loaded back at a time (its weights live in its VarStore, freed at the end of each
+    // block), so the host holds at most two: the trained one and one export.
     let trained = run(&output.model, ForwardMode::default());
-    let (_merged_vars, merged) = MoeModel::load_dir(&dir.join("merged"), Device::Cpu, kind)?;
-    artifacts.push(compare("merged", "the trained model", &trained, &run(&merged, ForwardMode::default()), &probe.valid));
-    drop(merged);
-
+    {
+        let (_vars, merged) = MoeModel::load_dir(&dir.join("merged"), Device::Cpu, kind)?;
+        artifacts.push(compare("merged", "the trained model", &trained, &run(&merged, ForwardMode::default()), &probe.valid));
+    }
     if let Some(adapters) = &output.adapters {
         // The SFT adapters on the base, as PEFT applies them: from memory, and as exported.
-        let (_base_vars, base, _) = crate::train::base_model(&spec.model, Device::Cpu, kind, ExpertStorage::Dense)?;
+        let (_vars, base, _) = crate::train::base_model(&spec.model, Device::Cpu, kind, ExpertStorage::Dense)?;
         let exported = lora::load_peft(&dir.join("adapter"), Device::Cpu)?;
         let reference = run(&base, ForwardMode { adapters: Some(adapters), ..Default::default() });
         let loaded = run(&base, ForwardMode { adapters: Some(&exported), ..Default::default() });
@@ -55,9 +57,11 @@ pub fn run(output: &TrainOutput, spec: &TrainingSpec, dir: &Path, probe: &Batch)
     let inputs = output.activation_amax.is_some().then_some(&activations as &dyn Fn(usize, ExpertInput, &Tensor) -> Tensor);
     let reference = run(&output.model, ForwardMode { expert_transform: Some(&weights), expert_inputs: inputs, ..Default::default() });
     let format = output.qat_format.as_str();
-    let (_fp4_vars, fp4) = MoeModel::load_dir(&dir.join(format), Device::Cpu, kind)?;
-    let loaded = run(&fp4, ForwardMode { expert_inputs: inputs, ..Default::default() });
-    artifacts.push(compare(format, "the trained model with FP4 experts", &reference, &loaded, &probe.valid));
+    {
+        let (_vars, fp4) = MoeModel::load_dir(&dir.join(format), Device::Cpu, kind)?;
+        let loaded = run(&fp4, ForwardMode { expert_inputs: inputs, ..Default::default() });
+        artifacts.push(compare(format, "the trained model with FP4 experts", &reference, &loaded, &probe.valid));
+    }
 
     let passed = artifacts.iter().all(|a| a.passed);
     Ok(ServeCheck { probe_tokens: probe.tokens(), artifacts, passed })

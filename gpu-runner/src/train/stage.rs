@@ -251,12 +251,11 @@ impl Stage<'_> {
                 100.0 * drift
             )
         });
-        let action = match (verdict.stop, verdict.new_lr, drift_exceeded) {
-            (true, _, _) => Some("early_stop".to_string()),
-            (false, _, true) => Some("paused".to_string()),
-            (false, Some(new_lr), false) => Some(format!("lr_decayed to {new_lr:.3e}")),
-            (false, None, false) => None,
+        let actions: Vec<String> = match (verdict.stop, verdict.new_lr) {
+            (true, _) => vec!["early_stop".into()],
+            (false, new_lr) => new_lr.map(|lr| format!("lr_decayed to {lr:.3e}")).into_iter().chain(drift_exceeded.then(|| "paused".to_string())).collect(),
         };
+        let action = (!actions.is_empty()).then(|| actions.join("; "));
         reporter.event(RunnerEventKind::Monitor {
             stage: self.kind.name().into(),
             step: progress.step,
