@@ -27,21 +27,26 @@ fn train_command(options: &str, out: &Path, args: &[&str]) -> Command {
     command
 }
 
+/// Runs `train` on `world` processes of one job; their outputs by rank.
+fn run_ranks(world: usize, options: &str, out: &Path, args: &[&str]) -> Vec<std::process::Output> {
+    let rendezvous = format!("127.0.0.1:{}", free_port());
+    let children: Vec<_> = (0..world)
+        .map(|rank| {
+            let dist = ["--world-size", &world.to_string(), "--rank", &rank.to_string(), "--rendezvous", &rendezvous, "--bind", "127.0.0.1", "--timeout-seconds", "120"].map(String::from);
+            let mut command = train_command(options, out, args);
+            command.args(&dist).stdout(Stdio::piped()).stderr(Stdio::piped());
+            command.spawn().expect("runner starts")
+        })
+        .collect();
+    children.into_iter().map(|c| c.wait_with_output().unwrap()).collect()
+}
+
 /// Trains on `world` processes and returns rank 0's JSON-line events.
 fn train(world: usize, options: &str, out: &Path, args: &[&str]) -> Vec<serde_json::Value> {
     let stdout = if world == 1 {
         run_ok(&mut train_command(options, out, args))
     } else {
-        let rendezvous = format!("127.0.0.1:{}", free_port());
-        let children: Vec<_> = (0..world)
-            .map(|rank| {
-                let dist = ["--world-size", &world.to_string(), "--rank", &rank.to_string(), "--rendezvous", &rendezvous, "--bind", "127.0.0.1", "--timeout-seconds", "120"].map(String::from);
-                let mut command = train_command(options, out, args);
-                command.args(&dist).stdout(Stdio::piped()).stderr(Stdio::piped());
-                command.spawn().expect("runner starts")
-            })
-            .collect();
-        let outputs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+        let outputs = run_ranks(world, options, out, args);
         for (rank, output) in outputs.iter().enumerate() {
             assert!(output.status.success(), "rank {rank} of {world} failed: {}", String::from_utf8_lossy(&output.stderr));
         }
@@ -166,4 +171,29 @@ fn a_missing_rank_fails_the_job_with_a_clear_error() {
         let stderr = String::from_utf8_lossy(&bad.stderr);
         assert!(!bad.status.success() && stderr.contains(error), "{args:?}: {stderr}");
     }
+}
+
+/// The routing-drift guardrail is rank 0's decision: every rank stops at the same step after the
+/// checkpoint they store together, with the same reason.
+#[test]
+fn the_drift_guardrail_stops_every_rank_at_one_checkpoint() {
+    let dir = scratch("drift");
+    let options = r#"{"learning_rate": 1e-4, "max_steps": 20, "qat": {"steps": 0}, "monitor": {"every_n_steps": 5, "max_routing_drift": 0.04}}"#;
+    let checkpoints = dir.join("checkpoints");
+    let outputs = run_ranks(2, options, &dir.join("out"), &["--checkpoints", checkpoints.to_str().unwrap()]);
+    let reasons: Vec<String> = outputs
+        .iter()
+        .map(|o| {
+            assert!(!o.status.success(), "a rank trained on past the guardrail");
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            stderr.lines().find(|l| l.contains("exceeds monitor.max_routing_drift")).unwrap_or_else(|| panic!("{stderr}")).to_string()
+        })
+        .collect();
+    assert_eq!(reasons[0], reasons[1]);
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&outputs[0].stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let crossed = events.iter().find(|e| e["type"] == "monitor" && e["drift_exceeded"] == true).expect("a check over the guardrail");
+    let name = format!("sft-step-{:06}", crossed["step"].as_u64().unwrap());
+    assert!(reasons[0].contains(&format!("at sft step {}", crossed["step"])), "{}", reasons[0]);
+    assert_eq!(std::fs::read_to_string(checkpoints.join("latest")).unwrap(), name);
+    assert!(checkpoints.join(&name).join("optimizer.rank1-of-2.safetensors").exists(), "both ranks stored the pause checkpoint");
 }
