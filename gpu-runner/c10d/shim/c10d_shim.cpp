@@ -28,6 +28,17 @@ struct mt_group {
 
 namespace {
 
+// c10d's flight recorder (a ring buffer of recent collectives, kept to debug NCCL hangs) is off: with
+// several process groups in one process, recording into it crashed (SIGSEGV in
+// FlightRecorder::recordWithResetEnabled under ProcessGroupGloo::enqueue, torch 2.11, about one run
+// in 20 of tests/collectives.rs). Set before main, when no thread can read the environment; a value
+// the operator set is kept.
+const bool flight_recorder_off = [] {
+  setenv("TORCH_FR_BUFFER_SIZE", "0", 0);
+  setenv("TORCH_NCCL_TRACE_BUFFER_SIZE", "0", 0);
+  return true;
+}();
+
 char* copy_message(const char* message) {
   size_t n = std::strlen(message) + 1;
   char* copy = static_cast<char*>(std::malloc(n));
