@@ -268,7 +268,7 @@ pub fn run_on(spec: &TrainingSpec, data: JobData, device: Device, resume: Option
     let adapters = (options.sft_method == SftMethod::Lora).then(|| lora::create(&model, &options.lora, device));
     // The base model's routing of the validation tokens, what the monitor measures routing drift
     // against. The model is still the base here: checkpointed values are restored only further on.
-    let mut base_routing = None;
+    let mut base_top_k = None;
     if progress.base.is_none() {
         let (scores, top_k) = eval::score(&model, ForwardMode::default(), &eval_batches);
         // Quantised on load (not as shipped, which is the checkpoint itself): measure what it cost the routing.
@@ -286,11 +286,9 @@ pub fn run_on(spec: &TrainingSpec, data: JobData, device: Device, resume: Option
             progress.packed_base_agreement = Some(agreement);
         }
         progress.base = Some(scores);
-        base_routing = Some(top_k);
-    } else if options.monitor.enabled {
-        base_routing = Some(eval::score(&model, ForwardMode::default(), &eval_batches).1);
+        base_top_k = Some(top_k);
     }
-    let base_routing = base_routing.filter(|_| options.monitor.enabled);
+    let base_routing = options.monitor.enabled.then(|| base_top_k.unwrap_or_else(|| eval::score(&model, ForwardMode::default(), &eval_batches).1));
     let base_scores = progress.base.expect("base scores were just computed");
     let task = |mode: ForwardMode| (!eval_prompts.is_empty()).then(|| eval::task_accuracy(&model, mode, &codec, &eval_prompts, device));
     let base_task = task(ForwardMode::default());
