@@ -132,6 +132,13 @@ pub async fn require(state: &AppState, spec: &mut TrainingSpec) -> Result<Requir
             .check_expert_dims(id, hidden, intermediate)
             .map_err(|message| ApiError::invalid(ErrorCode::ModelIncompatibleWithFormat, "method.moe_sft_qat.qat.format", message))?;
     }
+    // Expert indices are checked against the model's shape now, not when a runner builds the adapters.
+    if let Some(m) = &entry.memory_model {
+        spec.moe
+            .lora
+            .validate_for_model(m.num_hidden_layers as usize, m.num_experts as usize)
+            .map_err(|e| ApiError::invalid(ErrorCode::InvalidMethod, &e.param, e.message))?;
+    }
     // A model with no memory model has no estimate: it fits any runner.
     Ok(RequiredModel {
         requirements: entry.memory_model.as_ref().map_or(JobRequirements { device: spec.moe.device, ..Default::default() }, |m| m.requirements(spec)),

@@ -18,7 +18,7 @@ fn ids(vocab: i64) -> Tensor {
 
 /// LoRA on attention and experts with non-zero B, so the updates matter.
 fn adapters(model: &MoeModel) -> Adapters {
-    let adapters = lora::create(model, &LoraOptions { target_experts: true, r: 4, ..LoraOptions::default() }, Device::Cpu);
+    let adapters = lora::create(model, &LoraOptions { target_experts: moetune_types::ExpertTargets::All(true), r: 4, ..LoraOptions::default() }, Device::Cpu);
     tch::no_grad(|| {
         for pair in adapters.linear.values().chain(adapters.experts.values()) {
             let _ = pair.b.shallow_clone().copy_(&(Tensor::randn_like(&pair.b) * 0.05));
@@ -112,7 +112,7 @@ fn shapes_the_grouped_kernel_cannot_take_keep_the_per_expert_loop() {
     let (_, config) = configs().remove(0);
     let vars = nn::VarStore::new(Device::Cpu);
     let model = new_seeded(&vars, config, 7);
-    let odd = lora::create(&model, &LoraOptions { target_experts: true, r: 3, ..LoraOptions::default() }, Device::Cpu);
+    let odd = lora::create(&model, &LoraOptions { target_experts: moetune_types::ExpertTargets::All(true), r: 3, ..LoraOptions::default() }, Device::Cpu);
     let mode = ForwardMode { adapters: Some(&odd), ..Default::default() };
     assert!(!model.groups_experts(mode, Kind::Float));
     assert!(model.groups_experts(ForwardMode::default(), Kind::Float));

@@ -18,7 +18,7 @@ fn ids(vocab: i64) -> Tensor {
 /// LoRA on attention and experts with non-zero B, drawn from a fixed seed (equal for equal models).
 fn adapters(model: &MoeModel) -> Adapters {
     tch::manual_seed(21);
-    let adapters = lora::create(model, &LoraOptions { target_experts: true, r: 4, ..LoraOptions::default() }, Device::Cpu);
+    let adapters = lora::create(model, &LoraOptions { target_experts: moetune_types::ExpertTargets::All(true), r: 4, ..LoraOptions::default() }, Device::Cpu);
     // In name order: the maps' own order differs between two equal models.
     let mut pairs: Vec<_> = adapters.linear.iter().chain(&adapters.experts).collect();
     pairs.sort_by_key(|(name, _)| name.as_str());

@@ -29,7 +29,7 @@ fn batch(vocab: i64) -> Batch {
 
 /// LoRA on attention and experts, with non-zero B so the updates matter.
 fn adapters(model: &MoeModel) -> Adapters {
-    let options = LoraOptions { target_experts: true, r: 4, ..LoraOptions::default() };
+    let options = LoraOptions { target_experts: moetune_types::ExpertTargets::All(true), r: 4, ..LoraOptions::default() };
     let adapters = lora::create(model, &options, Device::Cpu);
     tch::no_grad(|| {
         for pair in adapters.linear.values().chain(adapters.experts.values()) {

@@ -147,6 +147,11 @@ async fn moe_sft_qat_options_are_validated_and_passed_through(pool: PgPool) {
         (json!({"router": {"capacity_factor": 0.5}}), "method.moe_sft_qat.router.capacity_factor", "at least 1"),
         (json!({"monitor": {"top1_share_threshold": 1.5}}), "method.moe_sft_qat.monitor.top1_share_threshold", "[0, 1]"),
         (json!({"lora": {"dropout": 0.1, "target_experts": true}}), "method.moe_sft_qat.lora.dropout", "PEFT"),
+        // Expert targets are checked against the model (tiny-mixtral: 2 decoder layers of 4 experts).
+        (json!({"lora": {"target_experts": [[0, 1]]}}), "method.moe_sft_qat.lora.target_experts", "2 decoder layers"),
+        (json!({"lora": {"target_experts": [[0, 4], []]}}), "method.moe_sft_qat.lora.target_experts", "indices 0 to 3"),
+        (json!({"lora": {"target_experts": true, "rank_pattern": {"layers.0.experts.9": 4}}}), "method.moe_sft_qat.lora.rank_pattern", "expert 9"),
+        (json!({"lora": {"target_experts": {"from_profile": {"min_share": 0}}}}), "method.moe_sft_qat.lora.target_experts.from_profile.min_share", "(0, 1)"),
     ];
     for (options, param, hint) in refused {
         let error = error_of(env.post_json("/v1/fine_tuning/jobs", job(options.clone())).await, 400).await;
@@ -155,6 +160,11 @@ async fn moe_sft_qat_options_are_validated_and_passed_through(pool: PgPool) {
     }
     let error = error_of(env.post_json("/v1/fine_tuning/jobs", job(json!({"qat": {"fromat": "nvfp4"}}))).await, 400).await;
     assert!(error["message"].as_str().unwrap().contains("unknown field `fromat`"), "{error}");
+    let error = error_of(env.post_json("/v1/fine_tuning/jobs", job(json!({"lora": {"target_experts": "all"}}))).await, 400).await;
+    assert!(error["message"].as_str().unwrap().contains("from_profile"), "{error}");
+    let chosen = json!({"lora": {"target_experts": [[1, 3], []], "rank_pattern": {"experts.3": 16}}});
+    let created: serde_json::Value = env.post_json("/v1/fine_tuning/jobs", job(chosen)).await.json().await.unwrap();
+    assert_eq!(created["method"]["moe_sft_qat"]["lora"]["target_experts"], json!([[1, 3], []]), "{created}");
 
     let options = json!({"sft_method": "full", "router": {"mode": "train", "aux_loss_coef": 0.01}, "qat": {"format": "nvfp4", "quantize_activations": true},
                          "monitor": {"every_n_steps": 10, "diagnostic_prompts": ["What is a bond?"]}, "eval_prompts": [{"prompt": "2+2?", "answer": "4"}]});

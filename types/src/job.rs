@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 pub use crate::invalid::InvalidOption;
 use crate::invalid::check;
 use crate::monitor::MonitorOptions;
+pub use crate::lora::LoraOptions;
 
 /// FP4 format the QAT stage fake-quantizes expert weights to, and the FP4 checkpoint is exported in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -71,38 +72,6 @@ pub enum SftMethod {
     Lora,
     /// Every attention and expert weight (the router only with `router.mode = train`).
     Full,
-}
-
-/// LoRA settings (PEFT's names and meanings).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct LoraOptions {
-    /// Rank. Default 8.
-    pub r: u32,
-    /// Scaling numerator: updates are scaled by `alpha / r` (or `alpha / sqrt(r)` with rsLoRA). Default 16.
-    pub alpha: f64,
-    /// Dropout on the adapter's input, in [0, 1). Default 0.
-    pub dropout: f64,
-    /// Rank-stabilised scaling `alpha / sqrt(r)`. Default false.
-    pub use_rslora: bool,
-    /// Attention projections to adapt, any of `q_proj`, `k_proj`, `v_proj`, `o_proj`. Default all four.
-    pub target_modules: Vec<String>,
-    /// Also adapt the routed experts' fused weights (`gate_up_proj`, `down_proj`) with one adapter per
-    /// expert (PEFT `target_parameters`). The router is never a LoRA target. Default false.
-    pub target_experts: bool,
-}
-
-impl Default for LoraOptions {
-    fn default() -> Self {
-        Self {
-            r: 8,
-            alpha: 16.0,
-            dropout: 0.0,
-            use_rslora: false,
-            target_modules: ["q_proj", "k_proj", "v_proj", "o_proj"].map(String::from).to_vec(),
-            target_experts: false,
-        }
-    }
 }
 
 /// Whether the router is trained during SFT.
@@ -364,10 +333,13 @@ pub struct TrainingSpec {
     pub batch_size: u32,
     pub seed: u64,
     pub moe: MoeSftQatOptions,
+    /// Set on a routing-profile job: the runner routes the files through the base model instead of
+    /// training (`moe.seq_len` still cuts the examples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_profile: Option<crate::routing::ProfileJob>,
 }
 
 
-const ATTENTION_TARGETS: [&str; 4] = ["q_proj", "k_proj", "v_proj", "o_proj"];
 
 impl MoeSftQatOptions {
     /// Whether the routed experts stay frozen through the whole job (so they may be kept packed): LoRA
@@ -415,21 +387,7 @@ impl MoeSftQatOptions {
         check((16..=32768).contains(&self.seq_len), "seq_len", "`seq_len` must be from 16 to 32768.")?;
         check((0.0..0.5).contains(&self.validation_split), "validation_split", "`validation_split` must be in [0, 0.5).")?;
         check(self.log_every_n_steps >= 1, "log_every_n_steps", "`log_every_n_steps` must be at least 1.")?;
-        let lora = &self.lora;
-        check((1..=1024).contains(&lora.r), "lora.r", "`lora.r` must be from 1 to 1024.")?;
-        check(lora.alpha > 0.0, "lora.alpha", "`lora.alpha` must be positive.")?;
-        check((0.0..1.0).contains(&lora.dropout), "lora.dropout", "`lora.dropout` must be in [0, 1).")?;
-        for target in &lora.target_modules {
-            check(
-                ATTENTION_TARGETS.contains(&target.as_str()),
-                "lora.target_modules",
-                &format!("unknown LoRA target `{target}`: use q_proj, k_proj, v_proj, o_proj (the router is never a LoRA target; set `lora.target_experts` for experts)."),
-            )?;
-        }
-        if self.sft_method == SftMethod::Lora {
-            check(!lora.target_modules.is_empty() || lora.target_experts, "lora.target_modules", "LoRA needs at least one target module or `target_experts: true`.")?;
-            check(lora.dropout == 0.0 || !lora.target_experts, "lora.dropout", "`lora.dropout` is not supported with `target_experts` (PEFT applies expert adapters to weights, not inputs).")?;
-        }
+        self.lora.validate(self.sft_method == SftMethod::Lora)?;
         let router = &self.router;
         check(router.aux_loss_coef >= 0.0 && router.aux_loss_coef <= 1.0, "router.aux_loss_coef", "`router.aux_loss_coef` must be in [0, 1].")?;
         check(router.z_loss_coef >= 0.0 && router.z_loss_coef <= 1.0, "router.z_loss_coef", "`router.z_loss_coef` must be in [0, 1].")?;

@@ -9,11 +9,13 @@ pub mod estimate;
 pub mod ids;
 mod invalid;
 pub mod job;
+pub mod lora;
 pub mod monitor;
 pub mod placement;
 pub mod protocol;
 pub mod requirements;
 pub mod results;
+pub mod routing;
 pub mod status;
 pub mod text;
 
@@ -24,7 +26,9 @@ pub use job::{
     BaseExpertFormat, EvalPrompt, InvalidOption, LoraOptions, MoeSftQatOptions, Mxfp4ScaleRule, Precision, QatFormat, QatOptions, QatTrainable, RouterMode, RouterOptions,
     SftMethod, TrainingSpec,
 };
+pub use lora::{ExpertTargets, ProfileTargets};
 pub use monitor::MonitorOptions;
+pub use routing::{LayerProfile, RoutingProfile};
 pub use results::{EvalReport, EvalRow, JobResult, RoutingAgreement};
 pub use status::{FileStatus, JobStatus, UploadStatus};
 pub use placement::MemoryModel;

@@ -137,7 +137,8 @@ impl MemoryModel {
         let chunk_tokens = tokens.min((CHUNK_LOGIT_ELEMENTS / self.vocab_size.max(1)).max(1));
         let loss_chunk = chunk_tokens * self.vocab_size * (b + 8);
 
-        // LoRA adapters (attention targets, and every expert when targeted).
+        // LoRA adapters (attention targets, and every expert when any is targeted: an expert adapter is
+        // allocated for all experts of its layer, at the largest rank among them).
         let r = i64::from(o.lora.r);
         let (h, q, kv) = (self.hidden_size, self.q_dim, self.kv_dim);
         let attention: i64 = o.lora.target_modules.iter().map(|t| match t.as_str() {
@@ -146,8 +147,12 @@ impl MemoryModel {
             "o_proj" => q + h,
             _ => 0,
         }).sum();
-        let expert_lora = if o.lora.target_experts { moe_layers * self.num_experts * (2 * h + 3 * self.expert_intermediate_size) } else { 0 };
-        let adapters = r * (layers * attention + expert_lora);
+        let expert_lora = if o.lora.targets_experts() {
+            i64::from(o.lora.max_expert_rank()) * moe_layers * self.num_experts * (2 * h + 3 * self.expert_intermediate_size)
+        } else {
+            0
+        };
+        let adapters = r * layers * attention + expert_lora;
         let lora = o.sft_method == SftMethod::Lora;
 
         let dense_weights = self.total_params * b;
@@ -345,7 +350,7 @@ mod tests {
     fn spec(edit: impl FnOnce(&mut crate::MoeSftQatOptions)) -> TrainingSpec {
         let mut moe = crate::MoeSftQatOptions::default();
         edit(&mut moe);
-        TrainingSpec { model: "m".into(), n_epochs: 1, batch_size: 2, seed: 0, moe }
+        TrainingSpec { model: "m".into(), n_epochs: 1, batch_size: 2, seed: 0, moe, routing_profile: None }
     }
 
     #[test]

@@ -13,9 +13,26 @@ use tch::Tensor;
 /// * Linear `[out, in]` weights: `a` is `[r, in]`, `b` is `[out, r]`; the update is `scale · b · a`.
 /// * Fused experts `[E, d1, d2]` (PEFT `ParamWrapper`): `a` is `[E·r, in]` with row `e·r + j`, `b` is
 ///   `[out, r·E]` with column `j·E + e` (rank-major), so expert `e` gets `scale · b_e · a_e`.
+///
+/// `expert_factor` (fused experts only, `[E]`): each expert's scale as a multiple of the adapters'
+/// `scale`, where experts have ranks of their own (`rank_pattern`: rank `r_e` is scaled `alpha / r_e`).
+/// It multiplies `b` inside the forward pass, so it scales `b`'s gradient as a per-expert scale would.
 pub struct LoraPair {
     pub a: Tensor,
     pub b: Tensor,
+    pub expert_factor: Option<Tensor>,
+}
+
+impl LoraPair {
+    /// `b` `[out, r·E]` as `[E, out, r]` with each expert's factor applied, in `kind`.
+    pub fn expert_b(&self, experts: i64, kind: tch::Kind) -> Tensor {
+        let (out, rank) = (self.b.size()[0], self.b.size()[1] / experts);
+        let b = self.b.to_kind(kind).view([out, rank, experts]).permute([2, 0, 1]);
+        match &self.expert_factor {
+            Some(factor) => b * factor.to_kind(kind).view([experts, 1, 1]),
+            None => b,
+        }
+    }
 }
 
 /// Which expert projection an activation hook sees.
@@ -60,11 +77,9 @@ impl Adapters {
 
 /// `[E, out, in]` (or `[E, in, out]` when `transposed`) from PEFT's expert-major `a` and rank-major `b`.
 pub fn expert_delta(pair: &LoraPair, scale: f64, experts: i64, transposed: bool) -> Tensor {
-    let (out, in_features) = (pair.b.size()[0], pair.a.size()[1]);
-    let rank = pair.a.size()[0] / experts;
+    let (rank, in_features) = (pair.a.size()[0] / experts, pair.a.size()[1]);
     let a = pair.a.view([experts, rank, in_features]);
-    let b = pair.b.view([out, rank, experts]).permute([2, 0, 1]);
-    let delta = b.bmm(&a) * scale;
+    let delta = pair.expert_b(experts, pair.b.kind()).bmm(&a) * scale;
     if transposed { delta.transpose(1, 2) } else { delta }
 }
 

@@ -90,10 +90,9 @@ struct FactorSlices {
 impl FactorSlices {
     /// From PEFT's expert-major `a` `[E·r, in]` and rank-major `b` `[out, r·E]`.
     fn new(pair: &LoraPair, scale: f64, experts: i64, kind: Kind) -> Self {
-        let (out, in_features) = (pair.b.size()[0], pair.a.size()[1]);
-        let rank = pair.a.size()[0] / experts;
+        let (rank, in_features) = (pair.a.size()[0] / experts, pair.a.size()[1]);
         let all_a = pair.a.to_kind(kind).view([experts, rank, in_features]);
-        let all_b = pair.b.to_kind(kind).view([out, rank, experts]).permute([2, 0, 1]);
+        let all_b = pair.expert_b(experts, kind);
         Self { a: all_a.unbind(0), b: all_b.unbind(0), all_a, all_b, scale }
     }
 
