@@ -1,4 +1,4 @@
-//! The runner's tool commands (`logits`, `generate`, `tokenize`, `dump-weights`): thin wrappers over the
+//! The runner's tool commands (`logits`, `generate`, `tokenize`, `routing-profile`, `dump-weights`): thin wrappers over the
 //! model code, for users debugging a checkpoint and for the numerics tests.
 
 use std::path::Path;
@@ -10,6 +10,8 @@ use tch::{Device, Kind, Tensor};
 use crate::model::checkpoint::{write_file, write_safetensors, Owned};
 use crate::model::{ForwardMode, MoeModel};
 use crate::text::TextCodec;
+use crate::train::data::Sample;
+use crate::train::eval::Batch;
 
 /// Reads `[[id, …], …]` (equal lengths) into a `[batch, seq]` tensor.
 fn read_ids(path: &Path) -> anyhow::Result<Tensor> {
@@ -66,6 +68,37 @@ pub fn tokenize(model_dir: &Path, data: &Path) -> anyhow::Result<()> {
         let (ids, labels) = codec.encode_example(&example, -100)?;
         println!("{}", serde_json::json!({ "line": i + 1, "prompt": rendered.prompt, "response": rendered.response, "ids": ids, "labels": labels }));
     }
+    Ok(())
+}
+
+/// Prints the routing profile (JSON) of the first `max_examples` examples of the JSONL file `data`,
+/// or of the token ids in `input`, under the model in `model_dir`.
+pub fn routing_profile(model_dir: &Path, data: Option<&Path>, input: Option<&Path>, max_examples: usize, seq_len: usize, (device, kind): (Device, Kind)) -> anyhow::Result<()> {
+    let (_vars, model) = MoeModel::load_dir(model_dir, device, kind)?;
+    let samples: Vec<Sample> = match (data, input) {
+        (Some(data), None) => {
+            let codec = TextCodec::from_dir(model_dir)?;
+            let text = std::fs::read_to_string(data).with_context(|| format!("reading {}", data.display()))?;
+            let examples = text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .take(max_examples)
+                .map(|(i, line)| parse_line(line).map(|(_, e)| e).map_err(|m| anyhow::anyhow!("line {}: {m}", i + 1)))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            crate::train::data::tokenize(&codec, &examples, seq_len, false)?
+        }
+        (None, Some(input)) => {
+            let ids = read_ids(input)?;
+            let rows: Vec<Vec<i64>> = Vec::try_from(ids)?;
+            rows.into_iter().map(|ids| Sample { labels: ids.clone(), ids, example_count: 1 }).collect()
+        }
+        _ => bail!("give --data FILE.jsonl or --input IDS.json"),
+    };
+    let pad = TextCodec::from_dir(model_dir).map(|c| c.pad_id()).unwrap_or(0);
+    let batches: Vec<Batch> = samples.chunks(8).map(|c| Batch::new(&c.iter().collect::<Vec<_>>(), pad, device)).collect();
+    let profile = crate::train::profile::measure(&model, &batches, samples.len() as u64, crate::train::profile::DEAD_SHARE);
+    println!("{}", serde_json::to_string(&profile)?);
     Ok(())
 }
 

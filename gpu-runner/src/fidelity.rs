@@ -73,7 +73,7 @@ fn options(value: serde_json::Value) -> anyhow::Result<MoeSftQatOptions> {
 }
 
 fn spec(model: &str, batch_size: u32, moe: MoeSftQatOptions) -> TrainingSpec {
-    TrainingSpec { model: model.into(), n_epochs: 1, batch_size, seed: 11, moe }
+    TrainingSpec { model: model.into(), n_epochs: 1, batch_size, seed: 11, moe, routing_profile: None }
 }
 
 /// Runs the experiment, writes `fidelity.json` under `out` and returns it.

@@ -113,6 +113,23 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
     },
+    /// The routing profile of a dataset under MODEL_DIR (JSON on stdout): per MoE layer, every
+    /// expert's share of the first choices and of the top-k choices, dead experts, entropy and KL to
+    /// uniform. Of the first --max-examples examples of --data, or of the token ids in --input.
+    RoutingProfile {
+        model_dir: PathBuf,
+        #[arg(long, conflicts_with = "input")]
+        data: Option<PathBuf>,
+        /// A JSON list of equal-length lists of token ids (every position counted).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        #[arg(long, default_value_t = 256)]
+        max_examples: usize,
+        #[arg(long, default_value_t = 2048)]
+        seq_len: usize,
+        #[command(flatten)]
+        placement: Placement,
+    },
     /// Write every parameter under its in-memory name (fused experts) as f32 safetensors.
     DumpWeights {
         model_dir: PathBuf,
@@ -236,7 +253,7 @@ async fn main() -> anyhow::Result<()> {
             let options = if let Some(path) = options.strip_prefix('@') { std::fs::read_to_string(path)? } else { options };
             let moe: MoeSftQatOptions = serde_json::from_str(&options).context("--options is not valid method.moe_sft_qat JSON")?;
             moe.validate().map_err(|e| anyhow::anyhow!("{}: {}", e.param, e.message))?;
-            let spec = TrainingSpec { model, n_epochs, batch_size, seed, moe };
+            let spec = TrainingSpec { model, n_epochs, batch_size, seed, moe, routing_profile: None };
             let rendezvous = parallel.rendezvous()?;
             let fingerprint = rendezvous.is_some().then(|| job_fingerprint(&spec, &data, validation_data.as_deref(), resume.as_deref(), checkpoints.is_some())).transpose()?;
             let validation = validation_data.as_deref().map(read_examples).transpose()?.unwrap_or_default();
@@ -286,7 +303,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Inspect { model_dir, batch, options }) => {
             let moe: moetune_types::MoeSftQatOptions = serde_json::from_str(&options).context("--options must be the job's moe_sft_qat options as JSON")?;
             moe.validate().map_err(|e| anyhow::anyhow!("{}: {}", e.param, e.message))?;
-            let spec = moetune_types::TrainingSpec { model: model_dir.display().to_string(), n_epochs: 1, batch_size: batch.max(1), seed: 0, moe };
+            let spec = moetune_types::TrainingSpec { model: model_dir.display().to_string(), n_epochs: 1, batch_size: batch.max(1), seed: 0, moe, routing_profile: None };
             println!("{}", serde_json::to_string_pretty(&model::inspect::inspect(&model_dir, &spec)?)?);
         }
         Some(Command::Logits { model_dir, adapter, input, out, placement }) => commands::logits(&model_dir, adapter.as_deref(), &input, &out, placement.resolve()?)?,
@@ -294,6 +311,9 @@ async fn main() -> anyhow::Result<()> {
             commands::generate(&model_dir, prompt.as_deref(), ids, max_new_tokens, placement.resolve()?)?
         }
         Some(Command::Tokenize { model_dir, data }) => commands::tokenize(&model_dir, &data)?,
+        Some(Command::RoutingProfile { model_dir, data, input, max_examples, seq_len, placement }) => {
+            commands::routing_profile(&model_dir, data.as_deref(), input.as_deref(), max_examples, seq_len, placement.resolve()?)?
+        }
         Some(Command::DumpWeights { model_dir, out }) => commands::dump_weights(&model_dir, &out)?,
         _ => {
             let metrics_addr = config.metrics_addr.clone();

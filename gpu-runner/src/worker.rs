@@ -313,6 +313,11 @@ impl Worker {
         if let Some(location) = &assignment.model_location {
             spec.model = self.fetch_model(location).await?.to_string_lossy().into_owned();
         }
+        if let Some(job) = spec.routing_profile.clone() {
+            let (device, data) = (self.device, train::JobData { train: train_examples, validation });
+            let (tokens, result) = tokio::task::spawn_blocking(move || train::profile::run_job(&spec, &job, &data, device)).await??;
+            return Ok(Some((tokens, serde_json::to_value(result)?)));
+        }
         let base_model = spec.model.clone();
         let (device, handle) = (self.device, tokio::runtime::Handle::current());
         let mut reporter = S3Reporter {

@@ -154,7 +154,7 @@ fn a_config_missing_a_field_says_which() {
 fn inspect_counts_total_and_active_parameters() {
     let dir = scratch("inspect");
     let _ = saved(tiny::config(), &dir, u64::MAX);
-    let spec = |sft_method| TrainingSpec { model: "tiny".into(), n_epochs: 1, batch_size: 8, seed: 0, moe: MoeSftQatOptions { sft_method, seq_len: 256, ..Default::default() } };
+    let spec = |sft_method| TrainingSpec { model: "tiny".into(), n_epochs: 1, batch_size: 8, seed: 0, moe: MoeSftQatOptions { sft_method, seq_len: 256, ..Default::default() }, routing_profile: None };
     let report = inspect(&dir, &spec(SftMethod::Lora)).unwrap();
     // tiny-mixtral: embeddings + lm_head 2·1024·128; per layer attention 128·(128+64+64) + 128·128,
     // norms 2·128, router 4·128, experts 4·3·128·256; final norm 128.
@@ -212,7 +212,7 @@ fn estimates_for_the_published_models() {
             let mut options = json!({"seq_len": 4096, "lora": {"target_experts": target_experts}});
             options.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
             let moe: MoeSftQatOptions = serde_json::from_value(options).unwrap();
-            let spec = TrainingSpec { model: name.into(), n_epochs: 1, batch_size: 1, seed: 0, moe };
+            let spec = TrainingSpec { model: name.into(), n_epochs: 1, batch_size: 1, seed: 0, moe, routing_profile: None };
             let report = inspect(&dir, &spec).unwrap();
             let cuda = &report.memory["cuda"];
             let stage = |s: &str| cuda.stages.get(s).map_or(0.0, |m| gib(m.total_bytes));

@@ -10,6 +10,9 @@
         fp4         logits of transformers on the FP4 export: mxfp4/ loaded by transformers (gpt-oss),
                     nvfp4/ dequantized by modelopt's NVFP4QTensor into the base model class
       and checks the NVFP4 codes and scales are bit-identical to modelopt's quantization of merged/.
+  python export_reference.py routing BASE_DIR IDS.json
+      Prints, per MoE layer, how often transformers' router picks each expert first and among its top-k
+      for every token of IDS.json (JSON: {"layer": {"top1": [...], "topk": [...]}}).
   python export_reference.py mxfp4-modelopt MXFP4_DIR SOURCE_DIR
       Checks an MXFP4 export made with `mxfp4_scale_rule: ceil` against modelopt's MXFP4QTensor applied
       to SOURCE_DIR's expert weights: every scale byte equal, every element equal except at exact
@@ -111,6 +114,19 @@ def check(out_dir, base_dir, ids_path, fmt):
     print("ok")
 
 
+def routing(base_dir, ids_path):
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    ids = torch.tensor(json.load(open(ids_path)))
+    with torch.no_grad():
+        out = model(ids, output_router_logits=True)
+    k, experts = model.config.num_experts_per_tok, model.config.num_local_experts
+    counts = {}
+    for layer, logits in enumerate(out.router_logits):
+        chosen = logits.float().softmax(-1).topk(k, -1).indices
+        counts[str(layer)] = {"top1": torch.bincount(chosen[:, 0], minlength=experts).tolist(), "topk": torch.bincount(chosen.flatten(), minlength=experts).tolist()}
+    print(json.dumps(counts))
+
+
 def load_dir(path):
     tensors = {}
     for name in sorted(os.listdir(path)):
@@ -151,6 +167,8 @@ def mxfp4_against_modelopt(fmt_dir, source_dir):
 if __name__ == "__main__":
     if sys.argv[1] == "base":
         base(*sys.argv[2:5])
+    elif sys.argv[1] == "routing":
+        routing(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == "mxfp4-modelopt":
         mxfp4_against_modelopt(sys.argv[2], sys.argv[3])
     else:

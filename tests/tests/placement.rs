@@ -14,7 +14,7 @@ fn assignment(job: &str, tenant: &str, priority: i16, created_at_ms: i64, device
     JobAssignment {
         job_id: job_id(job),
         attempt: 1,
-        spec: TrainingSpec { model: "m".into(), n_epochs: 1, batch_size: 1, seed: 0, moe: Default::default() },
+        spec: TrainingSpec { model: "m".into(), n_epochs: 1, batch_size: 1, seed: 0, moe: Default::default(), routing_profile: None },
         bucket: "b".into(),
         training_file_key: "k".into(),
         validation_file_key: None,

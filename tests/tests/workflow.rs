@@ -264,3 +264,91 @@ fn fidelity_experiment_meets_its_acceptance() {
     assert!(accuracy(1, "task_accuracy") > accuracy(0, "task_accuracy") + 0.15, "{:#}", result["table"]);
     println!("{stdout}");
 }
+
+/// The raw bytes of tensor `name` from whichever `*.safetensors` file of `dir` holds it, with its shape.
+fn tensor_bytes(dir: &Path, name: &str) -> (Vec<usize>, Vec<u8>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            let bytes = std::fs::read(&path).unwrap();
+            let tensors = SafeTensors::deserialize(&bytes).unwrap();
+            if let Ok(view) = tensors.tensor(name) {
+                return (view.shape().to_vec(), view.data().to_vec());
+            }
+        }
+    }
+    panic!("no {name} under {}", dir.display());
+}
+
+/// LoRA on chosen experts of one layer, one of them at a rank of its own: PEFT loads the adapter (the
+/// layer's expert weights named one by one, the larger rank in `rank_pattern`) and computes what the
+/// runner computes; in the merged checkpoint every expert without an adapter is the base's bit for
+/// bit, and every expert with one has changed.
+#[test]
+fn lora_on_chosen_experts_loads_in_peft_and_leaves_the_other_experts_bit_identical() {
+    let options = r#"{"learning_rate": 3e-3, "max_steps": 6, "lora": {"r": 4, "target_modules": ["q_proj"], "target_experts": [[1, 3], []],
+                      "rank_pattern": {"layers.0.experts.3": 8}}, "qat": {"steps": 3, "learning_rate": 1e-4, "format": "nvfp4"}, "checkpoint_every_n_steps": 0}"#;
+    let (out, base, ids) = trained_on("mixtral", options, "nvfp4");
+    let oracle = out.join("oracle.safetensors");
+    let peft = max_diff(&ours(&base, Some(&out.join("adapter")), &ids, &out.join("a.safetensors")), &logits(&oracle, "peft"));
+    assert!(peft < TOLERANCE, "PEFT differs by {peft}");
+    let merged = max_diff(&ours(&out.join("merged"), None, &ids, &out.join("m.safetensors")), &logits(&oracle, "merged"));
+    assert!(merged < TOLERANCE, "merged differs by {merged}");
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("adapter/adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(config["target_parameters"], serde_json::json!(["model.layers.0.mlp.experts.down_proj", "model.layers.0.mlp.experts.gate_up_proj"]));
+    assert_eq!(
+        config["rank_pattern"],
+        serde_json::json!({"model\\.layers\\.0\\.mlp\\.experts\\.down_proj": 8, "model\\.layers\\.0\\.mlp\\.experts\\.gate_up_proj": 8})
+    );
+    // Mixtral checkpoints keep one tensor per expert and projection (w1 gate, w3 up, w2 down).
+    for (layer, adapted) in [(0, [false, true, false, true]), (1, [false; 4])] {
+        for (e, &changed) in adapted.iter().enumerate() {
+            for w in ["w1", "w2", "w3"] {
+                let name = format!("model.layers.{layer}.block_sparse_moe.experts.{e}.{w}.weight");
+                let (before, after) = (tensor_bytes(&base, &name).1, tensor_bytes(&out.join("merged"), &name).1);
+                assert_eq!(before != after, changed, "{name}: changed should be {changed}");
+            }
+        }
+    }
+}
+
+/// `routing-profile` counts what transformers' routers choose, token for token; and a job with
+/// `target_experts: {"from_profile": …}` adapts exactly the experts of its training data's profile
+/// that reach the share, and says so in its result.
+#[test]
+fn the_routing_profile_counts_what_transformers_routes_and_from_profile_targets_by_it() {
+    let dir = scratch("profile");
+    let base = dir.join("base");
+    run_ok(Command::new("python3").arg(ORACLE).arg("base").arg(&base).arg("mixtral"));
+    let ids = dir.join("ids.json");
+    std::fs::write(&ids, IDS).unwrap();
+    let ours: serde_json::Value = serde_json::from_str(&run_ok(runner().arg("routing-profile").arg(&base).arg("--input").arg(&ids).args(["--device", "cpu"]))).unwrap();
+    let theirs: serde_json::Value = serde_json::from_str(&run_ok(Command::new("python3").arg(ORACLE).arg("routing").arg(&base).arg(&ids))).unwrap();
+    assert_eq!(ours["tokens"], 32);
+    for layer in ours["layers"].as_array().unwrap() {
+        let counts = &theirs[layer["layer"].to_string()];
+        for (share, count) in [("top1_share", "top1"), ("topk_share", "topk")] {
+            let total: f64 = counts[count].as_array().unwrap().iter().map(|c| c.as_f64().unwrap()).sum();
+            let expected: Vec<f64> = counts[count].as_array().unwrap().iter().map(|c| c.as_f64().unwrap() / total).collect();
+            let got: Vec<f64> = layer[share].as_array().unwrap().iter().map(|s| s.as_f64().unwrap()).collect();
+            assert_eq!(got, expected, "layer {} {share}", layer["layer"]);
+        }
+    }
+
+    let options = r#"{"learning_rate": 3e-3, "max_steps": 4, "lora": {"target_experts": {"from_profile": {"min_share": 0.26, "max_examples": 32}}},
+                      "qat": {"steps": 2, "learning_rate": 1e-4}, "checkpoint_every_n_steps": 0}"#;
+    let events = train(&["--model", base.to_str().unwrap()], options, &dir.join("out"));
+    let summary = &events.iter().find(|e| e["type"] == "summary").expect("a summary")["summary"];
+    let profile = &summary["training_routing_profile"];
+    assert_eq!(profile["examples"], 32, "{profile:#}");
+    let mut targeted = 0;
+    for layer in profile["layers"].as_array().unwrap() {
+        let wanted: Vec<u64> = layer["topk_share"].as_array().unwrap().iter().enumerate().filter(|(_, s)| s.as_f64().unwrap() >= 0.26).map(|(e, _)| e as u64).collect();
+        let adapters = summary["expert_adapters"].as_array().unwrap().iter().find(|a| a["layer"] == layer["layer"]);
+        let got: Vec<u64> = adapters.map(|a| a["experts"].as_array().unwrap().iter().map(|e| e.as_u64().unwrap()).collect()).unwrap_or_default();
+        assert_eq!(got, wanted, "layer {}", layer["layer"]);
+        targeted += got.len();
+    }
+    assert!(targeted > 0 && targeted < 8, "the share should split the experts: {summary:#}");
+    assert!(events.iter().any(|e| e["message"].as_str().is_some_and(|m| m.contains("LoRA expert adapters (from the routing of"))), "no event names the chosen experts");
+}

@@ -111,6 +111,7 @@ error_codes! {
     JobNotCancellable = "job_not_cancellable", 409, InvalidRequest;
     JobNotPausable = "job_not_pausable", 409, InvalidRequest;
     JobNotResumable = "job_not_resumable", 409, InvalidRequest;
+    InvalidProfileRequest = "invalid_profile_request", 400, InvalidRequest;
     // Models.
     InvalidModelId = "invalid_model_id", 400, InvalidRequest;
     InvalidModelConfig = "invalid_model_config", 400, InvalidRequest;

@@ -132,7 +132,7 @@ mod tests {
     use super::*;
 
     fn spec(edit: impl FnOnce(&mut TrainingSpec)) -> TrainingSpec {
-        let mut spec = TrainingSpec { model: "m".into(), n_epochs: 2, batch_size: 4, seed: 0, moe: Default::default() };
+        let mut spec = TrainingSpec { model: "m".into(), n_epochs: 2, batch_size: 4, seed: 0, moe: Default::default(), routing_profile: None };
         spec.moe.qat.steps = 3;
         edit(&mut spec);
         spec

@@ -118,6 +118,23 @@ pub struct JobResult {
     /// Every exported artifact loaded back and compared with the trained model before success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serve_check: Option<ServeCheck>,
+    /// The experts that got LoRA adapters, per MoE layer that has any (absent without expert adapters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expert_adapters: Option<Vec<LayerAdapters>>,
+    /// The training data's routing under the base model, when `lora.target_experts.from_profile`
+    /// chose the experts from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_routing_profile: Option<crate::routing::RoutingProfile>,
+}
+
+/// The expert adapters of one MoE layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerAdapters {
+    /// Decoder layer index.
+    pub layer: usize,
+    pub experts: Vec<u32>,
+    /// Each listed expert's LoRA rank.
+    pub ranks: Vec<u32>,
 }
 
 /// The serve check: each exported artifact loaded as a consumer loads it and run on a probe batch of

@@ -296,7 +296,7 @@ fn memory(config_path: &std::path::Path, options: &str, batch: u32, stage: &str,
     let config = ArchConfig::from_json(raw)?;
     let moe: MoeSftQatOptions = serde_json::from_str(options).context("--options: the job's moe_sft_qat options")?;
     moe.validate().map_err(|e| anyhow::anyhow!("{}: {}", e.param, e.message))?;
-    let spec = TrainingSpec { model: config_path.display().to_string(), n_epochs: 1, batch_size: batch, seed: 0, moe };
+    let spec = TrainingSpec { model: config_path.display().to_string(), n_epochs: 1, batch_size: batch, seed: 0, moe, routing_profile: None };
     let o = &spec.moe;
     // The estimate `inspect` gives for this job on a CPU runner.
     let mut by_role = std::collections::BTreeMap::new();

@@ -130,7 +130,7 @@ mod tests {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/demo/finance-alpaca-mini.jsonl")).unwrap();
         let examples = moetune_types::dataset::parse_jsonl(&text).unwrap().into_iter().take(24).collect();
         let moe = serde_json::from_value(serde_json::json!({"max_steps": 2, "qat": {"steps": 1}, "monitor": {"enabled": false}})).unwrap();
-        let spec = TrainingSpec { model: tiny::NAME.into(), n_epochs: 1, batch_size: 4, seed: 3, moe };
+        let spec = TrainingSpec { model: tiny::NAME.into(), n_epochs: 1, batch_size: 4, seed: 3, moe, routing_profile: None };
         let output = crate::train::run(&spec, JobData { train: examples, validation: vec![] }, Device::Cpu, None, &mut Quiet).unwrap();
         let dir = std::env::temp_dir().join(format!("moetune-serve-check-{}", std::process::id()));
         let mut summary = output.summary.clone();

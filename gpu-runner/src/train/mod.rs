@@ -10,6 +10,7 @@ pub mod lora;
 pub mod monitor;
 pub mod optim;
 pub mod parallel;
+pub mod profile;
 pub mod quantizer;
 pub mod resume;
 pub mod router;
@@ -265,7 +266,11 @@ pub fn run_on(spec: &TrainingSpec, data: JobData, device: Device, resume: Option
     let steps_per_epoch = samples.len().div_ceil(batch * options.gradient_accumulation_steps as usize).max(1) as u32;
     let sft_steps = options.max_steps.unwrap_or(spec.n_epochs * steps_per_epoch).max(1);
     let mut progress = resume.as_ref().map(|r| r.progress.clone()).unwrap_or_else(|| Progress::new(samples.len(), batch, spec.seed));
-    let adapters = (options.sft_method == SftMethod::Lora).then(|| lora::create(&model, &options.lora, device));
+    let expert_plan = match options.sft_method {
+        SftMethod::Lora => Some(profile::lora_plan(&model, options, &train_examples, &codec, batch, device, &mut progress, reporter)?),
+        SftMethod::Full => None,
+    };
+    let adapters = expert_plan.as_ref().map(|plan| lora::create_planned(&model, &options.lora, plan, device));
     // The base model's routing of the validation tokens, what the monitor measures routing drift
     // against. The model is still the base here: checkpointed values are restored only further on.
     let mut base_top_k = None;
@@ -439,6 +444,8 @@ pub fn run_on(spec: &TrainingSpec, data: JobData, device: Device, resume: Option
         routing_agreement: report.routing_agreement.clone(),
         runner_class: None,
         serve_check: None,
+        expert_adapters: expert_plan.as_ref().map(|p| p.layer_adapters()).filter(|l| !l.is_empty()),
+        training_routing_profile: progress.training_profile.clone(),
     };
     let (summary, report) = (serde_json::to_value(summary)?, serde_json::to_value(report)?);
     let activation_amax = quantizer.activations;

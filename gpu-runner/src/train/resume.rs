@@ -108,6 +108,10 @@ pub struct Progress {
     /// it, so the guardrail measures from there (over both stages).
     #[serde(default)]
     pub accepted_routing_drift: f64,
+    /// The training data's routing profile `lora.target_experts: {"from_profile": …}` selects experts
+    /// by: measured once, before training, so a resumed job adapts the same experts on any device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_profile: Option<moetune_types::RoutingProfile>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,6 +141,7 @@ impl Progress {
             activation_amax: None,
             optimizer_shards: None,
             accepted_routing_drift: 0.0,
+            training_profile: None,
         }
     }
 

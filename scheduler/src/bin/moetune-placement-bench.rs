@@ -47,7 +47,7 @@ fn job(i: usize, rng: &mut Rng, tenants: usize) -> JobAssignment {
     JobAssignment {
         job_id: JobId::parse(&format!("ftjob-bench-{i:06}")).expect("a job id"),
         attempt: 1,
-        spec: TrainingSpec { model: "bench".into(), n_epochs: 1, batch_size: 8, seed: 0, moe: Default::default() },
+        spec: TrainingSpec { model: "bench".into(), n_epochs: 1, batch_size: 8, seed: 0, moe: Default::default(), routing_profile: None },
         bucket: "bench".into(),
         training_file_key: "files/bench".into(),
         validation_file_key: None,
