@@ -84,8 +84,33 @@ export function shareColour(share) {
  * threshold marked. data-drawn counts the cells.
  */
 export function expertHeatmap(id, check, threshold) {
-  const layers = (check.layers || []).filter((l) => Array.isArray(l.counts) && l.counts.length);
-  const experts = Math.max(0, ...layers.map((l) => l.counts.length));
+  const layers = (check.layers || []).filter((l) => Array.isArray(l.counts) && l.counts.length).map((usage) => {
+    const total = Math.max(usage.counts.reduce((a, b) => a + b, 0), 1);
+    return { layer: usage.layer, shares: usage.counts.map((c) => c / total) };
+  });
+  return shareGrid(id, layers, {
+    colourAt: 1, marker: threshold, markerLabel: `collapse ${threshold}`, endLabel: "1", outline: (share) => share >= threshold,
+    what: "of the routed tokens", label: "expert usage",
+    caption: `Expert usage at ${check.stage} step ${check.step} (outlined: at or above the collapse threshold)`,
+  });
+}
+
+/**
+ * A routing profile (`GET /v1/files/{id}/routing_profile`): each expert's share of its layer's top-k
+ * choices, darkest at twice the uniform share; dead experts outlined.
+ */
+export function profileHeatmap(id, profile, caption) {
+  const experts = Math.max(1, ...profile.layers.map((l) => l.topk_share.length));
+  const layers = profile.layers.map((l) => ({ layer: l.layer, shares: l.topk_share }));
+  return shareGrid(id, layers, {
+    colourAt: 2 / experts, marker: 1 / experts, markerLabel: `uniform 1/${experts}`, endLabel: "2× uniform",
+    outline: (share) => share < profile.dead_share, what: "of the layer's top-k choices", label: "routing profile", caption,
+  });
+}
+
+/** Rows of per-expert shares as a heatmap with its colour scale. data-drawn counts the cells. */
+function shareGrid(id, layers, o) {
+  const experts = Math.max(0, ...layers.map((l) => l.shares.length));
   const labelW = 70;
   const top = 30;
   const cell = Math.min(Math.max((WIDTH - labelW) / Math.max(experts, 1), 4), 48);
@@ -94,31 +119,27 @@ export function expertHeatmap(id, check, threshold) {
   const height = top + layers.length * rowH + 56;
   const width = Math.max(labelW + experts * cell + 10, scaleW + 80);
   const cells = [];
-  layers.forEach((usage, row) => {
-    const total = Math.max(usage.counts.reduce((a, b) => a + b, 0), 1);
-    usage.counts.forEach((count, expert) => {
-      const share = count / total;
-      const rect = svg("rect", {
-        x: labelW + expert * cell, y: top + row * rowH, width: cell, height: rowH,
-        fill: shareColour(share), class: share >= threshold ? "over" : "cell", "data-share": share.toFixed(4),
-      }, svg("title", {}, `layer ${usage.layer}, expert ${expert}: ${share.toFixed(3)} of the routed tokens`));
-      cells.push(rect);
+  layers.forEach((row, r) => {
+    row.shares.forEach((share, expert) => {
+      cells.push(svg("rect", {
+        x: labelW + expert * cell, y: top + r * rowH, width: cell, height: rowH,
+        fill: shareColour(share / o.colourAt), class: o.outline(share) ? "over" : "cell", "data-share": share.toFixed(4),
+      }, svg("title", {}, `layer ${row.layer}, expert ${expert}: ${share.toFixed(3)} ${o.what}`)));
     });
   });
   const every = Math.max(Math.ceil(experts / 16), 1);
   const scaleY = height - 34;
-  const thresholdX = 10 + Math.min(Math.max(threshold, 0), 1) * scaleW;
+  const markerX = 10 + Math.min(Math.max(o.marker / o.colourAt, 0), 1) * scaleW;
   // Drawn at its own size (a few experts would otherwise be blown up to the page's width).
-  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, width, height, class: "natural", role: "img", "aria-label": "expert usage" },
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, width, height, class: "natural", role: "img", "aria-label": o.label },
     layers.map((l, i) => svg("text", { x: 4, y: top + (i + 0.7) * rowH, class: "tick" }, `layer ${l.layer}`)),
     Array.from({ length: experts }, (_, e) => e).filter((e) => e % every === 0)
       .map((e) => svg("text", { x: labelW + (e + 0.5) * cell, y: top - 6, "text-anchor": "middle", class: "tick" }, String(e))),
     cells,
     Array.from({ length: 20 }, (_, i) => svg("rect", { x: 10 + (i * scaleW) / 20, y: scaleY, width: scaleW / 20 + 0.5, height: 10, fill: shareColour((i + 0.5) / 20) })),
-    svg("line", { x1: thresholdX, x2: thresholdX, y1: scaleY - 4, y2: scaleY + 14, class: "threshold" }),
+    svg("line", { x1: markerX, x2: markerX, y1: scaleY - 4, y2: scaleY + 14, class: "threshold" }),
     svg("text", { x: 10, y: scaleY + 26, class: "tick" }, "share 0"),
-    svg("text", { x: 10 + scaleW, y: scaleY + 26, "text-anchor": "end", class: "tick" }, "1"),
-    svg("text", { x: thresholdX, y: scaleY - 8, "text-anchor": "middle", class: "tick" }, `collapse ${threshold}`));
-  return h("figure.chart", { id, "data-drawn": cells.length },
-    h("figcaption", {}, `Expert usage at ${check.stage} step ${check.step} (outlined: at or above the collapse threshold)`), chart);
+    svg("text", { x: 10 + scaleW, y: scaleY + 26, "text-anchor": "end", class: "tick" }, o.endLabel),
+    svg("text", { x: markerX, y: scaleY - 8, "text-anchor": "middle", class: "tick" }, o.markerLabel));
+  return h("figure.chart", { id, "data-drawn": cells.length }, h("figcaption", {}, o.caption), chart);
 }

@@ -103,6 +103,19 @@ function leaf(all, field, path) {
   const { schema, type } = field;
   let input;
   let read;
+  if (schema.oneOf && schema.oneOf.some((s) => s.type === "boolean")) {
+    // A union such as lora.target_experts: true or false, or a value written as JSON.
+    const json = h("textarea", { id: `${id}-json`, name: `${path}.json`, rows: 2, hidden: true,
+      placeholder: schema.oneOf.map((s) => s.description).filter(Boolean).join(" Or: ") });
+    input = h("select", { id, name: path,
+      onchange: () => { json.hidden = input.value !== "json"; } },
+      h("option", { value: "" }, field.default !== undefined ? `default (${JSON.stringify(field.default)})` : "default"),
+      h("option", { value: "true" }, "true"), h("option", { value: "false" }, "false"), h("option", { value: "json" }, "other (JSON)"));
+    read = () => (input.value === "" ? undefined : input.value === "json" ? parseJson(json.value, path) : input.value === "true");
+    const row = h("div.field", { "data-param": path }, h("label", { for: id }, label(path.split(".").pop())), input, json,
+      field.description ? h("p.help", {}, field.description) : null);
+    return { path, row, read };
+  }
   if (schema.enum) {
     // The first choice sends nothing: the API's default, which may depend on the model.
     input = h("select", { id, name: path },
@@ -128,6 +141,10 @@ function leaf(all, field, path) {
     read = () => (input.value.trim() === "" ? undefined : input.value.split("\n").map((s) => s.trim()).filter(Boolean));
   } else if (type === "array") {
     input = h("textarea", { id, name: path, rows: 2, placeholder: "JSON array, e.g. [{\"prompt\": \"…\", \"answer\": \"…\"}]" });
+    read = () => (input.value.trim() === "" ? undefined : parseJson(input.value, path));
+  } else if (type === "object") {
+    // A map such as lora.rank_pattern: JSON.
+    input = h("textarea", { id, name: path, rows: 2, placeholder: "JSON object, e.g. {\"experts.3\": 16}" });
     read = () => (input.value.trim() === "" ? undefined : parseJson(input.value, path));
   } else {
     input = h("input", { id, name: path, type: "text", placeholder: field.default ?? "" });

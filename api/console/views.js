@@ -2,6 +2,7 @@
 
 import { get, post, signIn, signOut } from "./api.js";
 import { bytes, errorBox, fill, h, time } from "./dom.js";
+import { profileHeatmap } from "./charts.js";
 import { optionsForm, schemas } from "./options.js";
 
 /** Sign in with an API key (`mtk-…`) or a token; checked against the API before it is kept. */
@@ -44,7 +45,7 @@ export async function filesView(main, isCurrent) {
       const uploaded = await post("/v1/files", body);
       fill(result, h("p.ok", { "data-file": uploaded.id }, `${uploaded.filename} is ${uploaded.id}: ${uploaded.example_count} examples, ${uploaded.format} format, about ${uploaded.estimated_tokens} tokens.`));
       form.reset();
-      await showFiles(list);
+      await show();
     } catch (error) {
       fill(result, errorBox(error));
     } finally {
@@ -54,18 +55,69 @@ export async function filesView(main, isCurrent) {
   h("h2", {}, "Upload a dataset"),
   h("p.muted", {}, "JSONL in chat, alpaca or prompt/completion format. Every line is checked as it uploads; a file with errors is refused and nothing is stored."),
   file, h("button", { type: "submit" }, "Upload"), result);
-  fill(main, form, h("h2", {}, "Datasets"), list);
-  if (isCurrent()) await showFiles(list);
+  const routing = h("div", { id: "routing" });
+  const show = () => showFiles(list, (f) => routingPanel(routing, f, isCurrent));
+  fill(main, form, h("h2", {}, "Datasets"), list, routing);
+  if (isCurrent()) await show();
 }
 
-async function showFiles(list) {
+async function showFiles(list, openRouting) {
   const files = await get("/v1/files?limit=100");
   fill(list, files.data.length === 0 ? h("p.muted", {}, "No datasets yet.") : h("table", {},
-    h("thead", {}, h("tr", {}, ["id", "name", "examples", "format", "size", "status", "uploaded"].map((c) => h("th", {}, c)))),
+    h("thead", {}, h("tr", {}, ["id", "name", "examples", "format", "size", "status", "uploaded", ""].map((c) => h("th", {}, c)))),
     h("tbody", {}, files.data.map((f) => h("tr", { "data-file": f.id },
       h("td.mono", {}, f.id), h("td", {}, f.filename), h("td", {}, f.example_count ?? ""), h("td", {}, f.format ?? ""),
       h("td", {}, bytes(f.bytes)), h("td", {}, f.status, f.status_details ? h("p.muted", {}, f.status_details) : null),
-      h("td", {}, time(f.created_at)))))));
+      h("td", {}, time(f.created_at)),
+      h("td", {}, f.status === "processed" ? h("button", { type: "button", "data-routing": f.id, onclick: () => openRouting(f) }, "Routing") : null))))));
+}
+
+const ENDED = ["succeeded", "failed", "cancelled"];
+
+/**
+ * A dataset's routing profile under a base model: the newest one is shown (polled while it runs), and
+ * "Profile" runs a new one on a runner. Drawn as a heatmap, a row per MoE layer.
+ */
+async function routingPanel(panel, file, isCurrent) {
+  const models = await get("/v1/models");
+  const model = h("select", { id: "profile-model" }, models.data.map((m) => h("option", { value: m.id }, m.id)));
+  const examples = h("input", { id: "profile-examples", type: "number", min: 1, max: 10000, step: 1, placeholder: "256" });
+  const result = h("div", { id: "profile-result" });
+  const path = `/v1/files/${encodeURIComponent(file.id)}/routing_profile`;
+  let shown = 0;
+  const show = async (create) => {
+    const mine = ++shown;
+    const current = () => mine === shown && isCurrent() && panel.isConnected;
+    try {
+      const body = { model: model.value, ...(examples.value ? { max_examples: Number(examples.value) } : {}) };
+      let profile = create ? await post(path, body) : await get(`${path}?model=${encodeURIComponent(model.value)}`);
+      while (!ENDED.includes(profile.status) && current()) {
+        fill(result, h("p.muted", { "data-status": profile.status }, `Routing profile ${profile.status}…`));
+        await new Promise((resolve) => setTimeout(resolve, 2000));
+        profile = await get(`${path}?model=${encodeURIComponent(model.value)}`);
+      }
+      if (current()) fill(result, describeProfile(profile));
+    } catch (error) {
+      if (!current()) return;
+      fill(result, error.status === 404 ? h("p.muted", { "data-status": "none" }, "No routing profile of this dataset under this model yet.") : errorBox(error));
+    }
+  };
+  model.onchange = () => show(false);
+  fill(panel, h("div.card", { "data-file": file.id },
+    h("h2", {}, `Routing of ${file.filename}`),
+    h("p.muted", {}, "How a base model's routers spread this dataset's tokens over the experts of each MoE layer, before any training: the experts a LoRA on experts would exercise (lora.target_experts: {\"from_profile\": …}) and the dead ones."),
+    row("profile-model", "model", model), row("profile-examples", "examples", examples, "The first examples of the file (default 256)."),
+    h("button", { type: "button", id: "profile-run", onclick: () => show(true) }, "Profile"), result));
+  await show(false);
+}
+
+function describeProfile(p) {
+  if (p.status !== "succeeded") return errorBox(new Error(`Routing profile ${p.status}: ${p.error?.message ?? "no result"}`));
+  const dead = p.training.layers.reduce((n, l) => n + l.dead_experts.length, 0);
+  return h("div", { "data-status": "succeeded" },
+    h("p", {}, `${p.training.tokens} tokens of ${p.training.examples} examples, top-${p.training.top_k}: ${dead} dead experts over ${p.training.layers.length} MoE layers.`),
+    profileHeatmap("profile-heatmap", p.training, `Share of each layer's top-k choices under ${p.model} (outlined: dead experts)`),
+    p.validation ? profileHeatmap("profile-heatmap-validation", p.validation, "The validation file") : null);
 }
 
 /** The job list, newest first, refreshed every few seconds while shown. */

@@ -242,14 +242,21 @@ pub async fn delete(state: &AppState, tenant: TenantId, id: &FileId) -> Result<(
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| ApiError::not_found("file", id))?;
-    let active: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM jobs WHERE (training_file = $1 OR validation_file = $1) AND status IN ('validating_files', 'queued', 'running', 'pausing', 'paused') LIMIT 1",
+    let active: Option<(String, String, String)> = sqlx::query_as(
+        "SELECT id, method_type, model FROM jobs WHERE (training_file = $1 OR validation_file = $1) AND status IN ('validating_files', 'queued', 'running', 'pausing', 'paused') LIMIT 1",
     )
     .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
-    if let Some(job) = active {
-        return Err(ApiError::new(ErrorCode::FileInUse, format!("File '{id}' is used by job '{job}', which has not finished; cancel it or wait, then delete the file.")));
+    match active {
+        Some((_, method, model)) if method == moetune_types::routing::PROFILE_METHOD => {
+            let message = format!("File '{id}' is being profiled with model '{model}' (GET /v1/files/{id}/routing_profile); wait until that finishes, then delete the file.");
+            return Err(ApiError::new(ErrorCode::FileInUse, message));
+        }
+        Some((job, _, _)) => {
+            return Err(ApiError::new(ErrorCode::FileInUse, format!("File '{id}' is used by job '{job}', which has not finished; cancel it or wait, then delete the file.")));
+        }
+        None => {}
     }
     sqlx::query("UPDATE files SET deleted_at = now() WHERE id = $1").bind(id).execute(&mut *tx).await?;
     tx.commit().await?;

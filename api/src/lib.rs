@@ -17,6 +17,7 @@ pub mod quotas;
 pub mod rate_limit;
 pub mod report;
 pub mod routes;
+pub mod routing_profiles;
 pub mod storage;
 pub mod sweeper;
 pub mod telemetry;

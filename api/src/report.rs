@@ -3,7 +3,7 @@
 //! alerts, and the base / SFT / PTQ / SFT+QAT table. Charts are SVG drawn here, so the page needs no
 //! JavaScript to show them; the template escapes every value it prints.
 
-use moetune_types::{EvalReport, EvalRow, JobId, LayerUsage, RunnerEventKind, TenantId};
+use moetune_types::{EvalReport, EvalRow, JobId, LayerUsage, RoutingProfile, RunnerEventKind, TenantId};
 use minijinja::Environment;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -127,12 +127,24 @@ pub async fn render(state: &AppState, tenant: TenantId, job_id: &JobId) -> Resul
     }
     let result_table = || job.result.as_ref().and_then(|r| ResultEval::deserialize(r).ok()).map(|r| r.eval);
     let evaluation_table = evaluation.as_ref().map(|r| r.table.clone()).or_else(result_table);
+    // The training data's routing: measured by the job itself (`from_profile`), else the newest
+    // routing profile of its training file under its model.
+    #[derive(Deserialize)]
+    struct ResultProfile {
+        training_routing_profile: RoutingProfile,
+    }
+    let profile = match job.result.as_ref().and_then(|r| ResultProfile::deserialize(r).ok()) {
+        Some(r) => Some(r.training_routing_profile),
+        None => crate::routing_profiles::succeeded(state, tenant, &job.training_file, &job.model).await?,
+    };
     let context = serde_json::json!({
         "job": serde_json::to_value(&job).map_err(ApiError::internal)?,
         "loss": loss_chart(&steps),
         "learning_rate": lr_chart(&steps),
         "heatmap": heatmap(&checks),
         "experts": expert_shares(checks.last(), collapse_threshold(&job)),
+        "profile": profile.as_ref().and_then(profile_shares),
+        "profile_dead": profile.as_ref().map(|p| p.layers.iter().map(|l| l.dead_experts.len()).sum::<usize>()),
         "alerts": checks.iter().filter(|c| c.alert || c.drift_exceeded).collect::<Vec<_>>(),
         "drift": checks.iter().rev().find_map(|c| c.routing_drift.map(|d| serde_json::json!({"stage": c.stage, "step": c.step, "percent": 100.0 * d}))),
         "checks": checks.len(),
@@ -278,6 +290,9 @@ struct ExpertShares {
     scale: Vec<(f64, String)>,
     scale_y: f64,
     title: String,
+    /// The legend's labels: the marker's and the scale's right end.
+    marker_label: String,
+    end_label: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -293,35 +308,71 @@ const SCALE_WIDTH: f64 = 200.0;
 
 fn expert_shares(check: Option<&Check>, threshold: f64) -> Option<ExpertShares> {
     let check = check?;
-    let layers: Vec<&LayerUsage> = check.layers.iter().filter(|l| !l.counts.is_empty()).collect();
-    let experts = layers.iter().map(|l| l.counts.len()).max()?;
-    let (label_w, label_h) = (70.0, 40.0);
-    let cell_width = ((CHART_WIDTH - label_w) / experts as f64).clamp(4.0, 40.0);
-    let cell_height = 18.0;
-    let mut cells = Vec::new();
-    for (row, usage) in layers.iter().enumerate() {
-        let counts: Vec<f64> = usage.counts.iter().map(|&c| c as f64).collect();
-        let total: f64 = counts.iter().sum::<f64>().max(1.0);
-        for (expert, count) in counts.iter().enumerate() {
-            let share = count / total;
-            cells.push(ShareCell {
-                x: label_w + expert as f64 * cell_width,
-                y: label_h + row as f64 * cell_height,
-                fill: share_colour(share),
-                title: format!("layer {}, expert {expert}: {share:.3} of the routed tokens", usage.layer),
-                over: share >= threshold,
-            });
+    let rows: Vec<(usize, Vec<f64>)> = check
+        .layers
+        .iter()
+        .filter(|l| !l.counts.is_empty())
+        .map(|l| {
+            let total = l.counts.iter().sum::<u64>().max(1) as f64;
+            (l.layer, l.counts.iter().map(|&c| c as f64 / total).collect())
+        })
+        .collect();
+    let grid = ShareGrid { colour_at: 1.0, marker: threshold, outline: &|share| share >= threshold, what: "of the routed tokens" };
+    let mut shares = grid.draw(&rows, format!("{} step {}", check.stage, check.step))?;
+    (shares.marker_label, shares.end_label) = (format!("collapse threshold {threshold:.2}"), "1".into());
+    Some(shares)
+}
+
+/// The routing profile of the job's training data under the base model: each expert's share of its
+/// layer's top-k choices, coloured against twice the uniform share; dead experts outlined.
+fn profile_shares(profile: &RoutingProfile) -> Option<ExpertShares> {
+    let experts = profile.layers.iter().map(|l| l.topk_share.len()).max()?.max(1) as f64;
+    let rows: Vec<(usize, Vec<f64>)> = profile.layers.iter().map(|l| (l.layer, l.topk_share.clone())).collect();
+    let dead = profile.dead_share;
+    let grid = ShareGrid { colour_at: 2.0 / experts, marker: 1.0 / experts, outline: &|share| share < dead, what: "of the layer's top-k choices" };
+    let mut shares = grid.draw(&rows, format!("{} tokens of {} examples", profile.tokens, profile.examples))?;
+    (shares.marker_label, shares.end_label) = (format!("uniform 1/{experts}"), "2× uniform".into());
+    Some(shares)
+}
+
+/// Draws rows of per-expert shares: `colour_at` is the share drawn darkest, `marker` the share marked
+/// on the scale, `outline` the cells outlined.
+struct ShareGrid<'a> {
+    colour_at: f64,
+    marker: f64,
+    outline: &'a dyn Fn(f64) -> bool,
+    what: &'a str,
+}
+
+impl ShareGrid<'_> {
+    fn draw(&self, layers: &[(usize, Vec<f64>)], title: String) -> Option<ExpertShares> {
+        let experts = layers.iter().map(|l| l.1.len()).max().filter(|&e| e > 0)?;
+        let (label_w, label_h) = (70.0, 40.0);
+        let cell_width = ((CHART_WIDTH - label_w) / experts as f64).clamp(4.0, 40.0);
+        let cell_height = 18.0;
+        let mut cells = Vec::new();
+        for (row, (layer, shares)) in layers.iter().enumerate() {
+            for (expert, &share) in shares.iter().enumerate() {
+                cells.push(ShareCell {
+                    x: label_w + expert as f64 * cell_width,
+                    y: label_h + row as f64 * cell_height,
+                    fill: share_colour(share / self.colour_at),
+                    title: format!("layer {layer}, expert {expert}: {share:.3} {}", self.what),
+                    over: (self.outline)(share),
+                });
+            }
         }
+        let rows = layers.iter().enumerate().map(|(i, l)| (label_h + (i as f64 + 0.7) * cell_height, format!("layer {}", l.0))).collect();
+        let every = experts.div_ceil(16).max(1);
+        let columns = (0..experts).filter(|e| e % every == 0).map(|e| (label_w + (e as f64 + 0.5) * cell_width, e.to_string())).collect();
+        let width = (label_w + experts as f64 * cell_width + 10.0).max(SCALE_WIDTH + 80.0);
+        let height = label_h + layers.len() as f64 * cell_height + 50.0;
+        let scale = (0..20).map(|i| (10.0 + f64::from(i) * SCALE_WIDTH / 20.0, share_colour((f64::from(i) + 0.5) / 20.0))).collect();
+        let threshold_x = 10.0 + (self.marker / self.colour_at).clamp(0.0, 1.0) * SCALE_WIDTH;
+        let scale_y = height - 34.0;
+        let (marker_label, end_label) = (String::new(), String::new());
+        Some(ExpertShares { cells, rows, columns, cell_width, cell_height, width, height, threshold: self.marker, threshold_x, scale, scale_y, title, marker_label, end_label })
     }
-    let rows = layers.iter().enumerate().map(|(i, l)| (label_h + (i as f64 + 0.7) * cell_height, format!("layer {}", l.layer))).collect();
-    let every = experts.div_ceil(16).max(1);
-    let columns = (0..experts).filter(|e| e % every == 0).map(|e| (label_w + (e as f64 + 0.5) * cell_width, e.to_string())).collect();
-    let width = (label_w + experts as f64 * cell_width + 10.0).max(SCALE_WIDTH + 80.0);
-    let height = label_h + layers.len() as f64 * cell_height + 50.0;
-    let title = format!("{} step {}", check.stage, check.step);
-    let scale = (0..20).map(|i| (10.0 + f64::from(i) * SCALE_WIDTH / 20.0, share_colour((f64::from(i) + 0.5) / 20.0))).collect();
-    let scale_y = height - 34.0;
-    Some(ExpertShares { cells, rows, columns, cell_width, cell_height, width, height, threshold, threshold_x: 10.0 + threshold.clamp(0.0, 1.0) * SCALE_WIDTH, scale, scale_y, title })
 }
 
 fn share_colour(share: f64) -> String {
@@ -395,5 +446,18 @@ mod tests {
         assert!(shares.cells[0].title.contains("expert 0: 0.800"), "{}", shares.cells[0].title);
         assert_eq!(shares.rows.len(), 2);
         assert!(expert_shares(None, 0.7).is_none());
+        assert_eq!(shares.marker_label, "collapse threshold 0.70");
+    }
+
+    #[test]
+    fn a_routing_profile_outlines_dead_experts_and_darkens_at_twice_uniform() {
+        let layer = |layer, topk: &[u64]| moetune_types::LayerProfile::from_counts(layer, topk, topk, 0.001);
+        let profile = RoutingProfile { examples: 3, tokens: 100, top_k: 2, dead_share: 0.001, layers: vec![layer(0, &[100, 100, 0, 0]), layer(1, &[50, 50, 50, 50])] };
+        let shares = profile_shares(&profile).unwrap();
+        assert_eq!(shares.cells.len(), 8);
+        assert_eq!(shares.cells.iter().filter(|c| c.over).count(), 2, "experts 2 and 3 of layer 0 are dead");
+        assert_eq!(shares.cells[0].fill, share_colour(1.0), "half the choices on four experts is twice uniform");
+        assert_eq!(shares.cells[4].fill, share_colour(0.5));
+        assert_eq!((shares.marker_label.as_str(), shares.threshold_x), ("uniform 1/4", 10.0 + SCALE_WIDTH / 2.0));
     }
 }

@@ -65,6 +65,27 @@ enum FilesCommand {
         purpose: String,
     },
     List,
+    /// Profile how a base model routes a dataset (a short job on a runner): per MoE layer, every
+    /// expert's share of the tokens and the dead experts. --wait polls until it ends and prints it.
+    Profile {
+        id: String,
+        #[arg(long)]
+        model: String,
+        /// How many examples (the first ones) to route: 1 to 10000 (default 256).
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+        max_examples: Option<i32>,
+        /// Another dataset, such as a job's validation file, profiled the same way.
+        #[arg(long)]
+        validation_file: Option<String>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// The newest routing profile of a dataset (under --model, when given).
+    RoutingProfile {
+        id: String,
+        #[arg(long)]
+        model: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -221,6 +242,26 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 print(json, file, || format!("{}  {:>10} bytes  {:<9}  {}", file.id, file.bytes, file.status, file.filename));
             }
         }
+        Command::Files(FilesCommand::Profile { id, model, max_examples, validation_file, wait }) => {
+            let request = types::CreateRoutingProfileRequest { model: model.clone(), max_examples, validation_file, seq_len: None };
+            let mut profile = client.files_create_routing_profile().id(&id).body(request).send().await?.into_inner();
+            while wait && !finished(&profile.status) {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                profile = client.files_routing_profile().id(&id).model(&model).send().await?.into_inner();
+            }
+            print(json, &profile, || describe_profile(&profile));
+            if wait && profile.status.to_string() != "succeeded" {
+                return Ok(1);
+            }
+        }
+        Command::Files(FilesCommand::RoutingProfile { id, model }) => {
+            let mut request = client.files_routing_profile().id(&id);
+            if let Some(model) = &model {
+                request = request.model(model);
+            }
+            let profile = request.send().await?.into_inner();
+            print(json, &profile, || describe_profile(&profile));
+        }
         Command::Jobs(JobsCommand::Create { spec, upload: dataset, follow }) => {
             let request = job_request(&client, &spec, dataset, json).await?;
             let job = client.fine_tuning_create().body(request).send().await?.into_inner();
@@ -268,6 +309,35 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         }
     }
     Ok(0)
+}
+
+fn finished(status: &types::JobStatus) -> bool {
+    matches!(status.to_string().as_str(), "succeeded" | "failed" | "cancelled")
+}
+
+/// A routing profile: its state, then per file and MoE layer the dead experts, the concentration and
+/// each expert's share of the top-k choices in percent.
+fn describe_profile(p: &types::RoutingProfileObject) -> String {
+    let mut lines = vec![format!("{} under {}: {} ({} examples at most)", p.file_id, p.model, p.status, p.max_examples)];
+    if let Some(error) = &p.error {
+        lines.push(format!("  error: {}", error.message));
+    }
+    for (what, profile) in [("training", &p.training), ("validation", &p.validation)] {
+        let Some(profile) = profile else { continue };
+        lines.push(format!("{what}: {} tokens of {} examples, top-{}", profile.tokens, profile.examples, profile.top_k));
+        for layer in &profile.layers {
+            let shares: Vec<String> = layer.topk_share.iter().map(|s| format!("{:.0}", 100.0 * s)).collect();
+            lines.push(format!(
+                "  layer {:>3}: entropy {:.3}  KL {:.3}  dead {:?}  top-k shares % [{}]",
+                layer.layer,
+                layer.entropy_norm,
+                layer.kl_to_uniform,
+                layer.dead_experts,
+                shares.join(" ")
+            ));
+        }
+    }
+    lines.join("\n")
 }
 
 /// One monitor check: the means and the drift, then each layer's expert shares in percent.

@@ -113,6 +113,16 @@ async fn the_cli_runs_a_job_from_login_to_artifacts(pool: PgPool) {
     let check: serde_json::Value = serde_json::from_str(&cli.ok(&["--json", "jobs", "usage", &longer_id]).await).unwrap();
     assert_eq!((check["object"].as_str(), check["layers"][0]["shares"].as_array().map(Vec::len)), (Some("fine_tuning.job.expert_usage"), Some(4)), "{check:#}");
 
+    // The routing profile of the dataset the first job trained on: run and waited for, then read back.
+    let job: serde_json::Value = serde_json::from_str(&cli.ok(&["--json", "jobs", "get", &job_id]).await).unwrap();
+    let file = job["training_file"].as_str().unwrap();
+    let profiled = cli.ok(&["files", "profile", file, "--model", "moetune/tiny-mixtral", "--max-examples", "16", "--wait"]).await;
+    assert!(profiled.lines().next().unwrap().contains("succeeded"), "{profiled}");
+    assert_eq!(profiled.lines().filter(|l| l.trim_start().starts_with("layer ") && l.contains("top-k shares % [")).count(), 2, "{profiled}");
+    let read: serde_json::Value = serde_json::from_str(&cli.ok(&["--json", "files", "routing-profile", file]).await).unwrap();
+    assert_eq!((read["status"].as_str(), read["training"]["examples"].as_u64()), (Some("succeeded"), Some(16)), "{read:#}");
+    assert_eq!(cli.run(&["files", "profile", file, "--model", "moetune/tiny-mixtral", "--max-examples", "0"]).await.status.code(), Some(2), "bad usage");
+
     // A cancelled job: follow ends with exit 1.
     let created = cli.ok(&["--json", "jobs", "create", "-f", spec.to_str().unwrap(), "--upload", dataset]).await;
     let cancelled_id = serde_json::from_str::<serde_json::Value>(created.lines().last().unwrap()).unwrap()["id"].as_str().unwrap().to_string();

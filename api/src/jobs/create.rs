@@ -25,14 +25,32 @@ use super::request::{resolve, CreateJobRequest, ResolvedHyperparameters};
 /// job with its events; the model comes from the registry's cache) and one to Redis; the response
 /// comes from the inserted row.
 pub async fn create(state: &AppState, tenant: TenantId, request: CreateJobRequest) -> Result<JobObject, ApiError> {
-    let (mut spec, hyperparameters) = resolve(&request)?;
+    let (spec, hyperparameters) = resolve(&request)?;
+    match insert_and_enqueue(state, tenant, &request, spec, &hyperparameters).await? {
+        Ok(row) => job_object(row),
+        Err(id) => get(state, tenant, &id).await,
+    }
+}
+
+/// Creates a job of another kind than a fine-tune (a routing profile: its spec says what it runs),
+/// with the same checks, quota and placement. Returns its id.
+pub async fn submit(state: &AppState, tenant: TenantId, request: &CreateJobRequest, spec: TrainingSpec, hyperparameters: &ResolvedHyperparameters) -> Result<JobId, ApiError> {
+    Ok(match insert_and_enqueue(state, tenant, request, spec, hyperparameters).await? {
+        Ok(row) => row.id,
+        Err(id) => id,
+    })
+}
+
+/// Inserts the job and publishes it when it is queued at once: then its row as inserted, else (it
+/// waits for its files) only its id.
+async fn insert_and_enqueue(state: &AppState, tenant: TenantId, request: &CreateJobRequest, mut spec: TrainingSpec, hyperparameters: &ResolvedHyperparameters) -> Result<Result<JobRow, JobId>, ApiError> {
     let model = crate::models::require(state, &mut spec).await?;
     let id = JobId::generate();
-    let job = NewJob { id: &id, tenant, request: &request, spec: &spec, hyperparameters: &hyperparameters, requirements: &model.requirements };
+    let job = NewJob { id: &id, tenant, request, spec: &spec, hyperparameters, requirements: &model.requirements };
     let created = insert_job(state, job).await?;
     if created.row.status != JobStatus::Queued {
         advance_validating(state).await?;
-        return get(state, tenant, &id).await;
+        return Ok(Err(id));
     }
     let parts = store::AssignmentParts {
         attempt: created.row.attempt,
@@ -47,7 +65,7 @@ pub async fn create(state: &AppState, tenant: TenantId, request: CreateJobReques
         resume_from: None,
     };
     enqueue(state, &parts.into_assignment(&id, &state.config.s3.bucket)).await;
-    job_object(created.row)
+    Ok(Ok(created.row))
 }
 
 /// A job as `create_job` inserted it, with its files' S3 keys.

@@ -9,7 +9,7 @@ mod object;
 mod request;
 mod usage;
 
-pub use create::{advance_validating, create, file_refusal, FileRefusal};
+pub use create::{advance_validating, create, file_refusal, submit, FileRefusal};
 pub use history::{checkpoints, events, get_owned, parse_event_id, JobCheckpoint, JobEvent};
 pub use lifecycle::{cancel, pause, resume};
 pub use object::{artifacts, get, list, Artifact, JobError, JobObject, MethodEcho, SELECT_JOBS};

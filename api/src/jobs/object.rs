@@ -125,6 +125,9 @@ pub const SELECT_JOBS: &str = "SELECT *, (SELECT json_agg(json_build_object('nam
      FROM artifacts a WHERE a.job_id = jobs.id) AS artifact_list
  FROM jobs WHERE ";
 
+/// The jobs the fine-tuning endpoints show: not the routing profiles (`crate::routing_profiles`).
+pub const FINE_TUNES: &str = "method_type <> 'routing_profile'";
+
 /// An artifact row, as `SELECT_JOBS` aggregates it or as read alone.
 #[derive(Deserialize, sqlx::FromRow)]
 pub(super) struct ArtifactRecord {
@@ -143,7 +146,7 @@ impl From<ArtifactRecord> for Artifact {
 }
 
 pub async fn get(state: &AppState, tenant: TenantId, id: &JobId) -> Result<JobObject, ApiError> {
-    let row: JobRow = sqlx::query_as(&format!("{SELECT_JOBS}id = $1 AND tenant_id = $2"))
+    let row: JobRow = sqlx::query_as(&format!("{SELECT_JOBS}id = $1 AND tenant_id = $2 AND {FINE_TUNES}"))
         .bind(id)
         .bind(tenant)
         .fetch_optional(&state.db)
@@ -233,7 +236,7 @@ pub async fn list(state: &AppState, tenant: TenantId, after: Option<&str>, limit
     let cursor = crate::pagination::cursor(&state.db, "jobs", tenant, after).await?;
     // One query for the page with its artifacts (a page of 20 was once 40 queries, then 2).
     let mut query = sqlx::QueryBuilder::new(SELECT_JOBS);
-    query.push("tenant_id = ").push_bind(tenant);
+    query.push("tenant_id = ").push_bind(tenant).push(format!(" AND {FINE_TUNES}"));
     if !metadata.is_empty() {
         query.push(" AND metadata @> ").push_bind(serde_json::to_value(metadata).map_err(ApiError::internal)?);
     }

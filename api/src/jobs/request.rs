@@ -141,7 +141,7 @@ pub fn resolve(request: &CreateJobRequest) -> Result<(TrainingSpec, ResolvedHype
         return Err(ApiError::invalid(ErrorCode::InvalidHyperparameter, "hyperparameters.learning_rate_multiplier", "`learning_rate_multiplier` makes the learning rate 1 or more; lower it."));
     }
     let seed = request.seed.unwrap_or_else(|| u64::from(rand::random::<u32>()));
-    let spec = TrainingSpec { model: request.model.clone(), n_epochs: resolved.n_epochs, batch_size: resolved.batch_size, seed, moe };
+    let spec = TrainingSpec { model: request.model.clone(), n_epochs: resolved.n_epochs, batch_size: resolved.batch_size, seed, moe, routing_profile: None };
     Ok((spec, resolved))
 }
 

@@ -8,6 +8,7 @@ use futures_util::TryStreamExt;
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::files::{self, FileObject, Order, FILE_COLUMNS};
+use crate::routing_profiles::{self, CreateRoutingProfileRequest, RoutingProfileObject};
 use crate::{idempotency, quotas};
 use crate::AppState;
 
@@ -177,4 +178,42 @@ pub async fn content(caller: Principal, state: web::Data<AppState>, id: web::Pat
         .insert_header(("content-disposition", format!("attachment; filename=\"{}\"", filename.replace('"', ""))))
         .insert_header(("content-length", bytes.to_string()))
         .streaming(stream))
+}
+
+/// Profile how a base model routes a file: a short job of its own kind routes the file's first
+/// examples (and those of `validation_file`) through `model` on a runner and records, per MoE layer,
+/// every expert's share of the tokens, the dead experts, entropy and KL to uniform. Poll
+/// `GET /v1/files/{id}/routing_profile` until it has `succeeded`. Counts against the job quota while
+/// it runs; sends no fine-tuning webhooks.
+#[utoipa::path(post, path = "/v1/files/{id}/routing_profile", tag = "files",
+    params(("id" = String, Path, description = "File id")),
+    request_body = CreateRoutingProfileRequest,
+    responses((status = 200, body = RoutingProfileObject), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_routing_profile(caller: Principal, state: web::Data<AppState>, id: web::Path<String>, body: web::Json<CreateRoutingProfileRequest>) -> Result<HttpResponse, ApiError> {
+    let id = FileId::parse(&id).map_err(ApiError::no_such)?;
+    Ok(HttpResponse::Ok().json(routing_profiles::create(&state, caller.tenant, &id, body.into_inner()).await?))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RoutingProfileQuery {
+    /// Only a profile under this base model.
+    model: Option<String>,
+}
+
+/// The newest routing profile of a file (under `model`, when given): its status and, once
+/// `succeeded`, the profile of the file and of its validation file.
+#[utoipa::path(get, path = "/v1/files/{id}/routing_profile", tag = "files",
+    params(("id" = String, Path, description = "File id"), RoutingProfileQuery),
+    responses((status = 200, body = RoutingProfileObject), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn routing_profile(caller: Principal, state: web::Data<AppState>, id: web::Path<String>, query: web::Query<RoutingProfileQuery>) -> Result<HttpResponse, ApiError> {
+    let id = FileId::parse(&id).map_err(ApiError::no_such)?;
+    let model = query.model.as_deref().filter(|m| !m.is_empty());
+    if model.is_some_and(|m| m.len() > 200) {
+        return Err(ApiError::invalid(ErrorCode::InvalidQuery, "model", "`model` is a model id of at most 200 characters."));
+    }
+    Ok(HttpResponse::Ok().json(routing_profiles::latest(&state, caller.tenant, &id, model).await?))
 }

@@ -58,6 +58,8 @@ v1_routes! {
     GET "/files/{id}" FilesRead => files::retrieve;
     DELETE "/files/{id}" FilesWrite => files::delete;
     GET "/files/{id}/content" FilesRead => files::content;
+    POST "/files/{id}/routing_profile" JobsWrite => files::create_routing_profile;
+    GET "/files/{id}/routing_profile" FilesRead => files::routing_profile;
     POST "/uploads" FilesWrite => uploads::create;
     GET "/uploads/{id}" FilesRead => uploads::retrieve;
     POST "/uploads/{id}/parts" FilesWrite => uploads::add_part;

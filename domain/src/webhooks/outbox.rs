@@ -9,6 +9,7 @@ use super::EventType;
 
 /// Records an event about `job_id` with OpenAI's payload shape (`{id, object: "event", created_at,
 /// type, data: {id, …}}`): `data` is the job id plus the fields of `extra`. Returns the event id.
+/// Routing-profile jobs are not fine-tuning jobs: nothing is recorded for them.
 pub async fn publish(conn: &mut PgConnection, job_id: &JobId, kind: EventType, extra: Value) -> sqlx::Result<String> {
     let id = format!("evt_{}", uuid::Uuid::new_v4().simple());
     let mut data = json!({ "id": job_id });
@@ -25,7 +26,7 @@ pub async fn publish(conn: &mut PgConnection, job_id: &JobId, kind: EventType, e
     sqlx::query(
         "WITH event AS (
             INSERT INTO webhook_events (id, tenant_id, type, payload)
-            SELECT $1, tenant_id, $2, $3 FROM jobs WHERE id = $4
+            SELECT $1, tenant_id, $2, $3 FROM jobs WHERE id = $4 AND method_type <> 'routing_profile'
             RETURNING tenant_id)
          INSERT INTO webhook_deliveries (event_id, endpoint_id)
          SELECT $1, w.id FROM webhook_endpoints w JOIN event ON w.tenant_id = event.tenant_id

@@ -11,6 +11,7 @@ from .create_api_key_request import CreateApiKeyRequest
 from .create_endpoint_request import CreateEndpointRequest
 from .create_job_request import CreateJobRequest
 from .create_job_request_metadata_type_0 import CreateJobRequestMetadataType0
+from .create_routing_profile_request import CreateRoutingProfileRequest
 from .create_upload_request import CreateUploadRequest
 from .created_api_key import CreatedApiKey
 from .device_request import DeviceRequest
@@ -20,6 +21,7 @@ from .estimate_inputs import EstimateInputs
 from .estimate_memory import EstimateMemory
 from .eval_prompt import EvalPrompt
 from .event_list import EventList
+from .expert_targets_type_2 import ExpertTargetsType2
 from .expert_usage import ExpertUsage
 from .expert_usage_list import ExpertUsageList
 from .file_deleted import FileDeleted
@@ -46,8 +48,10 @@ from .job_object_result_type_0 import JobObjectResultType0
 from .job_requirements import JobRequirements
 from .job_status import JobStatus
 from .layer_expert_usage import LayerExpertUsage
+from .layer_profile import LayerProfile
 from .line_error import LineError
 from .lora_options import LoraOptions
+from .lora_options_rank_pattern import LoraOptionsRankPattern
 from .method import Method
 from .model_list import ModelList
 from .model_object import ModelObject
@@ -58,6 +62,7 @@ from .mxfp_4_scale_rule import Mxfp4ScaleRule
 from .order import Order
 from .part_form import PartForm
 from .precision import Precision
+from .profile_targets import ProfileTargets
 from .qat_format import QatFormat
 from .qat_options import QatOptions
 from .qat_trainable import QatTrainable
@@ -67,6 +72,8 @@ from .resolved_hyperparameters import ResolvedHyperparameters
 from .rotate_secret_request import RotateSecretRequest
 from .router_mode import RouterMode
 from .router_options import RouterOptions
+from .routing_profile import RoutingProfile
+from .routing_profile_object import RoutingProfileObject
 from .runner_class_estimate import RunnerClassEstimate
 from .runner_info import RunnerInfo
 from .runner_info_labels import RunnerInfoLabels
@@ -106,6 +113,7 @@ __all__ = (
     "CreateEndpointRequest",
     "CreateJobRequest",
     "CreateJobRequestMetadataType0",
+    "CreateRoutingProfileRequest",
     "CreateUploadRequest",
     "CreatedApiKey",
     "DeviceRequest",
@@ -115,6 +123,7 @@ __all__ = (
     "EstimateMemory",
     "EvalPrompt",
     "EventList",
+    "ExpertTargetsType2",
     "ExpertUsage",
     "ExpertUsageList",
     "FileDeleted",
@@ -139,8 +148,10 @@ __all__ = (
     "JobRequirements",
     "JobStatus",
     "LayerExpertUsage",
+    "LayerProfile",
     "LineError",
     "LoraOptions",
+    "LoraOptionsRankPattern",
     "Method",
     "ModelList",
     "ModelObject",
@@ -151,6 +162,7 @@ __all__ = (
     "Order",
     "PartForm",
     "Precision",
+    "ProfileTargets",
     "QatFormat",
     "QatOptions",
     "QatTrainable",
@@ -160,6 +172,8 @@ __all__ = (
     "RotateSecretRequest",
     "RouterMode",
     "RouterOptions",
+    "RoutingProfile",
+    "RoutingProfileObject",
     "RunnerClassEstimate",
     "RunnerInfo",
     "RunnerInfoLabels",
