@@ -79,7 +79,13 @@ const ENDED = ["succeeded", "failed", "cancelled"];
  * "Profile" runs a new one on a runner. Drawn as a heatmap, a row per MoE layer.
  */
 async function routingPanel(panel, file, isCurrent) {
-  const models = await get("/v1/models");
+  let models;
+  try {
+    models = await get("/v1/models");
+  } catch (error) {
+    fill(panel, errorBox(error));
+    return;
+  }
   const model = h("select", { id: "profile-model" }, models.data.map((m) => h("option", { value: m.id }, m.id)));
   const examples = h("input", { id: "profile-examples", type: "number", min: 1, max: 10000, step: 1, placeholder: "256" });
   const result = h("div", { id: "profile-result" });
@@ -92,7 +98,9 @@ async function routingPanel(panel, file, isCurrent) {
       const body = { model: model.value, ...(examples.value ? { max_examples: Number(examples.value) } : {}) };
       let profile = create ? await post(path, body) : await get(`${path}?model=${encodeURIComponent(model.value)}`);
       while (!ENDED.includes(profile.status) && current()) {
-        fill(result, h("p.muted", { "data-status": profile.status }, `Routing profile ${profile.status}…`));
+        const cancel = h("button.danger", { type: "button", id: "profile-cancel",
+          onclick: () => post(`${path}/cancel?model=${encodeURIComponent(model.value)}`).catch((error) => fill(result, errorBox(error))) }, "Cancel");
+        fill(result, h("p.muted", { "data-status": profile.status }, `Routing profile ${profile.status}… `, cancel));
         await new Promise((resolve) => setTimeout(resolve, 2000));
         profile = await get(`${path}?model=${encodeURIComponent(model.value)}`);
       }
@@ -112,7 +120,7 @@ async function routingPanel(panel, file, isCurrent) {
 }
 
 function describeProfile(p) {
-  if (p.status !== "succeeded") return errorBox(new Error(`Routing profile ${p.status}: ${p.error?.message ?? "no result"}`));
+  if (p.status !== "succeeded" || !p.training) return errorBox(new Error(`Routing profile ${p.status}: ${p.error?.message ?? "no result"}`));
   const dead = p.training.layers.reduce((n, l) => n + l.dead_experts.length, 0);
   return h("div", { "data-status": "succeeded" },
     h("p", {}, `${p.training.tokens} tokens of ${p.training.examples} examples, top-${p.training.top_k}: ${dead} dead experts over ${p.training.layers.length} MoE layers.`),

@@ -250,7 +250,7 @@ pub async fn delete(state: &AppState, tenant: TenantId, id: &FileId) -> Result<(
     .await?;
     match active {
         Some((_, method, model)) if method == moetune_types::routing::PROFILE_METHOD => {
-            let message = format!("File '{id}' is being profiled with model '{model}' (GET /v1/files/{id}/routing_profile); wait until that finishes, then delete the file.");
+            let message = format!("File '{id}' is being profiled with model '{model}'; wait until that finishes (GET /v1/files/{id}/routing_profile) or cancel it (POST /v1/files/{id}/routing_profile/cancel), then delete the file.");
             return Err(ApiError::new(ErrorCode::FileInUse, message));
         }
         Some((job, _, _)) => {

@@ -126,7 +126,8 @@ pub async fn require(state: &AppState, spec: &mut TrainingSpec) -> Result<Requir
         return Err(ApiError::invalid(ErrorCode::ModelNotFound, "model", format!("Model '{id}' is not available for fine-tuning. Available: {}.", ids.join(", "))));
     };
     spec.moe.resolve_qat_format(&entry.architecture);
-    if let Some((hidden, intermediate)) = entry.expert_dims {
+    // A routing profile trains nothing: no QAT format to fit.
+    if let Some((hidden, intermediate)) = entry.expert_dims.filter(|_| spec.routing_profile.is_none()) {
         spec.moe
             .qat_format()
             .check_expert_dims(id, hidden, intermediate)

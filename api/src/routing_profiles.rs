@@ -4,7 +4,7 @@
 //! fine-tuning job, but it is not one: the fine-tuning job endpoints and webhooks leave it out.
 
 use moetune_types::routing::{ProfileJob, ProfileResult, PROFILE_METHOD};
-use moetune_types::{ErrorCode, FileId, JobStatus, MoeSftQatOptions, RoutingProfile, TenantId, TrainingSpec};
+use moetune_types::{ErrorCode, FileId, JobId, JobStatus, MoeSftQatOptions, RoutingProfile, TenantId, TrainingSpec};
 use serde::Deserialize;
 use serde::Serialize;
 use sqlx::types::Json;
@@ -26,10 +26,12 @@ pub struct CreateRoutingProfileRequest {
     /// The base model whose routers route the file, e.g. `moetune/tiny-mixtral`.
     pub model: String,
     /// How many examples of the file (the first ones) to route: 1 to 10000. Default 256.
+    #[schema(minimum = 1, maximum = 10000)]
     pub max_examples: Option<u32>,
     /// Another `fine-tune` file, such as a job's validation data, profiled the same way.
     pub validation_file: Option<String>,
     /// Tokens per example beyond which it is cut: 16 to 32768. Default 2048.
+    #[schema(minimum = 16, maximum = 32768)]
     pub seq_len: Option<u32>,
 }
 
@@ -37,6 +39,8 @@ pub struct CreateRoutingProfileRequest {
 /// the top-k choices, dead experts, entropy and KL divergence to uniform routing.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RoutingProfileObject {
+    /// The job that computes it (not a fine-tuning job: the fine-tuning endpoints do not show it).
+    pub id: String,
     /// Always `routing_profile`.
     pub object: &'static str,
     pub file_id: String,
@@ -57,6 +61,7 @@ pub struct RoutingProfileObject {
 
 #[derive(sqlx::FromRow)]
 struct ProfileRow {
+    id: JobId,
     training_file: String,
     validation_file: Option<String>,
     model: String,
@@ -71,18 +76,31 @@ struct ProfileRow {
 
 impl ProfileRow {
     fn into_object(self) -> RoutingProfileObject {
-        let result = self.result.and_then(|r| serde_json::from_value::<ProfileResult>(r).ok());
-        let (training, validation) = result.map_or((None, None), |r| (Some(r.training), r.validation));
+        let parsed = self.result.map(serde_json::from_value::<ProfileResult>);
+        let (training, validation) = match parsed {
+            Some(Ok(r)) => (Some(r.training), r.validation),
+            _ => (None, None),
+        };
+        // A succeeded job whose result is not a profile (a runner that predates profiles trained it
+        // instead): shown as the error it is, never as a profile without data.
+        let unreadable = self.status == JobStatus::Succeeded && training.is_none();
+        let (status, error_code, error_message) = if unreadable {
+            let message = "The runner that took this profile did not return a routing profile (it predates them); create the profile again.";
+            (JobStatus::Failed, Some(ErrorCode::TrainingError.as_str().to_string()), Some(message.to_string()))
+        } else {
+            (self.status, self.error_code, self.error_message)
+        };
         RoutingProfileObject {
+            id: self.id.to_string(),
             object: "routing_profile",
             file_id: self.training_file,
             model: self.model,
             validation_file: self.validation_file,
             max_examples: self.spec.0.routing_profile.map_or(0, |p| p.max_examples),
-            status: self.status,
+            status,
             created_at: self.created_at.into(),
             finished_at: self.finished_at.map(Into::into),
-            error: self.error_code.map(|code| JobError { code, message: self.error_message.unwrap_or_default(), param: None }),
+            error: error_code.map(|code| JobError { code, message: error_message.unwrap_or_default(), param: None }),
             training,
             validation,
         }
@@ -90,7 +108,7 @@ impl ProfileRow {
 }
 
 const SELECT_PROFILE: &str =
-    "SELECT training_file, validation_file, model, spec, status, created_at, finished_at, error_code, error_message, result FROM jobs WHERE method_type = 'routing_profile' AND tenant_id = $1";
+    "SELECT id, training_file, validation_file, model, spec, status, created_at, finished_at, error_code, error_message, result FROM jobs WHERE method_type = 'routing_profile' AND tenant_id = $1";
 
 /// Starts profiling `file` (the tenant's) with `request.model`.
 pub async fn create(state: &AppState, tenant: TenantId, file: &FileId, request: CreateRoutingProfileRequest) -> Result<RoutingProfileObject, ApiError> {
@@ -134,10 +152,29 @@ pub async fn latest(state: &AppState, tenant: TenantId, file: &FileId, model: Op
         Some(row) => Ok(row.into_object()),
         None => {
             require_file(state, tenant, file).await?;
-            let with = model.map(|m| format!(" with model '{m}'")).unwrap_or_default();
+            let with = if model.is_some() { " under that model" } else { "" };
             Err(ApiError::new(ErrorCode::NotFound, format!("File '{file}' has no routing profile{with}; create one with POST /v1/files/{file}/routing_profile.")))
         }
     }
+}
+
+/// Cancels the newest profile of `file` (under `model`, when given) that has not finished.
+pub async fn cancel(state: &AppState, tenant: TenantId, file: &FileId, model: Option<&str>) -> Result<RoutingProfileObject, ApiError> {
+    let id: Option<JobId> = sqlx::query_scalar(&format!(
+        "SELECT id FROM ({SELECT_PROFILE} AND training_file = $2 AND ($3::text IS NULL OR model = $3) AND status IN ('validating_files', 'queued', 'running', 'pausing', 'paused')) AS p ORDER BY created_at DESC LIMIT 1"
+    ))
+    .bind(tenant)
+    .bind(file)
+    .bind(model)
+    .fetch_optional(&state.db)
+    .await?;
+    let Some(id) = id else {
+        require_file(state, tenant, file).await?;
+        return Err(ApiError::new(ErrorCode::JobNotCancellable, format!("File '{file}' has no routing profile in progress to cancel.")));
+    };
+    jobs::cancel_profile(state, tenant, &id).await?;
+    let row: ProfileRow = sqlx::query_as(&format!("{SELECT_PROFILE} AND id = $2")).bind(tenant).bind(&id).fetch_one(&state.db).await?;
+    Ok(row.into_object())
 }
 
 /// The newest succeeded profile of the tenant's `file` under `model` (the report's heatmap).

@@ -72,8 +72,8 @@ enum FilesCommand {
         #[arg(long)]
         model: String,
         /// How many examples (the first ones) to route: 1 to 10000 (default 256).
-        #[arg(long, value_parser = clap::value_parser!(i32).range(1..=10_000))]
-        max_examples: Option<i32>,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        max_examples: Option<u32>,
         /// Another dataset, such as a job's validation file, profiled the same way.
         #[arg(long)]
         validation_file: Option<String>,
@@ -243,7 +243,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             }
         }
         Command::Files(FilesCommand::Profile { id, model, max_examples, validation_file, wait }) => {
-            let request = types::CreateRoutingProfileRequest { model: model.clone(), max_examples, validation_file, seq_len: None };
+            let request = types::CreateRoutingProfileRequest { model: model.clone(), max_examples: max_examples.and_then(std::num::NonZeroU32::new), validation_file, seq_len: None };
             let mut profile = client.files_create_routing_profile().id(&id).body(request).send().await?.into_inner();
             while wait && !finished(&profile.status) {
                 tokio::time::sleep(std::time::Duration::from_secs(2)).await;

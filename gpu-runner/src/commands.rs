@@ -11,7 +11,6 @@ use crate::model::checkpoint::{write_file, write_safetensors, Owned};
 use crate::model::{ForwardMode, MoeModel};
 use crate::text::TextCodec;
 use crate::train::data::Sample;
-use crate::train::eval::Batch;
 
 /// Reads `[[id, …], …]` (equal lengths) into a `[batch, seq]` tensor.
 fn read_ids(path: &Path) -> anyhow::Result<Tensor> {
@@ -96,8 +95,7 @@ pub fn routing_profile(model_dir: &Path, data: Option<&Path>, input: Option<&Pat
         _ => bail!("give --data FILE.jsonl or --input IDS.json"),
     };
     let pad = TextCodec::from_dir(model_dir).map(|c| c.pad_id()).unwrap_or(0);
-    let batches: Vec<Batch> = samples.chunks(8).map(|c| Batch::new(&c.iter().collect::<Vec<_>>(), pad, device)).collect();
-    let profile = crate::train::profile::measure(&model, &batches, samples.len() as u64, crate::train::profile::DEAD_SHARE);
+    let profile = crate::train::profile::measure(&model, &samples, 8, pad, device, samples.len() as u64, crate::train::profile::DEAD_SHARE);
     println!("{}", serde_json::to_string(&profile)?);
     Ok(())
 }

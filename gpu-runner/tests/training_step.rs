@@ -243,3 +243,59 @@ fn a_bf16_step_tracks_the_fp32_step() {
     assert!(unchanged > 0.5, "only {unchanged} of the bf16 weights kept their value: the test would not show the master's use");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Experts chosen per layer with ranks of their own, on every architecture (gpt-oss's `[E, in, out]`
+/// experts and Qwen2-MoE's dense layer included), through steps of AdamW with weight decay: the
+/// untargeted experts' factors and the rows beyond each expert's rank stay exactly zero, the targeted
+/// ones train, and the PEFT export read back gives every expert the same update (rsLoRA scaling).
+#[test]
+fn chosen_experts_alone_train_and_their_export_reads_back_with_the_same_updates() {
+    let _serial = serial();
+    let batch = batch(96);
+    for (name, config) in configs() {
+        let vars = nn::VarStore::new(Device::Cpu);
+        let model = new_seeded(&vars, config, 5);
+        let options: LoraOptions = serde_json::from_value(json!({"r": 2, "use_rslora": true, "target_modules": ["q_proj"],
+            "target_experts": [[1, 3], []], "rank_pattern": {"layers.0.experts.3": 4}}))
+        .unwrap();
+        let plan = lora::ExpertPlan::new(&model, &options, None);
+        assert_eq!(plan.ranks[0], [0, 2, 0, 4], "{name}");
+        let adapters = lora::create_planned(&model, &options, &plan, Device::Cpu);
+        assert_eq!(adapters.experts.len(), 2, "{name}: layer 0's two fused weights only");
+        let mut optimizer = AdamW::new(lora::trainables(&adapters), 0.1);
+        let mode = ForwardMode { adapters: Some(&adapters), ..Default::default() };
+        let options_step = StepOptions { checkpointing: false, chunk_tokens: None, aux_loss_coef: 0.0, z_loss_coef: 0.0, grad_scale: 1.0 };
+        for _ in 0..3 {
+            let _ = forward_backward(&model, &batch, mode, &options_step);
+            optimizer.step(1e-2);
+            zero_grads(&lora::trainables(&adapters));
+        }
+        let experts = 4;
+        for (param, pair) in &adapters.experts {
+            let rank = pair.a.size()[0] / experts;
+            assert_eq!(rank, 4, "{name} {param}: sized for the largest rank");
+            let a = pair.a.view([experts, rank, -1]);
+            let b = pair.b.view([-1, rank, experts]);
+            for (e, r) in [(0, 0), (1, 2), (2, 0), (3, 4)] {
+                let dead_a = a.get(e).narrow(0, r, rank - r);
+                let dead_b = b.select(2, e).narrow(1, r, rank - r);
+                let all_zero = |t: &Tensor| t.numel() == 0 || t.abs().max().double_value(&[]) == 0.0;
+                assert!(all_zero(&dead_a) && all_zero(&dead_b), "{name} {param} expert {e}: rows beyond rank {r} moved");
+                if r > 0 {
+                    assert!(b.select(2, e).abs().max().double_value(&[]) > 0.0, "{name} {param} expert {e} trained");
+                }
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("moetune-chosen-experts-{name}-{}", std::process::id()));
+        lora::save_peft(&adapters, &options, &model, "base", &dir).unwrap();
+        let loaded = lora::load_peft(&dir, Device::Cpu).unwrap();
+        let transposed = model.experts_transposed();
+        for param in adapters.experts.keys() {
+            let trained = adapters.expert_delta(param, experts, transposed).unwrap();
+            let read = loaded.expert_delta(param, experts, transposed).unwrap();
+            let diff = (&trained - &read).abs().max().double_value(&[]);
+            assert!(diff <= 1e-6 * trained.abs().max().double_value(&[]).max(1e-12), "{name} {param}: the export reads back {diff} off");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,5 +1,6 @@
 //! The web console, used as a person would in headless Chromium: sign in with an API key, upload a
-//! dataset (a bad one first: its errors appear in place with line numbers), create a job from the form
+//! dataset (a bad one first: its errors appear in place with line numbers), profile how the base model
+//! routes it, create a job from the form
 //! (a refused option marked on its field, then an estimate), follow it live, pause and resume it, and
 //! read its charts, heatmap, evaluation table, checkpoints and artifacts; download one and cancel
 //! another job. Screenshots of each page land in the target directory.
@@ -53,6 +54,18 @@ async fn a_job_is_driven_through_the_console(pool: PgPool) {
     assert!(uploaded.text().await.unwrap().contains("240 examples"));
     browser.wait_for(&format!("#files tr[data-file=\"{file_id}\"]"), SHORT).await;
     browser.screenshot("03-datasets").await;
+
+    // How a base model routes the dataset: none yet, then one run on the runner and drawn, a cell per
+    // MoE layer and expert.
+    browser.click(&format!("button[data-routing=\"{file_id}\"]")).await;
+    browser.click("#profile-model option[value=\"moetune/tiny-mixtral\"]").await;
+    browser.wait_for("#profile-result [data-status=\"none\"]", SHORT).await;
+    browser.type_into("#profile-examples", "32").await;
+    browser.click("#profile-run").await;
+    let heatmap = browser.wait_for("#profile-heatmap", Duration::from_secs(120)).await;
+    assert_eq!(heatmap.attr("data-drawn").await.unwrap().as_deref(), Some("8"));
+    assert!(browser.text("#profile-result").await.contains("of 32 examples"), "{}", browser.text("#profile-result").await);
+    browser.screenshot("03-routing-profile").await;
 
     // The form shows every MoE option with the API's default; a refused option is marked on its field.
     browser.client.goto(&page("#/new")).await.unwrap();

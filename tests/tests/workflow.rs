@@ -51,6 +51,16 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
+/// PEFT on the base model with the job's adapter computes what the runner computes with it, and
+/// transformers on the merged checkpoint what the runner computes from that.
+fn peft_and_merged_match_the_oracle(out: &Path, base: &Path, ids: &Path) {
+    let oracle = out.join("oracle.safetensors");
+    let peft = max_diff(&ours(base, Some(&out.join("adapter")), ids, &out.join("a.safetensors")), &logits(&oracle, "peft"));
+    assert!(peft < TOLERANCE, "PEFT differs by {peft}");
+    let merged = max_diff(&ours(&out.join("merged"), None, ids, &out.join("m.safetensors")), &logits(&oracle, "merged"));
+    assert!(merged < TOLERANCE, "merged differs by {merged}");
+}
+
 /// Makes a tiny HF base model, trains on it, runs the oracle on the outputs; returns (dir, base, ids).
 fn trained_on(arch: &str, options: &str, format: &str) -> (PathBuf, PathBuf, PathBuf) {
     let dir = scratch(arch);
@@ -72,11 +82,7 @@ fn lora_on_attention_and_experts_with_nvfp4_loads_in_peft_and_matches_modelopt()
                       "qat": {"steps": 3, "learning_rate": 1e-4, "format": "nvfp4"}, "checkpoint_every_n_steps": 0}"#;
     let (out, base, ids) = trained_on("mixtral", options, "nvfp4");
     let oracle = out.join("oracle.safetensors");
-    // PEFT on the base model with our adapter = the runner with the same adapter.
-    let peft = max_diff(&ours(&base, Some(&out.join("adapter")), &ids, &out.join("a.safetensors")), &logits(&oracle, "peft"));
-    assert!(peft < TOLERANCE, "PEFT differs by {peft}");
-    let merged = max_diff(&ours(&out.join("merged"), None, &ids, &out.join("m.safetensors")), &logits(&oracle, "merged"));
-    assert!(merged < TOLERANCE, "merged differs by {merged}");
+    peft_and_merged_match_the_oracle(&out, &base, &ids);
     // The NVFP4 export dequantized by modelopt computes what the runner computes from it.
     let fp4 = max_diff(&ours(&out.join("nvfp4"), None, &ids, &out.join("f.safetensors")), &logits(&oracle, "fp4"));
     assert!(fp4 < TOLERANCE, "NVFP4 differs by {fp4}");
@@ -159,10 +165,7 @@ fn lora_over_packed_mxfp4_experts_exports_what_peft_and_transformers_compute() {
     let stdout = run_ok(Command::new("python3").arg(ORACLE).arg("check").arg(&out).arg(&base).arg(&ids).arg("mxfp4"));
     assert!(stdout.contains("ok"), "{stdout}");
     let oracle = out.join("oracle.safetensors");
-    let peft = max_diff(&ours(&base, Some(&out.join("adapter")), &ids, &out.join("a.safetensors")), &logits(&oracle, "peft"));
-    assert!(peft < TOLERANCE, "PEFT differs by {peft}");
-    let merged = max_diff(&ours(&out.join("merged"), None, &ids, &out.join("m.safetensors")), &logits(&oracle, "merged"));
-    assert!(merged < TOLERANCE, "merged differs by {merged}");
+    peft_and_merged_match_the_oracle(&out, &base, &ids);
     let fp4 = max_diff(&ours(&out.join("mxfp4"), None, &ids, &out.join("f.safetensors")), &logits(&oracle, "fp4"));
     assert!(fp4 < TOLERANCE, "transformers' MXFP4 load differs by {fp4}");
 }
@@ -289,11 +292,7 @@ fn lora_on_chosen_experts_loads_in_peft_and_leaves_the_other_experts_bit_identic
     let options = r#"{"learning_rate": 3e-3, "max_steps": 6, "lora": {"r": 4, "target_modules": ["q_proj"], "target_experts": [[1, 3], []],
                       "rank_pattern": {"layers.0.experts.3": 8}}, "qat": {"steps": 3, "learning_rate": 1e-4, "format": "nvfp4"}, "checkpoint_every_n_steps": 0}"#;
     let (out, base, ids) = trained_on("mixtral", options, "nvfp4");
-    let oracle = out.join("oracle.safetensors");
-    let peft = max_diff(&ours(&base, Some(&out.join("adapter")), &ids, &out.join("a.safetensors")), &logits(&oracle, "peft"));
-    assert!(peft < TOLERANCE, "PEFT differs by {peft}");
-    let merged = max_diff(&ours(&out.join("merged"), None, &ids, &out.join("m.safetensors")), &logits(&oracle, "merged"));
-    assert!(merged < TOLERANCE, "merged differs by {merged}");
+    peft_and_merged_match_the_oracle(&out, &base, &ids);
     let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("adapter/adapter_config.json")).unwrap()).unwrap();
     assert_eq!(config["target_parameters"], serde_json::json!(["model.layers.0.mlp.experts.down_proj", "model.layers.0.mlp.experts.gate_up_proj"]));
     assert_eq!(

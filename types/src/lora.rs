@@ -34,7 +34,9 @@ pub struct LoraOptions {
     pub target_experts: ExpertTargets,
     /// Per-expert ranks overriding `r`: `{"experts.3": 16}` (expert 3 of every layer) or
     /// `{"layers.1.experts.3": 16}` (one layer; wins over the former). Applies to targeted experts.
+    // Left out when empty, so runners that predate it still read every job that does not use it.
     #[schema(value_type = BTreeMap<String, u32>)]
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub rank_pattern: BTreeMap<String, u32>,
 }
 
@@ -90,17 +92,22 @@ fn default_profile_examples() -> u32 {
 impl<'de> Deserialize<'de> for ExpertTargets {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct FromProfile {
+            from_profile: ProfileTargets,
+        }
+        #[derive(Deserialize)]
         #[serde(untagged)]
         enum Wire {
             All(bool),
             Layers(Vec<Vec<u32>>),
-            FromProfile { from_profile: ProfileTargets },
+            FromProfile(FromProfile),
         }
         // An untagged enum's own error ("did not match any variant") says nothing about what to send.
         match Wire::deserialize(deserializer) {
             Ok(Wire::All(all)) => Ok(Self::All(all)),
             Ok(Wire::Layers(layers)) => Ok(Self::Layers(layers)),
-            Ok(Wire::FromProfile { from_profile }) => Ok(Self::FromProfile { from_profile }),
+            Ok(Wire::FromProfile(FromProfile { from_profile })) => Ok(Self::FromProfile { from_profile }),
             Err(_) => Err(de::Error::custom(
                 "`lora.target_experts` takes true, false, a list of expert indices per decoder layer such as [[0, 5], []], \
                  or {\"from_profile\": {\"min_share\": 0.02}} (optionally with \"max_examples\")",
@@ -263,9 +270,11 @@ mod tests {
             let parsed = options(serde_json::json!({ "target_experts": value })).unwrap();
             assert_eq!(serde_json::to_value(&parsed).unwrap()["target_experts"], value);
         }
+        assert!(serde_json::to_value(LoraOptions::default()).unwrap().get("rank_pattern").is_none(), "runners that predate it read the default");
         let defaulted = options(serde_json::json!({"target_experts": {"from_profile": {"min_share": 0.05}}})).unwrap();
         assert!(matches!(defaulted.target_experts, ExpertTargets::FromProfile { from_profile: ProfileTargets { max_examples: 256, .. } }));
-        for bad in [serde_json::json!("all"), serde_json::json!([0, 3]), serde_json::json!({"from_profile": {"share": 0.1}}), serde_json::json!([[-1]])] {
+        let unknown = serde_json::json!({"from_profile": {"min_share": 0.1}, "experts": 3});
+        for bad in [serde_json::json!("all"), serde_json::json!([0, 3]), serde_json::json!({"from_profile": {"share": 0.1}}), serde_json::json!([[-1]]), unknown] {
             let error = options(serde_json::json!({ "target_experts": bad })).unwrap_err();
             assert!(error.contains("from_profile") && error.contains("[[0, 5], []]"), "{error}");
         }

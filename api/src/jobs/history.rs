@@ -80,9 +80,9 @@ pub async fn events(state: &AppState, tenant: TenantId, job_id: &JobId, after: O
     Ok((events, has_more))
 }
 
-/// 404 unless the job exists and belongs to the tenant.
+/// 404 unless the fine-tuning job exists and belongs to the tenant.
 pub async fn get_owned(state: &AppState, tenant: TenantId, job_id: &JobId) -> Result<(), ApiError> {
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND tenant_id = $2)")
+    let exists: bool = sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND tenant_id = $2 AND {})", super::object::FINE_TUNES))
         .bind(job_id)
         .bind(tenant)
         .fetch_one(&state.db)

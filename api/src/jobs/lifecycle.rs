@@ -10,13 +10,27 @@ use moetune_types::JobStatus;
 use crate::error::ApiError;
 use crate::AppState;
 use super::create::advance_validating;
-use super::object::{get, JobObject};
+use super::object::{get, JobObject, FINE_TUNES};
 
 /// Cancels a job that has not finished: Postgres first (the truth; later runner events are refused as
 /// the job is terminal), then Redis withdraws it and flags the runner, which stops at its next step.
 pub async fn cancel(state: &AppState, tenant: TenantId, id: &JobId) -> Result<JobObject, ApiError> {
+    withdraw(state, tenant, id, FINE_TUNES).await?;
+    get(state, tenant, id).await
+}
+
+/// Cancels a routing-profile job (`crate::routing_profiles`) that has not finished.
+pub async fn cancel_profile(state: &AppState, tenant: TenantId, id: &JobId) -> Result<(), ApiError> {
+    withdraw(state, tenant, id, PROFILES).await
+}
+
+/// The rows of routing-profile jobs.
+const PROFILES: &str = "method_type = 'routing_profile'";
+
+/// Cancels the tenant's job `id` among the rows `which` selects.
+async fn withdraw(state: &AppState, tenant: TenantId, id: &JobId, which: &str) -> Result<(), ApiError> {
     let mut tx = state.db.begin().await?;
-    let (status, attempt) = lock_job(&mut tx, tenant, id).await?;
+    let (status, attempt) = lock_job(&mut tx, tenant, id, which).await?;
     if status.is_terminal() {
         return Err(ApiError::new(ErrorCode::JobNotCancellable, format!("Job '{id}' has already {}; only jobs that have not finished can be cancelled.", status.as_str())));
     }
@@ -26,7 +40,7 @@ pub async fn cancel(state: &AppState, tenant: TenantId, id: &JobId) -> Result<Jo
         // The reconciler only republishes queued/running jobs, so a cancelled one is never handed out again.
         tracing::warn!(job = %id, error = %e, "could not withdraw the cancelled job from Redis");
     }
-    get(state, tenant, id).await
+    Ok(())
 }
 
 /// Pauses a job that has not finished. One not yet started is paused at once: a new attempt fences off
@@ -34,7 +48,7 @@ pub async fn cancel(state: &AppState, tenant: TenantId, id: &JobId) -> Result<Jo
 /// checkpoints at the next step and lets go (the scheduler then records `paused`).
 pub async fn pause(state: &AppState, tenant: TenantId, id: &JobId) -> Result<JobObject, ApiError> {
     let mut tx = state.db.begin().await?;
-    let (status, attempt) = lock_job(&mut tx, tenant, id).await?;
+    let (status, attempt) = lock_job(&mut tx, tenant, id, FINE_TUNES).await?;
     let (to, attempt_now, withdraw) = match status {
         JobStatus::ValidatingFiles | JobStatus::Queued => (JobStatus::Paused, attempt + 1, true),
         JobStatus::Running => (JobStatus::Pausing, attempt, false),
@@ -60,7 +74,7 @@ pub async fn pause(state: &AppState, tenant: TenantId, id: &JobId) -> Result<Job
 /// against the concurrent-job quota again.
 pub async fn resume(state: &AppState, tenant: TenantId, id: &JobId) -> Result<JobObject, ApiError> {
     let mut tx = state.db.begin().await?;
-    let (status, attempt) = lock_job(&mut tx, tenant, id).await?;
+    let (status, attempt) = lock_job(&mut tx, tenant, id, FINE_TUNES).await?;
     if status != JobStatus::Paused {
         let hint = if status == JobStatus::Pausing { " wait until it is paused, then resume" } else { " only paused jobs can be resumed" };
         return Err(ApiError::new(ErrorCode::JobNotResumable, format!("Job '{id}' is {};{hint}.", status.as_str())));
@@ -75,9 +89,9 @@ pub async fn resume(state: &AppState, tenant: TenantId, id: &JobId) -> Result<Jo
     get(state, tenant, id).await
 }
 
-/// Locks the tenant's job row; its status and attempt.
-async fn lock_job(tx: &mut sqlx::PgConnection, tenant: TenantId, id: &JobId) -> Result<(JobStatus, i32), ApiError> {
-    let row: Option<(JobStatus, i32)> = sqlx::query_as("SELECT status, attempt FROM jobs WHERE id = $1 AND tenant_id = $2 FOR UPDATE")
+/// Locks the tenant's job row among those `which` selects; its status and attempt.
+async fn lock_job(tx: &mut sqlx::PgConnection, tenant: TenantId, id: &JobId, which: &str) -> Result<(JobStatus, i32), ApiError> {
+    let row: Option<(JobStatus, i32)> = sqlx::query_as(&format!("SELECT status, attempt FROM jobs WHERE id = $1 AND tenant_id = $2 AND {which} FOR UPDATE"))
         .bind(id)
         .bind(tenant)
         .fetch_optional(&mut *tx)

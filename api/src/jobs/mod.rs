@@ -11,7 +11,7 @@ mod usage;
 
 pub use create::{advance_validating, create, file_refusal, submit, FileRefusal};
 pub use history::{checkpoints, events, get_owned, parse_event_id, JobCheckpoint, JobEvent};
-pub use lifecycle::{cancel, pause, resume};
+pub use lifecycle::{cancel, cancel_profile, pause, resume};
 pub use object::{artifacts, get, list, Artifact, JobError, JobObject, MethodEcho, SELECT_JOBS};
 pub use usage::{expert_usage, ExpertUsage, LayerExpertUsage};
 pub use request::{resolve, CreateJobRequest, Hyperparameters, Method, ResolvedHyperparameters, SupervisedMethod, MIN_CHECKPOINT_INTERVAL};

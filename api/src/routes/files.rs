@@ -199,7 +199,7 @@ pub async fn create_routing_profile(caller: Principal, state: web::Data<AppState
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct RoutingProfileQuery {
-    /// Only a profile under this base model.
+    /// Only a profile under this base model (at most 200 characters).
     model: Option<String>,
 }
 
@@ -211,9 +211,25 @@ pub struct RoutingProfileQuery {
     security(("bearer" = [])))]
 pub async fn routing_profile(caller: Principal, state: web::Data<AppState>, id: web::Path<String>, query: web::Query<RoutingProfileQuery>) -> Result<HttpResponse, ApiError> {
     let id = FileId::parse(&id).map_err(ApiError::no_such)?;
+    let model = model_filter(&query)?;
+    Ok(HttpResponse::Ok().json(routing_profiles::latest(&state, caller.tenant, &id, model).await?))
+}
+
+/// Cancel the newest routing profile of a file (under `model`, when given) that has not finished.
+#[utoipa::path(post, path = "/v1/files/{id}/routing_profile/cancel", tag = "files",
+    params(("id" = String, Path, description = "File id"), RoutingProfileQuery),
+    responses((status = 200, body = RoutingProfileObject), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "No profile of the file is in progress (`job_not_cancellable`)")),
+    security(("bearer" = [])))]
+pub async fn cancel_routing_profile(caller: Principal, state: web::Data<AppState>, id: web::Path<String>, query: web::Query<RoutingProfileQuery>) -> Result<HttpResponse, ApiError> {
+    let id = FileId::parse(&id).map_err(ApiError::no_such)?;
+    let model = model_filter(&query)?;
+    Ok(HttpResponse::Ok().json(routing_profiles::cancel(&state, caller.tenant, &id, model).await?))
+}
+
+fn model_filter(query: &RoutingProfileQuery) -> Result<Option<&str>, ApiError> {
     let model = query.model.as_deref().filter(|m| !m.is_empty());
     if model.is_some_and(|m| m.len() > 200) {
         return Err(ApiError::invalid(ErrorCode::InvalidQuery, "model", "`model` is a model id of at most 200 characters."));
     }
-    Ok(HttpResponse::Ok().json(routing_profiles::latest(&state, caller.tenant, &id, model).await?))
+    Ok(model)
 }

@@ -60,6 +60,7 @@ v1_routes! {
     GET "/files/{id}/content" FilesRead => files::content;
     POST "/files/{id}/routing_profile" JobsWrite => files::create_routing_profile;
     GET "/files/{id}/routing_profile" FilesRead => files::routing_profile;
+    POST "/files/{id}/routing_profile/cancel" JobsWrite => files::cancel_routing_profile;
     POST "/uploads" FilesWrite => uploads::create;
     GET "/uploads/{id}" FilesRead => uploads::retrieve;
     POST "/uploads/{id}/parts" FilesWrite => uploads::add_part;

@@ -202,7 +202,8 @@ pub fn trainables(adapters: &Adapters) -> Vec<Trainable> {
     named_tensors(adapters).into_iter().map(|(name, tensor)| Trainable { name, tensor, decay: true }).collect()
 }
 
-/// Restores adapter values saved by [`save_peft`] (resume).
+/// Restores adapter values a checkpoint saved from [`named_tensors`] (resume): the values as trained,
+/// not the PEFT export's, whose expert `B`s carry the per-expert scales.
 pub fn load_values(adapters: &Adapters, path: &Path) -> anyhow::Result<()> {
     let saved: HashMap<String, Tensor> = Tensor::read_safetensors(path).with_context(|| format!("reading {}", path.display()))?.into_iter().collect();
     tch::no_grad(|| {

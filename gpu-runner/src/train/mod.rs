@@ -267,7 +267,7 @@ pub fn run_on(spec: &TrainingSpec, data: JobData, device: Device, resume: Option
     let sft_steps = options.max_steps.unwrap_or(spec.n_epochs * steps_per_epoch).max(1);
     let mut progress = resume.as_ref().map(|r| r.progress.clone()).unwrap_or_else(|| Progress::new(samples.len(), batch, spec.seed));
     let expert_plan = match options.sft_method {
-        SftMethod::Lora => Some(profile::lora_plan(&model, options, &train_examples, &codec, batch, device, &mut progress, reporter)?),
+        SftMethod::Lora => Some(profile::lora_plan(&model, options, &train_examples, &codec, batch, device, &mut progress, reporter, parallel)?),
         SftMethod::Full => None,
     };
     let adapters = expert_plan.as_ref().map(|plan| lora::create_planned(&model, &options.lora, plan, device));

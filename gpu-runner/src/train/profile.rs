@@ -7,26 +7,28 @@ use moetune_types::routing::{ProfileJob, ProfileResult};
 use moetune_types::{Example, ExpertTargets, LayerProfile, MoeSftQatOptions, RoutingProfile, TrainingSpec};
 use tch::{Device, Kind, Tensor};
 
+use super::data::Sample;
 use super::eval::Batch;
 use super::lora::ExpertPlan;
 use super::resume::Progress;
 use super::{data, Reporter};
-use crate::model::{ExpertStorage, ForwardMode, MoeModel};
+use crate::model::{ForwardMode, MoeModel};
 use crate::text::TextCodec;
 
 /// An expert below this share of a layer's top-k assignments is reported dead.
 pub const DEAD_SHARE: f64 = 0.001;
 
-/// The profile of the tokens of `batches` (`examples` sequences) routed by `model` as it stands.
-pub fn measure(model: &MoeModel, batches: &[Batch], examples: u64, dead_share: f64) -> RoutingProfile {
+/// The profile of `samples` (from `examples` examples) routed by `model` as it stands, `batch`
+/// sequences at a time (each batch reaches the device only while it is routed).
+pub fn measure(model: &MoeModel, samples: &[Sample], batch: usize, pad: i64, device: Device, examples: u64, dead_share: f64) -> RoutingProfile {
     let experts = model.config.moe.num_experts;
-    let device = batches.first().map_or(tch::Device::Cpu, |b| b.ids.device());
     let layers = model.moe_layer_indices();
     let zeros = || Tensor::zeros([experts], (Kind::Int64, device));
     let mut counts: Vec<(Tensor, Tensor)> = layers.iter().map(|_| (zeros(), zeros())).collect();
     let mut tokens = 0i64;
     tch::no_grad(|| {
-        for batch in batches {
+        for chunk in samples.chunks(batch.max(1)) {
+            let batch = Batch::new(&chunk.iter().collect::<Vec<_>>(), pad, device);
             let out = model.forward(&batch.ids, ForwardMode::default());
             let rows = batch.valid.nonzero().squeeze_dim(1);
             tokens += rows.size()[0];
@@ -70,6 +72,7 @@ pub fn lora_plan(
     device: Device,
     progress: &mut Progress,
     reporter: &mut dyn Reporter,
+    parallel: Option<&super::parallel::DataParallel>,
 ) -> anyhow::Result<ExpertPlan> {
     ExpertPlan::check_dense_layers(model, &options.lora)?;
     let layers = model.config.num_hidden_layers as usize;
@@ -78,8 +81,12 @@ pub fn lora_plan(
             if progress.training_profile.is_none() {
                 let examples = &train[..train.len().min(from_profile.max_examples as usize)];
                 let samples = data::tokenize(codec, examples, options.seq_len as usize, false)?;
-                let profile = measure(model, &super::batches(&samples, batch, codec.pad_id(), device, usize::MAX), examples.len() as u64, DEAD_SHARE);
-                progress.training_profile = Some(profile);
+                let profile = measure(model, &samples, batch, codec.pad_id(), device, examples.len() as u64, DEAD_SHARE);
+                // Every rank adapts the experts rank 0 measured: devices need not route ties alike.
+                progress.training_profile = Some(match parallel {
+                    Some(dp) => dp.from_rank_zero(&profile)?,
+                    None => profile,
+                });
             }
             let profile = progress.training_profile.as_ref().expect("measured above");
             let choice = experts_used(profile, layers, from_profile.min_share);
@@ -109,17 +116,17 @@ pub fn lora_plan(
     Ok(plan)
 }
 
-/// A routing-profile job: the base model, loaded as a job loads it (dense experts, the job's
-/// precision), routes the first `job.max_examples` examples of the training data and of the
-/// validation data, if any. Returns the tokens routed and the result.
+/// A routing-profile job: the base model, loaded as a LoRA job of it loads it (the job's precision;
+/// experts held packed where the model ships them packed, which is what placement sized the job
+/// for), routes the first `job.max_examples` examples of the training data and of the validation
+/// data, if any. Returns the tokens routed and the result.
 pub fn run_job(spec: &TrainingSpec, job: &ProfileJob, data: &super::JobData, device: Device) -> anyhow::Result<(i64, ProfileResult)> {
     let kind = super::training_kind(spec.moe.precision, device);
-    let (_vars, model, codec) = super::base_model(&spec.model, device, kind, ExpertStorage::Dense)?;
+    let (_vars, model, codec) = super::base_model(&spec.model, device, kind, super::expert_storage(&spec.moe))?;
     let profile = |examples: &[Example]| -> anyhow::Result<RoutingProfile> {
         let examples = &examples[..examples.len().min(job.max_examples as usize)];
         let samples = data::tokenize(&codec, examples, spec.moe.seq_len as usize, false)?;
-        let batches = super::batches(&samples, spec.batch_size.max(1) as usize, codec.pad_id(), device, usize::MAX);
-        Ok(measure(&model, &batches, examples.len() as u64, DEAD_SHARE))
+        Ok(measure(&model, &samples, spec.batch_size.max(1) as usize, codec.pad_id(), device, examples.len() as u64, DEAD_SHARE))
     };
     let training = profile(&data.train)?;
     let validation = (!data.validation.is_empty()).then(|| profile(&data.validation)).transpose()?;

@@ -25,6 +25,7 @@ class RoutingProfileObject:
         Attributes:
             created_at (int): Seconds since the Unix epoch, as OpenAI's objects carry timestamps.
             file_id (str):
+            id (str): The job that computes it (not a fine-tuning job: the fine-tuning endpoints do not show it).
             max_examples (int):
             model (str):
             object_ (str): Always `routing_profile`.
@@ -38,6 +39,7 @@ class RoutingProfileObject:
 
     created_at: int
     file_id: str
+    id: str
     max_examples: int
     model: str
     object_: str
@@ -56,6 +58,8 @@ class RoutingProfileObject:
         created_at = self.created_at
 
         file_id = self.file_id
+
+        id = self.id
 
         max_examples = self.max_examples
 
@@ -107,6 +111,7 @@ class RoutingProfileObject:
             {
                 "created_at": created_at,
                 "file_id": file_id,
+                "id": id,
                 "max_examples": max_examples,
                 "model": model,
                 "object": object_,
@@ -135,6 +140,8 @@ class RoutingProfileObject:
         created_at = d.pop("created_at")
 
         file_id = d.pop("file_id")
+
+        id = d.pop("id")
 
         max_examples = d.pop("max_examples")
 
@@ -216,6 +223,7 @@ class RoutingProfileObject:
         routing_profile_object = cls(
             created_at=created_at,
             file_id=file_id,
+            id=id,
             max_examples=max_examples,
             model=model,
             object_=object_,
