@@ -76,9 +76,17 @@ async fn a_routing_profile_runs_on_a_runner_stays_out_of_fine_tuning_jobs_and_sh
     }
     assert_eq!(profile["training"], profile["validation"], "the same file routed twice routes the same");
 
-    // It is not a fine-tuning job: not listed, sent no webhook events.
+    assert_eq!(profile["id"], created["id"]);
+    let done = error_of(env.post_json(&format!("{path}/cancel"), json!({})).await, 409).await;
+    assert_eq!(done["code"], "job_not_cancellable", "nothing in progress: {done}");
+
+    // It is not a fine-tuning job: not listed, not shown or changed by id, sent no webhook events.
     let jobs = env.get_json("/v1/fine_tuning/jobs").await;
     assert_eq!(jobs["data"], json!([]), "{jobs}");
+    let job_path = format!("/v1/fine_tuning/jobs/{}", profile["id"].as_str().unwrap());
+    assert_eq!(error_of(get(job_path.clone(), env.token.clone()).await.unwrap(), 404).await["code"], "not_found");
+    assert_eq!(error_of(env.post_json(&format!("{job_path}/cancel"), json!({})).await, 404).await["code"], "not_found");
+    assert_eq!(error_of(get(format!("{job_path}/events"), env.token.clone()).await.unwrap(), 404).await["code"], "not_found");
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events").fetch_one(&pool).await.unwrap();
     assert_eq!(events, 0);
 
