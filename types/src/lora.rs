@@ -91,28 +91,25 @@ fn default_profile_examples() -> u32 {
 
 impl<'de> Deserialize<'de> for ExpertTargets {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct FromProfile {
-            from_profile: ProfileTargets,
-        }
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Wire {
-            All(bool),
-            Layers(Vec<Vec<u32>>),
-            FromProfile(FromProfile),
-        }
-        // An untagged enum's own error ("did not match any variant") says nothing about what to send.
-        match Wire::deserialize(deserializer) {
-            Ok(Wire::All(all)) => Ok(Self::All(all)),
-            Ok(Wire::Layers(layers)) => Ok(Self::Layers(layers)),
-            Ok(Wire::FromProfile(FromProfile { from_profile })) => Ok(Self::FromProfile { from_profile }),
-            Err(_) => Err(de::Error::custom(
+        use serde_json::Value;
+        // Dispatched on the JSON type: an untagged enum would also read `[[-1]]` as a struct written
+        // as a sequence, and its own error ("did not match any variant") says nothing about what to send.
+        let value = Value::deserialize(deserializer)?;
+        let parsed = match value {
+            Value::Bool(all) => Some(Self::All(all)),
+            Value::Array(_) => serde_json::from_value::<Vec<Vec<u32>>>(value).ok().map(Self::Layers),
+            Value::Object(mut map) if map.len() == 1 && map.get("from_profile").is_some_and(Value::is_object) => {
+                let from_profile = map.remove("from_profile").expect("checked above");
+                serde_json::from_value::<ProfileTargets>(from_profile).ok().map(|from_profile| Self::FromProfile { from_profile })
+            }
+            _ => None,
+        };
+        parsed.ok_or_else(|| {
+            de::Error::custom(
                 "`lora.target_experts` takes true, false, a list of expert indices per decoder layer such as [[0, 5], []], \
                  or {\"from_profile\": {\"min_share\": 0.02}} (optionally with \"max_examples\")",
-            )),
-        }
+            )
+        })
     }
 }
 
@@ -274,7 +271,8 @@ mod tests {
         let defaulted = options(serde_json::json!({"target_experts": {"from_profile": {"min_share": 0.05}}})).unwrap();
         assert!(matches!(defaulted.target_experts, ExpertTargets::FromProfile { from_profile: ProfileTargets { max_examples: 256, .. } }));
         let unknown = serde_json::json!({"from_profile": {"min_share": 0.1}, "experts": 3});
-        for bad in [serde_json::json!("all"), serde_json::json!([0, 3]), serde_json::json!({"from_profile": {"share": 0.1}}), serde_json::json!([[-1]]), unknown] {
+        let as_sequence = serde_json::json!({"from_profile": [0.1]});
+        for bad in [serde_json::json!("all"), serde_json::json!([0, 3]), serde_json::json!({"from_profile": {"share": 0.1}}), serde_json::json!([[-1]]), unknown, as_sequence] {
             let error = options(serde_json::json!({ "target_experts": bad })).unwrap_err();
             assert!(error.contains("from_profile") && error.contains("[[0, 5], []]"), "{error}");
         }
