@@ -142,13 +142,7 @@ pub async fn create(state: &AppState, tenant: TenantId, file: &FileId, request: 
 
 /// The newest profile of `file` (with `model`, when given).
 pub async fn latest(state: &AppState, tenant: TenantId, file: &FileId, model: Option<&str>) -> Result<RoutingProfileObject, ApiError> {
-    let row: Option<ProfileRow> = sqlx::query_as(&format!("{SELECT_PROFILE} AND training_file = $2 AND ($3::text IS NULL OR model = $3) ORDER BY created_at DESC LIMIT 1"))
-        .bind(tenant)
-        .bind(file)
-        .bind(model)
-        .fetch_optional(&state.db)
-        .await?;
-    match row {
+    match newest(state, tenant, file.as_str(), model, "").await? {
         Some(row) => Ok(row.into_object()),
         None => {
             require_file(state, tenant, file).await?;
@@ -160,33 +154,31 @@ pub async fn latest(state: &AppState, tenant: TenantId, file: &FileId, model: Op
 
 /// Cancels the newest profile of `file` (under `model`, when given) that has not finished.
 pub async fn cancel(state: &AppState, tenant: TenantId, file: &FileId, model: Option<&str>) -> Result<RoutingProfileObject, ApiError> {
-    let id: Option<JobId> = sqlx::query_scalar(&format!(
-        "SELECT id FROM ({SELECT_PROFILE} AND training_file = $2 AND ($3::text IS NULL OR model = $3) AND status IN ('validating_files', 'queued', 'running', 'pausing', 'paused')) AS p ORDER BY created_at DESC LIMIT 1"
-    ))
-    .bind(tenant)
-    .bind(file)
-    .bind(model)
-    .fetch_optional(&state.db)
-    .await?;
-    let Some(id) = id else {
+    let unfinished = " AND status IN ('validating_files', 'queued', 'running', 'pausing', 'paused')";
+    let Some(row) = newest(state, tenant, file.as_str(), model, unfinished).await? else {
         require_file(state, tenant, file).await?;
         return Err(ApiError::new(ErrorCode::JobNotCancellable, format!("File '{file}' has no routing profile in progress to cancel.")));
     };
-    jobs::cancel_profile(state, tenant, &id).await?;
-    let row: ProfileRow = sqlx::query_as(&format!("{SELECT_PROFILE} AND id = $2")).bind(tenant).bind(&id).fetch_one(&state.db).await?;
+    jobs::cancel_profile(state, tenant, &row.id).await?;
+    let row: ProfileRow = sqlx::query_as(&format!("{SELECT_PROFILE} AND id = $2")).bind(tenant).bind(&row.id).fetch_one(&state.db).await?;
     Ok(row.into_object())
 }
 
 /// The newest succeeded profile of the tenant's `file` under `model` (the report's heatmap).
 pub async fn succeeded(state: &AppState, tenant: TenantId, file: &str, model: &str) -> Result<Option<RoutingProfile>, ApiError> {
-    let result: Option<Option<serde_json::Value>> =
-        sqlx::query_scalar("SELECT result FROM jobs WHERE method_type = 'routing_profile' AND tenant_id = $1 AND training_file = $2 AND model = $3 AND status = 'succeeded' ORDER BY created_at DESC LIMIT 1")
-            .bind(tenant)
-            .bind(file)
-            .bind(model)
-            .fetch_optional(&state.db)
-            .await?;
-    Ok(result.flatten().and_then(|r| serde_json::from_value::<ProfileResult>(r).ok()).map(|r| r.training))
+    let row = newest(state, tenant, file, Some(model), " AND status = 'succeeded'").await?;
+    Ok(row.and_then(|r| r.into_object().training))
+}
+
+/// The tenant's newest profile of `file` (under `model`, when given) among those the SQL condition
+/// `and` (empty, or starting with ` AND`) selects.
+async fn newest(state: &AppState, tenant: TenantId, file: &str, model: Option<&str>, and: &str) -> Result<Option<ProfileRow>, ApiError> {
+    Ok(sqlx::query_as(&format!("{SELECT_PROFILE} AND training_file = $2 AND ($3::text IS NULL OR model = $3){and} ORDER BY created_at DESC LIMIT 1"))
+        .bind(tenant)
+        .bind(file)
+        .bind(model)
+        .fetch_optional(&state.db)
+        .await?)
 }
 
 /// 404 unless `file` is a live file of the tenant; 400 unless it can be routed (a fine-tune file

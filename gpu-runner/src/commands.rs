@@ -70,32 +70,29 @@ pub fn tokenize(model_dir: &Path, data: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads a JSONL dataset through the API's own reader (the same validation as an upload).
+pub fn read_examples(path: &Path) -> anyhow::Result<Vec<moetune_types::Example>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    moetune_types::dataset::parse_jsonl(&text).map_err(|e| anyhow::anyhow!("{} line {}: {}", path.display(), e.line, e.message))
+}
+
 /// Prints the routing profile (JSON) of the first `max_examples` examples of the JSONL file `data`,
 /// or of the token ids in `input`, under the model in `model_dir`.
 pub fn routing_profile(model_dir: &Path, data: Option<&Path>, input: Option<&Path>, max_examples: usize, seq_len: usize, (device, kind): (Device, Kind)) -> anyhow::Result<()> {
     let (_vars, model) = MoeModel::load_dir(model_dir, device, kind)?;
-    let samples: Vec<Sample> = match (data, input) {
+    let profile = match (data, input) {
         (Some(data), None) => {
             let codec = TextCodec::from_dir(model_dir)?;
-            let text = std::fs::read_to_string(data).with_context(|| format!("reading {}", data.display()))?;
-            let examples = text
-                .lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-                .take(max_examples)
-                .map(|(i, line)| parse_line(line).map(|(_, e)| e).map_err(|m| anyhow::anyhow!("line {}: {m}", i + 1)))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            crate::train::data::tokenize(&codec, &examples, seq_len, false)?
+            crate::train::profile::profile_examples(&model, &codec, &read_examples(data)?, max_examples, seq_len, 8, device)?
         }
         (None, Some(input)) => {
-            let ids = read_ids(input)?;
-            let rows: Vec<Vec<i64>> = Vec::try_from(ids)?;
-            rows.into_iter().map(|ids| Sample { labels: ids.clone(), ids, example_count: 1 }).collect()
+            let rows: Vec<Vec<i64>> = Vec::try_from(read_ids(input)?)?;
+            let samples: Vec<Sample> = rows.into_iter().map(|ids| Sample { labels: ids.clone(), ids, example_count: 1 }).collect();
+            // Equal-length rows: no padding, so the pad id is never read.
+            crate::train::profile::measure(&model, &samples, 8, 0, device, samples.len() as u64, crate::train::profile::DEAD_SHARE)
         }
         _ => bail!("give --data FILE.jsonl or --input IDS.json"),
     };
-    let pad = TextCodec::from_dir(model_dir).map(|c| c.pad_id()).unwrap_or(0);
-    let profile = crate::train::profile::measure(&model, &samples, 8, pad, device, samples.len() as u64, crate::train::profile::DEAD_SHARE);
     println!("{}", serde_json::to_string(&profile)?);
     Ok(())
 }

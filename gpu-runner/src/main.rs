@@ -4,8 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use moetune_runner::config::RunnerConfig;
 use moetune_runner::{commands, export, model, train, worker::Worker};
-use moetune_types::dataset::parse_jsonl;
-use moetune_types::{Example, MoeSftQatOptions, Mxfp4ScaleRule, QatFormat, TrainingSpec};
+use moetune_types::{MoeSftQatOptions, Mxfp4ScaleRule, QatFormat, TrainingSpec};
 
 #[derive(Parser)]
 #[command(name = "moetune-runner", about = "moetune GPU runner: MoE SFT → QAT with libtorch")]
@@ -235,11 +234,6 @@ fn job_fingerprint(spec: &TrainingSpec, data: &std::path::Path, validation: Opti
     Ok(i64::from_le_bytes(bytes) & i64::MAX)
 }
 
-fn read_examples(path: &std::path::Path) -> anyhow::Result<Vec<Example>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    parse_jsonl(&text).map_err(|e| anyhow::anyhow!("{} line {}: {}", path.display(), e.line, e.message))
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     moetune_runner::host_memory::keep_freed_memory();
@@ -256,8 +250,8 @@ async fn main() -> anyhow::Result<()> {
             let spec = TrainingSpec { model, n_epochs, batch_size, seed, moe, routing_profile: None };
             let rendezvous = parallel.rendezvous()?;
             let fingerprint = rendezvous.is_some().then(|| job_fingerprint(&spec, &data, validation_data.as_deref(), resume.as_deref(), checkpoints.is_some())).transpose()?;
-            let validation = validation_data.as_deref().map(read_examples).transpose()?.unwrap_or_default();
-            let data = train::JobData { train: read_examples(&data)?, validation };
+            let validation = validation_data.as_deref().map(commands::read_examples).transpose()?.unwrap_or_default();
+            let data = train::JobData { train: commands::read_examples(&data)?, validation };
             let resume = resume.as_deref().map(train::resume::ResumePoint::open).transpose()?;
             let device = match (config.device()?, &rendezvous) {
                 // One GPU per rank: the rank's place on its host (LOCAL_RANK, as torchrun sets it, or

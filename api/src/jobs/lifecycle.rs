@@ -10,7 +10,7 @@ use moetune_types::JobStatus;
 use crate::error::ApiError;
 use crate::AppState;
 use super::create::advance_validating;
-use super::object::{get, JobObject, FINE_TUNES};
+use super::object::{get, JobObject, FINE_TUNES, PROFILES};
 
 /// Cancels a job that has not finished: Postgres first (the truth; later runner events are refused as
 /// the job is terminal), then Redis withdraws it and flags the runner, which stops at its next step.
@@ -23,9 +23,6 @@ pub async fn cancel(state: &AppState, tenant: TenantId, id: &JobId) -> Result<Jo
 pub async fn cancel_profile(state: &AppState, tenant: TenantId, id: &JobId) -> Result<(), ApiError> {
     withdraw(state, tenant, id, PROFILES).await
 }
-
-/// The rows of routing-profile jobs.
-const PROFILES: &str = "method_type = 'routing_profile'";
 
 /// Cancels the tenant's job `id` among the rows `which` selects.
 async fn withdraw(state: &AppState, tenant: TenantId, id: &JobId, which: &str) -> Result<(), ApiError> {

@@ -127,6 +127,8 @@ pub const SELECT_JOBS: &str = "SELECT *, (SELECT json_agg(json_build_object('nam
 
 /// The jobs the fine-tuning endpoints show: not the routing profiles (`crate::routing_profiles`).
 pub const FINE_TUNES: &str = "method_type <> 'routing_profile'";
+/// The rows of routing-profile jobs.
+pub const PROFILES: &str = "method_type = 'routing_profile'";
 
 /// An artifact row, as `SELECT_JOBS` aggregates it or as read alone.
 #[derive(Deserialize, sqlx::FromRow)]

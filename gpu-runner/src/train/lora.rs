@@ -22,8 +22,12 @@ pub fn scale(options: &LoraOptions) -> f64 {
 }
 
 fn scale_at(options: &LoraOptions, r: u32) -> f64 {
-    let r = f64::from(r);
-    if options.use_rslora { options.alpha / r.sqrt() } else { options.alpha / r }
+    peft_scale(options.alpha, f64::from(r), options.use_rslora)
+}
+
+/// PEFT's scale of a module of rank `r`.
+fn peft_scale(alpha: f64, r: f64, rslora: bool) -> f64 {
+    if rslora { alpha / r.sqrt() } else { alpha / r }
 }
 
 /// Kaiming-uniform `a` (as `nn.Linear`'s default, PEFT's `init_lora_weights=True`) and zero `b`, so
@@ -272,16 +276,15 @@ pub fn save_peft(adapters: &Adapters, options: &LoraOptions, model: &MoeModel, b
     let every_layer = model.moe_layer_indices().iter().all(|l| {
         ["gate_up_proj", "down_proj"].iter().all(|p| adapters.experts.keys().any(|n| layer_of(n) == Some(*l) && n.ends_with(p)))
     });
-    let mut target_parameters: Vec<String> = if adapters.experts.is_empty() {
+    let target_parameters: Vec<String> = if adapters.experts.is_empty() {
         vec![]
     } else if every_layer {
         vec!["mlp.experts.gate_up_proj".into(), "mlp.experts.down_proj".into()]
     } else {
-        adapters.experts.keys().cloned().collect()
+        let mut names: Vec<String> = adapters.experts.keys().cloned().collect();
+        names.sort();
+        names
     };
-    if !every_layer {
-        target_parameters.sort();
-    }
     let rank_pattern: serde_json::Map<String, serde_json::Value> = adapters
         .experts
         .iter()
@@ -319,7 +322,7 @@ pub fn load_peft(dir: &Path, device: tch::Device) -> anyhow::Result<Adapters> {
     let r = config["r"].as_f64().context("adapter_config.json has no r")?;
     let alpha = config["lora_alpha"].as_f64().context("adapter_config.json has no lora_alpha")?;
     let rslora = config["use_rslora"].as_bool().unwrap_or(false);
-    let scale_of = |r: f64| if rslora { alpha / r.sqrt() } else { alpha / r };
+    let scale_of = |r: f64| peft_scale(alpha, r, rslora);
     anyhow::ensure!(config["alpha_pattern"].as_object().is_none_or(|p| p.is_empty()), "adapter_config.json: alpha_pattern is not supported");
     let no_patterns = serde_json::Map::new();
     let rank_pattern = config["rank_pattern"].as_object().unwrap_or(&no_patterns);

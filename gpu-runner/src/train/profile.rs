@@ -47,6 +47,14 @@ pub fn measure(model: &MoeModel, samples: &[Sample], batch: usize, pad: i64, dev
     RoutingProfile { examples, tokens: tokens as u64, top_k: model.config.moe.top_k as u32, dead_share, layers }
 }
 
+/// The profile of the first `max_examples` of `examples`, tokenised with labels everywhere and cut at
+/// `seq_len`, routed `batch` sequences at a time.
+pub fn profile_examples(model: &MoeModel, codec: &TextCodec, examples: &[Example], max_examples: usize, seq_len: usize, batch: usize, device: Device) -> anyhow::Result<RoutingProfile> {
+    let examples = &examples[..examples.len().min(max_examples)];
+    let samples = data::tokenize(codec, examples, seq_len, false)?;
+    Ok(measure(model, &samples, batch, codec.pad_id(), device, examples.len() as u64, DEAD_SHARE))
+}
+
 /// Per decoder layer (`num_layers` of them), the experts with at least `min_share` of the layer's
 /// top-k assignments in `profile` (none for a dense layer).
 pub fn experts_used(profile: &RoutingProfile, num_layers: usize, min_share: f64) -> Vec<Vec<u32>> {
@@ -79,9 +87,7 @@ pub fn lora_plan(
     let choice = match &options.lora.target_experts {
         ExpertTargets::FromProfile { from_profile } => {
             if progress.training_profile.is_none() {
-                let examples = &train[..train.len().min(from_profile.max_examples as usize)];
-                let samples = data::tokenize(codec, examples, options.seq_len as usize, false)?;
-                let profile = measure(model, &samples, batch, codec.pad_id(), device, examples.len() as u64, DEAD_SHARE);
+                let profile = profile_examples(model, codec, train, from_profile.max_examples as usize, options.seq_len as usize, batch, device)?;
                 // Every rank adapts the experts rank 0 measured: devices need not route ties alike.
                 progress.training_profile = Some(match parallel {
                     Some(dp) => dp.from_rank_zero(&profile)?,
@@ -123,11 +129,7 @@ pub fn lora_plan(
 pub fn run_job(spec: &TrainingSpec, job: &ProfileJob, data: &super::JobData, device: Device) -> anyhow::Result<(i64, ProfileResult)> {
     let kind = super::training_kind(spec.moe.precision, device);
     let (_vars, model, codec) = super::base_model(&spec.model, device, kind, super::expert_storage(&spec.moe))?;
-    let profile = |examples: &[Example]| -> anyhow::Result<RoutingProfile> {
-        let examples = &examples[..examples.len().min(job.max_examples as usize)];
-        let samples = data::tokenize(&codec, examples, spec.moe.seq_len as usize, false)?;
-        Ok(measure(&model, &samples, spec.batch_size.max(1) as usize, codec.pad_id(), device, examples.len() as u64, DEAD_SHARE))
-    };
+    let profile = |examples: &[Example]| profile_examples(&model, &codec, examples, job.max_examples as usize, spec.moe.seq_len as usize, spec.batch_size.max(1) as usize, device);
     let training = profile(&data.train)?;
     let validation = (!data.validation.is_empty()).then(|| profile(&data.validation)).transpose()?;
     let tokens = training.tokens + validation.as_ref().map_or(0, |v| v.tokens);
