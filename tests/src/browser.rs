@@ -28,6 +28,14 @@ impl Drop for ProcessGroup {
     }
 }
 
+/// Reads of an element the live pages redraw (charts, tables) may find it replaced between the
+/// lookup and the read: they look it up again, this many times.
+const STALE_RETRIES: usize = 40;
+
+fn stale(error: &fantoccini::error::CmdError) -> bool {
+    matches!(error, fantoccini::error::CmdError::Standard(e) if e.error == fantoccini::error::ErrorStatus::StaleElementReference)
+}
+
 impl Browser {
     /// Starts chromedriver and a headless Chromium with a tall window (screenshots show whole pages).
     /// Screenshots go to `screenshots`, downloads to a fresh directory under it.
@@ -102,11 +110,23 @@ impl Browser {
     }
 
     pub async fn text(&self, css: &str) -> String {
-        self.find(css).await.text().await.expect("text")
+        for _ in 0..STALE_RETRIES {
+            match self.find(css).await.text().await {
+                Err(e) if stale(&e) => tokio::time::sleep(Duration::from_millis(50)).await,
+                result => return result.expect("text"),
+            }
+        }
+        panic!("{css} kept being redrawn while its text was read");
     }
 
     pub async fn attribute(&self, css: &str, name: &str) -> Option<String> {
-        self.find(css).await.attr(name).await.expect("attribute")
+        for _ in 0..STALE_RETRIES {
+            match self.find(css).await.attr(name).await {
+                Err(e) if stale(&e) => tokio::time::sleep(Duration::from_millis(50)).await,
+                result => return result.expect("attribute"),
+            }
+        }
+        panic!("{css} kept being redrawn while its {name} was read");
     }
 
     /// Waits until `condition` holds for the text of `css` (the page updates itself).
