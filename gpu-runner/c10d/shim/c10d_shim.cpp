@@ -3,6 +3,7 @@
 // holds no logic of its own beyond turning exceptions into error strings and waiting on each
 // collective's Work with the group's timeout.
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -12,6 +13,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <numeric>
 #include <stdexcept>
 
 #include "c10d_shim.h"
@@ -70,6 +72,43 @@ c10d::ReduceOp reduce_op(int op) {
 void finish(mt_group* group, const c10::intrusive_ptr<c10d::Work>& work) {
   if (!work->wait(group->timeout)) throw std::runtime_error("collective timed out");
 }
+
+// `input`'s row blocks sent to the ranks (input_splits[r] rows to rank r), the blocks received from
+// them (output_splits[r] rows from rank r) returned in rank order.
+at::Tensor exchange(mt_group* group, const at::Tensor& input, std::vector<int64_t> output_splits, std::vector<int64_t> input_splits) {
+  auto in = input.contiguous();
+  auto sizes = in.sizes().vec();
+  sizes[0] = std::accumulate(output_splits.begin(), output_splits.end(), int64_t{0});
+  auto output = at::empty(sizes, in.options());
+  c10d::AllToAllOptions options;
+  options.timeout = group->timeout;
+  finish(group, group->backend->alltoall_base(output, in, output_splits, input_splits, options));
+  return output;
+}
+
+// The token exchange of expert parallelism inside the autograd graph: the backward sends each row's
+// gradient back to the rank the row came from (the same exchange with the splits swapped). Every
+// rank's backward therefore takes part in the exchange too, in the same order as the forward's.
+struct DifferentiableAllToAll : public torch::autograd::Function<DifferentiableAllToAll> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, int64_t group, std::vector<int64_t> output_splits, std::vector<int64_t> input_splits) {
+    auto output = exchange(reinterpret_cast<mt_group*>(group), input, output_splits, input_splits);
+    ctx->saved_data["group"] = group;
+    ctx->saved_data["output_splits"] = output_splits;
+    ctx->saved_data["input_splits"] = input_splits;
+    // What a missing output gradient is replaced by (the exchange must happen on every rank anyway).
+    ctx->saved_data["output_like"] = at::empty({0}, output.options());
+    ctx->saved_data["output_sizes"] = output.sizes().vec();
+    return output;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
+    auto group = reinterpret_cast<mt_group*>(ctx->saved_data["group"].toInt());
+    auto output_splits = ctx->saved_data["output_splits"].toIntVector();
+    auto input_splits = ctx->saved_data["input_splits"].toIntVector();
+    auto grad = grads[0].defined() ? grads[0] : at::zeros(ctx->saved_data["output_sizes"].toIntVector(), ctx->saved_data["output_like"].toTensor().options());
+    return {exchange(group, grad, input_splits, output_splits), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
 
 }  // namespace
 
@@ -185,6 +224,15 @@ char* mt_all_to_all(mt_group* group, mt_tensor* output, mt_tensor* input, const 
     c10d::AllToAllOptions options;
     options.timeout = group->timeout;
     finish(group, group->backend->alltoall_base(*output, *input, out_splits, in_splits, options));
+  });
+}
+
+char* mt_all_to_all_differentiable(mt_group* group, mt_tensor* input, const int64_t* output_splits, const int64_t* input_splits, int64_t splits, mt_tensor** out) {
+  return guarded([&] {
+    std::vector<int64_t> out_splits(output_splits, output_splits + splits);
+    std::vector<int64_t> in_splits(input_splits, input_splits + splits);
+    auto output = DifferentiableAllToAll::apply(*input, reinterpret_cast<int64_t>(group), out_splits, in_splits);
+    *out = new at::Tensor(std::move(output));
   });
 }
 

@@ -32,6 +32,9 @@ char* mt_broadcast(mt_group* group, mt_tensor* tensor, int root);
 char* mt_all_gather(mt_group* group, mt_tensor* output, mt_tensor* input);
 char* mt_reduce_scatter(mt_group* group, mt_tensor* output, mt_tensor* input, int op);
 char* mt_all_to_all(mt_group* group, mt_tensor* output, mt_tensor* input, const int64_t* output_splits, const int64_t* input_splits, int64_t splits);
+// Like mt_all_to_all into a new tensor (*out, freed by tch), recorded in the autograd graph: the
+// backward exchanges the gradient back (every rank must run its backward).
+char* mt_all_to_all_differentiable(mt_group* group, mt_tensor* input, const int64_t* output_splits, const int64_t* input_splits, int64_t splits, mt_tensor** out);
 char* mt_barrier(mt_group* group);
 
 #ifdef __cplusplus

@@ -25,5 +25,6 @@ extern "C" {
     pub fn mt_all_gather(group: *mut mt_group, output: *mut C_tensor, input: *mut C_tensor) -> *mut c_char;
     pub fn mt_reduce_scatter(group: *mut mt_group, output: *mut C_tensor, input: *mut C_tensor, op: c_int) -> *mut c_char;
     pub fn mt_all_to_all(group: *mut mt_group, output: *mut C_tensor, input: *mut C_tensor, output_splits: *const i64, input_splits: *const i64, splits: i64) -> *mut c_char;
+    pub fn mt_all_to_all_differentiable(group: *mut mt_group, input: *mut C_tensor, output_splits: *const i64, input_splits: *const i64, splits: i64, out: *mut *mut C_tensor) -> *mut c_char;
     pub fn mt_barrier(group: *mut mt_group) -> *mut c_char;
 }

@@ -244,17 +244,39 @@ impl ProcessGroup {
     pub fn all_to_all(&self, output: &mut Tensor, input: &Tensor, output_splits: &[i64], input_splits: &[i64]) -> Result<()> {
         dense("all_to_all input", input)?;
         dense("all_to_all output", output)?;
-        for (name, splits, tensor) in [("output", output_splits, &*output), ("input", input_splits, input)] {
-            if splits.len() != self.size {
-                return Err(Error::Invalid(format!("all_to_all: {} {name} splits for a world of {}", splits.len(), self.size)));
-            }
-            let rows = tensor.size().first().copied().unwrap_or(1);
-            if splits.iter().any(|&s| s < 0) || splits.iter().sum::<i64>() != rows {
-                return Err(Error::Invalid(format!("all_to_all: {name} splits {splits:?} do not add up to its {rows} rows")));
-            }
-        }
+        self.check_splits("output", output_splits, output)?;
+        self.check_splits("input", input_splits, input)?;
         // SAFETY: live group and tensors; the split arrays hold `size` entries each.
         check(unsafe { ffi::mt_all_to_all(self.raw, output.as_mut_ptr(), input.as_ptr() as *mut _, output_splits.as_ptr(), input_splits.as_ptr(), self.size as i64) })
+    }
+
+    /// [`Self::all_to_all`] into a new tensor, recorded in the autograd graph when `input` requires a
+    /// gradient: the backward sends each row's gradient back to the rank the row came from. Every rank
+    /// must then run its backward, since the backward is an exchange too. (A failed exchange in the
+    /// backward surfaces as the backward's error.)
+    pub fn all_to_all_differentiable(&self, input: &Tensor, output_splits: &[i64], input_splits: &[i64]) -> Result<Tensor> {
+        self.check_splits("input", input_splits, input)?;
+        if output_splits.len() != self.size || output_splits.iter().any(|&s| s < 0) {
+            return Err(Error::Invalid(format!("all_to_all: output splits {output_splits:?} for a world of {}", self.size)));
+        }
+        let mut out = std::ptr::null_mut();
+        // SAFETY: live group and tensor (the shim makes a contiguous copy when it is not); the split
+        // arrays hold `size` entries each; `out` is set only on success, to a tensor tch then owns.
+        check(unsafe { ffi::mt_all_to_all_differentiable(self.raw, input.as_ptr() as *mut _, output_splits.as_ptr(), input_splits.as_ptr(), self.size as i64, &mut out) })?;
+        // SAFETY: a fresh at::Tensor allocated by the shim for the caller.
+        Ok(unsafe { Tensor::from_ptr(out) })
+    }
+
+    /// `splits` must give every rank a non-negative row count adding up to `tensor`'s rows.
+    fn check_splits(&self, name: &str, splits: &[i64], tensor: &Tensor) -> Result<()> {
+        if splits.len() != self.size {
+            return Err(Error::Invalid(format!("all_to_all: {} {name} splits for a world of {}", splits.len(), self.size)));
+        }
+        let rows = tensor.size().first().copied().unwrap_or(1);
+        if splits.iter().any(|&s| s < 0) || splits.iter().sum::<i64>() != rows {
+            return Err(Error::Invalid(format!("all_to_all: {name} splits {splits:?} do not add up to its {rows} rows")));
+        }
+        Ok(())
     }
 
     /// Returns once every rank has reached it.

@@ -179,3 +179,48 @@ fn nccl_is_refused_clearly_where_it_cannot_run() {
     let expected = if tch::Cuda::is_available() { "without NCCL" } else { "needs a CUDA device" };
     assert!(error.contains(expected), "{error}");
 }
+
+#[test]
+fn differentiable_all_to_all_sends_each_gradient_back_where_its_row_came_from() {
+    // Rank r sends r + d rows to rank d (rank 0 sends nothing to itself); the receiver scales what it
+    // got by its rank + 1, so each input row's gradient tells which rank it reached.
+    let world = 3usize;
+    let results = on_ranks(world, "alltoall-grad", move |g| {
+        let r = g.rank();
+        let input_splits: Vec<i64> = (0..world).map(|d| (r + d) as i64).collect();
+        let output_splits: Vec<i64> = (0..world).map(|s| (s + r) as i64).collect();
+        let rows: i64 = input_splits.iter().sum();
+        let input = Tensor::randn([rows, 4], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+        let output = g.all_to_all_differentiable(&input, &output_splits, &input_splits).unwrap();
+        let mut expected = Tensor::zeros([output_splits.iter().sum::<i64>(), 4], (Kind::Float, tch::Device::Cpu));
+        g.all_to_all(&mut expected, &input.detach(), &output_splits, &input_splits).unwrap();
+        let same = output.detach().equal(&expected);
+        (output * (r as f64 + 1.0)).sum(Kind::Float).backward();
+        let grad = input.grad();
+        let mut want = Vec::new();
+        for (d, &n) in input_splits.iter().enumerate() {
+            want.extend(std::iter::repeat_n(d as f32 + 1.0, n as usize * 4));
+        }
+        (same, grad, Tensor::from_slice(&want).reshape([rows, 4]))
+    });
+    for (r, (same, grad, want)) in results.iter().enumerate() {
+        assert!(same, "rank {r}: the exchange differs from the plain all_to_all");
+        assert!(grad.equal(want), "rank {r}: gradient {grad:?}, expected {want:?}");
+    }
+}
+
+#[test]
+fn differentiable_all_to_all_forward_equals_the_plain_exchange() {
+    let world = 2usize;
+    let results = on_ranks(world, "alltoall-fwd", move |g| {
+        let r = g.rank() as i64;
+        let input = Tensor::arange(6 * 2, (Kind::Float, tch::Device::Cpu)).reshape([6, 2]) + 100.0 * r as f64;
+        let (input_splits, output_splits) = if r == 0 { ([2, 4], [2, 1]) } else { ([1, 5], [4, 5]) };
+        let differentiable = g.all_to_all_differentiable(&input, &output_splits, &input_splits).unwrap();
+        let mut plain = Tensor::zeros([output_splits.iter().sum::<i64>(), 2], (Kind::Float, tch::Device::Cpu));
+        g.all_to_all(&mut plain, &input, &output_splits, &input_splits).unwrap();
+        let refused = g.all_to_all_differentiable(&input, &output_splits, &[1, 1]).is_err();
+        (differentiable.equal(&plain), refused)
+    });
+    assert!(results.iter().all(|&(equal, refused)| equal && refused));
+}
