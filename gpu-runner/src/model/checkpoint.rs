@@ -278,6 +278,11 @@ pub fn load_into(vars: &tch::nn::VarStore, params: &[ParamInfo], config: &ArchCo
             continue;
         }
         let source = fetch(ckpt, param, config, &mut used)?;
+        // Expert parallelism: this rank's experts only.
+        let source = match param.local_rows {
+            Some((first, count)) => source.narrow(0, first, count),
+            None => source,
+        };
         let mut var = variables.get(&param.name).with_context(|| format!("model has no variable {}", param.name))?.shallow_clone();
         tch::no_grad(|| var.f_copy_(&source)).with_context(|| format!("copying {}", param.name))?;
     }

@@ -30,7 +30,7 @@ use layers::{rms_norm, rope_tables, Attention, DenseMlp};
 pub use moe::RoutingOptions;
 pub use adapters::{ActivationHook, Adapters, ExpertInput, LoraPair};
 pub use moe::WeightTransform;
-pub use moe::DeferredExperts;
+pub use moe::{DeferredExperts, ExpertParallel};
 use moe::{ExpertHooks, MoeBlock};
 use params::{ParamInfo, Params, Role};
 pub use resident::PackedFormat;
@@ -136,7 +136,8 @@ pub fn kind_name(kind: Kind) -> &'static str {
 
 impl MoeModel {
     /// `packed_experts`: routed expert weights are created empty, to be loaded packed.
-    fn build(p: &Params, config: ArchConfig, recorded: &RefCell<Vec<ParamInfo>>, packed_experts: bool) -> Self {
+    /// `expert_parallel`: this rank holds its share of the routed experts only.
+    fn build(p: &Params, config: ArchConfig, recorded: &RefCell<Vec<ParamInfo>>, packed_experts: bool, expert_parallel: Option<&ExpertParallel>) -> Self {
         let c = &config;
         let model = p.sub("model");
         let layers = (0..c.num_hidden_layers as usize)
@@ -148,7 +149,7 @@ impl MoeModel {
                     self_attn: Attention::new(&l.sub("self_attn"), c, i),
                     post_attention_layernorm: l.norm("post_attention_layernorm", c.hidden_size),
                     mlp: if c.sparse_layers[i] {
-                        Mlp::Sparse(MoeBlock::new(&mlp_path, c, i, packed_experts))
+                        Mlp::Sparse(MoeBlock::new(&mlp_path, c, i, packed_experts, expert_parallel))
                     } else {
                         Mlp::Dense(DenseMlp::new(&mlp_path, c.hidden_size, c.dense_intermediate_size, Role::DenseMlp))
                     },
@@ -168,14 +169,90 @@ impl MoeModel {
     /// New parameters in `vars` (its device and kind), initialised as transformers initialises them.
     pub fn new(vars: &nn::VarStore, config: ArchConfig) -> Self {
         let recorded = RefCell::new(Vec::new());
-        Self::build(&Params::vars(vars.root(), &recorded), config, &recorded, false)
+        Self::build(&Params::vars(vars.root(), &recorded), config, &recorded, false, None)
+    }
+
+    /// New parameters like [`Self::new`], of which this rank holds only its share of the routed
+    /// experts (expert parallelism over `ep`'s ranks).
+    pub fn new_expert_parallel(vars: &nn::VarStore, config: ArchConfig, ep: &ExpertParallel) -> anyhow::Result<Self> {
+        ep.check(config.moe.num_experts)?;
+        let recorded = RefCell::new(Vec::new());
+        Ok(Self::build(&Params::vars(vars.root(), &recorded), config, &recorded, false, Some(ep)))
+    }
+
+    /// Loads a Hugging Face model directory like [`Self::load_dir`], reading only this rank's share of
+    /// the routed experts (expert parallelism over `ep`'s ranks).
+    pub fn load_dir_expert_parallel(dir: &Path, device: Device, kind: Kind, ep: &ExpertParallel) -> anyhow::Result<(nn::VarStore, Self)> {
+        let config = ArchConfig::from_dir(dir)?;
+        ep.check(config.moe.num_experts)?;
+        let ckpt = checkpoint::Checkpoint::open(dir)?;
+        let mut vars = nn::VarStore::new(device);
+        vars.set_kind(kind);
+        let recorded = RefCell::new(Vec::new());
+        let model = tch::no_grad(|| Self::build(&Params::vars(vars.root(), &recorded), config, &recorded, false, Some(ep)));
+        checkpoint::load_into(&vars, &model.params, &model.config, &ckpt, &mut |_, _| Ok(false)).with_context(|| format!("loading {}", dir.display()))?;
+        Ok((vars, model))
+    }
+
+    /// Whether this rank holds only a share of the routed experts.
+    pub fn is_expert_parallel(&self) -> bool {
+        self.params.iter().any(|p| p.local_rows.is_some())
+    }
+
+    /// Whether parameter `name` is split across ranks, this rank holding a share of its rows.
+    pub fn holds_share_of(&self, name: &str) -> bool {
+        self.params.iter().any(|p| p.name == name && p.local_rows.is_some())
+    }
+
+    /// Copies this rank's share of every parameter from `whole`, a model of the same config held whole.
+    pub fn copy_share_from(&self, vars: &nn::VarStore, whole: &nn::VarStore) -> anyhow::Result<()> {
+        let (mine, theirs) = (vars.variables(), whole.variables());
+        tch::no_grad(|| {
+            for p in &self.params {
+                let source = theirs.get(&p.name).with_context(|| format!("the whole model has no {}", p.name))?;
+                let source = match p.local_rows {
+                    Some((first, count)) => source.narrow(0, first, count),
+                    None => source.shallow_clone(),
+                };
+                mine[&p.name].shallow_clone().f_copy_(&source).with_context(|| format!("copying {}", p.name))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Every rank's share of the experts gathered into a whole model on the host, in `kind`, for rank
+    /// `keep` (the others take part in the exchanges and get `None`). One tensor is gathered at a time.
+    pub fn gather_whole(&self, vars: &nn::VarStore, ep: &ExpertParallel, kind: Kind, keep: usize) -> anyhow::Result<Option<(nn::VarStore, MoeModel)>> {
+        let whole = (ep.rank() == keep).then(|| {
+            let mut whole_vars = nn::VarStore::new(Device::Cpu);
+            let model = tch::no_grad(|| MoeModel::new(&whole_vars, self.config.clone()));
+            whole_vars.set_kind(kind);
+            // Nothing trains any more: as the trained model is left once training is over.
+            whole_vars.freeze();
+            (whole_vars, model)
+        });
+        let mine = vars.variables();
+        let theirs = whole.as_ref().map(|(v, _)| v.variables());
+        tch::no_grad(|| -> anyhow::Result<()> {
+            for p in &self.params {
+                let value = match p.local_rows {
+                    Some(_) => ep.gather(&mine[&p.name]).with_context(|| format!("gathering {}", p.name))?,
+                    None => mine[&p.name].shallow_clone(),
+                };
+                if let Some(theirs) = &theirs {
+                    theirs[&p.name].shallow_clone().f_copy_(&value.to_device(Device::Cpu))?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(whole)
     }
 
     /// A random model whose routed experts are packed in `format` from the start (random codes): the
     /// dense experts are never allocated. For benchmarks of models too large to hold dense.
     pub fn new_with_random_packed_experts(vars: &nn::VarStore, config: ArchConfig, format: PackedFormat) -> Self {
         let recorded = RefCell::new(Vec::new());
-        let model = tch::no_grad(|| Self::build(&Params::vars(vars.root(), &recorded), config, &recorded, true));
+        let model = tch::no_grad(|| Self::build(&Params::vars(vars.root(), &recorded), config, &recorded, true, None));
         let device = vars.device();
         let (e, h, i) = (model.config.moe.num_experts, model.config.hidden_size, model.config.moe.intermediate_size);
         for moe in model.moe_blocks() {
@@ -187,7 +264,7 @@ impl MoeModel {
     /// Names, shapes and roles only; allocates nothing.
     pub fn param_infos(config: &ArchConfig) -> Vec<ParamInfo> {
         let recorded = RefCell::new(Vec::new());
-        Self::build(&Params::shapes_only(&recorded), config.clone(), &recorded, false).params
+        Self::build(&Params::shapes_only(&recorded), config.clone(), &recorded, false, None).params
     }
 
     /// Loads a Hugging Face model directory (config.json + safetensors) onto `device` as `kind`.
@@ -207,7 +284,7 @@ impl MoeModel {
         let mut vars = nn::VarStore::new(device);
         vars.set_kind(kind);
         let recorded = RefCell::new(Vec::new());
-        let model = tch::no_grad(|| Self::build(&Params::vars(vars.root(), &recorded), config, &recorded, format.is_some()));
+        let model = tch::no_grad(|| Self::build(&Params::vars(vars.root(), &recorded), config, &recorded, format.is_some(), None));
         let mut packed: std::collections::HashMap<String, PackedExperts> = Default::default();
         let mut load_packed = |param: &ParamInfo, used: &mut std::collections::HashSet<String>| -> anyhow::Result<bool> {
             let Some(format) = format.filter(|_| param.role == Role::Expert && param.shape.len() == 3) else { return Ok(false) };
@@ -237,6 +314,7 @@ impl MoeModel {
     /// Packs dense routed experts into `format` (quantised with the FP4 codecs), freeing their dense
     /// storage. For models built in memory (the tiny model); checkpoints are packed while loading.
     pub fn pack_experts(&self, format: PackedFormat) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.is_expert_parallel(), "experts split across ranks are not packed in FP4");
         for moe in self.moe_blocks() {
             if moe.is_packed() {
                 continue;
@@ -283,6 +361,7 @@ impl MoeModel {
     /// Writes config.json and the weights in the layout transformers saves, sharded above `max_shard_bytes`.
     pub fn save_pretrained(&self, vars: &nn::VarStore, dir: &Path, kind: Kind, max_shard_bytes: u64) -> anyhow::Result<Vec<PathBuf>> {
         anyhow::ensure!(!self.has_packed_experts(), "experts are packed: unpack them before saving");
+        anyhow::ensure!(!self.is_expert_parallel(), "this rank holds a share of the experts only: a whole model cannot be saved from it");
         std::fs::create_dir_all(dir)?;
         let mut shards = shards::ShardWriter::new(dir, max_shard_bytes)?;
         checkpoint::for_each_on_disk(&self.params, &vars.variables(), &self.config, kind, |t| shards.push(t))?;
@@ -434,12 +513,18 @@ impl MoeModel {
                 let logits = self.forward(&input, mode).logits;
                 let next = logits.get(0).get(-1).argmax(-1, false).int64_value(&[]);
                 ids.push(next);
-                if self.config.eos_token_ids.contains(&next) {
+                // Expert-parallel ranks run every forward together: none stops early (their greedy
+                // choices could differ on a near-tie); what follows the end token is cut below.
+                if self.config.eos_token_ids.contains(&next) && !self.is_expert_parallel() {
                     break;
                 }
             }
         });
-        ids.split_off(prompt.len())
+        let mut generated = ids.split_off(prompt.len());
+        if let Some(end) = generated.iter().position(|t| self.config.eos_token_ids.contains(t)) {
+            generated.truncate(end + 1);
+        }
+        generated
     }
 }
 

@@ -25,8 +25,12 @@ pub enum Role {
 #[derive(Debug, Clone)]
 pub struct ParamInfo {
     pub name: String,
+    /// The whole parameter's shape, as checkpoints hold it.
     pub shape: Vec<i64>,
     pub role: Role,
+    /// Under expert parallelism, the rows of the first dimension (experts) this rank holds: `(first,
+    /// count)`. `None`: the whole parameter.
+    pub local_rows: Option<(i64, i64)>,
 }
 
 impl ParamInfo {
@@ -74,12 +78,22 @@ impl<'a> Params<'a> {
     /// A parameter initialised like transformers does (`init`); routers are created non-trainable
     /// because SFT keeps them frozen unless a job asks otherwise (docs/design.md).
     pub fn param(&self, name: &str, shape: &[i64], role: Role, init: Init) -> Tensor {
+        self.param_rows(name, shape, None, role, init)
+    }
+
+    /// A parameter of which this rank holds only `rows` (`(first, count)`) of the first dimension
+    /// (expert parallelism); recorded with its whole `shape`.
+    pub fn param_rows(&self, name: &str, shape: &[i64], rows: Option<(i64, i64)>, role: Role, init: Init) -> Tensor {
         let full = self.name(name);
-        self.recorded.borrow_mut().push(ParamInfo { name: full, shape: shape.to_vec(), role });
+        self.recorded.borrow_mut().push(ParamInfo { name: full, shape: shape.to_vec(), role, local_rows: rows });
+        let mut held = shape.to_vec();
+        if let Some((_, count)) = rows {
+            held[0] = count;
+        }
         match &self.target {
             Target::Shapes => Tensor::zeros([0], (Kind::Float, Device::Cpu)),
             Target::Vars(path) => {
-                let tensor = nn::f_init(init, shape, path.device(), path.kind()).expect("allocating a parameter");
+                let tensor = nn::f_init(init, &held, path.device(), path.kind()).expect("allocating a parameter");
                 path.add(name, tensor, role != Role::Router)
             }
         }
@@ -89,7 +103,7 @@ impl<'a> Params<'a> {
     /// in another form (experts kept packed in FP4), so its dense size is never allocated.
     pub fn placeholder(&self, name: &str, shape: &[i64], role: Role) -> Tensor {
         let full = self.name(name);
-        self.recorded.borrow_mut().push(ParamInfo { name: full, shape: shape.to_vec(), role });
+        self.recorded.borrow_mut().push(ParamInfo { name: full, shape: shape.to_vec(), role, local_rows: None });
         match &self.target {
             Target::Shapes => Tensor::zeros([0], (Kind::Float, Device::Cpu)),
             Target::Vars(path) => path.add(name, Tensor::zeros([0], (path.kind(), path.device())), false),

@@ -69,7 +69,7 @@ impl MoeBlock {
     pub(super) fn grouped_forward(&self, dispatch: &Dispatch, run: &ExpertRun, gate_up: &Tensor, down: &Tensor) -> Tensor {
         let (ends, starts) = offsets(&dispatch.counts);
         let (tokens, hidden) = (dispatch.tokens.size()[0], dispatch.tokens.size()[1]);
-        let k = self.spec.top_k;
+        let k = dispatch.choices;
         // Each token repeated k times in the router's (token, choice) order, then permuted into expert
         // order: the backward adds through a permutation (no index twice, so no racing atomic adds on a
         // GPU) and a sum over the k copies.

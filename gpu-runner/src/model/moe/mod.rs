@@ -13,9 +13,11 @@ use super::params::{normal, Params, Role};
 use super::resident::PackedExperts;
 
 mod deferred;
+mod expert_parallel;
 mod grouped;
 
 pub use deferred::DeferredExperts;
+pub use expert_parallel::ExpertParallel;
 
 /// Training-time routing options (ignored at evaluation).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -54,6 +56,11 @@ pub struct MoeBlock {
     spec: MoeSpec,
     /// Decoder layer index (activation hooks are per layer).
     layer: usize,
+    /// The experts are split across the ranks of this group; the fused weights hold this rank's
+    /// `local_experts` only.
+    expert_parallel: Option<ExpertParallel>,
+    /// Experts held here: `num_experts`, or its share under expert parallelism.
+    local_experts: i64,
     /// Names of the fused expert weights (what expert LoRA adapters are keyed by).
     gate_up_name: String,
     down_name: String,
@@ -122,7 +129,8 @@ pub struct ExpertHooks<'a> {
 
 impl MoeBlock {
     /// `packed`: the fused expert weights are created empty, to be filled packed (`set_packed`).
-    pub fn new(p: &Params, c: &ArchConfig, layer: usize, packed: bool) -> Self {
+    /// `expert_parallel`: this rank holds its share of the experts only (dense; never with `packed`).
+    pub fn new(p: &Params, c: &ArchConfig, layer: usize, packed: bool, expert_parallel: Option<&ExpertParallel>) -> Self {
         let (h, m) = (c.hidden_size, &c.moe);
         let (e, i) = (m.num_experts, m.intermediate_size);
         let router_path = p.sub(m.router_name);
@@ -133,26 +141,30 @@ impl MoeBlock {
         // gpt-oss keeps its experts in `x @ W` orientation; the others in `linear` (`[out, in]`) orientation.
         let (gate_up_shape, down_shape) = if gpt_oss { ([e, h, 2 * i], [e, i, h]) } else { ([e, 2 * i, h], [e, h, i]) };
         let zeros = tch::nn::Init::Const(0.0);
+        assert!(!(packed && expert_parallel.is_some()), "packed experts are not split across ranks");
+        let rows = expert_parallel.map(|ep| ep.local_experts(e));
         let weight = |name: &str, shape: &[i64]| {
             if packed {
                 experts.placeholder(name, shape, Role::Expert)
             } else {
-                experts.param(name, shape, Role::Expert, normal())
+                experts.param_rows(name, shape, rows, Role::Expert, normal())
             }
         };
         Self {
             router,
             router_bias,
             gate_up_proj: weight("gate_up_proj", &gate_up_shape),
-            gate_up_proj_bias: gpt_oss.then(|| experts.param("gate_up_proj_bias", &[e, 2 * i], Role::Expert, zeros)),
+            gate_up_proj_bias: gpt_oss.then(|| experts.param_rows("gate_up_proj_bias", &[e, 2 * i], rows, Role::Expert, zeros)),
             down_proj: weight("down_proj", &down_shape),
             packed: RefCell::new(None),
-            down_proj_bias: gpt_oss.then(|| experts.param("down_proj_bias", &[e, h], Role::Expert, zeros)),
+            down_proj_bias: gpt_oss.then(|| experts.param_rows("down_proj_bias", &[e, h], rows, Role::Expert, zeros)),
             shared_expert: m.shared_expert_intermediate_size.map(|size| {
                 (DenseMlp::new(&p.sub("shared_expert"), h, size, Role::SharedExpert), p.linear("shared_expert_gate", 1, h, Role::SharedExpert))
             }),
             spec: m.clone(),
             layer,
+            expert_parallel: expert_parallel.cloned(),
+            local_experts: rows.map_or(e, |(_, count)| count),
             gate_up_name: experts.name("gate_up_proj"),
             down_name: experts.name("down_proj"),
         }
@@ -355,7 +367,7 @@ impl MoeBlock {
         if hooks.expert_loop || self.is_packed() {
             return false;
         }
-        let rank = |name: &str| hooks.adapters.and_then(|a| a.experts.get(name)).map(|pair| pair.a.size()[0] / self.spec.num_experts);
+        let rank = |name: &str| hooks.adapters.and_then(|a| a.experts.get(name)).map(|pair| pair.a.size()[0] / self.local_experts);
         let ranks: Vec<i64> = [rank(&self.gate_up_name), rank(&self.down_name)].into_iter().flatten().collect();
         let per_expert_transform = hooks.transform.is_some() && !ranks.is_empty();
         !per_expert_transform && self.groupable(kind, &ranks)
@@ -390,7 +402,7 @@ impl MoeBlock {
         let capacity = training
             .and_then(|o| o.capacity_factor)
             .map(|f| (f * (tokens.size()[0] * k) as f64 / num_experts as f64).ceil() as i64);
-        Dispatch { tokens, router_logits, top_k, token_of_slot, order, expert_of_slot, weight_of_slot, counts, capacity }
+        Dispatch { tokens, router_logits, top_k, token_of_slot, order, expert_of_slot, weight_of_slot, counts, capacity, choices: k }
     }
 
     /// What every expert of one forward pass shares. `may_group`: the caller can run the experts as
@@ -398,7 +410,7 @@ impl MoeBlock {
     fn expert_run<'s>(&'s self, packed: Option<&'s (PackedExperts, PackedExperts)>, kind: Kind, hooks: ExpertHooks<'s>, may_group: bool) -> ExpertRun<'s> {
         let factors = |name: &str| {
             let adapters = hooks.adapters?;
-            adapters.experts.get(name).map(|pair| FactorSlices::new(pair, adapters.scale, self.spec.num_experts, kind))
+            adapters.experts.get(name).map(|pair| FactorSlices::new(pair, adapters.scale, self.local_experts, kind))
         };
         let (gate_up_factors, down_factors) = (factors(&self.gate_up_name), factors(&self.down_name));
         // A transform (QAT's fake quantization) goes on the fused weights at once when it can; with
@@ -441,6 +453,9 @@ impl MoeBlock {
 
     /// `x`: `[batch, seq, hidden]`. `training`: routing options to apply (None at evaluation).
     pub fn forward(&self, x: &Tensor, training: Option<&RoutingOptions>, hooks: ExpertHooks) -> MoeOutput {
+        if let Some(ep) = &self.expert_parallel {
+            return self.forward_expert_parallel(x, training, hooks, ep);
+        }
         let dispatch = self.dispatch(x, training);
         let packed = self.packed.borrow();
         let run = self.expert_run(packed.as_ref(), x.kind(), hooks, !hooks.expert_loop);
@@ -460,6 +475,11 @@ impl MoeBlock {
     /// Whether the routed experts can be left out of a recomputed forward and backpropagated one at a
     /// time ([`Self::forward_deferring_experts`]): only when nothing in them trains but LoRA factors.
     pub fn can_defer_experts(&self) -> bool {
+        // Under expert parallelism the experts' tokens come from every rank, through exchanges the
+        // autograd graph carries.
+        if self.expert_parallel.is_some() {
+            return false;
+        }
         let frozen = |t: &Tensor| !t.requires_grad();
         frozen(&self.gate_up_proj) && frozen(&self.down_proj) && self.gate_up_proj_bias.iter().chain(&self.down_proj_bias).all(frozen)
     }
@@ -493,6 +513,8 @@ struct Dispatch {
     /// `[experts]` int64.
     counts: Tensor,
     capacity: Option<i64>,
+    /// Slots per token: the router's k, or 1 for the rows an expert-parallel rank received.
+    choices: i64,
 }
 
 impl Dispatch {
