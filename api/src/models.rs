@@ -139,6 +139,14 @@ pub async fn require(state: &AppState, spec: &mut TrainingSpec) -> Result<Requir
             .lora
             .validate_for_model(m.num_hidden_layers as usize, m.num_experts as usize)
             .map_err(|e| ApiError::invalid(ErrorCode::InvalidMethod, &e.param, e.message))?;
+        let (experts, ranks) = (m.num_experts, i64::from(spec.moe.world_size));
+        if spec.moe.expert_parallel && experts % ranks != 0 {
+            return Err(ApiError::invalid(
+                ErrorCode::InvalidMethod,
+                "method.moe_sft_qat.world_size",
+                format!("`expert_parallel` splits {id}'s {experts} experts per layer across the ranks: `world_size` must divide {experts} (it is {ranks})."),
+            ));
+        }
     }
     // A model with no memory model has no estimate: it fits any runner.
     Ok(RequiredModel {

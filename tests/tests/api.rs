@@ -152,6 +152,10 @@ async fn moe_sft_qat_options_are_validated_and_passed_through(pool: PgPool) {
         (json!({"lora": {"target_experts": [[0, 4], []]}}), "method.moe_sft_qat.lora.target_experts", "indices 0 to 3"),
         (json!({"lora": {"target_experts": true, "rank_pattern": {"layers.0.experts.9": 4}}}), "method.moe_sft_qat.lora.rank_pattern", "expert 9"),
         (json!({"lora": {"target_experts": {"from_profile": {"min_share": 0}}}}), "method.moe_sft_qat.lora.target_experts.from_profile.min_share", "(0, 1)"),
+        // Expert parallelism splits tiny-mixtral's 4 experts: the ranks must divide them.
+        (json!({"expert_parallel": true}), "method.moe_sft_qat.expert_parallel", "world_size"),
+        (json!({"expert_parallel": true, "world_size": 3, "gradient_accumulation_steps": 3}), "method.moe_sft_qat.world_size", "must divide 4"),
+        (json!({"expert_parallel": true, "world_size": 2, "gradient_accumulation_steps": 2, "lora": {"target_experts": true}}), "method.moe_sft_qat.lora.target_experts", "expert_parallel"),
     ];
     for (options, param, hint) in refused {
         let error = error_of(env.post_json("/v1/fine_tuning/jobs", job(options.clone())).await, 400).await;

@@ -284,6 +284,13 @@ pub struct MoeSftQatOptions {
     /// Runners the job trains on at once, data parallel (one rank each; the losses are one runner's).
     /// Default 1; up to 64, dividing `gradient_accumulation_steps`.
     pub world_size: u32,
+    /// Split every MoE layer's routed experts across the job's ranks (expert parallelism): each rank
+    /// holds `num_experts / world_size` of them, and tokens reach their experts' ranks by all-to-all.
+    /// Needs `world_size` of 2 or more, dividing the model's number of experts. Default false: every
+    /// rank holds the whole model. Not yet combined with LoRA on the experts, packed base experts or
+    /// activation quantization.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub expert_parallel: bool,
     /// `auto` (default: bf16 on CUDA, fp32 on CPU), `fp32` or `bf16`.
     pub precision: Precision,
     /// Recompute each decoder layer in the backward instead of keeping its activations (less memory,
@@ -318,6 +325,7 @@ impl Default for MoeSftQatOptions {
             log_every_n_steps: 1,
             device: crate::requirements::DeviceRequest::Auto,
             world_size: 1,
+            expert_parallel: false,
             precision: Precision::Auto,
             gradient_checkpointing: None,
             base_expert_format: None,
@@ -416,6 +424,27 @@ impl MoeSftQatOptions {
             "packed base experts (`mxfp4`, `nvfp4`) need frozen experts: `sft_method: lora` and `qat.trainable: lora`.",
         )?;
         check(self.eval_prompts.len() <= 1024, "eval_prompts", "at most 1024 eval prompts.")?;
+        if self.expert_parallel {
+            self.validate_expert_parallel(packed_base)?;
+        }
+        Ok(())
+    }
+
+    /// What expert parallelism needs of the other options (the model's expert count is checked
+    /// against `world_size` where the model is known).
+    fn validate_expert_parallel(&self, packed_base: bool) -> Result<(), InvalidOption> {
+        check(self.world_size >= 2, "expert_parallel", "`expert_parallel` splits the experts across the job's ranks: set `world_size` to 2 or more.")?;
+        check(
+            self.sft_method == SftMethod::Full || !self.lora.targets_experts(),
+            "lora.target_experts",
+            "`expert_parallel` does not yet combine with LoRA on the experts: set `lora.target_experts` to false (adapters on attention) or use `sft_method: full`.",
+        )?;
+        check(!packed_base, "base_expert_format", "`expert_parallel` holds the experts dense: leave `base_expert_format` unset or set it to `bf16`.")?;
+        check(
+            !self.qat.quantize_activations,
+            "qat.quantize_activations",
+            "`expert_parallel` does not yet combine with activation quantization: set `qat.quantize_activations` to false.",
+        )?;
         Ok(())
     }
 }
@@ -437,6 +466,26 @@ mod tests {
         assert_eq!(packed(|o| (o.qat.trainable, o.qat.steps) = (Some(QatTrainable::Full), 0)), Err("method.moe_sft_qat.base_expert_format".into()));
         let dense = MoeSftQatOptions { sft_method: SftMethod::Full, base_expert_format: Some(BaseExpertFormat::Bf16), ..Default::default() };
         assert_eq!(dense.validate().map_err(|e| e.param), Ok(()));
+    }
+
+    #[test]
+    fn expert_parallelism_needs_ranks_and_dense_unadapted_experts() {
+        let split = |edit: fn(&mut MoeSftQatOptions)| {
+            let mut o = MoeSftQatOptions { expert_parallel: true, world_size: 2, gradient_accumulation_steps: 2, ..Default::default() };
+            edit(&mut o);
+            o.validate().map_err(|e| e.param)
+        };
+        assert_eq!(split(|_| {}), Ok(()));
+        assert_eq!(split(|o| o.sft_method = SftMethod::Full), Ok(()));
+        assert_eq!(split(|o| o.world_size = 1), Err("method.moe_sft_qat.expert_parallel".into()));
+        assert_eq!(split(|o| o.lora.target_experts = crate::ExpertTargets::All(true)), Err("method.moe_sft_qat.lora.target_experts".into()));
+        assert_eq!(split(|o| o.base_expert_format = Some(BaseExpertFormat::Mxfp4)), Err("method.moe_sft_qat.base_expert_format".into()));
+        assert_eq!(split(|o| (o.qat.quantize_activations, o.qat.format) = (true, Some(QatFormat::Nvfp4))), Err("method.moe_sft_qat.qat.quantize_activations".into()));
+        // Left out of the spec unless set, so runners from before it read every other job.
+        let plain = serde_json::to_value(MoeSftQatOptions::default()).unwrap();
+        assert!(plain.get("expert_parallel").is_none());
+        let spec = serde_json::to_value(MoeSftQatOptions { expert_parallel: true, ..Default::default() }).unwrap();
+        assert_eq!(spec["expert_parallel"], true);
     }
 
     #[test]

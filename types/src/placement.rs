@@ -91,14 +91,21 @@ const EXPORT_SHARD_BYTES: i64 = 5_000_000_000;
 
 /// Logits per cross-entropy chunk (the runner's `CHUNK_LOGIT_ELEMENTS`).
 const CHUNK_LOGIT_ELEMENTS: i64 = 1 << 27;
-/// Bytes per trainable element beyond the weight itself: gradient, fp32 master when the weight is
-/// bf16, two fp32 AdamW moments.
-fn optimiser_bytes(weight_bytes: i64) -> i64 {
-    weight_bytes + if weight_bytes < 4 { 4 } else { 0 } + 8
+/// The optimiser state per trainable element (beyond its weight and gradient): fp32 master when the weight is bf16, two fp32
+/// moments. What ZeRO-1 splits across ranks.
+fn optimiser_state_bytes(weight_bytes: i64) -> i64 {
+    (if weight_bytes < 4 { 4 } else { 0 }) + 8
+}
+
+/// One rank's share of `bytes` split `ranks` ways (rounded up).
+fn share(bytes: i64, ranks: i64) -> i64 {
+    (bytes + ranks - 1) / ranks
 }
 
 impl MemoryModel {
-    /// The peak memory of the job `spec` describes, on a device of kind `device`.
+    /// The peak memory of one rank of the job `spec` describes, on a device of kind `device`. Ranks
+    /// beyond one split the optimiser state (ZeRO-1) and, with `expert_parallel`, the routed experts
+    /// (weights, gradients and state).
     pub fn job_memory(&self, spec: &TrainingSpec, device: TrainingDevice) -> JobMemory {
         let o = &spec.moe;
         let cuda = device == TrainingDevice::Cuda;
@@ -118,7 +125,11 @@ impl MemoryModel {
                 None => self.shipped_expert_format.as_deref().filter(|f| *f == "mxfp4").map(|_| (4.25, "mxfp4")),
             }
         };
-        let (experts, dense_rest) = (self.expert_params, self.total_params - self.expert_params);
+        let (all_experts, dense_rest) = (self.expert_params, self.total_params - self.expert_params);
+        let ranks = i64::from(o.world_size.max(1));
+        let expert_ranks = if o.expert_parallel { ranks } else { 1 };
+        // The routed experts this rank holds.
+        let experts = share(all_experts, expert_ranks);
         let moe_layers = self.moe_layers.max(1);
         let layer_experts = experts / moe_layers;
         let layers = self.num_hidden_layers.max(1);
@@ -155,7 +166,8 @@ impl MemoryModel {
         let adapters = r * layers * attention + expert_lora;
         let lora = o.sft_method == SftMethod::Lora;
 
-        let dense_weights = self.total_params * b;
+        // The weights this rank holds (its share of the experts under expert parallelism).
+        let dense_weights = (dense_rest + experts) * b;
         let frozen_weights = match packed_bits {
             Some((bits, _)) => dense_rest * b + (experts as f64 * bits / 8.0).ceil() as i64,
             None => dense_weights,
@@ -177,39 +189,46 @@ impl MemoryModel {
         // Frozen experts' weight copies kept for the backward (`copies` per expert: dequantised, merged,
         // fake-quantised). Without checkpointing every layer keeps every expert's; a recomputed layer
         // backpropagates its frozen experts one at a time, so one expert's copies exist at once.
-        let one_expert = layer_experts / self.num_experts.max(1);
+        let one_expert = all_experts / moe_layers / self.num_experts.max(1);
         let frozen_expert_copies = |copies: i64| if checkpointing { copies * one_expert * b } else { alive_layers * layer_experts * b };
         // Packed experts are dequantised for their tokens and kept for the input gradient.
         let dequantised = if packed_bits.is_some() { frozen_expert_copies(1) } else { 0 };
         let router = if o.router.mode == RouterMode::Train { self.router_params } else { 0 };
-        let full_trainable = self.total_params - self.router_params + router;
+        let full_trainable = dense_rest + experts - self.router_params + router;
+        // Gradients are whole on every rank; the optimiser state of a tensor every rank holds is kept by
+        // one owner (ZeRO-1), that of a rank's own experts by the rank.
+        let own_experts = if o.expert_parallel { experts } else { 0 };
+        let full_trainable_bytes = full_trainable * b + share((full_trainable - own_experts) * optimiser_state_bytes(b), ranks) + own_experts * optimiser_state_bytes(b);
+        let adapter_bytes = adapters * 4 + share(adapters * 12, ranks) + router * b + share(router * optimiser_state_bytes(b), ranks);
         let sft = if lora {
-            stage(adapters + router, frozen_weights, adapters * (4 + 12) + router * optimiser_bytes(b), dequantised)
+            stage(adapters + router, frozen_weights, adapter_bytes, dequantised)
         } else {
-            stage(full_trainable, dense_weights, full_trainable * optimiser_bytes(b), 0)
+            stage(full_trainable, dense_weights, full_trainable_bytes, 0)
         };
         let mut stages = BTreeMap::from([("sft", sft)]);
         if o.qat.steps > 0 {
             let qat = if lora && o.qat_trainable() == QatTrainable::Lora {
                 // Each expert's fake-quantized `W + BA`, kept for its input gradient (the dequantised
                 // and merged weights it comes from are not, but exist while it is made).
-                stage(adapters + router, frozen_weights, adapters * (4 + 12) + router * optimiser_bytes(b), frozen_expert_copies(3))
+                stage(adapters + router, frozen_weights, adapter_bytes, frozen_expert_copies(3))
             } else {
                 // Fake-quantized copies of the experts kept for the backward.
-                stage(full_trainable, dense_weights, full_trainable * optimiser_bytes(b), alive_layers * layer_experts * b)
+                stage(full_trainable, dense_weights, full_trainable_bytes, alive_layers * layer_experts * b)
             };
             stages.insert("qat", qat);
         }
         // Merging the adapters and exporting hold the dense model and the adapters, on the host (on a
         // CPU runner that is the training device). The export writes shard by shard: one shard's bytes,
         // and the fp32 values of the largest expert tensor while it is encoded to FP4.
+        // Under expert parallelism rank 0 gathers every rank's experts for the export: the whole model.
+        let whole_weights = self.total_params * b;
         let largest_expert_tensor = self.num_experts * 2 * self.expert_intermediate_size * self.hidden_size;
-        let export_copy = dense_weights.min(EXPORT_SHARD_BYTES) + largest_expert_tensor * 4;
+        let export_copy = whole_weights.min(EXPORT_SHARD_BYTES) + largest_expert_tensor * 4;
         let merge = StageMemory {
-            weights_bytes: dense_weights,
+            weights_bytes: whole_weights,
             trainable_bytes: adapters * 4,
             transient_bytes: export_copy,
-            total_bytes: dense_weights + adapters * 4 + export_copy,
+            total_bytes: whole_weights + adapters * 4 + export_copy,
             ..Default::default()
         };
         let host_bytes = merge.total_bytes;
@@ -390,5 +409,39 @@ mod tests {
         assert_eq!(longer.stages["sft"].activations_bytes, 2 * lora.stages["sft"].activations_bytes);
         let requirements = m.requirements(&spec(|_| {}));
         assert_eq!((requirements.memory_bytes, requirements.cpu_memory_bytes), (lora.peak_bytes, cpu.peak_bytes));
+    }
+
+    #[test]
+    fn ranks_split_the_optimiser_state_and_expert_parallel_ranks_the_experts() {
+        let m = model();
+        let cuda = |edit: fn(&mut crate::MoeSftQatOptions)| m.job_memory(&spec(edit), TrainingDevice::Cuda);
+        let one = cuda(|o| o.sft_method = SftMethod::Full);
+        // ZeRO-1 over 4 ranks: weights and gradients whole, the fp32 masters and moments a quarter.
+        let zero1 = cuda(|o| {
+            o.sft_method = SftMethod::Full;
+            o.world_size = 4;
+        });
+        let trainable: i64 = 10_000_000 - 1_000;
+        assert_eq!(zero1.stages["sft"].weights_bytes, one.stages["sft"].weights_bytes);
+        assert_eq!(zero1.stages["sft"].trainable_bytes, trainable * 2 + share(trainable * 12, 4));
+        // Expert parallelism over 4 ranks: a quarter of the experts with their gradients and state; the
+        // rest whole, its optimiser state a quarter.
+        let ep = cuda(|o| {
+            o.sft_method = SftMethod::Full;
+            o.world_size = 4;
+            o.expert_parallel = true;
+        });
+        let (rest, experts): (i64, i64) = (2_000_000, 8_000_000 / 4);
+        assert_eq!(ep.stages["sft"].weights_bytes, (rest + experts) * 2);
+        assert_eq!(ep.stages["sft"].trainable_bytes, (rest + experts - 1_000) * 2 + share((rest - 1_000) * 12, 4) + experts * 12);
+        assert!(ep.peak_bytes < zero1.peak_bytes && zero1.peak_bytes < one.peak_bytes);
+        // The export gathers the whole model on rank 0's host.
+        assert_eq!(ep.host_bytes, one.host_bytes);
+        // LoRA: the adapters' state is split too; the frozen experts under expert parallelism.
+        let lora_ep = cuda(|o| {
+            o.world_size = 2;
+            o.expert_parallel = true;
+        });
+        assert_eq!(lora_ep.stages["sft"].weights_bytes, (rest + 8_000_000 / 2) * 2);
     }
 }

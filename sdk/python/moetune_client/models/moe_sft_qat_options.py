@@ -35,6 +35,12 @@ class MoeSftQatOptions:
         device (DeviceRequest | Unset): Which kind of runner may take a job.
         eval_prompts (list[EvalPrompt] | Unset): Optional task accuracy: prompts with expected answers, scored by greedy
             decoding.
+        expert_parallel (bool | Unset): Split every MoE layer's routed experts across the job's ranks (expert
+            parallelism): each rank
+            holds `num_experts / world_size` of them, and tokens reach their experts' ranks by all-to-all.
+            Needs `world_size` of 2 or more, dividing the model's number of experts. Default false: every
+            rank holds the whole model. Not yet combined with LoRA on the experts, packed base experts or
+            activation quantization. Default: False.
         gradient_accumulation_steps (int | Unset): Micro-batches accumulated per optimiser step. Default 1. Default: 1.
         gradient_checkpointing (bool | None | Unset): Recompute each decoder layer in the backward instead of keeping
             its activations (less memory,
@@ -67,6 +73,7 @@ class MoeSftQatOptions:
     checkpoint_every_n_steps: int | Unset = 100
     device: DeviceRequest | Unset = UNSET
     eval_prompts: list[EvalPrompt] | Unset = UNSET
+    expert_parallel: bool | Unset = False
     gradient_accumulation_steps: int | Unset = 1
     gradient_checkpointing: bool | None | Unset = UNSET
     learning_rate: float | Unset = 1e-05
@@ -108,6 +115,8 @@ class MoeSftQatOptions:
             for eval_prompts_item_data in self.eval_prompts:
                 eval_prompts_item = eval_prompts_item_data.to_dict()
                 eval_prompts.append(eval_prompts_item)
+
+        expert_parallel = self.expert_parallel
 
         gradient_accumulation_steps = self.gradient_accumulation_steps
 
@@ -178,6 +187,8 @@ class MoeSftQatOptions:
             field_dict["device"] = device
         if eval_prompts is not UNSET:
             field_dict["eval_prompts"] = eval_prompts
+        if expert_parallel is not UNSET:
+            field_dict["expert_parallel"] = expert_parallel
         if gradient_accumulation_steps is not UNSET:
             field_dict["gradient_accumulation_steps"] = gradient_accumulation_steps
         if gradient_checkpointing is not UNSET:
@@ -265,6 +276,8 @@ class MoeSftQatOptions:
                 eval_prompts_item = EvalPrompt.from_dict(eval_prompts_item_data)
 
                 eval_prompts.append(eval_prompts_item)
+
+        expert_parallel = d.pop("expert_parallel", UNSET)
 
         gradient_accumulation_steps = d.pop("gradient_accumulation_steps", UNSET)
 
@@ -355,6 +368,7 @@ class MoeSftQatOptions:
             checkpoint_every_n_steps=checkpoint_every_n_steps,
             device=device,
             eval_prompts=eval_prompts,
+            expert_parallel=expert_parallel,
             gradient_accumulation_steps=gradient_accumulation_steps,
             gradient_checkpointing=gradient_checkpointing,
             learning_rate=learning_rate,
