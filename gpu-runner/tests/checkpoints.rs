@@ -236,6 +236,45 @@ fn estimates_for_the_published_models() {
     }
 }
 
+/// One rank's estimate for full SFT → full QAT of gpt-oss-120b, bf16 with activation checkpointing,
+/// batch 1 × 4,096 tokens: AdamW's 16 bytes per parameter (1.87 TB) exceed 8 × 80 GB however they are
+/// split; with the experts split across 32 ranks (and the optimiser state of the rest across them
+/// too) one rank fits an 80 GB GPU.
+#[test]
+fn full_training_of_gpt_oss_120b_per_rank() {
+    let dir = scratch("published-gpt-oss-120b-full");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = json!({"architectures": ["GptOssForCausalLM"], "vocab_size": 201088, "hidden_size": 2880, "num_hidden_layers": 36,
+                        "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 64, "num_local_experts": 128,
+                        "num_experts_per_tok": 4, "intermediate_size": 2880, "sliding_window": 128, "rms_norm_eps": 1e-5,
+                        "quantization_config": {"quant_method": "mxfp4"}});
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let gib = |b: i64| b as f64 / f64::from(1 << 30);
+    let mut peaks = Vec::new();
+    for (ranks, expert_parallel) in [(1, false), (8, false), (8, true), (32, true), (64, true)] {
+        let options = json!({"sft_method": "full", "seq_len": 4096, "world_size": ranks, "gradient_accumulation_steps": ranks, "expert_parallel": expert_parallel});
+        let moe: MoeSftQatOptions = serde_json::from_value(options).unwrap();
+        let spec = TrainingSpec { model: "gpt-oss-120b".into(), n_epochs: 1, batch_size: 1, seed: 0, moe, routing_profile: None };
+        let cuda = inspect(&dir, &spec).unwrap().memory["cuda"].clone();
+        let sft = &cuda.stages["sft"];
+        println!(
+            "gpt-oss-120b full SFT → QAT, {ranks} ranks{}: weights {:.1} GiB, gradients and optimiser state {:.1} GiB, activations {:.1} GiB; peak {:.1} GiB per rank",
+            if expert_parallel { ", experts split" } else { "" },
+            gib(sft.weights_bytes),
+            gib(sft.trainable_bytes),
+            gib(sft.activations_bytes + sft.transient_bytes),
+            gib(cuda.peak_bytes)
+        );
+        peaks.push(cuda.peak_bytes);
+    }
+    let gpu = 80_000_000_000;
+    assert!(peaks[0] > 1_800_000_000_000, "one rank holds the whole 16 bytes per parameter");
+    assert!(peaks.windows(2).all(|w| w[1] < w[0]), "{peaks:?}: more ranks, less each");
+    assert!(peaks[2] > gpu, "8 expert-parallel ranks still hold 175 GB of optimiser state each");
+    assert!(peaks[3] <= gpu, "32 expert-parallel ranks fit an 80 GB GPU each");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// `fnmatch` as modelopt applies `exclude_modules`: `*` matches any run of characters, dots included.
 fn glob(pattern: &str, name: &str) -> bool {
     match pattern.split_once('*') {

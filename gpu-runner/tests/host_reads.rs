@@ -35,6 +35,17 @@ const STEP_PATH: &[(&str, &[(&str, usize, &str)])] = &[
         ],
     ),
     (
+        // Expert parallelism only: c10d's all-to-all takes its split sizes on the host, as
+        // torch.distributed's `all_to_all_single` does. One read per MoE layer's forward.
+        "src/model/moe/expert_parallel.rs",
+        &[
+            ("Vec::<", 2, "the slot counts per expert, read to size the token exchange, and the counts the other ranks send"),
+            ("::try_from(", 2, "the same reads"),
+            ("from_slice(", 4, "the host-built slot list, row order and rows per expert (from the counts read above), and the counts sent"),
+            ("to_device(", 6, "moving those to the device, and the counts to the host"),
+        ],
+    ),
+    (
         "src/train/parallel.rs",
         &[
             ("from_slice(", 7, "host values (which gradients exist, the step's summed loss, a stop request, rank 0's monitor verdict, the job fingerprint) exchanged over the CPU-only Gloo group, and serde_json::from_slice decoding the verdict's bytes"),
@@ -55,7 +66,7 @@ const STEP_PATH: &[(&str, &[(&str, usize, &str)])] = &[
     (
         "src/model/mod.rs",
         &[
-            ("to_device(", 3, "moving the model and loading checkpoint tensors, and a generation prompt, outside any step"),
+            ("to_device(", 4, "moving the model and loading checkpoint tensors, a generation prompt, and gathering an expert-parallel model's experts for the export, outside any step"),
             ("from_slice(", 1, "the prompt of greedy generation (evaluation prompts), outside any step"),
             ("int64_value(", 1, "greedy generation reads each next token"),
         ],

@@ -101,7 +101,7 @@ fn chunked_and_checkpointed_steps_give_the_gradients_of_the_plain_backward() {
             let routing = RoutingOptions { capacity_factor: Some(1.25), jitter: 0.05 };
             let mode = ForwardMode { routing: Some(&routing), adapters: lora_adapters.as_ref(), seed: Some(11), ..Default::default() };
             let batch = batch(config.vocab_size);
-            let options = |checkpointing, chunk_tokens| StepOptions { checkpointing, chunk_tokens, aux_loss_coef: 0.01, z_loss_coef: 0.001, grad_scale: 0.5 };
+            let options = |checkpointing, chunk_tokens| StepOptions { checkpointing, chunk_tokens, aux_loss_coef: 0.01, z_loss_coef: 0.001, grad_scale: 0.5, always_backward: false };
 
             let reference_loss = reference_backward(&model, &batch, mode, &options(false, None));
             let reference = gradients(&trainables);
@@ -137,7 +137,7 @@ fn frozen_experts_backpropagated_one_at_a_time_give_the_gradients_of_the_plain_b
             let routing = RoutingOptions { capacity_factor: Some(1.25), jitter: 0.05 };
             let mode = ForwardMode { routing: Some(&routing), adapters: Some(&lora_adapters), expert_transform: transform, seed: Some(11), ..Default::default() };
             let batch = batch(config.vocab_size);
-            let options = |checkpointing| StepOptions { checkpointing, chunk_tokens: Some(5), aux_loss_coef: 0.01, z_loss_coef: 0.001, grad_scale: 0.5 };
+            let options = |checkpointing| StepOptions { checkpointing, chunk_tokens: Some(5), aux_loss_coef: 0.01, z_loss_coef: 0.001, grad_scale: 0.5, always_backward: false };
 
             let reference_loss = reference_backward(&model, &batch, mode, &options(false));
             let reference = gradients(&trainables);
@@ -202,7 +202,7 @@ fn a_bf16_step_tracks_the_fp32_step() {
         vars.set_kind(kind);
         let trainables = sft_trainables(&model, &vars, SftMethod::Full, RouterMode::Freeze);
         let before = vars.variables()["model.layers.0.self_attn.q_proj.weight"].detach().copy();
-        let options = StepOptions { checkpointing: true, chunk_tokens: None, aux_loss_coef: 0.0, z_loss_coef: 0.001, grad_scale: 1.0 };
+        let options = StepOptions { checkpointing: true, chunk_tokens: None, aux_loss_coef: 0.0, z_loss_coef: 0.001, grad_scale: 1.0, always_backward: false };
         let top_k = tch::no_grad(|| model.forward(&batch.ids, ForwardMode::default()).router_top_k);
         let loss = forward_backward(&model, &batch, ForwardMode::default(), &options).double_value(&[]);
         let mut optimizer = AdamW::new(trainables, 0.0);
@@ -264,7 +264,7 @@ fn chosen_experts_alone_train_and_their_export_reads_back_with_the_same_updates(
         assert_eq!(adapters.experts.len(), 2, "{name}: layer 0's two fused weights only");
         let mut optimizer = AdamW::new(lora::trainables(&adapters), 0.1);
         let mode = ForwardMode { adapters: Some(&adapters), ..Default::default() };
-        let options_step = StepOptions { checkpointing: false, chunk_tokens: None, aux_loss_coef: 0.0, z_loss_coef: 0.0, grad_scale: 1.0 };
+        let options_step = StepOptions { checkpointing: false, chunk_tokens: None, aux_loss_coef: 0.0, z_loss_coef: 0.0, grad_scale: 1.0, always_backward: false };
         for _ in 0..3 {
             let _ = forward_backward(&model, &batch, mode, &options_step);
             optimizer.step(1e-2);

@@ -130,6 +130,68 @@ fn a_checkpoint_of_two_ranks_resumes_in_another_world_size() {
     assert!(!output.status.success() && stderr.contains("at sft step 3 but has no optimizer.safetensors"), "{stderr}");
 }
 
+/// `options` with the experts split across `world` ranks.
+fn expert_parallel(options: &str, world: usize) -> String {
+    let mut value: serde_json::Value = serde_json::from_str(options).unwrap();
+    value["world_size"] = world.into();
+    value["expert_parallel"] = true.into();
+    value.to_string()
+}
+
+/// Expert parallelism (each rank holds its share of the experts; tokens cross ranks by all-to-all):
+/// full SFT → full QAT on 2 and 4 ranks, and LoRA on attention with a trained router on 2, give the
+/// single process's losses and evaluations, and rank 0 writes the whole model (its outputs are
+/// checked by reading them back).
+#[test]
+fn expert_parallel_ranks_train_with_the_single_process_losses() {
+    let dir = scratch("experts");
+    let jobs = [
+        ("full", r#"{"sft_method": "full", "learning_rate": 1e-3, "max_steps": 3, "gradient_accumulation_steps": 4, "qat": {"steps": 2, "learning_rate": 1e-4}, "checkpoint_every_n_steps": 0}"#, &[2, 4][..]),
+        (
+            "lora",
+            r#"{"learning_rate": 3e-3, "max_steps": 3, "gradient_accumulation_steps": 2, "router": {"mode": "train", "jitter": 0.01, "capacity_factor": 1.0},
+                "qat": {"steps": 2, "learning_rate": 1e-4}, "checkpoint_every_n_steps": 0}"#,
+            &[2][..],
+        ),
+    ];
+    for (name, options, worlds) in jobs {
+        let single = train(1, options, &dir.join(format!("{name}-1")), &[]);
+        let expected = train_losses(&single);
+        for &world in worlds {
+            let out = dir.join(format!("{name}-{world}"));
+            let events = train(world, &expert_parallel(options, world), &out, &[]);
+            assert_close(&train_losses(&events), &expected, &format!("{name}, experts split across {world} ranks"));
+            for (row, want) in summary(&events)["eval"].as_array().unwrap().iter().zip(summary(&single)["eval"].as_array().unwrap()) {
+                let (got, want) = (row["validation_loss"].as_f64().unwrap(), want["validation_loss"].as_f64().unwrap());
+                assert!((got - want).abs() <= TOLERANCE * want.abs().max(1.0), "{name} on {world} expert-parallel ranks: {} validation loss {got} vs {want}", row["model"]);
+            }
+            let told = events.iter().any(|e| e["type"] == "message" && e["message"].as_str().is_some_and(|m| m.starts_with(&format!("Expert parallel over {world} ranks"))));
+            assert!(told, "{name} on {world} ranks: the job log does not say the experts were split");
+        }
+    }
+}
+
+/// Each expert-parallel rank stores its experts in a file of its own; the checkpoint resumes on as
+/// many ranks with the losses of the uninterrupted run, and is refused, saying why, on another split.
+#[test]
+fn an_expert_parallel_checkpoint_resumes_on_as_many_ranks() {
+    let dir = scratch("experts-resume");
+    let options = expert_parallel(r#"{"sft_method": "full", "learning_rate": 1e-3, "max_steps": 4, "gradient_accumulation_steps": 2, "qat": {"steps": 1, "learning_rate": 1e-4}, "checkpoint_every_n_steps": 2}"#, 2);
+    let checkpoints = dir.join("checkpoints");
+    let full = train_losses(&train(2, &options, &dir.join("full"), &["--checkpoints", checkpoints.to_str().unwrap()]));
+    let at = checkpoints.join("sft-step-000002");
+    for file in ["experts.rank0-of-2.safetensors", "experts.rank1-of-2.safetensors", "optimizer.rank1-of-2.safetensors"] {
+        assert!(at.join(file).exists(), "{file} is not in the checkpoint");
+    }
+    let later: BTreeMap<_, _> = full.iter().filter(|((stage, step), _)| stage == "qat" || *step > 2).map(|(k, v)| (k.clone(), *v)).collect();
+    let resumed = train_losses(&train(2, &options, &dir.join("resumed"), &["--resume", at.to_str().unwrap()]));
+    assert_close(&resumed, &later, "resumed on 2 expert-parallel ranks");
+    let whole = r#"{"sft_method": "full", "learning_rate": 1e-3, "max_steps": 4, "gradient_accumulation_steps": 2, "qat": {"steps": 1, "learning_rate": 1e-4}, "checkpoint_every_n_steps": 2}"#;
+    let output = train_command(whole, &dir.join("refused"), &["--resume", at.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("holds the experts split across 2 ranks, and this job holds them whole"), "{stderr}");
+}
+
 /// Ranks started for different jobs (here: another seed on rank 1) refuse to train.
 #[test]
 fn ranks_started_for_different_jobs_refuse_to_train() {

@@ -23,6 +23,12 @@ fn job_body(file: &Value, world_size: u32) -> Value {
     })
 }
 
+/// The job with its experts split across its ranks.
+fn expert_parallel(mut body: Value) -> Value {
+    body["method"]["moe_sft_qat"]["expert_parallel"] = json!(true);
+    body
+}
+
 /// SFT losses by (attempt, step).
 async fn sft_losses(pool: &PgPool, job: &str) -> BTreeMap<(i32, u64), f64> {
     let rows: Vec<(i32, Value)> = sqlx::query_as("SELECT attempt, data FROM job_events WHERE job_id = $1 AND type = 'metrics' ORDER BY seq")
@@ -43,6 +49,17 @@ fn assert_close(actual: f64, expected: f64, what: &str) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_gang_trains_like_one_runner_and_survives_a_killed_rank(pool: PgPool) {
+    a_gang_survives_a_killed_rank(pool, false).await;
+}
+
+/// The same with the experts split across the two ranks: a rank killed mid-exchange ends the other's
+/// attempt as a lost peer, and the job resumes on a new gang from the ranks' expert files.
+#[sqlx::test(migrations = "../migrations")]
+async fn an_expert_parallel_gang_trains_like_one_runner_and_survives_a_killed_rank(pool: PgPool) {
+    a_gang_survives_a_killed_rank(pool, true).await;
+}
+
+async fn a_gang_survives_a_killed_rank(pool: PgPool, split_experts: bool) {
     let env = TestEnv::start(pool.clone()).await;
     let _scheduler = tokio::spawn(moetune_scheduler::run(env.scheduler_config(), pool.clone(), std::future::pending()));
     let file = env.upload_demo_dataset().await;
@@ -65,7 +82,8 @@ async fn a_gang_trains_like_one_runner_and_survives_a_killed_rank(pool: PgPool) 
     assert_eq!(reference.len(), 60);
 
     // The same job on two runners.
-    let created: Value = env.post_json("/v1/fine_tuning/jobs", job_body(&file, 2)).await.json().await.unwrap();
+    let body = if split_experts { expert_parallel(job_body(&file, 2)) } else { job_body(&file, 2) };
+    let created: Value = env.post_json("/v1/fine_tuning/jobs", body).await.json().await.unwrap();
     let id = created["id"].as_str().unwrap().to_string();
     assert_eq!(created["requirements"]["world_size"], 2, "{created}");
     assert_eq!(created["method"]["moe_sft_qat"]["world_size"], 2);

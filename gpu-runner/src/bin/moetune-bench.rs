@@ -244,7 +244,7 @@ fn train(raw: &Value, arch: &str, method: Method, shape: Shape, expert_loop: boo
         .collect();
     let inputs = eval::Batch::new(&samples.iter().collect::<Vec<_>>(), 0, device);
     // The job's own step: chunked loss, and activation checkpointing where a job would have it (CUDA).
-    let step_options = StepOptions { checkpointing: device.is_cuda(), chunk_tokens: None, aux_loss_coef: 0.0, z_loss_coef: 0.0, grad_scale: 1.0 };
+    let step_options = StepOptions { checkpointing: device.is_cuda(), chunk_tokens: None, aux_loss_coef: 0.0, z_loss_coef: 0.0, grad_scale: 1.0, always_backward: false };
     // Per step: total, forward + backward (one call: the chunked loss and checkpointing interleave
     // them), and the optimiser.
     let mut phases: [Vec<f64>; 3] = Default::default();
@@ -343,6 +343,7 @@ fn memory(config_path: &std::path::Path, options: &str, batch: u32, stage: &str,
         aux_loss_coef: if o.router.mode == RouterMode::Train { o.router.aux_loss_coef } else { 0.0 },
         z_loss_coef: o.router.z_loss_coef,
         grad_scale: 1.0,
+        always_backward: false,
     };
     let before_step = proc_status("VmRSS:")? - before;
     // Two steps: the optimiser's moments (and fp32 masters) appear in the first.

@@ -10,6 +10,7 @@ pub mod lora;
 pub mod monitor;
 pub mod optim;
 pub mod parallel;
+pub mod expert_parallel;
 pub mod profile;
 pub mod quantizer;
 pub mod resume;
@@ -222,6 +223,16 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
 /// every decision (the monitor's, a stop) is the same everywhere; only rank 0's reporter should
 /// publish events and record checkpoints.
 pub fn run_on(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<ResumePoint>, reporter: &mut dyn Reporter, parallel: Option<&parallel::DataParallel>) -> anyhow::Result<TrainOutput> {
+    if !spec.moe.expert_parallel {
+        return run_job(spec, data, device, resume, reporter, parallel, None);
+    }
+    let Some(dp) = parallel.filter(|dp| dp.world_size() > 1) else { bail!("expert_parallel splits the experts across ranks: start the job with a world size of 2 or more") };
+    let ep = dp.expert_parallel();
+    expert_parallel::catching_lost_peers(|| run_job(spec, data, device, resume, reporter, parallel, Some(&ep)))
+}
+
+/// [`run_on`], with the experts split across `ep`'s ranks when given.
+fn run_job(spec: &TrainingSpec, data: JobData, device: Device, mut resume: Option<ResumePoint>, reporter: &mut dyn Reporter, parallel: Option<&parallel::DataParallel>, ep: Option<&crate::model::ExpertParallel>) -> anyhow::Result<TrainOutput> {
     let options = &spec.moe;
     let kind = training_kind(options.precision, device);
     let checkpointing = options.gradient_checkpointing.unwrap_or(device.is_cuda());
@@ -231,8 +242,15 @@ pub fn run_on(spec: &TrainingSpec, data: JobData, device: Device, resume: Option
     if let Some(point) = resume.as_ref().filter(|p| lora_qat && options.qat.trainable.is_none() && p.progress.stage != StageKind::Sft) {
         lora_qat = !point.holds_full_weights()?;
     }
-    let storage = if lora_qat { expert_storage(options) } else { ExpertStorage::Dense };
-    let (mut vars, model, codec) = base_model(&spec.model, device, kind, storage)?;
+    let storage = if lora_qat && ep.is_none() { expert_storage(options) } else { ExpertStorage::Dense };
+    let (vars, model, codec) = match ep {
+        Some(ep) => expert_parallel::base_model(&spec.model, device, kind, ep)?,
+        None => base_model(&spec.model, device, kind, storage)?,
+    };
+    let expert_shards = expert_parallel::split_names(&model);
+    if let (Some(point), Some(ep)) = (resume.as_mut(), ep) {
+        point.expert_shard = Some((ep.rank(), ep.ranks()));
+    }
     // A spec from the API names its QAT format; one given to the runner's CLI may leave it to the model.
     let mut resolved = spec.clone();
     resolved.moe.resolve_qat_format(model.config.architecture.class_name());
@@ -318,8 +336,11 @@ pub fn run_on(spec: &TrainingSpec, data: JobData, device: Device, resume: Option
         if let Some(dp) = parallel {
             reporter.event(info(&data_parallel_summary(dp.world_size(), options.gradient_accumulation_steps)));
         }
+        if let Some(ep) = ep {
+            reporter.event(info(&expert_parallel::summary(&model, ep)));
+        }
         let warmup = (f64::from(sft_steps) * options.warmup_ratio) as u32;
-        let stage = Stage { kind: StageKind::Sft, steps: sft_steps, peak_lr: options.learning_rate, warmup, spec, pad, device, checkpointing, extra: vec![], parallel, base_routing: base_routing.as_deref() };
+        let stage = Stage { kind: StageKind::Sft, steps: sft_steps, peak_lr: options.learning_rate, warmup, spec, pad, device, checkpointing, extra: vec![], parallel, expert_shards: &expert_shards, base_routing: base_routing.as_deref() };
         stage.train(&model, sft_mode, trainables, &samples, &eval_batches, &diagnostic, &mut progress, resume.as_ref(), adapters.as_ref(), reporter)?;
     }
 
@@ -359,7 +380,7 @@ pub fn run_on(spec: &TrainingSpec, data: JobData, device: Device, resume: Option
         progress.enter_qat(samples.len(), batch, spec.seed);
         let trainables = qat_trainables(&model, &vars, options, adapters.as_ref(), lora_qat);
         let extra = qat_extra(&sft_top_k, sft_adapters.as_ref());
-        let qat_stage = Stage { kind: StageKind::Qat, steps: options.qat.steps, peak_lr: options.qat.learning_rate, warmup: 0, spec, pad, device, checkpointing, extra, parallel, base_routing: base_routing.as_deref() };
+        let qat_stage = Stage { kind: StageKind::Qat, steps: options.qat.steps, peak_lr: options.qat.learning_rate, warmup: 0, spec, pad, device, checkpointing, extra, parallel, expert_shards: &expert_shards, base_routing: base_routing.as_deref() };
         qat_stage.checkpoint_with("sft-final", &progress, &trainables, None, reporter)?;
         sft_top_k
     } else {
@@ -393,7 +414,7 @@ pub fn run_on(spec: &TrainingSpec, data: JobData, device: Device, resume: Option
             sft_eval.ptq.loss
         )));
         let extra = qat_extra(&sft_top_k, sft_adapters.as_ref());
-        let stage = Stage { kind: StageKind::Qat, steps: qat_steps, peak_lr: options.qat.learning_rate, warmup: 0, spec, pad, device, checkpointing, extra, parallel, base_routing: base_routing.as_deref() };
+        let stage = Stage { kind: StageKind::Qat, steps: qat_steps, peak_lr: options.qat.learning_rate, warmup: 0, spec, pad, device, checkpointing, extra, parallel, expert_shards: &expert_shards, base_routing: base_routing.as_deref() };
         let qat_adapters = if lora_qat { adapters.as_ref() } else { None };
         let optimizer = stage.train(&model, qat_mode, trainables, &samples, &eval_batches, &diagnostic, &mut progress, resume.as_ref(), qat_adapters, reporter)?;
         progress.stage = StageKind::Done;
@@ -405,6 +426,11 @@ pub fn run_on(spec: &TrainingSpec, data: JobData, device: Device, resume: Option
     set_trainable(&model, &vars, &[]);
     let (qat, qat_top_k) = eval::score(&model, qat_mode, &eval_batches);
     let qat_task = task(qat_mode);
+    // The outputs are written from the whole model: rank 0 gathers every rank's experts.
+    let (mut vars, model) = match ep.map(|ep| model.gather_whole(&vars, ep, kind, 0)).transpose()?.flatten() {
+        Some(whole) => whole,
+        None => (vars, model),
+    };
     // Merging and exporting need the dense model: on the host, so the training device never holds it
     // (with packed experts it would be the job's peak). The QAT-trained adapters become part of the
     // weights the FP4 model is exported from.

@@ -114,6 +114,39 @@ impl AdamW {
         })
     }
 
+    /// [`Self::clip_grad_norm`] where the trainables marked `split` are this rank's share of tensors
+    /// split across ranks (its experts): the squares of their gradients are summed over the ranks by
+    /// `across_ranks` before they join the others', so every rank scales by the whole model's norm.
+    pub fn clip_grad_norm_split(&mut self, max_norm: f64, split: &[bool], across_ranks: impl FnOnce(Tensor) -> anyhow::Result<Tensor>) -> anyhow::Result<()> {
+        let _no_grad = tch::no_grad_guard();
+        let squares = |own: bool| -> Option<Tensor> {
+            let parts: Vec<Tensor> = self
+                .params
+                .iter()
+                .zip(split)
+                .filter(|(p, &s)| s == own && p.tensor.grad().defined())
+                .map(|(p, _)| p.tensor.grad().to_kind(Kind::Double).pow_tensor_scalar(2).sum(Kind::Double))
+                .collect();
+            (!parts.is_empty()).then(|| Tensor::stack(&parts, 0).sum(Kind::Double))
+        };
+        let whole = squares(false);
+        let device = self.params.first().map_or(Device::Cpu, |p| p.tensor.device());
+        let shares = across_ranks(squares(true).unwrap_or_else(|| Tensor::zeros([], (Kind::Double, device))))?;
+        let norm = match whole {
+            Some(w) => w + shares,
+            None => shares,
+        }
+        .sqrt();
+        let factor = (norm.full_like(max_norm) / (&norm + 1e-6)).clamp_max(1.0);
+        for p in &self.params {
+            let mut g = p.tensor.grad();
+            if g.defined() {
+                let _ = g.g_mul_(&factor.to_kind(g.kind()));
+            }
+        }
+        Ok(())
+    }
+
     pub fn step(&mut self, lr: f64) {
         self.step += 1;
         let scalars = self.scalars(lr);
@@ -159,8 +192,16 @@ impl AdamW {
     /// the state of the trainables this optimiser owns (all but under sharded data parallelism, where
     /// each rank writes its own file and any world size reads them back by name).
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let named = self.state(|_| true);
+        Tensor::write_safetensors(&named, path).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The state (moments, fp32 master) of the owned trainables `which` selects by index, and the step
+    /// count, under the names `save` writes.
+    pub fn state(&self, which: impl Fn(usize) -> bool) -> Vec<(String, Tensor)> {
         let mut named: Vec<(String, Tensor)> = Vec::with_capacity(self.params.len() * 2 + 1);
-        for ((((p, master), m), v), _) in self.params.iter().zip(&self.masters).zip(&self.exp_avg).zip(&self.exp_avg_sq).zip(&self.owned).filter(|(_, &own)| own) {
+        let owned = self.params.iter().zip(&self.masters).zip(&self.exp_avg).zip(&self.exp_avg_sq).enumerate().filter(|&(i, _)| self.owned[i] && which(i));
+        for (_, (((p, master), m), v)) in owned {
             named.push((format!("{}.exp_avg", p.name), m.shallow_clone()));
             named.push((format!("{}.exp_avg_sq", p.name), v.shallow_clone()));
             if let Some(master) = master {
@@ -168,7 +209,7 @@ impl AdamW {
             }
         }
         named.push(("step".into(), Tensor::from_slice(&[self.step])));
-        Tensor::write_safetensors(&named, path).with_context(|| format!("writing {}", path.display()))
+        named
     }
 
     /// Restores the owned trainables' state from the files `save` wrote (one, or one per rank of the

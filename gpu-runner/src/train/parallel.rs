@@ -12,6 +12,8 @@
 //! new values are broadcast. Each rank checkpoints its own share of the optimiser state, and a
 //! checkpoint loads into any world size ([`super::resume::optimizer_file`]).
 
+use std::sync::{Arc, Mutex, MutexGuard};
+
 use anyhow::Context;
 use moetune_c10d::{Backend, ProcessGroup, ReduceOp, Rendezvous, Store};
 use tch::{Device, Kind, Tensor};
@@ -46,7 +48,9 @@ const BUCKET_BYTES: i64 = 32 << 20;
 /// Gloo on CPU) and a Gloo group for the few host values ranks exchange (which gradients exist, the
 /// step's loss, a stop request), so exchanging those never waits for the device.
 pub struct DataParallel {
-    group: ProcessGroup,
+    /// Shared with the model's MoE layers under expert parallelism, whose token exchanges take their
+    /// turn in the same order on every rank as the gradient exchanges do.
+    group: Arc<Mutex<ProcessGroup>>,
     host: ProcessGroup,
 }
 
@@ -68,15 +72,26 @@ impl DataParallel {
                 .context(PeerLost)
                 .with_context(|| format!("rank {} of {} joining the {name} process group ({backend:?})", r.rank, r.world_size))
         };
-        Ok(Self { group: join("device", Backend::for_device(device))?, host: join("host", Backend::Gloo)? })
+        Ok(Self { group: Arc::new(Mutex::new(join("device", Backend::for_device(device))?)), host: join("host", Backend::Gloo)? })
+    }
+
+    /// The device group (the lock is only ever held for one collective).
+    fn device_group(&self) -> MutexGuard<'_, ProcessGroup> {
+        self.group.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn rank(&self) -> usize {
-        self.group.rank()
+        self.host.rank()
     }
 
     pub fn world_size(&self) -> usize {
-        self.group.size()
+        self.host.size()
+    }
+
+    /// The job's ranks as an expert-parallel group: each holds its share of every MoE layer's experts,
+    /// exchanging tokens over the device group.
+    pub fn expert_parallel(&self) -> crate::model::ExpertParallel {
+        crate::model::ExpertParallel::shared(self.group.clone())
     }
 
     /// Whether this rank computes micro-batch `index` (0-based within the step).
@@ -87,10 +102,16 @@ impl DataParallel {
     /// The owner rank of each trainable: largest first, each to the rank holding the fewest elements
     /// so far (ties to the lower rank). Deterministic, so every rank computes the same table.
     pub fn owners(&self, params: &[Trainable]) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..params.len()).collect();
+        self.owners_except(params, &vec![false; params.len()])
+    }
+
+    /// [`Self::owners`] where the trainables marked `own` are this rank's alone (its share of the
+    /// experts under expert parallelism): it owns them, and they count for no rank's balance.
+    pub fn owners_except(&self, params: &[Trainable], own: &[bool]) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..params.len()).filter(|&i| !own[i]).collect();
         order.sort_by_key(|&i| (std::cmp::Reverse(params[i].tensor.numel()), i));
         let mut load = vec![0usize; self.world_size()];
-        let mut owners = vec![0; params.len()];
+        let mut owners = vec![self.rank(); params.len()];
         for i in order {
             let rank = (0..load.len()).min_by_key(|&r| (load[r], r)).expect("a world has a rank");
             owners[i] = rank;
@@ -103,6 +124,13 @@ impl DataParallel {
     /// on this rank but did on another gets a zero one first, so the optimiser (which skips tensors
     /// with no gradient at all) treats it as a single process would.
     pub fn sync_grads(&self, params: &[Trainable]) -> anyhow::Result<()> {
+        self.sync_grads_except(params, &vec![false; params.len()])
+    }
+
+    /// [`Self::sync_grads`] leaving the trainables marked `own` (this rank's experts, whose gradients
+    /// already sum every rank's tokens) out of the sum. They still get a zero gradient where another
+    /// rank's share of the same tensor has one.
+    pub fn sync_grads_except(&self, params: &[Trainable], own: &[bool]) -> anyhow::Result<()> {
         let defined: Vec<f32> = params.iter().map(|p| f32::from(u8::from(p.tensor.grad().defined()))).collect();
         let mut anywhere = Tensor::from_slice(&defined);
         self.host.all_reduce(&mut anywhere, ReduceOp::Max).context(PeerLost).context("exchanging which gradients exist")?;
@@ -113,7 +141,7 @@ impl DataParallel {
             let zero = missing.iter().map(|p| p.tensor.sum(Kind::Float) * 0.0).reduce(|a, b| a + b).expect("non-empty");
             zero.backward();
         }
-        let grads: Vec<Tensor> = params.iter().map(|p| p.tensor.grad()).filter(Tensor::defined).collect();
+        let grads: Vec<Tensor> = params.iter().zip(own).filter(|(_, &own)| !own).map(|(p, _)| p.tensor.grad()).filter(Tensor::defined).collect();
         tch::no_grad(|| self.reduce_in_buckets(&grads))
     }
 
@@ -123,10 +151,10 @@ impl DataParallel {
         for bucket in buckets(tensors) {
             let context = "summing gradients across ranks";
             match bucket.as_slice() {
-                [alone] if alone.is_contiguous() => self.group.all_reduce(&mut alone.shallow_clone(), ReduceOp::Sum).context(PeerLost).context(context)?,
+                [alone] if alone.is_contiguous() => self.device_group().all_reduce(&mut alone.shallow_clone(), ReduceOp::Sum).context(PeerLost).context(context)?,
                 _ => {
                     let mut flat = Tensor::cat(&bucket.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0);
-                    self.group.all_reduce(&mut flat, ReduceOp::Sum).context(PeerLost).context(context)?;
+                    self.device_group().all_reduce(&mut flat, ReduceOp::Sum).context(PeerLost).context(context)?;
                     unflatten(&flat, &bucket);
                 }
             }
@@ -136,16 +164,21 @@ impl DataParallel {
 
     /// Copies each trainable's value from its owner (after the owners' optimiser step).
     pub fn broadcast_params(&self, params: &[Trainable], owners: &[usize]) -> anyhow::Result<()> {
+        self.broadcast_params_except(params, owners, &vec![false; params.len()])
+    }
+
+    /// [`Self::broadcast_params`] leaving this rank's own trainables (`own`) where they are.
+    pub fn broadcast_params_except(&self, params: &[Trainable], owners: &[usize], own: &[bool]) -> anyhow::Result<()> {
         tch::no_grad(|| {
             for owner in 0..self.world_size() {
-                let owned: Vec<Tensor> = params.iter().zip(owners).filter(|(_, &o)| o == owner).map(|(p, _)| p.tensor.shallow_clone()).collect();
+                let owned: Vec<Tensor> = params.iter().zip(owners).zip(own).filter(|((_, &o), &own)| o == owner && !own).map(|((p, _), _)| p.tensor.shallow_clone()).collect();
                 for bucket in buckets(&owned) {
                     let context = || format!("broadcasting updated weights from rank {owner}");
                     match bucket.as_slice() {
-                        [alone] if alone.is_contiguous() => self.group.broadcast(&mut alone.detach(), owner).context(PeerLost).with_context(context)?,
+                        [alone] if alone.is_contiguous() => self.device_group().broadcast(&mut alone.detach(), owner).context(PeerLost).with_context(context)?,
                         _ => {
                             let mut flat = Tensor::cat(&bucket.iter().map(|t| t.detach().reshape([-1])).collect::<Vec<_>>(), 0);
-                            self.group.broadcast(&mut flat, owner).context(PeerLost).with_context(context)?;
+                            self.device_group().broadcast(&mut flat, owner).context(PeerLost).with_context(context)?;
                             unflatten(&flat, &bucket);
                         }
                     }
@@ -153,6 +186,13 @@ impl DataParallel {
             }
             Ok(())
         })
+    }
+
+    /// Sums a device tensor across ranks (a copy; the sum of every rank's share of a norm).
+    pub fn sum_on_device(&self, tensor: Tensor) -> anyhow::Result<Tensor> {
+        let mut sum = tensor.contiguous().copy();
+        self.device_group().all_reduce(&mut sum, ReduceOp::Sum).context(PeerLost).context("summing across ranks")?;
+        Ok(sum)
     }
 
     /// Sums host values across ranks (in f64: token counts stay exact).

@@ -31,6 +31,12 @@ pub fn optimizer_file(rank: usize, world: usize) -> String {
     }
 }
 
+/// The file rank `rank` of an expert-parallel job of `world` ranks writes its share of the experts
+/// to: their values and, past a stage's start, their optimiser state.
+pub fn experts_file(rank: usize, world: usize) -> String {
+    format!("experts.rank{rank}-of-{world}.safetensors")
+}
+
 /// The optimiser state files of a checkpoint (none at a stage's end); every shard the progress
 /// names must be there.
 fn optimizer_files(dir: &Path, progress: &Progress) -> anyhow::Result<Vec<PathBuf>> {
@@ -104,6 +110,10 @@ pub struct Progress {
     /// job with sharded state); absent = one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optimizer_shards: Option<usize>,
+    /// Expert parallelism: the experts (values and state) are in one file per rank of this many
+    /// ([`experts_file`]); absent = with the other weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expert_shards: Option<usize>,
     /// The routing drift from the base at which the guardrail last paused the job: resuming accepted
     /// it, so the guardrail measures from there (over both stages).
     #[serde(default)]
@@ -140,6 +150,7 @@ impl Progress {
             sft_eval: None,
             activation_amax: None,
             optimizer_shards: None,
+            expert_shards: None,
             accepted_routing_drift: 0.0,
             training_profile: None,
         }
@@ -182,19 +193,43 @@ pub fn amax_from_json(saved: &[(usize, String, f32)]) -> anyhow::Result<Activati
 pub struct ResumePoint {
     pub dir: PathBuf,
     pub progress: Progress,
+    /// Expert parallelism: this rank and the world size, whose experts file it reads its experts from.
+    pub expert_shard: Option<(usize, usize)>,
 }
 
 impl ResumePoint {
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         let raw = std::fs::read(dir.join(PROGRESS)).with_context(|| format!("reading {}/{PROGRESS}", dir.display()))?;
-        Ok(Self { dir: dir.to_path_buf(), progress: serde_json::from_slice(&raw)? })
+        Ok(Self { dir: dir.to_path_buf(), progress: serde_json::from_slice(&raw)?, expert_shard: None })
+    }
+
+    /// The experts file this rank reads its share of the experts from, when the checkpoint splits them;
+    /// a checkpoint written with another split is refused (its experts are not laid out for this one).
+    fn experts_path(&self) -> anyhow::Result<Option<PathBuf>> {
+        match (self.progress.expert_shards, self.expert_shard) {
+            (None, None) => Ok(None),
+            (Some(saved), Some((rank, world))) if saved == world => {
+                let path = self.dir.join(experts_file(rank, world));
+                anyhow::ensure!(path.exists(), "the checkpoint in {} is incomplete: {} is missing", self.dir.display(), path.display());
+                Ok(Some(path))
+            }
+            (saved, now) => anyhow::bail!(
+                "the checkpoint in {} holds the experts {}, and this job {}: resume it with the world size and expert_parallel it was written with",
+                self.dir.display(),
+                saved.map_or("whole".to_string(), |n| format!("split across {n} ranks")),
+                now.map_or("holds them whole".to_string(), |(_, n)| format!("splits them across {n} ranks"))
+            ),
+        }
     }
 
     /// Copies saved trainable values into the optimiser's tensors and restores its moments (fresh
     /// ones when the checkpoint has none: a stage's final checkpoint is where the next one starts).
     pub fn restore(&self, optimizer: &mut AdamW) -> anyhow::Result<()> {
         self.restore_values(optimizer.params())?;
-        let state = optimizer_files(&self.dir, &self.progress)?;
+        let mut state = optimizer_files(&self.dir, &self.progress)?;
+        if let (false, Some(experts)) = (state.is_empty(), self.experts_path()?) {
+            state.push(experts);
+        }
         if !state.is_empty() {
             optimizer.load(&state)
         } else {
@@ -222,7 +257,10 @@ impl ResumePoint {
     }
 
     pub fn restore_values(&self, trainables: &[Trainable]) -> anyhow::Result<()> {
-        let saved = read(&self.dir.join(TRAINABLE))?;
+        let mut saved = read(&self.dir.join(TRAINABLE))?;
+        if let Some(experts) = self.experts_path()? {
+            saved.extend(read(&experts)?);
+        }
         tch::no_grad(|| {
             for p in trainables {
                 let value = saved.get(&p.name).with_context(|| format!("checkpoint lacks {}", p.name))?;
@@ -233,18 +271,33 @@ impl ResumePoint {
     }
 }
 
+/// Writes this rank's share of the experts (the trainables `split` marks) with their optimiser state
+/// when there is one, as [`experts_file`] of `rank` of `world` in `dir`.
+pub fn save_experts(dir: &Path, rank: usize, world: usize, trainables: &[Trainable], split: &[bool], optimizer: Option<&AdamW>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut tensors: Vec<(String, Tensor)> = trainables.iter().zip(split).filter(|(_, &s)| s).map(|(p, _)| (p.name.clone(), p.tensor.detach())).collect();
+    if let Some(optimizer) = optimizer {
+        // The step count is in every state file alike; the optimiser files carry it.
+        tensors.extend(optimizer.state(|i| split[i]).into_iter().filter(|(name, _)| name != "step"));
+    }
+    let path = dir.join(experts_file(rank, world));
+    Tensor::write_safetensors(&tensors, &path).with_context(|| format!("writing {}", path.display()))
+}
+
 pub fn read(path: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
     Ok(Tensor::read_safetensors(path).with_context(|| format!("reading {}", path.display()))?.into_iter().collect())
 }
 
 /// Writes a checkpoint into `dir`: progress, trainables, optimiser state (none at a stage's end, where
-/// the next stage starts afresh), and `extra` files' tensors.
-pub fn save(dir: &Path, progress: &Progress, trainables: &[Trainable], optimizer: Option<&AdamW>, extra: &[(&str, Vec<(String, Tensor)>)]) -> anyhow::Result<()> {
+/// the next stage starts afresh), and `extra` files' tensors. Under expert parallelism, the
+/// trainables and state `split` marks (this rank's experts) are left to [`save_experts`].
+pub fn save(dir: &Path, progress: &Progress, trainables: &[Trainable], split: &[bool], optimizer: Option<&AdamW>, extra: &[(&str, Vec<(String, Tensor)>)]) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let trainables: Vec<(String, Tensor)> = trainables.iter().map(|p| (p.name.clone(), p.tensor.detach())).collect();
+    let trainables: Vec<(String, Tensor)> = trainables.iter().zip(split).filter(|(_, &s)| !s).map(|(p, _)| (p.name.clone(), p.tensor.detach())).collect();
     Tensor::write_safetensors(&trainables, dir.join(TRAINABLE))?;
     if let Some(optimizer) = optimizer {
-        optimizer.save(&dir.join(OPTIMIZER))?;
+        let path = dir.join(OPTIMIZER);
+        Tensor::write_safetensors(&optimizer.state(|i| !split[i]), &path).with_context(|| format!("writing {}", path.display()))?;
     }
     for (file, tensors) in extra {
         Tensor::write_safetensors(tensors, dir.join(file))?;
@@ -262,7 +315,7 @@ mod tests {
     fn a_checkpoint_of_every_weight_is_told_from_one_of_adapters() {
         let dir = std::env::temp_dir().join(format!("moetune-resume-kind-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let point = ResumePoint { dir: dir.clone(), progress: Progress::new(4, 2, 0) };
+        let point = ResumePoint { dir: dir.clone(), progress: Progress::new(4, 2, 0), expert_shard: None };
         let t = || Tensor::zeros([2, 2], (tch::Kind::Float, tch::Device::Cpu));
         let adapters = [("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", t()), ("model.layers.0.mlp.gate.weight", t())];
         Tensor::write_safetensors(&adapters, dir.join(TRAINABLE)).unwrap();

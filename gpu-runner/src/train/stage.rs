@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use moetune_types::{RouterMode, RunnerEventKind, TrainingSpec};
 use tch::{Device, Tensor};
 
@@ -32,6 +32,9 @@ pub struct Stage<'a> {
     pub extra: Vec<(&'static str, Vec<(String, Tensor)>)>,
     /// This rank's share of a data-parallel job; `None` = one process.
     pub parallel: Option<&'a DataParallel>,
+    /// Under expert parallelism, the parameters of which this rank holds a share (its experts); empty
+    /// otherwise.
+    pub expert_shards: &'a std::collections::BTreeSet<String>,
     /// The base model's top-k experts for every validation batch: what the routing drift of each
     /// monitor check is measured against.
     pub base_routing: Option<&'a [Vec<Tensor>]>,
@@ -63,7 +66,10 @@ impl Stage<'_> {
         reporter: &mut dyn Reporter,
     ) -> anyhow::Result<AdamW> {
         let options = &self.spec.moe;
-        let owners = self.parallel.map(|dp| dp.owners(&trainables));
+        // This rank's share of the experts (expert parallelism): its own to update, never exchanged.
+        let own: Vec<bool> = trainables.iter().map(|t| self.expert_shards.contains(&t.name)).collect();
+        let split = own.iter().any(|&o| o);
+        let owners = self.parallel.map(|dp| dp.owners_except(&trainables, &own));
         let mut optimizer = match (&owners, self.parallel) {
             (Some(owners), Some(dp)) => {
                 let owned = owners.iter().map(|&o| o == dp.rank()).collect();
@@ -87,6 +93,7 @@ impl Stage<'_> {
             aux_loss_coef: if router_trained { options.router.aux_loss_coef } else { 0.0 },
             z_loss_coef: options.router.z_loss_coef,
             grad_scale: 1.0 / f64::from(options.gradient_accumulation_steps),
+            always_backward: model.is_expert_parallel(),
         };
         let top_k = i64::from(options.monitor.top_k);
         while progress.step < self.steps {
@@ -133,12 +140,15 @@ impl Stage<'_> {
                 step_tokens += batch.tokens();
             }
             if let Some(dp) = self.parallel {
-                dp.sync_grads(optimizer.params())?;
+                dp.sync_grads_except(optimizer.params(), &own)?;
             }
-            optimizer.clip_grad_norm(options.max_grad_norm);
+            match self.parallel.filter(|_| split) {
+                Some(dp) => optimizer.clip_grad_norm_split(options.max_grad_norm, &own, |shares| dp.sum_on_device(shares))?,
+                None => optimizer.clip_grad_norm(options.max_grad_norm),
+            }
             optimizer.step(lr);
             if let (Some(dp), Some(owners)) = (self.parallel, &owners) {
-                dp.broadcast_params(optimizer.params(), owners)?;
+                dp.broadcast_params_except(optimizer.params(), owners, &own)?;
             }
             // The losses are read once the whole step is queued: reading one between micro-batches would
             // make the host wait for the device in the middle of the step. A non-finite loss fails the
@@ -299,16 +309,32 @@ impl Stage<'_> {
     /// Data parallel: ranks other than 0 store only their share of the optimiser state, then rank 0
     /// stores the rest (weights are the same on every rank) once they all have, so a checkpoint the
     /// reporter records as complete is complete.
+    ///
+    /// Expert parallelism: every rank also stores its share of the experts (values and state) in a
+    /// file of its own; the other files leave them out.
     pub fn checkpoint_with(&self, name: &str, progress: &Progress, trainables: &[Trainable], optimizer: Option<&AdamW>, reporter: &mut dyn Reporter) -> anyhow::Result<()> {
         let dir = std::env::temp_dir().join(format!("moetune-ckpt-{}-{name}", std::process::id()));
+        let split: Vec<bool> = trainables.iter().map(|t| self.expert_shards.contains(&t.name)).collect();
+        let experts = self.parallel.filter(|_| !self.expert_shards.is_empty());
+        let save_experts = || match experts {
+            Some(dp) => resume::save_experts(&dir, dp.rank(), dp.world_size(), trainables, &split, optimizer),
+            None => Ok(()),
+        };
         let result = match self.parallel {
             Some(dp) if dp.rank() != 0 => {
-                let stored = match optimizer {
-                    Some(optimizer) => std::fs::create_dir_all(&dir)
+                let stored = match (optimizer, experts) {
+                    (None, None) => Ok(()),
+                    _ => std::fs::create_dir_all(&dir)
                         .map_err(anyhow::Error::from)
-                        .and_then(|()| optimizer.save(&dir.join(resume::optimizer_file(dp.rank(), dp.world_size()))))
+                        .and_then(|()| match optimizer {
+                            Some(optimizer) => {
+                                let path = dir.join(resume::optimizer_file(dp.rank(), dp.world_size()));
+                                Tensor::write_safetensors(&optimizer.state(|i| !split[i]), &path).with_context(|| format!("writing {}", path.display()))
+                            }
+                            None => Ok(()),
+                        })
+                        .and_then(|()| save_experts())
                         .and_then(|()| reporter.checkpoint(name, progress.stage.name(), progress.step, &dir)),
-                    None => Ok(()),
                 };
                 // Tell the others even after a failure, so rank 0 does not record the checkpoint (nor
                 // wait out the timeout); then every rank stops.
@@ -326,7 +352,10 @@ impl Stage<'_> {
                 // those of the attempt it came from).
                 let mut progress = progress.clone();
                 progress.optimizer_shards = self.parallel.filter(|dp| optimizer.is_some() && dp.world_size() > 1).map(|dp| dp.world_size());
-                resume::save(&dir, &progress, trainables, optimizer, &self.extra).and_then(|()| reporter.checkpoint(name, progress.stage.name(), progress.step, &dir))
+                progress.expert_shards = experts.map(|dp| dp.world_size());
+                save_experts()
+                    .and_then(|()| resume::save(&dir, &progress, trainables, &split, optimizer, &self.extra))
+                    .and_then(|()| reporter.checkpoint(name, progress.stage.name(), progress.step, &dir))
             }
         };
         let _ = std::fs::remove_dir_all(&dir);

@@ -39,6 +39,10 @@ pub struct StepOptions {
     pub z_loss_coef: f64,
     /// Multiplies every gradient (1 / gradient accumulation steps).
     pub grad_scale: f64,
+    /// Run the backward through every layer even when the loss has nothing to backpropagate (no
+    /// labelled position): under expert parallelism each layer's backward is an exchange the other
+    /// ranks wait for.
+    pub always_backward: bool,
 }
 
 impl StepOptions {
@@ -98,6 +102,7 @@ fn plain(model: &MoeModel, batch: &Batch, mode: ForwardMode, options: &StepOptio
         h = out.hidden;
     }
     let (ce, grad_h) = head_backward(model, &h, batch, h.requires_grad(), options);
+    let grad_h = grad_h.or_else(|| (options.always_backward && h.requires_grad()).then(|| h.zeros_like()));
     let mut surrogate = extra;
     if let Some(grad) = grad_h {
         let through_hidden = (&h * grad).sum(Kind::Float);
@@ -127,6 +132,9 @@ fn checkpointed(model: &MoeModel, batch: &Batch, mode: ForwardMode, options: &St
         (inputs, h)
     });
     let (ce, mut grad) = head_backward(model, &last, batch, true, options);
+    if options.always_backward && grad.is_none() {
+        grad = Some(last.zeros_like());
+    }
     drop(last);
     let layers = moe_layers(model);
     for (i, input) in inputs.into_iter().enumerate().rev() {

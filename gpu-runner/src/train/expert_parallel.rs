@@ -1,0 +1,78 @@
+//! Expert parallelism in a job (`expert_parallel`): the ranks of a data-parallel job each hold
+//! `num_experts / world_size` of every MoE layer's routed experts ([`crate::model::ExpertParallel`]).
+//! Every rank still trains on its own micro-batches; the tokens of each MoE layer cross ranks by
+//! all-to-all to the rank holding their expert and come back. What changes in the job:
+//!
+//! * a rank's experts are its own trainables: their gradients already sum every rank's tokens, so they
+//!   are left out of the gradient sum and the owners' broadcast, and their optimiser state stays on
+//!   the rank; the gradient norm for clipping sums every rank's share;
+//! * every rank runs each micro-batch's backward through every layer (the backward is an exchange
+//!   too), even when the batch has nothing to learn from;
+//! * checkpoints hold each rank's experts in a file of its own (values and state), and resume on the
+//!   same number of ranks;
+//! * the outputs are written from the whole model, gathered on rank 0 one tensor at a time.
+
+use std::collections::BTreeSet;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use anyhow::bail;
+use tch::{nn, Device, Kind};
+
+use super::parallel::PeerLost;
+use crate::model::{tiny, ExpertParallel, MoeModel};
+use crate::text::TextCodec;
+
+/// The base model with this rank's share of the experts: the built-in tiny model (drawn whole from
+/// its seed, then split), or a Hugging Face model directory read a share at a time.
+pub fn base_model(name: &str, device: Device, kind: Kind, ep: &ExpertParallel) -> anyhow::Result<(nn::VarStore, MoeModel, TextCodec)> {
+    if name == tiny::NAME {
+        let mut vars = nn::VarStore::new(device);
+        // Built before the whole model is drawn from its seed, so the random generator is left where a
+        // single process leaves it (the adapters are drawn next).
+        let model = tch::no_grad(|| MoeModel::new_expert_parallel(&vars, tiny::config(), ep))?;
+        let whole_vars = nn::VarStore::new(device);
+        crate::model::new_seeded(&whole_vars, tiny::config(), tiny::BASE_SEED);
+        model.copy_share_from(&vars, &whole_vars)?;
+        vars.set_kind(kind);
+        return Ok((vars, model, TextCodec::tiny()?));
+    }
+    let dir = std::path::Path::new(name);
+    if dir.join("config.json").exists() {
+        let (vars, model) = MoeModel::load_dir_expert_parallel(dir, device, kind, ep)?;
+        return Ok((vars, model, TextCodec::from_dir(dir)?));
+    }
+    bail!("model '{name}' is not available on this runner (supported: {}, or a local model directory)", tiny::NAME)
+}
+
+/// The parameters of which this rank holds a share.
+pub fn split_names(model: &MoeModel) -> BTreeSet<String> {
+    model.params.iter().filter(|p| p.local_rows.is_some()).map(|p| p.name.clone()).collect()
+}
+
+/// Runs `f`, turning a failed token exchange into an error that names a lost peer. The exchanges sit
+/// inside forward passes and the autograd backward, which cannot return errors: they panic, and the
+/// panic is caught here. Other panics are left to unwind.
+pub fn catching_lost_peers<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+            let exchange = ["expert parallelism: exchanging", "c10d", "Gloo", "NCCL", "Connection closed by peer"].iter().any(|m| message.contains(m));
+            if !exchange {
+                std::panic::resume_unwind(panic);
+            }
+            Err(anyhow::Error::new(PeerLost).context(format!("exchanging tokens between expert-parallel ranks: {message}")))
+        }
+    }
+}
+
+/// What expert parallelism does, for the job's log.
+pub fn summary(model: &MoeModel, ep: &ExpertParallel) -> String {
+    let experts = model.config.moe.num_experts;
+    let (first, count) = ep.local_experts(experts);
+    format!(
+        "Expert parallel over {} ranks: this rank holds experts {first}–{} of every MoE layer's {experts}; tokens reach their experts' ranks by all-to-all",
+        ep.ranks(),
+        first + count - 1
+    )
+}
