@@ -11,11 +11,10 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{configs, serial};
+use common::{configs, serial, weighted_forward_backward};
 use moetune_c10d::{Backend, ProcessGroup, Store};
 use moetune_runner::model::{new_seeded, ArchConfig, ExpertInput, ExpertParallel, ForwardMode, MoeModel, RoutingOptions};
-use moetune_runner::train::router;
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Device, Tensor};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -33,8 +32,7 @@ enum Case {
     Activations,
 }
 
-/// Logits, after a backward of a loss that weighs every logit differently and includes the router's
-/// load-balancing loss (so the routing weights get gradients too).
+/// Logits, after the backward of `weighted_forward_backward`'s loss, under `case`.
 fn forward_backward(model: &MoeModel, ids: &Tensor, case: Case) -> Tensor {
     let routing = RoutingOptions { capacity_factor: Some(0.5), jitter: 0.0 };
     let mxfp4 = |w: &Tensor| moetune_runner::quant::mxfp4::fake_quantize_ste(w, Default::default());
@@ -47,15 +45,7 @@ fn forward_backward(model: &MoeModel, ids: &Tensor, case: Case) -> Tensor {
         expert_loop: case == Case::Loop,
         ..Default::default()
     };
-    let out = model.forward(ids, mode);
-    let vocab = out.logits.size()[2];
-    let mut loss = (&out.logits * Tensor::linspace(-1.0, 1.0, vocab, (Kind::Float, Device::Cpu))).sum(Kind::Float);
-    let valid = ids.ones_like().to_kind(Kind::Bool).flatten(0, -1);
-    for ((_, logits), (_, top_k)) in out.router_logits.iter().zip(&out.router_top_k) {
-        loss = loss + router::load_balancing_loss(logits, top_k, &valid);
-    }
-    loss.backward();
-    out.logits.detach()
+    weighted_forward_backward(model, ids, mode)
 }
 
 fn gradients(vars: &nn::VarStore) -> HashMap<String, Tensor> {

@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::{configs, serial};
+use common::{configs, serial, weighted_forward_backward};
 use moetune_runner::model::{new_seeded, Adapters, ExpertInput, ForwardMode, MoeModel, RoutingOptions};
-use moetune_runner::train::{lora, router};
+use moetune_runner::train::lora;
 use moetune_types::LoraOptions;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -36,16 +36,9 @@ fn forward_backward(model: &MoeModel, ids: &Tensor, mode: ForwardMode, trainable
             let _ = g.detach_().zero_();
         }
     }
-    let out = model.forward(ids, mode);
-    let vocab = out.logits.size()[2];
-    let mut loss = (&out.logits * Tensor::linspace(-1.0, 1.0, vocab, (Kind::Float, Device::Cpu))).sum(Kind::Float);
-    let valid = ids.ones_like().to_kind(Kind::Bool).flatten(0, -1);
-    for ((_, logits), (_, top_k)) in out.router_logits.iter().zip(&out.router_top_k) {
-        loss = loss + router::load_balancing_loss(logits, top_k, &valid);
-    }
-    loss.backward();
+    let logits = weighted_forward_backward(model, ids, mode);
     let grads = trainables.iter().map(|(name, t)| (name.clone(), t.grad().detach().copy())).collect();
-    (out.logits.detach(), grads)
+    (logits, grads)
 }
 
 fn assert_close(what: &str, got: &Tensor, want: &Tensor) {

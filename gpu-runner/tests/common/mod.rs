@@ -2,8 +2,9 @@
 
 #![allow(dead_code)] // each test file uses its own part
 
-use moetune_runner::model::ArchConfig;
+use moetune_runner::model::{ArchConfig, ForwardMode, MoeModel};
 use serde_json::json;
+use tch::{Device, Kind, Tensor};
 
 /// The tests seed libtorch's one global generator (model init, router jitter, adapters): a test
 /// that draws from it holds this while it does.
@@ -35,4 +36,18 @@ pub fn configs() -> Vec<(&'static str, ArchConfig)> {
         ("qwen3_moe", small(json!({"architectures": ["Qwen3MoeForCausalLM"], "num_experts": 4, "moe_intermediate_size": 32, "head_dim": 32, "tie_word_embeddings": true}))),
         ("gpt_oss", small(json!({"architectures": ["GptOssForCausalLM"], "num_local_experts": 4, "head_dim": 16, "sliding_window": 3}))),
     ]
+}
+
+/// A forward of `ids` under `mode` and the backward of a loss that weighs every logit differently and
+/// adds the router's load-balancing loss (so the routing weights get gradients too). Returns the logits.
+pub fn weighted_forward_backward(model: &MoeModel, ids: &Tensor, mode: ForwardMode) -> Tensor {
+    let out = model.forward(ids, mode);
+    let vocab = out.logits.size()[2];
+    let mut loss = (&out.logits * Tensor::linspace(-1.0, 1.0, vocab, (Kind::Float, Device::Cpu))).sum(Kind::Float);
+    let valid = ids.ones_like().to_kind(Kind::Bool).flatten(0, -1);
+    for ((_, logits), (_, top_k)) in out.router_logits.iter().zip(&out.router_top_k) {
+        loss = loss + moetune_runner::train::router::load_balancing_loss(logits, top_k, &valid);
+    }
+    loss.backward();
+    out.logits.detach()
 }
