@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use moetune_types::dataset::JsonlReader;
-use moetune_platform::s3::{download_file, upload_file};
+use moetune_platform::s3::{download_file, prefix_bytes, upload_file};
 use moetune_domain::JobQueue;
 use moetune_types::{ErrorCode, Example, JobAssignment, JobId, RunnerId, RunnerEvent, RunnerEventKind, RunnerInfo, S3Location};
 
@@ -486,17 +486,18 @@ impl train::Reporter for S3Reporter {
     fn checkpoint(&mut self, name: &str, stage: &str, step: u32, dir: &Path) -> anyhow::Result<()> {
         let prefix = format!("{}/{name}", self.prefix);
         self.handle.block_on(async {
-            let mut total = 0i64;
             // progress.json last: a checkpoint whose event was sent has all its files stored.
             let mut files: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<Vec<_>, _>>()?;
             files.sort_by_key(|f| f.file_name() == train::resume::PROGRESS);
             for file in files {
                 let key = format!("{prefix}/{}", file.file_name().to_string_lossy());
-                total += upload_file(&self.s3, &self.bucket, &key, &file.path()).await?.0;
+                upload_file(&self.s3, &self.bucket, &key, &file.path()).await?;
             }
             if self.rank != 0 {
                 return Ok(());
             }
+            // Rank 0 stores last: the size is every rank's share (what the tenant's quota counts).
+            let total = prefix_bytes(&self.s3, &self.bucket, &prefix).await?;
             let uri = format!("s3://{}/{prefix}", self.bucket);
             self.sink.emit(RunnerEventKind::Checkpoint { name: name.into(), stage: stage.into(), step, uri, bytes: total }).await?;
             self.latest.set(stage, step);

@@ -270,7 +270,7 @@ fn full_training_of_gpt_oss_120b_per_rank() {
     let gpu = 80_000_000_000;
     assert!(peaks[0] > 1_800_000_000_000, "one rank holds the whole 16 bytes per parameter");
     assert!(peaks.windows(2).all(|w| w[1] < w[0]), "{peaks:?}: more ranks, less each");
-    assert!(peaks[2] > gpu, "8 expert-parallel ranks still hold 175 GB of optimiser state each");
+    assert!(peaks[2] > gpu, "8 expert-parallel ranks still hold about 180 GB of optimiser state each");
     assert!(peaks[3] <= gpu, "32 expert-parallel ranks fit an 80 GB GPU each");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -88,6 +88,16 @@ async fn upload_parts(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, upload_i
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// The bytes stored under `prefix/` (every page of the listing).
+pub async fn prefix_bytes(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> anyhow::Result<i64> {
+    let mut pages = s3.list_objects_v2().bucket(bucket).prefix(format!("{prefix}/")).into_paginator().send();
+    let mut total = 0;
+    while let Some(page) = pages.next().await {
+        total += page?.contents().iter().map(|o| o.size().unwrap_or(0)).sum::<i64>();
+    }
+    Ok(total)
+}
+
 /// Downloads `bucket`/`key` into `path`, streamed to disk (never whole in memory).
 pub async fn download_file(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, path: &std::path::Path) -> anyhow::Result<u64> {
     use anyhow::Context;

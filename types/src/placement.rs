@@ -102,6 +102,16 @@ fn share(bytes: i64, ranks: i64) -> i64 {
     (bytes + ranks - 1) / ranks
 }
 
+/// The most optimiser state (`state` bytes per element) one rank owns of `elements` split by ZeRO-1.
+/// Owners hold whole tensors, assigned largest first to the least-loaded rank, so a rank holds at most
+/// the even split plus the largest tensor (`largest` elements).
+fn owned_state(elements: i64, largest: i64, state: i64, ranks: i64) -> i64 {
+    if ranks <= 1 {
+        return elements * state;
+    }
+    (share(elements, ranks) + largest.min(elements)).min(elements) * state
+}
+
 impl MemoryModel {
     /// The peak memory of one rank of the job `spec` describes, on a device of kind `device`. Ranks
     /// beyond one split the optimiser state (ZeRO-1) and, with `expert_parallel`, the routed experts
@@ -198,8 +208,12 @@ impl MemoryModel {
         // Gradients are whole on every rank; the optimiser state of a tensor every rank holds is kept by
         // one owner (ZeRO-1), that of a rank's own experts by the rank.
         let own_experts = if o.expert_parallel { experts } else { 0 };
-        let full_trainable_bytes = full_trainable * b + share((full_trainable - own_experts) * optimiser_state_bytes(b), ranks) + own_experts * optimiser_state_bytes(b);
-        let adapter_bytes = adapters * 4 + share(adapters * 12, ranks) + router * b + share(router * optimiser_state_bytes(b), ranks);
+        // The largest tensor every rank holds: the embedding or LM head.
+        let largest = self.vocab_size * self.hidden_size;
+        let state = optimiser_state_bytes(b);
+        let full_trainable_bytes = full_trainable * b + owned_state(full_trainable - own_experts, largest, state, ranks) + own_experts * state;
+        // fp32 adapters: weight and gradient on every rank, moments split (their tensors are small).
+        let adapter_bytes = adapters * 8 + owned_state(adapters, 0, 8, ranks) + router * b + owned_state(router, 0, state, ranks);
         let sft = if lora {
             stage(adapters + router, frozen_weights, adapter_bytes, dequantised)
         } else {
@@ -423,7 +437,8 @@ mod tests {
         });
         let trainable: i64 = 10_000_000 - 1_000;
         assert_eq!(zero1.stages["sft"].weights_bytes, one.stages["sft"].weights_bytes);
-        assert_eq!(zero1.stages["sft"].trainable_bytes, trainable * 2 + share(trainable * 12, 4));
+        // Owners hold whole tensors: at most the even split plus the largest (the 1,000 × 64 embedding).
+        assert_eq!(zero1.stages["sft"].trainable_bytes, trainable * 2 + (share(trainable, 4) + 64_000) * 12);
         // Expert parallelism over 4 ranks: a quarter of the experts with their gradients and state; the
         // rest whole, its optimiser state a quarter.
         let ep = cuda(|o| {
@@ -433,7 +448,7 @@ mod tests {
         });
         let (rest, experts): (i64, i64) = (2_000_000, 8_000_000 / 4);
         assert_eq!(ep.stages["sft"].weights_bytes, (rest + experts) * 2);
-        assert_eq!(ep.stages["sft"].trainable_bytes, (rest + experts - 1_000) * 2 + share((rest - 1_000) * 12, 4) + experts * 12);
+        assert_eq!(ep.stages["sft"].trainable_bytes, (rest + experts - 1_000) * 2 + (share(rest - 1_000, 4) + 64_000) * 12 + experts * 12);
         assert!(ep.peak_bytes < zero1.peak_bytes && zero1.peak_bytes < one.peak_bytes);
         // The export gathers the whole model on rank 0's host.
         assert_eq!(ep.host_bytes, one.host_bytes);

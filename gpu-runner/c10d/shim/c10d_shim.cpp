@@ -74,25 +74,35 @@ void finish(mt_group* group, const c10::intrusive_ptr<c10d::Work>& work) {
 }
 
 // `input`'s row blocks sent to the ranks (input_splits[r] rows to rank r), the blocks received from
-// them (output_splits[r] rows from rank r) returned in rank order.
-at::Tensor exchange(mt_group* group, const at::Tensor& input, std::vector<int64_t> output_splits, std::vector<int64_t> input_splits) {
+// them (output_splits[r] rows from rank r) returned in rank order. A failure (a peer gone, a timeout)
+// is rethrown with the prefix "moetune c10d exchange failed", which the runner recognises in a
+// backward's error; running out of memory for the received rows is left as it is.
+at::Tensor exchange(const c10::intrusive_ptr<c10d::Backend>& backend, std::chrono::milliseconds timeout, const at::Tensor& input, std::vector<int64_t> output_splits, std::vector<int64_t> input_splits) {
   auto in = input.contiguous();
   auto sizes = in.sizes().vec();
   sizes[0] = std::accumulate(output_splits.begin(), output_splits.end(), int64_t{0});
   auto output = at::empty(sizes, in.options());
   c10d::AllToAllOptions options;
-  options.timeout = group->timeout;
-  finish(group, group->backend->alltoall_base(output, in, output_splits, input_splits, options));
+  options.timeout = timeout;
+  try {
+    auto work = backend->alltoall_base(output, in, output_splits, input_splits, options);
+    if (!work->wait(timeout)) throw std::runtime_error("collective timed out");
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string("moetune c10d exchange failed: ") + e.what());
+  }
   return output;
 }
 
 // The token exchange of expert parallelism inside the autograd graph: the backward sends each row's
 // gradient back to the rank the row came from (the same exchange with the splits swapped). Every
-// rank's backward therefore takes part in the exchange too, in the same order as the forward's.
+// rank's backward therefore takes part in the exchange too, in the same order as the forward's. The
+// graph holds its own reference to the process group, so the backward is sound whatever became of
+// the caller's handle.
 struct DifferentiableAllToAll : public torch::autograd::Function<DifferentiableAllToAll> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, int64_t group, std::vector<int64_t> output_splits, std::vector<int64_t> input_splits) {
-    auto output = exchange(reinterpret_cast<mt_group*>(group), input, output_splits, input_splits);
-    ctx->saved_data["group"] = group;
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, const mt_group* group, std::vector<int64_t> output_splits, std::vector<int64_t> input_splits) {
+    auto output = exchange(group->backend, group->timeout, input, output_splits, input_splits);
+    ctx->saved_data["backend"] = c10::IValue::make_capsule(group->backend);
+    ctx->saved_data["timeout_ms"] = static_cast<int64_t>(group->timeout.count());
     ctx->saved_data["output_splits"] = output_splits;
     ctx->saved_data["input_splits"] = input_splits;
     // What a missing output gradient is replaced by (the exchange must happen on every rank anyway).
@@ -102,11 +112,12 @@ struct DifferentiableAllToAll : public torch::autograd::Function<DifferentiableA
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
-    auto group = reinterpret_cast<mt_group*>(ctx->saved_data["group"].toInt());
+    auto backend = c10::static_intrusive_pointer_cast<c10d::Backend>(ctx->saved_data["backend"].toCapsule());
+    auto timeout = std::chrono::milliseconds(ctx->saved_data["timeout_ms"].toInt());
     auto output_splits = ctx->saved_data["output_splits"].toIntVector();
     auto input_splits = ctx->saved_data["input_splits"].toIntVector();
     auto grad = grads[0].defined() ? grads[0] : at::zeros(ctx->saved_data["output_sizes"].toIntVector(), ctx->saved_data["output_like"].toTensor().options());
-    return {exchange(group, grad, input_splits, output_splits), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {exchange(backend, timeout, grad, input_splits, output_splits), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -231,7 +242,7 @@ char* mt_all_to_all_differentiable(mt_group* group, mt_tensor* input, const int6
   return guarded([&] {
     std::vector<int64_t> out_splits(output_splits, output_splits + splits);
     std::vector<int64_t> in_splits(input_splits, input_splits + splits);
-    auto output = DifferentiableAllToAll::apply(*input, reinterpret_cast<int64_t>(group), out_splits, in_splits);
+    auto output = DifferentiableAllToAll::apply(*input, static_cast<const mt_group*>(group), out_splits, in_splits);
     *out = new at::Tensor(std::move(output));
   });
 }

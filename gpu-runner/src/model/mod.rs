@@ -180,8 +180,9 @@ impl MoeModel {
         Ok(Self::build(&Params::vars(vars.root(), &recorded), config, &recorded, false, Some(ep)))
     }
 
-    /// Loads a Hugging Face model directory like [`Self::load_dir`], reading only this rank's share of
-    /// the routed experts (expert parallelism over `ep`'s ranks).
+    /// Loads a Hugging Face model directory like [`Self::load_dir`], keeping only this rank's share of
+    /// the routed experts (expert parallelism over `ep`'s ranks): each expert tensor is read whole, one
+    /// at a time, and narrowed.
     pub fn load_dir_expert_parallel(dir: &Path, device: Device, kind: Kind, ep: &ExpertParallel) -> anyhow::Result<(nn::VarStore, Self)> {
         let config = ArchConfig::from_dir(dir)?;
         ep.check(config.moe.num_experts)?;
@@ -224,9 +225,11 @@ impl MoeModel {
     /// `keep` (the others take part in the exchanges and get `None`). One tensor is gathered at a time.
     pub fn gather_whole(&self, vars: &nn::VarStore, ep: &ExpertParallel, kind: Kind, keep: usize) -> anyhow::Result<Option<(nn::VarStore, MoeModel)>> {
         let whole = (ep.rank() == keep).then(|| {
+            // Allocated in `kind` and zeroed, never drawn: every value is copied in below.
             let mut whole_vars = nn::VarStore::new(Device::Cpu);
-            let model = tch::no_grad(|| MoeModel::new(&whole_vars, self.config.clone()));
             whole_vars.set_kind(kind);
+            let recorded = RefCell::new(Vec::new());
+            let model = tch::no_grad(|| Self::build(&Params::zeroed_vars(whole_vars.root(), &recorded), self.config.clone(), &recorded, false, None));
             // Nothing trains any more: as the trained model is left once training is over.
             whole_vars.freeze();
             (whole_vars, model)

@@ -49,15 +49,23 @@ pub struct Params<'a> {
     target: Target<'a>,
     prefix: String,
     recorded: &'a RefCell<Vec<ParamInfo>>,
+    /// Every parameter starts at zero, whatever its initialisation (values copied in next).
+    zeroed: bool,
 }
 
 impl<'a> Params<'a> {
     pub fn vars(root: nn::Path<'a>, recorded: &'a RefCell<Vec<ParamInfo>>) -> Self {
-        Self { target: Target::Vars(root), prefix: String::new(), recorded }
+        Self { target: Target::Vars(root), prefix: String::new(), recorded, zeroed: false }
+    }
+
+    /// Like [`Params::vars`], every parameter allocated as zeros: for a model whose values are all
+    /// copied in at once, where drawing a random initialisation would only cost time.
+    pub fn zeroed_vars(root: nn::Path<'a>, recorded: &'a RefCell<Vec<ParamInfo>>) -> Self {
+        Self { zeroed: true, ..Self::vars(root, recorded) }
     }
 
     pub fn shapes_only(recorded: &'a RefCell<Vec<ParamInfo>>) -> Self {
-        Self { target: Target::Shapes, prefix: String::new(), recorded }
+        Self { target: Target::Shapes, prefix: String::new(), recorded, zeroed: false }
     }
 
     /// A child prefix: `p.sub("model").sub(3)` names `model.3.…`.
@@ -67,7 +75,7 @@ impl<'a> Params<'a> {
             Target::Shapes => Target::Shapes,
         };
         let prefix = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{}", self.prefix, name.to_string()) };
-        Params { target, prefix, recorded: self.recorded }
+        Params { target, prefix, recorded: self.recorded, zeroed: self.zeroed }
     }
 
     /// The full name a parameter `leaf` created here gets.
@@ -93,6 +101,7 @@ impl<'a> Params<'a> {
         match &self.target {
             Target::Shapes => Tensor::zeros([0], (Kind::Float, Device::Cpu)),
             Target::Vars(path) => {
+                let init = if self.zeroed { Init::Const(0.0) } else { init };
                 let tensor = nn::f_init(init, &held, path.device(), path.kind()).expect("allocating a parameter");
                 path.add(name, tensor, role != Role::Router)
             }

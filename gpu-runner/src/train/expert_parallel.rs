@@ -51,17 +51,18 @@ pub fn split_names(model: &MoeModel) -> BTreeSet<String> {
 
 /// Runs `f`, turning a failed token exchange into an error that names a lost peer. The exchanges sit
 /// inside forward passes and the autograd backward, which cannot return errors: they panic, and the
-/// panic is caught here. Other panics are left to unwind.
+/// panic is caught here. Running out of memory, or any other panic, is this rank's own error.
 pub fn catching_lost_peers<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result,
         Err(panic) => {
             let message = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-            let exchange = ["expert parallelism: exchanging", "c10d", "Gloo", "NCCL", "Connection closed by peer"].iter().any(|m| message.contains(m));
-            if !exchange {
-                std::panic::resume_unwind(panic);
+            // The shim's prefix on a failed exchange (forward or backward), and the forward's own.
+            let exchange = ["moetune c10d exchange failed", "expert parallelism: exchanging"].iter().any(|m| message.contains(m));
+            if exchange && !message.contains("out of memory") {
+                return Err(anyhow::Error::new(PeerLost).context(format!("exchanging tokens between expert-parallel ranks: {message}")));
             }
-            Err(anyhow::Error::new(PeerLost).context(format!("exchanging tokens between expert-parallel ranks: {message}")))
+            Err(anyhow::anyhow!("training stopped: {message}"))
         }
     }
 }

@@ -427,7 +427,8 @@ fn run_job(spec: &TrainingSpec, data: JobData, device: Device, mut resume: Optio
     let (qat, qat_top_k) = eval::score(&model, qat_mode, &eval_batches);
     let qat_task = task(qat_mode);
     // The outputs are written from the whole model: rank 0 gathers every rank's experts.
-    let (mut vars, model) = match ep.map(|ep| model.gather_whole(&vars, ep, kind, 0)).transpose()?.flatten() {
+    let gathered = ep.map(|ep| model.gather_whole(&vars, ep, kind, 0).context(parallel::PeerLost)).transpose()?;
+    let (mut vars, model) = match gathered.flatten() {
         Some(whole) => whole,
         None => (vars, model),
     };

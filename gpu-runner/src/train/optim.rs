@@ -125,7 +125,8 @@ impl AdamW {
                 .iter()
                 .zip(split)
                 .filter(|(p, &s)| s == own && p.tensor.grad().defined())
-                .map(|(p, _)| p.tensor.grad().to_kind(Kind::Double).pow_tensor_scalar(2).sum(Kind::Double))
+                // Each gradient's norm without a wider copy of it, squared in f64 to be summed.
+                .map(|(p, _)| p.tensor.grad().to_kind(Kind::Float).norm().to_kind(Kind::Double).pow_tensor_scalar(2))
                 .collect();
             (!parts.is_empty()).then(|| Tensor::stack(&parts, 0).sum(Kind::Double))
         };

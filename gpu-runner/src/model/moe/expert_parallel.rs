@@ -192,8 +192,9 @@ impl MoeBlock {
             start += n;
         }
         match outputs.is_empty() {
-            // Nothing arrived: an output still depending on `rows`, so the backward's exchange runs here too.
-            true => rows * 0.0,
+            // Nothing arrived: an output that still depends on `rows` and the expert weights, so that it
+            // needs a gradient exactly when it would with rows, and the backward's exchange runs here too.
+            true => rows * 0.0 + (self.gate_up_proj.sum(Kind::Float) * 0.0).to_kind(kind),
             false => Tensor::cat(&outputs, 0),
         }
     }
