@@ -149,6 +149,9 @@ fn experts_that_do_not_split_evenly_are_refused() {
             std::thread::spawn(move || {
                 let store = Store::connect("127.0.0.1", port, 3, TIMEOUT).unwrap();
                 let group = ProcessGroup::new(&store, "uneven", Backend::Gloo, r, 3, TIMEOUT, Some("127.0.0.1")).unwrap();
+                // Every rank has joined before any leaves (a rank refused at once would otherwise close
+                // its connections while another is still making them).
+                group.barrier().unwrap();
                 let vars = nn::VarStore::new(Device::Cpu);
                 MoeModel::new_expert_parallel(&vars, config, &ExpertParallel::new(group)).err().map(|e| e.to_string())
             })
