@@ -200,11 +200,6 @@ impl MoeModel {
         self.params.iter().any(|p| p.local_rows.is_some())
     }
 
-    /// Whether parameter `name` is split across ranks, this rank holding a share of its rows.
-    pub fn holds_share_of(&self, name: &str) -> bool {
-        self.params.iter().any(|p| p.name == name && p.local_rows.is_some())
-    }
-
     /// Copies this rank's share of every parameter from `whole`, a model of the same config held whole.
     pub fn copy_share_from(&self, vars: &nn::VarStore, whole: &nn::VarStore) -> anyhow::Result<()> {
         let (mine, theirs) = (vars.variables(), whole.variables());
@@ -510,6 +505,7 @@ impl MoeModel {
     /// Greedy decoding under `mode` (adapters, fake quantization), e.g. to score the FP4 model.
     pub fn generate_greedy_with(&self, prompt: &[i64], max_new_tokens: usize, device: Device, mode: ForwardMode) -> Vec<i64> {
         let mut ids = prompt.to_vec();
+        let stops_early = !self.is_expert_parallel();
         tch::no_grad(|| {
             for _ in 0..max_new_tokens {
                 let input = Tensor::from_slice(&ids).to_device(device).unsqueeze(0);
@@ -518,7 +514,7 @@ impl MoeModel {
                 ids.push(next);
                 // Expert-parallel ranks run every forward together: none stops early (their greedy
                 // choices could differ on a near-tie); what follows the end token is cut below.
-                if self.config.eos_token_ids.contains(&next) && !self.is_expert_parallel() {
+                if stops_early && self.config.eos_token_ids.contains(&next) {
                     break;
                 }
             }

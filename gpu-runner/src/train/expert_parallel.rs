@@ -15,33 +15,22 @@
 use std::collections::BTreeSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use anyhow::bail;
-use tch::{nn, Device, Kind};
+use tch::{nn, Device};
 
 use super::parallel::PeerLost;
 use crate::model::{tiny, ExpertParallel, MoeModel};
-use crate::text::TextCodec;
 
-/// The base model with this rank's share of the experts: the built-in tiny model (drawn whole from
-/// its seed, then split), or a Hugging Face model directory read a share at a time.
-pub fn base_model(name: &str, device: Device, kind: Kind, ep: &ExpertParallel) -> anyhow::Result<(nn::VarStore, MoeModel, TextCodec)> {
-    if name == tiny::NAME {
-        let mut vars = nn::VarStore::new(device);
-        // Built before the whole model is drawn from its seed, so the random generator is left where a
-        // single process leaves it (the adapters are drawn next).
-        let model = tch::no_grad(|| MoeModel::new_expert_parallel(&vars, tiny::config(), ep))?;
-        let whole_vars = nn::VarStore::new(device);
-        crate::model::new_seeded(&whole_vars, tiny::config(), tiny::BASE_SEED);
-        model.copy_share_from(&vars, &whole_vars)?;
-        vars.set_kind(kind);
-        return Ok((vars, model, TextCodec::tiny()?));
-    }
-    let dir = std::path::Path::new(name);
-    if dir.join("config.json").exists() {
-        let (vars, model) = MoeModel::load_dir_expert_parallel(dir, device, kind, ep)?;
-        return Ok((vars, model, TextCodec::from_dir(dir)?));
-    }
-    bail!("model '{name}' is not available on this runner (supported: {}, or a local model directory)", tiny::NAME)
+/// The built-in tiny model with this rank's share of the experts, drawn whole from its seed and then
+/// split (in fp32, like the whole model).
+pub fn tiny_share(device: Device, ep: &ExpertParallel) -> anyhow::Result<(nn::VarStore, MoeModel)> {
+    let vars = nn::VarStore::new(device);
+    // Built before the whole model is drawn from its seed, so the random generator is left where a
+    // single process leaves it (the adapters are drawn next).
+    let model = tch::no_grad(|| MoeModel::new_expert_parallel(&vars, tiny::config(), ep))?;
+    let whole_vars = nn::VarStore::new(device);
+    crate::model::new_seeded(&whole_vars, tiny::config(), tiny::BASE_SEED);
+    model.copy_share_from(&vars, &whole_vars)?;
+    Ok((vars, model))
 }
 
 /// The parameters of which this rank holds a share.

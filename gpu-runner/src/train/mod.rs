@@ -126,19 +126,30 @@ fn packed_base_agreement(name: &str, model: &MoeModel, packed_top_k: &[Vec<Tenso
 
 /// The base model and its tokenizer in `kind`: the built-in tiny model, or a Hugging Face model directory.
 pub fn base_model(name: &str, device: Device, kind: Kind, experts: ExpertStorage) -> anyhow::Result<(nn::VarStore, MoeModel, TextCodec)> {
+    base_model_split(name, device, kind, experts, None)
+}
+
+/// [`base_model`], holding only this rank's share of the experts when `ep` splits them (dense then).
+fn base_model_split(name: &str, device: Device, kind: Kind, experts: ExpertStorage, ep: Option<&crate::model::ExpertParallel>) -> anyhow::Result<(nn::VarStore, MoeModel, TextCodec)> {
     if name == tiny::NAME {
-        let mut vars = nn::VarStore::new(device);
-        // Drawn in fp32 so every precision starts from the same base weights.
-        let model = crate::model::new_seeded(&vars, tiny::config(), tiny::BASE_SEED);
-        if let ExpertStorage::Packed(format) = experts {
-            model.pack_experts(format)?;
-        }
+        let (mut vars, model) = match ep {
+            Some(ep) => expert_parallel::tiny_share(device, ep)?,
+            None => {
+                let vars = nn::VarStore::new(device);
+                // Drawn in fp32 so every precision starts from the same base weights.
+                let model = crate::model::new_seeded(&vars, tiny::config(), tiny::BASE_SEED);
+                if let ExpertStorage::Packed(format) = experts {
+                    model.pack_experts(format)?;
+                }
+                (vars, model)
+            }
+        };
         vars.set_kind(kind);
         return Ok((vars, model, TextCodec::tiny()?));
     }
     let dir = std::path::Path::new(name);
     if dir.join("config.json").exists() {
-        let (vars, model) = MoeModel::load_dir_with(dir, device, kind, experts)?;
+        let (vars, model) = if let Some(ep) = ep { MoeModel::load_dir_expert_parallel(dir, device, kind, ep)? } else { MoeModel::load_dir_with(dir, device, kind, experts)? };
         return Ok((vars, model, TextCodec::from_dir(dir)?));
     }
     bail!("model '{name}' is not available on this runner (supported: {}, or a local model directory)", tiny::NAME)
@@ -243,10 +254,7 @@ fn run_job(spec: &TrainingSpec, data: JobData, device: Device, mut resume: Optio
         lora_qat = !point.holds_full_weights()?;
     }
     let storage = if lora_qat && ep.is_none() { expert_storage(options) } else { ExpertStorage::Dense };
-    let (vars, model, codec) = match ep {
-        Some(ep) => expert_parallel::base_model(&spec.model, device, kind, ep)?,
-        None => base_model(&spec.model, device, kind, storage)?,
-    };
+    let (vars, model, codec) = base_model_split(&spec.model, device, kind, storage, ep)?;
     let expert_shards = expert_parallel::split_names(&model);
     if let (Some(point), Some(ep)) = (resume.as_mut(), ep) {
         point.expert_shard = Some((ep.rank(), ep.ranks()));

@@ -193,8 +193,13 @@ impl AdamW {
     /// the state of the trainables this optimiser owns (all but under sharded data parallelism, where
     /// each rank writes its own file and any world size reads them back by name).
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        let named = self.state(|_| true);
-        Tensor::write_safetensors(&named, path).with_context(|| format!("writing {}", path.display()))
+        self.save_where(path, |_| true)
+    }
+
+    /// [`Self::save`] of the owned trainables `which` selects by index (expert parallelism writes a
+    /// rank's own experts' state to a file of their own).
+    pub fn save_where(&self, path: &Path, which: impl Fn(usize) -> bool) -> anyhow::Result<()> {
+        Tensor::write_safetensors(&self.state(which), path).with_context(|| format!("writing {}", path.display()))
     }
 
     /// The state (moments, fp32 master) of the owned trainables `which` selects by index, and the step

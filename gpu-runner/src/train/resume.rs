@@ -296,8 +296,7 @@ pub fn save(dir: &Path, progress: &Progress, trainables: &[Trainable], split: &[
     let trainables: Vec<(String, Tensor)> = trainables.iter().zip(split).filter(|(_, &s)| !s).map(|(p, _)| (p.name.clone(), p.tensor.detach())).collect();
     Tensor::write_safetensors(&trainables, dir.join(TRAINABLE))?;
     if let Some(optimizer) = optimizer {
-        let path = dir.join(OPTIMIZER);
-        Tensor::write_safetensors(&optimizer.state(|i| !split[i]), &path).with_context(|| format!("writing {}", path.display()))?;
+        optimizer.save_where(&dir.join(OPTIMIZER), |i| !split[i])?;
     }
     for (file, tensors) in extra {
         Tensor::write_safetensors(tensors, dir.join(file))?;

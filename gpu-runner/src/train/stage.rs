@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use moetune_types::{RouterMode, RunnerEventKind, TrainingSpec};
 use tch::{Device, Tensor};
 
@@ -327,10 +327,7 @@ impl Stage<'_> {
                     _ => std::fs::create_dir_all(&dir)
                         .map_err(anyhow::Error::from)
                         .and_then(|()| match optimizer {
-                            Some(optimizer) => {
-                                let path = dir.join(resume::optimizer_file(dp.rank(), dp.world_size()));
-                                Tensor::write_safetensors(&optimizer.state(|i| !split[i]), &path).with_context(|| format!("writing {}", path.display()))
-                            }
+                            Some(optimizer) => optimizer.save_where(&dir.join(resume::optimizer_file(dp.rank(), dp.world_size())), |i| !split[i]),
                             None => Ok(()),
                         })
                         .and_then(|()| save_experts())
