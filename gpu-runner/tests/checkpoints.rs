@@ -250,28 +250,40 @@ fn full_training_of_gpt_oss_120b_per_rank() {
                         "quantization_config": {"quant_method": "mxfp4"}});
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     let gib = |b: i64| b as f64 / f64::from(1 << 30);
-    let mut peaks = Vec::new();
-    for (ranks, expert_parallel) in [(1, false), (8, false), (8, true), (32, true), (64, true)] {
-        let options = json!({"sft_method": "full", "seq_len": 4096, "world_size": ranks, "gradient_accumulation_steps": ranks, "expert_parallel": expert_parallel});
+    let per_rank = |ranks: u32, split: Option<&str>| {
+        let mut options = json!({"sft_method": "full", "seq_len": 4096, "world_size": ranks, "gradient_accumulation_steps": ranks});
+        if let Some(how) = split {
+            options[how] = true.into();
+        }
         let moe: MoeSftQatOptions = serde_json::from_value(options).unwrap();
         let spec = TrainingSpec { model: "gpt-oss-120b".into(), n_epochs: 1, batch_size: 1, seed: 0, moe, routing_profile: None };
         let cuda = inspect(&dir, &spec).unwrap().memory["cuda"].clone();
         let sft = &cuda.stages["sft"];
+        let how = match split {
+            Some("expert_parallel") => ", experts split",
+            Some(_) => ", fully sharded",
+            None => "",
+        };
         println!(
-            "gpt-oss-120b full SFT → QAT, {ranks} ranks{}: weights {:.1} GiB, gradients and optimiser state {:.1} GiB, activations {:.1} GiB; peak {:.1} GiB per rank",
-            if expert_parallel { ", experts split" } else { "" },
+            "gpt-oss-120b full SFT → QAT, {ranks} ranks{how}: weights {:.1} GiB, gradients and optimiser state {:.1} GiB, activations {:.1} GiB; peak {:.1} GiB per rank",
             gib(sft.weights_bytes),
             gib(sft.trainable_bytes),
             gib(sft.activations_bytes + sft.transient_bytes),
             gib(cuda.peak_bytes)
         );
-        peaks.push(cuda.peak_bytes);
-    }
+        cuda.peak_bytes
+    };
+    let experts = Some("expert_parallel");
+    let peaks: Vec<i64> = [(1, None), (8, None), (8, experts), (32, experts), (64, experts)].into_iter().map(|(r, s)| per_rank(r, s)).collect();
     let gpu = 80_000_000_000;
     assert!(peaks[0] > 1_800_000_000_000, "one rank holds the whole 16 bytes per parameter");
     assert!(peaks.windows(2).all(|w| w[1] < w[0]), "{peaks:?}: more ranks, less each");
     assert!(peaks[2] > gpu, "8 expert-parallel ranks still hold about 180 GB of optimiser state each");
     assert!(peaks[3] <= gpu, "32 expert-parallel ranks fit an 80 GB GPU each");
+    let sharded: Vec<i64> = [8, 32, 64].into_iter().map(|r| per_rank(r, Some("fully_sharded"))).collect();
+    assert!(sharded.windows(2).all(|w| w[1] < w[0]), "{sharded:?}: more ranks, less each");
+    assert!(sharded[0] > gpu && sharded[0] < peaks[1], "8 fully sharded ranks hold 1/8 of everything, still more than 80 GB");
+    assert!(sharded[2] <= gpu, "64 fully sharded ranks fit an 80 GB GPU each");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -132,9 +132,14 @@ fn a_checkpoint_of_two_ranks_resumes_in_another_world_size() {
 
 /// `options` with the experts split across `world` ranks.
 fn expert_parallel(options: &str, world: usize) -> String {
+    split(options, world, "expert_parallel")
+}
+
+/// `options` with the model split across `world` ranks as `how` (`expert_parallel`, `fully_sharded`) says.
+fn split(options: &str, world: usize, how: &str) -> String {
     let mut value: serde_json::Value = serde_json::from_str(options).unwrap();
     value["world_size"] = world.into();
-    value["expert_parallel"] = true.into();
+    value[how] = true.into();
     value.to_string()
 }
 
@@ -171,25 +176,50 @@ fn expert_parallel_ranks_train_with_the_single_process_losses() {
     }
 }
 
-/// Each expert-parallel rank stores its experts in a file of its own; the checkpoint resumes on as
-/// many ranks with the losses of the uninterrupted run, and is refused, saying why, on another split.
+/// Fully sharded weights (each rank holds 1/N of every weight, gradient and optimiser state; a
+/// layer's weights are gathered whole while it runs): full SFT → full QAT on 2 and 4 ranks gives the
+/// single process's losses and evaluations, and rank 0 writes the whole model.
 #[test]
-fn an_expert_parallel_checkpoint_resumes_on_as_many_ranks() {
-    let dir = scratch("experts-resume");
-    let options = expert_parallel(r#"{"sft_method": "full", "learning_rate": 1e-3, "max_steps": 4, "gradient_accumulation_steps": 2, "qat": {"steps": 1, "learning_rate": 1e-4}, "checkpoint_every_n_steps": 2}"#, 2);
-    let checkpoints = dir.join("checkpoints");
-    let full = train_losses(&train(2, &options, &dir.join("full"), &["--checkpoints", checkpoints.to_str().unwrap()]));
-    let at = checkpoints.join("sft-step-000002");
-    for file in ["experts.rank0-of-2.safetensors", "experts.rank1-of-2.safetensors", "optimizer.rank1-of-2.safetensors"] {
-        assert!(at.join(file).exists(), "{file} is not in the checkpoint");
+fn fully_sharded_ranks_train_with_the_single_process_losses() {
+    let dir = scratch("sharded");
+    let options = r#"{"sft_method": "full", "learning_rate": 1e-3, "max_steps": 3, "gradient_accumulation_steps": 4, "router": {"mode": "train"}, "qat": {"steps": 2, "learning_rate": 1e-4}, "checkpoint_every_n_steps": 0}"#;
+    let single = train(1, options, &dir.join("single"), &[]);
+    let expected = train_losses(&single);
+    for world in [2, 4] {
+        let events = train(world, &split(options, world, "fully_sharded"), &dir.join(format!("ranks-{world}")), &[]);
+        assert_close(&train_losses(&events), &expected, &format!("fully sharded over {world} ranks"));
+        for (row, want) in summary(&events)["eval"].as_array().unwrap().iter().zip(summary(&single)["eval"].as_array().unwrap()) {
+            let (got, want) = (row["validation_loss"].as_f64().unwrap(), want["validation_loss"].as_f64().unwrap());
+            assert!((got - want).abs() <= TOLERANCE * want.abs().max(1.0), "fully sharded over {world} ranks: {} validation loss {got} vs {want}", row["model"]);
+        }
+        let told = events.iter().any(|e| e["type"] == "message" && e["message"].as_str().is_some_and(|m| m.starts_with(&format!("Fully sharded over {world} ranks"))));
+        assert!(told, "{world} ranks: the job log does not say the weights were sharded");
     }
-    let later: BTreeMap<_, _> = full.iter().filter(|((stage, step), _)| stage == "qat" || *step > 2).map(|(k, v)| (k.clone(), *v)).collect();
-    let resumed = train_losses(&train(2, &options, &dir.join("resumed"), &["--resume", at.to_str().unwrap()]));
-    assert_close(&resumed, &later, "resumed on 2 expert-parallel ranks");
-    let whole = r#"{"sft_method": "full", "learning_rate": 1e-3, "max_steps": 4, "gradient_accumulation_steps": 2, "qat": {"steps": 1, "learning_rate": 1e-4}, "checkpoint_every_n_steps": 2}"#;
-    let output = train_command(whole, &dir.join("refused"), &["--resume", at.to_str().unwrap()]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success() && stderr.contains("holds the experts split across 2 ranks, and this job holds them whole"), "{stderr}");
+}
+
+/// Each rank of a split model (its experts, or its shard of every weight) stores its share in a file
+/// of its own; the checkpoint resumes on as many ranks and on twice as many, with the losses of the
+/// uninterrupted run, and is refused, saying why, by a job that holds the model whole.
+#[test]
+fn a_split_checkpoint_resumes_on_as_many_ranks_and_on_more() {
+    let whole = r#"{"sft_method": "full", "learning_rate": 1e-3, "max_steps": 4, "gradient_accumulation_steps": 4, "qat": {"steps": 1, "learning_rate": 1e-4}, "checkpoint_every_n_steps": 2}"#;
+    for how in ["expert_parallel", "fully_sharded"] {
+        let dir = scratch(&format!("{how}-resume"));
+        let checkpoints = dir.join("checkpoints");
+        let full = train_losses(&train(2, &split(whole, 2, how), &dir.join("full"), &["--checkpoints", checkpoints.to_str().unwrap()]));
+        let at = checkpoints.join("sft-step-000002");
+        for file in ["split.rank0-of-2.safetensors", "split.rank1-of-2.safetensors", "optimizer.rank1-of-2.safetensors"] {
+            assert!(at.join(file).exists(), "{how}: {file} is not in the checkpoint");
+        }
+        let later: BTreeMap<_, _> = full.iter().filter(|((stage, step), _)| stage == "qat" || *step > 2).map(|(k, v)| (k.clone(), *v)).collect();
+        for world in [2, 4] {
+            let resumed = train_losses(&train(world, &split(whole, world, how), &dir.join(format!("resumed-{world}")), &["--resume", at.to_str().unwrap()]));
+            assert_close(&resumed, &later, &format!("{how}: resumed on {world} ranks"));
+        }
+        let output = train_command(whole, &dir.join("refused"), &["--resume", at.to_str().unwrap()]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains("holds the model split across 2 ranks, and this job holds it whole"), "{how}: {stderr}");
+    }
 }
 
 /// Ranks started for different jobs (here: another seed on rank 1) refuse to train.

@@ -291,6 +291,12 @@ pub struct MoeSftQatOptions {
     /// activation quantization.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub expert_parallel: bool,
+    /// Split every weight across the job's ranks (FSDP / ZeRO-3): each rank holds 1/`world_size` of
+    /// every weight, gradient and optimiser state, and a decoder layer's weights are gathered whole
+    /// only while it runs. Needs `world_size` of 2 or more and `sft_method: full`; activation
+    /// checkpointing is implied. Default false. Not yet combined with `expert_parallel`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fully_sharded: bool,
     /// `auto` (default: bf16 on CUDA, fp32 on CPU), `fp32` or `bf16`.
     pub precision: Precision,
     /// Recompute each decoder layer in the backward instead of keeping its activations (less memory,
@@ -326,6 +332,7 @@ impl Default for MoeSftQatOptions {
             device: crate::requirements::DeviceRequest::Auto,
             world_size: 1,
             expert_parallel: false,
+            fully_sharded: false,
             precision: Precision::Auto,
             gradient_checkpointing: None,
             base_expert_format: None,
@@ -427,6 +434,15 @@ impl MoeSftQatOptions {
         if self.expert_parallel {
             self.validate_expert_parallel(packed_base)?;
         }
+        if self.fully_sharded {
+            check(self.world_size >= 2, "fully_sharded", "`fully_sharded` splits every weight across the job's ranks: set `world_size` to 2 or more.")?;
+            check(
+                self.sft_method == SftMethod::Full,
+                "fully_sharded",
+                "`fully_sharded` shards the weights a full fine-tune trains: use `sft_method: full` (a LoRA job's frozen base is not sharded yet).",
+            )?;
+            check(!self.expert_parallel, "fully_sharded", "`fully_sharded` does not yet combine with `expert_parallel`: set one of them.")?;
+        }
         Ok(())
     }
 
@@ -466,6 +482,20 @@ mod tests {
         assert_eq!(packed(|o| (o.qat.trainable, o.qat.steps) = (Some(QatTrainable::Full), 0)), Err("method.moe_sft_qat.base_expert_format".into()));
         let dense = MoeSftQatOptions { sft_method: SftMethod::Full, base_expert_format: Some(BaseExpertFormat::Bf16), ..Default::default() };
         assert_eq!(dense.validate().map_err(|e| e.param), Ok(()));
+    }
+
+    #[test]
+    fn fully_sharded_weights_need_ranks_and_a_full_fine_tune() {
+        let sharded = |edit: fn(&mut MoeSftQatOptions)| {
+            let mut o = MoeSftQatOptions { fully_sharded: true, sft_method: SftMethod::Full, world_size: 2, gradient_accumulation_steps: 2, ..Default::default() };
+            edit(&mut o);
+            o.validate().map_err(|e| e.param)
+        };
+        assert_eq!(sharded(|_| {}), Ok(()));
+        for refused in [(|o| o.world_size = 1) as fn(&mut MoeSftQatOptions), |o| o.sft_method = SftMethod::Lora, |o| o.expert_parallel = true] {
+            assert_eq!(sharded(refused), Err("method.moe_sft_qat.fully_sharded".into()));
+        }
+        assert!(serde_json::to_value(MoeSftQatOptions::default()).unwrap().get("fully_sharded").is_none());
     }
 
     #[test]

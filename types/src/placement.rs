@@ -115,7 +115,7 @@ fn owned_state(elements: i64, largest: i64, state: i64, ranks: i64) -> i64 {
 impl MemoryModel {
     /// The peak memory of one rank of the job `spec` describes, on a device of kind `device`. Ranks
     /// beyond one split the optimiser state (ZeRO-1) and, with `expert_parallel`, the routed experts
-    /// (weights, gradients and state).
+    /// (weights, gradients and state), or with `fully_sharded` every weight, gradient and state.
     pub fn job_memory(&self, spec: &TrainingSpec, device: TrainingDevice) -> JobMemory {
         let o = &spec.moe;
         let cuda = device == TrainingDevice::Cuda;
@@ -124,7 +124,8 @@ impl MemoryModel {
             Precision::Bf16 => 2,
             Precision::Auto => if cuda { 2 } else { 4 },
         };
-        let checkpointing = o.gradient_checkpointing.unwrap_or(cuda);
+        // Fully sharded weights run layer by layer: recomputed in the backward.
+        let checkpointing = o.gradient_checkpointing.unwrap_or(cuda) || o.fully_sharded;
         let packed_bits: Option<(f64, &str)> = if !o.experts_frozen() {
             None
         } else {
@@ -176,8 +177,14 @@ impl MemoryModel {
         let adapters = r * layers * attention + expert_lora;
         let lora = o.sft_method == SftMethod::Lora;
 
+        // The largest tensor every rank holds: the embedding or LM head.
+        let largest = self.vocab_size * self.hidden_size;
+        // Fully sharded: each rank holds 1/N of every weight, plus one unit gathered whole while it runs
+        // (the largest decoder layer, or the embedding or head).
+        let sharded = o.fully_sharded && ranks > 1;
+        let unit = ((self.total_params - 2 * largest) / layers).max(largest);
         // The weights this rank holds (its share of the experts under expert parallelism).
-        let dense_weights = (dense_rest + experts) * b;
+        let dense_weights = if sharded { share(dense_rest + experts, ranks) * b + unit * b } else { (dense_rest + experts) * b };
         let frozen_weights = match packed_bits {
             Some((bits, _)) => dense_rest * b + (experts as f64 * bits / 8.0).ceil() as i64,
             None => dense_weights,
@@ -208,10 +215,13 @@ impl MemoryModel {
         // Gradients are whole on every rank; the optimiser state of a tensor every rank holds is kept by
         // one owner (ZeRO-1), that of a rank's own experts by the rank.
         let own_experts = if o.expert_parallel { experts } else { 0 };
-        // The largest tensor every rank holds: the embedding or LM head.
-        let largest = self.vocab_size * self.hidden_size;
         let state = optimiser_state_bytes(b);
-        let full_trainable_bytes = full_trainable * b + owned_state(full_trainable - own_experts, largest, state, ranks) + own_experts * state;
+        let full_trainable_bytes = if sharded {
+            // Gradient and state shards; the gathered unit's whole gradient and its reduce-scatter copy.
+            share(full_trainable, ranks) * (b + state) + 2 * unit * b
+        } else {
+            full_trainable * b + owned_state(full_trainable - own_experts, largest, state, ranks) + own_experts * state
+        };
         // fp32 adapters: weight and gradient on every rank, moments split (their tensors are small).
         let adapter_bytes = adapters * 8 + owned_state(adapters, 0, 8, ranks) + router * b + owned_state(router, 0, state, ranks);
         let sft = if lora {
@@ -234,7 +244,8 @@ impl MemoryModel {
         // Merging the adapters and exporting hold the dense model and the adapters, on the host (on a
         // CPU runner that is the training device). The export writes shard by shard: one shard's bytes,
         // and the fp32 values of the largest expert tensor while it is encoded to FP4.
-        // Under expert parallelism rank 0 gathers every rank's experts for the export: the whole model.
+        // Under expert parallelism or fully sharded weights rank 0 gathers every rank's share for the
+        // export: the whole model.
         let whole_weights = self.total_params * b;
         let largest_expert_tensor = self.num_experts * 2 * self.expert_intermediate_size * self.hidden_size;
         let export_copy = whole_weights.min(EXPORT_SHARD_BYTES) + largest_expert_tensor * 4;
@@ -458,5 +469,29 @@ mod tests {
             o.expert_parallel = true;
         });
         assert_eq!(lora_ep.stages["sft"].weights_bytes, (rest + 8_000_000 / 2) * 2);
+    }
+
+    #[test]
+    fn fully_sharded_ranks_hold_a_share_of_everything_and_one_unit_whole() {
+        let m = model();
+        let full = |ranks: u32| {
+            let edit = |o: &mut crate::MoeSftQatOptions| {
+                o.sft_method = SftMethod::Full;
+                o.world_size = ranks;
+                o.fully_sharded = ranks > 1;
+            };
+            m.job_memory(&spec(edit), TrainingDevice::Cuda)
+        };
+        let (one, four) = (full(1), full(4));
+        // The largest unit: a decoder layer's (10M − 2 × 64,000) / 4 elements, above the embedding's.
+        let unit: i64 = (10_000_000 - 128_000) / 4;
+        assert_eq!(four.stages["sft"].weights_bytes, share(10_000_000, 4) * 2 + unit * 2);
+        let trainable: i64 = 10_000_000 - 1_000;
+        assert_eq!(four.stages["sft"].trainable_bytes, share(trainable, 4) * (2 + 12) + 2 * unit * 2);
+        assert!(four.activation_checkpointing);
+        assert!(four.peak_bytes < one.peak_bytes / 2, "{} vs {}", four.peak_bytes, one.peak_bytes);
+        // More ranks, less each: the unit gathered whole is the floor.
+        assert!(full(8).peak_bytes < four.peak_bytes);
+        assert_eq!(four.host_bytes, one.host_bytes);
     }
 }

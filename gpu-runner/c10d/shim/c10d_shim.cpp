@@ -255,4 +255,28 @@ char* mt_barrier(mt_group* group) {
   });
 }
 
+char* mt_set_data(mt_tensor* tensor, mt_tensor* data) {
+  return guarded([&] { tensor->set_data(*data); });
+}
+
+char* mt_take_grad(mt_tensor* tensor, mt_tensor** out) {
+  return guarded([&] {
+    at::Tensor grad = tensor->mutable_grad();
+    tensor->mutable_grad().reset();
+    *out = new at::Tensor(std::move(grad));
+  });
+}
+
+char* mt_accumulate_grad(mt_tensor* tensor, mt_tensor* grad) {
+  return guarded([&] {
+    at::NoGradGuard no_grad;
+    at::Tensor& current = tensor->mutable_grad();
+    if (current.defined()) {
+      current.add_(*grad);
+    } else {
+      current = grad->detach().clone(at::MemoryFormat::Contiguous);
+    }
+  });
+}
+
 }  // extern "C"

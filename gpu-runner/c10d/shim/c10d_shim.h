@@ -37,6 +37,15 @@ char* mt_all_to_all(mt_group* group, mt_tensor* output, mt_tensor* input, const 
 char* mt_all_to_all_differentiable(mt_group* group, mt_tensor* input, const int64_t* output_splits, const int64_t* input_splits, int64_t splits, mt_tensor** out);
 char* mt_barrier(mt_group* group);
 
+// Autograd helpers tch lacks, for parameters whose storage comes and goes (fully sharded weights).
+// Points `tensor` (a parameter, autograd state kept) at `data`'s storage, shape and strides.
+char* mt_set_data(mt_tensor* tensor, mt_tensor* data);
+// Moves `tensor`'s accumulated gradient into *out (an undefined tensor when it has none), leaving it
+// with none.
+char* mt_take_grad(mt_tensor* tensor, mt_tensor** out);
+// Adds `grad` to `tensor`'s gradient, or makes a copy of it the gradient when there is none.
+char* mt_accumulate_grad(mt_tensor* tensor, mt_tensor* grad);
+
 #ifdef __cplusplus
 }
 #endif

@@ -27,4 +27,7 @@ extern "C" {
     pub fn mt_all_to_all(group: *mut mt_group, output: *mut C_tensor, input: *mut C_tensor, output_splits: *const i64, input_splits: *const i64, splits: i64) -> *mut c_char;
     pub fn mt_all_to_all_differentiable(group: *mut mt_group, input: *mut C_tensor, output_splits: *const i64, input_splits: *const i64, splits: i64, out: *mut *mut C_tensor) -> *mut c_char;
     pub fn mt_barrier(group: *mut mt_group) -> *mut c_char;
+    pub fn mt_set_data(tensor: *mut C_tensor, data: *mut C_tensor) -> *mut c_char;
+    pub fn mt_take_grad(tensor: *mut C_tensor, out: *mut *mut C_tensor) -> *mut c_char;
+    pub fn mt_accumulate_grad(tensor: *mut C_tensor, grad: *mut C_tensor) -> *mut c_char;
 }

@@ -7,6 +7,7 @@
 //! as an error on the others instead of a hang.
 
 mod ffi;
+pub mod storage;
 
 use std::ffi::{CStr, CString};
 use std::os::raw::c_char;

@@ -6,6 +6,7 @@ pub mod adapters;
 mod arch;
 pub mod checkpoint;
 pub mod config;
+pub mod fully_sharded;
 pub mod gpt_oss;
 pub mod inspect;
 pub mod layers;
@@ -98,6 +99,8 @@ pub struct MoeModel {
     layers: Vec<DecoderLayer>,
     norm: Tensor,
     lm_head: Tensor,
+    /// Every weight split across ranks ([`fully_sharded`]); `None`: held whole.
+    sharded: Option<fully_sharded::FullySharded>,
 }
 
 /// How routed experts are held on the device.
@@ -163,7 +166,7 @@ impl MoeModel {
         } else {
             p.sub("lm_head").param("weight", &[c.vocab_size, c.hidden_size], Role::LmHead, params::normal())
         };
-        Self { params: recorded.borrow().clone(), embed_tokens, layers, norm, lm_head, config }
+        Self { params: recorded.borrow().clone(), embed_tokens, layers, norm, lm_head, config, sharded: None }
     }
 
     /// New parameters in `vars` (its device and kind), initialised as transformers initialises them.
@@ -200,6 +203,41 @@ impl MoeModel {
         self.params.iter().any(|p| p.local_rows.is_some())
     }
 
+    /// Splits every weight held whole across `group`'s ranks ([`fully_sharded`]); every rank must
+    /// hold the same values.
+    pub fn shard_weights(&mut self, vars: &nn::VarStore, group: std::sync::Arc<std::sync::Mutex<moetune_c10d::ProcessGroup>>) -> anyhow::Result<()> {
+        anyhow::ensure!(self.sharded.is_none(), "the weights are already sharded");
+        self.sharded = Some(fully_sharded::FullySharded::new(group, &self.params, vars, self.layers.len())?);
+        Ok(())
+    }
+
+    pub fn fully_sharded(&self) -> Option<&fully_sharded::FullySharded> {
+        self.sharded.as_ref()
+    }
+
+    /// Whether every rank must run each forward and backward with the others (their layers exchange
+    /// tokens or gather weights).
+    pub fn runs_in_lockstep(&self) -> bool {
+        self.is_expert_parallel() || self.sharded.is_some()
+    }
+
+    /// Holds `unit`'s weights whole until the guards drop (none for a model held whole). With tied
+    /// embeddings the head's weight is the embedding's: holding the head holds the embedding too.
+    pub fn hold(&self, unit: fully_sharded::Unit) -> Vec<fully_sharded::Held<'_>> {
+        let Some(sharded) = &self.sharded else { return Vec::new() };
+        let tied = unit == fully_sharded::Unit::Head && self.config.tie_word_embeddings;
+        let mut held = vec![sharded.hold(unit)];
+        held.extend(tied.then(|| sharded.hold(fully_sharded::Unit::Embedding)));
+        held
+    }
+
+    /// The tensor the optimiser updates for parameter `name` (`param` in `vars`): its shard when the
+    /// weights are sharded; set to require a gradient when `trains`.
+    pub fn trained_tensor(&self, name: &str, param: &Tensor, trains: bool) -> Tensor {
+        let _ = param.shallow_clone().set_requires_grad(trains);
+        self.sharded.as_ref().and_then(|s| s.shard(name, trains)).unwrap_or_else(|| param.shallow_clone())
+    }
+
     /// Copies this rank's share of every parameter from `whole`, a model of the same config held whole.
     pub fn copy_share_from(&self, vars: &nn::VarStore, whole: &nn::VarStore) -> anyhow::Result<()> {
         let (mine, theirs) = (vars.variables(), whole.variables());
@@ -218,8 +256,9 @@ impl MoeModel {
 
     /// Every rank's share of the experts gathered into a whole model on the host, in `kind`, for rank
     /// `keep` (the others take part in the exchanges and get `None`). One tensor is gathered at a time.
-    pub fn gather_whole(&self, vars: &nn::VarStore, ep: &ExpertParallel, kind: Kind, keep: usize) -> anyhow::Result<Option<(nn::VarStore, MoeModel)>> {
-        let whole = (ep.rank() == keep).then(|| {
+    pub fn gather_whole(&self, vars: &nn::VarStore, ep: Option<&ExpertParallel>, kind: Kind, keep: usize) -> anyhow::Result<Option<(nn::VarStore, MoeModel)>> {
+        let rank = ep.map(ExpertParallel::rank).or(self.sharded.as_ref().map(|s| s.rank())).context("the model is held whole")?;
+        let whole = (rank == keep).then(|| {
             // Allocated in `kind` and zeroed, never drawn: every value is copied in below.
             let mut whole_vars = nn::VarStore::new(Device::Cpu);
             whole_vars.set_kind(kind);
@@ -233,9 +272,10 @@ impl MoeModel {
         let theirs = whole.as_ref().map(|(v, _)| v.variables());
         tch::no_grad(|| -> anyhow::Result<()> {
             for p in &self.params {
-                let value = match p.local_rows {
-                    Some(_) => ep.gather(&mine[&p.name]).with_context(|| format!("gathering {}", p.name))?,
-                    None => mine[&p.name].shallow_clone(),
+                let value = match (p.local_rows, ep, &self.sharded) {
+                    (Some(_), Some(ep), _) => ep.gather(&mine[&p.name]).with_context(|| format!("gathering {}", p.name))?,
+                    (None, _, Some(sharded)) if sharded.is_sharded(&p.name) => sharded.whole(&p.name).with_context(|| format!("gathering {}", p.name))?,
+                    _ => mine[&p.name].shallow_clone(),
                 };
                 if let Some(theirs) = &theirs {
                     theirs[&p.name].shallow_clone().f_copy_(&value.to_device(Device::Cpu))?;
@@ -422,6 +462,7 @@ impl MoeModel {
 
     /// Token embeddings `[batch, seq, hidden]`.
     pub fn embed(&self, input_ids: &Tensor) -> Tensor {
+        let _held = self.hold(fully_sharded::Unit::Embedding);
         Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false)
     }
 
@@ -458,6 +499,7 @@ impl MoeModel {
         if let Some(seed) = mode.seed {
             tch::manual_seed(seed.wrapping_add(7919 * i as i64));
         }
+        let _held = self.hold(fully_sharded::Unit::Layer(i));
         let layer = &self.layers[i];
         let h = h + layer.self_attn.forward(&self.rms(h, &layer.input_layernorm), &rope.0, &rope.1, mode.adapters);
         let normed = self.rms(&h, &layer.post_attention_layernorm);
@@ -478,6 +520,7 @@ impl MoeModel {
 
     /// Logits of final hidden states (any leading shape): the final norm, then the LM head.
     pub fn head(&self, h: &Tensor) -> Tensor {
+        let _held = self.hold(fully_sharded::Unit::Head);
         self.rms(h, &self.norm).linear(&self.lm_head, None::<Tensor>)
     }
 
@@ -505,14 +548,14 @@ impl MoeModel {
     /// Greedy decoding under `mode` (adapters, fake quantization), e.g. to score the FP4 model.
     pub fn generate_greedy_with(&self, prompt: &[i64], max_new_tokens: usize, device: Device, mode: ForwardMode) -> Vec<i64> {
         let mut ids = prompt.to_vec();
-        let stops_early = !self.is_expert_parallel();
+        let stops_early = !self.runs_in_lockstep();
         tch::no_grad(|| {
             for _ in 0..max_new_tokens {
                 let input = Tensor::from_slice(&ids).to_device(device).unsqueeze(0);
                 let logits = self.forward(&input, mode).logits;
                 let next = logits.get(0).get(-1).argmax(-1, false).int64_value(&[]);
                 ids.push(next);
-                // Expert-parallel ranks run every forward together: none stops early (their greedy
+                // Ranks of a split model run every forward together: none stops early (their greedy
                 // choices could differ on a near-tie); what follows the end token is cut below.
                 if stops_early && self.config.eos_token_ids.contains(&next) {
                     break;

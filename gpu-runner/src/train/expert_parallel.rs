@@ -1,15 +1,18 @@
-//! Expert parallelism in a job (`expert_parallel`): the ranks of a data-parallel job each hold
-//! `num_experts / world_size` of every MoE layer's routed experts ([`crate::model::ExpertParallel`]).
-//! Every rank still trains on its own micro-batches; the tokens of each MoE layer cross ranks by
-//! all-to-all to the rank holding their expert and come back. What changes in the job:
+//! A model split across the ranks of a data-parallel job. Under expert parallelism
+//! (`expert_parallel`) each rank holds `num_experts / world_size` of every MoE layer's routed experts
+//! ([`crate::model::ExpertParallel`]); the tokens of each MoE layer cross ranks by all-to-all to the
+//! rank holding their expert and come back. Under fully sharded weights (`fully_sharded`) each rank
+//! holds 1/N of every weight ([`crate::model::fully_sharded`]), gathered one layer at a time. Every
+//! rank still trains on its own micro-batches. What changes in the job (said of experts; a weight's
+//! shard is treated the same way):
 //!
 //! * a rank's experts are its own trainables: their gradients already sum every rank's tokens, so they
 //!   are left out of the gradient sum and the owners' broadcast, and their optimiser state stays on
 //!   the rank; the gradient norm for clipping sums every rank's share;
 //! * every rank runs each micro-batch's backward through every layer (the backward is an exchange
 //!   too), even when the batch has nothing to learn from;
-//! * checkpoints hold each rank's experts in a file of its own (values and state), and resume on the
-//!   same number of ranks;
+//! * checkpoints hold each rank's experts in a file of its own (values and state), and resume on any
+//!   number of ranks;
 //! * the outputs are written from the whole model, gathered on rank 0 one tensor at a time.
 
 use std::collections::BTreeSet;
@@ -33,9 +36,12 @@ pub fn tiny_share(device: Device, ep: &ExpertParallel) -> anyhow::Result<(nn::Va
     Ok((vars, model))
 }
 
-/// The parameters of which this rank holds a share.
+/// The parameters of which this rank holds a share: its experts under expert parallelism, every
+/// weight it holds a shard of under fully sharded weights. They are its own to update.
 pub fn split_names(model: &MoeModel) -> BTreeSet<String> {
-    model.params.iter().filter(|p| p.local_rows.is_some()).map(|p| p.name.clone()).collect()
+    let mut names: BTreeSet<String> = model.params.iter().filter(|p| p.local_rows.is_some()).map(|p| p.name.clone()).collect();
+    names.extend(model.fully_sharded().map(|s| s.names()).unwrap_or_default());
+    names
 }
 
 /// Runs `f`, turning a failed token exchange into an error that names a lost peer. The exchanges sit
@@ -47,7 +53,7 @@ pub fn catching_lost_peers<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::
         Err(panic) => {
             let message = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
             // The shim's prefix on a failed exchange (forward or backward), and the forward's own.
-            let exchange = ["moetune c10d exchange failed", "expert parallelism: exchanging"].iter().any(|m| message.contains(m));
+            let exchange = ["moetune c10d exchange failed", "expert parallelism: exchanging", crate::model::fully_sharded::FAILED].iter().any(|m| message.contains(m));
             if exchange && !message.contains("out of memory") {
                 return Err(anyhow::Error::new(PeerLost).context(format!("exchanging tokens between expert-parallel ranks: {message}")));
             }
@@ -56,13 +62,22 @@ pub fn catching_lost_peers<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::
     }
 }
 
-/// What expert parallelism does, for the job's log.
-pub fn summary(model: &MoeModel, ep: &ExpertParallel) -> String {
+/// What expert parallelism and fully sharded weights do, for the job's log.
+pub fn summary(model: &MoeModel, ep: Option<&ExpertParallel>) -> Option<String> {
+    if let Some(sharded) = model.fully_sharded() {
+        return Some(format!(
+            "Fully sharded over {} ranks: each holds 1/{} of every weight, its gradient and optimiser state ({:.1} MiB of weights here); a layer's weights are gathered whole only while it runs",
+            sharded.ranks(),
+            sharded.ranks(),
+            sharded.shard_bytes() as f64 / (1 << 20) as f64
+        ));
+    }
+    let ep = ep?;
     let experts = model.config.moe.num_experts;
     let (first, count) = ep.local_experts(experts);
-    format!(
+    Some(format!(
         "Expert parallel over {} ranks: this rank holds experts {first}–{} of every MoE layer's {experts}; tokens reach their experts' ranks by all-to-all",
         ep.ranks(),
         first + count - 1
-    )
+    ))
 }

@@ -155,18 +155,6 @@ fn base_model_split(name: &str, device: Device, kind: Kind, experts: ExpertStora
     bail!("model '{name}' is not available on this runner (supported: {}, or a local model directory)", tiny::NAME)
 }
 
-/// What data parallelism does with a step's micro-batches, for the job's log.
-fn data_parallel_summary(world: usize, accumulation: u32) -> String {
-    let accumulation = accumulation as usize;
-    let (most, fewest) = (accumulation.div_ceil(world), accumulation / world);
-    let share = if most == fewest { format!("each computes {most}") } else { format!("each computes {fewest} or {most}") };
-    let mut text = format!("Data parallel over {world} ranks: {share} of the step's {accumulation} micro-batches, gradients are summed across ranks, optimiser state is sharded (ZeRO-1)");
-    if most != fewest {
-        text.push_str(&format!("; ranks with fewer wait each step (set gradient_accumulation_steps to a multiple of {world})"));
-    }
-    text
-}
-
 /// How the job holds its routed experts: packed only while they stay frozen for the whole job.
 pub fn expert_storage(options: &moetune_types::MoeSftQatOptions) -> ExpertStorage {
     if !options.experts_frozen() {
@@ -198,12 +186,13 @@ fn set_trainable(model: &MoeModel, vars: &nn::VarStore, roles: &[Role]) -> Vec<o
     for info in &model.params {
         let Some(tensor) = variables.get(&info.name) else { continue };
         let on = roles.contains(&info.role);
-        // Packed experts are frozen by construction; their dense variables are empty.
-        assert!(!on || tensor.numel() > 0 || info.numel() == 0, "{} is packed and cannot be trained", info.name);
-        let _ = tensor.shallow_clone().set_requires_grad(on);
+        // Packed experts are frozen by construction; their dense variables are empty (as sharded weights' are).
+        let sharded = model.fully_sharded().is_some_and(|s| s.is_sharded(&info.name));
+        assert!(!on || tensor.numel() > 0 || info.numel() == 0 || sharded, "{} is packed and cannot be trained", info.name);
+        let tensor = model.trained_tensor(&info.name, tensor, on);
         if on {
             let decay = info.shape.len() >= 2; // no weight decay on biases and norms
-            trainables.push(optim::Trainable { name: info.name.clone(), tensor: tensor.shallow_clone(), decay });
+            trainables.push(optim::Trainable { name: info.name.clone(), tensor, decay });
         }
     }
     trainables
@@ -234,19 +223,21 @@ pub fn run(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<Re
 /// every decision (the monitor's, a stop) is the same everywhere; only rank 0's reporter should
 /// publish events and record checkpoints.
 pub fn run_on(spec: &TrainingSpec, data: JobData, device: Device, resume: Option<ResumePoint>, reporter: &mut dyn Reporter, parallel: Option<&parallel::DataParallel>) -> anyhow::Result<TrainOutput> {
-    if !spec.moe.expert_parallel {
+    let split = spec.moe.expert_parallel || spec.moe.fully_sharded;
+    if !split {
         return run_job(spec, data, device, resume, reporter, parallel, None);
     }
-    let Some(dp) = parallel.filter(|dp| dp.world_size() > 1) else { bail!("expert_parallel splits the experts across ranks: start the job with a world size of 2 or more") };
-    let ep = dp.expert_parallel();
-    expert_parallel::catching_lost_peers(|| run_job(spec, data, device, resume, reporter, parallel, Some(&ep)))
+    let Some(dp) = parallel.filter(|dp| dp.world_size() > 1) else { bail!("expert_parallel and fully_sharded split the model across ranks: start the job with a world size of 2 or more") };
+    let ep = spec.moe.expert_parallel.then(|| dp.expert_parallel());
+    expert_parallel::catching_lost_peers(|| run_job(spec, data, device, resume, reporter, parallel, ep.as_ref()))
 }
 
 /// [`run_on`], with the experts split across `ep`'s ranks when given.
 fn run_job(spec: &TrainingSpec, data: JobData, device: Device, mut resume: Option<ResumePoint>, reporter: &mut dyn Reporter, parallel: Option<&parallel::DataParallel>, ep: Option<&crate::model::ExpertParallel>) -> anyhow::Result<TrainOutput> {
     let options = &spec.moe;
     let kind = training_kind(options.precision, device);
-    let checkpointing = options.gradient_checkpointing.unwrap_or(device.is_cuda());
+    // Fully sharded weights run layer by layer: recomputed in the backward.
+    let checkpointing = options.gradient_checkpointing.unwrap_or(device.is_cuda()) || options.fully_sharded;
     let mut lora_qat = options.sft_method == SftMethod::Lora && options.qat_trainable() == QatTrainable::Lora;
     // A LoRA job without `qat.trainable` checkpointed past SFT by a runner that defaulted to full QAT
     // (merged weights in its checkpoints) goes on as it started.
@@ -254,10 +245,13 @@ fn run_job(spec: &TrainingSpec, data: JobData, device: Device, mut resume: Optio
         lora_qat = !point.holds_full_weights()?;
     }
     let storage = if lora_qat && ep.is_none() { expert_storage(options) } else { ExpertStorage::Dense };
-    let (vars, model, codec) = base_model_split(&spec.model, device, kind, storage, ep)?;
+    let (vars, mut model, codec) = base_model_split(&spec.model, device, kind, storage, ep)?;
+    if let (true, Some(dp)) = (options.fully_sharded, parallel) {
+        model.shard_weights(&vars, dp.device_group_shared())?;
+    }
     let expert_shards = expert_parallel::split_names(&model);
-    if let (Some(point), Some(ep)) = (resume.as_mut(), ep) {
-        point.expert_shard = Some((ep.rank(), ep.ranks()));
+    if let (Some(point), Some(dp), false) = (resume.as_mut(), parallel, expert_shards.is_empty()) {
+        point.expert_shard = Some((dp.rank(), dp.world_size()));
     }
     // A spec from the API names its QAT format; one given to the runner's CLI may leave it to the model.
     let mut resolved = spec.clone();
@@ -342,10 +336,10 @@ fn run_job(spec: &TrainingSpec, data: JobData, device: Device, mut resume: Optio
             base_scores.loss
         )));
         if let Some(dp) = parallel {
-            reporter.event(info(&data_parallel_summary(dp.world_size(), options.gradient_accumulation_steps)));
+            reporter.event(info(&parallel::summary(dp.world_size(), options.gradient_accumulation_steps)));
         }
-        if let Some(ep) = ep {
-            reporter.event(info(&expert_parallel::summary(&model, ep)));
+        if let Some(summary) = expert_parallel::summary(&model, ep) {
+            reporter.event(info(&summary));
         }
         let warmup = (f64::from(sft_steps) * options.warmup_ratio) as u32;
         let stage = Stage { kind: StageKind::Sft, steps: sft_steps, peak_lr: options.learning_rate, warmup, spec, pad, device, checkpointing, extra: vec![], parallel, expert_shards: &expert_shards, base_routing: base_routing.as_deref() };
@@ -434,8 +428,8 @@ fn run_job(spec: &TrainingSpec, data: JobData, device: Device, mut resume: Optio
     set_trainable(&model, &vars, &[]);
     let (qat, qat_top_k) = eval::score(&model, qat_mode, &eval_batches);
     let qat_task = task(qat_mode);
-    // The outputs are written from the whole model: rank 0 gathers every rank's experts.
-    let gathered = ep.map(|ep| model.gather_whole(&vars, ep, kind, 0).context(parallel::PeerLost)).transpose()?;
+    // The outputs are written from the whole model: rank 0 gathers every rank's share.
+    let gathered = model.runs_in_lockstep().then(|| model.gather_whole(&vars, ep, kind, 0).context(parallel::PeerLost)).transpose()?;
     let (mut vars, model) = match gathered.flatten() {
         Some(whole) => whole,
         None => (vars, model),

@@ -220,18 +220,20 @@ impl AdamW {
 
     /// Restores the owned trainables' state from the files `save` wrote (one, or one per rank of the
     /// job that wrote them: a checkpoint loads into any world size). The files are mapped and only
-    /// the owned tensors are read, so a rank never holds the other ranks' state.
-    pub fn load(&mut self, paths: &[std::path::PathBuf]) -> anyhow::Result<()> {
+    /// the owned tensors are read, so a rank never holds the other ranks' state. `split`: the state of
+    /// this rank's share of a split model, read from its own files.
+    pub fn load(&mut self, paths: &[std::path::PathBuf], split: &std::collections::HashMap<String, Tensor>) -> anyhow::Result<()> {
         let saved = crate::model::checkpoint::Checkpoint::open_files(paths)?;
-        let get = |name: &str| saved.get(name).with_context(|| format!("optimiser state lacks {name}"))?.to_tensor();
+        let stored = |name: &str| -> Option<anyhow::Result<Tensor>> { split.get(name).map(|t| Ok(t.shallow_clone())).or_else(|| saved.get(name).map(|t| t.to_tensor())) };
+        let get = |name: &str| stored(name).with_context(|| format!("optimiser state lacks {name}"))?;
         tch::no_grad(|| -> anyhow::Result<()> {
             for ((((p, master), m), v), _) in self.params.iter().zip(&mut self.masters).zip(&mut self.exp_avg).zip(&mut self.exp_avg_sq).zip(&self.owned).filter(|(_, &own)| own) {
                 m.copy_(&get(&format!("{}.exp_avg", p.name))?);
                 v.copy_(&get(&format!("{}.exp_avg_sq", p.name))?);
                 if let Some(master) = master {
                     // Without a saved master (a checkpoint of an fp32 run), the restored weight is it.
-                    match saved.get(&format!("{}.master", p.name)) {
-                        Some(stored) => master.copy_(&stored.to_tensor()?),
+                    match stored(&format!("{}.master", p.name)) {
+                        Some(value) => master.copy_(&value?),
                         None => master.copy_(&p.tensor),
                     }
                 }

@@ -94,6 +94,12 @@ impl DataParallel {
         crate::model::ExpertParallel::shared(self.group.clone())
     }
 
+    /// The device group, for the model's own collectives (gathering fully sharded weights), which take
+    /// their turn in the same order on every rank as the gradient exchanges do.
+    pub fn device_group_shared(&self) -> Arc<Mutex<ProcessGroup>> {
+        self.group.clone()
+    }
+
     /// Whether this rank computes micro-batch `index` (0-based within the step).
     pub fn owns_micro_batch(&self, index: usize) -> bool {
         index % self.world_size() == self.rank()
@@ -239,6 +245,22 @@ impl DataParallel {
     pub fn all_succeeded(&self, ok: bool) -> anyhow::Result<bool> {
         Ok(self.max(i64::from(!ok))? == 0)
     }
+}
+
+/// What data parallelism does with a step's micro-batches, for the job's log.
+pub fn summary(world: usize, accumulation: u32) -> String {
+    let accumulation = accumulation as usize;
+    let (most, fewest) = (accumulation.div_ceil(world), accumulation / world);
+    let share = if most == fewest {
+        format!("each computes {most}")
+    } else {
+        format!("each computes {fewest} or {most}")
+    };
+    let mut text = format!("Data parallel over {world} ranks: {share} of the step's {accumulation} micro-batches, gradients are summed across ranks, optimiser state is sharded (ZeRO-1)");
+    if most != fewest {
+        text.push_str(&format!("; ranks with fewer wait each step (set gradient_accumulation_steps to a multiple of {world})"));
+    }
+    text
 }
 
 /// Consecutive runs of same-dtype tensors, each at most `BUCKET_BYTES` (a larger tensor alone).

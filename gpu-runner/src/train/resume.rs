@@ -31,10 +31,29 @@ pub fn optimizer_file(rank: usize, world: usize) -> String {
     }
 }
 
-/// The file rank `rank` of an expert-parallel job of `world` ranks writes its share of the experts
-/// to: their values and, past a stage's start, their optimiser state.
-pub fn experts_file(rank: usize, world: usize) -> String {
+/// The file rank `rank` of a job of `world` ranks that splits its model writes its share to (its
+/// experts under expert parallelism, its shard of every weight when fully sharded): the values and,
+/// past a stage's start, their optimiser state.
+pub fn split_file(rank: usize, world: usize) -> String {
+    format!("split.rank{rank}-of-{world}.safetensors")
+}
+
+/// What expert-parallel checkpoints named [`split_file`] before fully sharded weights existed.
+fn legacy_split_file(rank: usize, world: usize) -> String {
     format!("experts.rank{rank}-of-{world}.safetensors")
+}
+
+/// This rank's block of a tensor split along dim 0 across `saved` (every saved rank's share, in rank
+/// order): the `rows` rows from `rank · rows`, zero-padded where the saved rows end. Both splits lay
+/// a tensor out in order along dim 0 — whole experts, or a flattened weight padded at its end — so
+/// this is the block rank `rank` holds when the same tensor is split into blocks of `rows`.
+fn reshard(saved: &[Tensor], rank: usize, rows: i64) -> Tensor {
+    let whole = Tensor::cat(saved, 0);
+    let start = rank as i64 * rows;
+    let available = (whole.size()[0] - start).clamp(0, rows);
+    let mut shape = whole.size();
+    shape[0] = rows - available;
+    Tensor::cat(&[whole.narrow(0, start.min(whole.size()[0]), available), whole.new_zeros(shape.as_slice(), (whole.kind(), whole.device()))], 0)
 }
 
 /// The optimiser state files of a checkpoint (none at a stage's end); every shard the progress
@@ -110,8 +129,8 @@ pub struct Progress {
     /// job with sharded state); absent = one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optimizer_shards: Option<usize>,
-    /// Expert parallelism: the experts (values and state) are in one file per rank of this many
-    /// ([`experts_file`]); absent = with the other weights.
+    /// A split model (expert parallelism, fully sharded weights): each rank's share (values and
+    /// state) is in a file of its own ([`split_file`]), one per rank of this many; absent = whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expert_shards: Option<usize>,
     /// The routing drift from the base at which the guardrail last paused the job: resuming accepted
@@ -193,7 +212,7 @@ pub fn amax_from_json(saved: &[(usize, String, f32)]) -> anyhow::Result<Activati
 pub struct ResumePoint {
     pub dir: PathBuf,
     pub progress: Progress,
-    /// Expert parallelism: this rank and the world size, whose experts file it reads its experts from.
+    /// A split model: this rank and the world size, whose share it reads from the split files.
     pub expert_shard: Option<(usize, usize)>,
 }
 
@@ -203,35 +222,44 @@ impl ResumePoint {
         Ok(Self { dir: dir.to_path_buf(), progress: serde_json::from_slice(&raw)?, expert_shard: None })
     }
 
-    /// The experts file this rank reads its share of the experts from, when the checkpoint splits them;
-    /// a checkpoint written with another split is refused (its experts are not laid out for this one).
-    fn experts_path(&self) -> anyhow::Result<Option<PathBuf>> {
-        match (self.progress.expert_shards, self.expert_shard) {
-            (None, None) => Ok(None),
-            (Some(saved), Some((rank, world))) if saved == world => {
-                let path = self.dir.join(experts_file(rank, world));
-                anyhow::ensure!(path.exists(), "the checkpoint in {} is incomplete: {} is missing", self.dir.display(), path.display());
-                Ok(Some(path))
-            }
+    /// This rank's share of the split tensors (values and state), when the checkpoint splits its model:
+    /// from its own file, or cut from every saved rank's when it was written by another number of
+    /// ranks. A checkpoint split where the job holds the model whole, or the reverse, is refused.
+    fn split_tensors(&self, wanted: &[(String, i64)]) -> anyhow::Result<HashMap<String, Tensor>> {
+        let (saved, (rank, world)) = match (self.progress.expert_shards, self.expert_shard) {
+            (None, None) => return Ok(HashMap::new()),
+            (Some(saved), Some(now)) => (saved, now),
             (saved, now) => anyhow::bail!(
-                "the checkpoint in {} holds the experts {}, and this job {}: resume it with the world size and expert_parallel it was written with",
+                "the checkpoint in {} holds the model {}, and this job {}: resume it with the expert_parallel and fully_sharded it was written with",
                 self.dir.display(),
                 saved.map_or("whole".to_string(), |n| format!("split across {n} ranks")),
-                now.map_or("holds them whole".to_string(), |(_, n)| format!("splits them across {n} ranks"))
+                now.map_or("holds it whole".to_string(), |(_, n)| format!("splits it across {n} ranks"))
             ),
+        };
+        let file = |r: usize| -> anyhow::Result<PathBuf> {
+            let path = [split_file(r, saved), legacy_split_file(r, saved)].into_iter().map(|f| self.dir.join(f)).find(|p| p.exists());
+            path.with_context(|| format!("the checkpoint in {} is incomplete: {} is missing", self.dir.display(), split_file(r, saved)))
+        };
+        if saved == world {
+            return read(&file(rank)?);
         }
+        let files = (0..saved).map(|r| file(r).and_then(|p| read(&p))).collect::<anyhow::Result<Vec<_>>>()?;
+        let mut out = HashMap::new();
+        for (name, rows) in wanted {
+            let Some(pieces) = files.iter().map(|f| f.get(name).map(Tensor::shallow_clone)).collect::<Option<Vec<_>>>() else { continue };
+            out.insert(name.clone(), reshard(&pieces, rank, *rows));
+        }
+        Ok(out)
     }
 
     /// Copies saved trainable values into the optimiser's tensors and restores its moments (fresh
     /// ones when the checkpoint has none: a stage's final checkpoint is where the next one starts).
     pub fn restore(&self, optimizer: &mut AdamW) -> anyhow::Result<()> {
         self.restore_values(optimizer.params())?;
-        let mut state = optimizer_files(&self.dir, &self.progress)?;
-        if let (false, Some(experts)) = (state.is_empty(), self.experts_path()?) {
-            state.push(experts);
-        }
+        let state = optimizer_files(&self.dir, &self.progress)?;
         if !state.is_empty() {
-            optimizer.load(&state)
+            let wanted: Vec<(String, i64)> = optimizer.state(|_| true).into_iter().map(|(name, t)| (name, t.size().first().copied().unwrap_or(0))).collect();
+            optimizer.load(&state, &self.split_tensors(&wanted)?)
         } else {
             optimizer.sync_masters();
             Ok(())
@@ -258,9 +286,8 @@ impl ResumePoint {
 
     pub fn restore_values(&self, trainables: &[Trainable]) -> anyhow::Result<()> {
         let mut saved = read(&self.dir.join(TRAINABLE))?;
-        if let Some(experts) = self.experts_path()? {
-            saved.extend(read(&experts)?);
-        }
+        let wanted: Vec<(String, i64)> = trainables.iter().map(|p| (p.name.clone(), p.tensor.size().first().copied().unwrap_or(0))).collect();
+        saved.extend(self.split_tensors(&wanted)?);
         tch::no_grad(|| {
             for p in trainables {
                 let value = saved.get(&p.name).with_context(|| format!("checkpoint lacks {}", p.name))?;
@@ -271,16 +298,16 @@ impl ResumePoint {
     }
 }
 
-/// Writes this rank's share of the experts (the trainables `split` marks) with their optimiser state
-/// when there is one, as [`experts_file`] of `rank` of `world` in `dir`.
-pub fn save_experts(dir: &Path, rank: usize, world: usize, trainables: &[Trainable], split: &[bool], optimizer: Option<&AdamW>) -> anyhow::Result<()> {
+/// Writes this rank's share of a split model (the trainables `split` marks) with their optimiser
+/// state when there is one, as [`split_file`] of `rank` of `world` in `dir`.
+pub fn save_split(dir: &Path, rank: usize, world: usize, trainables: &[Trainable], split: &[bool], optimizer: Option<&AdamW>) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut tensors: Vec<(String, Tensor)> = trainables.iter().zip(split).filter(|(_, &s)| s).map(|(p, _)| (p.name.clone(), p.tensor.detach())).collect();
     if let Some(optimizer) = optimizer {
         // The step count is in every state file alike; the optimiser files carry it.
         tensors.extend(optimizer.state(|i| split[i]).into_iter().filter(|(name, _)| name != "step"));
     }
-    let path = dir.join(experts_file(rank, world));
+    let path = dir.join(split_file(rank, world));
     Tensor::write_safetensors(&tensors, &path).with_context(|| format!("writing {}", path.display()))
 }
 
@@ -290,7 +317,7 @@ pub fn read(path: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
 
 /// Writes a checkpoint into `dir`: progress, trainables, optimiser state (none at a stage's end, where
 /// the next stage starts afresh), and `extra` files' tensors. Under expert parallelism, the
-/// trainables and state `split` marks (this rank's experts) are left to [`save_experts`].
+/// trainables and state `split` marks (this rank's share of a split model) are left to [`save_split`].
 pub fn save(dir: &Path, progress: &Progress, trainables: &[Trainable], split: &[bool], optimizer: Option<&AdamW>, extra: &[(&str, Vec<(String, Tensor)>)]) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let trainables: Vec<(String, Tensor)> = trainables.iter().zip(split).filter(|(_, &s)| !s).map(|(p, _)| (p.name.clone(), p.tensor.detach())).collect();

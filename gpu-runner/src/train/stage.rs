@@ -93,7 +93,7 @@ impl Stage<'_> {
             aux_loss_coef: if router_trained { options.router.aux_loss_coef } else { 0.0 },
             z_loss_coef: options.router.z_loss_coef,
             grad_scale: 1.0 / f64::from(options.gradient_accumulation_steps),
-            always_backward: model.is_expert_parallel(),
+            always_backward: model.runs_in_lockstep(),
         };
         let top_k = i64::from(options.monitor.top_k);
         while progress.step < self.steps {
@@ -317,7 +317,7 @@ impl Stage<'_> {
         let split: Vec<bool> = trainables.iter().map(|t| self.expert_shards.contains(&t.name)).collect();
         let experts = self.parallel.filter(|_| !self.expert_shards.is_empty());
         let save_experts = || match experts {
-            Some(dp) => resume::save_experts(&dir, dp.rank(), dp.world_size(), trainables, &split, optimizer),
+            Some(dp) => resume::save_split(&dir, dp.rank(), dp.world_size(), trainables, &split, optimizer),
             None => Ok(()),
         };
         let result = match self.parallel {

@@ -20,6 +20,7 @@ use tch::{Kind, Tensor};
 use super::data::IGNORE;
 use super::eval::Batch;
 use super::router;
+use crate::model::fully_sharded::Unit;
 use crate::model::{ForwardMode, MoeModel};
 
 /// Logit elements one cross-entropy chunk may hold (2²⁷: 512 MiB in fp32). Small vocabularies get
@@ -56,7 +57,8 @@ impl StepOptions {
 /// tensor on the device. Nothing in the step reads a tensor back to the host (which on a GPU would wait
 /// for every queued kernel mid-step): the caller reads the loss once the whole step is queued.
 pub fn forward_backward(model: &MoeModel, batch: &Batch, mode: ForwardMode, options: &StepOptions) -> Tensor {
-    if options.checkpointing {
+    // Fully sharded weights exist whole one layer at a time: the backward must go layer by layer.
+    if options.checkpointing || model.fully_sharded().is_some() {
         checkpointed(model, batch, mode, options)
     } else {
         plain(model, batch, mode, options)
@@ -131,7 +133,10 @@ fn checkpointed(model: &MoeModel, batch: &Batch, mode: ForwardMode, options: &St
         }
         (inputs, h)
     });
+    let held = model.hold(Unit::Head);
     let (ce, mut grad) = head_backward(model, &last, batch, true, options);
+    reduce_sharded_grads(model, Unit::Head);
+    drop(held);
     if options.always_backward && grad.is_none() {
         grad = Some(last.zeros_like());
     }
@@ -139,6 +144,8 @@ fn checkpointed(model: &MoeModel, batch: &Batch, mode: ForwardMode, options: &St
     let layers = moe_layers(model);
     for (i, input) in inputs.into_iter().enumerate().rev() {
         let needs_input_grad = i > 0 || model.embedding_trainable();
+        // Sharded weights stay whole from the recomputation to the end of the layer's backward.
+        let held = model.hold(Unit::Layer(i));
         let x = input.set_requires_grad(needs_input_grad);
         let (out, deferred) = model.layer_forward_deferring_experts(i, &x, &rope, mode);
         let mut surrogate = grad.as_ref().map(|g| (&out.hidden * g).sum(Kind::Float));
@@ -158,20 +165,27 @@ fn checkpointed(model: &MoeModel, batch: &Batch, mode: ForwardMode, options: &St
                 });
             }
         }
-        match surrogate.filter(Tensor::requires_grad) {
-            Some(s) => s.backward(),
-            None => {
-                grad = None;
-                continue;
-            }
-        }
+        let backpropagated = surrogate.filter(Tensor::requires_grad).map(|s| s.backward()).is_some();
+        reduce_sharded_grads(model, Unit::Layer(i));
+        drop(held);
         let input_grad = x.grad();
-        grad = (needs_input_grad && input_grad.defined()).then_some(input_grad);
+        grad = (backpropagated && needs_input_grad && input_grad.defined()).then_some(input_grad);
     }
+    let held = model.hold(Unit::Embedding);
     if let (true, Some(g)) = (model.embedding_trainable(), grad) {
         (model.embed(&batch.ids) * g).sum(Kind::Float).backward();
     }
+    reduce_sharded_grads(model, Unit::Embedding);
+    drop(held);
     ce
+}
+
+/// Fully sharded weights: sums `unit`'s gradients over ranks into this rank's shards. Every rank
+/// calls it for every unit, whether or not its backward reached the unit.
+fn reduce_sharded_grads(model: &MoeModel, unit: Unit) {
+    if let Some(sharded) = model.fully_sharded() {
+        sharded.reduce_grads(unit);
+    }
 }
 
 /// The loss head on final hidden states `h` `[batch, seq, hidden]` (no autograd history needed):
