@@ -41,6 +41,11 @@ class MoeSftQatOptions:
             Needs `world_size` of 2 or more, dividing the model's number of experts. Default false: every
             rank holds the whole model. Not yet combined with LoRA on the experts, packed base experts or
             activation quantization. Default: False.
+        fully_sharded (bool | Unset): Split every weight across the job's ranks (FSDP / ZeRO-3): each rank holds
+            1/`world_size` of
+            every weight, gradient and optimiser state, and a decoder layer's weights are gathered whole
+            only while it runs. Needs `world_size` of 2 or more and `sft_method: full`; activation
+            checkpointing is implied. Default false. Not yet combined with `expert_parallel`. Default: False.
         gradient_accumulation_steps (int | Unset): Micro-batches accumulated per optimiser step. Default 1. Default: 1.
         gradient_checkpointing (bool | None | Unset): Recompute each decoder layer in the backward instead of keeping
             its activations (less memory,
@@ -74,6 +79,7 @@ class MoeSftQatOptions:
     device: DeviceRequest | Unset = UNSET
     eval_prompts: list[EvalPrompt] | Unset = UNSET
     expert_parallel: bool | Unset = False
+    fully_sharded: bool | Unset = False
     gradient_accumulation_steps: int | Unset = 1
     gradient_checkpointing: bool | None | Unset = UNSET
     learning_rate: float | Unset = 1e-05
@@ -117,6 +123,8 @@ class MoeSftQatOptions:
                 eval_prompts.append(eval_prompts_item)
 
         expert_parallel = self.expert_parallel
+
+        fully_sharded = self.fully_sharded
 
         gradient_accumulation_steps = self.gradient_accumulation_steps
 
@@ -189,6 +197,8 @@ class MoeSftQatOptions:
             field_dict["eval_prompts"] = eval_prompts
         if expert_parallel is not UNSET:
             field_dict["expert_parallel"] = expert_parallel
+        if fully_sharded is not UNSET:
+            field_dict["fully_sharded"] = fully_sharded
         if gradient_accumulation_steps is not UNSET:
             field_dict["gradient_accumulation_steps"] = gradient_accumulation_steps
         if gradient_checkpointing is not UNSET:
@@ -278,6 +288,8 @@ class MoeSftQatOptions:
                 eval_prompts.append(eval_prompts_item)
 
         expert_parallel = d.pop("expert_parallel", UNSET)
+
+        fully_sharded = d.pop("fully_sharded", UNSET)
 
         gradient_accumulation_steps = d.pop("gradient_accumulation_steps", UNSET)
 
@@ -369,6 +381,7 @@ class MoeSftQatOptions:
             device=device,
             eval_prompts=eval_prompts,
             expert_parallel=expert_parallel,
+            fully_sharded=fully_sharded,
             gradient_accumulation_steps=gradient_accumulation_steps,
             gradient_checkpointing=gradient_checkpointing,
             learning_rate=learning_rate,
