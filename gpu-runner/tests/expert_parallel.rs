@@ -9,14 +9,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use common::{configs, serial, weighted_forward_backward};
-use moetune_c10d::{Backend, ProcessGroup, Store};
+use common::{configs, on_ranks, serial, weighted_forward_backward};
+use moetune_c10d::ProcessGroup;
 use moetune_runner::model::{new_seeded, ArchConfig, ExpertInput, ExpertParallel, ForwardMode, MoeModel, RoutingOptions};
 use tch::{nn, Device, Tensor};
-
-const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Rank `rank`'s batch: distinct per rank.
 fn ids(rank: usize, vocab: i64) -> Tensor {
@@ -79,7 +76,7 @@ fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
     assert!(diff <= 1e-5 * scale.max(1e-6), "{what} differs by {diff} (values up to {scale})");
 }
 
-fn compare(arch: &str, config: &ArchConfig, world: usize, case: Case) {
+fn compare(arch: &str, config: ArchConfig, world: usize, case: Case) {
     let label = format!("{arch}, {world} ranks, {}", ["full", "loop", "qat", "activations"][case as usize]);
     let vars = nn::VarStore::new(Device::Cpu);
     let whole = new_seeded(&vars, config.clone(), 7);
@@ -87,22 +84,9 @@ fn compare(arch: &str, config: &ArchConfig, world: usize, case: Case) {
     let want_grads = gradients(&vars);
     let values: Vec<(String, Tensor)> = vars.variables().into_iter().collect();
 
-    let server = Store::serve("127.0.0.1", 0, world, TIMEOUT).unwrap();
-    let port = server.port();
     let prefix = label.replace([' ', ','], "-");
-    let handles: Vec<_> = (0..world)
-        .map(|r| {
-            let (config, ids) = (config.clone(), ids(r, config.vocab_size));
-            let values: Vec<(String, Tensor)> = values.iter().map(|(n, t)| (n.clone(), t.detach().copy())).collect();
-            let prefix = prefix.clone();
-            std::thread::spawn(move || {
-                let store = Store::connect("127.0.0.1", port, world, TIMEOUT).unwrap();
-                let group = ProcessGroup::new(&store, &prefix, Backend::Gloo, r, world, TIMEOUT, Some("127.0.0.1")).unwrap();
-                rank(config, group, values, ids, case)
-            })
-        })
-        .collect();
-    let results: Vec<_> = handles.into_iter().map(|h| h.join().expect("rank thread")).collect();
+    let inputs: Vec<_> = (0..world).map(|r| (values.iter().map(|(n, t)| (n.clone(), t.detach().copy())).collect::<Vec<_>>(), ids(r, config.vocab_size))).collect();
+    let results = on_ranks(&prefix, inputs, move |_, group, (values, ids)| rank(config.clone(), group, values, ids, case));
 
     let mut checked_experts = 0;
     for (name, want) in &want_grads {
@@ -132,33 +116,24 @@ fn expert_parallel_ranks_give_the_logits_and_gradients_of_the_whole_model() {
     let _serial = serial();
     for (arch, config) in configs() {
         for case in [Case::Full, Case::Loop, Case::Qat, Case::Activations] {
-            compare(arch, &config, 2, case);
+            compare(arch, config.clone(), 2, case);
         }
-        compare(arch, &config, 4, Case::Full);
+        compare(arch, config.clone(), 4, Case::Full);
     }
 }
 
 #[test]
 fn experts_that_do_not_split_evenly_are_refused() {
     let (_, config) = configs().remove(0);
-    let server = Store::serve("127.0.0.1", 0, 3, TIMEOUT).unwrap();
-    let port = server.port();
-    let handles: Vec<_> = (0..3)
-        .map(|r| {
-            let config = config.clone();
-            std::thread::spawn(move || {
-                let store = Store::connect("127.0.0.1", port, 3, TIMEOUT).unwrap();
-                let group = ProcessGroup::new(&store, "uneven", Backend::Gloo, r, 3, TIMEOUT, Some("127.0.0.1")).unwrap();
-                // Every rank has joined before any leaves (a rank refused at once would otherwise close
-                // its connections while another is still making them).
-                group.barrier().unwrap();
-                let vars = nn::VarStore::new(Device::Cpu);
-                MoeModel::new_expert_parallel(&vars, config, &ExpertParallel::new(group)).err().map(|e| e.to_string())
-            })
-        })
-        .collect();
-    for h in handles {
-        let error = h.join().unwrap().expect("4 experts over 3 ranks is refused");
+    let results = on_ranks("uneven", vec![(); 3], move |_, group, ()| {
+        // Every rank has joined before any leaves (a rank refused at once would otherwise close its
+        // connections while another is still making them).
+        group.barrier().unwrap();
+        let vars = nn::VarStore::new(Device::Cpu);
+        MoeModel::new_expert_parallel(&vars, config.clone(), &ExpertParallel::new(group)).err().map(|e| e.to_string())
+    });
+    for error in results {
+        let error = error.expect("4 experts over 3 ranks is refused");
         assert!(error.contains("divisible by 3") && error.contains("has 4"), "{error}");
     }
 }

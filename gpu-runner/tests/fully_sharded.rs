@@ -10,10 +10,9 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use common::{configs, serial};
-use moetune_c10d::{Backend, ProcessGroup, Store};
+use common::{configs, on_ranks, serial};
+use moetune_c10d::ProcessGroup;
 use moetune_runner::model::{new_seeded, ArchConfig, ForwardMode, MoeModel, RoutingOptions};
 use moetune_runner::train::data::{Sample, IGNORE};
 use moetune_runner::train::eval::Batch;
@@ -22,8 +21,6 @@ use moetune_runner::train::sft_trainables;
 use moetune_runner::train::step::{forward_backward, StepOptions};
 use moetune_types::{RouterMode, SftMethod};
 use tch::{nn, Device, Kind, Tensor};
-
-const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Rank `rank`'s batch: two sequences of different lengths, labels on a response part only.
 fn batch(rank: usize, vocab: i64) -> Batch {
@@ -132,7 +129,7 @@ fn rank(
     batch: Batch,
     case: Case,
 ) -> RankResult {
-    let vars = nn::VarStore::new(Device::Cpu);
+    let mut vars = nn::VarStore::new(Device::Cpu);
     let mut model = tch::no_grad(|| MoeModel::new(&vars, config));
     let variables = vars.variables();
     tch::no_grad(|| {
@@ -140,9 +137,7 @@ fn rank(
             variables[name].shallow_clone().copy_(value);
         }
     });
-    model
-        .shard_weights(&vars, Arc::new(Mutex::new(group)))
-        .unwrap();
+    model.shard_weights(&mut vars, Arc::new(Mutex::new(group)), Device::Cpu).unwrap();
     let sharded = model.fully_sharded().unwrap();
     let shard_names = sharded.names().len();
     let trainables = sft_trainables(&model, &vars, SftMethod::Full, RouterMode::Train);
@@ -164,7 +159,7 @@ fn rank(
     }
 }
 
-fn compare(arch: &str, config: &ArchConfig, world: usize, case: Case) {
+fn compare(arch: &str, config: ArchConfig, world: usize, case: Case) {
     let label = format!("{arch}, {world} ranks, {}", ["full", "qat"][case as usize]);
     let vars = nn::VarStore::new(Device::Cpu);
     let whole = new_seeded(&vars, config.clone(), 7);
@@ -175,37 +170,9 @@ fn compare(arch: &str, config: &ArchConfig, world: usize, case: Case) {
     let want_grads = gradients(&trainables);
     let values: Vec<(String, Tensor)> = vars.variables().into_iter().collect();
 
-    let server = Store::serve("127.0.0.1", 0, world, TIMEOUT).unwrap();
-    let port = server.port();
     let prefix = label.replace([' ', ','], "-");
-    let handles: Vec<_> = (0..world)
-        .map(|r| {
-            let (config, batch) = (config.clone(), batch(r, config.vocab_size));
-            let values: Vec<(String, Tensor)> = values
-                .iter()
-                .map(|(n, t)| (n.clone(), t.detach().copy()))
-                .collect();
-            let prefix = prefix.clone();
-            std::thread::spawn(move || {
-                let store = Store::connect("127.0.0.1", port, world, TIMEOUT).unwrap();
-                let group = ProcessGroup::new(
-                    &store,
-                    &prefix,
-                    Backend::Gloo,
-                    r,
-                    world,
-                    TIMEOUT,
-                    Some("127.0.0.1"),
-                )
-                .unwrap();
-                rank(config, group, values, batch, case)
-            })
-        })
-        .collect();
-    let results: Vec<RankResult> = handles
-        .into_iter()
-        .map(|h| h.join().expect("rank thread"))
-        .collect();
+    let inputs: Vec<_> = (0..world).map(|r| (values.iter().map(|(n, t)| (n.clone(), t.detach().copy())).collect::<Vec<_>>(), batch(r, config.vocab_size))).collect();
+    let results: Vec<RankResult> = on_ranks(&prefix, inputs, move |_, group, (values, batch)| rank(config.clone(), group, values, batch, case));
 
     assert_eq!(
         results[0].shard_names,
@@ -249,7 +216,7 @@ fn compare(arch: &str, config: &ArchConfig, world: usize, case: Case) {
 fn fully_sharded_ranks_give_the_losses_and_gradients_of_the_whole_model() {
     let _serial = serial();
     for (arch, config) in configs() {
-        compare(arch, &config, 2, Case::Full);
-        compare(arch, &config, 3, Case::Qat);
+        compare(arch, config.clone(), 2, Case::Full);
+        compare(arch, config, 3, Case::Qat);
     }
 }

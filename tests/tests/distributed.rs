@@ -71,6 +71,18 @@ fn summary(events: &[serde_json::Value]) -> &serde_json::Value {
     &events.iter().find(|e| e["type"] == "summary").expect("a summary")["summary"]
 }
 
+/// `events` of a run on several ranks against the single process's: the same losses, every evaluation
+/// (base, SFT, PTQ, QAT) scoring alike, and a job log line starting `told`.
+fn assert_trains_like(events: &[serde_json::Value], single: &[serde_json::Value], told: &str, what: &str) {
+    assert_close(&train_losses(events), &train_losses(single), what);
+    for (row, want) in summary(events)["eval"].as_array().unwrap().iter().zip(summary(single)["eval"].as_array().unwrap()) {
+        let (got, want) = (row["validation_loss"].as_f64().unwrap(), want["validation_loss"].as_f64().unwrap());
+        assert!((got - want).abs() <= TOLERANCE * want.abs().max(1.0), "{what}: {} validation loss {got} vs {want}", row["model"]);
+    }
+    let logged = events.iter().any(|e| e["type"] == "message" && e["message"].as_str().is_some_and(|m| m.starts_with(told)));
+    assert!(logged, "{what}: the job log does not say \"{told}…\"");
+}
+
 /// LoRA SFT with a trained router (adapters and router weights, some experts idle in a micro-batch)
 /// then LoRA-QAT, and full SFT → full QAT: 2 and 4 ranks give the single process's losses.
 #[test]
@@ -90,14 +102,7 @@ fn two_and_four_ranks_train_with_the_single_process_losses() {
         assert!(expected.len() >= 5, "{name}: {expected:?}");
         for world in [2, 4] {
             let events = train(world, options, &dir.join(format!("{name}-{world}")), &[]);
-            assert_close(&train_losses(&events), &expected, &format!("{name} on {world} ranks"));
-            // The trained models are the same: every evaluation (base, SFT, PTQ, QAT) scores alike.
-            for (row, want) in summary(&events)["eval"].as_array().unwrap().iter().zip(summary(&single)["eval"].as_array().unwrap()) {
-                let (got, want) = (row["validation_loss"].as_f64().unwrap(), want["validation_loss"].as_f64().unwrap());
-                assert!((got - want).abs() <= TOLERANCE * want.abs().max(1.0), "{name} on {world} ranks: {} validation loss {got} vs {want}", row["model"]);
-            }
-            let told = events.iter().any(|e| e["type"] == "message" && e["message"].as_str().is_some_and(|m| m.starts_with(&format!("Data parallel over {world} ranks"))));
-            assert!(told, "{name} on {world} ranks: the job log does not say it ran data parallel");
+            assert_trains_like(&events, &single, &format!("Data parallel over {world} ranks"), &format!("{name} on {world} ranks"));
         }
     }
 }
@@ -161,17 +166,10 @@ fn expert_parallel_ranks_train_with_the_single_process_losses() {
     ];
     for (name, options, worlds) in jobs {
         let single = train(1, options, &dir.join(format!("{name}-1")), &[]);
-        let expected = train_losses(&single);
         for &world in worlds {
             let out = dir.join(format!("{name}-{world}"));
             let events = train(world, &expert_parallel(options, world), &out, &[]);
-            assert_close(&train_losses(&events), &expected, &format!("{name}, experts split across {world} ranks"));
-            for (row, want) in summary(&events)["eval"].as_array().unwrap().iter().zip(summary(&single)["eval"].as_array().unwrap()) {
-                let (got, want) = (row["validation_loss"].as_f64().unwrap(), want["validation_loss"].as_f64().unwrap());
-                assert!((got - want).abs() <= TOLERANCE * want.abs().max(1.0), "{name} on {world} expert-parallel ranks: {} validation loss {got} vs {want}", row["model"]);
-            }
-            let told = events.iter().any(|e| e["type"] == "message" && e["message"].as_str().is_some_and(|m| m.starts_with(&format!("Expert parallel over {world} ranks"))));
-            assert!(told, "{name} on {world} ranks: the job log does not say the experts were split");
+            assert_trains_like(&events, &single, &format!("Expert parallel over {world} ranks"), &format!("{name}, experts split across {world} ranks"));
         }
     }
 }
@@ -184,16 +182,10 @@ fn fully_sharded_ranks_train_with_the_single_process_losses() {
     let dir = scratch("sharded");
     let options = r#"{"sft_method": "full", "learning_rate": 1e-3, "max_steps": 3, "gradient_accumulation_steps": 4, "router": {"mode": "train"}, "qat": {"steps": 2, "learning_rate": 1e-4}, "checkpoint_every_n_steps": 0}"#;
     let single = train(1, options, &dir.join("single"), &[]);
-    let expected = train_losses(&single);
+    assert!(train_losses(&single).len() >= 5, "SFT and QAT steps");
     for world in [2, 4] {
         let events = train(world, &split(options, world, "fully_sharded"), &dir.join(format!("ranks-{world}")), &[]);
-        assert_close(&train_losses(&events), &expected, &format!("fully sharded over {world} ranks"));
-        for (row, want) in summary(&events)["eval"].as_array().unwrap().iter().zip(summary(&single)["eval"].as_array().unwrap()) {
-            let (got, want) = (row["validation_loss"].as_f64().unwrap(), want["validation_loss"].as_f64().unwrap());
-            assert!((got - want).abs() <= TOLERANCE * want.abs().max(1.0), "fully sharded over {world} ranks: {} validation loss {got} vs {want}", row["model"]);
-        }
-        let told = events.iter().any(|e| e["type"] == "message" && e["message"].as_str().is_some_and(|m| m.starts_with(&format!("Fully sharded over {world} ranks"))));
-        assert!(told, "{world} ranks: the job log does not say the weights were sharded");
+        assert_trains_like(&events, &single, &format!("Fully sharded over {world} ranks"), &format!("fully sharded over {world} ranks"));
     }
 }
 
@@ -219,6 +211,11 @@ fn a_split_checkpoint_resumes_on_as_many_ranks_and_on_more() {
         let output = train_command(whole, &dir.join("refused"), &["--resume", at.to_str().unwrap()]).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success() && stderr.contains("holds the model split across 2 ranks, and this job holds it whole"), "{how}: {stderr}");
+        // Split the other way on as many ranks: the pieces are of another kind, refused by name.
+        let other = if how == "expert_parallel" { "fully_sharded" } else { "expert_parallel" };
+        let outputs = run_ranks(2, &split(whole, 2, other), &dir.join("other"), &["--resume", at.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&outputs[0].stderr);
+        assert!(!outputs[0].status.success() && stderr.contains(&format!("({how}), and this job splits")), "{how} resumed as {other}: {stderr}");
     }
 }
 

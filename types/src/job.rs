@@ -442,6 +442,11 @@ impl MoeSftQatOptions {
                 "`fully_sharded` shards the weights a full fine-tune trains: use `sft_method: full` (a LoRA job's frozen base is not sharded yet).",
             )?;
             check(!self.expert_parallel, "fully_sharded", "`fully_sharded` does not yet combine with `expert_parallel`: set one of them.")?;
+            check(
+                self.gradient_checkpointing != Some(false),
+                "gradient_checkpointing",
+                "`fully_sharded` recomputes each layer in the backward (its weights are gathered one layer at a time): leave `gradient_checkpointing` unset or true.",
+            )?;
         }
         Ok(())
     }
@@ -495,6 +500,7 @@ mod tests {
         for refused in [(|o| o.world_size = 1) as fn(&mut MoeSftQatOptions), |o| o.sft_method = SftMethod::Lora, |o| o.expert_parallel = true] {
             assert_eq!(sharded(refused), Err("method.moe_sft_qat.fully_sharded".into()));
         }
+        assert_eq!(sharded(|o| o.gradient_checkpointing = Some(false)), Err("method.moe_sft_qat.gradient_checkpointing".into()));
         assert!(serde_json::to_value(MoeSftQatOptions::default()).unwrap().get("fully_sharded").is_none());
     }
 

@@ -180,9 +180,11 @@ impl MemoryModel {
         // The largest tensor every rank holds: the embedding or LM head.
         let largest = self.vocab_size * self.hidden_size;
         // Fully sharded: each rank holds 1/N of every weight, plus one unit gathered whole while it runs
-        // (the largest decoder layer, or the embedding or head).
+        // (the largest decoder layer — a MoE layer's attention and share of the dense rest, plus its
+        // experts — or the embedding or head).
         let sharded = o.fully_sharded && ranks > 1;
-        let unit = ((self.total_params - 2 * largest) / layers).max(largest);
+        let moe_layer = (dense_rest - 2 * largest).max(0) / layers + all_experts / moe_layers;
+        let unit = moe_layer.max(largest);
         // The weights this rank holds (its share of the experts under expert parallelism).
         let dense_weights = if sharded { share(dense_rest + experts, ranks) * b + unit * b } else { (dense_rest + experts) * b };
         let frozen_weights = match packed_bits {
@@ -483,8 +485,9 @@ mod tests {
             m.job_memory(&spec(edit), TrainingDevice::Cuda)
         };
         let (one, four) = (full(1), full(4));
-        // The largest unit: a decoder layer's (10M − 2 × 64,000) / 4 elements, above the embedding's.
-        let unit: i64 = (10_000_000 - 128_000) / 4;
+        // The largest unit, a MoE layer: its share of the dense rest, (2M − 2 × 64,000) / 4, and its
+        // experts, 8M / 4; above the embedding's 64,000.
+        let unit: i64 = (2_000_000 - 128_000) / 4 + 8_000_000 / 4;
         assert_eq!(four.stages["sft"].weights_bytes, share(10_000_000, 4) * 2 + unit * 2);
         let trainable: i64 = 10_000_000 - 1_000;
         assert_eq!(four.stages["sft"].trainable_bytes, share(trainable, 4) * (2 + 12) + 2 * unit * 2);

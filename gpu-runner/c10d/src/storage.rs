@@ -1,22 +1,15 @@
-//! Parameter storage that comes and goes, for fully sharded weights: tch can neither point a
-//! parameter at another buffer nor take or set its gradient, and the shim (built against the same
-//! torch headers) can.
+//! Parameter storage that comes and goes, for fully sharded weights: tch can neither take nor set a
+//! parameter's gradient, and the shim (built against the same torch headers) can.
 
 use tch::Tensor;
 
 use super::{check, ffi, Error, Result};
 
-/// Points `param` at `data`'s storage, shape and strides, keeping its autograd state (whether it
-/// requires a gradient, the gradient it holds). `data` must be of the same dtype and device.
+/// Points `param` at `data`'s storage, shape, strides and device, keeping its autograd state (whether
+/// it requires a gradient, the gradient it holds). `data` must be of the same dtype.
 pub fn set_data(param: &Tensor, data: &Tensor) -> Result<()> {
-    if param.kind() != data.kind() || param.device() != data.device() {
-        return Err(Error::Invalid(format!(
-            "set_data: {:?} on {:?} cannot hold {:?} on {:?}",
-            param.kind(),
-            param.device(),
-            data.kind(),
-            data.device()
-        )));
+    if param.kind() != data.kind() {
+        return Err(Error::Invalid(format!("set_data: a {:?} parameter cannot hold {:?} values", param.kind(), data.kind())));
     }
     // SAFETY: live tensors; the shim only swaps `param`'s storage for a reference to `data`'s.
     check(unsafe { ffi::mt_set_data(param.as_ptr() as *mut _, data.as_ptr() as *mut _) })
@@ -35,15 +28,8 @@ pub fn take_grad(param: &Tensor) -> Result<Option<Tensor>> {
 
 /// Adds `grad` to `param`'s gradient (a copy of it becomes the gradient when there is none).
 pub fn accumulate_grad(param: &Tensor, grad: &Tensor) -> Result<()> {
-    if param.size() != grad.size() || param.kind() != grad.kind() || param.device() != grad.device()
-    {
-        return Err(Error::Invalid(format!(
-            "accumulate_grad: a {:?} {:?} gradient for a {:?} {:?} parameter",
-            grad.size(),
-            grad.kind(),
-            param.size(),
-            param.kind()
-        )));
+    if param.size() != grad.size() || param.kind() != grad.kind() || param.device() != grad.device() {
+        return Err(Error::Invalid(format!("accumulate_grad: a {:?} {:?} gradient for a {:?} {:?} parameter", grad.size(), grad.kind(), param.size(), param.kind())));
     }
     // SAFETY: live tensors of matching shape, dtype and device.
     check(unsafe { ffi::mt_accumulate_grad(param.as_ptr() as *mut _, grad.as_ptr() as *mut _) })

@@ -12,13 +12,13 @@
 //!
 //! Collectives pair up by order alone: every rank must hold, release and reduce the same units in
 //! the same order, as running the same forwards and backwards does. A collective that fails (a lost
-//! rank) panics with a message starting `fully sharded weights:`, since forwards cannot return errors.
+//! rank) panics with a message starting [`FAILED`], since forwards cannot return errors.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use moetune_c10d::{storage, ProcessGroup, ReduceOp};
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 use super::params::ParamInfo;
 
@@ -41,6 +41,8 @@ struct ShardedParam {
     shape: Vec<i64>,
     /// This rank's piece of the flattened, zero-padded value; what the optimiser updates.
     shard: Tensor,
+    /// What the parameter points at while released (no elements, its dtype and device).
+    released: Tensor,
 }
 
 impl ShardedParam {
@@ -53,14 +55,15 @@ impl ShardedParam {
     }
 }
 
-/// The parameters of one unit, in one dtype (a unit of mixed dtypes is split by dtype).
+/// The parameters of one unit in one dtype (a unit of mixed dtypes has a bucket per dtype): one
+/// collective each.
 struct Bucket {
     params: Vec<ShardedParam>,
 }
 
 struct UnitState {
     buckets: Vec<Bucket>,
-    /// Holders of the unit now (a count: a layer's backward holds it around the forward's own hold).
+    /// Holders now (a count: a layer's backward holds it around the forward's own hold).
     holds: AtomicUsize,
 }
 
@@ -86,96 +89,48 @@ impl Drop for Held<'_> {
 
 /// The unit a parameter belongs to, by its transformers name.
 fn unit_of(name: &str) -> Unit {
-    if let Some(rest) = name.strip_prefix("model.layers.") {
-        if let Some(i) = rest.split('.').next().and_then(|i| i.parse().ok()) {
-            return Unit::Layer(i);
-        }
+    if let Some(i) = name.strip_prefix("model.layers.").and_then(|rest| rest.split('.').next()?.parse().ok()) {
+        return Unit::Layer(i);
     }
-    if name.contains("embed_tokens") {
-        Unit::Embedding
-    } else {
-        Unit::Head
-    }
-}
-
-fn empty_like(t: &Tensor) -> Tensor {
-    Tensor::zeros([0], (t.kind(), t.device()))
+    if name.contains("embed_tokens") { Unit::Embedding } else { Unit::Head }
 }
 
 impl FullySharded {
     /// Shards every parameter of `params` held whole in `vars` (not a share of the experts, not a
-    /// placeholder for packed experts) across `group`'s ranks, freeing the whole values. Every rank
-    /// must start from the same values.
-    pub fn new(
-        group: Arc<Mutex<ProcessGroup>>,
-        params: &[ParamInfo],
-        vars: &nn::VarStore,
-        layers: usize,
-    ) -> anyhow::Result<Self> {
+    /// placeholder for packed experts) across `group`'s ranks, the shards on `device`, and frees the
+    /// whole values. Every rank must start from the same values.
+    pub fn new(group: Arc<Mutex<ProcessGroup>>, params: &[ParamInfo], vars: &nn::VarStore, layers: usize, device: Device) -> anyhow::Result<Self> {
         let (rank, ranks) = {
-            let g = group
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let g = group.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             (g.rank(), g.size())
         };
         let variables = vars.variables();
         let mut per_unit: Vec<Vec<ShardedParam>> = (0..layers + 2).map(|_| Vec::new()).collect();
         tch::no_grad(|| -> anyhow::Result<()> {
             for info in params.iter().filter(|p| p.local_rows.is_none()) {
-                let Some(param) = variables.get(&info.name) else {
-                    continue;
-                };
+                let Some(param) = variables.get(&info.name) else { continue };
                 if param.numel() as i64 != info.numel() {
                     continue; // packed experts: their dense variable is an empty placeholder
                 }
-                let numel = info.numel();
+                let (numel, kind) = (info.numel(), param.kind());
                 let chunk = (numel + ranks as i64 - 1) / ranks as i64;
-                let flat = param.detach().reshape([-1]);
-                let padded = Tensor::cat(
-                    &[
-                        flat,
-                        param.new_zeros(
-                            [chunk * ranks as i64 - numel],
-                            (param.kind(), param.device()),
-                        ),
-                    ],
-                    0,
-                );
-                let shard = padded
-                    .narrow(0, rank as i64 * chunk, chunk)
-                    .copy()
-                    .set_requires_grad(param.requires_grad());
-                storage::set_data(param, &empty_like(param))?;
+                let padded = Tensor::cat(&[param.detach().reshape([-1]), param.new_zeros([chunk * ranks as i64 - numel], (kind, param.device()))], 0);
+                // A copy of its own (not a view keeping the whole value alive), on the training device.
+                let shard = padded.narrow(0, rank as i64 * chunk, chunk).to_device(device).copy().set_requires_grad(param.requires_grad());
+                let released = Tensor::zeros([0], (kind, device));
+                storage::set_data(param, &released)?;
                 let index = match unit_of(&info.name) {
                     Unit::Embedding => 0,
-                    Unit::Layer(i) => {
-                        anyhow::ensure!(i < layers, "{} names layer {i} of {layers}", info.name);
-                        i + 1
-                    }
+                    Unit::Layer(i) if i < layers => i + 1,
+                    Unit::Layer(i) => anyhow::bail!("{} names layer {i} of a model of {layers}", info.name),
                     Unit::Head => layers + 1,
                 };
-                per_unit[index].push(ShardedParam {
-                    name: info.name.clone(),
-                    param: param.shallow_clone(),
-                    shape: info.shape.clone(),
-                    shard,
-                });
+                per_unit[index].push(ShardedParam { name: info.name.clone(), param: param.shallow_clone(), shape: info.shape.clone(), shard, released });
             }
             Ok(())
         })?;
-        let units = per_unit
-            .into_iter()
-            .map(|params| UnitState {
-                buckets: by_kind(params),
-                holds: AtomicUsize::new(0),
-            })
-            .collect();
-        Ok(Self {
-            group,
-            rank,
-            ranks,
-            units,
-        })
+        let units = per_unit.into_iter().map(|params| UnitState { buckets: by_kind(params), holds: AtomicUsize::new(0) }).collect();
+        Ok(Self { group, rank, ranks, units })
     }
 
     pub fn rank(&self) -> usize {
@@ -195,15 +150,11 @@ impl FullySharded {
     }
 
     fn group(&self) -> MutexGuard<'_, ProcessGroup> {
-        self.group
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.group.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn params(&self) -> impl Iterator<Item = &ShardedParam> {
-        self.units
-            .iter()
-            .flat_map(|u| u.buckets.iter().flat_map(|b| b.params.iter()))
+        self.units.iter().flat_map(|u| u.buckets.iter().flat_map(|b| b.params.iter()))
     }
 
     /// The names of the sharded parameters.
@@ -230,37 +181,24 @@ impl FullySharded {
         if state.holds.load(Ordering::Relaxed) == 0 {
             tch::no_grad(|| {
                 for bucket in &state.buckets {
-                    self.gather_bucket(bucket).unwrap_or_else(|e| {
-                        panic!("{FAILED} gathering the weights of {unit:?}: {e}")
-                    });
+                    self.gather_bucket(bucket).unwrap_or_else(|e| panic!("{FAILED} gathering the weights of {unit:?}: {e}"));
                 }
             });
         }
         state.holds.fetch_add(1, Ordering::Relaxed);
-        Held {
-            owner: self,
-            unit: index,
-        }
+        Held { owner: self, unit: index }
     }
 
     /// All-gathers a bucket's shards (one collective) and points each parameter at its whole value.
     fn gather_bucket(&self, bucket: &Bucket) -> anyhow::Result<()> {
-        let shards: Vec<Tensor> = bucket.params.iter().map(|p| p.shard.detach()).collect();
-        let mine = Tensor::cat(&shards, 0);
-        let mut all = mine.new_empty(
-            [mine.numel() as i64 * self.ranks as i64],
-            (mine.kind(), mine.device()),
-        );
+        let mine = Tensor::cat(&bucket.params.iter().map(|p| p.shard.detach()).collect::<Vec<_>>(), 0);
+        let mut all = mine.new_empty([mine.numel() as i64 * self.ranks as i64], (mine.kind(), mine.device()));
         self.group().all_gather(&mut all, &mine)?;
-        // Rank-major: [rank][param chunk]; each parameter's pieces are one column block.
+        // Rank-major: [rank][param chunks]; each parameter's pieces are one column block.
         let all = all.view([self.ranks as i64, -1]);
         let mut offset = 0;
         for p in &bucket.params {
-            let whole = all
-                .narrow(1, offset, p.chunk())
-                .reshape([-1])
-                .narrow(0, 0, p.numel())
-                .view(p.shape.as_slice());
+            let whole = all.narrow(1, offset, p.chunk()).reshape([-1]).narrow(0, 0, p.numel()).view(p.shape.as_slice());
             storage::set_data(&p.param, &whole)?;
             offset += p.chunk();
         }
@@ -271,8 +209,11 @@ impl FullySharded {
         let state = &self.units[index];
         if state.holds.fetch_sub(1, Ordering::Relaxed) == 1 {
             for p in state.buckets.iter().flat_map(|b| &b.params) {
-                storage::set_data(&p.param, &empty_like(&p.param))
-                    .expect("releasing a parameter to its own dtype and device");
+                // Never panics in a drop (it may run while unwinding): the placeholder is of the
+                // parameter's own dtype and device, which set_data accepts.
+                if let Err(e) = storage::set_data(&p.param, &p.released) {
+                    tracing::error!(param = %p.name, error = %e, "releasing a sharded weight");
+                }
             }
         }
     }
@@ -285,49 +226,28 @@ impl FullySharded {
         let state = &self.units[self.index(unit)];
         tch::no_grad(|| {
             for bucket in &state.buckets {
-                self.reduce_bucket(bucket)
-                    .unwrap_or_else(|e| panic!("{FAILED} summing the gradients of {unit:?}: {e}"));
+                self.reduce_bucket(bucket).unwrap_or_else(|e| panic!("{FAILED} summing the gradients of {unit:?}: {e}"));
             }
         });
     }
 
     fn reduce_bucket(&self, bucket: &Bucket) -> anyhow::Result<()> {
-        let trained: Vec<&ShardedParam> = bucket
-            .params
-            .iter()
-            .filter(|p| p.shard.requires_grad())
-            .collect();
+        let trained: Vec<&ShardedParam> = bucket.params.iter().filter(|p| p.shard.requires_grad()).collect();
         if trained.is_empty() {
             return Ok(());
         }
         let ranks = self.ranks as i64;
         let mut columns = Vec::with_capacity(trained.len());
         for p in &trained {
-            let grad = storage::take_grad(&p.param)?
-                .map(|g| g.reshape([-1]))
-                .unwrap_or_else(|| {
-                    p.shard
-                        .new_zeros([p.numel()], (p.shard.kind(), p.shard.device()))
-                });
-            let padded = Tensor::cat(
-                &[
-                    grad,
-                    p.shard.new_zeros(
-                        [p.chunk() * ranks - p.numel()],
-                        (p.shard.kind(), p.shard.device()),
-                    ),
-                ],
-                0,
-            );
+            let options = (p.shard.kind(), p.shard.device());
+            let grad = storage::take_grad(&p.param)?.map(|g| g.reshape([-1])).unwrap_or_else(|| p.shard.new_zeros([p.numel()], options));
+            let padded = Tensor::cat(&[grad, p.shard.new_zeros([p.chunk() * ranks - p.numel()], options)], 0);
             columns.push(padded.view([ranks, p.chunk()]));
         }
         let input = Tensor::cat(&columns, 1).reshape([-1]);
-        let mut mine = input.new_empty(
-            [input.numel() as i64 / ranks],
-            (input.kind(), input.device()),
-        );
-        self.group()
-            .reduce_scatter(&mut mine, &input, ReduceOp::Sum)?;
+        drop(columns);
+        let mut mine = input.new_empty([input.numel() as i64 / ranks], (input.kind(), input.device()));
+        self.group().reduce_scatter(&mut mine, &input, ReduceOp::Sum)?;
         let mut offset = 0;
         for p in trained {
             storage::accumulate_grad(&p.shard, &mine.narrow(0, offset, p.chunk()))?;
@@ -338,15 +258,9 @@ impl FullySharded {
 
     /// Parameter `name`'s whole value (every rank must ask, in the same order): for writing the model out.
     pub fn whole(&self, name: &str) -> anyhow::Result<Tensor> {
-        let p = self
-            .params()
-            .find(|p| p.name == name)
-            .ok_or_else(|| anyhow::anyhow!("{name} is not sharded"))?;
+        let p = self.params().find(|p| p.name == name).ok_or_else(|| anyhow::anyhow!("{name} is not sharded"))?;
         tch::no_grad(|| {
-            let mut all = p.shard.new_empty(
-                [p.chunk() * self.ranks as i64],
-                (p.shard.kind(), p.shard.device()),
-            );
+            let mut all = p.shard.new_empty([p.chunk() * self.ranks as i64], (p.shard.kind(), p.shard.device()));
             self.group().all_gather(&mut all, &p.shard.detach())?;
             Ok(all.narrow(0, 0, p.numel()).view(p.shape.as_slice()))
         })
@@ -354,9 +268,7 @@ impl FullySharded {
 
     /// Bytes this rank holds of the sharded weights (its shards).
     pub fn shard_bytes(&self) -> i64 {
-        self.params()
-            .map(|p| p.chunk() * p.shard.kind().elt_size_in_bytes() as i64)
-            .sum()
+        self.params().map(|p| p.chunk() * p.shard.kind().elt_size_in_bytes() as i64).sum()
     }
 }
 
@@ -370,10 +282,7 @@ fn by_kind(params: Vec<ShardedParam>) -> Vec<Bucket> {
             None => buckets.push((kind, vec![p])),
         }
     }
-    buckets
-        .into_iter()
-        .map(|(_, params)| Bucket { params })
-        .collect()
+    buckets.into_iter().map(|(_, params)| Bucket { params }).collect()
 }
 
 #[cfg(test)]
@@ -383,10 +292,7 @@ mod tests {
     #[test]
     fn parameters_fall_into_their_units() {
         assert_eq!(unit_of("model.embed_tokens.weight"), Unit::Embedding);
-        assert_eq!(
-            unit_of("model.layers.12.self_attn.q_proj.weight"),
-            Unit::Layer(12)
-        );
+        assert_eq!(unit_of("model.layers.12.self_attn.q_proj.weight"), Unit::Layer(12));
         assert_eq!(unit_of("model.norm.weight"), Unit::Head);
         assert_eq!(unit_of("lm_head.weight"), Unit::Head);
     }

@@ -203,11 +203,13 @@ impl MoeModel {
         self.params.iter().any(|p| p.local_rows.is_some())
     }
 
-    /// Splits every weight held whole across `group`'s ranks ([`fully_sharded`]); every rank must
-    /// hold the same values.
-    pub fn shard_weights(&mut self, vars: &nn::VarStore, group: std::sync::Arc<std::sync::Mutex<moetune_c10d::ProcessGroup>>) -> anyhow::Result<()> {
+    /// Splits every weight held whole across `group`'s ranks ([`fully_sharded`]), the shards on
+    /// `device` (the whole weights may be on the host); every rank must hold the same values.
+    pub fn shard_weights(&mut self, vars: &mut nn::VarStore, group: std::sync::Arc<std::sync::Mutex<moetune_c10d::ProcessGroup>>, device: Device) -> anyhow::Result<()> {
         anyhow::ensure!(self.sharded.is_none(), "the weights are already sharded");
-        self.sharded = Some(fully_sharded::FullySharded::new(group, &self.params, vars, self.layers.len())?);
+        self.sharded = Some(fully_sharded::FullySharded::new(group, &self.params, vars, self.layers.len(), device)?);
+        // Only the emptied parameters move: cheap.
+        vars.set_device(device);
         Ok(())
     }
 

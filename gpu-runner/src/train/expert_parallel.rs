@@ -55,7 +55,7 @@ pub fn catching_lost_peers<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::
             // The shim's prefix on a failed exchange (forward or backward), and the forward's own.
             let exchange = ["moetune c10d exchange failed", "expert parallelism: exchanging", crate::model::fully_sharded::FAILED].iter().any(|m| message.contains(m));
             if exchange && !message.contains("out of memory") {
-                return Err(anyhow::Error::new(PeerLost).context(format!("exchanging tokens between expert-parallel ranks: {message}")));
+                return Err(anyhow::Error::new(PeerLost).context(format!("a collective between the ranks of a split model failed: {message}")));
             }
             Err(anyhow::anyhow!("training stopped: {message}"))
         }

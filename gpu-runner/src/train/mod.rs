@@ -245,13 +245,16 @@ fn run_job(spec: &TrainingSpec, data: JobData, device: Device, mut resume: Optio
         lora_qat = !point.holds_full_weights()?;
     }
     let storage = if lora_qat && ep.is_none() { expert_storage(options) } else { ExpertStorage::Dense };
-    let (vars, mut model, codec) = base_model_split(&spec.model, device, kind, storage, ep)?;
+    // Weights to be sharded are read on the host: the device only ever holds this rank's shards.
+    let load_on = if options.fully_sharded { Device::Cpu } else { device };
+    let (mut vars, mut model, codec) = base_model_split(&spec.model, load_on, kind, storage, ep)?;
     if let (true, Some(dp)) = (options.fully_sharded, parallel) {
-        model.shard_weights(&vars, dp.device_group_shared())?;
+        model.shard_weights(&mut vars, dp.device_group_shared(), device)?;
     }
     let expert_shards = expert_parallel::split_names(&model);
     if let (Some(point), Some(dp), false) = (resume.as_mut(), parallel, expert_shards.is_empty()) {
         point.expert_shard = Some((dp.rank(), dp.world_size()));
+        point.split_kind = if options.fully_sharded { resume::SplitKind::Weights } else { resume::SplitKind::Experts };
     }
     // A spec from the API names its QAT format; one given to the runner's CLI may leave it to the model.
     let mut resolved = spec.clone();

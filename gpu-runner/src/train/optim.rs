@@ -228,12 +228,15 @@ impl AdamW {
         let get = |name: &str| stored(name).with_context(|| format!("optimiser state lacks {name}"))?;
         tch::no_grad(|| -> anyhow::Result<()> {
             for ((((p, master), m), v), _) in self.params.iter().zip(&mut self.masters).zip(&mut self.exp_avg).zip(&mut self.exp_avg_sq).zip(&self.owned).filter(|(_, &own)| own) {
-                m.copy_(&get(&format!("{}.exp_avg", p.name))?);
-                v.copy_(&get(&format!("{}.exp_avg_sq", p.name))?);
+                for (moment, which) in [(&mut *m, "exp_avg"), (&mut *v, "exp_avg_sq")] {
+                    let name = format!("{}.{which}", p.name);
+                    copy_checked(moment, &get(&name)?, &name)?;
+                }
                 if let Some(master) = master {
                     // Without a saved master (a checkpoint of an fp32 run), the restored weight is it.
-                    match stored(&format!("{}.master", p.name)) {
-                        Some(value) => master.copy_(&value?),
+                    let name = format!("{}.master", p.name);
+                    match stored(&name) {
+                        Some(value) => copy_checked(master, &value?, &name)?,
                         None => master.copy_(&p.tensor),
                     }
                 }
@@ -243,6 +246,13 @@ impl AdamW {
         self.step = get("step")?.int64_value(&[0]);
         Ok(())
     }
+}
+
+/// Copies a saved tensor into `target`, refusing one of another shape (a checkpoint written for
+/// another model or split) instead of broadcasting it.
+pub fn copy_checked(target: &mut Tensor, saved: &Tensor, name: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(saved.size() == target.size(), "the checkpoint's {name} has shape {:?}, this job's {:?}: it was written for another model or split", saved.size(), target.size());
+    target.f_copy_(saved).with_context(|| format!("restoring {name}"))
 }
 
 /// One step's scalars (bias corrections for the current step count).

@@ -38,6 +38,25 @@ pub fn split_file(rank: usize, world: usize) -> String {
     format!("split.rank{rank}-of-{world}.safetensors")
 }
 
+/// What a split model's per-rank files hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitKind {
+    /// Each rank's experts, whole (expert parallelism).
+    Experts,
+    /// Each rank's piece of every flattened weight (fully sharded weights).
+    Weights,
+}
+
+impl SplitKind {
+    fn describe(self) -> &'static str {
+        match self {
+            SplitKind::Experts => "its experts across ranks (expert_parallel)",
+            SplitKind::Weights => "every weight across ranks (fully_sharded)",
+        }
+    }
+}
+
 /// What expert-parallel checkpoints named [`split_file`] before fully sharded weights existed.
 fn legacy_split_file(rank: usize, world: usize) -> String {
     format!("experts.rank{rank}-of-{world}.safetensors")
@@ -47,13 +66,20 @@ fn legacy_split_file(rank: usize, world: usize) -> String {
 /// order): the `rows` rows from `rank · rows`, zero-padded where the saved rows end. Both splits lay
 /// a tensor out in order along dim 0 — whole experts, or a flattened weight padded at its end — so
 /// this is the block rank `rank` holds when the same tensor is split into blocks of `rows`.
-fn reshard(saved: &[Tensor], rank: usize, rows: i64) -> Tensor {
+fn reshard(saved: &[Tensor], rank: usize, shape: &[i64]) -> anyhow::Result<Tensor> {
+    let first = saved.first().map(Tensor::size).unwrap_or_default();
+    anyhow::ensure!(
+        !first.is_empty() && first[1..] == shape[1..] && saved.iter().all(|t| t.size() == first),
+        "the saved ranks' pieces ({:?}, …) do not split a tensor of this job's shape {shape:?}",
+        first
+    );
+    let rows = shape[0];
     let whole = Tensor::cat(saved, 0);
     let start = rank as i64 * rows;
     let available = (whole.size()[0] - start).clamp(0, rows);
     let mut shape = whole.size();
     shape[0] = rows - available;
-    Tensor::cat(&[whole.narrow(0, start.min(whole.size()[0]), available), whole.new_zeros(shape.as_slice(), (whole.kind(), whole.device()))], 0)
+    Ok(Tensor::cat(&[whole.narrow(0, start.min(whole.size()[0]), available), whole.new_zeros(shape.as_slice(), (whole.kind(), whole.device()))], 0))
 }
 
 /// The optimiser state files of a checkpoint (none at a stage's end); every shard the progress
@@ -133,6 +159,10 @@ pub struct Progress {
     /// state) is in a file of its own ([`split_file`]), one per rank of this many; absent = whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expert_shards: Option<usize>,
+    /// What the split files hold: absent (and in checkpoints from before fully sharded weights) =
+    /// experts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_kind: Option<SplitKind>,
     /// The routing drift from the base at which the guardrail last paused the job: resuming accepted
     /// it, so the guardrail measures from there (over both stages).
     #[serde(default)]
@@ -170,6 +200,7 @@ impl Progress {
             activation_amax: None,
             optimizer_shards: None,
             expert_shards: None,
+            split_kind: None,
             accepted_routing_drift: 0.0,
             training_profile: None,
         }
@@ -214,21 +245,33 @@ pub struct ResumePoint {
     pub progress: Progress,
     /// A split model: this rank and the world size, whose share it reads from the split files.
     pub expert_shard: Option<(usize, usize)>,
+    /// How this job splits its model (with `expert_shard`).
+    pub split_kind: SplitKind,
 }
 
 impl ResumePoint {
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         let raw = std::fs::read(dir.join(PROGRESS)).with_context(|| format!("reading {}/{PROGRESS}", dir.display()))?;
-        Ok(Self { dir: dir.to_path_buf(), progress: serde_json::from_slice(&raw)?, expert_shard: None })
+        Ok(Self { dir: dir.to_path_buf(), progress: serde_json::from_slice(&raw)?, expert_shard: None, split_kind: SplitKind::Experts })
     }
 
     /// This rank's share of the split tensors (values and state), when the checkpoint splits its model:
     /// from its own file, or cut from every saved rank's when it was written by another number of
     /// ranks. A checkpoint split where the job holds the model whole, or the reverse, is refused.
-    fn split_tensors(&self, wanted: &[(String, i64)]) -> anyhow::Result<HashMap<String, Tensor>> {
+    fn split_tensors(&self, wanted: &[(String, Vec<i64>)]) -> anyhow::Result<HashMap<String, Tensor>> {
         let (saved, (rank, world)) = match (self.progress.expert_shards, self.expert_shard) {
             (None, None) => return Ok(HashMap::new()),
-            (Some(saved), Some(now)) => (saved, now),
+            (Some(saved), Some(now)) => {
+                let written = self.progress.split_kind.unwrap_or(SplitKind::Experts);
+                anyhow::ensure!(
+                    written == self.split_kind,
+                    "the checkpoint in {} splits {}, and this job splits {}: resume it with the expert_parallel and fully_sharded it was written with",
+                    self.dir.display(),
+                    written.describe(),
+                    self.split_kind.describe()
+                );
+                (saved, now)
+            }
             (saved, now) => anyhow::bail!(
                 "the checkpoint in {} holds the model {}, and this job {}: resume it with the expert_parallel and fully_sharded it was written with",
                 self.dir.display(),
@@ -245,9 +288,9 @@ impl ResumePoint {
         }
         let files = (0..saved).map(|r| file(r).and_then(|p| read(&p))).collect::<anyhow::Result<Vec<_>>>()?;
         let mut out = HashMap::new();
-        for (name, rows) in wanted {
+        for (name, shape) in wanted {
             let Some(pieces) = files.iter().map(|f| f.get(name).map(Tensor::shallow_clone)).collect::<Option<Vec<_>>>() else { continue };
-            out.insert(name.clone(), reshard(&pieces, rank, *rows));
+            out.insert(name.clone(), reshard(&pieces, rank, shape).with_context(|| format!("{name} in {}", self.dir.display()))?);
         }
         Ok(out)
     }
@@ -258,7 +301,7 @@ impl ResumePoint {
         self.restore_values(optimizer.params())?;
         let state = optimizer_files(&self.dir, &self.progress)?;
         if !state.is_empty() {
-            let wanted: Vec<(String, i64)> = optimizer.state(|_| true).into_iter().map(|(name, t)| (name, t.size().first().copied().unwrap_or(0))).collect();
+            let wanted: Vec<(String, Vec<i64>)> = optimizer.state(|_| true).into_iter().map(|(name, t)| (name, t.size())).collect();
             optimizer.load(&state, &self.split_tensors(&wanted)?)
         } else {
             optimizer.sync_masters();
@@ -286,12 +329,12 @@ impl ResumePoint {
 
     pub fn restore_values(&self, trainables: &[Trainable]) -> anyhow::Result<()> {
         let mut saved = read(&self.dir.join(TRAINABLE))?;
-        let wanted: Vec<(String, i64)> = trainables.iter().map(|p| (p.name.clone(), p.tensor.size().first().copied().unwrap_or(0))).collect();
+        let wanted: Vec<(String, Vec<i64>)> = trainables.iter().map(|p| (p.name.clone(), p.tensor.size())).collect();
         saved.extend(self.split_tensors(&wanted)?);
         tch::no_grad(|| {
             for p in trainables {
                 let value = saved.get(&p.name).with_context(|| format!("checkpoint lacks {}", p.name))?;
-                p.tensor.shallow_clone().copy_(value);
+                super::optim::copy_checked(&mut p.tensor.shallow_clone(), value, &p.name)?;
             }
             Ok(())
         })
@@ -341,7 +384,7 @@ mod tests {
     fn a_checkpoint_of_every_weight_is_told_from_one_of_adapters() {
         let dir = std::env::temp_dir().join(format!("moetune-resume-kind-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let point = ResumePoint { dir: dir.clone(), progress: Progress::new(4, 2, 0), expert_shard: None };
+        let point = ResumePoint { dir: dir.clone(), progress: Progress::new(4, 2, 0), expert_shard: None, split_kind: SplitKind::Experts };
         let t = || Tensor::zeros([2, 2], (tch::Kind::Float, tch::Device::Cpu));
         let adapters = [("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", t()), ("model.layers.0.mlp.gate.weight", t())];
         Tensor::write_safetensors(&adapters, dir.join(TRAINABLE)).unwrap();

@@ -316,7 +316,7 @@ impl Stage<'_> {
         let dir = std::env::temp_dir().join(format!("moetune-ckpt-{}-{name}", std::process::id()));
         let split: Vec<bool> = trainables.iter().map(|t| self.expert_shards.contains(&t.name)).collect();
         let experts = self.parallel.filter(|_| !self.expert_shards.is_empty());
-        let save_experts = || match experts {
+        let save_share = || match experts {
             Some(dp) => resume::save_split(&dir, dp.rank(), dp.world_size(), trainables, &split, optimizer),
             None => Ok(()),
         };
@@ -330,7 +330,7 @@ impl Stage<'_> {
                             Some(optimizer) => optimizer.save_where(&dir.join(resume::optimizer_file(dp.rank(), dp.world_size())), |i| !split[i]),
                             None => Ok(()),
                         })
-                        .and_then(|()| save_experts())
+                        .and_then(|()| save_share())
                         .and_then(|()| reporter.checkpoint(name, progress.stage.name(), progress.step, &dir)),
                 };
                 // Tell the others even after a failure, so rank 0 does not record the checkpoint (nor
@@ -350,7 +350,8 @@ impl Stage<'_> {
                 let mut progress = progress.clone();
                 progress.optimizer_shards = self.parallel.filter(|dp| optimizer.is_some() && dp.world_size() > 1).map(|dp| dp.world_size());
                 progress.expert_shards = experts.map(|dp| dp.world_size());
-                save_experts()
+                progress.split_kind = experts.map(|_| if self.spec.moe.fully_sharded { resume::SplitKind::Weights } else { resume::SplitKind::Experts });
+                save_share()
                     .and_then(|()| resume::save(&dir, &progress, trainables, &split, optimizer, &self.extra))
                     .and_then(|()| reporter.checkpoint(name, progress.stage.name(), progress.step, &dir))
             }

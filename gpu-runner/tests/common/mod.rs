@@ -2,9 +2,39 @@
 
 #![allow(dead_code)] // each test file uses its own part
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use moetune_c10d::{Backend, ProcessGroup, Store};
 use moetune_runner::model::{ArchConfig, ForwardMode, MoeModel};
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
+
+/// How long a rank of [`on_ranks`] waits for the others.
+pub const RANK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `rank` on one thread of this process per input (rank r gets `inputs[r]`), each with its own
+/// Gloo group over loopback (as separate runner processes would have), the groups named `prefix`;
+/// their results in rank order.
+pub fn on_ranks<I: Send + 'static, T: Send + 'static>(prefix: &str, inputs: Vec<I>, rank: impl Fn(usize, ProcessGroup, I) -> T + Send + Sync + 'static) -> Vec<T> {
+    let world = inputs.len();
+    let server = Store::serve("127.0.0.1", 0, world, RANK_TIMEOUT).unwrap();
+    let port = server.port();
+    let rank = Arc::new(rank);
+    let handles: Vec<_> = inputs
+        .into_iter()
+        .enumerate()
+        .map(|(r, input)| {
+            let (rank, prefix) = (rank.clone(), prefix.to_string());
+            std::thread::spawn(move || {
+                let store = Store::connect("127.0.0.1", port, world, RANK_TIMEOUT).unwrap();
+                let group = ProcessGroup::new(&store, &prefix, Backend::Gloo, r, world, RANK_TIMEOUT, Some("127.0.0.1")).unwrap();
+                rank(r, group, input)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().expect("rank thread")).collect()
+}
 
 /// The tests seed libtorch's one global generator (model init, router jitter, adapters): a test
 /// that draws from it holds this while it does.
