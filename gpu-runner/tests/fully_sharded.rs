@@ -11,10 +11,9 @@ mod common;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use common::{configs, on_ranks, serial};
+use common::{configs, labelled_batch, on_ranks, serial, trainable_gradients};
 use moetune_c10d::ProcessGroup;
 use moetune_runner::model::{new_seeded, ArchConfig, ForwardMode, MoeModel, RoutingOptions};
-use moetune_runner::train::data::{Sample, IGNORE};
 use moetune_runner::train::eval::Batch;
 use moetune_runner::train::optim::Trainable;
 use moetune_runner::train::sft_trainables;
@@ -22,25 +21,9 @@ use moetune_runner::train::step::{forward_backward, StepOptions};
 use moetune_types::{RouterMode, SftMethod};
 use tch::{nn, Device, Kind, Tensor};
 
-/// Rank `rank`'s batch: two sequences of different lengths, labels on a response part only.
+/// Rank `rank`'s batch: distinct per rank.
 fn batch(rank: usize, vocab: i64) -> Batch {
-    let sample = |len: usize, prompt: usize, offset: i64| {
-        let ids: Vec<i64> = (0..len as i64)
-            .map(|i| (i * 7 + offset + 13 * rank as i64) % vocab)
-            .collect();
-        let labels = ids
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| if i < prompt { IGNORE } else { t })
-            .collect();
-        Sample {
-            ids,
-            labels,
-            example_count: 1,
-        }
-    };
-    let (a, b) = (sample(12, 4, 3), sample(9, 2, 11));
-    Batch::new(&[&a, &b], 0, Device::Cpu)
+    labelled_batch(vocab, 13 * rank as i64)
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -52,55 +35,22 @@ enum Case {
 /// The job's step (checkpointed, as fully sharded weights always run) on `batch`; returns the loss.
 fn step(model: &MoeModel, batch: &Batch, case: Case, lockstep: bool) -> f64 {
     // No jitter: the ranks are threads of one process, sharing its random generator.
-    let routing = RoutingOptions {
-        capacity_factor: Some(1.25),
-        jitter: 0.0,
-    };
+    let routing = RoutingOptions { capacity_factor: Some(1.25), jitter: 0.0 };
     let mxfp4 = |w: &Tensor| moetune_runner::quant::mxfp4::fake_quantize_ste(w, Default::default());
-    let mode = ForwardMode {
-        routing: Some(&routing),
-        expert_transform: (case == Case::Qat).then_some(&mxfp4 as &dyn Fn(&Tensor) -> Tensor),
-        ..Default::default()
-    };
-    let options = StepOptions {
-        checkpointing: true,
-        chunk_tokens: Some(5),
-        aux_loss_coef: 0.01,
-        z_loss_coef: 0.001,
-        grad_scale: 0.5,
-        always_backward: lockstep,
-    };
+    let mode = ForwardMode { routing: Some(&routing), expert_transform: (case == Case::Qat).then_some(&mxfp4 as &dyn Fn(&Tensor) -> Tensor), ..Default::default() };
+    let options = StepOptions { checkpointing: true, chunk_tokens: Some(5), aux_loss_coef: 0.01, z_loss_coef: 0.001, grad_scale: 0.5, always_backward: lockstep };
     forward_backward(model, batch, mode, &options).double_value(&[])
 }
 
 fn gradients(trainables: &[Trainable]) -> HashMap<String, Tensor> {
-    trainables
-        .iter()
-        .map(|t| {
-            let g = t.tensor.grad();
-            (
-                t.name.clone(),
-                if g.defined() {
-                    g.detach().copy()
-                } else {
-                    t.tensor.zeros_like()
-                },
-            )
-        })
-        .collect()
+    trainable_gradients(trainables).into_iter().collect()
 }
 
 /// Rank `rank` of `world`'s piece of `whole` flattened and zero-padded to a multiple of `world`.
 fn piece(whole: &Tensor, rank: usize, world: usize) -> Tensor {
     let n = whole.numel() as i64;
     let chunk = (n + world as i64 - 1) / world as i64;
-    let padded = Tensor::cat(
-        &[
-            whole.reshape([-1]),
-            whole.new_zeros([chunk * world as i64 - n], (whole.kind(), Device::Cpu)),
-        ],
-        0,
-    );
+    let padded = Tensor::cat(&[whole.reshape([-1]), whole.new_zeros([chunk * world as i64 - n], (whole.kind(), Device::Cpu))], 0);
     padded.narrow(0, rank as i64 * chunk, chunk)
 }
 
@@ -108,10 +58,7 @@ fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
     assert_eq!(got.size(), want.size(), "{what}: shape");
     let scale = want.abs().max().double_value(&[]);
     let diff = (got - want).abs().max().double_value(&[]);
-    assert!(
-        diff <= 1e-5 * scale.max(1e-6),
-        "{what} differs by {diff} (values up to {scale})"
-    );
+    assert!(diff <= 1e-5 * scale.max(1e-6), "{what} differs by {diff} (values up to {scale})");
 }
 
 struct RankResult {
@@ -122,13 +69,7 @@ struct RankResult {
 }
 
 /// One rank: the whole model's `values`, sharded, one step on its batch, then the model gathered back.
-fn rank(
-    config: ArchConfig,
-    group: ProcessGroup,
-    values: Vec<(String, Tensor)>,
-    batch: Batch,
-    case: Case,
-) -> RankResult {
+fn rank(config: ArchConfig, group: ProcessGroup, values: Vec<(String, Tensor)>, batch: Batch, case: Case) -> RankResult {
     let mut vars = nn::VarStore::new(Device::Cpu);
     let mut model = tch::no_grad(|| MoeModel::new(&vars, config));
     let variables = vars.variables();
@@ -138,25 +79,13 @@ fn rank(
         }
     });
     model.shard_weights(&mut vars, Arc::new(Mutex::new(group)), Device::Cpu).unwrap();
-    let sharded = model.fully_sharded().unwrap();
-    let shard_names = sharded.names().len();
+    let shard_names = model.fully_sharded().unwrap().names().len();
     let trainables = sft_trainables(&model, &vars, SftMethod::Full, RouterMode::Train);
-    assert!(
-        trainables.iter().all(|t| t.tensor.dim() == 1),
-        "the optimiser updates flat shards"
-    );
+    assert!(trainables.iter().all(|t| t.tensor.dim() == 1), "the optimiser updates flat shards");
     let loss = step(&model, &batch, case, true);
     let grads = gradients(&trainables);
-    let whole = model
-        .gather_whole(&vars, None, Kind::Float, 0)
-        .unwrap()
-        .map(|(v, _)| v.variables().into_iter().collect());
-    RankResult {
-        loss,
-        grads,
-        whole,
-        shard_names,
-    }
+    let whole = model.gather_whole(&vars, None, Kind::Float, 0).unwrap().map(|(v, _)| v.variables().into_iter().collect());
+    RankResult { loss, grads, whole, shard_names }
 }
 
 fn compare(arch: &str, config: ArchConfig, world: usize, case: Case) {
@@ -164,9 +93,7 @@ fn compare(arch: &str, config: ArchConfig, world: usize, case: Case) {
     let vars = nn::VarStore::new(Device::Cpu);
     let whole = new_seeded(&vars, config.clone(), 7);
     let trainables = sft_trainables(&whole, &vars, SftMethod::Full, RouterMode::Train);
-    let want_losses: Vec<f64> = (0..world)
-        .map(|r| step(&whole, &batch(r, config.vocab_size), case, false))
-        .collect();
+    let want_losses: Vec<f64> = (0..world).map(|r| step(&whole, &batch(r, config.vocab_size), case, false)).collect();
     let want_grads = gradients(&trainables);
     let values: Vec<(String, Tensor)> = vars.variables().into_iter().collect();
 
@@ -174,41 +101,19 @@ fn compare(arch: &str, config: ArchConfig, world: usize, case: Case) {
     let inputs: Vec<_> = (0..world).map(|r| (values.iter().map(|(n, t)| (n.clone(), t.detach().copy())).collect::<Vec<_>>(), batch(r, config.vocab_size))).collect();
     let results: Vec<RankResult> = on_ranks(&prefix, inputs, move |_, group, (values, batch)| rank(config.clone(), group, values, batch, case));
 
-    assert_eq!(
-        results[0].shard_names,
-        values.len(),
-        "{label}: every weight is sharded"
-    );
-    assert_eq!(
-        want_grads.len(),
-        results[0].grads.len(),
-        "{label}: the same trainables"
-    );
+    assert_eq!(results[0].shard_names, values.len(), "{label}: every weight is sharded");
+    assert_eq!(want_grads.len(), results[0].grads.len(), "{label}: the same trainables");
     for (r, result) in results.iter().enumerate() {
         let (got, want) = (result.loss, want_losses[r]);
-        assert!(
-            (got - want).abs() <= 1e-5 * want.abs(),
-            "{label}: rank {r}'s loss {got} against {want}"
-        );
+        assert!((got - want).abs() <= 1e-5 * want.abs(), "{label}: rank {r}'s loss {got} against {want}");
         for (name, want) in &want_grads {
-            assert_close(
-                &format!("{label}: rank {r}'s gradient shard of {name}"),
-                &result.grads[name],
-                &piece(want, r, world),
-            );
+            assert_close(&format!("{label}: rank {r}'s gradient shard of {name}"), &result.grads[name], &piece(want, r, world));
         }
-        assert_eq!(
-            result.whole.is_some(),
-            r == 0,
-            "{label}: only rank 0 keeps the gathered model"
-        );
+        assert_eq!(result.whole.is_some(), r == 0, "{label}: only rank 0 keeps the gathered model");
     }
     let gathered = results[0].whole.as_ref().unwrap();
     for (name, value) in &values {
-        assert!(
-            gathered[name].equal(value),
-            "{label}: {name} gathered back from the shards"
-        );
+        assert!(gathered[name].equal(value), "{label}: {name} gathered back from the shards");
     }
 }
 

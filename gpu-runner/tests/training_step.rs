@@ -5,9 +5,8 @@
 
 mod common;
 
-use common::{configs, serial, small};
+use common::{configs, labelled_batch, serial, small, trainable_gradients};
 use moetune_runner::model::{new_seeded, Adapters, ForwardMode, MoeModel, PackedFormat, RoutingOptions};
-use moetune_runner::train::data::{Sample, IGNORE};
 use moetune_runner::train::eval::{self, Batch};
 use moetune_runner::train::optim::{AdamW, Trainable};
 use moetune_runner::train::step::{forward_backward, StepOptions};
@@ -16,15 +15,8 @@ use moetune_types::{LoraOptions, RouterMode, SftMethod};
 use serde_json::json;
 use tch::{nn, Device, Kind, Tensor};
 
-/// Two sequences of different lengths (padding), labels only on a response part (the rest IGNORE).
 fn batch(vocab: i64) -> Batch {
-    let sample = |len: usize, prompt: usize, offset: i64| {
-        let ids: Vec<i64> = (0..len as i64).map(|i| (i * 7 + offset) % vocab).collect();
-        let labels = ids.iter().enumerate().map(|(i, &t)| if i < prompt { IGNORE } else { t }).collect();
-        Sample { ids, labels, example_count: 1 }
-    };
-    let (a, b) = (sample(12, 4, 3), sample(9, 2, 11));
-    Batch::new(&[&a, &b], 0, Device::Cpu)
+    labelled_batch(vocab, 0)
 }
 
 /// LoRA on attention and experts, with non-zero B so the updates matter.
@@ -37,16 +29,6 @@ fn adapters(model: &MoeModel) -> Adapters {
         }
     });
     adapters
-}
-
-fn gradients(trainables: &[Trainable]) -> Vec<(String, Tensor)> {
-    trainables
-        .iter()
-        .map(|t| {
-            let g = t.tensor.grad();
-            (t.name.clone(), if g.defined() { g.detach().copy() } else { t.tensor.zeros_like() })
-        })
-        .collect()
 }
 
 fn zero_grads(trainables: &[Trainable]) {
@@ -104,13 +86,13 @@ fn chunked_and_checkpointed_steps_give_the_gradients_of_the_plain_backward() {
             let options = |checkpointing, chunk_tokens| StepOptions { checkpointing, chunk_tokens, aux_loss_coef: 0.01, z_loss_coef: 0.001, grad_scale: 0.5, always_backward: false };
 
             let reference_loss = reference_backward(&model, &batch, mode, &options(false, None));
-            let reference = gradients(&trainables);
+            let reference = trainable_gradients(&trainables);
             for (checkpointing, chunk) in [(false, Some(5)), (true, Some(5)), (true, None)] {
                 zero_grads(&trainables);
                 let loss = forward_backward(&model, &batch, mode, &options(checkpointing, chunk)).double_value(&[]);
                 let what = format!("{arch} {method:?} checkpointing={checkpointing} chunk={chunk:?}");
                 assert!((loss - reference_loss).abs() <= 1e-5 * reference_loss.abs(), "{what}: loss {loss} vs {reference_loss}");
-                assert_close(&what, &gradients(&trainables), &reference, 1e-5);
+                assert_close(&what, &trainable_gradients(&trainables), &reference, 1e-5);
             }
         }
     }
@@ -140,12 +122,12 @@ fn frozen_experts_backpropagated_one_at_a_time_give_the_gradients_of_the_plain_b
             let options = |checkpointing| StepOptions { checkpointing, chunk_tokens: Some(5), aux_loss_coef: 0.01, z_loss_coef: 0.001, grad_scale: 0.5, always_backward: false };
 
             let reference_loss = reference_backward(&model, &batch, mode, &options(false));
-            let reference = gradients(&trainables);
+            let reference = trainable_gradients(&trainables);
             zero_grads(&trainables);
             let loss = forward_backward(&model, &batch, mode, &options(true)).double_value(&[]);
             let what = format!("{arch} {format:?} transform={}", transform.is_some());
             assert!((loss - reference_loss).abs() <= 1e-5 * reference_loss.abs(), "{what}: loss {loss} vs {reference_loss}");
-            assert_close(&what, &gradients(&trainables), &reference, 1e-5);
+            assert_close(&what, &trainable_gradients(&trainables), &reference, 1e-5);
             // The deferred path is the one taken: every MoE layer of the packed model defers its experts.
             let rope = model.rope(batch.ids.size()[1], Device::Cpu, Kind::Float);
             let h = tch::no_grad(|| model.embed(&batch.ids));
@@ -169,7 +151,7 @@ fn expert_lora_on_the_factors_equals_the_materialised_update() {
             zero_grads(&trainables);
             let logits = model.forward(&ids, mode).logits;
             (logits * Tensor::linspace(-1.0, 1.0, config.vocab_size, (Kind::Float, Device::Cpu))).sum(Kind::Float).backward();
-            gradients(&trainables)
+            trainable_gradients(&trainables)
         };
         let factors = ForwardMode { adapters: Some(&adapters), ..Default::default() };
         // An identity transform takes the path that merges `W + BA` per expert (LoRA-QAT's).

@@ -167,11 +167,9 @@ impl FullySharded {
     }
 
     /// This rank's shard of parameter `name` (flat), when it is sharded, set to require a gradient
-    /// when `trains` (the whole parameter too, so the backward gives it one to reduce).
+    /// when `trains` (the caller sets the whole parameter alike, so the backward gives it one to reduce).
     pub fn shard(&self, name: &str, trains: bool) -> Option<Tensor> {
-        let p = self.params().find(|p| p.name == name)?;
-        let _ = p.param.shallow_clone().set_requires_grad(trains);
-        Some(p.shard.shallow_clone().set_requires_grad(trains))
+        self.params().find(|p| p.name == name).map(|p| p.shard.shallow_clone().set_requires_grad(trains))
     }
 
     /// Makes `unit`'s parameters whole until the returned guard (and any other holder) drops.

@@ -254,7 +254,7 @@ fn run_job(spec: &TrainingSpec, data: JobData, device: Device, mut resume: Optio
     let expert_shards = expert_parallel::split_names(&model);
     if let (Some(point), Some(dp), false) = (resume.as_mut(), parallel, expert_shards.is_empty()) {
         point.expert_shard = Some((dp.rank(), dp.world_size()));
-        point.split_kind = if options.fully_sharded { resume::SplitKind::Weights } else { resume::SplitKind::Experts };
+        point.split_kind = resume::SplitKind::of(options);
     }
     // A spec from the API names its QAT format; one given to the runner's CLI may leave it to the model.
     let mut resolved = spec.clone();

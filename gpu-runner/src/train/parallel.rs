@@ -251,11 +251,7 @@ impl DataParallel {
 pub fn summary(world: usize, accumulation: u32) -> String {
     let accumulation = accumulation as usize;
     let (most, fewest) = (accumulation.div_ceil(world), accumulation / world);
-    let share = if most == fewest {
-        format!("each computes {most}")
-    } else {
-        format!("each computes {fewest} or {most}")
-    };
+    let share = if most == fewest { format!("each computes {most}") } else { format!("each computes {fewest} or {most}") };
     let mut text = format!("Data parallel over {world} ranks: {share} of the step's {accumulation} micro-batches, gradients are summed across ranks, optimiser state is sharded (ZeRO-1)");
     if most != fewest {
         text.push_str(&format!("; ranks with fewer wait each step (set gradient_accumulation_steps to a multiple of {world})"));

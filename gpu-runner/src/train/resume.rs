@@ -49,6 +49,11 @@ pub enum SplitKind {
 }
 
 impl SplitKind {
+    /// How a job with these options splits its model (when it does).
+    pub fn of(options: &moetune_types::MoeSftQatOptions) -> Self {
+        if options.fully_sharded { SplitKind::Weights } else { SplitKind::Experts }
+    }
+
     fn describe(self) -> &'static str {
         match self {
             SplitKind::Experts => "its experts across ranks (expert_parallel)",

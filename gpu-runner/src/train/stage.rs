@@ -32,8 +32,8 @@ pub struct Stage<'a> {
     pub extra: Vec<(&'static str, Vec<(String, Tensor)>)>,
     /// This rank's share of a data-parallel job; `None` = one process.
     pub parallel: Option<&'a DataParallel>,
-    /// Under expert parallelism, the parameters of which this rank holds a share (its experts); empty
-    /// otherwise.
+    /// The parameters of which this rank holds a share: its experts under expert parallelism, every
+    /// weight under fully sharded weights; empty otherwise.
     pub expert_shards: &'a std::collections::BTreeSet<String>,
     /// The base model's top-k experts for every validation batch: what the routing drift of each
     /// monitor check is measured against.
@@ -66,7 +66,7 @@ impl Stage<'_> {
         reporter: &mut dyn Reporter,
     ) -> anyhow::Result<AdamW> {
         let options = &self.spec.moe;
-        // This rank's share of the experts (expert parallelism): its own to update, never exchanged.
+        // This rank's share of a split model (its experts, its weight shards): its own to update, never exchanged.
         let own: Vec<bool> = trainables.iter().map(|t| self.expert_shards.contains(&t.name)).collect();
         let split = own.iter().any(|&o| o);
         let owners = self.parallel.map(|dp| dp.owners_except(&trainables, &own));
@@ -310,19 +310,20 @@ impl Stage<'_> {
     /// stores the rest (weights are the same on every rank) once they all have, so a checkpoint the
     /// reporter records as complete is complete.
     ///
-    /// Expert parallelism: every rank also stores its share of the experts (values and state) in a
-    /// file of its own; the other files leave them out.
+    /// A split model (expert parallelism, fully sharded weights): every rank also stores its share
+    /// (values and state) in a file of its own; the other files leave them out.
     pub fn checkpoint_with(&self, name: &str, progress: &Progress, trainables: &[Trainable], optimizer: Option<&AdamW>, reporter: &mut dyn Reporter) -> anyhow::Result<()> {
         let dir = std::env::temp_dir().join(format!("moetune-ckpt-{}-{name}", std::process::id()));
         let split: Vec<bool> = trainables.iter().map(|t| self.expert_shards.contains(&t.name)).collect();
-        let experts = self.parallel.filter(|_| !self.expert_shards.is_empty());
-        let save_share = || match experts {
+        // A split model: each rank writes its share to a file of its own.
+        let split_over = self.parallel.filter(|_| !self.expert_shards.is_empty());
+        let save_share = || match split_over {
             Some(dp) => resume::save_split(&dir, dp.rank(), dp.world_size(), trainables, &split, optimizer),
             None => Ok(()),
         };
         let result = match self.parallel {
             Some(dp) if dp.rank() != 0 => {
-                let stored = match (optimizer, experts) {
+                let stored = match (optimizer, split_over) {
                     (None, None) => Ok(()),
                     _ => std::fs::create_dir_all(&dir)
                         .map_err(anyhow::Error::from)
@@ -349,8 +350,8 @@ impl Stage<'_> {
                 // those of the attempt it came from).
                 let mut progress = progress.clone();
                 progress.optimizer_shards = self.parallel.filter(|dp| optimizer.is_some() && dp.world_size() > 1).map(|dp| dp.world_size());
-                progress.expert_shards = experts.map(|dp| dp.world_size());
-                progress.split_kind = experts.map(|_| if self.spec.moe.fully_sharded { resume::SplitKind::Weights } else { resume::SplitKind::Experts });
+                progress.expert_shards = split_over.map(|dp| dp.world_size());
+                progress.split_kind = split_over.map(|_| resume::SplitKind::of(&self.spec.moe));
                 save_share()
                     .and_then(|()| resume::save(&dir, &progress, trainables, &split, optimizer, &self.extra))
                     .and_then(|()| reporter.checkpoint(name, progress.stage.name(), progress.step, &dir))

@@ -133,10 +133,7 @@ fn checkpointed(model: &MoeModel, batch: &Batch, mode: ForwardMode, options: &St
         }
         (inputs, h)
     });
-    let held = model.hold(Unit::Head);
-    let (ce, mut grad) = head_backward(model, &last, batch, true, options);
-    reduce_sharded_grads(model, Unit::Head);
-    drop(held);
+    let (ce, mut grad) = through_unit(model, Unit::Head, || head_backward(model, &last, batch, true, options));
     if options.always_backward && grad.is_none() {
         grad = Some(last.zeros_like());
     }
@@ -144,48 +141,52 @@ fn checkpointed(model: &MoeModel, batch: &Batch, mode: ForwardMode, options: &St
     let layers = moe_layers(model);
     for (i, input) in inputs.into_iter().enumerate().rev() {
         let needs_input_grad = i > 0 || model.embedding_trainable();
-        // Sharded weights stay whole from the recomputation to the end of the layer's backward.
-        let held = model.hold(Unit::Layer(i));
         let x = input.set_requires_grad(needs_input_grad);
-        let (out, deferred) = model.layer_forward_deferring_experts(i, &x, &rope, mode);
-        let mut surrogate = grad.as_ref().map(|g| (&out.hidden * g).sum(Kind::Float));
-        // Frozen routed experts are backpropagated one at a time, each recomputed and freed.
-        if let (Some(experts), Some(g)) = (deferred, grad.as_ref()) {
-            let through_experts = experts.backward(g);
-            surrogate = Some(match surrogate {
-                Some(s) => s + through_experts,
-                None => through_experts,
-            });
-        }
-        if let Some((logits, top_k)) = &out.router {
-            if let Some(loss) = router_losses(logits, top_k, &batch.valid, layers, options) {
+        let backpropagated = through_unit(model, Unit::Layer(i), || {
+            let (out, deferred) = model.layer_forward_deferring_experts(i, &x, &rope, mode);
+            let mut surrogate = grad.as_ref().map(|g| (&out.hidden * g).sum(Kind::Float));
+            // Frozen routed experts are backpropagated one at a time, each recomputed and freed.
+            if let (Some(experts), Some(g)) = (deferred, grad.as_ref()) {
+                let through_experts = experts.backward(g);
                 surrogate = Some(match surrogate {
-                    Some(s) => s + loss,
-                    None => loss,
+                    Some(s) => s + through_experts,
+                    None => through_experts,
                 });
             }
-        }
-        let backpropagated = surrogate.filter(Tensor::requires_grad).map(|s| s.backward()).is_some();
-        reduce_sharded_grads(model, Unit::Layer(i));
-        drop(held);
+            if let Some((logits, top_k)) = &out.router {
+                if let Some(loss) = router_losses(logits, top_k, &batch.valid, layers, options) {
+                    surrogate = Some(match surrogate {
+                        Some(s) => s + loss,
+                        None => loss,
+                    });
+                }
+            }
+            surrogate.filter(Tensor::requires_grad).map(|s| s.backward()).is_some()
+        });
         let input_grad = x.grad();
         grad = (backpropagated && needs_input_grad && input_grad.defined()).then_some(input_grad);
     }
-    let held = model.hold(Unit::Embedding);
-    if let (true, Some(g)) = (model.embedding_trainable(), grad) {
-        (model.embed(&batch.ids) * g).sum(Kind::Float).backward();
+    // Whether the embedding trains is the same on every rank: a frozen one is neither gathered nor reduced.
+    if model.embedding_trainable() {
+        through_unit(model, Unit::Embedding, || {
+            if let Some(g) = grad {
+                (model.embed(&batch.ids) * g).sum(Kind::Float).backward();
+            }
+        });
     }
-    reduce_sharded_grads(model, Unit::Embedding);
-    drop(held);
     ce
 }
 
-/// Fully sharded weights: sums `unit`'s gradients over ranks into this rank's shards. Every rank
-/// calls it for every unit, whether or not its backward reached the unit.
-fn reduce_sharded_grads(model: &MoeModel, unit: Unit) {
+/// Runs `backward` (a unit's part of the backward) with the unit's weights held whole when they are
+/// fully sharded, then sums their gradients over ranks into this rank's shards. Every rank calls it
+/// for the same units, whether or not its own backward reaches them.
+fn through_unit<R>(model: &MoeModel, unit: Unit, backward: impl FnOnce() -> R) -> R {
+    let _held = model.hold(unit);
+    let out = backward();
     if let Some(sharded) = model.fully_sharded() {
         sharded.reduce_grads(unit);
     }
+    out
 }
 
 /// The loss head on final hidden states `h` `[batch, seq, hidden]` (no autograd history needed):

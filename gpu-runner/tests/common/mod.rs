@@ -7,8 +7,34 @@ use std::time::Duration;
 
 use moetune_c10d::{Backend, ProcessGroup, Store};
 use moetune_runner::model::{ArchConfig, ForwardMode, MoeModel};
+use moetune_runner::train::data::{Sample, IGNORE};
+use moetune_runner::train::eval::Batch;
+use moetune_runner::train::optim::Trainable;
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
+
+/// Two sequences of different lengths (padding), labels only on a response part (the rest IGNORE);
+/// `shift` moves every token id (distinct batches for distinct ranks).
+pub fn labelled_batch(vocab: i64, shift: i64) -> Batch {
+    let sample = |len: usize, prompt: usize, offset: i64| {
+        let ids: Vec<i64> = (0..len as i64).map(|i| (i * 7 + offset + shift) % vocab).collect();
+        let labels = ids.iter().enumerate().map(|(i, &t)| if i < prompt { IGNORE } else { t }).collect();
+        Sample { ids, labels, example_count: 1 }
+    };
+    let (a, b) = (sample(12, 4, 3), sample(9, 2, 11));
+    Batch::new(&[&a, &b], 0, Device::Cpu)
+}
+
+/// Every trainable's accumulated gradient (zeros where it has none), by name.
+pub fn trainable_gradients(trainables: &[Trainable]) -> Vec<(String, Tensor)> {
+    trainables
+        .iter()
+        .map(|t| {
+            let g = t.tensor.grad();
+            (t.name.clone(), if g.defined() { g.detach().copy() } else { t.tensor.zeros_like() })
+        })
+        .collect()
+}
 
 /// How long a rank of [`on_ranks`] waits for the others.
 pub const RANK_TIMEOUT: Duration = Duration::from_secs(60);
