@@ -156,6 +156,10 @@ async fn moe_sft_qat_options_are_validated_and_passed_through(pool: PgPool) {
         (json!({"expert_parallel": true}), "method.moe_sft_qat.expert_parallel", "world_size"),
         (json!({"expert_parallel": true, "world_size": 3, "gradient_accumulation_steps": 3}), "method.moe_sft_qat.world_size", "must divide 4"),
         (json!({"expert_parallel": true, "world_size": 2, "gradient_accumulation_steps": 2, "lora": {"target_experts": true}}), "method.moe_sft_qat.lora.target_experts", "expert_parallel"),
+        // Fully sharded weights need ranks, a full fine-tune and layer-by-layer recomputation.
+        (json!({"fully_sharded": true, "sft_method": "full"}), "method.moe_sft_qat.fully_sharded", "world_size"),
+        (json!({"fully_sharded": true, "world_size": 2, "gradient_accumulation_steps": 2}), "method.moe_sft_qat.fully_sharded", "sft_method: full"),
+        (json!({"fully_sharded": true, "sft_method": "full", "world_size": 2, "gradient_accumulation_steps": 2, "gradient_checkpointing": false}), "method.moe_sft_qat.gradient_checkpointing", "fully_sharded"),
     ];
     for (options, param, hint) in refused {
         let error = error_of(env.post_json("/v1/fine_tuning/jobs", job(options.clone())).await, 400).await;
