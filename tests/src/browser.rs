@@ -119,6 +119,26 @@ impl Browser {
         panic!("{css} kept being redrawn while its text was read");
     }
 
+    /// The texts of every element matching `css`, in page order; read again from a fresh lookup
+    /// when the page redraws them between the lookup and the reads.
+    pub async fn texts(&self, css: &str) -> Vec<String> {
+        'lookup: for _ in 0..STALE_RETRIES {
+            let mut texts = Vec::new();
+            for element in self.find_all(css).await {
+                match element.text().await {
+                    Ok(text) => texts.push(text),
+                    Err(e) if stale(&e) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue 'lookup;
+                    }
+                    Err(e) => panic!("text of {css}: {e}"),
+                }
+            }
+            return texts;
+        }
+        panic!("{css} kept being redrawn while its texts were read");
+    }
+
     pub async fn attribute(&self, css: &str, name: &str) -> Option<String> {
         for _ in 0..STALE_RETRIES {
             match self.find(css).await.attr(name).await {

@@ -120,7 +120,7 @@ async fn a_job_is_driven_through_the_console(pool: PgPool) {
     browser.wait_for_text("#progress-text", SHORT, |t| t.starts_with("QAT step 4 of 4")).await;
     assert_eq!(browser.attribute("#loss-chart", "data-drawn").await.as_deref(), Some("3"), "SFT, QAT and validation loss");
     assert_eq!(browser.attribute("#lr-chart", "data-drawn").await.as_deref(), Some("1"));
-    let legend: Vec<String> = futures_util::future::join_all(browser.find_all("#loss-chart .legend li span:last-child").await.iter().map(|e| e.text())).await.into_iter().map(Result::unwrap).collect();
+    let legend = browser.texts("#loss-chart .legend li span:last-child").await;
     assert_eq!(legend, ["SFT training loss", "QAT training loss", "validation loss"]);
     let events = env.get_json(&format!("/v1/fine_tuning/jobs/{id}/events?limit=1000")).await;
     let last_check = events["data"].as_array().unwrap().iter().find(|e| e["type"] == "monitor").expect("a monitor check").clone();
