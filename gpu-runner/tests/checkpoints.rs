@@ -238,8 +238,9 @@ fn estimates_for_the_published_models() {
 
 /// One rank's estimate for full SFT → full QAT of gpt-oss-120b, bf16 with activation checkpointing,
 /// batch 1 × 4,096 tokens: AdamW's 16 bytes per parameter (1.87 TB) exceed 8 × 80 GB however they are
-/// split; with the experts split across 32 ranks (and the optimiser state of the rest across them
-/// too) one rank fits an 80 GB GPU.
+/// split across GPUs; with the experts split across 32 ranks (and the optimiser state of the rest
+/// across them too) one rank fits an 80 GB GPU, and so does one of 8 fully sharded ranks whose shards
+/// and optimiser state are offloaded to host memory.
 #[test]
 fn full_training_of_gpt_oss_120b_per_rank() {
     let dir = scratch("published-gpt-oss-120b-full");
@@ -250,9 +251,9 @@ fn full_training_of_gpt_oss_120b_per_rank() {
                         "quantization_config": {"quant_method": "mxfp4"}});
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     let gib = |b: i64| b as f64 / f64::from(1 << 30);
-    let per_rank = |ranks: u32, split: Option<&str>| {
+    let per_rank = |ranks: u32, split: &[&str]| {
         let mut options = json!({"sft_method": "full", "seq_len": 4096, "world_size": ranks, "gradient_accumulation_steps": ranks});
-        if let Some(how) = split {
+        for how in split {
             options[how] = true.into();
         }
         let moe: MoeSftQatOptions = serde_json::from_value(options).unwrap();
@@ -260,30 +261,36 @@ fn full_training_of_gpt_oss_120b_per_rank() {
         let cuda = inspect(&dir, &spec).unwrap().memory["cuda"].clone();
         let sft = &cuda.stages["sft"];
         let how = match split {
-            Some("expert_parallel") => ", experts split",
-            Some(_) => ", fully sharded",
-            None => "",
+            ["expert_parallel"] => ", experts split",
+            [_] => ", fully sharded",
+            [_, _] => ", fully sharded, offloaded",
+            _ => "",
         };
         println!(
-            "gpt-oss-120b full SFT → QAT, {ranks} ranks{how}: weights {:.1} GiB, gradients and optimiser state {:.1} GiB, activations {:.1} GiB; peak {:.1} GiB per rank",
+            "gpt-oss-120b full SFT → QAT, {ranks} ranks{how}: weights {:.1} GiB, gradients and optimiser state {:.1} GiB, activations {:.1} GiB; peak {:.1} GiB per rank, {:.1} GiB of host memory offloaded",
             gib(sft.weights_bytes),
             gib(sft.trainable_bytes),
             gib(sft.activations_bytes + sft.transient_bytes),
-            gib(cuda.peak_bytes)
+            gib(cuda.peak_bytes),
+            gib(cuda.offloaded_bytes)
         );
-        cuda.peak_bytes
+        (cuda.peak_bytes, cuda.offloaded_bytes)
     };
-    let experts = Some("expert_parallel");
-    let peaks: Vec<i64> = [(1, None), (8, None), (8, experts), (32, experts), (64, experts)].into_iter().map(|(r, s)| per_rank(r, s)).collect();
+    let experts: &[&str] = &["expert_parallel"];
+    let peaks: Vec<i64> = [(1, &[][..]), (8, &[]), (8, experts), (32, experts), (64, experts)].into_iter().map(|(r, s)| per_rank(r, s).0).collect();
     let gpu = 80_000_000_000;
     assert!(peaks[0] > 1_800_000_000_000, "one rank holds the whole 16 bytes per parameter");
     assert!(peaks.windows(2).all(|w| w[1] < w[0]), "{peaks:?}: more ranks, less each");
     assert!(peaks[2] > gpu, "8 expert-parallel ranks still hold about 180 GB of optimiser state each");
     assert!(peaks[3] <= gpu, "32 expert-parallel ranks fit an 80 GB GPU each");
-    let sharded: Vec<i64> = [8, 32, 64].into_iter().map(|r| per_rank(r, Some("fully_sharded"))).collect();
+    let sharded: Vec<i64> = [8, 32, 64].into_iter().map(|r| per_rank(r, &["fully_sharded"]).0).collect();
     assert!(sharded.windows(2).all(|w| w[1] < w[0]), "{sharded:?}: more ranks, less each");
     assert!(sharded[0] > gpu && sharded[0] < peaks[1], "8 fully sharded ranks hold 1/8 of everything, still more than 80 GB");
     assert!(sharded[2] <= gpu, "64 fully sharded ranks fit an 80 GB GPU each");
+    let (offloaded, host) = per_rank(8, &["fully_sharded", "cpu_offload"]);
+    assert!(offloaded <= gpu, "8 fully sharded ranks with their shards in host memory fit an 80 GB GPU each: {:.1} GiB", gib(offloaded));
+    // fp32 shards (4 bytes per parameter), their gradients and moments (12), an eighth each.
+    assert!(host > 1_800_000_000_000 / 8 && host < 2_000_000_000_000 / 8, "{:.1} GiB of host memory per rank", gib(host));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -15,7 +15,7 @@ use common::{configs, labelled_batch, on_ranks, serial, trainable_gradients};
 use moetune_c10d::ProcessGroup;
 use moetune_runner::model::{new_seeded, ArchConfig, ForwardMode, MoeModel, RoutingOptions};
 use moetune_runner::train::eval::Batch;
-use moetune_runner::train::optim::Trainable;
+use moetune_runner::train::optim::{AdamW, Trainable};
 use moetune_runner::train::sft_trainables;
 use moetune_runner::train::step::{forward_backward, StepOptions};
 use moetune_types::{RouterMode, SftMethod};
@@ -78,7 +78,7 @@ fn rank(config: ArchConfig, group: ProcessGroup, values: Vec<(String, Tensor)>, 
             variables[name].shallow_clone().copy_(value);
         }
     });
-    model.shard_weights(&mut vars, Arc::new(Mutex::new(group)), Device::Cpu).unwrap();
+    model.shard_weights(&mut vars, Arc::new(Mutex::new(group)), Device::Cpu, false).unwrap();
     let shard_names = model.fully_sharded().unwrap().names().len();
     let trainables = sft_trainables(&model, &vars, SftMethod::Full, RouterMode::Train);
     assert!(trainables.iter().all(|t| t.tensor.dim() == 1), "the optimiser updates flat shards");
@@ -123,5 +123,62 @@ fn fully_sharded_ranks_give_the_losses_and_gradients_of_the_whole_model() {
     for (arch, config) in configs() {
         compare(arch, config.clone(), 2, Case::Full);
         compare(arch, config, 3, Case::Qat);
+    }
+}
+
+/// One rank of a bf16 model, its shards on the device or offloaded: the kind of its shards, its loss,
+/// its gradient shards (as fp32) and, after one AdamW step, the fp32 values it updated (the
+/// offloaded shards themselves, or the device shards' fp32 masters).
+fn bf16_rank(config: ArchConfig, group: ProcessGroup, values: Vec<(String, Tensor)>, batch: Batch, offload: bool) -> (Kind, f64, HashMap<String, Tensor>, HashMap<String, Tensor>) {
+    let mut vars = nn::VarStore::new(Device::Cpu);
+    let mut model = tch::no_grad(|| MoeModel::new(&vars, config));
+    let variables = vars.variables();
+    tch::no_grad(|| values.iter().for_each(|(name, value)| drop(variables[name].shallow_clone().copy_(value))));
+    vars.set_kind(Kind::BFloat16);
+    model.shard_weights(&mut vars, Arc::new(Mutex::new(group)), Device::Cpu, offload).unwrap();
+    assert_eq!(model.fully_sharded().unwrap().offloaded(), offload);
+    let trainables = sft_trainables(&model, &vars, SftMethod::Full, RouterMode::Train);
+    let kind = trainables[0].tensor.kind();
+    assert!(trainables.iter().all(|t| t.tensor.kind() == kind && t.tensor.device() == Device::Cpu));
+    let loss = step(&model, &batch, Case::Full, true);
+    let grads = gradients(&trainables).into_iter().map(|(name, g)| (name, g.to_kind(Kind::Float))).collect();
+    let mut optimizer = AdamW::new(trainables, 0.1);
+    optimizer.step(1e-2);
+    let updated = if offload {
+        optimizer.params().iter().map(|t| (t.name.clone(), t.tensor.detach().copy())).collect()
+    } else {
+        optimizer.state(|_| true).into_iter().filter_map(|(name, t)| Some((name.strip_suffix(".master")?.to_string(), t))).collect()
+    };
+    (kind, loss, grads, updated)
+}
+
+/// CPU offload keeps the shards in fp32 in host memory and gathers them in the parameters' dtype; in
+/// bf16, the precision it is for, it must train exactly as bf16 shards with fp32 masters do: the same
+/// losses, the same gradients (reduced in bf16, then widened), and after an AdamW step fp32 shards
+/// equal to the masters (within the fused CPU update's rounding of its square root).
+#[test]
+fn cpu_offloaded_shards_train_as_shards_on_the_device_do() {
+    let _serial = serial();
+    let (arch, config) = configs().swap_remove(0);
+    let vars = nn::VarStore::new(Device::Cpu);
+    let _ = new_seeded(&vars, config.clone(), 7);
+    let values: Vec<(String, Tensor)> = vars.variables().into_iter().collect();
+    let run = |offload: bool| {
+        let inputs: Vec<_> = (0..2).map(|r| (values.iter().map(|(n, t)| (n.clone(), t.detach().copy())).collect::<Vec<_>>(), batch(r, config.vocab_size))).collect();
+        let config = config.clone();
+        on_ranks(&format!("offload-{arch}-{offload}"), inputs, move |_, group, (values, batch)| bf16_rank(config.clone(), group, values, batch, offload))
+    };
+    let (on_device, offloaded) = (run(false), run(true));
+    for (r, (device, host)) in on_device.iter().zip(&offloaded).enumerate() {
+        assert_eq!((device.0, host.0), (Kind::BFloat16, Kind::Float), "rank {r}: the shards' dtype");
+        assert_eq!(device.1, host.1, "rank {r}: the loss");
+        assert_eq!(device.2.len(), host.2.len());
+        for (name, grad) in &device.2 {
+            assert!(host.2[name].equal(grad), "rank {r}: the gradient shard of {name}");
+        }
+        assert_eq!(device.3.len(), host.3.len(), "rank {r}: every trainable has a master");
+        for (name, master) in &device.3 {
+            assert_close(&format!("rank {r}: {name} after a step"), &host.3[name], master);
+        }
     }
 }

@@ -175,17 +175,25 @@ fn expert_parallel_ranks_train_with_the_single_process_losses() {
 }
 
 /// Fully sharded weights (each rank holds 1/N of every weight, gradient and optimiser state; a
-/// layer's weights are gathered whole while it runs): full SFT → full QAT on 2 and 4 ranks gives the
-/// single process's losses and evaluations, and rank 0 writes the whole model.
+/// layer's weights are gathered whole while it runs): full SFT → full QAT on 2 and 4 ranks, and on 2
+/// with the shards offloaded to host memory, gives the single process's losses and evaluations, and
+/// rank 0 writes the whole model.
 #[test]
 fn fully_sharded_ranks_train_with_the_single_process_losses() {
     let dir = scratch("sharded");
     let options = r#"{"sft_method": "full", "learning_rate": 1e-3, "max_steps": 3, "gradient_accumulation_steps": 4, "router": {"mode": "train"}, "qat": {"steps": 2, "learning_rate": 1e-4}, "checkpoint_every_n_steps": 0}"#;
     let single = train(1, options, &dir.join("single"), &[]);
     assert!(train_losses(&single).len() >= 5, "SFT and QAT steps");
-    for world in [2, 4] {
-        let events = train(world, &split(options, world, "fully_sharded"), &dir.join(format!("ranks-{world}")), &[]);
-        assert_trains_like(&events, &single, &format!("Fully sharded over {world} ranks"), &format!("fully sharded over {world} ranks"));
+    for (world, offload) in [(2, false), (4, false), (2, true)] {
+        let mut sharded = split(options, world, "fully_sharded");
+        if offload {
+            sharded = split(&sharded, world, "cpu_offload");
+        }
+        let events = train(world, &sharded, &dir.join(format!("ranks-{world}-{offload}")), &[]);
+        let what = format!("fully sharded over {world} ranks{}", if offload { ", offloaded" } else { "" });
+        assert_trains_like(&events, &single, &format!("Fully sharded over {world} ranks"), &what);
+        let told = events.iter().any(|e| e["message"].as_str().is_some_and(|m| m.contains("in host memory in fp32, stepped on the CPU")));
+        assert_eq!(told, offload, "{what}: whether the log says the shards are in host memory");
     }
 }
 

@@ -297,6 +297,11 @@ pub struct MoeSftQatOptions {
     /// checkpointing is implied. Default false. Not yet combined with `expert_parallel`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub fully_sharded: bool,
+    /// With `fully_sharded`: keep each rank's shards in host memory, in fp32, with their gradients and
+    /// optimiser state, and run the optimiser step on the CPU (ZeRO-Offload / FSDP's CPU offload).
+    /// The GPU then holds only the layer being run, at the cost of host-device copies. Default false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cpu_offload: bool,
     /// `auto` (default: bf16 on CUDA, fp32 on CPU), `fp32` or `bf16`.
     pub precision: Precision,
     /// Recompute each decoder layer in the backward instead of keeping its activations (less memory,
@@ -333,6 +338,7 @@ impl Default for MoeSftQatOptions {
             world_size: 1,
             expert_parallel: false,
             fully_sharded: false,
+            cpu_offload: false,
             precision: Precision::Auto,
             gradient_checkpointing: None,
             base_expert_format: None,
@@ -448,6 +454,7 @@ impl MoeSftQatOptions {
                 "`fully_sharded` recomputes each layer in the backward (its weights are gathered one layer at a time): leave `gradient_checkpointing` unset or true.",
             )?;
         }
+        check(!self.cpu_offload || self.fully_sharded, "cpu_offload", "`cpu_offload` moves the shards of fully sharded weights to host memory: set `fully_sharded: true` (and `world_size` 2 or more).")?;
         Ok(())
     }
 
@@ -501,6 +508,8 @@ mod tests {
             assert_eq!(sharded(refused), Err("method.moe_sft_qat.fully_sharded".into()));
         }
         assert_eq!(sharded(|o| o.gradient_checkpointing = Some(false)), Err("method.moe_sft_qat.gradient_checkpointing".into()));
+        assert_eq!(sharded(|o| o.cpu_offload = true), Ok(()));
+        assert_eq!(sharded(|o| (o.cpu_offload, o.fully_sharded) = (true, false)), Err("method.moe_sft_qat.cpu_offload".into()));
         assert!(serde_json::to_value(MoeSftQatOptions::default()).unwrap().get("fully_sharded").is_none());
     }
 

@@ -84,6 +84,10 @@ pub struct JobMemory {
     /// Host memory the merge and export take (the dense model in the training dtype, the adapters, one
     /// export shard and one expert tensor in fp32): a CUDA runner merges on the host, so this is not part of its GPU peak.
     pub host_bytes: i64,
+    /// Host memory each rank keeps for the whole job under `cpu_offload`: its fp32 weight shards,
+    /// their gradients and AdamW moments (0 without). On a CPU runner it is part of the stages.
+    #[serde(default)]
+    pub offloaded_bytes: i64,
 }
 
 /// The runner's export shard size (`export::MAX_SHARD_BYTES`).
@@ -186,7 +190,18 @@ impl MemoryModel {
         let moe_layer = (dense_rest - 2 * largest).max(0) / layers + all_experts / moe_layers;
         let unit = moe_layer.max(largest);
         // The weights this rank holds (its share of the experts under expert parallelism).
-        let dense_weights = if sharded { share(dense_rest + experts, ranks) * b + unit * b } else { (dense_rest + experts) * b };
+        // With CPU offload the shards are fp32 in host memory, with their gradients and moments (no
+        // master: the shard is the fp32 value); the device holds only the gathered unit.
+        let offload = sharded && o.cpu_offload;
+        let offloaded_weights = if offload { share(dense_rest + experts, ranks) * 4 } else { 0 };
+        let on_device = |host: i64| if cuda { 0 } else { host };
+        let dense_weights = if offload {
+            on_device(offloaded_weights) + unit * b
+        } else if sharded {
+            share(dense_rest + experts, ranks) * b + unit * b
+        } else {
+            (dense_rest + experts) * b
+        };
         let frozen_weights = match packed_bits {
             Some((bits, _)) => dense_rest * b + (experts as f64 * bits / 8.0).ceil() as i64,
             None => dense_weights,
@@ -214,11 +229,14 @@ impl MemoryModel {
         let dequantised = if packed_bits.is_some() { frozen_expert_copies(1) } else { 0 };
         let router = if o.router.mode == RouterMode::Train { self.router_params } else { 0 };
         let full_trainable = dense_rest + experts - self.router_params + router;
+        let offloaded_trainable = if offload { share(full_trainable, ranks) * 12 } else { 0 };
         // Gradients are whole on every rank; the optimiser state of a tensor every rank holds is kept by
         // one owner (ZeRO-1), that of a rank's own experts by the rank.
         let own_experts = if o.expert_parallel { experts } else { 0 };
         let state = optimiser_state_bytes(b);
-        let full_trainable_bytes = if sharded {
+        let full_trainable_bytes = if offload {
+            on_device(offloaded_trainable) + 2 * unit * b
+        } else if sharded {
             // Gradient and state shards; the gathered unit's whole gradient and its reduce-scatter copy.
             share(full_trainable, ranks) * (b + state) + 2 * unit * b
         } else {
@@ -264,7 +282,8 @@ impl MemoryModel {
         }
         let peak_bytes = stages.values().map(|s| s.total_bytes).max().unwrap_or(0);
         let base_experts = packed_bits.map_or(if b == 2 { "bf16" } else { "fp32" }, |(_, name)| name).to_string();
-        JobMemory { device, dtype: if b == 2 { "bf16" } else { "fp32" }, activation_checkpointing: checkpointing, base_experts, stages, peak_bytes, host_bytes }
+        let offloaded_bytes = offloaded_weights + offloaded_trainable;
+        JobMemory { device, dtype: if b == 2 { "bf16" } else { "fp32" }, activation_checkpointing: checkpointing, base_experts, stages, peak_bytes, host_bytes, offloaded_bytes }
     }
 
     /// The job's peak on a CUDA runner (`memory_bytes`) and on a CPU runner (`cpu_memory_bytes`).
@@ -496,5 +515,26 @@ mod tests {
         // More ranks, less each: the unit gathered whole is the floor.
         assert!(full(8).peak_bytes < four.peak_bytes);
         assert_eq!(four.host_bytes, one.host_bytes);
+        assert_eq!(four.offloaded_bytes, 0);
+    }
+
+    #[test]
+    fn cpu_offload_moves_the_shards_and_their_state_to_host_memory() {
+        let m = model();
+        let offloaded = |device: TrainingDevice| {
+            let edit = |o: &mut crate::MoeSftQatOptions| {
+                (o.sft_method, o.world_size, o.fully_sharded, o.cpu_offload) = (SftMethod::Full, 4, true, true);
+            };
+            m.job_memory(&spec(edit), device)
+        };
+        let (unit, trainable): (i64, i64) = ((2_000_000 - 128_000) / 4 + 8_000_000 / 4, 10_000_000 - 1_000);
+        // fp32 shards of every weight; gradient and two moments of every trainable one.
+        let host = share(10_000_000, 4) * 4 + share(trainable, 4) * 12;
+        let gpu = offloaded(TrainingDevice::Cuda);
+        assert_eq!((gpu.stages["sft"].weights_bytes, gpu.stages["sft"].trainable_bytes), (unit * 2, 2 * unit * 2), "the GPU holds the gathered unit only");
+        assert_eq!(gpu.offloaded_bytes, host);
+        // A CPU runner trains in host memory: the offloaded shards are in its stages.
+        let cpu = offloaded(TrainingDevice::Cpu);
+        assert_eq!(cpu.stages["sft"].weights_bytes + cpu.stages["sft"].trainable_bytes, host + 3 * unit * 4);
     }
 }

@@ -10,6 +10,11 @@
 //! gradients are reduce-scattered (summed over ranks) into the shards' gradients and freed, so a
 //! rank holds 1/N of every gradient too.
 //!
+//! With CPU offload the shards live in host memory in fp32, with their gradients (the optimiser then
+//! steps on the CPU): holding a unit copies its shards to the device in the parameters' dtype before
+//! the all-gather, and the reduce-scattered gradients are copied back and added in fp32. The device
+//! then holds only the units being run.
+//!
 //! Collectives pair up by order alone: every rank must hold, release and reduce the same units in
 //! the same order, as running the same forwards and backwards does. A collective that fails (a lost
 //! rank) panics with a message starting [`FAILED`], since forwards cannot return errors.
@@ -39,7 +44,10 @@ struct ShardedParam {
     /// The model's parameter: no storage while its unit is released, the whole value while held.
     param: Tensor,
     shape: Vec<i64>,
-    /// This rank's piece of the flattened, zero-padded value; what the optimiser updates.
+    /// The parameter's dtype: what it is gathered in, and its gradients reduced in.
+    kind: Kind,
+    /// This rank's piece of the flattened, zero-padded value; what the optimiser updates. On the
+    /// device in the parameter's dtype, or in host memory in fp32 with CPU offload.
     shard: Tensor,
     /// What the parameter points at while released (no elements, its dtype and device).
     released: Tensor,
@@ -71,6 +79,10 @@ pub struct FullySharded {
     group: Arc<Mutex<ProcessGroup>>,
     rank: usize,
     ranks: usize,
+    /// Where units are gathered and run.
+    device: Device,
+    /// Whether the shards are kept in host memory in fp32.
+    offload: bool,
     /// Embedding, layers 0…L−1, head.
     units: Vec<UnitState>,
 }
@@ -97,9 +109,9 @@ fn unit_of(name: &str) -> Unit {
 
 impl FullySharded {
     /// Shards every parameter of `params` held whole in `vars` (not a share of the experts, not a
-    /// placeholder for packed experts) across `group`'s ranks, the shards on `device`, and frees the
-    /// whole values. Every rank must start from the same values.
-    pub fn new(group: Arc<Mutex<ProcessGroup>>, params: &[ParamInfo], vars: &nn::VarStore, layers: usize, device: Device) -> anyhow::Result<Self> {
+    /// placeholder for packed experts) across `group`'s ranks, the shards on `device` (in host memory
+    /// in fp32 when `offload`), and frees the whole values. Every rank must start from the same values.
+    pub fn new(group: Arc<Mutex<ProcessGroup>>, params: &[ParamInfo], vars: &nn::VarStore, layers: usize, device: Device, offload: bool) -> anyhow::Result<Self> {
         let (rank, ranks) = {
             let g = group.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             (g.rank(), g.size())
@@ -115,8 +127,10 @@ impl FullySharded {
                 let (numel, kind) = (info.numel(), param.kind());
                 let chunk = (numel + ranks as i64 - 1) / ranks as i64;
                 let padded = Tensor::cat(&[param.detach().reshape([-1]), param.new_zeros([chunk * ranks as i64 - numel], (kind, param.device()))], 0);
-                // A copy of its own (not a view keeping the whole value alive), on the training device.
-                let shard = padded.narrow(0, rank as i64 * chunk, chunk).to_device(device).copy().set_requires_grad(param.requires_grad());
+                // A copy of its own (not a view keeping the whole value alive).
+                let piece = padded.narrow(0, rank as i64 * chunk, chunk);
+                let piece = if offload { piece.to_device(Device::Cpu).to_kind(Kind::Float) } else { piece.to_device(device) };
+                let shard = piece.copy().set_requires_grad(param.requires_grad());
                 let released = Tensor::zeros([0], (kind, device));
                 storage::set_data(param, &released)?;
                 let index = match unit_of(&info.name) {
@@ -125,12 +139,12 @@ impl FullySharded {
                     Unit::Layer(i) => anyhow::bail!("{} names layer {i} of a model of {layers}", info.name),
                     Unit::Head => layers + 1,
                 };
-                per_unit[index].push(ShardedParam { name: info.name.clone(), param: param.shallow_clone(), shape: info.shape.clone(), shard, released });
+                per_unit[index].push(ShardedParam { name: info.name.clone(), param: param.shallow_clone(), shape: info.shape.clone(), kind, shard, released });
             }
             Ok(())
         })?;
         let units = per_unit.into_iter().map(|params| UnitState { buckets: by_kind(params), holds: AtomicUsize::new(0) }).collect();
-        Ok(Self { group, rank, ranks, units })
+        Ok(Self { group, rank, ranks, device, offload, units })
     }
 
     pub fn rank(&self) -> usize {
@@ -189,7 +203,7 @@ impl FullySharded {
 
     /// All-gathers a bucket's shards (one collective) and points each parameter at its whole value.
     fn gather_bucket(&self, bucket: &Bucket) -> anyhow::Result<()> {
-        let mine = Tensor::cat(&bucket.params.iter().map(|p| p.shard.detach()).collect::<Vec<_>>(), 0);
+        let mine = Tensor::cat(&bucket.params.iter().map(|p| self.on_device(p)).collect::<Vec<_>>(), 0);
         let mut all = mine.new_empty([mine.numel() as i64 * self.ranks as i64], (mine.kind(), mine.device()));
         self.group().all_gather(&mut all, &mine)?;
         // Rank-major: [rank][param chunks]; each parameter's pieces are one column block.
@@ -237,9 +251,9 @@ impl FullySharded {
         let ranks = self.ranks as i64;
         let mut columns = Vec::with_capacity(trained.len());
         for p in &trained {
-            let options = (p.shard.kind(), p.shard.device());
-            let grad = storage::take_grad(&p.param)?.map(|g| g.reshape([-1])).unwrap_or_else(|| p.shard.new_zeros([p.numel()], options));
-            let padded = Tensor::cat(&[grad, p.shard.new_zeros([p.chunk() * ranks - p.numel()], options)], 0);
+            let options = (p.kind, self.device);
+            let grad = storage::take_grad(&p.param)?.map(|g| g.reshape([-1])).unwrap_or_else(|| Tensor::zeros([p.numel()], options));
+            let padded = Tensor::cat(&[grad, Tensor::zeros([p.chunk() * ranks - p.numel()], options)], 0);
             columns.push(padded.view([ranks, p.chunk()]));
         }
         let input = Tensor::cat(&columns, 1).reshape([-1]);
@@ -248,7 +262,9 @@ impl FullySharded {
         self.group().reduce_scatter(&mut mine, &input, ReduceOp::Sum)?;
         let mut offset = 0;
         for p in trained {
-            storage::accumulate_grad(&p.shard, &mine.narrow(0, offset, p.chunk()))?;
+            // To host memory, in fp32, with CPU offload; otherwise as it is.
+            let piece = mine.narrow(0, offset, p.chunk()).to_device(p.shard.device()).to_kind(p.shard.kind());
+            storage::accumulate_grad(&p.shard, &piece)?;
             offset += p.chunk();
         }
         Ok(())
@@ -258,10 +274,20 @@ impl FullySharded {
     pub fn whole(&self, name: &str) -> anyhow::Result<Tensor> {
         let p = self.params().find(|p| p.name == name).ok_or_else(|| anyhow::anyhow!("{name} is not sharded"))?;
         tch::no_grad(|| {
-            let mut all = p.shard.new_empty([p.chunk() * self.ranks as i64], (p.shard.kind(), p.shard.device()));
-            self.group().all_gather(&mut all, &p.shard.detach())?;
+            let mut all = Tensor::empty([p.chunk() * self.ranks as i64], (p.kind, self.device));
+            self.group().all_gather(&mut all, &self.on_device(p))?;
             Ok(all.narrow(0, 0, p.numel()).view(p.shape.as_slice()))
         })
+    }
+
+    /// A parameter's shard as the collectives take it: on the device, in the parameter's dtype.
+    fn on_device(&self, p: &ShardedParam) -> Tensor {
+        p.shard.detach().to_device(self.device).to_kind(p.kind)
+    }
+
+    /// Whether the shards are in host memory (CPU offload) while the units run elsewhere.
+    pub fn offloaded(&self) -> bool {
+        self.offload
     }
 
     /// Bytes this rank holds of the sharded weights (its shards).
@@ -274,7 +300,7 @@ impl FullySharded {
 fn by_kind(params: Vec<ShardedParam>) -> Vec<Bucket> {
     let mut buckets: Vec<(Kind, Vec<ShardedParam>)> = Vec::new();
     for p in params {
-        let kind = p.shard.kind();
+        let kind = p.kind;
         match buckets.iter_mut().find(|(k, _)| *k == kind) {
             Some((_, list)) => list.push(p),
             None => buckets.push((kind, vec![p])),

@@ -204,10 +204,11 @@ impl MoeModel {
     }
 
     /// Splits every weight held whole across `group`'s ranks ([`fully_sharded`]), the shards on
-    /// `device` (the whole weights may be on the host); every rank must hold the same values.
-    pub fn shard_weights(&mut self, vars: &mut nn::VarStore, group: std::sync::Arc<std::sync::Mutex<moetune_c10d::ProcessGroup>>, device: Device) -> anyhow::Result<()> {
+    /// `device` or, with `offload`, in host memory in fp32 (the whole weights may be on the host);
+    /// every rank must hold the same values.
+    pub fn shard_weights(&mut self, vars: &mut nn::VarStore, group: std::sync::Arc<std::sync::Mutex<moetune_c10d::ProcessGroup>>, device: Device, offload: bool) -> anyhow::Result<()> {
         anyhow::ensure!(self.sharded.is_none(), "the weights are already sharded");
-        self.sharded = Some(fully_sharded::FullySharded::new(group, &self.params, vars, self.layers.len(), device)?);
+        self.sharded = Some(fully_sharded::FullySharded::new(group, &self.params, vars, self.layers.len(), device, offload)?);
         // Only the emptied parameters move: cheap.
         vars.set_device(device);
         Ok(())

@@ -66,10 +66,11 @@ pub fn catching_lost_peers<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::
 pub fn summary(model: &MoeModel, ep: Option<&ExpertParallel>) -> Option<String> {
     if let Some(sharded) = model.fully_sharded() {
         return Some(format!(
-            "Fully sharded over {} ranks: each holds 1/{} of every weight, its gradient and optimiser state ({:.1} MiB of weights here); a layer's weights are gathered whole only while it runs",
+            "Fully sharded over {} ranks: each holds 1/{} of every weight, its gradient and optimiser state ({:.1} MiB of weights here{}); a layer's weights are gathered whole only while it runs",
             sharded.ranks(),
             sharded.ranks(),
-            sharded.shard_bytes() as f64 / (1 << 20) as f64
+            sharded.shard_bytes() as f64 / (1 << 20) as f64,
+            if sharded.offloaded() { ", in host memory in fp32, stepped on the CPU" } else { "" }
         ));
     }
     let ep = ep?;

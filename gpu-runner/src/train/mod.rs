@@ -249,7 +249,7 @@ fn run_job(spec: &TrainingSpec, data: JobData, device: Device, mut resume: Optio
     let load_on = if options.fully_sharded { Device::Cpu } else { device };
     let (mut vars, mut model, codec) = base_model_split(&spec.model, load_on, kind, storage, ep)?;
     if let (true, Some(dp)) = (options.fully_sharded, parallel) {
-        model.shard_weights(&mut vars, dp.device_group_shared(), device)?;
+        model.shard_weights(&mut vars, dp.device_group_shared(), device, options.cpu_offload)?;
     }
     let expert_shards = expert_parallel::split_names(&model);
     if let (Some(point), Some(dp), false) = (resume.as_mut(), parallel, expert_shards.is_empty()) {

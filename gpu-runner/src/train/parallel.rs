@@ -52,6 +52,8 @@ pub struct DataParallel {
     /// turn in the same order on every rank as the gradient exchanges do.
     group: Arc<Mutex<ProcessGroup>>,
     host: ProcessGroup,
+    /// The training device, where the device group's tensors must be (NCCL takes no host tensors).
+    device: Device,
 }
 
 impl DataParallel {
@@ -72,7 +74,7 @@ impl DataParallel {
                 .context(PeerLost)
                 .with_context(|| format!("rank {} of {} joining the {name} process group ({backend:?})", r.rank, r.world_size))
         };
-        Ok(Self { group: Arc::new(Mutex::new(join("device", Backend::for_device(device))?)), host: join("host", Backend::Gloo)? })
+        Ok(Self { group: Arc::new(Mutex::new(join("device", Backend::for_device(device))?)), host: join("host", Backend::Gloo)?, device })
     }
 
     /// The device group (the lock is only ever held for one collective).
@@ -194,11 +196,13 @@ impl DataParallel {
         })
     }
 
-    /// Sums a device tensor across ranks (a copy; the sum of every rank's share of a norm).
+    /// Sums a tensor across ranks over the device group (a copy; the sum of every rank's share of a
+    /// norm), returned where it was: a host tensor (CPU-offloaded shards' norm) goes through the device.
     pub fn sum_on_device(&self, tensor: Tensor) -> anyhow::Result<Tensor> {
-        let mut sum = tensor.contiguous().copy();
+        let from = tensor.device();
+        let mut sum = tensor.to_device(self.device).contiguous().copy();
         self.device_group().all_reduce(&mut sum, ReduceOp::Sum).context(PeerLost).context("summing across ranks")?;
-        Ok(sum)
+        Ok(sum.to_device(from))
     }
 
     /// Sums host values across ranks (in f64: token counts stay exact).
