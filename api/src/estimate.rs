@@ -41,7 +41,8 @@ pub struct JobEstimate {
     pub requirements: JobRequirements,
     /// The job's memory per stage on each kind of runner; null for a model with no recorded memory model.
     pub memory: Option<EstimateMemory>,
-    /// Devices the job trains on: one GPU (or one CPU host).
+    /// Ranks the job trains on at once, one runner each (one GPU or one CPU host); the memory figures
+    /// are one rank's.
     pub world_size: u32,
     /// Whether a registered runner fits the job now.
     pub fits: bool,
@@ -148,7 +149,7 @@ pub async fn estimate(state: &AppState, tenant: TenantId, request: CreateJobRequ
         tokens_per_estimated_token: ratio,
         requirements,
         memory: model.memory_model.map(|m| memory(&m, &spec)),
-        world_size: 1,
+        world_size: options.world_size,
         fits: reason.is_none(),
         reason,
         runner_classes,
@@ -212,6 +213,7 @@ fn classes(runners: &[RunnerView]) -> BTreeMap<String, Vec<&moetune_types::Runne
 }
 
 fn class_estimate(class: String, members: &[&moetune_types::RunnerInfo], needs: &JobRequirements, measured: Option<Throughput>, tokens: f64) -> RunnerClassEstimate {
+    let ranks = needs.world_size.max(1);
     let device = members[0].device.clone();
     let training_memory_bytes = members.iter().map(|r| r.training_memory_bytes()).max().unwrap_or(0);
     let needed_memory_bytes = needs.memory_on(&device);
@@ -223,12 +225,14 @@ fn class_estimate(class: String, members: &[&moetune_types::RunnerInfo], needs: 
             needed_memory_bytes as f64 / GIB,
             training_memory_bytes as f64 / GIB
         ))
+    } else if (members.len() as u32) < ranks {
+        Some(format!("The job trains on {ranks} runners at once, one rank each; this class has {}. Lower world_size, or add runners.", members.len()))
     } else {
         None
     };
     let expected_duration_seconds = measured.as_ref().map(|m| estimate::expected_seconds(tokens, m));
     RunnerClassEstimate {
-        gpu_hours: expected_duration_seconds.filter(|_| device == "cuda").map(|s| s / 3600.0),
+        gpu_hours: expected_duration_seconds.filter(|_| device == "cuda").map(|s| s * f64::from(ranks) / 3600.0),
         class,
         device,
         runners: members.len() as u32,

@@ -95,6 +95,14 @@ async fn an_estimate_plans_the_job_and_says_where_it_fits(pool: PgPool) {
     let cuda = estimate(&env, body(json!({"device": "cuda"}))).await;
     assert_eq!(class(&cuda, "cpu")["reason"], "The job asks for device 'cuda'; these runners are cpu.");
 
+    // A job on 3 ranks: one rank's memory; only a class with 3 runners fits it. Offloaded shards are
+    // host memory, reported beside the GPU's.
+    let gang = estimate(&env, body(json!({"sft_method": "full", "world_size": 3, "gradient_accumulation_steps": 3, "fully_sharded": true, "cpu_offload": true}))).await;
+    assert_eq!((gang["world_size"].as_u64(), gang["requirements"]["world_size"].as_u64()), (Some(3), Some(3)));
+    assert_eq!(class(&gang, "cuda:H100-80GB")["reason"], "The job trains on 3 runners at once, one rank each; this class has 2. Lower world_size, or add runners.");
+    let cuda_memory = &gang["memory"]["cuda"];
+    assert!(cuda_memory["offloaded_bytes"].as_i64().unwrap() > 0 && long["memory"]["cuda"]["offloaded_bytes"] == 0, "{cuda_memory:#}");
+
     // Nothing was created, and no quota slot was taken.
     let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs").fetch_one(&pool).await.unwrap();
     assert_eq!(jobs, 0);

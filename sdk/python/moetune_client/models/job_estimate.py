@@ -39,7 +39,8 @@ class JobEstimate:
         tokens_per_estimated_token (float): Trained tokens per estimated token on recent jobs of this model (1 when none
             ran): the plan
             counts characters / 4, the runner its tokenizer's tokens under the loss.
-        world_size (int): Devices the job trains on: one GPU (or one CPU host).
+        world_size (int): Ranks the job trains on at once, one runner each (one GPU or one CPU host); the memory figures
+            are one rank's.
         memory (EstimateMemory | None | Unset):
         reason (None | str | Unset): Why none does, and what to change; null when one fits.
     """

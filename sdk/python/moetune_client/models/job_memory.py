@@ -7,6 +7,7 @@ from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
 from ..models.training_device import TrainingDevice
+from ..types import UNSET, Unset
 
 if TYPE_CHECKING:
     from ..models.job_memory_stages import JobMemoryStages
@@ -32,6 +33,9 @@ class JobMemory:
         stages (JobMemoryStages): `sft`, `qat` (when it runs) and, on a CPU runner, `merge` (the dense model for merging
             and
             export).
+        offloaded_bytes (int | Unset): Host memory each rank keeps for the whole job under `cpu_offload`: its fp32
+            weight shards,
+            their gradients and AdamW moments (0 without). On a CPU runner it is part of the stages.
     """
 
     activation_checkpointing: bool
@@ -41,6 +45,7 @@ class JobMemory:
     host_bytes: int
     peak_bytes: int
     stages: JobMemoryStages
+    offloaded_bytes: int | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,6 +63,8 @@ class JobMemory:
 
         stages = self.stages.to_dict()
 
+        offloaded_bytes = self.offloaded_bytes
+
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
@@ -71,6 +78,8 @@ class JobMemory:
                 "stages": stages,
             }
         )
+        if offloaded_bytes is not UNSET:
+            field_dict["offloaded_bytes"] = offloaded_bytes
 
         return field_dict
 
@@ -93,6 +102,8 @@ class JobMemory:
 
         stages = JobMemoryStages.from_dict(d.pop("stages"))
 
+        offloaded_bytes = d.pop("offloaded_bytes", UNSET)
+
         job_memory = cls(
             activation_checkpointing=activation_checkpointing,
             base_experts=base_experts,
@@ -101,6 +112,7 @@ class JobMemory:
             host_bytes=host_bytes,
             peak_bytes=peak_bytes,
             stages=stages,
+            offloaded_bytes=offloaded_bytes,
         )
 
         job_memory.additional_properties = d

@@ -32,6 +32,10 @@ class MoeSftQatOptions:
             end); 0 = stage ends only.
             Default 100; jobs created through the API take 0 or at least 10. A job keeps its newest 3
             periodic checkpoints and its stage finals; kept checkpoints count against storage. Default: 100.
+        cpu_offload (bool | Unset): With `fully_sharded`: keep each rank's shards in host memory, in fp32, with their
+            gradients and
+            optimiser state, and run the optimiser step on the CPU (ZeRO-Offload / FSDP's CPU offload).
+            The GPU then holds only the layer being run, at the cost of host-device copies. Default false. Default: False.
         device (DeviceRequest | Unset): Which kind of runner may take a job.
         eval_prompts (list[EvalPrompt] | Unset): Optional task accuracy: prompts with expected answers, scored by greedy
             decoding.
@@ -76,6 +80,7 @@ class MoeSftQatOptions:
 
     base_expert_format: BaseExpertFormat | None | Unset = UNSET
     checkpoint_every_n_steps: int | Unset = 100
+    cpu_offload: bool | Unset = False
     device: DeviceRequest | Unset = UNSET
     eval_prompts: list[EvalPrompt] | Unset = UNSET
     expert_parallel: bool | Unset = False
@@ -110,6 +115,8 @@ class MoeSftQatOptions:
             base_expert_format = self.base_expert_format
 
         checkpoint_every_n_steps = self.checkpoint_every_n_steps
+
+        cpu_offload = self.cpu_offload
 
         device: str | Unset = UNSET
         if not isinstance(self.device, Unset):
@@ -191,6 +198,8 @@ class MoeSftQatOptions:
             field_dict["base_expert_format"] = base_expert_format
         if checkpoint_every_n_steps is not UNSET:
             field_dict["checkpoint_every_n_steps"] = checkpoint_every_n_steps
+        if cpu_offload is not UNSET:
+            field_dict["cpu_offload"] = cpu_offload
         if device is not UNSET:
             field_dict["device"] = device
         if eval_prompts is not UNSET:
@@ -270,6 +279,8 @@ class MoeSftQatOptions:
         )
 
         checkpoint_every_n_steps = d.pop("checkpoint_every_n_steps", UNSET)
+
+        cpu_offload = d.pop("cpu_offload", UNSET)
 
         _device = d.pop("device", UNSET)
         device: DeviceRequest | Unset
@@ -378,6 +389,7 @@ class MoeSftQatOptions:
         moe_sft_qat_options = cls(
             base_expert_format=base_expert_format,
             checkpoint_every_n_steps=checkpoint_every_n_steps,
+            cpu_offload=cpu_offload,
             device=device,
             eval_prompts=eval_prompts,
             expert_parallel=expert_parallel,
