@@ -136,13 +136,16 @@ def distributed_section(lines):
     r = [l for l in lines if l["bench"] == "distributed"]
     if not r:
         return None
-    worlds = sorted({x["world_size"] for x in r})
-    base = spread([x["tokens_per_s"] for x in r if x["world_size"] == 1])
+    # Lines from before split modes were measured are LoRA, data parallel.
+    method = lambda x: x.get("method", "lora")
+    split = lambda x: x.get("split", "none")
     rows = []
-    for w in worlds:
-        rates = spread([x["tokens_per_s"] for x in r if x["world_size"] == w])
+    for m, sp, w in sorted({(method(x), split(x), x["world_size"]) for x in r}, key=lambda k: (k[0] != "lora", ["none", "expert_parallel", "fully_sharded"].index(k[1]), k[2])):
+        rates = spread([x["tokens_per_s"] for x in r if (method(x), split(x), x["world_size"]) == (m, sp, w)])
+        # Against one rank of the same method holding the whole model.
+        base = spread([x["tokens_per_s"] for x in r if (method(x), split(x), x["world_size"]) == (m, "none", 1)])
         efficiency = {k: rates[k] / (w * base["median"]) for k in ("min", "median", "max")} if base else None
-        rows.append({"world_size": w, "tokens_per_s": rates, "efficiency": efficiency})
+        rows.append({"method": m, "split": sp, "world_size": w, "tokens_per_s": rates, "efficiency": efficiency})
     first = r[0]
     return {"batch": first["batch"], "accumulation": first["accumulation"], "threads_per_rank": first["threads_per_rank"], "rows": rows}
 
@@ -161,7 +164,7 @@ def dated(section, runs):
     """A measured section with when and over how many runs; None when this run did not measure it."""
     if not section or ("rows" in section and not section["rows"]):
         return None
-    return {"measured_at": datetime.date.today().isoformat(), "runs": runs, **section}
+    return {"measured_at": datetime.date.today().isoformat(), "runs": runs, "cpu": machine()["cpu"], **section}
 
 
 def summarise(lines):
@@ -179,7 +182,7 @@ def summarise(lines):
         "api": dated(api_section(lines), count("api_create_job")),
         "upload": dated(upload_section(lines), count("upload")),
         "placement": dated(placement_section(lines), count("placement")),
-        "distributed": dated(distributed_section(lines), count("distributed", world_size=1)),
+        "distributed": dated(distributed_section(lines), count("distributed", world_size=1, method="lora")),
         "memory": dated(memory_section(lines), count("memory") // max(1, len({(l["config"], l["activation_checkpointing"], l.get("stage", "sft")) for l in lines if l["bench"] == "memory"}))),
         "gpu": gpu,
     }
@@ -189,17 +192,19 @@ SECTIONS = ("train", "fp4", "api", "upload", "placement", "memory", "distributed
 
 
 def keep_earlier(s, earlier):
-    """Sections this run did not measure (or skipped) keep the earlier figures, which carry their date."""
+    """Sections this run did not measure (or skipped) keep the earlier figures, which carry their date
+    and the CPU they were measured on (the earlier run's, for sections written before each recorded it)."""
     for name in SECTIONS:
         old = earlier.get(name)
         if (s.get(name) is None or "skipped" in s[name]) and old and "skipped" not in old:
-            s[name] = old
+            s[name] = {"cpu": earlier.get("machine", {}).get("cpu", "an unrecorded CPU"), **old}
     return s
 
 
 def when(section):
     runs = section["runs"]
-    return f"Measured {section['measured_at']}, {runs} run{'s' if runs != 1 else ''}; min / median / max."
+    on = f" on {section['cpu']}" if section.get("cpu") and "device" not in section else ""
+    return f"Measured {section['measured_at']}{on}, {runs} run{'s' if runs != 1 else ''}; min / median / max."
 
 
 def train_table(t, title):
@@ -227,7 +232,7 @@ def train_table(t, title):
 
 
 def markdown(s):
-    out = [f"On {s['machine']['cpu']} ({s['machine']['cores']} cores). Each section says when it was measured and over how many runs.", ""]
+    out = [f"On {s['machine']['cores']}-core machines of this kind. Each section says when and on which CPU it was measured, and over how many runs.", ""]
     if s["train"]:
         out += ["### Training throughput (CPU, fp32)", "", when(s["train"])] + train_table(s["train"], "architecture, method (anchor)") + [""]
     if s["fp4"]:
@@ -263,11 +268,14 @@ def markdown(s):
         out.append("")
     if s.get("distributed"):
         d = s["distributed"]
-        out += ["### Data-parallel scaling (CPU, Gloo on loopback)", "", when(d) + f" The built-in tiny model; a step is {d['accumulation']} micro-batches of {d['batch']} sequences split over the ranks; one intra-op thread per rank process. "
+        out += ["### Scaling across ranks (CPU, Gloo on loopback)", "", when(d) + f" The built-in tiny model; a step is {d['accumulation']} micro-batches of {d['batch']} sequences split over the ranks; one intra-op thread per rank process. "
                 f"Efficiency = tokens/s ÷ (ranks × one rank's tokens/s). This machine has {s['machine']['cores']} cores: ranks beyond that share them.", "",
-                "| ranks | tokens/s | efficiency |", "|---|---|---|"]
+                "Split rows hold the model split across the ranks (experts, or every weight: fully sharded) and train every weight; their efficiency is against one rank of full SFT holding the model whole.", "",
+                "| method | model | ranks | tokens/s | efficiency |", "|---|---|---|---|---|"]
+        held = {"none": "whole (data parallel)", "expert_parallel": "experts split", "fully_sharded": "fully sharded"}
         for r in d["rows"]:
-            out.append(f"| {r['world_size']} | {fmt(r['tokens_per_s'], 0)} | {fmt(r['efficiency'], 0, 100)} % |")
+            m, sp = r.get("method", "lora"), r.get("split", "none")
+            out.append(f"| {m} | {held[sp]} | {r['world_size']} | {fmt(r['tokens_per_s'], 0)} | {fmt(r['efficiency'], 0, 100)} % |")
         out.append("")
     return out
 
