@@ -133,6 +133,9 @@ pub async fn require(state: &AppState, spec: &mut TrainingSpec) -> Result<Requir
             .check_expert_dims(id, hidden, intermediate)
             .map_err(|message| ApiError::invalid(ErrorCode::ModelIncompatibleWithFormat, "method.moe_sft_qat.qat.format", message))?;
     }
+    if spec.moe.world_size == moetune_types::world_size::AUTO {
+        spec.moe.world_size = choose_world_size(state, spec, entry.memory_model.as_ref()).await?;
+    }
     // Expert indices are checked against the model's shape now, not when a runner builds the adapters.
     if let Some(m) = &entry.memory_model {
         spec.moe
@@ -154,6 +157,19 @@ pub async fn require(state: &AppState, spec: &mut TrainingSpec) -> Result<Requir
         location: entry.location.clone(),
         memory_model: entry.memory_model.clone(),
     })
+}
+
+/// The ranks for a job that asked for `world_size: "auto"`, from the model's memory model and the
+/// registered runners that are not lost; without a memory model, the fewest the options allow.
+async fn choose_world_size(state: &AppState, spec: &TrainingSpec, model: Option<&MemoryModel>) -> Result<u32, ApiError> {
+    use moetune_types::gang_size;
+    let refused = |message: String| ApiError::invalid(ErrorCode::InvalidMethod, "method.moe_sft_qat.world_size", message);
+    let Some(model) = model else {
+        return gang_size::world_size_candidates(&spec.moe, None).first().copied().ok_or_else(|| refused(gang_size::no_candidate(&spec.moe)));
+    };
+    let views = state.queue.runners().await?;
+    let runners: Vec<&moetune_types::RunnerInfo> = views.iter().filter(|r| r.state != moetune_domain::registry::RunnerState::Lost).filter_map(|r| r.info.as_ref()).collect();
+    model.choose_world_size(spec, &runners).map_err(refused)
 }
 
 fn parse_uri(uri: &str) -> Result<(String, String), ApiError> {

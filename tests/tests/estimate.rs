@@ -108,6 +108,46 @@ async fn an_estimate_plans_the_job_and_says_where_it_fits(pool: PgPool) {
     assert_eq!(jobs, 0);
 }
 
+/// `world_size: "auto"`: the API chooses the fewest ranks whose one rank fits as many registered
+/// runners, refuses with the reason when there is none to size against, and the created job carries
+/// the number.
+#[sqlx::test(migrations = "../migrations")]
+async fn an_auto_world_size_is_the_fewest_ranks_that_fit(pool: PgPool) {
+    let env = TestEnv::start(pool.clone()).await;
+    let file = env.upload_demo_dataset().await;
+    let file_id = file["id"].as_str().unwrap();
+    env.settled_file(file_id).await;
+    let body = |moe: Value| json!({"model": "moetune/tiny-mixtral", "training_file": file_id, "method": {"type": "moe_sft_qat", "moe_sft_qat": moe}});
+    let sharded = |world: Value| body(json!({"sft_method": "full", "device": "cpu", "fully_sharded": true, "gradient_accumulation_steps": 8, "world_size": world}));
+
+    let none = error_of(env.post_json("/v1/fine_tuning/jobs/estimate", sharded(json!("auto"))).await, 400).await;
+    assert_eq!(none["param"], "method.moe_sft_qat.world_size");
+    assert!(none["message"].as_str().unwrap().contains("none is registered"), "{none}");
+    for bad in [json!(0), json!("four")] {
+        let refused = error_of(env.post_json("/v1/fine_tuning/jobs/estimate", sharded(bad)).await, 400).await;
+        assert!(refused["message"].as_str().unwrap().contains("`world_size` takes \"auto\" or an integer from 1 to 64"), "{refused}");
+    }
+
+    // Four CPU runners with memory between what one of 4 ranks and one of 2 ranks needs: 4 ranks.
+    let need = |estimate: Value| estimate["requirements"]["cpu_memory_bytes"].as_i64().unwrap();
+    let (two, four) = (need(estimate(&env, sharded(json!(2))).await), need(estimate(&env, sharded(json!(4))).await));
+    assert!(four < two, "{four} vs {two}");
+    for i in 0..4 {
+        register(&env, &format!("cpu-{i}"), "cpu", "", (two + four) / 2).await;
+    }
+    let auto = estimate(&env, sharded(json!("auto"))).await;
+    assert_eq!((auto["world_size"].as_u64(), auto["requirements"]["world_size"].as_u64(), auto["fits"].as_bool()), (Some(4), Some(4), Some(true)), "{auto:#}");
+    // A job that fits one runner whole takes one.
+    let small = estimate(&env, body(json!({"world_size": "auto", "device": "cpu", "seq_len": 64}))).await;
+    assert_eq!(small["world_size"], 1, "{small:#}");
+
+    // The created job carries the chosen number, in its options and its requirements.
+    let created = env.post_json("/v1/fine_tuning/jobs", sharded(json!("auto"))).await;
+    assert_eq!(created.status(), 200);
+    let job: Value = created.json().await.unwrap();
+    assert_eq!((job["method"]["moe_sft_qat"]["world_size"].as_u64(), job["requirements"]["world_size"].as_u64()), (Some(4), Some(4)), "{job:#}");
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn an_estimate_is_refused_as_creation_would_be(pool: PgPool) {
     let env = TestEnv::start(pool).await;

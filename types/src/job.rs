@@ -282,7 +282,11 @@ pub struct MoeSftQatOptions {
     /// Which runners may take the job: `auto` (default: any with enough memory), `cpu` or `cuda`.
     pub device: crate::requirements::DeviceRequest,
     /// Runners the job trains on at once, data parallel (one rank each; the losses are one runner's).
-    /// Default 1; up to 64, dividing `gradient_accumulation_steps`.
+    /// Default 1; up to 64, dividing `gradient_accumulation_steps`. `"auto"`: the API chooses the
+    /// fewest ranks (2 or more with `expert_parallel` or `fully_sharded`) whose per-rank memory fits
+    /// the registered runners, and the job shows the number.
+    #[serde(deserialize_with = "crate::world_size::deserialize")]
+    #[schema(value_type = crate::world_size::WorldSizeRequest)]
     pub world_size: u32,
     /// Split every MoE layer's routed experts across the job's ranks (expert parallelism): each rank
     /// holds `num_experts / world_size` of them, and tokens reach their experts' ranks by all-to-all.
@@ -403,7 +407,7 @@ impl MoeSftQatOptions {
         check((0.0..=1.0).contains(&self.weight_decay), "weight_decay", "`weight_decay` must be in [0, 1].")?;
         check(self.max_grad_norm > 0.0, "max_grad_norm", "`max_grad_norm` must be positive.")?;
         check((1..=1024).contains(&self.gradient_accumulation_steps), "gradient_accumulation_steps", "`gradient_accumulation_steps` must be from 1 to 1024.")?;
-        check((1..=64).contains(&self.world_size), "world_size", "`world_size` must be from 1 to 64.")?;
+        check(self.world_size <= crate::world_size::MAX, "world_size", "`world_size` must be \"auto\" or from 1 to 64.")?;
         check(self.gradient_accumulation_steps % self.world_size.max(1) == 0, "world_size", "`world_size` must divide `gradient_accumulation_steps`: each rank computes whole micro-batches of every step (e.g. world_size 4 with gradient_accumulation_steps 4 or 8).")?;
         check((16..=32768).contains(&self.seq_len), "seq_len", "`seq_len` must be from 16 to 32768.")?;
         check((0.0..0.5).contains(&self.validation_split), "validation_split", "`validation_split` must be in [0, 0.5).")?;
@@ -441,7 +445,7 @@ impl MoeSftQatOptions {
             self.validate_expert_parallel(packed_base)?;
         }
         if self.fully_sharded {
-            check(self.world_size >= 2, "fully_sharded", "`fully_sharded` splits every weight across the job's ranks: set `world_size` to 2 or more.")?;
+            check(self.world_size >= 2 || self.world_size == crate::world_size::AUTO, "fully_sharded", "`fully_sharded` splits every weight across the job's ranks: set `world_size` to 2 or more.")?;
             check(
                 self.sft_method == SftMethod::Full,
                 "fully_sharded",
@@ -461,7 +465,7 @@ impl MoeSftQatOptions {
     /// What expert parallelism needs of the other options (the model's expert count is checked
     /// against `world_size` where the model is known).
     fn validate_expert_parallel(&self, packed_base: bool) -> Result<(), InvalidOption> {
-        check(self.world_size >= 2, "expert_parallel", "`expert_parallel` splits the experts across the job's ranks: set `world_size` to 2 or more.")?;
+        check(self.world_size >= 2 || self.world_size == crate::world_size::AUTO, "expert_parallel", "`expert_parallel` splits the experts across the job's ranks: set `world_size` to 2 or more.")?;
         check(
             self.sft_method == SftMethod::Full || !self.lora.targets_experts(),
             "lora.target_experts",

@@ -6,6 +6,7 @@
 pub mod dataset;
 pub mod error_code;
 pub mod estimate;
+pub mod gang_size;
 pub mod ids;
 mod invalid;
 pub mod job;
@@ -18,6 +19,7 @@ pub mod results;
 pub mod routing;
 pub mod status;
 pub mod text;
+pub mod world_size;
 
 pub use error_code::{ErrorCode, ErrorType};
 pub use ids::{FileId, InvalidId, JobId, RunnerId, TenantId, UploadId};

@@ -329,7 +329,7 @@ pub fn unplaceable_reason(needs: &JobRequirements, largest: &BTreeMap<String, i6
     })
 }
 
-fn gib(bytes: i64) -> String {
+pub(crate) fn gib(bytes: i64) -> String {
     format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 

@@ -4,6 +4,7 @@ from .api_key_list import ApiKeyList
 from .api_key_object import ApiKeyObject
 from .artifact import Artifact
 from .artifact_list import ArtifactList
+from .auto_world_size import AutoWorldSize
 from .base_expert_format import BaseExpertFormat
 from .checkpoint_list import CheckpointList
 from .complete_upload_request import CompleteUploadRequest
@@ -106,6 +107,7 @@ __all__ = (
     "ApiKeyObject",
     "Artifact",
     "ArtifactList",
+    "AutoWorldSize",
     "BaseExpertFormat",
     "CheckpointList",
     "CompleteUploadRequest",

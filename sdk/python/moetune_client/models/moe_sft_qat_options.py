@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 from attrs import define as _attrs_define
 
+from ..models.auto_world_size import AutoWorldSize
 from ..models.base_expert_format import BaseExpertFormat
 from ..models.device_request import DeviceRequest
 from ..models.precision import Precision
@@ -73,9 +74,8 @@ class MoeSftQatOptions:
             `validation_file` is given. Default 0.1. Default: 0.1.
         warmup_ratio (float | Unset): Fraction of the SFT steps spent warming up linearly. Default 0.1. Default: 0.1.
         weight_decay (float | Unset): AdamW weight decay (not applied to norms and biases). Default 0. Default: 0.0.
-        world_size (int | Unset): Runners the job trains on at once, data parallel (one rank each; the losses are one
-            runner's).
-            Default 1; up to 64, dividing `gradient_accumulation_steps`. Default: 1.
+        world_size (AutoWorldSize | int | Unset): `world_size`: a number of ranks (1 to 64), or `"auto"` for the API to
+            choose the fewest that fit.
     """
 
     base_expert_format: BaseExpertFormat | None | Unset = UNSET
@@ -103,7 +103,7 @@ class MoeSftQatOptions:
     validation_split: float | Unset = 0.1
     warmup_ratio: float | Unset = 0.1
     weight_decay: float | Unset = 0.0
-    world_size: int | Unset = 1
+    world_size: AutoWorldSize | int | Unset = UNSET
 
     def to_dict(self) -> dict[str, Any]:
         base_expert_format: None | str | Unset
@@ -189,7 +189,13 @@ class MoeSftQatOptions:
 
         weight_decay = self.weight_decay
 
-        world_size = self.world_size
+        world_size: int | str | Unset
+        if isinstance(self.world_size, Unset):
+            world_size = UNSET
+        elif isinstance(self.world_size, AutoWorldSize):
+            world_size = self.world_size.value
+        else:
+            world_size = self.world_size
 
         field_dict: dict[str, Any] = {}
 
@@ -384,7 +390,20 @@ class MoeSftQatOptions:
 
         weight_decay = d.pop("weight_decay", UNSET)
 
-        world_size = d.pop("world_size", UNSET)
+        def _parse_world_size(data: object) -> AutoWorldSize | int | Unset:
+            if isinstance(data, Unset):
+                return data
+            try:
+                if not isinstance(data, str):
+                    raise TypeError()
+                componentsschemas_world_size_request_type_1 = AutoWorldSize(data)
+
+                return componentsschemas_world_size_request_type_1
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(AutoWorldSize | int | Unset, data)
+
+        world_size = _parse_world_size(d.pop("world_size", UNSET))
 
         moe_sft_qat_options = cls(
             base_expert_format=base_expert_format,

@@ -1,0 +1,117 @@
+//! How many ranks a job whose `world_size` is `"auto"` gets: the fewest whose one rank fits the
+//! registered runners, by the memory model ([`crate::placement`]).
+
+use crate::placement::gib;
+use crate::{MemoryModel, MoeSftQatOptions, RunnerInfo, TrainingSpec};
+
+impl MemoryModel {
+    /// The number of ranks for a job whose `world_size` is `"auto"`: the fewest whose one rank fits as
+    /// many of `runners` (those not lost) as there are ranks; else the fewest whose rank fits one (the
+    /// job then waits for more such runners, saying so). Candidates divide
+    /// `gradient_accumulation_steps`, and the experts under expert parallelism, and are 2 or more when
+    /// the model is split. Err: why none fits, and what to change.
+    pub fn choose_world_size(&self, spec: &TrainingSpec, runners: &[&RunnerInfo]) -> Result<u32, String> {
+        let candidates = world_size_candidates(&spec.moe, Some(self.num_experts));
+        let Some(&most) = candidates.last() else { return Err(no_candidate(&spec.moe)) };
+        if runners.is_empty() {
+            return Err("`world_size: \"auto\"` sizes the job against the registered runners, and none is registered: give `world_size` as a number.".into());
+        }
+        let needs = |ranks: u32| {
+            let mut trial = spec.clone();
+            trial.moe.world_size = ranks;
+            self.requirements(&trial)
+        };
+        let fitting: Vec<(u32, usize)> = candidates.iter().map(|&n| (n, runners.iter().filter(|r| r.fits(&needs(n))).count())).collect();
+        if let Some(&(n, _)) = fitting.iter().find(|&&(n, count)| count >= n as usize).or_else(|| fitting.iter().find(|&&(_, count)| count > 0)) {
+            return Ok(n);
+        }
+        let needed = needs(most);
+        let largest = runners.iter().filter(|r| needed.device.allows(&r.device)).max_by_key(|r| r.training_memory_bytes());
+        Err(match largest {
+            None => format!("`world_size: \"auto\"`: no registered runner is of the device the job asks for ({}).", needed.device.as_str()),
+            Some(r) => format!(
+                "No world size fits the registered runners: on {most} ranks (the most that divide gradient_accumulation_steps {}) one rank needs {} on a {} runner, and the largest has {}. Raise gradient_accumulation_steps, set fully_sharded (and cpu_offload), or add larger runners.",
+                spec.moe.gradient_accumulation_steps,
+                gib(needed.memory_on(&r.device)),
+                r.device,
+                gib(r.training_memory_bytes())
+            ),
+        })
+    }
+}
+
+/// The world sizes a job may take, fewest first: dividing `gradient_accumulation_steps` (and
+/// `experts` under expert parallelism, when known), 2 or more when the model is split.
+pub fn world_size_candidates(o: &MoeSftQatOptions, experts: Option<i64>) -> Vec<u32> {
+    let least = if o.expert_parallel || o.fully_sharded { 2 } else { 1 };
+    (least..=crate::world_size::MAX)
+        .filter(|n| o.gradient_accumulation_steps % n == 0)
+        .filter(|&n| !o.expert_parallel || experts.is_none_or(|e| e % i64::from(n) == 0))
+        .collect()
+}
+
+/// Why no world size can be chosen at all.
+pub fn no_candidate(o: &MoeSftQatOptions) -> String {
+    format!(
+        "`world_size: \"auto\"` needs a world size of 2 or more that divides gradient_accumulation_steps ({}) to split the model: raise gradient_accumulation_steps (e.g. to 8).",
+        o.gradient_accumulation_steps
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::requirements::DeviceRequest;
+    use crate::SftMethod;
+
+    fn runner(gib: i64) -> RunnerInfo {
+        RunnerInfo {
+            runner_id: crate::RunnerId::parse("r").unwrap(),
+            device: "cuda".into(),
+            gpu_count: 1,
+            gpu_model: String::new(),
+            gpu_memory_bytes: gib << 30,
+            host_memory_bytes: 1 << 40,
+            labels: Default::default(),
+            max_concurrent_jobs: 1,
+            methods: vec![],
+            qat_formats: vec![],
+            version: String::new(),
+            started_at: 0,
+            address: String::new(),
+            last_heartbeat_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_fewest_ranks_that_fit_as_many_runners() {
+        let model: MemoryModel = serde_json::from_value(serde_json::json!({
+            "total_params": 1_000_000_000i64, "router_params": 1_000_000, "expert_params": 900_000_000, "vocab_size": 32_000, "hidden_size": 1024,
+            "num_hidden_layers": 8, "moe_layers": 8, "num_experts": 8, "expert_intermediate_size": 1024, "q_dim": 1024, "kv_dim": 256,
+            "activation_elements_per_token": 100_000, "activation_elements_per_token_per_seq": 8
+        }))
+        .unwrap();
+        let mut spec = TrainingSpec { model: "m".into(), n_epochs: 1, batch_size: 1, seed: 0, moe: MoeSftQatOptions { sft_method: SftMethod::Full, fully_sharded: true, gradient_accumulation_steps: 8, device: DeviceRequest::Cuda, ..Default::default() }, routing_profile: None };
+        let per_rank = |spec: &TrainingSpec, n: u32| {
+            let mut s = spec.clone();
+            s.moe.world_size = n;
+            model.requirements(&s).memory_bytes
+        };
+        assert_eq!(world_size_candidates(&spec.moe, Some(8)), [2, 4, 8]);
+        // Runners between what 4 and 2 ranks need: 4 ranks, once 4 of them are registered.
+        let between = runner(0);
+        let between = RunnerInfo { gpu_memory_bytes: (per_rank(&spec, 2) + per_rank(&spec, 4)) / 2, ..between };
+        assert_eq!(model.choose_world_size(&spec, &[&between; 4]), Ok(4));
+        // Fewer runners than that: still the fewest ranks that fit one (the job waits for the rest).
+        assert_eq!(model.choose_world_size(&spec, &[&between; 2]), Ok(4));
+        // Too small for 8 ranks: refused, saying what one rank needs.
+        let small = RunnerInfo { gpu_memory_bytes: per_rank(&spec, 8) - 1, ..between.clone() };
+        assert!(model.choose_world_size(&spec, &[&small]).unwrap_err().contains("on 8 ranks"));
+        assert!(model.choose_world_size(&spec, &[]).unwrap_err().contains("none is registered"));
+        spec.moe.gradient_accumulation_steps = 1;
+        assert!(model.choose_world_size(&spec, &[&between]).unwrap_err().contains("raise gradient_accumulation_steps"));
+        // A whole model that fits one runner: one rank.
+        let whole = TrainingSpec { moe: MoeSftQatOptions { sft_method: SftMethod::Lora, ..Default::default() }, ..spec };
+        assert_eq!(model.choose_world_size(&whole, &[&runner(80)]), Ok(1));
+    }
+}
