@@ -173,22 +173,7 @@ mod tests {
 
     #[test]
     fn runner_classes_name_the_gpu() {
-        let info = |device: &str, model: &str| RunnerInfo {
-            runner_id: crate::RunnerId::parse("r").unwrap(),
-            device: device.into(),
-            gpu_count: 1,
-            gpu_model: model.into(),
-            gpu_memory_bytes: 80 << 30,
-            host_memory_bytes: 1 << 40,
-            labels: Default::default(),
-            max_concurrent_jobs: 1,
-            methods: vec![],
-            qat_formats: vec![],
-            version: String::new(),
-            started_at: 0,
-            address: String::new(),
-            last_heartbeat_ms: 0,
-        };
+        let info = |device: &str, model: &str| RunnerInfo { gpu_model: model.into(), ..RunnerInfo::for_tests(device, 80) };
         assert_eq!(runner_class(&info("cuda", "H100-80GB")), "cuda:H100-80GB");
         assert_eq!(runner_class(&info("cuda", "")), "cuda:80GiB");
         assert_eq!(runner_class(&info("cpu", "")), "cpu");

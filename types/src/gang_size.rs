@@ -65,22 +65,7 @@ mod tests {
     use crate::SftMethod;
 
     fn runner(gib: i64) -> RunnerInfo {
-        RunnerInfo {
-            runner_id: crate::RunnerId::parse("r").unwrap(),
-            device: "cuda".into(),
-            gpu_count: 1,
-            gpu_model: String::new(),
-            gpu_memory_bytes: gib << 30,
-            host_memory_bytes: 1 << 40,
-            labels: Default::default(),
-            max_concurrent_jobs: 1,
-            methods: vec![],
-            qat_formats: vec![],
-            version: String::new(),
-            started_at: 0,
-            address: String::new(),
-            last_heartbeat_ms: 0,
-        }
+        RunnerInfo::for_tests("cuda", gib)
     }
 
     #[test]

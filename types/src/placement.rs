@@ -338,22 +338,7 @@ mod tests {
     use super::*;
 
     fn runner(device: &str, gib: i64) -> RunnerInfo {
-        RunnerInfo {
-            runner_id: crate::RunnerId::parse("r").unwrap(),
-            device: device.into(),
-            gpu_count: i64::from(device == "cuda"),
-            gpu_model: String::new(),
-            gpu_memory_bytes: if device == "cuda" { gib << 30 } else { 0 },
-            host_memory_bytes: if device == "cuda" { 1 << 40 } else { gib << 30 },
-            labels: Default::default(),
-            max_concurrent_jobs: 1,
-            methods: vec![],
-            qat_formats: vec![],
-            version: String::new(),
-            started_at: 0,
-            address: String::new(),
-            last_heartbeat_ms: 0,
-        }
+        RunnerInfo::for_tests(device, gib)
     }
 
     #[test]

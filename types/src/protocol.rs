@@ -353,3 +353,27 @@ impl RunnerEventKind {
         }
     }
 }
+
+#[cfg(test)]
+impl RunnerInfo {
+    /// A runner for unit tests: `device` with `gib` GiB of training memory (a CUDA one with 1 TiB of
+    /// host memory besides).
+    pub(crate) fn for_tests(device: &str, gib: i64) -> Self {
+        Self {
+            runner_id: crate::RunnerId::parse("r").unwrap(),
+            device: device.into(),
+            gpu_count: i64::from(device == "cuda"),
+            gpu_model: String::new(),
+            gpu_memory_bytes: if device == "cuda" { gib << 30 } else { 0 },
+            host_memory_bytes: if device == "cuda" { 1 << 40 } else { gib << 30 },
+            labels: Default::default(),
+            max_concurrent_jobs: 1,
+            methods: vec![],
+            qat_formats: vec![],
+            version: String::new(),
+            started_at: 0,
+            address: String::new(),
+            last_heartbeat_ms: 0,
+        }
+    }
+}
