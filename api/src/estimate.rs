@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use moetune_domain::registry::largest_runners;
 use moetune_domain::registry::{RunnerState, RunnerView};
 use moetune_types::estimate::{self, Measurement, Throughput, TrainingPlan, RECENT_JOBS};
+use moetune_types::gang_size::gang_reason;
 use moetune_types::placement::{unplaceable_reason, JobMemory, TrainingDevice};
 use moetune_types::{JobRequirements, TrainingSpec};
 use serde::Serialize;
@@ -119,7 +120,8 @@ pub async fn estimate(state: &AppState, tenant: TenantId, request: CreateJobRequ
 
     let runners = state.queue.runners().await?;
     let requirements = model.requirements;
-    let reason = unplaceable_reason(&requirements, &largest_runners(&runners));
+    let registered: Vec<&moetune_types::RunnerInfo> = runners.iter().filter(|r| r.state != RunnerState::Lost).filter_map(|r| r.info.as_ref()).collect();
+    let reason = unplaceable_reason(&requirements, &largest_runners(&runners)).or_else(|| gang_reason(&requirements, &registered));
     let mut runner_classes = Vec::new();
     for (class, members) in classes(&runners) {
         let measured = estimate::throughput(&measurements(state, &spec.model, Some((method, &class))).await?);

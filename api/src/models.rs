@@ -153,7 +153,7 @@ pub async fn require(state: &AppState, spec: &mut TrainingSpec) -> Result<Requir
     }
     // A model with no memory model has no estimate: it fits any runner.
     Ok(RequiredModel {
-        requirements: entry.memory_model.as_ref().map_or(JobRequirements { device: spec.moe.device, ..Default::default() }, |m| m.requirements(spec)),
+        requirements: entry.memory_model.as_ref().map_or(JobRequirements { device: spec.moe.device, world_size: spec.moe.world_size, ..Default::default() }, |m| m.requirements(spec)),
         location: entry.location.clone(),
         memory_model: entry.memory_model.clone(),
     })

@@ -9,6 +9,7 @@
 //! that outnumbers the registered runners it fits is told the same.
 
 
+use moetune_types::gang_size::gang_reason;
 use moetune_types::placement::unplaceable_reason;
 use moetune_types::JobRequirements;
 use sqlx::PgPool;
@@ -19,11 +20,12 @@ use moetune_domain::registry::{largest_runners, RunnerState, RunnerView};
 /// sets or clears the reason they wait. Returns how many jobs' details changed.
 pub async fn explain_waiting(runners: &[RunnerView], pool: &PgPool) -> anyhow::Result<u64> {
     let largest = largest_runners(runners);
+    let registered: Vec<&moetune_types::RunnerInfo> = runners.iter().filter(|r| r.state != RunnerState::Lost).filter_map(|r| r.info.as_ref()).collect();
     let wanted: Vec<serde_json::Value> = sqlx::query_scalar("SELECT DISTINCT requirements FROM jobs WHERE status = 'queued'").fetch_all(pool).await?;
     let mut changed = 0;
     for raw in wanted {
         let Ok(needs) = serde_json::from_value::<JobRequirements>(raw.clone()) else { continue };
-        let reason = unplaceable_reason(&needs, &largest).or_else(|| gang_reason(&needs, runners));
+        let reason = unplaceable_reason(&needs, &largest).or_else(|| gang_reason(&needs, &registered));
         changed += sqlx::query("UPDATE jobs SET status_details = $2 WHERE status = 'queued' AND requirements = $1 AND status_details IS DISTINCT FROM $2")
             .bind(&raw)
             .bind(&reason)
@@ -32,15 +34,4 @@ pub async fn explain_waiting(runners: &[RunnerView], pool: &PgPool) -> anyhow::R
             .rows_affected();
     }
     Ok(changed)
-}
-
-/// Why a job on several runners waits when fewer runners that fit it are registered than its world
-/// size (each rank takes a runner of its own); None when enough are.
-fn gang_reason(needs: &JobRequirements, runners: &[RunnerView]) -> Option<String> {
-    let world = needs.world_size as usize;
-    if world <= 1 {
-        return None;
-    }
-    let fitting = runners.iter().filter(|r| r.state != RunnerState::Lost).filter(|r| r.info.as_ref().is_some_and(|info| info.fits(needs))).count();
-    (fitting < world).then(|| format!("Waiting for {world} runners that fit the job (one rank each): {fitting} registered runner(s) fit it. Lower world_size, or add runners."))
 }

@@ -100,6 +100,8 @@ async fn an_estimate_plans_the_job_and_says_where_it_fits(pool: PgPool) {
     let gang = estimate(&env, body(json!({"sft_method": "full", "world_size": 3, "gradient_accumulation_steps": 3, "fully_sharded": true, "cpu_offload": true}))).await;
     assert_eq!((gang["world_size"].as_u64(), gang["requirements"]["world_size"].as_u64()), (Some(3), Some(3)));
     assert_eq!(class(&gang, "cuda:H100-80GB")["reason"], "The job trains on 3 runners at once, one rank each; this class has 2. Lower world_size, or add runners.");
+    // Runners of one device kind form a gang: 2 GPUs and a CPU host are not 3 ranks.
+    assert_eq!((gang["fits"].as_bool(), gang["reason"].as_str().map(|r| r.starts_with("Waiting for 3 runners that fit the job"))), (Some(false), Some(true)), "{gang:#}");
     let cuda_memory = &gang["memory"]["cuda"];
     assert!(cuda_memory["offloaded_bytes"].as_i64().unwrap() > 0 && long["memory"]["cuda"]["offloaded_bytes"] == 0, "{cuda_memory:#}");
 

@@ -285,7 +285,7 @@ pub struct MoeSftQatOptions {
     /// Default 1; up to 64, dividing `gradient_accumulation_steps`. `"auto"`: the API chooses the
     /// fewest ranks (2 or more with `expert_parallel` or `fully_sharded`) whose per-rank memory fits
     /// the registered runners, and the job shows the number.
-    #[serde(deserialize_with = "crate::world_size::deserialize")]
+    #[serde(with = "crate::world_size")]
     #[schema(value_type = crate::world_size::WorldSizeRequest)]
     pub world_size: u32,
     /// Split every MoE layer's routed experts across the job's ranks (expert parallelism): each rank
