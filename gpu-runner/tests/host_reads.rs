@@ -52,7 +52,18 @@ const STEP_PATH: &[(&str, &[(&str, usize, &str)])] = &[
             ("Vec::<", 4, "reading those CPU tensors back: no device tensor is read"),
             ("::try_from(", 4, "the same reads"),
             ("int64_value(", 2, "the agreed stop request and the length of rank 0's verdict, CPU tensors"),
+            ("to_device(", 2, "the gradient norm's share of CPU-offloaded shards, a host scalar, goes through the device for the sum across ranks (NCCL takes device tensors) and back: with cpu_offload only"),
         ],
+    ),
+    (
+        // Fully sharded weights. Without CPU offload the shards are on the device in the parameters'
+        // dtype and these moves are no-ops.
+        "src/model/fully_sharded.rs",
+        &[(
+            "to_device(",
+            4,
+            "with cpu_offload: each unit's fp32 host shards copied to the device before its all-gather, and its reduced gradient pieces copied back to the host (that copy waits for the reduction: offload trades this for device memory); and placing the shards once, when the model is sharded",
+        )],
     ),
     ("src/train/quantizer.rs", &[("double_value(", 1, "the calibration pass records each expert input's amax on the host, before QAT")]),
     (
