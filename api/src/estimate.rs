@@ -7,8 +7,7 @@ use moetune_types::TenantId;
 use moetune_types::ErrorCode;
 use std::collections::BTreeMap;
 
-use moetune_domain::registry::largest_runners;
-use moetune_domain::registry::{RunnerState, RunnerView};
+use moetune_domain::registry::{largest_runners, live_runners, RunnerView};
 use moetune_types::estimate::{self, Measurement, Throughput, TrainingPlan, RECENT_JOBS};
 use moetune_types::gang_size::gang_reason;
 use moetune_types::placement::{unplaceable_reason, JobMemory, TrainingDevice};
@@ -120,8 +119,7 @@ pub async fn estimate(state: &AppState, tenant: TenantId, request: CreateJobRequ
 
     let runners = state.queue.runners().await?;
     let requirements = model.requirements;
-    let registered: Vec<&moetune_types::RunnerInfo> = runners.iter().filter(|r| r.state != RunnerState::Lost).filter_map(|r| r.info.as_ref()).collect();
-    let reason = unplaceable_reason(&requirements, &largest_runners(&runners)).or_else(|| gang_reason(&requirements, &registered));
+    let reason = unplaceable_reason(&requirements, &largest_runners(&runners)).or_else(|| gang_reason(&requirements, &live_runners(&runners)));
     let mut runner_classes = Vec::new();
     for (class, members) in classes(&runners) {
         let measured = estimate::throughput(&measurements(state, &spec.model, Some((method, &class))).await?);
@@ -208,7 +206,7 @@ async fn measurements(state: &AppState, model: &str, of: Option<(&str, &str)>) -
 /// Registered runners that are not lost, by class.
 fn classes(runners: &[RunnerView]) -> BTreeMap<String, Vec<&moetune_types::RunnerInfo>> {
     let mut classes: BTreeMap<String, Vec<&moetune_types::RunnerInfo>> = BTreeMap::new();
-    for info in runners.iter().filter(|r| r.state != RunnerState::Lost).filter_map(|r| r.info.as_ref()) {
+    for info in live_runners(runners) {
         classes.entry(estimate::runner_class(info)).or_default().push(info);
     }
     classes

@@ -168,8 +168,7 @@ async fn choose_world_size(state: &AppState, spec: &TrainingSpec, model: Option<
         return gang_size::world_size_candidates(&spec.moe, None).first().copied().ok_or_else(|| refused(gang_size::no_candidate(&spec.moe)));
     };
     let views = state.queue.runners().await?;
-    let runners: Vec<&moetune_types::RunnerInfo> = views.iter().filter(|r| r.state != moetune_domain::registry::RunnerState::Lost).filter_map(|r| r.info.as_ref()).collect();
-    model.choose_world_size(spec, &runners).map_err(refused)
+    model.choose_world_size(spec, &moetune_domain::registry::live_runners(&views)).map_err(refused)
 }
 
 fn parse_uri(uri: &str) -> Result<(String, String), ApiError> {

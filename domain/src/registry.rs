@@ -139,11 +139,16 @@ pub async fn create_runner_user(queue: &JobQueue, runner_id: &RunnerId, password
     let () = command.query_async(&mut redis).await?;
     Ok(user)
 }
+/// What the runners that are not lost declared: the ones placement, the estimate and the waiting
+/// reasons count.
+pub fn live_runners(runners: &[RunnerView]) -> Vec<&RunnerInfo> {
+    runners.iter().filter(|r| r.state != RunnerState::Lost).filter_map(|r| r.info.as_ref()).collect()
+}
+
 /// The largest training memory per device kind among runners that are not lost.
 pub fn largest_runners(runners: &[RunnerView]) -> BTreeMap<String, i64> {
     let mut largest: BTreeMap<String, i64> = BTreeMap::new();
-    for runner in runners.iter().filter(|r| r.state != RunnerState::Lost) {
-        let Some(info) = &runner.info else { continue };
+    for info in live_runners(runners) {
         let entry = largest.entry(info.device.clone()).or_default();
         *entry = (*entry).max(info.training_memory_bytes());
     }

@@ -14,13 +14,13 @@ use moetune_types::placement::unplaceable_reason;
 use moetune_types::JobRequirements;
 use sqlx::PgPool;
 
-use moetune_domain::registry::{largest_runners, RunnerState, RunnerView};
+use moetune_domain::registry::{largest_runners, live_runners, RunnerView};
 
 /// One pass over the registry as read (`runners`): for each distinct requirement among queued jobs,
 /// sets or clears the reason they wait. Returns how many jobs' details changed.
 pub async fn explain_waiting(runners: &[RunnerView], pool: &PgPool) -> anyhow::Result<u64> {
     let largest = largest_runners(runners);
-    let registered: Vec<&moetune_types::RunnerInfo> = runners.iter().filter(|r| r.state != RunnerState::Lost).filter_map(|r| r.info.as_ref()).collect();
+    let registered = live_runners(runners);
     let wanted: Vec<serde_json::Value> = sqlx::query_scalar("SELECT DISTINCT requirements FROM jobs WHERE status = 'queued'").fetch_all(pool).await?;
     let mut changed = 0;
     for raw in wanted {
