@@ -69,16 +69,24 @@ struct RankResult {
 }
 
 /// One rank: the whole model's `values`, sharded, one step on its batch, then the model gathered back.
-fn rank(config: ArchConfig, group: ProcessGroup, values: Vec<(String, Tensor)>, batch: Batch, case: Case) -> RankResult {
+/// The whole model's `values` in `kind`, sharded across `group` (the shards in host memory in fp32
+/// when `offload`).
+fn sharded_model(config: ArchConfig, group: ProcessGroup, values: &[(String, Tensor)], kind: Kind, offload: bool) -> (nn::VarStore, MoeModel) {
     let mut vars = nn::VarStore::new(Device::Cpu);
     let mut model = tch::no_grad(|| MoeModel::new(&vars, config));
     let variables = vars.variables();
     tch::no_grad(|| {
-        for (name, value) in &values {
+        for (name, value) in values {
             variables[name].shallow_clone().copy_(value);
         }
     });
-    model.shard_weights(&mut vars, Arc::new(Mutex::new(group)), Device::Cpu, false).unwrap();
+    vars.set_kind(kind);
+    model.shard_weights(&mut vars, Arc::new(Mutex::new(group)), Device::Cpu, offload).unwrap();
+    (vars, model)
+}
+
+fn rank(config: ArchConfig, group: ProcessGroup, values: Vec<(String, Tensor)>, batch: Batch, case: Case) -> RankResult {
+    let (vars, model) = sharded_model(config, group, &values, Kind::Float, false);
     let shard_names = model.fully_sharded().unwrap().names().len();
     let trainables = sft_trainables(&model, &vars, SftMethod::Full, RouterMode::Train);
     assert!(trainables.iter().all(|t| t.tensor.dim() == 1), "the optimiser updates flat shards");
@@ -130,12 +138,7 @@ fn fully_sharded_ranks_give_the_losses_and_gradients_of_the_whole_model() {
 /// its gradient shards (as fp32) and, after one AdamW step, the fp32 values it updated (the
 /// offloaded shards themselves, or the device shards' fp32 masters).
 fn bf16_rank(config: ArchConfig, group: ProcessGroup, values: Vec<(String, Tensor)>, batch: Batch, offload: bool) -> (Kind, f64, HashMap<String, Tensor>, HashMap<String, Tensor>) {
-    let mut vars = nn::VarStore::new(Device::Cpu);
-    let mut model = tch::no_grad(|| MoeModel::new(&vars, config));
-    let variables = vars.variables();
-    tch::no_grad(|| values.iter().for_each(|(name, value)| drop(variables[name].shallow_clone().copy_(value))));
-    vars.set_kind(Kind::BFloat16);
-    model.shard_weights(&mut vars, Arc::new(Mutex::new(group)), Device::Cpu, offload).unwrap();
+    let (vars, model) = sharded_model(config, group, &values, Kind::BFloat16, offload);
     assert_eq!(model.fully_sharded().unwrap().offloaded(), offload);
     let trainables = sft_trainables(&model, &vars, SftMethod::Full, RouterMode::Train);
     let kind = trainables[0].tensor.kind();
